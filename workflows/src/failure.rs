@@ -1,0 +1,46 @@
+//! Turning failures into workflow results that say what went wrong.
+//!
+//! An activity failure reaches a workflow as "Activity task failed" with the real reason in its
+//! cause chain. Workflows end with the cause's own message and type instead, so that
+//! `temporal workflow show` and the UI print e.g. `QualysAuthFailed: Qualys rejected the
+//! username/password` rather than a generic wrapper.
+
+use crate::input::{INVALID_INPUT, InputError};
+use temporalio_common::error::IncomingError;
+use temporalio_sdk::{ActivityExecutionError, ApplicationFailure, WorkflowTermination};
+
+/// Ends a workflow because its input was malformed: non-retryable, type [`INVALID_INPUT`].
+pub fn invalid_input(err: InputError) -> WorkflowTermination {
+    ApplicationFailure::builder(err)
+        .type_name(INVALID_INPUT.to_string())
+        .non_retryable(true)
+        .build()
+        .into()
+}
+
+/// Ends a workflow because an activity failed for good, surfacing the root cause.
+pub fn activity_failed(step: &str, err: ActivityExecutionError) -> WorkflowTermination {
+    let (message, type_name) = match err.cause() {
+        Some(cause) => describe(cause),
+        None => (err.to_string(), None),
+    };
+    ApplicationFailure::builder(format!("{step}: {message}"))
+        .maybe_type_name(type_name)
+        .non_retryable(true)
+        .build()
+        .into()
+}
+
+fn describe(cause: &IncomingError) -> (String, Option<String>) {
+    match cause {
+        IncomingError::Application(app) => (
+            app.failure().map(|f| f.message.clone()).unwrap_or_default(),
+            app.type_name().map(str::to_string),
+        ),
+        IncomingError::Timeout(_) => (
+            format!("timed out ({})", cause.failure().message),
+            Some("ActivityTimeout".to_string()),
+        ),
+        other => (other.failure().message.clone(), None),
+    }
+}

@@ -1,0 +1,21 @@
+//! qflows' workflows: the deterministic half of the product.
+//!
+//! Everything here runs inside the Temporal workflow sandbox, so it does no I/O: it decides what to
+//! do next and asks [activities](contracts) to do it. The crate also owns the data types that
+//! workflows, activities, the CLI and tests exchange, so that each contract is written down once.
+//!
+//! | Workflow | Module |
+//! |---|---|
+//! | `EnsureRegistry` | [`ensure_registry`] |
+
+pub mod contracts;
+pub mod ensure_registry;
+pub mod failure;
+pub mod input;
+pub mod registry;
+pub mod scan;
+
+pub use ensure_registry::EnsureRegistry;
+
+/// The default task queue the qflows worker serves.
+pub const DEFAULT_TASK_QUEUE: &str = "qflows";
