@@ -1,0 +1,16 @@
+//! Deciding what to scan: the pure parsing half of `ScanOnDeploy`.
+//!
+//! - [`image_ref`] parses and normalises container image references (the
+//!   `distribution/reference` grammar) and recognises ECR, ECR Public, ACR and Docker Hub hosts.
+//! - [`events`] reads the raw EventBridge event a user routes to the workflow (ECR pushes, ECS
+//!   deployments via CloudTrail, ECS task state changes) or the manual `{"images": […]}` form, and
+//!   says which images, task definition or service the deployment asks to scan.
+//!
+//! Everything here is deterministic (no I/O, clocks or randomness; outputs keep event order), so
+//! it can run inside workflow code.
+
+pub mod events;
+pub mod image_ref;
+
+pub use events::{Classified, EcsServiceRef, EventSource, ScanRequest, classify};
+pub use image_ref::{ImageRef, ImageRefError, RegistryKind};
