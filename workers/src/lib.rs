@@ -1,0 +1,11 @@
+//! The `qflows` binary's library half: configuration, the worker, the dev loop and CLI commands.
+//!
+//! `main.rs` only parses the command line and dispatches here, so integration tests and other
+//! binaries can run the same code.
+
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod telemetry;
+pub mod temporal;
+pub mod worker;

@@ -1,0 +1,39 @@
+//! Connecting to Temporal with its standard client configuration.
+
+use crate::config::TemporalArgs;
+use temporalio_client::{Client, ClientOptions, Connection, ConnectionOptions};
+use temporalio_common::envconfig::{LoadClientConfigProfileOptions, load_client_config_profile};
+
+/// Loads the Temporal profile (env vars, `temporal.toml`), applies flag overrides and connects.
+pub async fn connect(args: &TemporalArgs, identity: &str) -> anyhow::Result<Client> {
+    let options = LoadClientConfigProfileOptions::builder()
+        .maybe_config_file_profile(args.profile.clone())
+        .build();
+    let mut profile = load_client_config_profile(options, None)
+        .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
+    if let Some(address) = &args.address {
+        profile.address = Some(address.clone());
+    }
+    if let Some(namespace) = &args.namespace {
+        profile.namespace = Some(namespace.clone());
+    }
+    let namespace = profile
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".to_string());
+    let address = profile
+        .address
+        .clone()
+        .unwrap_or_else(|| "localhost:7233".to_string());
+    let mut connection_options = ConnectionOptions::try_from(profile)
+        .map_err(|e| anyhow::anyhow!("Temporal client configuration: {e}"))?;
+    connection_options.identity = identity.to_string();
+    let connection = Connection::connect(connection_options).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach Temporal at {address} (TEMPORAL_ADDRESS / --temporal-address): {e}"
+        )
+    })?;
+    let client = Client::new(connection, ClientOptions::new(namespace).build())
+        .map_err(|e| anyhow::anyhow!("Temporal client: {e}"))?;
+    Ok(client)
+}
