@@ -10,6 +10,7 @@
 
 pub mod aws;
 pub mod failure;
+pub mod qscanner;
 pub mod qualys;
 pub mod registry;
 

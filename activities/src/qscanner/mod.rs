@@ -1,0 +1,629 @@
+//! Running Qualys QScanner (the proprietary `qscanner` CLI) on a container image, and reading
+//! what it writes. Every rule comes from `/work/shared/research/qualys-api.md` §4.
+//!
+//! # Command (§4.1–4.3)
+//!
+//! Global flags, then the command and the target, as the README's
+//! `qscanner <global_options> command <command_options> target`:
+//!
+//! ```text
+//! qscanner (--gateway-url URL | --pod POD) --scan-types pkg,secret
+//!          --output-dir <work_dir>/<scan_id> [--cache-dir DIR]
+//!          --mode get-report | --mode evaluate-policy [--policy-tags a,b]
+//!          --report-format sarif --format json [--offline-scan=true] --log-level info
+//!          image <ref>
+//! ```
+//!
+//! The token travels **only** in the environment (`QUALYS_ACCESS_TOKEN`), never in argv, where
+//! `ps` would show it. The process starts from an **empty** environment: `PATH`,
+//! `HOME=<work_dir>` (FAQ Q7: `HOME` or `XDG_CONFIG_HOME` must be set), `TMPDIR`, the proxy and
+//! CA variables of [`PASSTHROUGH_ENV`], `QUALYS_ACCESS_TOKEN`, `QSCANNER_REGISTRY_USERNAME` /
+//! `_PASSWORD` / `_TOKEN` when given, `AWS_REGION` derived from an ECR reference (unless given),
+//! then [`ScanJob::extra_env`] (e.g. an assumed role's `AWS_ACCESS_KEY_ID`,
+//! `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`). No other worker variable leaks into QScanner.
+//! [`QScanner::command`] returns exactly what runs; its `Debug` redacts every value.
+//!
+//! QScanner's own `--scan-timeout` (default 300 s) is left alone; [`QScannerConfig::timeout`]
+//! bounds the whole process.
+//!
+//! # Run
+//!
+//! The output directory `<work_dir>/<scan_id>` is emptied first, so that files of an earlier
+//! attempt can never be mistaken for this one's. The process leads its own process group, is
+//! killed on drop, and its stdout and stderr are captured (the last 64 KiB of each), redacted of
+//! every credential of the job, logged only at `debug`, and quoted (last lines) in errors.
+//! `heartbeat` is called at start and every [`QScannerConfig::heartbeat_interval`] (default 5 s)
+//! while it runs, and once more before the outputs are parsed. When
+//! [`QScannerConfig::timeout`] passes, or the `cancel` future resolves, the process group is
+//! killed and the run ends with [`QScannerError::Timeout`] or [`QScannerError::Cancelled`].
+//!
+//! From an activity, forward heartbeats to Temporal without blocking, and cancel on the
+//! activity's cancellation (the activity needs a heartbeat timeout above the interval):
+//!
+//! ```ignore
+//! let hb = ctx.clone();
+//! let outcome = scanner
+//!     .run(
+//!         &job,
+//!         move |p: Progress| {
+//!             let ctx = hb.clone();
+//!             tokio::spawn(async move { let _ = ctx.record_heartbeat(p).await; });
+//!         },
+//!         ctx.cancelled(),
+//!     )
+//!     .await
+//!     .map_err(IntoFailure::into_failure)?;
+//! ```
+//!
+//! # Exit codes (§4.4, the official table; see [`exit_code_info`])
+//!
+//! | Code | Result |
+//! |---|---|
+//! | 0 | [`ScanOutcome`]; `policy = Allow` in `evaluate-policy` mode. A missing report or ScanResult is `BadOutput`. |
+//! | 40 | [`ScanOutcome`] with `report_available: false` and a warning (SBOM uploaded, vuln report failed). |
+//! | 42 / 43 | [`ScanOutcome`] with `policy = Deny` / `Audit`. |
+//! | 2 | `QScannerInvalidParameter`, not retryable. |
+//! | 1, 3, undocumented | `QScannerFailed` (3, logger init, is not retryable). |
+//! | 5–10 | `QScannerArtifactFailed`: 6 (image not found, pull denied, registry down) retryable; 7 archive and 8 storage driver not. |
+//! | 11–21 | `QScannerScanFailed`: retryable, except 15 OS not found and 17 OS not supported. |
+//! | 30–39 | `QScannerUploadFailed`, retryable. |
+//! | 41 | `QScannerPolicyUnavailable`, retryable. |
+//! | 124, 137, 129–159, signal | `QScannerKilled`, retryable. |
+//!
+//! # Temporal failure types ([`QScannerError::type_name`])
+//!
+//! A bounded set: `QScannerNotFound` (binary missing or not executable), `QScannerConfigError`,
+//! `QScannerInvalidInput` (bad job) — none retryable; `QScannerIoError`, `QScannerTimeout`,
+//! `QScannerBadOutput` — retryable; the exit-code types of the table above; cancellation becomes
+//! Temporal's own cancelled failure. There is no `QScannerAuthFailed` and no
+//! `QScannerPolicyDenied`: QScanner documents no exit code for a rejected token (it is one of
+//! the generic failures), and a DENY verdict is a successful scan whose outcome the workflow
+//! judges.
+//!
+//! # Outputs (§4.5)
+//!
+//! `*-Report.sarif.json` (vulnerabilities: QID, severity, CVEs, QDS, packages; image id, digest,
+//! OS) and `*-ScanResult.json` (scans performed; secrets **without** their `Match`; image
+//! metadata as a fallback), `_` accepted instead of `-` as the separator (FAQ Q4). Unknown fields
+//! are ignored; malformed JSON is `QScannerBadOutput` naming the file, never its content.
+
+mod command;
+mod error;
+mod exit;
+mod outcome;
+mod process;
+mod report;
+
+#[cfg(test)]
+mod standin_tests;
+#[cfg(test)]
+mod tests;
+
+pub use command::{CommandSpec, PASSTHROUGH_ENV, RESERVED_ENV, ecr_region, is_safe_scan_id};
+pub use error::QScannerError;
+pub use exit::{ExitCodeInfo, ExitDisposition, FailureCategory, exit_code_info};
+pub use outcome::{Finding, PolicyVerdict, ScanOutcome, SecretFinding, VulnerablePackage};
+pub use process::CAPTURE_LIMIT;
+
+use crate::qualys::{Pod, Secret};
+use serde::{Deserialize, Serialize};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tracing::{debug, info, warn};
+
+/// The scan types the runner asks for unless configured otherwise: packages (`os` + `sca`) and
+/// secrets.
+pub const DEFAULT_SCAN_TYPES: [&str; 2] = ["pkg", "secret"];
+
+/// The `--scan-types` values QScanner 4.8 documents (§4.1).
+pub const KNOWN_SCAN_TYPES: [&str; 9] = [
+    "pkg",
+    "os",
+    "sca",
+    "secret",
+    "malware",
+    "fileinsight",
+    "compliance",
+    "manifest",
+    "winregistry",
+];
+
+/// How the worker runs QScanner. [`QScannerConfig::new`] fills in the defaults.
+#[derive(Debug, Clone)]
+pub struct QScannerConfig {
+    /// The `qscanner` binary.
+    pub binary: PathBuf,
+    /// The Qualys platform (`--pod`). One of `pod` and `gateway_url` is required.
+    pub pod: Option<Pod>,
+    /// The gateway (`--gateway-url`); wins over `pod` when both are set.
+    pub gateway_url: Option<String>,
+    /// The Qualys bearer token, passed as `QUALYS_ACCESS_TOKEN` (never on argv).
+    pub access_token: Secret,
+    /// Working directory: `HOME` of QScanner, and parent of the per-scan output directories.
+    pub work_dir: PathBuf,
+    /// `--cache-dir`; QScanner's default (`$HOME/.cache/qualys/qscanner`) when `None`.
+    pub cache_dir: Option<PathBuf>,
+    /// `--scan-types` (default [`DEFAULT_SCAN_TYPES`]).
+    pub scan_types: Vec<String>,
+    /// Kill QScanner after this long (default 600 s, the seeds' subprocess timeout).
+    pub timeout: Duration,
+    /// Call the heartbeat this often while QScanner runs (default 5 s).
+    pub heartbeat_interval: Duration,
+    /// `--offline-scan=true`: no java-db download (default `false`).
+    pub offline_scan: bool,
+}
+
+impl QScannerConfig {
+    /// A configuration for a POD with the defaults documented on each field.
+    pub fn new(
+        binary: impl Into<PathBuf>,
+        pod: Pod,
+        access_token: Secret,
+        work_dir: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            binary: binary.into(),
+            pod: Some(pod),
+            gateway_url: None,
+            access_token,
+            work_dir: work_dir.into(),
+            cache_dir: None,
+            scan_types: DEFAULT_SCAN_TYPES.iter().map(|s| s.to_string()).collect(),
+            timeout: Duration::from_secs(600),
+            heartbeat_interval: Duration::from_secs(5),
+            offline_scan: false,
+        }
+    }
+}
+
+/// What QScanner is asked to do after the scan (`--mode`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScanMode {
+    /// `--mode get-report`: upload the inventory, fetch the vulnerability report.
+    GetReport,
+    /// `--mode evaluate-policy`: also evaluate the central policies with these tags
+    /// (`--policy-tags`, omitted when empty).
+    EvaluatePolicy {
+        /// Policy tags.
+        policy_tags: Vec<String>,
+    },
+}
+
+/// Registry credentials, passed as `QSCANNER_REGISTRY_USERNAME` / `_PASSWORD` / `_TOKEN`
+/// (§4.3). For ECR: username `AWS` and the password of `GetAuthorizationToken`, or none at all
+/// and AWS credentials in [`ScanJob::extra_env`]. For ACR leave the username unset.
+#[derive(Debug, Clone, Default)]
+pub struct RegistryCredentials {
+    /// Registry user name.
+    pub username: Option<String>,
+    /// Registry password.
+    pub password: Option<Secret>,
+    /// Registry bearer token.
+    pub token: Option<Secret>,
+}
+
+/// One scan.
+#[derive(Debug, Clone)]
+pub struct ScanJob {
+    /// The image, e.g. `123456789012.dkr.ecr.us-east-1.amazonaws.com/app@sha256:…`.
+    pub image: String,
+    /// Report only, or evaluate policies.
+    pub mode: ScanMode,
+    /// Registry credentials, if the registry needs them.
+    pub registry: Option<RegistryCredentials>,
+    /// More environment for QScanner, e.g. an assumed role's `AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`. The names in [`RESERVED_ENV`] are refused.
+    pub extra_env: Vec<(String, Secret)>,
+    /// Names the output directory `<work_dir>/<scan_id>`: see [`is_safe_scan_id`].
+    pub scan_id: String,
+}
+
+/// What a run is doing, for heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ScanStage {
+    /// QScanner was just started.
+    Started,
+    /// QScanner is running.
+    Scanning,
+    /// QScanner exited; its outputs are being read.
+    Parsing,
+}
+
+/// Progress of a run, given to the heartbeat callback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// The job's scan id.
+    pub scan_id: String,
+    /// Time since QScanner started.
+    pub elapsed: Duration,
+    /// What is happening.
+    pub stage: ScanStage,
+}
+
+/// Runs QScanner. Cheap to share: it holds only its configuration.
+#[derive(Debug, Clone)]
+pub struct QScanner {
+    cfg: QScannerConfig,
+}
+
+fn config_error(message: impl Into<String>) -> QScannerError {
+    QScannerError::Config {
+        message: message.into(),
+    }
+}
+
+fn absolute(p: &Path, what: &str) -> Result<PathBuf, QScannerError> {
+    if p.as_os_str().is_empty() {
+        return Err(config_error(format!("{what} must not be empty")));
+    }
+    std::path::absolute(p).map_err(|e| config_error(format!("{what}: {e}")))
+}
+
+impl QScanner {
+    /// Checks the configuration: the binary exists and is executable, a POD or gateway URL is
+    /// set, the token is not empty, scan types are known, durations positive. Relative
+    /// directories are made absolute. Creates nothing.
+    pub fn new(mut cfg: QScannerConfig) -> Result<Self, QScannerError> {
+        use std::os::unix::fs::PermissionsExt;
+        let not_found = |message: &str| QScannerError::NotFound {
+            path: cfg.binary.clone(),
+            message: message.to_string(),
+        };
+        let meta = std::fs::metadata(&cfg.binary).map_err(|e| not_found(&e.to_string()))?;
+        if !meta.is_file() {
+            return Err(not_found("not a file"));
+        }
+        if meta.permissions().mode() & 0o111 == 0 {
+            return Err(not_found("not executable"));
+        }
+        match (&cfg.gateway_url, &cfg.pod) {
+            (None, None) => return Err(config_error("a POD or a gateway URL is required")),
+            (Some(url), _) => {
+                let parsed =
+                    url::Url::parse(url).map_err(|e| config_error(format!("gateway URL: {e}")))?;
+                if !matches!(parsed.scheme(), "http" | "https") || parsed.host().is_none() {
+                    return Err(config_error("the gateway URL must be http(s) with a host"));
+                }
+            }
+            (None, Some(_)) => {}
+        }
+        let token = cfg.access_token.expose();
+        if token.trim().is_empty() || token.contains(['\0', '\n', '\r']) {
+            return Err(config_error(
+                "the access token must be non-empty and on one line",
+            ));
+        }
+        if cfg.scan_types.is_empty() {
+            return Err(config_error("at least one scan type is required"));
+        }
+        if let Some(bad) = cfg
+            .scan_types
+            .iter()
+            .find(|t| !KNOWN_SCAN_TYPES.contains(&t.as_str()))
+        {
+            return Err(config_error(format!(
+                "unknown scan type `{bad}`; known: {}",
+                KNOWN_SCAN_TYPES.join(", ")
+            )));
+        }
+        if cfg.timeout.is_zero() || cfg.heartbeat_interval.is_zero() {
+            return Err(config_error(
+                "timeout and heartbeat_interval must be positive",
+            ));
+        }
+        cfg.work_dir = absolute(&cfg.work_dir, "work_dir")?;
+        if let Some(cache) = &cfg.cache_dir {
+            cfg.cache_dir = Some(absolute(cache, "cache_dir")?);
+        }
+        Ok(Self { cfg })
+    }
+
+    /// The configuration, with directories made absolute.
+    pub fn config(&self) -> &QScannerConfig {
+        &self.cfg
+    }
+
+    /// The exact program, arguments and environment [`QScanner::run`] uses for `job` (for
+    /// tests and logs). It does not validate the job; `run` does.
+    pub fn command(&self, job: &ScanJob) -> CommandSpec {
+        command::build(&self.cfg, job)
+    }
+
+    /// The output directory of `job`: `<work_dir>/<scan_id>`.
+    pub fn output_dir(&self, job: &ScanJob) -> PathBuf {
+        command::output_dir(&self.cfg, job)
+    }
+
+    /// Runs QScanner on `job.image` and reads its outputs.
+    ///
+    /// `heartbeat` is called at start, every [`QScannerConfig::heartbeat_interval`] while the
+    /// process runs, and before parsing; it must not block. When `cancel` resolves, the process
+    /// is killed and the result is [`QScannerError::Cancelled`]; pass
+    /// `std::future::pending()` for a run that cannot be cancelled.
+    pub async fn run(
+        &self,
+        job: &ScanJob,
+        mut heartbeat: impl FnMut(Progress) + Send,
+        cancel: impl Future<Output = ()> + Send,
+    ) -> Result<ScanOutcome, QScannerError> {
+        command::validate_job(job)?;
+        let spec = self.command(job);
+        let out_dir = spec.current_dir.clone();
+        prepare_dirs(&self.cfg, &out_dir).await?;
+        let redactor = Redactor::for_job(&self.cfg, job);
+        info!(
+            scan_id = %job.scan_id,
+            image = %job.image,
+            args = ?spec.args,
+            env = ?spec.env_names(),
+            "starting qscanner"
+        );
+        let finished = process::run(
+            &spec,
+            self.cfg.timeout,
+            self.cfg.heartbeat_interval,
+            &job.scan_id,
+            &mut heartbeat,
+            cancel,
+        )
+        .await?;
+        let stdout = redactor.redact(&finished.stdout);
+        let stderr = redactor.redact(&finished.stderr);
+        debug!(scan_id = %job.scan_id, %stdout, %stderr, "qscanner output (redacted tails)");
+        let detail = || tail_lines(&stderr, &stdout);
+        let status = match finished.ended {
+            process::Ended::Cancelled => {
+                warn!(scan_id = %job.scan_id, "qscanner cancelled and killed");
+                return Err(QScannerError::Cancelled);
+            }
+            process::Ended::TimedOut => {
+                warn!(
+                    scan_id = %job.scan_id,
+                    timeout_s = self.cfg.timeout.as_secs(),
+                    "qscanner timed out and was killed"
+                );
+                return Err(QScannerError::Timeout {
+                    after: self.cfg.timeout,
+                    detail: detail(),
+                });
+            }
+            process::Ended::Exited(status) => status,
+        };
+        let Some(code) = status.code() else {
+            use std::os::unix::process::ExitStatusExt;
+            return Err(QScannerError::Exit {
+                code: None,
+                signal: status.signal(),
+                name: "killed by a signal",
+                category: FailureCategory::Killed,
+                retryable: true,
+                detail: detail(),
+            });
+        };
+        let info = exit_code_info(code);
+        info!(
+            scan_id = %job.scan_id,
+            exit_code = code,
+            exit_name = info.name,
+            elapsed_ms = finished.elapsed.as_millis() as u64,
+            "qscanner exited"
+        );
+        let (policy, report_expected, mut warnings) = match info.disposition {
+            ExitDisposition::Failure {
+                category,
+                retryable,
+            } => {
+                return Err(QScannerError::Exit {
+                    code: Some(code),
+                    signal: None,
+                    name: info.name,
+                    category,
+                    retryable,
+                    detail: detail(),
+                });
+            }
+            ExitDisposition::Success => {
+                let policy = matches!(job.mode, ScanMode::EvaluatePolicy { .. })
+                    .then_some(PolicyVerdict::Allow);
+                (policy, true, Vec::new())
+            }
+            ExitDisposition::ReportUnavailable => (
+                None,
+                false,
+                vec![format!(
+                    "exit {code} ({}): the SBOM was uploaded but the vulnerability report \
+                     could not be fetched; vulnerabilities are unknown",
+                    info.name
+                )],
+            ),
+            ExitDisposition::PolicyDeny | ExitDisposition::PolicyAudit => {
+                let verdict = if info.disposition == ExitDisposition::PolicyDeny {
+                    PolicyVerdict::Deny
+                } else {
+                    PolicyVerdict::Audit
+                };
+                let mut warnings = Vec::new();
+                if job.mode == ScanMode::GetReport {
+                    warnings.push(format!("exit {code} ({}) in get-report mode", info.name));
+                }
+                (Some(verdict), false, warnings)
+            }
+        };
+        heartbeat(Progress {
+            scan_id: job.scan_id.clone(),
+            elapsed: finished.elapsed,
+            stage: ScanStage::Parsing,
+        });
+        let files = report::find_outputs(&out_dir)?;
+        warnings.extend(files.warnings);
+
+        let Some(result_path) = files.scan_result else {
+            return Err(QScannerError::BadOutput {
+                file: out_dir.display().to_string(),
+                message: format!("no *-ScanResult.json after exit {code}"),
+            });
+        };
+        let label = report::file_label(&result_path);
+        let scan_result =
+            report::parse_scan_result(&report::read_json(&result_path).await?, &label)?;
+        warnings.extend(scan_result.warnings);
+        for wanted in expected_scans(&self.cfg.scan_types) {
+            if !scan_result
+                .scans_performed
+                .iter()
+                .any(|(t, _)| t.eq_ignore_ascii_case(wanted))
+            {
+                warnings.push(format!(
+                    "the {wanted} scan was requested but is not in ScansPerformed"
+                ));
+            }
+        }
+
+        let sarif = match files.sarif {
+            Some(path) if info.disposition != ExitDisposition::ReportUnavailable => {
+                let label = report::file_label(&path);
+                Some(report::parse_sarif(
+                    &report::read_json(&path).await?,
+                    &label,
+                )?)
+            }
+            Some(_) => None,
+            None if report_expected => {
+                return Err(QScannerError::BadOutput {
+                    file: out_dir.display().to_string(),
+                    message: format!("no *-Report.sarif.json after exit {code}"),
+                });
+            }
+            None => {
+                if info.disposition != ExitDisposition::ReportUnavailable {
+                    warnings.push(format!("exit {code}: no vulnerability report was written"));
+                }
+                None
+            }
+        };
+        let report_available = sarif.is_some();
+        let (vulnerabilities, image_id, image_digest, os) = match sarif {
+            Some(s) => {
+                warnings.extend(s.warnings);
+                (s.findings, s.image_id, s.image_digest, s.os)
+            }
+            None => (Vec::new(), None, None, None),
+        };
+        let outcome = ScanOutcome {
+            exit_code: code,
+            policy,
+            report_available,
+            image_id: image_id.or(scan_result.image_id),
+            image_digest: image_digest.or(scan_result.image_digest),
+            os: os.or(scan_result.os),
+            severity_counts: report::count(&vulnerabilities),
+            vulnerabilities,
+            secrets: scan_result.secrets,
+            scans_performed: scan_result.scans_performed,
+            warnings,
+            output_dir: out_dir,
+            duration: finished.elapsed,
+        };
+        info!(
+            scan_id = %job.scan_id,
+            exit_code = code,
+            policy = ?outcome.policy,
+            report_available,
+            vulnerabilities = outcome.vulnerabilities.len(),
+            secrets = outcome.secrets.len(),
+            warnings = outcome.warnings.len(),
+            "qscanner scan read"
+        );
+        Ok(outcome)
+    }
+}
+
+/// The `ScansPerformed` types the configured `--scan-types` should produce (`pkg` = `os` +
+/// `sca`).
+fn expected_scans(scan_types: &[String]) -> Vec<&str> {
+    let mut out: Vec<&str> = Vec::new();
+    for t in scan_types {
+        let types = match t.as_str() {
+            "pkg" => vec!["os", "sca"],
+            other => vec![other],
+        };
+        for t in types {
+            if !out.contains(&t) {
+                out.push(t);
+            }
+        }
+    }
+    out
+}
+
+/// Empties the output directory (files of an earlier attempt must not be read as this one's)
+/// and creates it, the work directory and the cache directory.
+async fn prepare_dirs(cfg: &QScannerConfig, out_dir: &Path) -> Result<(), QScannerError> {
+    match tokio::fs::remove_dir_all(out_dir).await {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(QScannerError::io("emptying the output directory", &e)),
+    }
+    tokio::fs::create_dir_all(out_dir)
+        .await
+        .map_err(|e| QScannerError::io("creating the output directory", &e))?;
+    if let Some(cache) = &cfg.cache_dir {
+        tokio::fs::create_dir_all(cache)
+            .await
+            .map_err(|e| QScannerError::io("creating the cache directory", &e))?;
+    }
+    Ok(())
+}
+
+/// Removes every credential of a job from text.
+struct Redactor {
+    literals: Vec<String>,
+}
+
+impl Redactor {
+    fn for_job(cfg: &QScannerConfig, job: &ScanJob) -> Self {
+        let mut literals: Vec<String> = vec![cfg.access_token.expose().to_string()];
+        if let Some(reg) = &job.registry {
+            literals.extend(reg.password.iter().map(|s| s.expose().to_string()));
+            literals.extend(reg.token.iter().map(|s| s.expose().to_string()));
+        }
+        literals.extend(job.extra_env.iter().map(|(_, v)| v.expose().to_string()));
+        // Short values (a region, a flag) would mangle the text and protect nothing.
+        literals.retain(|s| s.len() >= 8);
+        literals.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        literals.dedup();
+        Self { literals }
+    }
+
+    fn redact(&self, text: &str) -> String {
+        let mut text = text.to_string();
+        for secret in &self.literals {
+            if text.contains(secret.as_str()) {
+                text = text.replace(secret.as_str(), "[redacted]");
+            }
+        }
+        crate::qualys::redact(&text)
+    }
+}
+
+/// The last few non-empty lines of stderr (else stdout), at most ~800 characters.
+fn tail_lines(stderr: &str, stdout: &str) -> String {
+    let source = if stderr.trim().is_empty() {
+        stdout
+    } else {
+        stderr
+    };
+    let lines: Vec<&str> = source
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    let mut tail = lines[lines.len().saturating_sub(5)..].join(" | ");
+    if tail.chars().count() > 800 {
+        let skip = tail.chars().count() - 800;
+        tail = format!("…{}", tail.chars().skip(skip).collect::<String>());
+    }
+    tail
+}
