@@ -98,6 +98,9 @@ pub struct QualysArgs {
     /// A ready bearer token (`QUALYS_API_TOKEN` or `QUALYS_ACCESS_TOKEN`). Environment only.
     #[arg(skip)]
     pub token: Option<Secret>,
+    /// The platform came from `QUALYS_PLATFORM` (so errors name that variable).
+    #[arg(skip)]
+    pub pod_from_platform: bool,
     /// Most Qualys requests in flight at once.
     #[arg(
         long = "qualys-max-in-flight",
@@ -135,6 +138,7 @@ impl QualysArgs {
             .map(Secret::new);
         if self.pod.is_none() {
             self.pod = env_nonempty("QUALYS_PLATFORM");
+            self.pod_from_platform = self.pod.is_some();
         }
         self
     }
@@ -150,7 +154,11 @@ impl QualysArgs {
             (Some(url), _) => parse_gateway(url)?,
             (None, Some(pod)) => {
                 let pod: Pod = pod.parse().map_err(|e| ConfigError::Invalid {
-                    variable: "QUALYS_POD",
+                    variable: if self.pod_from_platform {
+                        "QUALYS_PLATFORM"
+                    } else {
+                        "QUALYS_POD"
+                    },
                     problem: format!("{e}"),
                 })?;
                 Url::parse(pod.gateway_url()).expect("the platform table holds valid URLs")

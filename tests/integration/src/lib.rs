@@ -184,6 +184,16 @@ impl Worker {
     pub async fn kill(&mut self) {
         let _ = self.child.kill().await;
     }
+
+    /// Its process ID while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Waits for it to exit.
+    pub async fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.child.wait().await
+    }
 }
 
 /// Builds the environment and starts `qflows worker` processes.
