@@ -9,8 +9,13 @@
 //! never rename one that has shipped.
 
 use crate::registry::{
-    ConnectorRequest, EnsureRegistryInput, QualysAwsBase, RegistryPlan, RegistryRef, RoleChange,
-    ScanRoleRequest,
+    ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, QualysAwsBase, RegistryPlan,
+    RegistryRef, RoleChange, ScanRoleRequest,
+};
+use crate::scan::ScanRequest;
+use crate::scan::model::{
+    CollectResults, ImageResult, ImageScanInput, NotifyRequest, QScannerScan, QualysImageState,
+    ResolvedImage, ScanSettings, StartImageScan, SubmitRegistryScan,
 };
 use temporalio_common::ActivityDefinition;
 
@@ -53,4 +58,41 @@ activity_contract!(
 activity_contract!(
     /// Creates the ECR registry in Qualys unless it already exists (idempotent).
     CreateRegistry = "qualys.CreateRegistry": RegistryPlan => RegistryRef
+);
+
+activity_contract!(
+    /// The worker's scan settings (poll backoff, timeout, TTL).
+    GetScanSettings = "scan.Settings": () => ScanSettings
+);
+activity_contract!(
+    /// Finds every image of a deployment and its digest (ECS task definitions, services, ECR tags).
+    ResolveImages = "aws.ResolveImages": ScanRequest => Vec<ResolvedImage>
+);
+activity_contract!(
+    /// Starts the `ImageScan` entity of a digest, or tells the running one about this deployment.
+    StartImageScanEntity = "scan.StartImageScan": StartImageScan => ()
+);
+activity_contract!(
+    /// Runs (or joins) `EnsureRegistry` for an account and region and returns its result.
+    EnsureRegistryShared = "registry.EnsureShared": EnsureRegistryInput => EnsureRegistryOutput
+);
+activity_contract!(
+    /// Where Qualys stands on an image: unknown, pending, or scanned.
+    FindQualysImage = "qualys.FindImage": ImageScanInput => QualysImageState
+);
+activity_contract!(
+    /// Submits an on-demand registry scan for the image's repository and tag.
+    SubmitScan = "qualys.SubmitRegistryScan": SubmitRegistryScan => ()
+);
+activity_contract!(
+    /// Fetches all vulnerabilities, stores the full report, applies the gate: a small summary back.
+    CollectScanResults = "scan.CollectResults": CollectResults => ImageResult
+);
+activity_contract!(
+    /// Scans the image with QScanner, stores the report, applies the gate (heartbeats while it runs).
+    QScanImage = "qscanner.Scan": QScannerScan => ImageResult
+);
+activity_contract!(
+    /// Sends a notification (SNS, webhook) about a result; a no-op when none is configured.
+    Notify = "notify.Send": NotifyRequest => ()
 );

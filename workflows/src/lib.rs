@@ -7,15 +7,22 @@
 //! | Workflow | Module |
 //! |---|---|
 //! | `EnsureRegistry` | [`ensure_registry`] |
+//! | `ScanOnDeploy` | [`scan_on_deploy`] |
+//! | `ImageScan` (one per digest) | [`image_scan`] |
 
+pub mod clock;
 pub mod contracts;
 pub mod ensure_registry;
 pub mod failure;
+pub mod image_scan;
 pub mod input;
 pub mod registry;
 pub mod scan;
+pub mod scan_on_deploy;
 
 pub use ensure_registry::EnsureRegistry;
+pub use image_scan::ImageScan;
+pub use scan_on_deploy::ScanOnDeploy;
 
 /// The default task queue the qflows worker serves.
 pub const DEFAULT_TASK_QUEUE: &str = "qflows";

@@ -50,3 +50,26 @@ async fn ensure_registry_histories_replay() {
             .unwrap_or_else(|e| panic!("{name} no longer replays: {e}"));
     }
 }
+
+#[tokio::test]
+async fn scan_histories_replay() {
+    let mut recorded = histories("scan_on_deploy");
+    recorded.extend(histories("image_scan"));
+    assert!(
+        recorded.len() >= 3,
+        "expected recorded ScanOnDeploy and ImageScan histories"
+    );
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<qflows_workflows::ScanOnDeploy>()
+        .expect("register")
+        .register_workflow::<qflows_workflows::ImageScan>()
+        .expect("register")
+        .build();
+    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    for (name, history) in recorded {
+        replayer
+            .replay_workflow(history)
+            .await
+            .unwrap_or_else(|e| panic!("{name} no longer replays: {e}"));
+    }
+}

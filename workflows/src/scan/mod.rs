@@ -11,6 +11,8 @@
 
 pub mod events;
 pub mod image_ref;
+pub mod model;
+pub mod search;
 
 pub use events::{Classified, EcsServiceRef, EventSource, ScanRequest, classify};
 pub use image_ref::{ImageRef, ImageRefError, RegistryKind};

@@ -1,0 +1,326 @@
+//! `ImageScan`: the one workflow per image digest (ID `scan-<digest>`).
+//!
+//! Every deployment of a digest signals this entity (`deployed`) instead of scanning again, so any
+//! number of concurrent events for one digest cause exactly one Qualys scan. The entity scans,
+//! answers every deployment with the result, keeps the result fresh for its TTL (answering later
+//! deployments at once), and rescans when asked or when the TTL ends while the image is still
+//! being deployed. An image nobody deployed during a TTL is let go: the workflow completes.
+
+// `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
+#![allow(missing_docs)]
+
+use crate::clock::rfc3339;
+use crate::contracts::{
+    CollectScanResults, EnsureRegistryShared, FindQualysImage, GetScanSettings, Notify, QScanImage,
+    SubmitScan,
+};
+use crate::registry::EnsureRegistryInput;
+use crate::scan::model::{
+    CollectResults, DeployedAt, ImageResult, ImageScanInput, ImageStatus, NotifyRequest,
+    QScannerScan, QualysImageState, ScanSettings, SubmitRegistryScan, Verdict, notify_reason,
+};
+use crate::scan::{RegistryKind, search};
+use crate::scan_on_deploy::ScanOnDeploy;
+use std::time::Duration;
+use temporalio_common::RetryPolicy;
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, SignalWorkflowOptions,
+    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+};
+
+/// The per-digest entity.
+#[workflow]
+pub struct ImageScan {
+    input: ImageScanInput,
+    /// Deployments waiting for the result.
+    waiting: Vec<DeployedAt>,
+    /// Deployments seen since the last scan.
+    deployments: u64,
+    latest: Option<ImageResult>,
+    rescan: bool,
+}
+
+#[workflow_methods]
+impl ImageScan {
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, input: ImageScanInput) -> Self {
+        Self {
+            input,
+            waiting: Vec::new(),
+            deployments: 0,
+            latest: None,
+            rescan: false,
+        }
+    }
+
+    /// Scans, answers deployments, holds the result for its TTL, rescans while deployed.
+    #[run(name = "ImageScan")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ImageResult> {
+        let settings = ctx
+            .execute_activity(GetScanSettings, (), short_options())
+            .await?;
+        loop {
+            ctx.state_mut(|s| {
+                s.deployments = 0;
+                s.rescan = false;
+            });
+            let result = scan(ctx, &settings).await;
+            if settings.search_attributes {
+                ctx.upsert_search_attributes(search::updates(std::slice::from_ref(&result), None));
+            }
+            let previous = ctx.state_mut(|s| {
+                let previous = s.latest.as_ref().and_then(|r| r.verdict);
+                s.latest = Some(result.clone());
+                previous
+            });
+            let first_deployment = ctx.state(|s| s.waiting.first().cloned());
+            answer_waiting(ctx).await;
+            notify_if_changed(ctx, &result, previous, first_deployment).await;
+
+            // Hold the result for its TTL, answering deployments as they arrive.
+            let timers = ctx.clone();
+            let ttl = timers.timer(Duration::from_secs(settings.ttl_secs));
+            futures::pin_mut!(ttl);
+            loop {
+                temporalio_sdk::workflows::select! {
+                    _ = &mut ttl => break,
+                    _ = ctx.wait_condition(|s: &Self| !s.waiting.is_empty() || s.rescan) => {
+                        answer_waiting(ctx).await;
+                        if ctx.state(|s| s.rescan) {
+                            break;
+                        }
+                    }
+                }
+            }
+            let still_deployed = ctx.state(|s| s.rescan || s.deployments > 0);
+            if !still_deployed {
+                return Ok(result);
+            }
+        }
+    }
+
+    /// A deployment of this digest wants the result.
+    #[signal(name = "deployed")]
+    pub fn deployed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, at: DeployedAt) {
+        self.deployments += 1;
+        self.waiting.push(at);
+    }
+
+    /// Scan again now (e.g. after a Qualys knowledge-base update).
+    #[signal(name = "rescan")]
+    pub fn request_rescan(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _reason: String) {
+        self.rescan = true;
+    }
+
+    /// The latest result, if a scan has finished.
+    #[query(name = "result")]
+    pub fn result(&self, _ctx: &WorkflowContextView) -> Option<ImageResult> {
+        self.latest.clone()
+    }
+}
+
+/// Alerts when the verdict changed (or the scan failed); repeats of the same verdict stay quiet.
+async fn notify_if_changed(
+    ctx: &mut WorkflowContext<ImageScan>,
+    result: &ImageResult,
+    previous: Option<Verdict>,
+    deployed: Option<DeployedAt>,
+) {
+    let Some(reason) = notify_reason(result, previous) else {
+        return;
+    };
+    let request = NotifyRequest {
+        reason,
+        result: result.clone(),
+        previous_verdict: previous,
+        deployed,
+    };
+    // Deployments already have their answer; a notifier that stays down for ten minutes loses
+    // this one alert rather than stalling the entity.
+    let options =
+        ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: Duration::from_secs(600),
+            start_to_close: Duration::from_secs(30),
+        })
+        .retry_policy(retry())
+        .build();
+    let _ = ctx.execute_activity(Notify, request, options).await;
+}
+
+/// Sends the latest result to every waiting deployment.
+async fn answer_waiting(ctx: &mut WorkflowContext<ImageScan>) {
+    let Some(result) = ctx.state(|s| s.latest.clone()) else {
+        return;
+    };
+    let waiting = ctx.state_mut(|s| std::mem::take(&mut s.waiting));
+    for deployment in waiting {
+        // A requester that has ended (or was terminated) no longer needs the answer.
+        let _ = ctx
+            .external_workflow(deployment.requester, None)
+            .signal(
+                ScanOnDeploy::image_result,
+                result.clone(),
+                SignalWorkflowOptions::default(),
+            )
+            .await;
+    }
+}
+
+/// One scan of the digest by the backend that fits the image.
+async fn scan(ctx: &mut WorkflowContext<ImageScan>, settings: &ScanSettings) -> ImageResult {
+    let input = ctx.state(|s| s.input.clone());
+    let outcome = match input.image.kind() {
+        RegistryKind::Ecr {
+            account_id, region, ..
+        } if settings.registry_for_ecr || !settings.qscanner_available => {
+            registry_scan(ctx, &input, settings, account_id, region).await
+        }
+        _ if settings.qscanner_available => qscanner_scan(ctx, &input, settings).await,
+        _ => Ok(finished(
+            &input,
+            ImageStatus::Skipped,
+            "not an ECR image, and the QScanner backend is not configured",
+        )),
+    };
+    outcome.unwrap_or_else(|e| finished(&input, ImageStatus::Failed, &describe(&e)))
+}
+
+/// The Fargate design: registry connector, on-demand schedule, durable polling, results.
+async fn registry_scan(
+    ctx: &mut WorkflowContext<ImageScan>,
+    input: &ImageScanInput,
+    settings: &ScanSettings,
+    account_id: String,
+    region: String,
+) -> Result<ImageResult, ActivityExecutionError> {
+    let registry = EnsureRegistryInput {
+        account_id,
+        region,
+        role_arn: None,
+        create_role: false,
+    };
+    let registry = ctx
+        .execute_activity(EnsureRegistryShared, registry, long_options())
+        .await?;
+    let mut state = ctx
+        .execute_activity(FindQualysImage, input.clone(), short_options())
+        .await?;
+    if !matches!(state, QualysImageState::Scanned { .. }) {
+        let submit = SubmitRegistryScan {
+            registry_uuid: registry.registry_uuid,
+            image: input.image.clone(),
+            digest: input.digest.clone(),
+        };
+        ctx.execute_activity(SubmitScan, submit, short_options())
+            .await?;
+        // Durable polling with bounded backoff: each wait is a timer, not a sleeping activity.
+        let mut waited = 0;
+        let mut interval = settings.poll_initial_secs.max(1);
+        while !matches!(state, QualysImageState::Scanned { .. }) {
+            if waited >= settings.scan_timeout_secs {
+                return Ok(finished(
+                    input,
+                    ImageStatus::TimedOut,
+                    &format!(
+                        "Qualys did not finish the scan within {} s",
+                        settings.scan_timeout_secs
+                    ),
+                ));
+            }
+            ctx.timer(Duration::from_secs(interval)).await;
+            waited += interval;
+            interval = (interval * 2).min(settings.poll_max_secs.max(1));
+            state = ctx
+                .execute_activity(FindQualysImage, input.clone(), short_options())
+                .await?;
+        }
+    }
+    let QualysImageState::Scanned { sha } = state else {
+        unreachable!("the loop ends only on Scanned")
+    };
+    let collect = CollectResults {
+        sha,
+        input: input.clone(),
+        scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
+    };
+    ctx.execute_activity(CollectScanResults, collect, short_options())
+        .await
+}
+
+/// The ECR Lambda / self-hosted design: QScanner pulls and scans the image itself.
+async fn qscanner_scan(
+    ctx: &mut WorkflowContext<ImageScan>,
+    input: &ImageScanInput,
+    settings: &ScanSettings,
+) -> Result<ImageResult, ActivityExecutionError> {
+    let scan = QScannerScan {
+        input: input.clone(),
+        scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
+    };
+    let options =
+        ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: Duration::from_secs(4 * (settings.qscanner_timeout_secs + 120)),
+            start_to_close: Duration::from_secs(settings.qscanner_timeout_secs + 120),
+        })
+        // A crashed worker is noticed within a minute, not at the end of the scan's time limit.
+        .heartbeat_timeout(Duration::from_secs(60))
+        .retry_policy(
+            RetryPolicy::builder()
+                .initial_interval(Duration::from_secs(5))
+                .backoff_coefficient(2.0)
+                .maximum_attempts(3)
+                .build(),
+        )
+        .build();
+    ctx.execute_activity(QScanImage, scan, options).await
+}
+
+fn finished(input: &ImageScanInput, status: ImageStatus, reason: &str) -> ImageResult {
+    ImageResult {
+        digest: input.digest.clone(),
+        image: input.image.to_string(),
+        status,
+        verdict: None,
+        summary: None,
+        result_ref: None,
+        reason: Some(reason.to_string()),
+        backend: None,
+        scanned_at: None,
+    }
+}
+
+fn describe(err: &ActivityExecutionError) -> String {
+    match err.cause() {
+        Some(cause) => cause.failure().message.clone(),
+        None => err.to_string(),
+    }
+}
+
+fn retry() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(60))
+        .build()
+}
+
+/// Qualys and AWS calls: transient failures retried for up to an hour.
+fn short_options() -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+        schedule_to_close: Duration::from_secs(3600),
+        start_to_close: Duration::from_secs(120),
+    })
+    .retry_policy(retry())
+    .build()
+}
+
+/// Waiting for the shared `EnsureRegistry` workflow.
+fn long_options() -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+        schedule_to_close: Duration::from_secs(3600),
+        start_to_close: Duration::from_secs(900),
+    })
+    .retry_policy(retry())
+    .build()
+}

@@ -1,0 +1,350 @@
+//! What `ScanOnDeploy` and the per-digest `ImageScan` workflows exchange.
+//!
+//! Workflow history keeps only these small records (summaries and references); full reports live
+//! in the results store, because Temporal warns at 256 KB per payload and fails at 2 MB.
+
+use crate::scan::{EventSource, ImageRef};
+use serde::{Deserialize, Serialize};
+
+/// The gate's decision for an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Within the policy.
+    Pass,
+    /// Reported, not blocking (e.g. not yet scanned, with `unscanned_verdict = audit`).
+    Audit,
+    /// Violates the policy.
+    Fail,
+}
+
+/// Vulnerability and secret counts of one image (Qualys severities 5 … 1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeveritySummary {
+    /// Severity 5.
+    pub critical: u64,
+    /// Severity 4.
+    pub high: u64,
+    /// Severity 3.
+    pub medium: u64,
+    /// Severities 1 and 2.
+    pub low: u64,
+    /// Vulnerabilities with a fixed version available (all severities).
+    pub fixable: u64,
+    /// Secrets found in the image.
+    pub secrets: u64,
+}
+
+impl SeveritySummary {
+    /// The worst severity present (5 = critical), or 0 when clean.
+    pub fn worst(&self) -> u8 {
+        match self {
+            s if s.critical > 0 => 5,
+            s if s.high > 0 => 4,
+            s if s.medium > 0 => 3,
+            s if s.low > 0 => 1,
+            _ => 0,
+        }
+    }
+
+    /// All vulnerabilities.
+    pub fn total(&self) -> u64 {
+        self.critical + self.high + self.medium + self.low
+    }
+}
+
+/// How an image's scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageStatus {
+    /// Scanned; `summary` and `verdict` are set.
+    Scanned,
+    /// Not scanned, on purpose (`reason` says why, e.g. a non-ECR image without QScanner).
+    Skipped,
+    /// Qualys did not finish within the scan timeout.
+    TimedOut,
+    /// The scan failed (`reason` says why).
+    Failed,
+}
+
+/// The latest result for one image digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageResult {
+    /// `sha256:…` manifest digest.
+    pub digest: String,
+    /// The image as deployed, e.g. `123456789012.dkr.ecr.us-east-1.amazonaws.com/web:1.0`.
+    pub image: String,
+    /// How the scan ended.
+    pub status: ImageStatus,
+    /// The gate's verdict (absent when the scan did not run and there is no unscanned policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Counts by severity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<SeveritySummary>,
+    /// Where the full report was stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_ref: Option<String>,
+    /// Why it was skipped or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Which backend scanned it (`registry` or `qscanner`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// When the scan finished (RFC 3339, workflow time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scanned_at: Option<String>,
+}
+
+/// An image with its digest, as resolution found it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResolvedImage {
+    /// The image as deployed (tag kept).
+    pub image: ImageRef,
+    /// Its manifest digest, when found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
+    /// Why no digest could be found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// Input of the per-digest `ImageScan` workflow (ID `scan-<digest>`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageScanInput {
+    /// The digest this entity owns.
+    pub digest: String,
+    /// The image as first deployed (registry, repository, tag).
+    pub image: ImageRef,
+}
+
+/// "This image was deployed here too": the signal that attaches a deployment to an `ImageScan`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeployedAt {
+    /// The `ScanOnDeploy` workflow to answer (signal `image_result`).
+    pub requester: String,
+    /// Where it was deployed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    /// Region of the deployment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// The kind of deployment event.
+    pub source: EventSource,
+}
+
+/// Request to start (or signal) the `ImageScan` entity for a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StartImageScan {
+    /// The entity's input (used only when it is not running yet).
+    pub input: ImageScanInput,
+    /// The deployment to attach.
+    pub deployed: DeployedAt,
+}
+
+/// `ImageScan` workflow ID for a digest.
+pub fn image_scan_id(digest: &str) -> String {
+    format!("scan-{digest}")
+}
+
+/// Scan behaviour configured on the worker, read once per `ImageScan` run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanSettings {
+    /// First poll interval after submitting a registry scan.
+    pub poll_initial_secs: u64,
+    /// Longest poll interval (the backoff doubles up to this).
+    pub poll_max_secs: u64,
+    /// Give up (`timed_out`) after this long.
+    pub scan_timeout_secs: u64,
+    /// How long a result stays fresh before a rescan while the image is still deployed.
+    pub ttl_secs: u64,
+    /// Scan ECR images with the Qualys registry scan (false: with QScanner, when available).
+    #[serde(default = "yes")]
+    pub registry_for_ecr: bool,
+    /// Whether the worker can run QScanner (then non-ECR images are scanned with it).
+    #[serde(default)]
+    pub qscanner_available: bool,
+    /// QScanner's own time limit.
+    #[serde(default)]
+    pub qscanner_timeout_secs: u64,
+    /// Whether the namespace has qflows' search attributes (see [`crate::scan::search`]).
+    #[serde(default)]
+    pub search_attributes: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Scan an image with QScanner.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QScannerScan {
+    /// The image and digest.
+    pub input: ImageScanInput,
+    /// When the scan was asked for (RFC 3339, workflow time): names the stored report.
+    pub scanned_at: String,
+}
+
+/// Where a registry scan stands in Qualys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "state")]
+pub enum QualysImageState {
+    /// Qualys does not know the image yet (404 / not listed).
+    Unknown,
+    /// Known, scan not finished.
+    Pending {
+        /// Qualys image id.
+        sha: String,
+    },
+    /// `scanStatus: SUCCESS`.
+    Scanned {
+        /// Qualys image id.
+        sha: String,
+    },
+}
+
+/// Submit an on-demand registry scan for one repository and tag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitRegistryScan {
+    /// Qualys registry UUID.
+    pub registry_uuid: String,
+    /// The image to scan.
+    pub image: ImageRef,
+    /// Its digest (names the schedule).
+    pub digest: String,
+}
+
+/// Collect a finished scan's results: vulnerabilities, stored report, gate verdict.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectResults {
+    /// Qualys image id.
+    pub sha: String,
+    /// The image and digest.
+    pub input: ImageScanInput,
+    /// When the scan finished (RFC 3339, workflow time): names the stored report, so a retried
+    /// collection overwrites rather than duplicates it.
+    pub scanned_at: String,
+}
+
+/// Result of `ScanOnDeploy`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanOnDeployOutput {
+    /// `scanned` or `ignored`.
+    pub status: String,
+    /// Why the event was ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The kind of event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<EventSource>,
+    /// Worst verdict over all images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// One entry per image of the deployment.
+    #[serde(default)]
+    pub images: Vec<ImageResult>,
+}
+
+/// Why a notification is sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum NotifyReason {
+    /// The gate's verdict for the digest changed (or a first scan failed the gate).
+    VerdictChanged,
+    /// Secrets were found.
+    SecretsFound,
+    /// The scan failed or timed out.
+    ScanFailed,
+}
+
+/// Ask the notifiers to report a result.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NotifyRequest {
+    /// Why.
+    pub reason: NotifyReason,
+    /// The result.
+    pub result: ImageResult,
+    /// The verdict before this scan, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_verdict: Option<Verdict>,
+    /// The deployment that triggered the scan, if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deployed: Option<DeployedAt>,
+}
+
+/// Whether (and why) a new result is worth a notification, given the previous verdict: only
+/// changes alert, so a digest deployed a hundred times alerts once.
+pub fn notify_reason(result: &ImageResult, previous: Option<Verdict>) -> Option<NotifyReason> {
+    match result.status {
+        ImageStatus::Failed | ImageStatus::TimedOut => Some(NotifyReason::ScanFailed),
+        ImageStatus::Skipped => None,
+        ImageStatus::Scanned => match (previous, result.verdict) {
+            (None, Some(Verdict::Fail)) => Some(NotifyReason::VerdictChanged),
+            (None, _) if result.summary.is_some_and(|s| s.secrets > 0) => {
+                Some(NotifyReason::SecretsFound)
+            }
+            (Some(before), Some(now)) if before != now => Some(NotifyReason::VerdictChanged),
+            _ => None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scanned(verdict: Verdict, secrets: u64) -> ImageResult {
+        ImageResult {
+            digest: "sha256:a".into(),
+            image: "x".into(),
+            status: ImageStatus::Scanned,
+            verdict: Some(verdict),
+            summary: Some(SeveritySummary {
+                secrets,
+                ..Default::default()
+            }),
+            result_ref: None,
+            reason: None,
+            backend: None,
+            scanned_at: None,
+        }
+    }
+
+    #[test]
+    fn only_changes_notify() {
+        assert_eq!(notify_reason(&scanned(Verdict::Pass, 0), None), None);
+        assert_eq!(
+            notify_reason(&scanned(Verdict::Fail, 0), None),
+            Some(NotifyReason::VerdictChanged)
+        );
+        assert_eq!(
+            notify_reason(&scanned(Verdict::Fail, 0), Some(Verdict::Fail)),
+            None
+        );
+        assert_eq!(
+            notify_reason(&scanned(Verdict::Pass, 0), Some(Verdict::Fail)),
+            Some(NotifyReason::VerdictChanged)
+        );
+        assert_eq!(
+            notify_reason(&scanned(Verdict::Pass, 2), None),
+            Some(NotifyReason::SecretsFound)
+        );
+        let failed = ImageResult {
+            status: ImageStatus::TimedOut,
+            ..scanned(Verdict::Pass, 0)
+        };
+        assert_eq!(notify_reason(&failed, None), Some(NotifyReason::ScanFailed));
+    }
+}

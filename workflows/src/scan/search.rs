@@ -1,0 +1,87 @@
+//! Search attributes that make scans findable in the Temporal UI and CLI, e.g.
+//! `temporal workflow list --query 'QflowsGateResult = "fail"'`.
+//!
+//! They must be registered in the namespace once (`qflows dev` does it for its dev server):
+//!
+//! ```sh
+//! temporal operator search-attribute create --name QflowsImageDigests --type KeywordList
+//! temporal operator search-attribute create --name QflowsRepositories --type KeywordList
+//! temporal operator search-attribute create --name QflowsAccount --type Keyword
+//! temporal operator search-attribute create --name QflowsWorstSeverity --type Int
+//! temporal operator search-attribute create --name QflowsGateResult --type Keyword
+//! ```
+//!
+//! The worker checks at start-up and, when they are missing, says so and does not set them
+//! (setting an unregistered attribute would stall every scan).
+
+use crate::scan::model::{ImageResult, Verdict};
+use temporalio_common::search_attributes::{SearchAttributeKey, SearchAttributeUpdate};
+
+/// Image digests a workflow scanned.
+pub const IMAGE_DIGESTS: SearchAttributeKey<Vec<String>> =
+    SearchAttributeKey::keyword_list("QflowsImageDigests");
+/// Repositories (`registry/repository`) a workflow scanned.
+pub const REPOSITORIES: SearchAttributeKey<Vec<String>> =
+    SearchAttributeKey::keyword_list("QflowsRepositories");
+/// The AWS account of the deployment.
+pub const ACCOUNT: SearchAttributeKey<String> = SearchAttributeKey::keyword("QflowsAccount");
+/// Worst Qualys severity found (5 = critical; 0 = none).
+pub const WORST_SEVERITY: SearchAttributeKey<i64> = SearchAttributeKey::int("QflowsWorstSeverity");
+/// Gate result: `pass`, `audit` or `fail`.
+pub const GATE_RESULT: SearchAttributeKey<String> = SearchAttributeKey::keyword("QflowsGateResult");
+
+/// Every attribute with its type name, for registration.
+pub const ALL: [(&str, &str); 5] = [
+    ("QflowsImageDigests", "KeywordList"),
+    ("QflowsRepositories", "KeywordList"),
+    ("QflowsAccount", "Keyword"),
+    ("QflowsWorstSeverity", "Int"),
+    ("QflowsGateResult", "Keyword"),
+];
+
+/// The updates describing a set of image results.
+pub fn updates(results: &[ImageResult], account: Option<&str>) -> Vec<SearchAttributeUpdate> {
+    let mut digests: Vec<String> = results
+        .iter()
+        .map(|r| r.digest.clone())
+        .filter(|d| !d.is_empty())
+        .collect();
+    digests.dedup();
+    let mut repositories: Vec<String> = results
+        .iter()
+        .map(|r| {
+            let without_digest = r.image.split('@').next().unwrap_or_default();
+            // Drop a tag (a ':' after the last '/').
+            match without_digest.rfind(':') {
+                Some(i) if i > without_digest.rfind('/').unwrap_or(0) => {
+                    without_digest[..i].to_string()
+                }
+                _ => without_digest.to_string(),
+            }
+        })
+        .collect();
+    repositories.sort();
+    repositories.dedup();
+    let worst = results
+        .iter()
+        .filter_map(|r| r.summary.map(|s| i64::from(s.worst())))
+        .max()
+        .unwrap_or(0);
+    let mut out = vec![
+        IMAGE_DIGESTS.value_set(digests),
+        REPOSITORIES.value_set(repositories),
+        WORST_SEVERITY.value_set(worst),
+    ];
+    if let Some(verdict) = results.iter().filter_map(|r| r.verdict).max() {
+        let text = match verdict {
+            Verdict::Pass => "pass",
+            Verdict::Audit => "audit",
+            Verdict::Fail => "fail",
+        };
+        out.push(GATE_RESULT.value_set(text.to_string()));
+    }
+    if let Some(account) = account {
+        out.push(ACCOUNT.value_set(account.to_string()));
+    }
+    out
+}
