@@ -130,7 +130,16 @@ impl Aws {
         Self::default()
     }
 
-    async fn config(&self, region: &str) -> SdkConfig {
+    /// A handle with a configuration given up front (tests, or an embedding program); region
+    /// is still chosen per client.
+    pub fn with_config(config: SdkConfig) -> Self {
+        Self {
+            base: OnceCell::new_with(Some(config)),
+        }
+    }
+
+    /// The shared configuration with `region` set.
+    pub async fn config(&self, region: &str) -> SdkConfig {
         let base = self
             .base
             .get_or_init(|| aws_config::defaults(BehaviorVersion::latest()).load())
@@ -143,6 +152,23 @@ impl Aws {
     /// An IAM client for the partition of `region`.
     pub async fn iam(&self, region: &str) -> aws_sdk_iam::Client {
         aws_sdk_iam::Client::new(&self.config(region).await)
+    }
+
+    /// An S3 client in `region`. With an overridden endpoint (`AWS_ENDPOINT_URL`: moto, MinIO)
+    /// it addresses buckets by path, which those servers need.
+    pub async fn s3(&self, region: &str) -> aws_sdk_s3::Client {
+        let config = self.config(region).await;
+        let path_style = config.endpoint_url().is_some();
+        aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&config)
+                .force_path_style(path_style)
+                .build(),
+        )
+    }
+
+    /// An SNS client in `region`.
+    pub async fn sns(&self, region: &str) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.config(region).await)
     }
 }
 

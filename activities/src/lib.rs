@@ -3,6 +3,10 @@
 //! - [`qualys`]: the one Qualys client (JWT/bearer auth, rate limits, error classification).
 //! - [`aws`]: AWS clients from the standard credential chain, and the IAM role Qualys assumes.
 //! - [`registry`]: the activities behind `EnsureRegistry`.
+//! - [`scan`], [`gate`], [`results`]: the activities behind `ScanOnDeploy`/`ImageScan`, the severity
+//!   gate, and the results store.
+//! - [`resolve`]: deployments to images and digests (ECS, ECR, cross-account roles).
+//! - [`qscanner`]: running QScanner and reading its reports.
 //! - [`failure`]: how errors become Temporal failures (retryable or not, with a bounded type).
 //!
 //! Activity types and their inputs and outputs are declared in
@@ -10,8 +14,16 @@
 
 pub mod aws;
 pub mod failure;
+pub mod gate;
+pub mod notify;
+pub mod qscan;
 pub mod qscanner;
 pub mod qualys;
 pub mod registry;
+pub mod resolve;
+pub mod results;
+pub mod scan;
 
+pub use qscan::QScannerActivities;
 pub use registry::RegistryActivities;
+pub use scan::ScanActivities;

@@ -226,6 +226,17 @@ impl QualysClient {
             .map_err(|e| self.inner.metrics.error(e))
     }
 
+    /// The bearer token the client currently uses (logging in first in password mode), for
+    /// tools that call Qualys themselves, such as QScanner (`QUALYS_ACCESS_TOKEN`).
+    pub async fn bearer_token(&self) -> Result<Secret, QualysError> {
+        self.inner
+            .auth
+            .bearer()
+            .await
+            .map(|b| b.token)
+            .map_err(|e| self.inner.metrics.error(e))
+    }
+
     /// A snapshot of the client's counters.
     pub fn metrics(&self) -> ClientMetrics {
         self.inner.metrics.snapshot()

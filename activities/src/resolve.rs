@@ -1,0 +1,376 @@
+//! From a deployment to images with digests: ECS task definitions and services, ECR tags.
+//!
+//! Calls run in the account that owns the resources. With `QFLOWS_CROSS_ACCOUNT_ROLE_NAME`, a
+//! resource in another account than the worker's own is read through that role in its account
+//! (the Fargate scanner's hub/spoke setup); assumed credentials are cached until shortly before
+//! they expire.
+
+use crate::aws::{Aws, AwsError};
+use crate::qualys::Secret;
+use aws_config::SdkConfig;
+use aws_credential_types::Credentials;
+use aws_sdk_ecr::types::ImageIdentifier;
+use qflows_workflows::registry::partition;
+use qflows_workflows::scan::model::ResolvedImage;
+use qflows_workflows::scan::{ImageRef, RegistryKind, ScanRequest};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio::sync::{Mutex, OnceCell};
+
+/// How the resolver reaches other accounts.
+#[derive(Debug, Clone, Default)]
+pub struct ResolverSettings {
+    /// Role to assume in an account that is not the worker's own (none: use the worker's own
+    /// credentials everywhere).
+    pub cross_account_role_name: Option<String>,
+    /// External ID the role's trust policy requires, if any.
+    pub external_id: Option<Secret>,
+    /// AssumeRole session name.
+    pub session_name: String,
+}
+
+/// Reads ECS and ECR for image resolution.
+pub struct Resolver {
+    aws: Arc<Aws>,
+    settings: ResolverSettings,
+    own_account: OnceCell<String>,
+    assumed: Mutex<HashMap<(String, String), Credentials>>,
+}
+
+impl Resolver {
+    /// A resolver using `aws`'s credentials (and the configured cross-account role).
+    pub fn new(aws: Arc<Aws>, settings: ResolverSettings) -> Self {
+        Self {
+            aws,
+            settings,
+            own_account: OnceCell::new(),
+            assumed: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Configuration for calls into `account` in `region`.
+    async fn config_for(&self, account: &str, region: &str) -> Result<SdkConfig, AwsError> {
+        let base = self.aws.config(region).await;
+        let Some(role_name) = &self.settings.cross_account_role_name else {
+            return Ok(base);
+        };
+        let own = self
+            .own_account
+            .get_or_try_init(|| async {
+                let identity = aws_sdk_sts::Client::new(&base)
+                    .get_caller_identity()
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("sts:GetCallerIdentity", e))?;
+                Ok::<_, AwsError>(identity.account().unwrap_or_default().to_string())
+            })
+            .await?;
+        if own == account {
+            return Ok(base);
+        }
+        let key = (account.to_string(), region.to_string());
+        let mut cache = self.assumed.lock().await;
+        let fresh = |c: &Credentials| {
+            c.expiry()
+                .is_none_or(|t| t > SystemTime::now() + Duration::from_secs(300))
+        };
+        let credentials = match cache.get(&key).filter(|c| fresh(c)) {
+            Some(c) => c.clone(),
+            None => {
+                let role_arn = format!("arn:{}:iam::{account}:role/{role_name}", partition(region));
+                let mut request = aws_sdk_sts::Client::new(&base)
+                    .assume_role()
+                    .role_arn(&role_arn)
+                    .role_session_name(&self.settings.session_name)
+                    .duration_seconds(3600);
+                if let Some(external_id) = &self.settings.external_id {
+                    request = request.external_id(external_id.expose());
+                }
+                let response = request.send().await.map_err(|e| {
+                    match AwsError::from_sdk("sts:AssumeRole", e) {
+                        AwsError::AccessDenied { code, .. } => AwsError::AccessDenied {
+                            operation: "sts:AssumeRole",
+                            code,
+                            message: format!("cannot assume {role_arn}"),
+                        },
+                        other => other,
+                    }
+                })?;
+                let c = response.credentials().ok_or_else(|| AwsError::Transient {
+                    operation: "sts:AssumeRole",
+                    code: "NoCredentials".into(),
+                    message: format!("AssumeRole of {role_arn} returned no credentials"),
+                })?;
+                let expiry = SystemTime::try_from(*c.expiration()).ok();
+                let credentials = Credentials::new(
+                    c.access_key_id(),
+                    c.secret_access_key(),
+                    Some(c.session_token().to_string()),
+                    expiry,
+                    "qflows-assume-role",
+                );
+                cache.insert(key, credentials.clone());
+                credentials
+            }
+        };
+        Ok(base
+            .to_builder()
+            .credentials_provider(
+                aws_credential_types::provider::SharedCredentialsProvider::new(credentials),
+            )
+            .build())
+    }
+
+    /// Container images of a task definition (ARN, `family:revision` or family), in order.
+    pub async fn task_definition_images(
+        &self,
+        account: &str,
+        region: &str,
+        task_definition: &str,
+    ) -> Result<Vec<String>, AwsError> {
+        let ecs = aws_sdk_ecs::Client::new(&self.config_for(account, region).await?);
+        let response = ecs
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+            .map_err(
+                |e| match AwsError::from_sdk("ecs:DescribeTaskDefinition", e) {
+                    AwsError::Invalid { code, .. } => AwsError::Invalid {
+                        operation: "ecs:DescribeTaskDefinition",
+                        code,
+                        message: format!("task definition `{task_definition}` was not found"),
+                    },
+                    other => other,
+                },
+            )?;
+        let mut images: Vec<String> = Vec::new();
+        for container in response
+            .task_definition()
+            .map(|t| t.container_definitions())
+            .unwrap_or_default()
+        {
+            if let Some(image) = container.image()
+                && !images.iter().any(|i| i == image)
+            {
+                images.push(image.to_string());
+            }
+        }
+        Ok(images)
+    }
+
+    /// The task definition an ECS service currently runs.
+    pub async fn service_task_definition(
+        &self,
+        account: &str,
+        region: &str,
+        cluster: Option<&str>,
+        service: &str,
+    ) -> Result<String, AwsError> {
+        let ecs = aws_sdk_ecs::Client::new(&self.config_for(account, region).await?);
+        let response = ecs
+            .describe_services()
+            .cluster(cluster.unwrap_or("default"))
+            .services(service)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:DescribeServices", e))?;
+        response
+            .services()
+            .first()
+            .and_then(|s| s.task_definition())
+            .map(str::to_string)
+            .ok_or_else(|| AwsError::Invalid {
+                operation: "ecs:DescribeServices",
+                code: "ServiceNotFound".into(),
+                message: format!(
+                    "service `{service}` was not found in cluster `{}`",
+                    cluster.unwrap_or("default")
+                ),
+            })
+    }
+
+    /// The digest of an ECR image by tag; `Ok(None)` with the reason when the tag or
+    /// repository does not exist.
+    pub async fn ecr_digest(
+        &self,
+        account: &str,
+        region: &str,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Result<String, String>, AwsError> {
+        let ecr = aws_sdk_ecr::Client::new(&self.config_for(account, region).await?);
+        let response = ecr
+            .describe_images()
+            .registry_id(account)
+            .repository_name(repository)
+            .image_ids(ImageIdentifier::builder().image_tag(tag).build())
+            .send()
+            .await;
+        match response {
+            Ok(r) => Ok(r
+                .image_details()
+                .first()
+                .and_then(|d| d.image_digest())
+                .map(str::to_string)
+                .ok_or_else(|| "tag not found in ECR".to_string())),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_image_not_found_exception()) =>
+            {
+                Ok(Err("tag not found in ECR".into()))
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_repository_not_found_exception()) =>
+            {
+                Ok(Err("ECR repository not found".into()))
+            }
+            Err(e) => Err(AwsError::from_sdk("ecr:DescribeImages", e)),
+        }
+    }
+
+    /// ECR pull credentials (`AWS`, password) for QScanner (`QSCANNER_REGISTRY_*`).
+    pub async fn ecr_pull_credentials(
+        &self,
+        account: &str,
+        region: &str,
+    ) -> Result<(String, Secret), AwsError> {
+        let ecr = aws_sdk_ecr::Client::new(&self.config_for(account, region).await?);
+        let response = ecr
+            .get_authorization_token()
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecr:GetAuthorizationToken", e))?;
+        let token = response
+            .authorization_data()
+            .first()
+            .and_then(|d| d.authorization_token())
+            .ok_or_else(|| AwsError::Transient {
+                operation: "ecr:GetAuthorizationToken",
+                code: "NoToken".into(),
+                message: "ECR returned no authorization token".into(),
+            })?;
+        use base64::Engine;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(token)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .unwrap_or_default();
+        let (user, password) = decoded.split_once(':').ok_or_else(|| AwsError::Transient {
+            operation: "ecr:GetAuthorizationToken",
+            code: "BadToken".into(),
+            message: "ECR's authorization token is not user:password".into(),
+        })?;
+        Ok((user.to_string(), Secret::new(password)))
+    }
+}
+
+/// Account and region of an ECS task-definition ARN.
+fn arn_account_region(arn: &str) -> Option<(String, String)> {
+    let mut parts = arn.strip_prefix("arn:")?.split(':');
+    let (_partition, service, region, account) =
+        (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    (service == "ecs").then(|| (account.to_string(), region.to_string()))
+}
+
+/// Resolves every image of a deployment request to a digest where one can be found.
+pub async fn resolve_request(
+    resolver: &Resolver,
+    request: &ScanRequest,
+) -> Result<Vec<ResolvedImage>, AwsError> {
+    let missing = |what: &str| AwsError::Invalid {
+        operation: "resolve",
+        code: "MissingField".into(),
+        message: format!("the event names no {what}"),
+    };
+    let mut images = request.images.clone();
+    if images.is_empty() {
+        let task_definition = match (&request.task_definition, &request.service) {
+            (Some(td), _) => td.clone(),
+            (None, Some(service)) => {
+                let account = request
+                    .account_id
+                    .as_deref()
+                    .ok_or_else(|| missing("account"))?;
+                let region = request.region.as_deref().ok_or_else(|| missing("region"))?;
+                resolver
+                    .service_task_definition(
+                        account,
+                        region,
+                        service.cluster.as_deref(),
+                        &service.service,
+                    )
+                    .await?
+            }
+            (None, None) => return Err(missing("image, task definition or service")),
+        };
+        let (account, region) = match arn_account_region(&task_definition) {
+            Some(ar) => ar,
+            None => (
+                request
+                    .account_id
+                    .clone()
+                    .ok_or_else(|| missing("account"))?,
+                request.region.clone().ok_or_else(|| missing("region"))?,
+            ),
+        };
+        for image in resolver
+            .task_definition_images(&account, &region, &task_definition)
+            .await?
+        {
+            let parsed = ImageRef::parse(&image).map_err(|e| AwsError::Invalid {
+                operation: "ecs:DescribeTaskDefinition",
+                code: "InvalidImage".into(),
+                message: format!("task definition `{task_definition}`: {e}"),
+            })?;
+            if !images.contains(&parsed) {
+                images.push(parsed);
+            }
+        }
+    }
+    let mut resolved = Vec::with_capacity(images.len());
+    for image in images {
+        let (digest, skipped) = match (&image.digest, image.kind(), &image.tag) {
+            (Some(d), _, _) => (Some(d.clone()), None),
+            (
+                None,
+                RegistryKind::Ecr {
+                    account_id, region, ..
+                },
+                _,
+            ) => {
+                let tag = image.tag_or_latest().unwrap_or("latest").to_string();
+                match resolver
+                    .ecr_digest(&account_id, &region, &image.repository, &tag)
+                    .await?
+                {
+                    Ok(d) => (Some(d), None),
+                    Err(why) => (None, Some(why)),
+                }
+            }
+            (None, _, _) => (None, None),
+        };
+        resolved.push(ResolvedImage {
+            image,
+            digest,
+            skipped,
+        });
+    }
+    Ok(resolved)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_definition_arns_name_their_account_and_region() {
+        assert_eq!(
+            arn_account_region("arn:aws:ecs:eu-west-1:210987654321:task-definition/web:3"),
+            Some(("210987654321".into(), "eu-west-1".into()))
+        );
+        assert_eq!(arn_account_region("web:3"), None);
+    }
+}

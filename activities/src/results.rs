@@ -1,0 +1,630 @@
+//! The results store: full scan reports as JSON documents with a stable schema.
+//!
+//! Workflow history keeps a reference (the path or `s3://` URL) and a summary; the report lives
+//! here. Two backends share one layout, `scan-results/<repository>/<digest>/<scannedAt>.json` —
+//! the layout of the ECR scanner's S3 bucket:
+//!
+//! - [`LocalResults`]: a directory. Documents are written via a temporary file and a rename.
+//! - [`S3Results`]: a bucket and key prefix (`s3://bucket/prefix`), written with
+//!   `Content-Type: application/json` and SSE-S3 (`AES256`), like the ECR scanner.
+//!
+//! Either way a retried write replaces the same document instead of adding one: the key depends
+//! only on the repository, the digest and the workflow's `scannedAt`. [`ResultsStore`] is the
+//! async front for both; [`ResultsStore::location_kind`] reads a `QFLOWS_RESULTS`-style location.
+
+use crate::aws::{Aws, AwsError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::ServerSideEncryption;
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use temporalio_sdk::ApplicationFailure;
+use temporalio_sdk::activities::ActivityError;
+
+/// Version of the document schema (`schemaVersion`).
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// A local directory of results.
+#[derive(Debug, Clone)]
+pub struct LocalResults {
+    root: PathBuf,
+}
+
+impl LocalResults {
+    /// Results under `root`.
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self { root: root.into() }
+    }
+
+    /// Writes `document` for an image and returns its path.
+    pub fn put(
+        &self,
+        repository: &str,
+        digest: &str,
+        scanned_at: &str,
+        document: &impl Serialize,
+    ) -> std::io::Result<PathBuf> {
+        let dir = self
+            .root
+            .join("scan-results")
+            .join(safe_path(repository))
+            .join(safe_segment(digest));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join(format!("{}.json", safe_segment(scanned_at)));
+        let tmp = path.with_extension("json.tmp");
+        let bytes = serde_json::to_vec_pretty(document).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, bytes)?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+}
+
+/// One path segment: no separators, no `..`.
+fn safe_segment(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.trim_matches('.').is_empty() {
+        "_".to_string()
+    } else {
+        cleaned
+    }
+}
+
+/// A repository path (`team/app`), each segment made safe.
+fn safe_path(repository: &str) -> PathBuf {
+    repository.split('/').map(safe_segment).collect()
+}
+
+/// Errors writing to the results store, classified for retrying.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or failed transiently (network, throttling, a 5xx, a full
+    /// or busy disk): worth retrying.
+    #[error("results store {store} is unavailable: {message}")]
+    Unavailable {
+        /// The store: a directory, or `s3://bucket`.
+        store: String,
+        /// What happened (no credentials).
+        message: String,
+    },
+    /// The store refused the write (access denied, no such bucket, a read-only directory, an
+    /// invalid request): retrying will not help until someone fixes the configuration.
+    #[error("results store {store} refused the write: {message}")]
+    Denied {
+        /// The store: a directory, or `s3://bucket`.
+        store: String,
+        /// What happened (no credentials).
+        message: String,
+    },
+}
+
+impl StoreError {
+    /// Whether a retry may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
+    }
+
+    /// Bounded failure type name for Temporal and metrics.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StoreError::Unavailable { .. } => "ResultsStoreUnavailable",
+            StoreError::Denied { .. } => "ResultsStoreDenied",
+        }
+    }
+
+    /// Classifies a local I/O error: permissions and read-only file systems are not retryable.
+    fn from_io(store: &Path, err: std::io::Error) -> Self {
+        let store = store.display().to_string();
+        let message = err.to_string();
+        match err.kind() {
+            std::io::ErrorKind::PermissionDenied
+            | std::io::ErrorKind::ReadOnlyFilesystem
+            | std::io::ErrorKind::NotADirectory
+            | std::io::ErrorKind::InvalidInput
+            | std::io::ErrorKind::InvalidData => StoreError::Denied { store, message },
+            _ => StoreError::Unavailable { store, message },
+        }
+    }
+}
+
+impl crate::failure::IntoFailure for StoreError {
+    fn into_failure(self) -> ActivityError {
+        let type_name = self.type_name();
+        let retryable = self.is_retryable();
+        ActivityError::application(
+            ApplicationFailure::builder(self)
+                .type_name(type_name.to_string())
+                .non_retryable(!retryable)
+                .build(),
+        )
+    }
+}
+
+/// S3 error codes worth retrying beyond the generic AWS ones ([`AwsError::from_sdk`]).
+const S3_RETRYABLE_CODES: &[&str] = &[
+    "SlowDown",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "OperationAborted",
+    "InternalError",
+    "ServiceUnavailable",
+];
+
+/// Turns a classified S3 failure into a [`StoreError`]; `status` is the HTTP status when there
+/// was a response, `code` the S3 error code.
+fn s3_store_error(bucket: &str, code: &str, status: Option<u16>, err: AwsError) -> StoreError {
+    let store = format!("s3://{bucket}");
+    let message = err.to_string();
+    let retryable = err.is_retryable()
+        || S3_RETRYABLE_CODES.contains(&code)
+        || status.is_some_and(|s| s == 429 || s >= 500);
+    if retryable {
+        StoreError::Unavailable { store, message }
+    } else {
+        StoreError::Denied { store, message }
+    }
+}
+
+/// Results in an S3 bucket, under an optional key prefix.
+#[derive(Debug, Clone)]
+pub struct S3Results {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    prefix: String,
+}
+
+impl S3Results {
+    /// Results in `bucket` under `prefix` (`""` for the bucket root). A non-empty prefix is a
+    /// folder: `reports` and `reports/` both give keys `reports/scan-results/…`; a leading `/` is
+    /// dropped.
+    ///
+    /// The client decides region, credentials and endpoint (against moto or MinIO it needs
+    /// `force_path_style(true)`; [`Aws::s3`] sets that when an endpoint is overridden).
+    pub fn new(
+        client: aws_sdk_s3::Client,
+        bucket: impl Into<String>,
+        prefix: impl Into<String>,
+    ) -> Self {
+        Self {
+            client,
+            bucket: bucket.into(),
+            prefix: normalize_prefix(&prefix.into()),
+        }
+    }
+
+    /// The bucket.
+    pub fn bucket(&self) -> &str {
+        &self.bucket
+    }
+
+    /// The key prefix: empty, or ending with `/`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The object key of an image's document:
+    /// `<prefix>scan-results/<repository>/<digest>/<scannedAt>.json`.
+    ///
+    /// Digest and timestamp keep their `:` (the ECR scanner's keys do too); characters outside
+    /// S3's safe set become `_`, and empty, `.` and `..` segments become `_`.
+    pub fn key(&self, repository: &str, digest: &str, scanned_at: &str) -> String {
+        let repository: Vec<String> = repository.split('/').map(safe_key_segment).collect();
+        format!(
+            "{}scan-results/{}/{}/{}.json",
+            self.prefix,
+            repository.join("/"),
+            safe_key_segment(digest),
+            safe_key_segment(scanned_at)
+        )
+    }
+
+    /// Writes `document` and returns its `s3://bucket/key` reference. Retrying overwrites the
+    /// same object.
+    pub async fn put(
+        &self,
+        repository: &str,
+        digest: &str,
+        scanned_at: &str,
+        document: &impl Serialize,
+    ) -> Result<String, StoreError> {
+        let key = self.key(repository, digest, scanned_at);
+        let body = serde_json::to_vec_pretty(document).map_err(|e| StoreError::Denied {
+            store: format!("s3://{}", self.bucket),
+            message: format!("the document is not JSON: {e}"),
+        })?;
+        match self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .server_side_encryption(ServerSideEncryption::Aes256)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(format!("s3://{}/{key}", self.bucket)),
+            Err(e) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                let code = e.code().unwrap_or_default().to_string();
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                Err(s3_store_error(
+                    &self.bucket,
+                    &code,
+                    status,
+                    AwsError::from_sdk("s3:PutObject", e),
+                ))
+            }
+        }
+    }
+}
+
+/// `""`, or the prefix without a leading `/` and with a trailing `/`.
+fn normalize_prefix(prefix: &str) -> String {
+    let trimmed = prefix.trim_start_matches('/');
+    if trimmed.is_empty() || trimmed.ends_with('/') {
+        trimmed.to_string()
+    } else {
+        format!("{trimmed}/")
+    }
+}
+
+/// One S3 key segment: S3's safe characters (plus `:`) kept, the rest `_`; never empty, `.` or `..`.
+fn safe_key_segment(s: &str) -> String {
+    let cleaned: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.:!*'()".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if cleaned.trim_matches('.').is_empty() {
+        "_".to_string()
+    } else {
+        cleaned
+    }
+}
+
+/// Where results go, as read from a `QFLOWS_RESULTS`-style location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultsLocation {
+    /// A local directory.
+    Local(PathBuf),
+    /// `s3://bucket/prefix`.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The key prefix (`""` or ending with `/`).
+        prefix: String,
+    },
+}
+
+/// A results location that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid results location `{location}`: {reason}")]
+pub struct InvalidLocation {
+    /// The location as given.
+    pub location: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+impl ResultsLocation {
+    /// Parses `s3://bucket[/prefix]` or a directory path. Other `scheme://` forms are refused
+    /// rather than taken for a directory name.
+    pub fn parse(location: &str) -> Result<Self, InvalidLocation> {
+        let invalid = |reason| InvalidLocation {
+            location: location.to_string(),
+            reason,
+        };
+        let trimmed = location.trim();
+        if trimmed.is_empty() {
+            return Err(invalid("it is empty"));
+        }
+        let scheme_end = trimmed.find("://");
+        let Some(end) = scheme_end else {
+            return Ok(ResultsLocation::Local(PathBuf::from(trimmed)));
+        };
+        if !trimmed[..end].eq_ignore_ascii_case("s3") {
+            return Err(invalid("only s3:// URLs and directory paths are supported"));
+        }
+        let rest = &trimmed[end + 3..];
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = (3..=63).contains(&bucket.len())
+            && bucket
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+            && !bucket.starts_with(['.', '-'])
+            && !bucket.ends_with(['.', '-']);
+        if !valid_bucket {
+            return Err(invalid(
+                "the bucket name must be 3-63 lowercase letters, digits, dots or hyphens",
+            ));
+        }
+        Ok(ResultsLocation::S3 {
+            bucket: bucket.to_string(),
+            prefix: normalize_prefix(prefix),
+        })
+    }
+}
+
+/// The results store: a local directory or an S3 bucket.
+#[derive(Debug, Clone)]
+pub enum ResultsStore {
+    /// A local directory.
+    Local(LocalResults),
+    /// An S3 bucket.
+    S3(S3Results),
+}
+
+impl ResultsStore {
+    /// Writes the document and returns its reference: a file path for Local, `s3://bucket/key`
+    /// for S3. The same repository, digest and `scanned_at` always give the same reference, and
+    /// a retry overwrites it.
+    pub async fn put(
+        &self,
+        repository: &str,
+        digest: &str,
+        scanned_at: &str,
+        document: &serde_json::Value,
+    ) -> Result<String, StoreError> {
+        match self {
+            ResultsStore::Local(local) => {
+                let local = local.clone();
+                let (repository, digest, scanned_at) = (
+                    repository.to_string(),
+                    digest.to_string(),
+                    scanned_at.to_string(),
+                );
+                let document = document.clone();
+                let root = local.root().to_path_buf();
+                let written = tokio::task::spawn_blocking(move || {
+                    local.put(&repository, &digest, &scanned_at, &document)
+                })
+                .await
+                .map_err(|e| StoreError::Unavailable {
+                    store: root.display().to_string(),
+                    message: format!("the write task failed: {e}"),
+                })?;
+                written
+                    .map(|path| path.display().to_string())
+                    .map_err(|e| StoreError::from_io(&root, e))
+            }
+            ResultsStore::S3(s3) => s3.put(repository, digest, scanned_at, document).await,
+        }
+    }
+
+    /// Parses `QFLOWS_RESULTS`-style locations: `s3://bucket/prefix` or a directory path.
+    pub fn location_kind(location: &str) -> Result<ResultsLocation, InvalidLocation> {
+        ResultsLocation::parse(location)
+    }
+
+    /// The store for a location; S3 clients come from `aws` in `region` (the bucket's region).
+    pub async fn from_location(
+        location: &str,
+        aws: &Aws,
+        region: &str,
+    ) -> Result<Self, InvalidLocation> {
+        Ok(match ResultsLocation::parse(location)? {
+            ResultsLocation::Local(root) => ResultsStore::Local(LocalResults::new(root)),
+            ResultsLocation::S3 { bucket, prefix } => {
+                ResultsStore::S3(S3Results::new(aws.s3(region).await, bucket, prefix))
+            }
+        })
+    }
+
+    /// Where the store writes: a directory, or `s3://bucket/prefix`.
+    pub fn describe(&self) -> String {
+        match self {
+            ResultsStore::Local(local) => local.root().display().to_string(),
+            ResultsStore::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
+        }
+    }
+}
+
+impl From<LocalResults> for ResultsStore {
+    fn from(local: LocalResults) -> Self {
+        ResultsStore::Local(local)
+    }
+}
+
+impl From<S3Results> for ResultsStore {
+    fn from(s3: S3Results) -> Self {
+        ResultsStore::S3(s3)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_idempotently_under_safe_paths() {
+        let dir = std::env::temp_dir().join(format!("qflows-results-{}", std::process::id()));
+        let store = LocalResults::new(&dir);
+        let a = store
+            .put(
+                "team/../app",
+                "sha256:ab",
+                "2026-11-22T19:32:17Z",
+                &serde_json::json!({"v": 1}),
+            )
+            .unwrap();
+        let b = store
+            .put(
+                "team/../app",
+                "sha256:ab",
+                "2026-11-22T19:32:17Z",
+                &serde_json::json!({"v": 2}),
+            )
+            .unwrap();
+        assert_eq!(a, b);
+        assert!(
+            a.starts_with(dir.join("scan-results/team/_/app/sha256_ab")),
+            "{a:?}"
+        );
+        let read: serde_json::Value = serde_json::from_slice(&std::fs::read(&a).unwrap()).unwrap();
+        assert_eq!(read["v"], 2);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn parses_locations() {
+        assert_eq!(
+            ResultsStore::location_kind("s3://qflows-results").unwrap(),
+            ResultsLocation::S3 {
+                bucket: "qflows-results".into(),
+                prefix: "".into()
+            }
+        );
+        assert_eq!(
+            ResultsLocation::parse("s3://qflows-results/").unwrap(),
+            ResultsLocation::S3 {
+                bucket: "qflows-results".into(),
+                prefix: "".into()
+            }
+        );
+        assert_eq!(
+            ResultsLocation::parse(" S3://my.bucket-1/team/reports ").unwrap(),
+            ResultsLocation::S3 {
+                bucket: "my.bucket-1".into(),
+                prefix: "team/reports/".into()
+            }
+        );
+        assert_eq!(
+            ResultsLocation::parse("/var/lib/qflows/results").unwrap(),
+            ResultsLocation::Local("/var/lib/qflows/results".into())
+        );
+        assert_eq!(
+            ResultsLocation::parse("qflows-results").unwrap(),
+            ResultsLocation::Local("qflows-results".into())
+        );
+        for bad in [
+            "",
+            "  ",
+            "s3://",
+            "s3://ab",
+            "s3://Upper-Case",
+            "s3://under_score",
+            "s3://-leading",
+            "gs://bucket/x",
+            "https://bucket.s3.amazonaws.com/x",
+        ] {
+            let err = ResultsLocation::parse(bad).unwrap_err();
+            assert_eq!(err.location, bad);
+        }
+    }
+
+    #[tokio::test]
+    async fn s3_keys_follow_the_ecr_scanner_layout() {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .region(aws_sdk_s3::config::Region::new("us-east-1"))
+            .build();
+        let client = aws_sdk_s3::Client::from_conf(config);
+        let digest = format!("sha256:{}", "ab".repeat(32));
+        let root = S3Results::new(client.clone(), "b", "");
+        assert_eq!(
+            root.key("team/app", &digest, "2026-11-22T19:32:17Z"),
+            format!("scan-results/team/app/{digest}/2026-11-22T19:32:17Z.json")
+        );
+        for prefix in ["reports", "reports/", "/reports"] {
+            let store = S3Results::new(client.clone(), "b", prefix);
+            assert_eq!(store.prefix(), "reports/");
+            assert!(
+                store
+                    .key("app", &digest, "t")
+                    .starts_with("reports/scan-results/app/")
+            );
+        }
+        // Nothing escapes its segment.
+        assert_eq!(
+            root.key("team/../a b//c", "sha256:x/y", "t?1#"),
+            "scan-results/team/_/a_b/_/c/sha256:x_y/t_1_.json"
+        );
+    }
+
+    #[test]
+    fn classifies_store_errors() {
+        let denied = StoreError::from_io(
+            Path::new("/r"),
+            std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+        );
+        assert!(!denied.is_retryable());
+        assert_eq!(denied.type_name(), "ResultsStoreDenied");
+        let busy = StoreError::from_io(
+            Path::new("/r"),
+            std::io::Error::from(std::io::ErrorKind::TimedOut),
+        );
+        assert!(busy.is_retryable());
+        assert_eq!(busy.type_name(), "ResultsStoreUnavailable");
+
+        let aws = |code: &str| AwsError::Invalid {
+            operation: "s3:PutObject",
+            code: code.into(),
+            message: "m".into(),
+        };
+        assert!(s3_store_error("b", "SlowDown", Some(503), aws("SlowDown")).is_retryable());
+        assert!(
+            s3_store_error("b", "RequestTimeout", Some(400), aws("RequestTimeout")).is_retryable()
+        );
+        assert!(s3_store_error("b", "Whatever", Some(500), aws("Whatever")).is_retryable());
+        let no_bucket = s3_store_error("b", "NoSuchBucket", Some(404), aws("NoSuchBucket"));
+        assert!(!no_bucket.is_retryable());
+        assert!(no_bucket.to_string().contains("s3://b"), "{no_bucket}");
+        let transient = AwsError::Transient {
+            operation: "s3:PutObject",
+            code: "Unavailable".into(),
+            message: "connection refused".into(),
+        };
+        assert!(s3_store_error("b", "", None, transient).is_retryable());
+    }
+
+    #[tokio::test]
+    async fn local_store_put_returns_the_path() {
+        let dir = std::env::temp_dir().join(format!("qflows-results-async-{}", std::process::id()));
+        let store = ResultsStore::from(LocalResults::new(&dir));
+        let doc = serde_json::json!({"schemaVersion": SCHEMA_VERSION});
+        let a = store
+            .put("app", "sha256:ab", "2026-11-22T19:32:17Z", &doc)
+            .await
+            .unwrap();
+        let b = store
+            .put("app", "sha256:ab", "2026-11-22T19:32:17Z", &doc)
+            .await
+            .unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            PathBuf::from(&a),
+            dir.join("scan-results/app/sha256_ab/2026-11-22T19_32_17Z.json")
+        );
+        assert_eq!(store.describe(), dir.display().to_string());
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        // A file where the directory should be: the write is refused, not retried forever.
+        let file = std::env::temp_dir().join(format!("qflows-results-file-{}", std::process::id()));
+        std::fs::write(&file, b"x").unwrap();
+        let err = ResultsStore::Local(LocalResults::new(&file))
+            .put("app", "sha256:ab", "t", &doc)
+            .await
+            .unwrap_err();
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(err.type_name(), "ResultsStoreDenied", "{err}");
+    }
+}
