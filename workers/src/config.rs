@@ -287,6 +287,188 @@ impl WorkerArgs {
     }
 }
 
+/// How deploy-time scans run and are judged.
+#[derive(Debug, Clone, Args)]
+pub struct ScanArgs {
+    /// First poll interval after submitting a Qualys registry scan (doubles up to the maximum).
+    #[arg(long, env = "QFLOWS_SCAN_POLL_INITIAL_SECS", default_value_t = 10)]
+    pub scan_poll_initial_secs: u64,
+    /// Longest poll interval.
+    #[arg(long, env = "QFLOWS_SCAN_POLL_MAX_SECS", default_value_t = 120)]
+    pub scan_poll_max_secs: u64,
+    /// A scan Qualys has not finished by then ends as `timed_out`.
+    #[arg(long, env = "QFLOWS_SCAN_TIMEOUT_SECS", default_value_t = 3600)]
+    pub scan_timeout_secs: u64,
+    /// How long an image's result stays fresh (then it is rescanned if still deployed).
+    #[arg(long, env = "QFLOWS_SCAN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub scan_ttl_secs: u64,
+    /// Where full scan reports are written: a directory, or `s3://bucket/prefix`.
+    #[arg(long, env = "QFLOWS_RESULTS", default_value = "qflows-results")]
+    pub results: String,
+    /// SNS topic for alerts (Fargate-scanner-compatible subjects and bodies).
+    #[arg(long, env = "QFLOWS_SNS_TOPIC_ARN")]
+    pub sns_topic_arn: Option<String>,
+    /// Webhook for alerts (JSON with a Slack-compatible `text`). May hold a token: never logged.
+    #[arg(long, env = "QFLOWS_WEBHOOK_URL", hide_env_values = true)]
+    pub webhook_url: Option<String>,
+    /// Gate: fail on any vulnerability at or above this Qualys severity (5 = critical; 0 = never).
+    #[arg(long, env = "QFLOWS_GATE_FAIL_SEVERITY", default_value_t = 5)]
+    pub gate_fail_severity: u8,
+    /// Gate: fail when there are more high (severity 4) vulnerabilities than this.
+    #[arg(long, env = "QFLOWS_GATE_MAX_HIGH")]
+    pub gate_max_high: Option<u64>,
+    /// Gate: count only vulnerabilities that have a fix.
+    #[arg(long, env = "QFLOWS_GATE_FIXABLE_ONLY", default_value_t = false)]
+    pub gate_fixable_only: bool,
+    /// Gate: a JSON file of accepted CVEs, `[{"cve": "CVE-…", "expiresAt": <unix secs>, "reason": "…"}]`.
+    #[arg(long, env = "QFLOWS_GATE_ALLOWLIST_FILE")]
+    pub gate_allowlist_file: Option<String>,
+    /// Role to assume in other accounts to read ECS and ECR (hub/spoke); none: the worker's own.
+    #[arg(long, env = "QFLOWS_CROSS_ACCOUNT_ROLE_NAME")]
+    pub cross_account_role_name: Option<String>,
+    /// Which backend scans ECR images: `registry` (Qualys registry scan, the default) or
+    /// `qscanner`. Non-ECR images are scanned with QScanner whenever it is configured.
+    #[arg(
+        long,
+        env = "QFLOWS_SCAN_BACKEND",
+        value_enum,
+        default_value = "registry"
+    )]
+    pub scan_backend: ScanBackend,
+    /// The `qscanner` binary; setting it enables the QScanner backend.
+    #[arg(long, env = "QFLOWS_QSCANNER_BIN")]
+    pub qscanner_bin: Option<std::path::PathBuf>,
+    /// QScanner mode: `get-report`, or `evaluate-policy` (Qualys central policies decide).
+    #[arg(
+        long,
+        env = "QFLOWS_QSCANNER_MODE",
+        value_enum,
+        default_value = "get-report"
+    )]
+    pub qscanner_mode: QScannerMode,
+    /// Policy tags for `evaluate-policy`, comma-separated.
+    #[arg(long, env = "QFLOWS_QSCANNER_POLICY_TAGS", value_delimiter = ',')]
+    pub qscanner_policy_tags: Vec<String>,
+    /// QScanner's time limit per image.
+    #[arg(long, env = "QFLOWS_QSCANNER_TIMEOUT_SECS", default_value_t = 600)]
+    pub qscanner_timeout_secs: u64,
+    /// Where QScanner writes its per-scan output (removed after each scan).
+    #[arg(long, env = "QFLOWS_QSCANNER_WORK_DIR")]
+    pub qscanner_work_dir: Option<std::path::PathBuf>,
+}
+
+/// The backend for ECR images.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScanBackend {
+    /// Qualys registry scan (needs the registry sensor).
+    Registry,
+    /// QScanner, run by the worker.
+    Qscanner,
+}
+
+/// QScanner's `--mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum QScannerMode {
+    /// Fetch the vulnerability report.
+    GetReport,
+    /// Also evaluate Qualys' central policies (exit 42 deny, 43 audit).
+    EvaluatePolicy,
+}
+
+impl ScanArgs {
+    /// The gate policy, with the allowlist read and checked.
+    pub fn gate(&self) -> Result<qflows_activities::gate::GatePolicy, ConfigError> {
+        if self.gate_fail_severity > 5 {
+            return Err(ConfigError::Invalid {
+                variable: "QFLOWS_GATE_FAIL_SEVERITY",
+                problem: "must be 0 (never) to 5 (critical)".into(),
+            });
+        }
+        let allowlist = match &self.gate_allowlist_file {
+            None => Vec::new(),
+            Some(path) => {
+                let invalid = |problem: String| ConfigError::Invalid {
+                    variable: "QFLOWS_GATE_ALLOWLIST_FILE",
+                    problem,
+                };
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| invalid(format!("cannot read {path}: {e}")))?;
+                serde_json::from_str(&text).map_err(|e| invalid(format!("{path}: {e}")))?
+            }
+        };
+        Ok(qflows_activities::gate::GatePolicy {
+            fail_severity: self.gate_fail_severity,
+            max_high: self.gate_max_high,
+            fail_on_secrets: true,
+            fixable_only: self.gate_fixable_only,
+            allowlist,
+        })
+    }
+
+    /// Poll and freshness settings for `ImageScan`.
+    pub fn settings(&self) -> Result<qflows_workflows::scan::model::ScanSettings, ConfigError> {
+        if self.scan_poll_initial_secs == 0 || self.scan_poll_max_secs < self.scan_poll_initial_secs
+        {
+            return Err(ConfigError::Invalid {
+                variable: "QFLOWS_SCAN_POLL_MAX_SECS",
+                problem:
+                    "poll intervals must be at least 1 s, the maximum no less than the initial"
+                        .into(),
+            });
+        }
+        qflows_activities::results::ResultsStore::location_kind(&self.results).map_err(|e| {
+            ConfigError::Invalid {
+                variable: "QFLOWS_RESULTS",
+                problem: e.to_string(),
+            }
+        })?;
+        if let Some(url) = &self.webhook_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        variable: "QFLOWS_WEBHOOK_URL",
+                        problem: "must be an http(s) URL".into(),
+                    });
+                }
+            }
+        }
+        if let Some(arn) = &self.sns_topic_arn
+            && !(arn.starts_with("arn:") && arn.split(':').count() == 6 && arn.contains(":sns:"))
+        {
+            return Err(ConfigError::Invalid {
+                variable: "QFLOWS_SNS_TOPIC_ARN",
+                problem: format!("`{arn}` is not an SNS topic ARN"),
+            });
+        }
+        if self.scan_backend == ScanBackend::Qscanner && self.qscanner_bin.is_none() {
+            return Err(ConfigError::Invalid {
+                variable: "QFLOWS_SCAN_BACKEND",
+                problem: "`qscanner` needs QFLOWS_QSCANNER_BIN".into(),
+            });
+        }
+        if let Some(bin) = &self.qscanner_bin
+            && !bin.is_file()
+        {
+            return Err(ConfigError::Invalid {
+                variable: "QFLOWS_QSCANNER_BIN",
+                problem: format!("{} is not a file", bin.display()),
+            });
+        }
+        Ok(qflows_workflows::scan::model::ScanSettings {
+            poll_initial_secs: self.scan_poll_initial_secs,
+            poll_max_secs: self.scan_poll_max_secs,
+            scan_timeout_secs: self.scan_timeout_secs,
+            ttl_secs: self.scan_ttl_secs.max(1),
+            registry_for_ecr: self.scan_backend == ScanBackend::Registry,
+            qscanner_available: self.qscanner_bin.is_some(),
+            qscanner_timeout_secs: self.qscanner_timeout_secs,
+            // Decided by the worker once it can ask Temporal.
+            search_attributes: false,
+        })
+    }
+}
+
 /// Every `QFLOWS_*` variable qflows reads.
 pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_LOG_FORMAT",
@@ -297,6 +479,24 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_IAM_PROPAGATION_WAIT_SECS",
     "QFLOWS_SHUTDOWN_GRACE_SECS",
     "QFLOWS_TEMPORAL_BIN",
+    "QFLOWS_SCAN_POLL_INITIAL_SECS",
+    "QFLOWS_SCAN_POLL_MAX_SECS",
+    "QFLOWS_SCAN_TIMEOUT_SECS",
+    "QFLOWS_SCAN_TTL_SECS",
+    "QFLOWS_RESULTS",
+    "QFLOWS_SNS_TOPIC_ARN",
+    "QFLOWS_WEBHOOK_URL",
+    "QFLOWS_GATE_FAIL_SEVERITY",
+    "QFLOWS_GATE_MAX_HIGH",
+    "QFLOWS_GATE_FIXABLE_ONLY",
+    "QFLOWS_GATE_ALLOWLIST_FILE",
+    "QFLOWS_CROSS_ACCOUNT_ROLE_NAME",
+    "QFLOWS_SCAN_BACKEND",
+    "QFLOWS_QSCANNER_BIN",
+    "QFLOWS_QSCANNER_MODE",
+    "QFLOWS_QSCANNER_POLICY_TAGS",
+    "QFLOWS_QSCANNER_TIMEOUT_SECS",
+    "QFLOWS_QSCANNER_WORK_DIR",
     "QFLOWS_DEV_DIR",
 ];
 

@@ -1,7 +1,7 @@
 //! `qflows dev`: a local Temporal dev server, the worker and (without Qualys credentials) the
 //! Qualys emulator, in one command. Ctrl-C stops everything it started.
 
-use crate::config::{QualysArgs, TemporalArgs, WorkerArgs};
+use crate::config::{QualysArgs, ScanArgs, TemporalArgs, WorkerArgs};
 use crate::worker::{self, WorkerConfig};
 use clap::Args;
 use qualys_emulator::{Emulator, EmulatorConfig};
@@ -107,6 +107,9 @@ pub async fn start_temporal(
     if let Some(db) = db_file {
         cmd.arg("--db-filename").arg(db);
     }
+    for (name, kind) in qflows_workflows::scan::search::ALL {
+        cmd.args(["--search-attribute", &format!("{name}={kind}")]);
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -133,7 +136,12 @@ pub async fn start_temporal(
 }
 
 /// Runs the dev loop until Ctrl-C.
-pub async fn run(args: DevArgs, qualys: QualysArgs, worker_args: WorkerArgs) -> anyhow::Result<()> {
+pub async fn run(
+    args: DevArgs,
+    qualys: QualysArgs,
+    worker_args: WorkerArgs,
+    scan: ScanArgs,
+) -> anyhow::Result<()> {
     let temporal_bin = find_temporal(args.temporal_bin.as_deref())?;
     let db_file =
         (args.dev_dir != "none").then(|| PathBuf::from(&args.dev_dir).join("temporal.db"));
@@ -186,7 +194,7 @@ pub async fn run(args: DevArgs, qualys: QualysArgs, worker_args: WorkerArgs) -> 
         profile: None,
     };
     let task_queue = worker_args.task_queue.clone();
-    let config = WorkerConfig::from_args(temporal_args, &qualys, worker_args)?;
+    let config = WorkerConfig::from_args(temporal_args, &qualys, worker_args, &scan)?;
     print_banner(
         &args,
         &temporal_bin,

@@ -3,6 +3,7 @@
 //! `main.rs` only parses the command line and dispatches here, so integration tests and other
 //! binaries can run the same code.
 
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;

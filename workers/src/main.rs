@@ -1,8 +1,11 @@
 //! `qflows`: Temporal workers that run Qualys container-security automation as durable workflows.
 
 use clap::{Parser, Subcommand};
+use qflows::bench::{self, BenchScanArgs};
 use qflows::cli::{self, EnsureRegistryArgs};
-use qflows::config::{LogArgs, QualysArgs, TemporalArgs, WorkerArgs, check_unknown_variables};
+use qflows::config::{
+    LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
+};
 use qflows::dev::{self, DevArgs};
 use qflows::telemetry;
 use qflows::worker::{self, WorkerConfig};
@@ -31,6 +34,8 @@ enum Command {
         qualys: QualysArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        scan: ScanArgs,
     },
     /// Run a local Temporal dev server, the worker and (without credentials) the Qualys emulator.
     Dev {
@@ -40,11 +45,27 @@ enum Command {
         qualys: QualysArgs,
         #[command(flatten)]
         worker: WorkerArgs,
+        #[command(flatten)]
+        scan: ScanArgs,
+    },
+    /// Benchmarks that print figures.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
     },
     /// Qualys registry connectors.
     Registry {
         #[command(subcommand)]
         command: RegistryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Replay ECR push events over a set of digests; print scans submitted, calls and latencies.
+    Scan {
+        #[command(flatten)]
+        args: BenchScanArgs,
     },
 }
 
@@ -82,15 +103,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
             temporal,
             qualys,
             worker: args,
+            scan,
         } => {
-            let config = WorkerConfig::from_args(temporal, &qualys.with_env_secrets(), args)?;
+            let config =
+                WorkerConfig::from_args(temporal, &qualys.with_env_secrets(), args, &scan)?;
             worker::run(config, worker::shutdown_signal()).await
         }
         Command::Dev {
             dev: args,
             qualys,
             worker,
-        } => dev::run(args, qualys.with_env_secrets(), worker).await,
+            scan,
+        } => dev::run(args, qualys.with_env_secrets(), worker, scan).await,
+        Command::Bench {
+            command: BenchCommand::Scan { args },
+        } => bench::scan(args).await,
         Command::Registry {
             command: RegistryCommand::Ensure { temporal, args },
         } => cli::ensure_registry(&temporal, args).await,

@@ -37,3 +37,26 @@ pub async fn connect(args: &TemporalArgs, identity: &str) -> anyhow::Result<Clie
         .map_err(|e| anyhow::anyhow!("Temporal client: {e}"))?;
     Ok(client)
 }
+
+/// qflows' search attributes the namespace lacks (empty: all registered).
+pub async fn missing_search_attributes(client: &Client) -> anyhow::Result<Vec<&'static str>> {
+    use temporalio_client::NamespacedClient;
+    use temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest;
+    let request = ListSearchAttributesRequest {
+        namespace: client.namespace(),
+    };
+    let response = client
+        .connection()
+        .operator_service()
+        .list_search_attributes(temporalio_client::tonic::Request::new(request))
+        .await?
+        .into_inner();
+    Ok(qflows_workflows::scan::search::ALL
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| {
+            !response.custom_attributes.contains_key(*name)
+                && !response.system_attributes.contains_key(*name)
+        })
+        .collect())
+}

@@ -1,18 +1,25 @@
 //! `qflows worker`: serves qflows' workflows and activities on a task queue.
 
-use crate::config::{ConfigError, QualysArgs, TemporalArgs, WorkerArgs};
+use crate::config::{ConfigError, QScannerMode, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs};
 use crate::{telemetry, temporal};
-use qflows_activities::RegistryActivities;
 use qflows_activities::aws::Aws;
+use qflows_activities::gate::GatePolicy;
+use qflows_activities::notify::Notifier;
+use qflows_activities::qscanner::{QScannerConfig, ScanMode};
+use qflows_activities::qualys::{Pod, Secret};
 use qflows_activities::qualys::{QualysClient, QualysConfig};
-use qflows_workflows::EnsureRegistry;
+use qflows_activities::resolve::{Resolver, ResolverSettings};
+use qflows_activities::results::ResultsStore;
+use qflows_activities::{QScannerActivities, RegistryActivities, ScanActivities};
 use qflows_workflows::registry::RegistryDefaults;
+use qflows_workflows::scan::model::ScanSettings;
+use qflows_workflows::{EnsureRegistry, ImageScan, ScanOnDeploy};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use temporalio_sdk::runtime::RuntimeOptions;
 use temporalio_sdk::{Runtime, Worker, WorkerOptions};
-use tracing::info;
+use tracing::{info, warn};
 
 /// Everything a worker needs, validated before anything connects.
 #[derive(Debug)]
@@ -25,6 +32,32 @@ pub struct WorkerConfig {
     pub worker: WorkerArgs,
     /// Registry defaults derived from `worker`.
     pub registry: RegistryDefaults,
+    /// Deploy-time scans.
+    pub scan: ScanConfig,
+}
+
+/// Validated scan configuration.
+#[derive(Debug)]
+pub struct ScanConfig {
+    /// Poll and freshness settings.
+    pub settings: ScanSettings,
+    /// The gate.
+    pub gate: GatePolicy,
+    /// Where reports go (directory or `s3://bucket/prefix`).
+    pub results: String,
+    /// SNS topic for alerts.
+    pub sns_topic_arn: Option<String>,
+    /// Webhook for alerts.
+    pub webhook_url: Option<url::Url>,
+    /// Cross-account role name.
+    pub cross_account_role_name: Option<String>,
+    /// The QScanner backend, when configured: binary, mode, time limit, work directory.
+    pub qscanner: Option<(
+        std::path::PathBuf,
+        ScanMode,
+        std::time::Duration,
+        std::path::PathBuf,
+    )>,
 }
 
 impl WorkerConfig {
@@ -33,9 +66,39 @@ impl WorkerConfig {
         temporal: TemporalArgs,
         qualys: &QualysArgs,
         worker: WorkerArgs,
+        scan: &ScanArgs,
     ) -> Result<Self, ConfigError> {
         worker.metrics_addr()?;
         Ok(Self {
+            scan: ScanConfig {
+                settings: scan.settings()?,
+                gate: scan.gate()?,
+                results: scan.results.clone(),
+                sns_topic_arn: scan.sns_topic_arn.clone(),
+                webhook_url: scan
+                    .webhook_url
+                    .as_deref()
+                    .and_then(|u| url::Url::parse(u).ok()),
+                cross_account_role_name: scan.cross_account_role_name.clone(),
+                qscanner: scan.qscanner_bin.clone().map(|bin| {
+                    let mode = match scan.qscanner_mode {
+                        QScannerMode::GetReport => ScanMode::GetReport,
+                        QScannerMode::EvaluatePolicy => ScanMode::EvaluatePolicy {
+                            policy_tags: scan.qscanner_policy_tags.clone(),
+                        },
+                    };
+                    let work = scan
+                        .qscanner_work_dir
+                        .clone()
+                        .unwrap_or_else(|| std::env::temp_dir().join("qflows-qscanner"));
+                    (
+                        bin,
+                        mode,
+                        Duration::from_secs(scan.qscanner_timeout_secs),
+                        work,
+                    )
+                }),
+            },
             qualys: qualys.to_config()?,
             registry: worker.registry_defaults()?,
             temporal,
@@ -65,12 +128,90 @@ pub async fn run(
         std::process::id()
     );
     let client = temporal::connect(&config.temporal, &identity).await?;
-    let qualys = QualysClient::new(config.qualys)?;
-    let activities = RegistryActivities::new(qualys, Arc::new(Aws::new()), config.registry);
+    let mut settings = config.scan.settings.clone();
+    match temporal::missing_search_attributes(&client).await {
+        Ok(missing) if missing.is_empty() => settings.search_attributes = true,
+        Ok(missing) => warn!(
+            ?missing,
+            "qflows' search attributes are not registered in this namespace: scans will not be \
+             searchable in the UI until they are (see the README, `temporal operator search-attribute create`)"
+        ),
+        Err(e) => warn!("cannot list search attributes ({e}); scans will not set them"),
+    }
+    let qualys = QualysClient::new(config.qualys.clone())?;
+    let aws = Arc::new(Aws::new());
+    let aws_handle = aws.clone();
+    let registry = RegistryActivities::new(qualys.clone(), aws.clone(), config.registry);
+    let resolver = Arc::new(Resolver::new(
+        aws,
+        ResolverSettings {
+            cross_account_role_name: config.scan.cross_account_role_name,
+            external_id: None,
+            session_name: "qflows".into(),
+        },
+    ));
+    let region = std::env::var("AWS_REGION")
+        .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
+        .unwrap_or_else(|_| "us-east-1".into());
+    let results = ResultsStore::from_location(&config.scan.results, &aws_handle, &region)
+        .await
+        .map_err(|e| anyhow::anyhow!("QFLOWS_RESULTS: {e}"))?;
+    let sns = match &config.scan.sns_topic_arn {
+        // An SNS topic lives in the region its ARN names.
+        Some(arn) => {
+            let topic_region = arn.split(':').nth(3).unwrap_or(&region).to_string();
+            Some((aws_handle.sns(&topic_region).await, arn.clone()))
+        }
+        None => None,
+    };
+    let notifier = Notifier::new(sns, config.scan.webhook_url.clone());
+    let qscanner = config
+        .scan
+        .qscanner
+        .map(|(binary, mode, timeout, work_dir)| {
+            let template = QScannerConfig {
+                pod: None,
+                gateway_url: Some(
+                    config
+                        .qualys
+                        .gateway
+                        .as_str()
+                        .trim_end_matches('/')
+                        .to_string(),
+                ),
+                timeout,
+                ..QScannerConfig::new(binary, Pod::US1, Secret::new("set per scan"), work_dir)
+            };
+            QScannerActivities::new(
+                template,
+                mode,
+                qualys.clone(),
+                resolver.clone(),
+                config.scan.gate.clone(),
+                results.clone(),
+            )
+        });
+    let scan = ScanActivities {
+        qualys,
+        resolver,
+        temporal: client.clone(),
+        task_queue: config.worker.task_queue.clone(),
+        settings,
+        gate: config.scan.gate,
+        results,
+        notifier,
+    };
 
-    let options = WorkerOptions::new(config.worker.task_queue.clone())
+    let mut options = WorkerOptions::new(config.worker.task_queue.clone())
         .register_workflow::<EnsureRegistry>()?
-        .register_activities(activities)
+        .register_workflow::<ScanOnDeploy>()?
+        .register_workflow::<ImageScan>()?
+        .register_activities(registry)
+        .register_activities(scan);
+    if let Some(qscanner) = qscanner {
+        options = options.register_activities(qscanner);
+    }
+    let options = options
         .graceful_shutdown_period(Duration::from_secs(config.worker.shutdown_grace_secs))
         .build();
     let mut worker = Worker::new(&runtime, client, options)?;

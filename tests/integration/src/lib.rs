@@ -152,16 +152,20 @@ impl Moto {
         })
     }
 
-    /// An IAM client against this moto.
-    pub async fn iam(&self) -> aws_sdk_iam::Client {
+    /// AWS configuration for this moto (static test credentials, us-east-1).
+    pub async fn sdk_config(&self) -> aws_config::SdkConfig {
         let creds = aws_credential_types::Credentials::from_keys("testing", "testing", None);
-        let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        aws_config::defaults(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(creds)
             .endpoint_url(&self.endpoint)
             .load()
-            .await;
-        aws_sdk_iam::Client::new(&config)
+            .await
+    }
+
+    /// An IAM client against this moto.
+    pub async fn iam(&self) -> aws_sdk_iam::Client {
+        aws_sdk_iam::Client::new(&self.sdk_config().await)
     }
 }
 
@@ -234,6 +238,12 @@ impl WorkerBuilder {
         self
     }
 
+    /// Serves this task queue (e.g. to replace a killed worker).
+    pub fn task_queue(mut self, task_queue: &str) -> Self {
+        self.task_queue = task_queue.to_string();
+        self.env("QFLOWS_TASK_QUEUE", Some(task_queue))
+    }
+
     /// Points the worker's AWS clients at moto.
     pub fn aws(self, moto: &Moto) -> Self {
         self.env("AWS_ENDPOINT_URL", Some(&moto.endpoint))
@@ -244,7 +254,7 @@ impl WorkerBuilder {
 
     /// Starts the worker and waits until its log says it polls.
     pub async fn start(self, log_dir: &Path) -> anyhow::Result<Worker> {
-        let log_path = log_dir.join(format!("worker-{}.log", self.task_queue));
+        let log_path = log_dir.join(format!("worker-{}-{}.log", self.task_queue, free_port()));
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(qflows_bin()?);
         cmd.arg("worker")
@@ -328,12 +338,50 @@ pub async fn run_workflow(
     workflow_id: &str,
     input: serde_json::Value,
 ) -> Result<qflows_workflows::registry::EnsureRegistryOutput, WorkflowFailure> {
+    start_and_wait(
+        client,
+        qflows_workflows::EnsureRegistry::run,
+        task_queue,
+        workflow_id,
+        input,
+    )
+    .await
+}
+
+/// Starts `ScanOnDeploy` for an event and waits for its output.
+pub async fn scan_on_deploy(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    event: serde_json::Value,
+) -> Result<qflows_workflows::scan::model::ScanOnDeployOutput, WorkflowFailure> {
+    start_and_wait(
+        client,
+        qflows_workflows::ScanOnDeploy::run,
+        task_queue,
+        workflow_id,
+        event,
+    )
+    .await
+}
+
+async fn start_and_wait<W>(
+    client: &Client,
+    workflow: W,
+    task_queue: &str,
+    workflow_id: &str,
+    input: W::Input,
+) -> Result<W::Output, WorkflowFailure>
+where
+    W: temporalio_common::HasWorkflowDefinition,
+    W::Input: Send,
+{
     use temporalio_client::{
         WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
     };
     let handle = client
         .start_workflow(
-            qflows_workflows::EnsureRegistry::run,
+            workflow,
             input,
             WorkflowStartOptions::new(task_queue, workflow_id)
                 .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
@@ -388,4 +436,40 @@ pub async fn record_history(client: &Client, workflow_id: &str, name: &str) -> a
     std::fs::write(&path, serde_json::to_string_pretty(&json)? + "\n")?;
     eprintln!("recorded {}", path.display());
     Ok(())
+}
+
+/// A local webhook receiver that records every JSON body posted to it.
+pub struct WebhookSink {
+    /// `http://127.0.0.1:PORT/hook`.
+    pub url: String,
+    received: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+}
+
+impl WebhookSink {
+    /// Starts the receiver on a free port.
+    pub async fn start() -> anyhow::Result<Self> {
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let store = received.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let store = store.clone();
+                async move {
+                    store.lock().expect("lock").push(body);
+                    "ok"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, received })
+    }
+
+    /// The bodies received so far.
+    pub fn received(&self) -> Vec<serde_json::Value> {
+        self.received.lock().expect("lock").clone()
+    }
 }

@@ -212,6 +212,11 @@ impl RunningEmulator {
         registry::all_registries(&self.inner.shared)
     }
 
+    /// Every registry schedule created so far (`name`, `registryUuid`, `filters`, `createdMs`).
+    pub fn schedules(&self) -> Vec<Value> {
+        registry::all_schedules(&self.inner.shared)
+    }
+
     /// Stops accepting connections, lets requests in flight finish (up to 5 s) and waits for
     /// the server task.
     pub async fn shutdown(self) {

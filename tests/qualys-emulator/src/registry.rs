@@ -181,6 +181,25 @@ pub(crate) fn all_registries(shared: &Shared) -> Vec<Value> {
         .collect()
 }
 
+/// Every schedule created so far: name, registry, filters and creation time (epoch ms).
+pub(crate) fn all_schedules(shared: &Shared) -> Vec<Value> {
+    let world = shared.world.lock();
+    world
+        .schedules
+        .iter()
+        .map(|s| {
+            json!({
+                "scheduleUuid": s.uuid,
+                "registryUuid": s.registry_uuid,
+                "name": s.name,
+                "onDemand": s.on_demand,
+                "filters": s.filters,
+                "createdMs": s.created_ms,
+            })
+        })
+        .collect()
+}
+
 /// Compares registry URIs: scheme and host case-insensitive, trailing slash ignored.
 fn same_uri(a: &str, b: &str) -> bool {
     a.trim()

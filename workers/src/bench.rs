@@ -1,0 +1,244 @@
+//! `qflows bench scan`: replays a burst of deploy events and prints what it cost.
+//!
+//! Everything runs on this machine: an in-memory Temporal dev server, the Qualys emulator (with a
+//! configurable scan time) and the qflows worker in this process. Events are ECR pushes over a set
+//! of unique digests, duplicates interleaved, started in concurrent bursts, so the figures show
+//! the one-scan-per-digest guarantee under load, not just its happy path.
+
+use crate::config::{QualysArgs, ScanArgs, TemporalArgs, WorkerArgs};
+use crate::dev::{find_temporal, start_temporal};
+use crate::worker::{self, WorkerConfig};
+use clap::Args;
+use futures::future::join_all;
+use qflows_workflows::ScanOnDeploy;
+use qflows_workflows::scan::model::{ImageStatus, ScanOnDeployOutput};
+use qualys_emulator::{Emulator, EmulatorConfig};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
+
+/// Flags of `qflows bench scan`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchScanArgs {
+    /// Deploy events to replay.
+    #[arg(long, default_value_t = 1000)]
+    pub events: usize,
+    /// Unique image digests among them.
+    #[arg(long, default_value_t = 50)]
+    pub digests: usize,
+    /// Events started concurrently per burst.
+    #[arg(long, default_value_t = 100)]
+    pub burst: usize,
+    /// How long the emulated Qualys takes to scan an image.
+    #[arg(long, default_value_t = 2000)]
+    pub scan_delay_ms: u64,
+    /// The `temporal` CLI (default: PATH, then .venv).
+    #[arg(long, env = "QFLOWS_TEMPORAL_BIN")]
+    pub temporal_bin: Option<std::path::PathBuf>,
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn epoch_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// The push event for event number `i` (digest `i % digests`).
+fn event(i: usize, digests: usize) -> serde_json::Value {
+    let d = i % digests;
+    json!({
+        "version": "0", "id": format!("bench-{i}"), "detail-type": "ECR Image Action",
+        "source": "aws.ecr", "account": "123456789012", "region": "us-east-1",
+        "time": "2026-11-22T00:00:00Z", "resources": [],
+        "detail": {"result": "SUCCESS", "action-type": "PUSH",
+                   "repository-name": format!("bench/app-{d}"), "image-tag": "v1",
+                   "image-digest": format!("sha256:{d:012x}{}", "0".repeat(52))}
+    })
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.digests > 0 && args.events >= args.digests,
+        "need events >= digests > 0"
+    );
+    let temporal_cli = find_temporal(args.temporal_bin.as_deref())?;
+    let port = free_port()?;
+    let _temporal = start_temporal(&temporal_cli.path, port, None, None).await?;
+    let config = EmulatorConfig {
+        scan_delay_ms: args.scan_delay_ms,
+        ..EmulatorConfig::default()
+    };
+    let (username, password) = (config.username.clone(), config.password.clone());
+    let emulator = Emulator::start(config, ([127, 0, 0, 1], 0).into()).await?;
+    let results = std::env::temp_dir().join(format!("qflows-bench-{}", std::process::id()));
+
+    let temporal = TemporalArgs {
+        address: Some(format!("127.0.0.1:{port}")),
+        namespace: Some("default".into()),
+        profile: None,
+    };
+    let qualys = QualysArgs {
+        gateway_url: Some(emulator.base_url()),
+        username: Some(username),
+        password: Some(qflows_activities::qualys::Secret::new(password)),
+        max_in_flight: 4,
+        request_timeout_secs: 30,
+        ..Default::default()
+    };
+    let worker_args = WorkerArgs {
+        task_queue: "qflows-bench".into(),
+        metrics_listen: "off".into(),
+        scan_role_name: qflows_workflows::registry::DEFAULT_SCAN_ROLE_NAME.into(),
+        iam_propagation_wait_secs: 1,
+        shutdown_grace_secs: 2,
+    };
+    let scan_args = ScanArgs {
+        scan_poll_initial_secs: 1,
+        scan_poll_max_secs: 2,
+        scan_timeout_secs: 600,
+        scan_ttl_secs: 3600,
+        results: results.display().to_string(),
+        sns_topic_arn: None,
+        webhook_url: None,
+        gate_fail_severity: 5,
+        gate_max_high: None,
+        gate_fixable_only: false,
+        gate_allowlist_file: None,
+        cross_account_role_name: None,
+        scan_backend: crate::config::ScanBackend::Registry,
+        qscanner_bin: None,
+        qscanner_mode: crate::config::QScannerMode::GetReport,
+        qscanner_policy_tags: Vec::new(),
+        qscanner_timeout_secs: 600,
+        qscanner_work_dir: None,
+    };
+    let config = WorkerConfig::from_args(temporal.clone(), &qualys, worker_args, &scan_args)?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let worker = worker::run(config, async move {
+        let _ = stop_rx.await;
+    });
+
+    let load = async {
+        let client = crate::temporal::connect(&temporal, "qflows-bench").await?;
+        let began = Instant::now();
+        let mut starts: Vec<(usize, u64)> = Vec::with_capacity(args.events);
+        let mut outputs: Vec<anyhow::Result<ScanOnDeployOutput>> = Vec::new();
+        // Interleave duplicates: event i scans digest i % digests.
+        for chunk in (0..args.events)
+            .collect::<Vec<_>>()
+            .chunks(args.burst.max(1))
+        {
+            let runs = chunk.iter().map(|&i| {
+                let client = client.clone();
+                async move {
+                    let started = epoch_ms(SystemTime::now());
+                    let handle = client
+                        .start_workflow(
+                            ScanOnDeploy::run,
+                            event(i, args.digests),
+                            WorkflowStartOptions::new("qflows-bench", format!("bench-{i}")).build(),
+                        )
+                        .await?;
+                    anyhow::Ok((i, started, handle))
+                }
+            });
+            let mut handles = Vec::new();
+            for r in join_all(runs).await {
+                let (i, started, handle) = r?;
+                starts.push((i, started));
+                handles.push(handle);
+            }
+            outputs.extend(
+                join_all(handles.into_iter().map(|h| async move {
+                    h.get_result(WorkflowGetResultOptions::default())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e:?}"))
+                }))
+                .await,
+            );
+        }
+        let elapsed = began.elapsed();
+        anyhow::Ok((starts, outputs, elapsed))
+    };
+
+    let (worker_result, load_result) = tokio::join!(worker, async {
+        let r = load.await;
+        let _ = stop_tx.send(());
+        r
+    });
+    worker_result?;
+    let (starts, outputs, elapsed) = load_result?;
+
+    let stats = emulator.stats();
+    let submitted: BTreeMap<String, u64> = emulator
+        .schedules()
+        .iter()
+        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["createdMs"].as_u64()?)))
+        .collect();
+    let scanned = outputs
+        .iter()
+        .filter(|o| {
+            o.as_ref()
+                .is_ok_and(|o| o.images.iter().all(|i| i.status == ImageStatus::Scanned))
+        })
+        .count();
+    let mut latencies: Vec<u64> = starts
+        .iter()
+        .filter_map(|(i, started)| {
+            let name = format!("qflows-{:012x}", i % args.digests);
+            submitted.get(&name).map(|at| at.saturating_sub(*started))
+        })
+        .collect();
+    latencies.sort_unstable();
+    let calls: u64 = stats.calls.values().sum();
+    println!("qflows bench scan");
+    println!("  events                 {}", args.events);
+    println!("  unique digests         {}", args.digests);
+    println!("  burst                  {}", args.burst);
+    println!("  emulated scan time     {} ms", args.scan_delay_ms);
+    println!("  scans submitted        {}", stats.schedules_created);
+    println!("  workflows scanned ok   {scanned} / {}", outputs.len());
+    println!(
+        "  Qualys calls           {calls} ({:.1} per digest)",
+        calls as f64 / args.digests as f64
+    );
+    println!("  end-to-end time        {:.2} s", elapsed.as_secs_f64());
+    println!(
+        "  events/s               {:.1}",
+        args.events as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  event -> scan submitted p50 {} ms, p99 {} ms (events after their digest's submission count 0)",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0)
+    );
+    let _ = std::fs::remove_dir_all(&results);
+    emulator.shutdown().await;
+    anyhow::ensure!(
+        stats.schedules_created as usize == args.digests,
+        "expected exactly {} scans",
+        args.digests
+    );
+    anyhow::ensure!(
+        scanned == args.events,
+        "{} workflows did not end scanned",
+        args.events - scanned
+    );
+    Ok(())
+}
