@@ -119,6 +119,7 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
         gate_fail_severity: 5,
         gate_max_high: None,
         gate_fixable_only: false,
+        gate_unscanned: "audit".into(),
         gate_allowlist_file: None,
         cross_account_role_name: None,
         scan_backend: crate::config::ScanBackend::Registry,

@@ -10,6 +10,7 @@
 use clap::{Args, ValueEnum};
 use qflows_activities::qualys::{Pod, QualysAuth, QualysConfig, Secret};
 use qflows_workflows::registry::{DEFAULT_SCAN_ROLE_NAME, RegistryDefaults};
+use qflows_workflows::scan::model::Verdict;
 use std::net::SocketAddr;
 use std::time::Duration;
 use url::Url;
@@ -320,6 +321,9 @@ pub struct ScanArgs {
     /// Gate: count only vulnerabilities that have a fix.
     #[arg(long, env = "QFLOWS_GATE_FIXABLE_ONLY", default_value_t = false)]
     pub gate_fixable_only: bool,
+    /// Gate: the verdict for images that could not be scanned (`pass`, `audit`, `fail`, or `none`).
+    #[arg(long, env = "QFLOWS_GATE_UNSCANNED", default_value = "audit")]
+    pub gate_unscanned: String,
     /// Gate: a JSON file of accepted CVEs, `[{"cve": "CVE-…", "expiresAt": <unix secs>, "reason": "…"}]`.
     #[arg(long, env = "QFLOWS_GATE_ALLOWLIST_FILE")]
     pub gate_allowlist_file: Option<String>,
@@ -463,8 +467,21 @@ impl ScanArgs {
             registry_for_ecr: self.scan_backend == ScanBackend::Registry,
             qscanner_available: self.qscanner_bin.is_some(),
             qscanner_timeout_secs: self.qscanner_timeout_secs,
-            // Decided by the worker once it can ask Temporal.
+            // Decided by the worker once it can ask Temporal, and from its task queue.
             search_attributes: false,
+            rescan_task_queue: None,
+            unscanned_verdict: match self.gate_unscanned.to_ascii_lowercase().as_str() {
+                "pass" => Some(Verdict::Pass),
+                "audit" => Some(Verdict::Audit),
+                "fail" => Some(Verdict::Fail),
+                "none" => None,
+                other => {
+                    return Err(ConfigError::Invalid {
+                        variable: "QFLOWS_GATE_UNSCANNED",
+                        problem: format!("`{other}` is not pass, audit, fail or none"),
+                    });
+                }
+            },
         })
     }
 }
@@ -490,6 +507,7 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_GATE_MAX_HIGH",
     "QFLOWS_GATE_FIXABLE_ONLY",
     "QFLOWS_GATE_ALLOWLIST_FILE",
+    "QFLOWS_GATE_UNSCANNED",
     "QFLOWS_CROSS_ACCOUNT_ROLE_NAME",
     "QFLOWS_SCAN_BACKEND",
     "QFLOWS_QSCANNER_BIN",

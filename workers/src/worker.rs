@@ -165,23 +165,28 @@ pub async fn run(
         None => None,
     };
     let notifier = Notifier::new(sns, config.scan.webhook_url.clone());
-    let qscanner = config
+    let rescan_queue = format!("{}-rescan", config.worker.task_queue);
+    settings.rescan_task_queue = Some(rescan_queue.clone());
+    let qscanner_template = config
         .scan
         .qscanner
         .map(|(binary, mode, timeout, work_dir)| {
+            let gateway = config
+                .qualys
+                .gateway
+                .as_str()
+                .trim_end_matches('/')
+                .to_string();
             let template = QScannerConfig {
                 pod: None,
-                gateway_url: Some(
-                    config
-                        .qualys
-                        .gateway
-                        .as_str()
-                        .trim_end_matches('/')
-                        .to_string(),
-                ),
+                gateway_url: Some(gateway),
                 timeout,
                 ..QScannerConfig::new(binary, Pod::US1, Secret::new("set per scan"), work_dir)
             };
+            (template, mode)
+        });
+    let qscanner = || {
+        qscanner_template.clone().map(|(template, mode)| {
             QScannerActivities::new(
                 template,
                 mode,
@@ -190,40 +195,59 @@ pub async fn run(
                 config.scan.gate.clone(),
                 results.clone(),
             )
-        });
-    let scan = ScanActivities {
-        qualys,
-        resolver,
+        })
+    };
+    let scan = || ScanActivities {
+        qualys: qualys.clone(),
+        resolver: resolver.clone(),
         temporal: client.clone(),
         task_queue: config.worker.task_queue.clone(),
-        settings,
-        gate: config.scan.gate,
-        results,
-        notifier,
+        settings: settings.clone(),
+        gate: config.scan.gate.clone(),
+        results: results.clone(),
+        notifier: notifier.clone(),
     };
+    let grace = Duration::from_secs(config.worker.shutdown_grace_secs);
 
+    // Deploy-time work: the workflows and every activity.
     let mut options = WorkerOptions::new(config.worker.task_queue.clone())
         .register_workflow::<EnsureRegistry>()?
         .register_workflow::<ScanOnDeploy>()?
         .register_workflow::<ImageScan>()?
         .register_activities(registry)
-        .register_activities(scan);
-    if let Some(qscanner) = qscanner {
-        options = options.register_activities(qscanner);
+        .register_activities(scan());
+    if let Some(q) = qscanner() {
+        options = options.register_activities(q);
     }
-    let options = options
-        .graceful_shutdown_period(Duration::from_secs(config.worker.shutdown_grace_secs))
-        .build();
-    let mut worker = Worker::new(&runtime, client, options)?;
-    let stop = worker.shutdown_handle();
+    let mut worker = Worker::new(
+        &runtime,
+        client.clone(),
+        options.graceful_shutdown_period(grace).build(),
+    )?;
+
+    // Rescans: the same activities on their own queue and slots.
+    let mut rescan_options = WorkerOptions::new(rescan_queue.clone()).register_activities(scan());
+    if let Some(q) = qscanner() {
+        rescan_options = rescan_options.register_activities(q);
+    }
+    let mut rescan_worker = Worker::new(
+        &runtime,
+        client,
+        rescan_options.graceful_shutdown_period(grace).build(),
+    )?;
+
+    let (stop, stop_rescans) = (worker.shutdown_handle(), rescan_worker.shutdown_handle());
     tokio::spawn(async move {
         shutdown.await;
         info!("shutting down: finishing in-flight tasks");
         stop();
+        stop_rescans();
     });
-    info!(task_queue = %config.worker.task_queue, "worker started");
-    // `run` is not `Send`: it stays on this task.
-    worker.run().await?;
+    info!(task_queue = %config.worker.task_queue, rescan_task_queue = %rescan_queue, "worker started");
+    // `run` is not `Send`: both stay on this task.
+    let (deploys, rescans) = tokio::join!(worker.run(), rescan_worker.run());
+    deploys?;
+    rescans?;
     info!("worker stopped");
     Ok(())
 }

@@ -60,12 +60,21 @@ impl ImageScan {
         let settings = ctx
             .execute_activity(GetScanSettings, (), short_options())
             .await?;
+        let mut is_rescan = false;
         loop {
             ctx.state_mut(|s| {
                 s.deployments = 0;
                 s.rescan = false;
             });
-            let result = scan(ctx, &settings).await;
+            // Rescans run on their own task queue (when configured), so a wave of rescans or a
+            // backfill can never starve the scans that deployments are waiting for.
+            let queue = if is_rescan {
+                settings.rescan_task_queue.clone()
+            } else {
+                None
+            };
+            let result = scan(ctx, &settings, &queue).await;
+            is_rescan = true;
             if settings.search_attributes {
                 ctx.upsert_search_attributes(search::updates(std::slice::from_ref(&result), None));
             }
@@ -168,15 +177,19 @@ async fn answer_waiting(ctx: &mut WorkflowContext<ImageScan>) {
 }
 
 /// One scan of the digest by the backend that fits the image.
-async fn scan(ctx: &mut WorkflowContext<ImageScan>, settings: &ScanSettings) -> ImageResult {
+async fn scan(
+    ctx: &mut WorkflowContext<ImageScan>,
+    settings: &ScanSettings,
+    queue: &Option<String>,
+) -> ImageResult {
     let input = ctx.state(|s| s.input.clone());
     let outcome = match input.image.kind() {
         RegistryKind::Ecr {
             account_id, region, ..
         } if settings.registry_for_ecr || !settings.qscanner_available => {
-            registry_scan(ctx, &input, settings, account_id, region).await
+            registry_scan(ctx, &input, settings, queue, account_id, region).await
         }
-        _ if settings.qscanner_available => qscanner_scan(ctx, &input, settings).await,
+        _ if settings.qscanner_available => qscanner_scan(ctx, &input, settings, queue).await,
         _ => Ok(finished(
             &input,
             ImageStatus::Skipped,
@@ -191,6 +204,7 @@ async fn registry_scan(
     ctx: &mut WorkflowContext<ImageScan>,
     input: &ImageScanInput,
     settings: &ScanSettings,
+    queue: &Option<String>,
     account_id: String,
     region: String,
 ) -> Result<ImageResult, ActivityExecutionError> {
@@ -201,10 +215,10 @@ async fn registry_scan(
         create_role: false,
     };
     let registry = ctx
-        .execute_activity(EnsureRegistryShared, registry, long_options())
+        .execute_activity(EnsureRegistryShared, registry, on(long_options(), queue))
         .await?;
     let mut state = ctx
-        .execute_activity(FindQualysImage, input.clone(), short_options())
+        .execute_activity(FindQualysImage, input.clone(), on(short_options(), queue))
         .await?;
     if !matches!(state, QualysImageState::Scanned { .. }) {
         let submit = SubmitRegistryScan {
@@ -212,7 +226,7 @@ async fn registry_scan(
             image: input.image.clone(),
             digest: input.digest.clone(),
         };
-        ctx.execute_activity(SubmitScan, submit, short_options())
+        ctx.execute_activity(SubmitScan, submit, on(short_options(), queue))
             .await?;
         // Durable polling with bounded backoff: each wait is a timer, not a sleeping activity.
         let mut waited = 0;
@@ -232,7 +246,7 @@ async fn registry_scan(
             waited += interval;
             interval = (interval * 2).min(settings.poll_max_secs.max(1));
             state = ctx
-                .execute_activity(FindQualysImage, input.clone(), short_options())
+                .execute_activity(FindQualysImage, input.clone(), on(short_options(), queue))
                 .await?;
         }
     }
@@ -244,7 +258,7 @@ async fn registry_scan(
         input: input.clone(),
         scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
     };
-    ctx.execute_activity(CollectScanResults, collect, short_options())
+    ctx.execute_activity(CollectScanResults, collect, on(short_options(), queue))
         .await
 }
 
@@ -253,6 +267,7 @@ async fn qscanner_scan(
     ctx: &mut WorkflowContext<ImageScan>,
     input: &ImageScanInput,
     settings: &ScanSettings,
+    queue: &Option<String>,
 ) -> Result<ImageResult, ActivityExecutionError> {
     let scan = QScannerScan {
         input: input.clone(),
@@ -273,7 +288,8 @@ async fn qscanner_scan(
                 .build(),
         )
         .build();
-    ctx.execute_activity(QScanImage, scan, options).await
+    ctx.execute_activity(QScanImage, scan, on(options, queue))
+        .await
 }
 
 fn finished(input: &ImageScanInput, status: ImageStatus, reason: &str) -> ImageResult {
@@ -295,6 +311,14 @@ fn describe(err: &ActivityExecutionError) -> String {
         Some(cause) => cause.failure().message.clone(),
         None => err.to_string(),
     }
+}
+
+/// Runs on `queue` instead of the workflow's own task queue, when given.
+fn on(mut options: ActivityOptions, queue: &Option<String>) -> ActivityOptions {
+    if queue.is_some() {
+        options.task_queue = queue.clone();
+    }
+    options
 }
 
 fn retry() -> RetryPolicy {

@@ -138,6 +138,16 @@ impl ScanOnDeploy {
                 }
             })
             .collect();
+        // Images that could not be scanned get the configured verdict, explicitly.
+        let images: Vec<ImageResult> = images
+            .into_iter()
+            .map(|mut image| {
+                if image.status != ImageStatus::Scanned && image.verdict.is_none() {
+                    image.verdict = settings.unscanned_verdict;
+                }
+                image
+            })
+            .collect();
         let verdict = images.iter().filter_map(|i| i.verdict).max();
         if settings.search_attributes {
             ctx.upsert_search_attributes(search::updates(&images, request.account_id.as_deref()));

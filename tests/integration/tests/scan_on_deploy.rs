@@ -74,6 +74,45 @@ async fn an_ecr_push_is_scanned_gated_and_stored() -> anyhow::Result<()> {
         "the registry was ensured on the way"
     );
     record_history(&env.client, "push-1", "scan_on_deploy_push").await?;
+
+    // A rescan runs on the rescan task queue (served by the same worker) and refreshes the result.
+    let entity = env
+        .client
+        .get_workflow_handle::<qflows_workflows::ImageScan>(format!("scan-{}", image.digest));
+    let vuln_calls = |stats: &qualys_emulator::Stats| {
+        stats
+            .calls
+            .get("GET /csapi/v1.3/images/{sha}/vuln")
+            .copied()
+            .unwrap_or(0)
+    };
+    let before = vuln_calls(&env.qualys.stats());
+    entity
+        .signal(
+            qflows_workflows::ImageScan::request_rescan,
+            "test".to_string(),
+            Default::default(),
+        )
+        .await?;
+    wait_for(
+        "the rescan to collect results again",
+        Duration::from_secs(60),
+        || async { (vuln_calls(&env.qualys.stats()) > before).then_some(()) },
+    )
+    .await?;
+    let refreshed = wait_for("the refreshed result", Duration::from_secs(30), || async {
+        entity
+            .query(qflows_workflows::ImageScan::result, (), Default::default())
+            .await
+            .ok()
+            .flatten()
+    })
+    .await?;
+    assert_eq!(refreshed.status, ImageStatus::Scanned);
+    assert!(
+        worker.logs().contains("rescan_task_queue"),
+        "the rescan worker runs"
+    );
     record_history(
         &env.client,
         &format!("scan-{}", image.digest),

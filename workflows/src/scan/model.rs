@@ -177,6 +177,14 @@ pub struct ScanSettings {
     /// Whether the namespace has qflows' search attributes (see [`crate::scan::search`]).
     #[serde(default)]
     pub search_attributes: bool,
+    /// The verdict for images that were not scanned (skipped, timed out, failed); `None`: no
+    /// verdict, they are reported only.
+    #[serde(default)]
+    pub unscanned_verdict: Option<Verdict>,
+    /// Task queue for rescans (`<task queue>-rescan`), served by the same worker with its own
+    /// slots; `None`: rescans share the deploy-time queue.
+    #[serde(default)]
+    pub rescan_task_queue: Option<String>,
 }
 
 fn yes() -> bool {
