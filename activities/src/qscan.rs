@@ -14,7 +14,7 @@ use crate::resolve::Resolver;
 use crate::results::{ResultsStore, SCHEMA_VERSION};
 use qflows_workflows::contracts;
 use qflows_workflows::scan::RegistryKind;
-use qflows_workflows::scan::model::{ImageResult, ImageStatus, QScannerScan, Verdict};
+use qflows_workflows::scan::model::{ImageResult, QScannerScan, Verdict};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -153,28 +153,22 @@ impl QScannerActivities {
             "secrets": outcome.secrets,
             "warnings": outcome.warnings,
         });
-        let result_ref = self
+        let mut result = self
             .results
-            .put(
-                &input.image.repository,
-                &input.digest,
+            .store_scan(
+                input,
+                "qscanner",
                 &request.scanned_at,
+                verdict,
+                summary,
                 &document,
             )
             .await
             .map_err(IntoFailure::into_failure)?;
-        Ok(ImageResult {
-            digest: input.digest.clone(),
-            image: input.image.to_string(),
-            status: ImageStatus::Scanned,
-            verdict: Some(verdict),
-            summary: Some(summary),
-            result_ref: Some(result_ref),
-            reason: (!outcome.report_available).then(|| {
-                "QScanner uploaded the SBOM but could not fetch the report (exit 40)".into()
-            }),
-            backend: Some("qscanner".into()),
-            scanned_at: Some(request.scanned_at),
-        })
+        if !outcome.report_available {
+            result.reason =
+                Some("QScanner uploaded the SBOM but could not fetch the report (exit 40)".into());
+        }
+        Ok(result)
     }
 }

@@ -410,6 +410,32 @@ impl ResultsStore {
         }
     }
 
+    /// Stores a finished scan's report and returns the small result workflows keep.
+    pub async fn store_scan(
+        &self,
+        input: &qflows_workflows::scan::model::ImageScanInput,
+        backend: &str,
+        scanned_at: &str,
+        verdict: qflows_workflows::scan::model::Verdict,
+        summary: qflows_workflows::scan::model::SeveritySummary,
+        document: &serde_json::Value,
+    ) -> Result<qflows_workflows::scan::model::ImageResult, StoreError> {
+        let result_ref = self
+            .put(&input.image.repository, &input.digest, scanned_at, document)
+            .await?;
+        Ok(qflows_workflows::scan::model::ImageResult {
+            digest: input.digest.clone(),
+            image: input.image.to_string(),
+            status: qflows_workflows::scan::model::ImageStatus::Scanned,
+            verdict: Some(verdict),
+            summary: Some(summary),
+            result_ref: Some(result_ref),
+            reason: None,
+            backend: Some(backend.to_string()),
+            scanned_at: Some(scanned_at.to_string()),
+        })
+    }
+
     /// Parses `QFLOWS_RESULTS`-style locations: `s3://bucket/prefix` or a directory path.
     pub fn location_kind(location: &str) -> Result<ResultsLocation, InvalidLocation> {
         ResultsLocation::parse(location)

@@ -254,27 +254,17 @@ impl ScanActivities {
             "gate": self.gate,
             "vulnerabilities": vulns,
         });
-        let result_ref = self
-            .results
-            .put(
-                &input.image.repository,
-                &input.digest,
+        self.results
+            .store_scan(
+                input,
+                "registry",
                 &collect.scanned_at,
+                verdict,
+                summary,
                 &document,
             )
             .await
-            .map_err(IntoFailure::into_failure)?;
-        Ok(ImageResult {
-            digest: input.digest.clone(),
-            image: input.image.to_string(),
-            status: ImageStatus::Scanned,
-            verdict: Some(verdict),
-            summary: Some(summary),
-            result_ref: Some(result_ref),
-            reason: None,
-            backend: Some("registry".into()),
-            scanned_at: Some(collect.scanned_at),
-        })
+            .map_err(IntoFailure::into_failure)
     }
 
     /// Reports a result to SNS and/or the webhook (a no-op when neither is configured).

@@ -15,13 +15,13 @@ use crate::contracts::{
 };
 use crate::failure::{activity_failed, invalid_input};
 use crate::input;
+use crate::options;
 use crate::registry::{
     ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, RoleChange, ScanRoleRequest,
 };
 use std::time::Duration;
-use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{ActivityCloseTimeouts, ActivityOptions, WorkflowContext, WorkflowResult};
+use temporalio_sdk::{WorkflowContext, WorkflowResult};
 
 /// The `EnsureRegistry` workflow. Input: [`EnsureRegistryInput`] as JSON; output:
 /// [`EnsureRegistryOutput`].
@@ -38,7 +38,8 @@ impl EnsureRegistry {
         input: serde_json::Value,
     ) -> WorkflowResult<EnsureRegistryOutput> {
         let input: EnsureRegistryInput = input::parse(input).map_err(invalid_input)?;
-        let opts = qualys_activity_options();
+        // Qualys and AWS calls: retried while transient, for up to an hour.
+        let opts = options::retrying(120, 3600);
 
         let plan = ctx
             .execute_activity(PlanRegistry, input.clone(), opts.clone())
@@ -98,21 +99,4 @@ impl EnsureRegistry {
             created: true,
         })
     }
-}
-
-/// Qualys and AWS calls: retried with backoff for as long as the failure is transient
-/// (throttling, 5xx, timeouts); the activities mark permanent failures non-retryable.
-fn qualys_activity_options() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-        schedule_to_close: Duration::from_secs(3600),
-        start_to_close: Duration::from_secs(120),
-    })
-    .retry_policy(
-        RetryPolicy::builder()
-            .initial_interval(Duration::from_secs(1))
-            .backoff_coefficient(2.0)
-            .maximum_interval(Duration::from_secs(60))
-            .build(),
-    )
-    .build()
 }

@@ -14,6 +14,7 @@ use crate::contracts::{
     CollectScanResults, EnsureRegistryShared, FindQualysImage, GetScanSettings, Notify, QScanImage,
     SubmitScan,
 };
+use crate::options;
 use crate::registry::EnsureRegistryInput;
 use crate::scan::model::{
     CollectResults, DeployedAt, ImageResult, ImageScanInput, ImageStatus, NotifyRequest,
@@ -58,7 +59,7 @@ impl ImageScan {
     #[run(name = "ImageScan")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ImageResult> {
         let settings = ctx
-            .execute_activity(GetScanSettings, (), short_options())
+            .execute_activity(GetScanSettings, (), options::retrying(120, 3600))
             .await?;
         let mut is_rescan = false;
         loop {
@@ -152,7 +153,7 @@ async fn notify_if_changed(
             schedule_to_close: Duration::from_secs(600),
             start_to_close: Duration::from_secs(30),
         })
-        .retry_policy(retry())
+        .retry_policy(options::backoff())
         .build();
     let _ = ctx.execute_activity(Notify, request, options).await;
 }
@@ -215,10 +216,18 @@ async fn registry_scan(
         create_role: false,
     };
     let registry = ctx
-        .execute_activity(EnsureRegistryShared, registry, on(long_options(), queue))
+        .execute_activity(
+            EnsureRegistryShared,
+            registry,
+            on(options::retrying(900, 3600), queue),
+        )
         .await?;
     let mut state = ctx
-        .execute_activity(FindQualysImage, input.clone(), on(short_options(), queue))
+        .execute_activity(
+            FindQualysImage,
+            input.clone(),
+            on(options::retrying(120, 3600), queue),
+        )
         .await?;
     if !matches!(state, QualysImageState::Scanned { .. }) {
         let submit = SubmitRegistryScan {
@@ -226,7 +235,7 @@ async fn registry_scan(
             image: input.image.clone(),
             digest: input.digest.clone(),
         };
-        ctx.execute_activity(SubmitScan, submit, on(short_options(), queue))
+        ctx.execute_activity(SubmitScan, submit, on(options::retrying(120, 3600), queue))
             .await?;
         // Durable polling with bounded backoff: each wait is a timer, not a sleeping activity.
         let mut waited = 0;
@@ -246,7 +255,11 @@ async fn registry_scan(
             waited += interval;
             interval = (interval * 2).min(settings.poll_max_secs.max(1));
             state = ctx
-                .execute_activity(FindQualysImage, input.clone(), on(short_options(), queue))
+                .execute_activity(
+                    FindQualysImage,
+                    input.clone(),
+                    on(options::retrying(120, 3600), queue),
+                )
                 .await?;
         }
     }
@@ -258,8 +271,12 @@ async fn registry_scan(
         input: input.clone(),
         scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
     };
-    ctx.execute_activity(CollectScanResults, collect, on(short_options(), queue))
-        .await
+    ctx.execute_activity(
+        CollectScanResults,
+        collect,
+        on(options::retrying(120, 3600), queue),
+    )
+    .await
 }
 
 /// The ECR Lambda / self-hosted design: QScanner pulls and scans the image itself.
@@ -319,32 +336,4 @@ fn on(mut options: ActivityOptions, queue: &Option<String>) -> ActivityOptions {
         options.task_queue = queue.clone();
     }
     options
-}
-
-fn retry() -> RetryPolicy {
-    RetryPolicy::builder()
-        .initial_interval(Duration::from_secs(1))
-        .backoff_coefficient(2.0)
-        .maximum_interval(Duration::from_secs(60))
-        .build()
-}
-
-/// Qualys and AWS calls: transient failures retried for up to an hour.
-fn short_options() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-        schedule_to_close: Duration::from_secs(3600),
-        start_to_close: Duration::from_secs(120),
-    })
-    .retry_policy(retry())
-    .build()
-}
-
-/// Waiting for the shared `EnsureRegistry` workflow.
-fn long_options() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-        schedule_to_close: Duration::from_secs(3600),
-        start_to_close: Duration::from_secs(900),
-    })
-    .retry_policy(retry())
-    .build()
 }

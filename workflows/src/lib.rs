@@ -16,6 +16,7 @@ pub mod ensure_registry;
 pub mod failure;
 pub mod image_scan;
 pub mod input;
+pub mod options;
 pub mod registry;
 pub mod scan;
 pub mod scan_on_deploy;

@@ -12,17 +12,16 @@
 
 use crate::contracts::{GetScanSettings, ResolveImages, StartImageScanEntity};
 use crate::failure::{activity_failed, invalid_input};
+use crate::options;
 use crate::scan::model::{
     DeployedAt, ImageResult, ImageScanInput, ImageStatus, ScanOnDeployOutput, StartImageScan,
 };
 use crate::scan::{Classified, classify, search};
 use std::collections::BTreeMap;
 use std::time::Duration;
-use temporalio_common::RetryPolicy;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityCloseTimeouts, ActivityOptions, LocalActivityOptions, SyncWorkflowContext,
-    WorkflowContext, WorkflowContextView, WorkflowResult,
+    LocalActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 /// How long a deployment waits for all its images' scans.
@@ -69,7 +68,7 @@ impl ScanOnDeploy {
             .map_err(|e| activity_failed("read scan settings", e))?;
 
         let resolved = ctx
-            .execute_activity(ResolveImages, request.clone(), options())
+            .execute_activity(ResolveImages, request.clone(), options::retrying(120, 3600))
             .await
             .map_err(|e| activity_failed("resolve images", e))?;
 
@@ -95,7 +94,7 @@ impl ScanOnDeploy {
                     source: request.source,
                 },
             };
-            ctx.execute_activity(StartImageScanEntity, start, options())
+            ctx.execute_activity(StartImageScanEntity, start, options::retrying(120, 3600))
                 .await
                 .map_err(|e| activity_failed("start image scan", e))?;
         }
@@ -172,19 +171,4 @@ impl ScanOnDeploy {
     pub fn results(&self, _ctx: &WorkflowContextView) -> Vec<ImageResult> {
         self.results.values().cloned().collect()
     }
-}
-
-fn options() -> ActivityOptions {
-    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-        schedule_to_close: Duration::from_secs(3600),
-        start_to_close: Duration::from_secs(120),
-    })
-    .retry_policy(
-        RetryPolicy::builder()
-            .initial_interval(Duration::from_secs(1))
-            .backoff_coefficient(2.0)
-            .maximum_interval(Duration::from_secs(60))
-            .build(),
-    )
-    .build()
 }

@@ -1,0 +1,26 @@
+//! Activity options the workflows share.
+
+use std::time::Duration;
+use temporalio_common::RetryPolicy;
+use temporalio_sdk::{ActivityCloseTimeouts, ActivityOptions};
+
+/// Exponential backoff from 1 s to 60 s, without an attempt limit: transient failures
+/// (throttling, 5xx, timeouts) are retried; activities mark permanent ones non-retryable.
+pub fn backoff() -> RetryPolicy {
+    RetryPolicy::builder()
+        .initial_interval(Duration::from_secs(1))
+        .backoff_coefficient(2.0)
+        .maximum_interval(Duration::from_secs(60))
+        .build()
+}
+
+/// An activity with [`backoff`], `start_to_close_secs` per attempt and `schedule_to_close_secs`
+/// in all.
+pub fn retrying(start_to_close_secs: u64, schedule_to_close_secs: u64) -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+        schedule_to_close: Duration::from_secs(schedule_to_close_secs),
+        start_to_close: Duration::from_secs(start_to_close_secs),
+    })
+    .retry_policy(backoff())
+    .build()
+}
