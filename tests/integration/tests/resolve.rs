@@ -197,3 +197,62 @@ async fn services_missing_tags_and_unknown_task_definitions() -> anyhow::Result<
     assert!(!password.expose().is_empty());
     Ok(())
 }
+
+#[tokio::test]
+async fn another_accounts_task_definition_is_read_through_the_cross_account_role()
+-> anyhow::Result<()> {
+    const SPOKE: &str = "210987654321";
+    let moto = Moto::start().await?;
+    let base = moto.sdk_config().await;
+    // Register a task definition in the spoke account (moto keys its state by the caller's account,
+    // and assumed-role credentials belong to the role's account).
+    let assumed = aws_sdk_sts::Client::new(&base)
+        .assume_role()
+        .role_arn(format!("arn:aws:iam::{SPOKE}:role/qflows-describe"))
+        .role_session_name("test")
+        .send()
+        .await?;
+    let c = assumed.credentials().unwrap();
+    let spoke_creds = aws_credential_types::Credentials::from_keys(
+        c.access_key_id(),
+        c.secret_access_key(),
+        Some(c.session_token().to_string()),
+    );
+    let spoke = base
+        .to_builder()
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(spoke_creds),
+        )
+        .build();
+    let ecs = aws_sdk_ecs::Client::new(&spoke);
+    let container = aws_sdk_ecs::types::ContainerDefinition::builder()
+        .name("app")
+        .image("redis:7")
+        .memory(128)
+        .build();
+    ecs.register_task_definition()
+        .family("spoke-app")
+        .container_definitions(container)
+        .send()
+        .await?;
+    let arn = format!("arn:aws:ecs:us-east-1:{SPOKE}:task-definition/spoke-app:1");
+
+    // Without the role, the hub's own credentials do not see it.
+    let hub_only = resolver(&moto).await;
+    assert!(
+        hub_only
+            .task_definition_images(SPOKE, "us-east-1", &arn)
+            .await
+            .is_err()
+    );
+
+    let settings = ResolverSettings {
+        cross_account_role_name: Some("qflows-describe".into()),
+        session_name: "qflows".into(),
+        ..Default::default()
+    };
+    let hub = Resolver::new(Arc::new(Aws::with_config(base)), settings);
+    let images = hub.task_definition_images(SPOKE, "us-east-1", &arn).await?;
+    assert_eq!(images, vec!["redis:7".to_string()]);
+    Ok(())
+}
