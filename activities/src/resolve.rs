@@ -19,7 +19,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{Mutex, OnceCell};
 
 /// How the resolver reaches other accounts.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ResolverSettings {
     /// Role to assume in an account that is not the worker's own (none: use the worker's own
     /// credentials everywhere).
@@ -28,6 +28,17 @@ pub struct ResolverSettings {
     pub external_id: Option<Secret>,
     /// AssumeRole session name.
     pub session_name: String,
+}
+
+impl Default for ResolverSettings {
+    fn default() -> Self {
+        Self {
+            cross_account_role_name: None,
+            external_id: None,
+            // AssumeRole needs a session name of at least two characters.
+            session_name: "qflows".into(),
+        }
+    }
 }
 
 /// Reads ECS and ECR for image resolution.
@@ -63,7 +74,16 @@ impl Resolver {
                     .send()
                     .await
                     .map_err(|e| AwsError::from_sdk("sts:GetCallerIdentity", e))?;
-                Ok::<_, AwsError>(identity.account().unwrap_or_default().to_string())
+                identity
+                    .account()
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| AwsError::Transient {
+                        operation: "sts:GetCallerIdentity",
+                        code: "NoAccount".into(),
+                        message: "STS did not say which account the worker's credentials belong to"
+                            .into(),
+                    })
             })
             .await?;
         if own == account {
