@@ -120,7 +120,8 @@ pub async fn start_temporal(
     let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+        // The port opens before the frontend is healthy: wait until a client can really connect.
+        if tokio::net::TcpStream::connect(addr).await.is_ok() && frontend_ready(port).await {
             return Ok(child);
         }
         if let Some(status) = child.try_wait()? {
@@ -133,6 +134,19 @@ pub async fn start_temporal(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Whether the dev server's frontend answers a client (`GetSystemInfo`).
+async fn frontend_ready(port: u16) -> bool {
+    let Ok(url) = url::Url::parse(&format!("http://127.0.0.1:{port}")) else {
+        return false;
+    };
+    let options = temporalio_client::ConnectionOptions::new(url)
+        .identity("qflows-dev-probe".to_string())
+        .build();
+    temporalio_client::Connection::connect(options)
+        .await
+        .is_ok()
 }
 
 /// Runs the dev loop until Ctrl-C.
