@@ -65,10 +65,16 @@ impl LocalResults {
 
 /// One path segment: no separators, no `..`.
 fn safe_segment(s: &str) -> String {
+    sanitize(s, "-_.")
+}
+
+/// `s` with every character outside ASCII alphanumerics and `keep` replaced by `_`; never
+/// empty, `.` or `..`.
+fn sanitize(s: &str, keep: &str) -> String {
     let cleaned: String = s
         .chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+            if c.is_ascii_alphanumeric() || keep.contains(c) {
                 c
             } else {
                 '_'
@@ -284,21 +290,7 @@ fn normalize_prefix(prefix: &str) -> String {
 
 /// One S3 key segment: S3's safe characters (plus `:`) kept, the rest `_`; never empty, `.` or `..`.
 fn safe_key_segment(s: &str) -> String {
-    let cleaned: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "-_.:!*'()".contains(c) {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if cleaned.trim_matches('.').is_empty() {
-        "_".to_string()
-    } else {
-        cleaned
-    }
+    sanitize(s, "-_.:!*'()")
 }
 
 /// Where results go, as read from a `QFLOWS_RESULTS`-style location.

@@ -140,10 +140,9 @@ pub async fn run(
     }
     let qualys = QualysClient::new(config.qualys.clone())?;
     let aws = Arc::new(Aws::new());
-    let aws_handle = aws.clone();
     let registry = RegistryActivities::new(qualys.clone(), aws.clone(), config.registry);
     let resolver = Arc::new(Resolver::new(
-        aws,
+        aws.clone(),
         ResolverSettings {
             cross_account_role_name: config.scan.cross_account_role_name,
             external_id: None,
@@ -153,14 +152,14 @@ pub async fn run(
     let region = std::env::var("AWS_REGION")
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|_| "us-east-1".into());
-    let results = ResultsStore::from_location(&config.scan.results, &aws_handle, &region)
+    let results = ResultsStore::from_location(&config.scan.results, &aws, &region)
         .await
         .map_err(|e| anyhow::anyhow!("QFLOWS_RESULTS: {e}"))?;
     let sns = match &config.scan.sns_topic_arn {
         // An SNS topic lives in the region its ARN names.
         Some(arn) => {
             let topic_region = arn.split(':').nth(3).unwrap_or(&region).to_string();
-            Some((aws_handle.sns(&topic_region).await, arn.clone()))
+            Some((aws.sns(&topic_region).await, arn.clone()))
         }
         None => None,
     };

@@ -31,6 +31,17 @@ fn histories(prefix: &str) -> Vec<(String, WorkflowHistory)> {
         .collect()
 }
 
+/// Replays every recorded history against `options`' workflows, failing on the first mismatch.
+async fn replay_all(recorded: Vec<(String, WorkflowHistory)>, options: WorkflowReplayerOptions) {
+    let replayer = WorkflowReplayer::new(options).expect("replayer");
+    for (name, history) in recorded {
+        replayer
+            .replay_workflow(history)
+            .await
+            .unwrap_or_else(|e| panic!("{name} no longer replays: {e}"));
+    }
+}
+
 #[tokio::test]
 async fn ensure_registry_histories_replay() {
     let recorded = histories("ensure_registry");
@@ -42,13 +53,7 @@ async fn ensure_registry_histories_replay() {
         .register_workflow::<qflows_workflows::EnsureRegistry>()
         .expect("register")
         .build();
-    let replayer = WorkflowReplayer::new(options).expect("replayer");
-    for (name, history) in recorded {
-        replayer
-            .replay_workflow(history)
-            .await
-            .unwrap_or_else(|e| panic!("{name} no longer replays: {e}"));
-    }
+    replay_all(recorded, options).await;
 }
 
 #[tokio::test]
@@ -65,11 +70,5 @@ async fn scan_histories_replay() {
         .register_workflow::<qflows_workflows::ImageScan>()
         .expect("register")
         .build();
-    let replayer = WorkflowReplayer::new(options).expect("replayer");
-    for (name, history) in recorded {
-        replayer
-            .replay_workflow(history)
-            .await
-            .unwrap_or_else(|e| panic!("{name} no longer replays: {e}"));
-    }
+    replay_all(recorded, options).await;
 }
