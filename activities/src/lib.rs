@@ -23,6 +23,7 @@ pub mod registry;
 pub mod resolve;
 pub mod results;
 pub mod scan;
+pub mod tetragon;
 
 pub use qscan::QScannerActivities;
 pub use registry::RegistryActivities;

@@ -1,0 +1,1 @@
+//! Validation of TracingPolicy objects against Tetragon's CRD schema (being written).
