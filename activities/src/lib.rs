@@ -13,9 +13,11 @@
 //! [`qflows_workflows::contracts`]; this crate implements them.
 
 pub mod aws;
+pub mod cdr;
 pub mod failure;
 pub mod gate;
 pub mod notify;
+pub mod policies;
 pub mod qscan;
 pub mod qscanner;
 pub mod qualys;

@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod policy;
 pub mod telemetry;
 pub mod temporal;
 pub mod worker;

@@ -7,6 +7,9 @@ use qflows::config::{
     LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
 };
 use qflows::dev::{self, DevArgs};
+use qflows::policy::{
+    self, BenchPolicyArgs, GenerateArgs, ReviewArgs, ScheduleCdrArgs, TargetArgs,
+};
 use qflows::telemetry;
 use qflows::worker::{self, WorkerConfig};
 use std::process::ExitCode;
@@ -58,6 +61,57 @@ enum Command {
         #[command(subcommand)]
         command: RegistryCommand,
     },
+    /// Tetragon TracingPolicies from Qualys CDR findings.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+    /// Temporal Schedules for qflows' workflows.
+    Schedule {
+        #[command(subcommand)]
+        command: ScheduleCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Findings file → validated policy files, offline (no Temporal, no Qualys): for PR review.
+    Generate {
+        #[command(flatten)]
+        args: GenerateArgs,
+    },
+    /// Switch a policy of a running CdrToPolicy to enforcement.
+    Promote {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ReviewArgs,
+    },
+    /// Return a policy of a running CdrToPolicy to audit.
+    Rollback {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ReviewArgs,
+    },
+    /// Print the policies a running CdrToPolicy manages (the `policies` query).
+    List {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        target: TargetArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScheduleCommand {
+    /// Run CdrToPolicy on a fixed interval (replaces the CDR policy operator's CronJob).
+    Cdr {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ScheduleCdrArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +120,11 @@ enum BenchCommand {
     Scan {
         #[command(flatten)]
         args: BenchScanArgs,
+    },
+    /// Generate policies from synthetic CDR findings; print findings/s and peak memory.
+    Policy {
+        #[command(flatten)]
+        args: BenchPolicyArgs,
     },
 }
 
@@ -121,5 +180,26 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Registry {
             command: RegistryCommand::Ensure { temporal, args },
         } => cli::ensure_registry(&temporal, args).await,
+        Command::Bench {
+            command: BenchCommand::Policy { args },
+        } => policy::bench_policy(args),
+        Command::Policy { command } => match command {
+            PolicyCommand::Generate { args } => {
+                let output = args.output.clone();
+                let summary = policy::generate_offline(args)?;
+                policy::print_summary(&summary, &output);
+                Ok(())
+            }
+            PolicyCommand::Promote { temporal, args } => {
+                policy::review(&temporal, args, true).await
+            }
+            PolicyCommand::Rollback { temporal, args } => {
+                policy::review(&temporal, args, false).await
+            }
+            PolicyCommand::List { temporal, target } => policy::list(&temporal, target).await,
+        },
+        Command::Schedule {
+            command: ScheduleCommand::Cdr { temporal, args },
+        } => policy::schedule_cdr(&temporal, args).await,
     }
 }

@@ -5,6 +5,7 @@ use crate::{telemetry, temporal};
 use qflows_activities::aws::Aws;
 use qflows_activities::gate::GatePolicy;
 use qflows_activities::notify::Notifier;
+use qflows_activities::policies::CdrActivities;
 use qflows_activities::qscanner::{QScannerConfig, ScanMode};
 use qflows_activities::qualys::{Pod, Secret};
 use qflows_activities::qualys::{QualysClient, QualysConfig};
@@ -13,7 +14,7 @@ use qflows_activities::results::ResultsStore;
 use qflows_activities::{QScannerActivities, RegistryActivities, ScanActivities};
 use qflows_workflows::registry::RegistryDefaults;
 use qflows_workflows::scan::model::ScanSettings;
-use qflows_workflows::{EnsureRegistry, ImageScan, ScanOnDeploy};
+use qflows_workflows::{CdrToPolicy, EnsureRegistry, ImageScan, ScanOnDeploy};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -213,7 +214,9 @@ pub async fn run(
         .register_workflow::<EnsureRegistry>()?
         .register_workflow::<ScanOnDeploy>()?
         .register_workflow::<ImageScan>()?
+        .register_workflow::<CdrToPolicy>()?
         .register_activities(registry)
+        .register_activities(CdrActivities::new(qualys.clone()))
         .register_activities(scan());
     if let Some(q) = qscanner() {
         options = options.register_activities(q);

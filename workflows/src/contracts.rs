@@ -8,6 +8,7 @@
 //! Activity type names are part of the wire contract (they are stored in workflow histories):
 //! never rename one that has shipped.
 
+use crate::cdr::{EvidenceBatch, FetchFindings, PublishPolicies, PublishReport};
 use crate::registry::{
     ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, QualysAwsBase, RegistryPlan,
     RegistryRef, RoleChange, ScanRoleRequest,
@@ -95,4 +96,13 @@ activity_contract!(
 activity_contract!(
     /// Sends a notification (SNS, webhook) about a result; a no-op when none is configured.
     Notify = "notify.Send": NotifyRequest => ()
+);
+
+activity_contract!(
+    /// Reads the CDR findings of a window (all pages) and groups them into evidence per policy.
+    FetchCdrEvidence = "cdr.FetchEvidence": FetchFindings => EvidenceBatch
+);
+activity_contract!(
+    /// Renders, validates and writes/applies policies (idempotent: unchanged ones are no-ops).
+    PublishCdrPolicies = "cdr.Publish": PublishPolicies => PublishReport
 );

@@ -31,6 +31,14 @@ pub fn activity_failed(step: &str, err: ActivityExecutionError) -> WorkflowTermi
         .into()
 }
 
+/// The root cause's message of an activity failure (not the generic "Activity task failed").
+pub fn root_message(err: &ActivityExecutionError) -> String {
+    match err.cause() {
+        Some(cause) => cause.failure().message.clone(),
+        None => err.to_string(),
+    }
+}
+
 fn describe(cause: &IncomingError) -> (String, Option<String>) {
     match cause {
         IncomingError::Application(app) => (

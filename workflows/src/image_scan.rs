@@ -14,6 +14,7 @@ use crate::contracts::{
     CollectScanResults, EnsureRegistryShared, FindQualysImage, GetScanSettings, Notify, QScanImage,
     SubmitScan,
 };
+use crate::failure::root_message;
 use crate::options;
 use crate::registry::EnsureRegistryInput;
 use crate::scan::model::{
@@ -197,7 +198,7 @@ async fn scan(
             "not an ECR image, and the QScanner backend is not configured",
         )),
     };
-    outcome.unwrap_or_else(|e| finished(&input, ImageStatus::Failed, &describe(&e)))
+    outcome.unwrap_or_else(|e| finished(&input, ImageStatus::Failed, &root_message(&e)))
 }
 
 /// The Fargate design: registry connector, on-demand schedule, durable polling, results.
@@ -320,13 +321,6 @@ fn finished(input: &ImageScanInput, status: ImageStatus, reason: &str) -> ImageR
         reason: Some(reason.to_string()),
         backend: None,
         scanned_at: None,
-    }
-}
-
-fn describe(err: &ActivityExecutionError) -> String {
-    match err.cause() {
-        Some(cause) => cause.failure().message.clone(),
-        None => err.to_string(),
     }
 }
 

@@ -9,7 +9,10 @@
 //! | `EnsureRegistry` | [`ensure_registry`] |
 //! | `ScanOnDeploy` | [`scan_on_deploy`] |
 //! | `ImageScan` (one per digest) | [`image_scan`] |
+//! | `CdrToPolicy` | [`cdr_to_policy`] |
 
+pub mod cdr;
+pub mod cdr_to_policy;
 pub mod clock;
 pub mod contracts;
 pub mod ensure_registry;
@@ -21,6 +24,7 @@ pub mod registry;
 pub mod scan;
 pub mod scan_on_deploy;
 
+pub use cdr_to_policy::CdrToPolicy;
 pub use ensure_registry::EnsureRegistry;
 pub use image_scan::ImageScan;
 pub use scan_on_deploy::ScanOnDeploy;

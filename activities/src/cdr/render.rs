@@ -1,0 +1,734 @@
+//! Evidence → TracingPolicy, one design per category (events-and-tetragon.md Part B6).
+//!
+//! Rules every design follows:
+//! - hooks that see kernel copies (`security_*` functions) rather than a syscall's user memory,
+//!   except where the syscall itself is the event (namespaces, mounts, setuid), which is hooked with
+//!   `syscall: true` so `Override` can refuse it;
+//! - no binary allow-lists an attacker sidesteps with another tool: binaries appear only as the
+//!   thing detected (a shell, a netcat), never as the thing trusted;
+//! - `syscall` always written; at most 5 selectors, 3 actions, 4 numeric values;
+//! - blocking policies are scoped to the workload that produced the findings; a policy for an
+//!   unknown workload is rendered for audit only.
+
+use crate::tetragon::policy::{
+    API_VERSION, Arg, Ignore, Kprobe, LabelRequirement, LabelSelector, MatchAction, MatchArg,
+    MatchBinaries, MatchNamespace, Metadata, PolicyOption, Selector, Spec, TracingPolicy,
+};
+use qflows_workflows::cdr::model::{
+    AuditStyle, Category, Enforcement, Evidence, PolicyKey, TetragonVersion, Workload,
+};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+/// Label every generated policy carries.
+pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "qflows");
+/// Label naming the enforcement (`audit` or `enforce`).
+pub const ENFORCEMENT_LABEL: &str = "qflows.io/enforcement";
+/// Label naming the policy set (one CdrToPolicy workflow or one `policy generate` run).
+pub const POLICY_SET_LABEL: &str = "qflows.io/policy-set";
+
+/// How policies are rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Oldest Tetragon release the output must load on.
+    pub tetragon_version: TetragonVersion,
+    /// How audit-stage policies are written.
+    pub audit_style: AuditStyle,
+    /// Policy set label value (sanitised), if any.
+    pub policy_set: Option<String>,
+}
+
+impl Default for RenderOptions {
+    fn default() -> Self {
+        Self {
+            tetragon_version: TetragonVersion::DEFAULT,
+            audit_style: AuditStyle::Post,
+            policy_set: None,
+        }
+    }
+}
+
+/// Why a policy cannot be rendered as asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RenderError {
+    /// Blocking needs a workload to scope to; the findings named none.
+    #[error(
+        "{name}: the findings name no namespace, pod labels or image, so a blocking policy would cover every pod; it stays in audit"
+    )]
+    UnscopedBlock {
+        /// Policy name.
+        name: String,
+    },
+}
+
+/// Renders the policy for `key` in the given enforcement.
+pub fn render(
+    key: &PolicyKey,
+    evidence: &Evidence,
+    enforcement: Enforcement,
+    opts: &RenderOptions,
+) -> Result<TracingPolicy, RenderError> {
+    let name = key.name();
+    let scope = Scope::of(&key.workload, opts.tetragon_version);
+    let blocking = enforcement == Enforcement::Enforce || opts.audit_style == AuditStyle::Monitor;
+    if blocking && scope.is_unscoped() {
+        return Err(RenderError::UnscopedBlock { name });
+    }
+    let design = design(key.category, evidence, opts.tetragon_version);
+    let mut options = Vec::new();
+    let actions = if blocking {
+        if design.override_on_security_hook {
+            options.push(option("disable-kprobe-multi", "1"));
+        }
+        let mode = match enforcement {
+            Enforcement::Enforce => "enforce",
+            Enforcement::Audit => "monitor",
+        };
+        options.push(option("policy-mode", mode));
+        Actions::Block
+    } else {
+        Actions::Audit
+    };
+    let kprobes = design
+        .hooks
+        .into_iter()
+        .map(|h| h.into_kprobe(actions, key.category))
+        .collect();
+
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        ("qflows.io/category".into(), key.category.slug().into()),
+        (
+            "qflows.io/technique".into(),
+            key.category.technique().into(),
+        ),
+        ("qflows.io/priority".into(), evidence.priority().into()),
+        (
+            ENFORCEMENT_LABEL.into(),
+            match enforcement {
+                Enforcement::Audit => "audit".into(),
+                Enforcement::Enforce => "enforce".into(),
+            },
+        ),
+    ]);
+    if let Some(set) = &opts.policy_set {
+        labels.insert(POLICY_SET_LABEL.into(), set.clone());
+    }
+    Ok(TracingPolicy {
+        api_version: API_VERSION.into(),
+        kind: if scope.namespace.is_some() {
+            "TracingPolicyNamespaced".into()
+        } else {
+            "TracingPolicy".into()
+        },
+        metadata: Metadata {
+            name,
+            namespace: scope.namespace.clone(),
+            labels,
+            annotations: annotations(key, evidence),
+        },
+        spec: Spec {
+            pod_selector: scope.pod_selector,
+            container_selector: scope.container_selector,
+            options,
+            kprobes,
+        },
+    })
+}
+
+fn option(name: &str, value: &str) -> PolicyOption {
+    PolicyOption {
+        name: name.into(),
+        value: value.into(),
+    }
+}
+
+fn joined<T: ToString>(items: impl IntoIterator<Item = T>) -> String {
+    items
+        .into_iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn annotations(key: &PolicyKey, ev: &Evidence) -> BTreeMap<String, String> {
+    let mut a = BTreeMap::new();
+    a.insert(
+        "qflows.io/description".to_string(),
+        description(key.category).to_string(),
+    );
+    a.insert(
+        "qflows.io/finding-count".into(),
+        ev.finding_count.to_string(),
+    );
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            a.insert(format!("qflows.io/{k}"), v);
+        }
+    };
+    put("finding-ids", joined(&ev.finding_ids));
+    put("processes", joined(&ev.processes));
+    put("addresses", joined(&ev.addresses));
+    put("ports", joined(&ev.ports));
+    put("techniques", joined(&ev.techniques));
+    if let (Some(f), Some(l)) = (&ev.first_seen, &ev.last_seen) {
+        put("window", format!("{f}/{l}"));
+    }
+    a
+}
+
+fn description(c: Category) -> &'static str {
+    match c {
+        Category::Imds => {
+            "Connections to cloud credential endpoints (IMDS v4/v6, ECS task role, EKS Pod Identity)"
+        }
+        Category::Scanning => "Raw/packet sockets and network scanner executions",
+        Category::Escape => "Namespace changes and mounts from inside a container",
+        Category::Privesc => "setuid/setgid to root",
+        Category::Mining => "Connections to crypto-mining pool ports and observed pool addresses",
+        Category::ReverseShell => "Shells connecting out, and netcat-like tools executing shells",
+    }
+}
+
+/// Where a policy applies.
+struct Scope {
+    namespace: Option<String>,
+    pod_selector: Option<LabelSelector>,
+    container_selector: Option<LabelSelector>,
+}
+
+impl Scope {
+    fn of(w: &Workload, version: TetragonVersion) -> Scope {
+        let labels: BTreeMap<String, String> = w
+            .labels
+            .iter()
+            .filter(|(k, v)| is_label_key(k) && is_label_value(v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let namespace = w.namespace.clone().filter(|n| is_dns_label(n));
+        // `repo` in containerSelector arrived in v1.5; repos hold `/`, so matchExpressions.
+        let container_selector = w
+            .image_repository
+            .as_ref()
+            .filter(|_| version.at_least(1, 5))
+            .map(|repo| LabelSelector {
+                match_labels: BTreeMap::new(),
+                match_expressions: vec![LabelRequirement {
+                    key: "repo".into(),
+                    operator: "In".into(),
+                    values: repo_forms(repo),
+                }],
+            });
+        Scope {
+            namespace,
+            // `{}` = every pod, never host processes.
+            pod_selector: Some(LabelSelector {
+                match_labels: labels,
+                match_expressions: Vec::new(),
+            }),
+            container_selector,
+        }
+    }
+
+    fn is_unscoped(&self) -> bool {
+        self.namespace.is_none()
+            && self
+                .pod_selector
+                .as_ref()
+                .is_none_or(|p| p.match_labels.is_empty())
+            && self.container_selector.is_none()
+    }
+}
+
+/// Both spellings Tetragon may see for a repository: normalised (`docker.io/library/nginx`) and
+/// as written in the pod spec (`nginx`).
+fn repo_forms(repo: &str) -> Vec<String> {
+    let mut forms = BTreeSet::from([repo.to_string()]);
+    let first = repo.split('/').next().unwrap_or("");
+    let has_host = repo.contains('/') && (first.contains('.') || first.contains(':'));
+    if !has_host {
+        let full = if repo.contains('/') {
+            format!("docker.io/{repo}")
+        } else {
+            format!("docker.io/library/{repo}")
+        };
+        forms.insert(full);
+    } else if let Some(short) = repo.strip_prefix("docker.io/library/") {
+        forms.insert(short.to_string());
+    } else if let Some(short) = repo.strip_prefix("docker.io/") {
+        forms.insert(short.to_string());
+    }
+    forms.into_iter().collect()
+}
+
+fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_label_value(v: &str) -> bool {
+    v.len() <= 63
+        && !v.is_empty()
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && v.as_bytes()[0].is_ascii_alphanumeric()
+        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()
+}
+
+fn is_label_key(k: &str) -> bool {
+    let (prefix, name) = match k.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|l| {
+                !l.is_empty()
+                    && l.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            })
+    });
+    prefix_ok && is_label_value(name)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Actions {
+    Audit,
+    Block,
+}
+
+/// A hook before actions are chosen.
+struct Hook {
+    call: &'static str,
+    syscall: bool,
+    args: Vec<Arg>,
+    ignore_missing: bool,
+    message: &'static str,
+    /// Filters of each selector (actions are added per enforcement).
+    selectors: Vec<Selector>,
+    /// May this hook `Override` (syscalls and `security_*` functions)?
+    can_override: bool,
+}
+
+impl Hook {
+    fn into_kprobe(self, actions: Actions, category: Category) -> Kprobe {
+        let match_actions = match actions {
+            Actions::Audit => vec![MatchAction::post("1m")],
+            Actions::Block if self.can_override => {
+                vec![MatchAction::override_eperm(), MatchAction::sigkill()]
+            }
+            Actions::Block => vec![MatchAction::sigkill()],
+        };
+        Kprobe {
+            call: self.call.into(),
+            syscall: self.syscall,
+            args: self.args,
+            message: Some(format!("[{}] {}", category.technique(), self.message)),
+            tags: vec![
+                format!("mitre.{}", category.technique()),
+                format!("qflows.{}", category.slug()),
+            ],
+            ignore: self.ignore_missing.then_some(Ignore {
+                call_not_found: true,
+            }),
+            selectors: self
+                .selectors
+                .into_iter()
+                .map(|mut s| {
+                    s.match_actions = match_actions.clone();
+                    s
+                })
+                .collect(),
+        }
+    }
+}
+
+struct Design {
+    hooks: Vec<Hook>,
+    /// A `security_*` kprobe uses Override: needs `disable-kprobe-multi`.
+    override_on_security_hook: bool,
+}
+
+fn arg(index: u32, kind: &str, label: &str) -> Arg {
+    Arg {
+        index,
+        kind: kind.into(),
+        label: Some(label.into()),
+    }
+}
+
+fn match_arg(index: u32, operator: &str, values: impl IntoIterator<Item = String>) -> MatchArg {
+    MatchArg {
+        index,
+        operator: operator.into(),
+        values: values.into_iter().collect(),
+    }
+}
+
+fn strs(v: &[&str]) -> Vec<String> {
+    v.iter().map(|s| s.to_string()).collect()
+}
+
+/// Credential endpoints: EC2 IMDS (v4, v6, v4-mapped), ECS task credentials, EKS Pod Identity.
+pub const CREDENTIAL_ENDPOINTS: [&str; 6] = [
+    "169.254.169.254",
+    "fd00:ec2::254",
+    "::ffff:169.254.169.254",
+    "169.254.170.2",
+    "169.254.170.23",
+    "fd00:ec2::23",
+];
+
+/// Stratum ports commonly used by mining pools (Falco's `miner_ports` minus generic ports).
+pub const MINING_PORTS: [&str; 12] = [
+    "3333:3336",
+    "3357",
+    "4444",
+    "5555",
+    "5556",
+    "7777",
+    "7778",
+    "9999",
+    "14433",
+    "14444",
+    "45560",
+    "45700",
+];
+
+const PRIVATE_NETS: [&str; 9] = [
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "127.0.0.0/8",
+    "169.254.0.0/16",
+    "100.64.0.0/10",
+    "::1/128",
+    "fc00::/7",
+    "fe80::/10",
+];
+
+const SCANNERS: [&str; 7] = [
+    "/nmap",
+    "/masscan",
+    "/zmap",
+    "/rustscan",
+    "/naabu",
+    "/unicornscan",
+    "/hping3",
+];
+
+const SHELLS: [&str; 14] = [
+    "/bin/sh",
+    "/usr/bin/sh",
+    "/bin/bash",
+    "/usr/bin/bash",
+    "/bin/dash",
+    "/usr/bin/dash",
+    "/bin/zsh",
+    "/usr/bin/zsh",
+    "/bin/ash",
+    "/bin/ksh",
+    "/usr/bin/ksh",
+    "/bin/busybox",
+    "/usr/bin/busybox",
+    "/bin/mksh",
+];
+
+const NETCATS: [&str; 10] = [
+    "/bin/nc",
+    "/usr/bin/nc",
+    "/bin/netcat",
+    "/usr/bin/netcat",
+    "/usr/bin/ncat",
+    "/usr/bin/nc.openbsd",
+    "/usr/bin/nc.traditional",
+    "/bin/nc.openbsd",
+    "/bin/nc.traditional",
+    "/usr/bin/socat",
+];
+
+fn is_private(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || (v6.segments()[0] & 0xfe00) == 0xfc00
+                || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+/// Addresses the findings saw that are credential-service-like (link-local, ECS/EKS, Alibaba
+/// `100.100.100.200`): safe to add to the endpoint list.
+fn credential_like(addr: &str) -> bool {
+    match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V4(v4)) => v4.is_link_local() || v4.octets() == [100, 100, 100, 200],
+        Ok(IpAddr::V6(v6)) => {
+            (v6.segments()[0] & 0xffc0) == 0xfe80
+                || (v6.segments()[0] == 0xfd00 && v6.segments()[1] == 0x0ec2)
+        }
+        Err(_) => false,
+    }
+}
+
+fn basename(p: &str) -> &str {
+    p.rsplit('/').next().unwrap_or(p)
+}
+
+fn is_safe_binary_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 64
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn design(category: Category, ev: &Evidence, version: TetragonVersion) -> Design {
+    match category {
+        Category::Imds => {
+            let mut addrs: BTreeSet<String> =
+                CREDENTIAL_ENDPOINTS.iter().map(|s| s.to_string()).collect();
+            addrs.extend(ev.addresses.iter().filter(|a| credential_like(a)).cloned());
+            Design {
+                hooks: vec![Hook {
+                    call: "security_socket_connect",
+                    syscall: false,
+                    args: vec![arg(1, "sockaddr", "address")],
+                    ignore_missing: false,
+                    message: "connect to a cloud credential endpoint",
+                    selectors: vec![Selector {
+                        match_args: vec![match_arg(1, "SAddr", addrs)],
+                        ..Default::default()
+                    }],
+                    can_override: true,
+                }],
+                override_on_security_hook: true,
+            }
+        }
+        Category::Scanning => {
+            let mut scanners: BTreeSet<String> = SCANNERS.iter().map(|s| s.to_string()).collect();
+            // Observed scanner binaries join the list, except shells and interpreters: blocking
+            // `/bash` by name would break the workload, not the scan.
+            scanners.extend(
+                ev.processes
+                    .iter()
+                    .map(|p| basename(p))
+                    .filter(|n| is_safe_binary_name(n))
+                    .filter(|n| !SHELLS.iter().any(|s| basename(s) == *n))
+                    .filter(|n| !["python", "python3", "perl", "ruby", "node", "java"].contains(n))
+                    .map(|n| format!("/{n}")),
+            );
+            Design {
+                hooks: vec![
+                    Hook {
+                        call: "security_socket_create",
+                        syscall: false,
+                        args: vec![
+                            arg(0, "int", "family"),
+                            arg(1, "int", "type"),
+                            arg(3, "int", "kern"),
+                        ],
+                        ignore_missing: false,
+                        message: "raw or packet socket created",
+                        selectors: vec![
+                            // SOCK_RAW (3) from user space.
+                            Selector {
+                                match_args: vec![
+                                    match_arg(1, "Equal", strs(&["3"])),
+                                    match_arg(3, "Equal", strs(&["0"])),
+                                ],
+                                ..Default::default()
+                            },
+                            // AF_PACKET (17) from user space.
+                            Selector {
+                                match_args: vec![
+                                    match_arg(0, "Equal", strs(&["17"])),
+                                    match_arg(3, "Equal", strs(&["0"])),
+                                ],
+                                ..Default::default()
+                            },
+                        ],
+                        can_override: true,
+                    },
+                    Hook {
+                        call: "security_bprm_check",
+                        syscall: false,
+                        args: vec![arg(0, "linux_binprm", "binary")],
+                        ignore_missing: false,
+                        message: "network scanner executed",
+                        selectors: vec![Selector {
+                            match_args: vec![match_arg(0, "Postfix", scanners)],
+                            ..Default::default()
+                        }],
+                        can_override: true,
+                    },
+                ],
+                override_on_security_hook: true,
+            }
+        }
+        Category::Escape => {
+            let mut calls = vec!["sys_setns", "sys_unshare", "sys_mount", "sys_pivot_root"];
+            // Newer mount API calls: only with `ignore.callNotFound` (v1.5), since older kernels
+            // lack them and the policy would fail to load.
+            let newer = version.at_least(1, 5);
+            if newer {
+                calls.extend(["sys_fsmount", "sys_move_mount", "sys_open_tree"]);
+            }
+            let hooks = calls
+                .into_iter()
+                .enumerate()
+                .map(|(i, call)| Hook {
+                    call,
+                    syscall: true,
+                    args: Vec::new(),
+                    ignore_missing: newer && i >= 4,
+                    message: "namespace change or mount from a container",
+                    selectors: vec![Selector {
+                        match_namespaces: vec![MatchNamespace {
+                            namespace: "Mnt".into(),
+                            operator: "NotIn".into(),
+                            values: strs(&["host_ns"]),
+                        }],
+                        ..Default::default()
+                    }],
+                    can_override: true,
+                })
+                .collect();
+            Design {
+                hooks,
+                override_on_security_hook: false,
+            }
+        }
+        Category::Privesc => {
+            let to_root = |call: &'static str, indexes: &[u32], label: &'static str| Hook {
+                call,
+                syscall: true,
+                args: indexes.iter().map(|i| arg(*i, "int", label)).collect(),
+                ignore_missing: false,
+                message: "set user or group ID to root",
+                selectors: indexes
+                    .iter()
+                    .map(|i| Selector {
+                        match_args: vec![match_arg(*i, "Equal", strs(&["0"]))],
+                        ..Default::default()
+                    })
+                    .collect(),
+                can_override: true,
+            };
+            Design {
+                hooks: vec![
+                    to_root("sys_setuid", &[0], "uid"),
+                    to_root("sys_setgid", &[0], "gid"),
+                    to_root("sys_setreuid", &[0, 1], "uid"),
+                    to_root("sys_setresuid", &[0, 1, 2], "uid"),
+                    to_root("sys_setresgid", &[0, 1, 2], "gid"),
+                ],
+                override_on_security_hook: false,
+            }
+        }
+        Category::Mining => {
+            let mut ports: BTreeSet<String> = MINING_PORTS.iter().map(|s| s.to_string()).collect();
+            // Observed non-well-known ports join; 1-1023 (80, 443, …) would break normal traffic.
+            ports.extend(ev.ports.iter().filter(|p| **p >= 1024).map(u16::to_string));
+            let mut selectors = vec![Selector {
+                match_args: vec![
+                    match_arg(1, "SPort", ports),
+                    match_arg(1, "NotSAddr", strs(&PRIVATE_NETS)),
+                ],
+                ..Default::default()
+            }];
+            let pools: BTreeSet<String> = ev
+                .addresses
+                .iter()
+                .filter(|a| a.parse::<IpAddr>().is_ok_and(|ip| !is_private(&ip)))
+                .cloned()
+                .collect();
+            if !pools.is_empty() {
+                selectors.push(Selector {
+                    match_args: vec![match_arg(1, "SAddr", pools)],
+                    ..Default::default()
+                });
+            }
+            Design {
+                hooks: vec![Hook {
+                    call: "security_socket_connect",
+                    syscall: false,
+                    args: vec![arg(1, "sockaddr", "address")],
+                    ignore_missing: false,
+                    message: "connect to a mining pool port or an observed pool address",
+                    selectors,
+                    can_override: true,
+                }],
+                override_on_security_hook: true,
+            }
+        }
+        Category::ReverseShell => {
+            let mut shells: BTreeSet<String> = SHELLS.iter().map(|s| s.to_string()).collect();
+            let mut netcats: BTreeSet<String> = NETCATS.iter().map(|s| s.to_string()).collect();
+            for p in ev
+                .processes
+                .iter()
+                .filter(|p| p.starts_with('/') && p.len() <= 255)
+            {
+                let name = basename(p);
+                if SHELLS.iter().any(|s| basename(s) == name) {
+                    shells.insert(p.clone());
+                } else if NETCATS.iter().any(|s| basename(s) == name) {
+                    netcats.insert(p.clone());
+                }
+            }
+            let shell_names: BTreeSet<String> =
+                shells.iter().map(|s| format!("/{}", basename(s))).collect();
+            Design {
+                hooks: vec![
+                    Hook {
+                        call: "security_socket_connect",
+                        syscall: false,
+                        args: vec![arg(1, "sockaddr", "address")],
+                        ignore_missing: false,
+                        message: "shell connecting out",
+                        selectors: vec![Selector {
+                            match_args: vec![
+                                match_arg(1, "Family", strs(&["AF_INET", "AF_INET6"])),
+                                match_arg(1, "NotSAddr", strs(&["127.0.0.0/8", "::1/128"])),
+                            ],
+                            match_binaries: vec![MatchBinaries {
+                                operator: "In".into(),
+                                values: shells.into_iter().collect(),
+                            }],
+                            ..Default::default()
+                        }],
+                        can_override: true,
+                    },
+                    Hook {
+                        call: "security_bprm_check",
+                        syscall: false,
+                        args: vec![arg(0, "linux_binprm", "binary")],
+                        ignore_missing: false,
+                        message: "netcat-like tool executing a shell",
+                        selectors: vec![Selector {
+                            match_args: vec![match_arg(0, "Postfix", shell_names)],
+                            match_binaries: vec![MatchBinaries {
+                                operator: "In".into(),
+                                values: netcats.into_iter().collect(),
+                            }],
+                            ..Default::default()
+                        }],
+                        can_override: true,
+                    },
+                ],
+                override_on_security_hook: true,
+            }
+        }
+    }
+}

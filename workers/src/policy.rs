@@ -1,0 +1,494 @@
+//! `qflows policy …` and `qflows schedule cdr`: CDR findings → Tetragon policies offline, review
+//! commands for a running CdrToPolicy, and the Temporal Schedule that replaces the CDR policy
+//! operator's CronJob.
+
+use crate::config::TemporalArgs;
+use crate::temporal;
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use qflows_activities::cdr::findings::read_document;
+use qflows_activities::cdr::render::RenderOptions;
+use qflows_activities::cdr::{Generation, Grouper, generate};
+use qflows_activities::policies::{Outcome, write_file};
+use qflows_workflows::CdrToPolicy;
+use qflows_workflows::cdr::model::{AuditStyle, Enforcement, TetragonVersion, dns_label};
+use qflows_workflows::cdr::{
+    CdrToPolicyInput, FindingsReport, KubeTarget, OutputSettings, ReviewRequest, ReviewSettings,
+};
+use qflows_workflows::input::parse;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use temporalio_client::schedules::{
+    CreateScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
+};
+use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowQueryOptions};
+
+/// `--action`: the form policies are written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Action {
+    /// Audit: events only.
+    #[value(name = "Post")]
+    Post,
+    /// Block: Sigkill (and Override where the hook allows it), scoped to the workload.
+    #[value(name = "Sigkill")]
+    Sigkill,
+}
+
+/// `--audit-style`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Style {
+    /// `Post` actions.
+    Post,
+    /// Block actions under `policy-mode: monitor`.
+    Monitor,
+}
+
+impl From<Style> for AuditStyle {
+    fn from(s: Style) -> Self {
+        match s {
+            Style::Post => AuditStyle::Post,
+            Style::Monitor => AuditStyle::Monitor,
+        }
+    }
+}
+
+fn version(s: &str) -> Result<TetragonVersion, String> {
+    TetragonVersion::parse(s)
+}
+
+/// Flags of `qflows policy generate`.
+#[derive(Debug, Clone, Args)]
+pub struct GenerateArgs {
+    /// Findings file: the CDR API's answer (`{"content": [...]}`) or a JSON array of findings.
+    #[arg(long)]
+    pub findings: PathBuf,
+    /// `Post` (audit) or `Sigkill` (block).
+    #[arg(long, value_enum, default_value = "Post")]
+    pub action: Action,
+    /// Directory for one `<name>.yaml` per policy.
+    #[arg(long)]
+    pub output: PathBuf,
+    /// Oldest Tetragon release the policies must load on (at least 1.4).
+    #[arg(long, value_parser = version, default_value = "1.7")]
+    pub tetragon_version: TetragonVersion,
+    /// How `Post` policies are written: `post`, or `monitor` (block actions under
+    /// `policy-mode: monitor`).
+    #[arg(long, value_enum, default_value = "post")]
+    pub audit_style: Style,
+    /// Label `qflows.io/policy-set` of the generated policies.
+    #[arg(long, default_value = "default")]
+    pub policy_set: String,
+}
+
+/// What an offline run did.
+#[derive(Debug, Default)]
+pub struct GenerateSummary {
+    /// Findings report.
+    pub findings: FindingsReport,
+    /// Rendered and refused policies.
+    pub generation: Generation,
+    /// Files created, updated, unchanged.
+    pub written: [usize; 3],
+}
+
+/// Reads a findings file and returns the generation (no I/O besides the read).
+pub fn generate_from_file(
+    path: &std::path::Path,
+    enforcement: Enforcement,
+    opts: &RenderOptions,
+) -> anyhow::Result<(FindingsReport, Generation)> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let mut grouper = Grouper::default();
+    read_document(&bytes, |o| grouper.add(o)).with_context(|| {
+        format!(
+            "{} is not a findings document (a JSON array of findings, or {{\"content\": [...]}})",
+            path.display()
+        )
+    })?;
+    drop(bytes);
+    let (groups, report) = grouper.finish();
+    let generation = generate(groups.iter().map(|(k, e)| (k, e, enforcement)), opts);
+    Ok((report, generation))
+}
+
+/// `qflows policy generate`: findings file → validated policy files, no Temporal, no Qualys.
+pub fn generate_offline(args: GenerateArgs) -> anyhow::Result<GenerateSummary> {
+    let opts = RenderOptions {
+        tetragon_version: args.tetragon_version,
+        audit_style: args.audit_style.into(),
+        policy_set: Some(dns_label(&args.policy_set)),
+    };
+    let enforcement = match args.action {
+        Action::Post => Enforcement::Audit,
+        Action::Sigkill => Enforcement::Enforce,
+    };
+    let (findings, generation) = generate_from_file(&args.findings, enforcement, &opts)?;
+    let mut written = [0; 3];
+    for g in &generation.policies {
+        let i = match write_file(&args.output, g)? {
+            Outcome::Created => 0,
+            Outcome::Updated => 1,
+            Outcome::Unchanged => 2,
+        };
+        written[i] += 1;
+    }
+    Ok(GenerateSummary {
+        findings,
+        generation,
+        written,
+    })
+}
+
+/// Prints the summary of an offline run (to stderr: stdout stays free for pipes).
+pub fn print_summary(s: &GenerateSummary, output: &std::path::Path) {
+    let f = &s.findings;
+    eprintln!(
+        "findings: {} read, {} used, {} skipped",
+        f.findings,
+        f.used,
+        f.skipped.values().sum::<u64>()
+    );
+    for (reason, n) in &f.skipped {
+        eprintln!("  skipped {n}: {reason}");
+    }
+    for (name, n) in &f.unknown_categories {
+        eprintln!("  unknown category {name:?}: {n} finding(s), no policy generated");
+    }
+    eprintln!(
+        "policies: {} written to {} ({} new, {} changed, {} unchanged), {} refused",
+        s.generation.policies.len(),
+        output.display(),
+        s.written[0],
+        s.written[1],
+        s.written[2],
+        s.generation.refused.len()
+    );
+    for g in &s.generation.policies {
+        eprintln!("  {}.yaml", g.name);
+    }
+    for (name, why) in &s.generation.refused {
+        eprintln!("  refused {name}: {why}");
+    }
+}
+
+/// Flags naming a running CdrToPolicy.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Policy set (workflow ID `cdr-<policy-set>`), or use --workflow-id.
+    #[arg(long, default_value = "default")]
+    pub policy_set: String,
+    /// Workflow ID of the CdrToPolicy, when not `cdr-<policy-set>`.
+    #[arg(long)]
+    pub workflow_id: Option<String>,
+}
+
+impl TargetArgs {
+    fn workflow_id(&self) -> String {
+        self.workflow_id
+            .clone()
+            .unwrap_or_else(|| format!("cdr-{}", self.policy_set))
+    }
+}
+
+/// Flags of `qflows policy promote|rollback`.
+#[derive(Debug, Clone, Args)]
+pub struct ReviewArgs {
+    /// Which workflow.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Policy name (see `qflows policy list`).
+    #[arg(long)]
+    pub policy: String,
+    /// Reviewer.
+    #[arg(long)]
+    pub by: String,
+    /// Reason.
+    #[arg(long)]
+    pub reason: String,
+    /// The request lapses if not applied within this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout_secs: u64,
+}
+
+/// `qflows policy promote` / `rollback`: sends the update and prints the policy.
+pub async fn review(
+    temporal: &TemporalArgs,
+    args: ReviewArgs,
+    promote: bool,
+) -> anyhow::Result<()> {
+    let client = temporal::connect(temporal, "qflows-cli").await?;
+    let id = args.target.workflow_id();
+    let handle = client.get_workflow_handle::<CdrToPolicy>(id.clone());
+    let request = ReviewRequest {
+        policy: args.policy,
+        by: args.by,
+        reason: args.reason,
+        timeout_secs: args.timeout_secs,
+    };
+    let opts = WorkflowExecuteUpdateOptions::default();
+    let result = if promote {
+        handle
+            .execute_update(CdrToPolicy::promote, request, opts)
+            .await
+    } else {
+        handle
+            .execute_update(CdrToPolicy::rollback, request, opts)
+            .await
+    };
+    let record = result.map_err(|e| anyhow::anyhow!("{id}: {e:?}"))?;
+    println!("{}", serde_json::to_string_pretty(&record)?);
+    Ok(())
+}
+
+/// `qflows policy list`: the `policies` query.
+pub async fn list(temporal: &TemporalArgs, target: TargetArgs) -> anyhow::Result<()> {
+    let client = temporal::connect(temporal, "qflows-cli").await?;
+    let id = target.workflow_id();
+    let view = client
+        .get_workflow_handle::<CdrToPolicy>(id.clone())
+        .query(CdrToPolicy::policies, (), WorkflowQueryOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{id}: {e:?}"))?;
+    println!("{}", serde_json::to_string_pretty(&view)?);
+    Ok(())
+}
+
+/// Parses `90s`, `30m`, `1h`, `1h30m`, `1d`.
+pub fn parse_every(s: &str) -> Result<Duration, String> {
+    let mut total = 0u64;
+    let mut num = String::new();
+    for c in s.trim().chars() {
+        if c.is_ascii_digit() {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return Err(format!("{s:?}: use a duration like 30m, 1h or 1h30m")),
+        };
+        let n: u64 = num
+            .parse()
+            .map_err(|_| format!("{s:?}: a number must come before {c}"))?;
+        total += n * unit;
+        num.clear();
+    }
+    if !num.is_empty() || total < 60 {
+        return Err(format!(
+            "{s:?}: use a duration of at least 1m like 30m, 1h or 1h30m"
+        ));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// Flags of `qflows schedule cdr`.
+#[derive(Debug, Clone, Args)]
+pub struct ScheduleCdrArgs {
+    /// How often: `30m`, `1h`, `1h30m`, `1d`.
+    #[arg(long, value_parser = parse_every)]
+    pub every: Duration,
+    /// Policy set (schedule ID `cdr-<policy-set>`).
+    #[arg(long, default_value = "default")]
+    pub policy_set: String,
+    /// Directory on the worker for the policy files.
+    #[arg(long)]
+    pub output_dir: Option<String>,
+    /// Apply to the cluster of this kubeconfig context (on the worker).
+    #[arg(long)]
+    pub kube_context: Option<String>,
+    /// Apply to the worker's default cluster (in-cluster config or current context).
+    #[arg(long)]
+    pub apply: bool,
+    /// Oldest Tetragon release the policies must load on.
+    #[arg(long, value_parser = version, default_value = "1.7")]
+    pub tetragon_version: TetragonVersion,
+    /// How audit policies are written.
+    #[arg(long, value_enum, default_value = "post")]
+    pub audit_style: Style,
+    /// Task queue of the workers.
+    #[arg(long, env = "QFLOWS_TASK_QUEUE", default_value = qflows_workflows::DEFAULT_TASK_QUEUE)]
+    pub task_queue: String,
+    /// Start the first run now instead of after one interval.
+    #[arg(long)]
+    pub trigger_now: bool,
+}
+
+/// The input every scheduled run gets: one sync over the last interval (rounded up to hours,
+/// plus one hour of overlap so no finding falls between runs), closed straight after.
+pub fn scheduled_input(args: &ScheduleCdrArgs) -> anyhow::Result<CdrToPolicyInput> {
+    let hours = args.every.as_secs().div_ceil(3600) as u32 + 1;
+    let kubernetes = (args.apply || args.kube_context.is_some()).then(|| KubeTarget {
+        context: args.kube_context.clone(),
+        kubeconfig: None,
+    });
+    let input = CdrToPolicyInput {
+        policy_set: args.policy_set.clone(),
+        lookback_hours: hours,
+        start_at: None,
+        end_at: None,
+        filters: Default::default(),
+        tetragon_version: args.tetragon_version,
+        audit_style: args.audit_style.into(),
+        output: OutputSettings {
+            directory: args.output_dir.clone(),
+            kubernetes,
+        },
+        review: ReviewSettings {
+            open_hours: 0,
+            ..Default::default()
+        },
+        sync_every_minutes: None,
+        prune_after_hours: None,
+        carried: None,
+    };
+    // The same checks the workflow makes, before anything is created.
+    let value = serde_json::to_value(&input)?;
+    let _: CdrToPolicyInput = parse(value)?;
+    Ok(input)
+}
+
+/// `qflows schedule cdr`: creates the Temporal Schedule.
+pub async fn schedule_cdr(temporal: &TemporalArgs, args: ScheduleCdrArgs) -> anyhow::Result<()> {
+    let input = scheduled_input(&args)?;
+    let client = temporal::connect(temporal, "qflows-cli").await?;
+    let id = format!("cdr-{}", args.policy_set);
+    let action = ScheduleAction::start_workflow(
+        CdrToPolicy::run,
+        serde_json::to_value(&input)?,
+        args.task_queue.clone(),
+        format!("{id}-scheduled"),
+    );
+    let options = CreateScheduleOptions::builder()
+        .action(action)
+        .spec(ScheduleSpec::from_interval(args.every))
+        .overlap_policy(ScheduleOverlapPolicy::Skip)
+        .trigger_immediately(args.trigger_now)
+        .note("created by qflows schedule cdr")
+        .build();
+    client
+        .create_schedule(id.clone(), options)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create schedule {id}: {e}"))?;
+    eprintln!(
+        "schedule {id} created: CdrToPolicy every {} s on task queue {}",
+        args.every.as_secs(),
+        args.task_queue
+    );
+    Ok(())
+}
+
+/// Flags of `qflows bench policy`.
+#[derive(Debug, Clone, Args)]
+pub struct BenchPolicyArgs {
+    /// Findings to generate and turn into policies.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub findings: usize,
+    /// Distinct workloads among them.
+    #[arg(long, default_value_t = 200)]
+    pub workloads: usize,
+}
+
+/// A synthetic finding: the six categories, `workloads` workloads, varied processes and addresses.
+fn synthetic(i: usize, workloads: usize) -> serde_json::Value {
+    const CATS: [&str; 7] = [
+        "Cloud_Credentials_Accessed_By_Network_Utility",
+        "Network_Scanning_Utility",
+        "Container_Escape",
+        "Privilege_Escalation",
+        "Crypto_Mining",
+        "Reverse_Shell",
+        "SSH_Password_Brute_Force",
+    ];
+    const PROCS: [&str; 5] = [
+        "/usr/bin/curl",
+        "/usr/bin/wget",
+        "/usr/bin/nmap",
+        "/bin/bash",
+        "/usr/bin/python3",
+    ];
+    let w = i % workloads;
+    serde_json::json!({
+        "uuid": format!("{i:08x}-0000-4000-8000-000000000000"),
+        "threatCategory": CATS[i % CATS.len()],
+        "severity": 1 + i % 4,
+        "timestamp": format!("2026-11-22T{:02}:{:02}:{:02}.000Z", (i / 3600) % 24, (i / 60) % 60, i % 60),
+        "processPath": PROCS[i % PROCS.len()],
+        "destinationIp": format!("198.51.{}.{}", (i / 256) % 256, i % 256),
+        "destinationPort": 3333 + (i % 7),
+        "podLabels": {"app": format!("svc-{w}"), "io.kubernetes.pod.namespace": format!("team-{}", w % 10)},
+        "imageName": format!("111122223333.dkr.ecr.us-east-1.amazonaws.com/svc-{w}:1.{}", i % 9),
+        "mitreRulesInfo": {"T0000": {}}
+    })
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// `qflows bench policy`: writes a findings file, then times reading, grouping, rendering,
+/// validating and writing the policies, and prints findings/s and peak memory.
+pub fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    anyhow::ensure!(
+        args.findings > 0 && args.workloads > 0,
+        "need findings and workloads > 0"
+    );
+    let dir = std::env::temp_dir().join(format!("qflows-bench-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let file = dir.join("findings.json");
+    {
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        w.write_all(b"{\"totalElements\":")?;
+        write!(w, "{}", args.findings)?;
+        w.write_all(b",\"content\":[")?;
+        for i in 0..args.findings {
+            if i > 0 {
+                w.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut w, &synthetic(i, args.workloads))?;
+        }
+        w.write_all(b"]}")?;
+        w.flush()?;
+    }
+    let size_mib = std::fs::metadata(&file)?.len() as f64 / 1_048_576.0;
+    let rss_before = peak_rss_mib().unwrap_or(0.0);
+    let out = dir.join("policies");
+    let began = Instant::now();
+    let summary = generate_offline(GenerateArgs {
+        findings: file.clone(),
+        action: Action::Post,
+        output: out.clone(),
+        tetragon_version: TetragonVersion::DEFAULT,
+        audit_style: Style::Post,
+        policy_set: "bench".into(),
+    })?;
+    let elapsed = began.elapsed().as_secs_f64();
+    let peak = peak_rss_mib().unwrap_or(0.0);
+    println!(
+        "findings:          {} ({size_mib:.0} MiB of JSON)",
+        summary.findings.findings
+    );
+    println!(
+        "used / skipped:    {} / {}",
+        summary.findings.used,
+        summary.findings.skipped.values().sum::<u64>()
+    );
+    println!(
+        "policies:          {} written, {} refused",
+        summary.generation.policies.len(),
+        summary.generation.refused.len()
+    );
+    println!("time:              {elapsed:.2} s (read, group, render, validate, write)");
+    println!(
+        "throughput:        {:.0} findings/s",
+        summary.findings.findings as f64 / elapsed
+    );
+    println!("peak memory (RSS): {peak:.0} MiB (before the run: {rss_before:.0} MiB)");
+    std::fs::remove_dir_all(&dir).ok();
+    Ok(())
+}
