@@ -67,7 +67,7 @@ impl PolicyOutputError {
             PolicyOutputError::KubeConfig(_) => "KubeConfigError",
             PolicyOutputError::Kube { source, .. } => match source {
                 kube::Error::Api(s) if s.code == 401 || s.code == 403 => "KubeForbidden",
-                kube::Error::Api(s) if s.code == 404 => "KubeCrdMissing",
+                kube::Error::Api(s) if s.code == 404 => "KubeNotFound",
                 kube::Error::Api(s) if s.code == 422 || s.code == 400 => "KubeRejected",
                 _ => "KubeUnavailable",
             },
@@ -159,10 +159,17 @@ pub fn api_resource(namespaced: bool) -> ApiResource {
     )
 }
 
+/// Selects rustls' process-wide crypto provider (ring) once. The dependency graph enables both
+/// ring (kube) and aws-lc-rs (the AWS SDK), so rustls cannot pick one by itself; idempotent.
+pub fn install_tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// A Kubernetes client for a target: its kubeconfig and context, or the usual inference
 /// (`$KUBECONFIG`, `~/.kube/config`, in-cluster) when neither is named. Exec credential
 /// plugins (`aws eks get-token`, `kubelogin`, `gke-gcloud-auth-plugin`) work as in kubectl.
 pub async fn kube_client(target: &KubeTarget) -> Result<kube::Client, PolicyOutputError> {
+    install_tls_provider();
     let bad = |e: &dyn std::fmt::Display| PolicyOutputError::KubeConfig(e.to_string());
     let options = KubeConfigOptions {
         context: target.context.clone(),
@@ -191,7 +198,23 @@ fn api_for(client: &kube::Client, g: &Generated) -> Api<DynamicObject> {
     }
 }
 
-/// Server-side applies one policy; `Unchanged` when the object's `resourceVersion` did not move.
+/// True when every field of `want` is in `have` with the same value (objects may have more
+/// fields: defaults the API server filled in, fields of other managers).
+fn contained(want: &serde_json::Value, have: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| contained(v, hv))),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| contained(a, b))
+        }
+        (w, h) => w == h,
+    }
+}
+
+/// Server-side applies one policy, unless the cluster already holds it as rendered: then it
+/// is not written at all (no new `resourceVersion`, no audit-log entry, nothing for watchers).
 pub async fn apply(client: &kube::Client, g: &Generated) -> Result<Outcome, PolicyOutputError> {
     let api = api_for(client, g);
     let err = |action, source| PolicyOutputError::Kube {
@@ -199,22 +222,30 @@ pub async fn apply(client: &kube::Client, g: &Generated) -> Result<Outcome, Poli
         name: g.name.clone(),
         source,
     };
-    let before = api
-        .get_opt(&g.name)
-        .await
-        .map_err(|e| err("read", e))?
-        .and_then(|o| o.metadata.resource_version);
+    let desired = g.policy.to_value();
+    let existing = api.get_opt(&g.name).await.map_err(|e| err("read", e))?;
+    if let Some(o) = &existing {
+        let have = serde_json::json!({
+            "metadata": {"labels": o.metadata.labels, "annotations": o.metadata.annotations},
+            "spec": o.data.get("spec"),
+        });
+        let want = serde_json::json!({
+            "metadata": {"labels": desired["metadata"]["labels"],
+                         "annotations": desired["metadata"]["annotations"]},
+            "spec": desired["spec"],
+        });
+        if contained(&want, &have) {
+            return Ok(Outcome::Unchanged);
+        }
+    }
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let after = api
-        .patch(&g.name, &params, &Patch::Apply(g.policy.to_value()))
+    api.patch(&g.name, &params, &Patch::Apply(desired))
         .await
-        .map_err(|e| err("apply", e))?
-        .metadata
-        .resource_version;
-    Ok(match before {
-        None => Outcome::Created,
-        Some(b) if Some(&b) == after.as_ref() => Outcome::Unchanged,
-        Some(_) => Outcome::Updated,
+        .map_err(|e| err("apply", e))?;
+    Ok(if existing.is_some() {
+        Outcome::Updated
+    } else {
+        Outcome::Created
     })
 }
 
@@ -296,9 +327,19 @@ pub async fn publish(
             }
         }
     }
+    let mut failed = BTreeSet::new();
     if let Some(client) = client {
         for (g, slot) in generated.iter().zip(outcomes.iter_mut()) {
-            merge(slot, apply(client, g).await?);
+            match apply(client, g).await {
+                Ok(o) => merge(slot, o),
+                // Refused for this policy alone (its namespace is gone, an admission webhook
+                // said no): report it and go on with the others.
+                Err(e) if !e.is_retryable() && e.type_name() != "KubeForbidden" => {
+                    report.refused.push((g.name.clone(), e.to_string()));
+                    failed.insert(g.name.clone());
+                }
+                Err(e) => return Err(e),
+            }
         }
         if !removed.is_empty() {
             report
@@ -307,6 +348,9 @@ pub async fn publish(
         }
     }
     for (g, o) in generated.iter().zip(outcomes) {
+        if failed.contains(&g.name) {
+            continue;
+        }
         let list = match o {
             Outcome::Created => &mut report.created,
             Outcome::Updated => &mut report.updated,
@@ -424,7 +468,7 @@ impl CdrActivities {
         let mut report = publish(&request, &generation.policies, client.as_ref())
             .await
             .map_err(IntoFailure::into_failure)?;
-        report.refused = generation.refused;
+        report.refused.extend(generation.refused);
         info!(
             created = report.created.len(),
             updated = report.updated.len(),

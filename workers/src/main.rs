@@ -141,6 +141,7 @@ enum RegistryCommand {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    qflows_activities::policies::install_tls_provider();
     let cli = Cli::parse();
     if let Err(e) = telemetry::init_logging(&cli.log) {
         eprintln!("error: {e}");

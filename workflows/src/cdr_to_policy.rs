@@ -330,14 +330,19 @@ async fn sync(
         }
         prune(s, input, now)
     });
-    let publish = publish(ctx, input, removed, options::retrying(300, 1800))
-        .await
-        .map_err(|e| activity_failed("publish policies", e))?;
+    // A cluster or disk that stays unavailable fails this sync's publish, not the workflow:
+    // the state is kept and the next sync (or review) publishes it all again.
+    let (publish, publish_error) =
+        match publish(ctx, input, removed, options::retrying(120, 900)).await {
+            Ok(report) => (report, None),
+            Err(e) => (PublishReport::default(), Some(root_message(&e))),
+        };
     ctx.state_mut(|s| {
         s.last_sync = Some(SyncReport {
             window: (start_at, end_at),
             findings: batch.report,
             publish,
+            publish_error,
         })
     });
     Ok(())
@@ -472,9 +477,8 @@ async fn apply_time_rules(
         changed
     });
     if changed {
-        publish(ctx, input, Vec::new(), options::retrying(300, 1800))
-            .await
-            .map_err(|e| activity_failed("publish policies", e))?;
+        // Best effort like a sync: on failure the next sync or review publishes again.
+        let _ = publish(ctx, input, Vec::new(), options::retrying(120, 900)).await;
     }
     Ok(())
 }

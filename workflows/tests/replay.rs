@@ -72,3 +72,17 @@ async fn scan_histories_replay() {
         .build();
     replay_all(recorded, options).await;
 }
+
+#[tokio::test]
+async fn cdr_to_policy_histories_replay() {
+    let recorded = histories("cdr_to_policy");
+    assert!(
+        recorded.len() >= 2,
+        "expected recorded CdrToPolicy histories (one-shot, review with promote and rollback)"
+    );
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<qflows_workflows::CdrToPolicy>()
+        .expect("register")
+        .build();
+    replay_all(recorded, options).await;
+}

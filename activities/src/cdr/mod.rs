@@ -128,3 +128,6 @@ pub fn generate<'a>(
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

@@ -337,4 +337,7 @@ pub struct SyncReport {
     pub findings: FindingsReport,
     /// Publishing report.
     pub publish: PublishReport,
+    /// Why publishing failed (the state is kept; the next sync publishes again).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publish_error: Option<String>,
 }

@@ -1,0 +1,659 @@
+//! Tetragon's policy-handler rules above the selector level: hook sections, options, lists,
+//! enforcers, macros, hook arguments, messages and tags, syscall naming, duplicate symbols
+//! (`pkg/sensors/tracing/{policyhandler_linux,generickprobe,genericlsm,enforcer,lists_linux,options,tags,message}.go`,
+//! `pkg/sensors/k8s.go`).
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+
+use super::Violation;
+use super::goparse::{atoi, parse_bool};
+use super::selectors;
+
+/// Which `spec` section a hook comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum HookKind {
+    Kprobe,
+    Fentry,
+    Tracepoint,
+    Lsm,
+    Uprobe,
+    Usdt,
+}
+
+/// One spec argument (`args[]`, `data[]`, `returnArg`) as the selector compiler sees it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct ArgInfo<'a> {
+    /// `index` (required by the CRD; 0 when missing or malformed).
+    pub index: u64,
+    /// `type`, with the CRD default `auto`.
+    pub ty: &'a str,
+}
+
+impl<'a> ArgInfo<'a> {
+    fn of(v: &'a Value) -> Self {
+        ArgInfo {
+            index: v.get("index").and_then(Value::as_u64).unwrap_or(0),
+            ty: v.get("type").and_then(Value::as_str).unwrap_or("auto"),
+        }
+    }
+}
+
+/// Policy-wide facts the per-hook checks need.
+pub(super) struct Policy<'a> {
+    /// `spec.lists` by name (first definition wins, as in Tetragon's `isList`).
+    pub lists: HashMap<&'a str, &'a Value>,
+    /// `spec.selectorsMacros`.
+    pub macros: Option<&'a Map<String, Value>>,
+    /// `spec.enforcers` is non-empty.
+    pub has_enforcers: bool,
+    /// `spec.options` sets `disable-kprobe-multi` to true (kprobe_multi is otherwise assumed).
+    pub disable_kprobe_multi: bool,
+}
+
+/// One hook as the selector checks need it.
+pub(super) struct Hook<'a> {
+    pub kind: HookKind,
+    pub path: String,
+    pub args: Vec<ArgInfo<'a>>,
+    pub data: Vec<ArgInfo<'a>>,
+    /// `returnArg` when `return: true` (return selectors are compiled only then).
+    pub return_arg: Option<ArgInfo<'a>>,
+    /// Effective syscall flag (CRD default true; forced by syscall lists).
+    pub syscall: bool,
+    /// The kernel symbols Tetragon attaches to (syscalls with the x86-64 prefix); `None` when
+    /// generated at load time.
+    pub symbols: Option<Vec<String>>,
+}
+
+const ARCH_PREFIXES: &[&str] = &["__x64_", "__arm64_", "__ia32_"];
+
+fn strip_arch_prefix(s: &str) -> &str {
+    ARCH_PREFIXES
+        .iter()
+        .find_map(|p| s.strip_prefix(p))
+        .unwrap_or(s)
+}
+
+fn has_arch_prefix(s: &str) -> bool {
+    ARCH_PREFIXES.iter().any(|p| s.starts_with(p))
+}
+
+pub(super) fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+pub(super) fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// The kernel symbol of a `syscalls` list element (`SyscallVal.Symbol`), or why it is invalid.
+fn syscall_list_symbol(val: &str) -> Result<String, String> {
+    let (abi, rest) = match val.split('/').collect::<Vec<_>>()[..] {
+        [one] => (None, one),
+        [abi, rest] => (Some(abi), rest),
+        _ => return Err(format!("invalid syscall list element '{val}'")),
+    };
+    let prefix = match abi {
+        None => ARCH_PREFIXES
+            .iter()
+            .find(|p| rest.starts_with(**p))
+            .copied()
+            .unwrap_or("__x64_"),
+        Some("x64") => "__x64_",
+        Some("i386") => "__ia32_",
+        Some("arm64") | Some("arm32") => "__arm64_",
+        Some(other) => return Err(format!("invalid ABI: {other}")),
+    };
+    let name = strip_arch_prefix(rest);
+    if !name.starts_with("sys_") {
+        return Err(format!(
+            "invalid syscall list element '{val}': expected sys_<name>, optionally prefixed by an ABI (x64/, i386/, arm64/, arm32/)"
+        ));
+    }
+    Ok(format!("{prefix}{name}"))
+}
+
+/// Runs every policy-handler and selector-compiler check on `policy` (a full object).
+pub(super) fn validate(policy: &Value, namespaced: bool, out: &mut Vec<Violation>) {
+    let Some(spec) = policy.get("spec").filter(|s| s.is_object()) else {
+        return;
+    };
+
+    // Only one hook section per policy.
+    let sections = [
+        "kprobes",
+        "tracepoints",
+        "lsmhooks",
+        "uprobes",
+        "usdts",
+        "fentries",
+    ];
+    let used: Vec<&str> = sections
+        .iter()
+        .copied()
+        .filter(|s| !arr(spec, s).is_empty())
+        .collect();
+    if used.len() > 1 {
+        out.push(Violation::new(
+            "spec",
+            format!(
+                "tracing policies with multiple sections of kprobes, tracepoints, lsm hooks, uprobes or usdts are currently not supported (found {})",
+                used.join(", ")
+            ),
+        ));
+    }
+
+    if namespaced {
+        for (section, what) in [("uprobes", "uprobe"), ("usdts", "usdt")] {
+            if !arr(spec, section).is_empty() {
+                out.push(Violation::new(
+                    format!("spec.{section}"),
+                    format!("{what} is not supported in a namespaced tracing policy"),
+                ));
+            }
+        }
+    }
+
+    let (disable_kprobe_multi, override_method) = check_options(spec, out);
+    let lists = check_lists(spec, out);
+    let pol = Policy {
+        lists,
+        macros: spec.get("selectorsMacros").and_then(Value::as_object),
+        has_enforcers: !arr(spec, "enforcers").is_empty(),
+        disable_kprobe_multi,
+    };
+    check_enforcers(spec, &pol, override_method.as_deref(), out);
+    if let Some(macros) = pol.macros {
+        for (name, m) in macros {
+            if !arr(m, "macros").is_empty() {
+                out.push(Violation::new(
+                    format!("spec.selectorsMacros[{name}].macros"),
+                    "macro definition cannot use other macros",
+                ));
+            }
+        }
+    }
+
+    let kinds = [
+        ("kprobes", HookKind::Kprobe),
+        ("fentries", HookKind::Fentry),
+        ("tracepoints", HookKind::Tracepoint),
+        ("lsmhooks", HookKind::Lsm),
+        ("uprobes", HookKind::Uprobe),
+        ("usdts", HookKind::Usdt),
+    ];
+    let mut seen_symbols: HashMap<String, String> = HashMap::new();
+    let mut cel_exprs = 0usize;
+    for (section, kind) in kinds {
+        for (i, h) in arr(spec, section).iter().enumerate() {
+            if !h.is_object() {
+                continue;
+            }
+            let path = format!("spec.{section}[{i}]");
+            let hook = check_hook(h, kind, path, &pol, out);
+            let summary = selectors::check_hook_selectors(h, &hook, &pol, out);
+            if kind == HookKind::Kprobe {
+                cel_exprs += summary.cel_exprs;
+            }
+            // Same symbol twice: refused while kprobe_multi is in use (fentries never use it).
+            if kind == HookKind::Kprobe
+                && !pol.disable_kprobe_multi
+                && let Some(symbols) = &hook.symbols
+            {
+                for sym in symbols {
+                    if let Some(first) = seen_symbols.get(sym) {
+                        out.push(Violation::new(
+                            format!("{}.call", hook.path),
+                            format!(
+                                "can't have multiple instances of same symbol '{sym}' with kprobe_multi (first at {first}); merge the hooks or set spec.options disable-kprobe-multi"
+                            ),
+                        ));
+                    } else {
+                        seen_symbols.insert(sym.clone(), hook.path.clone());
+                    }
+                }
+            }
+        }
+    }
+    // With kprobe_multi all kprobes share one CEL program table.
+    if !pol.disable_kprobe_multi && cel_exprs > selectors::MAX_CEL_EXPRS {
+        out.push(Violation::new(
+            "spec.kprobes",
+            format!(
+                "cannot allocate new cel expression function: no more than {} CelExpr allowed per policy",
+                selectors::MAX_CEL_EXPRS
+            ),
+        ));
+    }
+}
+
+/// `spec.options`: known option values must parse. Returns (disable-kprobe-multi, override-method).
+fn check_options(spec: &Value, out: &mut Vec<Violation>) -> (bool, Option<String>) {
+    let mut disable_kprobe_multi = false;
+    let mut override_method = None;
+    for (i, o) in arr(spec, "options").iter().enumerate() {
+        let Some(name) = str_of(o, "name") else {
+            continue;
+        };
+        let value = str_of(o, "value").unwrap_or("");
+        let path = format!("spec.options[{i}].value");
+        let bad = |out: &mut Vec<Violation>, what: &str| {
+            out.push(Violation::new(
+                path.clone(),
+                format!("failed to set option {name}: invalid value \"{value}\" ({what})"),
+            ))
+        };
+        match name {
+            "disable-kprobe-multi" | "disable-uprobe-multi" => match parse_bool(value) {
+                Some(b) => {
+                    if name == "disable-kprobe-multi" {
+                        disable_kprobe_multi = b;
+                    }
+                }
+                None => bad(
+                    out,
+                    "expected a boolean such as \"1\", \"true\", \"0\", \"false\"",
+                ),
+            },
+            "override-method" => {
+                if value == "fmod-ret" || value == "override-return" {
+                    override_method = Some(value.to_owned());
+                } else {
+                    bad(out, "expected \"fmod-ret\" or \"override-return\"");
+                }
+            }
+            "policy-mode" if value != "enforce" && value != "monitor" => {
+                bad(out, "expected \"enforce\" or \"monitor\"");
+            }
+            "sleepable-preload-size" if atoi(value).is_none_or(|n| n <= 0) => {
+                bad(out, "expected a positive integer");
+            }
+            _ => {} // unknown options are ignored by Tetragon
+        }
+    }
+    (disable_kprobe_multi, override_method)
+}
+
+/// `spec.lists`: generated lists carry no values, ftrace lists need a pattern, syscall lists
+/// name syscalls. Returns the lists by name.
+fn check_lists<'a>(spec: &'a Value, out: &mut Vec<Violation>) -> HashMap<&'a str, &'a Value> {
+    let mut by_name = HashMap::new();
+    for (i, l) in arr(spec, "lists").iter().enumerate() {
+        let Some(name) = str_of(l, "name") else {
+            continue;
+        };
+        by_name.entry(name).or_insert(l);
+        if l.get("validated").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        let ty = str_of(l, "type").unwrap_or("");
+        let values = arr(l, "values");
+        match ty {
+            "generated_syscalls" | "generated_ftrace" if !values.is_empty() => {
+                out.push(Violation::new(
+                    format!("spec.lists[{i}].values"),
+                    format!("error generated list '{name}' has values"),
+                ));
+            }
+            "syscalls" => {
+                for (j, v) in values.iter().enumerate() {
+                    if let Some(Err(e)) = v.as_str().map(syscall_list_symbol) {
+                        out.push(Violation::new(format!("spec.lists[{i}].values[{j}]"), e));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if ty == "generated_ftrace" && str_of(l, "pattern").unwrap_or("").is_empty() {
+            out.push(Violation::new(
+                format!("spec.lists[{i}].pattern"),
+                format!("error generated ftrace list '{name}' must specify pattern"),
+            ));
+        }
+    }
+    by_name
+}
+
+/// `spec.enforcers`: one at most; calls are syscalls or security_ functions.
+fn check_enforcers(
+    spec: &Value,
+    pol: &Policy<'_>,
+    override_method: Option<&str>,
+    out: &mut Vec<Violation>,
+) {
+    let enforcers = arr(spec, "enforcers");
+    if enforcers.len() > 1 {
+        out.push(Violation::new(
+            "spec.enforcers",
+            "we support only single enforcer sensor (one entry in spec.enforcers)",
+        ));
+    }
+    for (i, e) in enforcers.iter().enumerate() {
+        let mut has_security = false;
+        for (j, call) in arr(e, "calls").iter().enumerate() {
+            let Some(call) = call.as_str() else { continue };
+            let path = format!("spec.enforcers[{i}].calls[{j}]");
+            let symbols: Vec<&str> = match call.strip_prefix("list:") {
+                Some(name) => match pol.lists.get(name) {
+                    None => {
+                        out.push(Violation::new(
+                            path,
+                            format!("error list '{call}' not found"),
+                        ));
+                        continue;
+                    }
+                    Some(l) if str_of(l, "type") == Some("syscalls") => continue,
+                    Some(l) => arr(l, "values").iter().filter_map(Value::as_str).collect(),
+                },
+                None => vec![call],
+            };
+            for sym in symbols {
+                if has_arch_prefix(sym) || sym.starts_with("sys_") {
+                } else if sym.starts_with("security_") {
+                    has_security = true;
+                } else {
+                    out.push(Violation::new(
+                        path.clone(),
+                        format!("enforcer sensor requires either syscall or security_ functions and symbol '{sym}' appears to be neither"),
+                    ));
+                }
+            }
+        }
+        if has_security && override_method == Some("override-return") {
+            out.push(Violation::new(
+                format!("spec.enforcers[{i}]"),
+                "enforcer: can't override security function with override-return",
+            ));
+        }
+    }
+}
+
+/// Hook-level checks (arguments, message, tags, call naming); returns what selectors need.
+fn check_hook<'a>(
+    h: &'a Value,
+    kind: HookKind,
+    path: String,
+    pol: &Policy<'a>,
+    out: &mut Vec<Violation>,
+) -> Hook<'a> {
+    let args: Vec<ArgInfo> = arr(h, "args").iter().map(ArgInfo::of).collect();
+    let data: Vec<ArgInfo> = arr(h, "data").iter().map(ArgInfo::of).collect();
+
+    check_message_and_tags(h, &path, out);
+
+    if args.len() + data.len() > 5 {
+        out.push(Violation::new(
+            path.clone(),
+            format!(
+                "too many arguments, max 5: args({}) data({})",
+                args.len(),
+                data.len()
+            ),
+        ));
+    }
+    let kprobe_like = matches!(kind, HookKind::Kprobe | HookKind::Fentry);
+    for (j, a) in arr(h, "args").iter().enumerate() {
+        let info = args[j];
+        let apath = format!("{path}.args[{j}]");
+        if kprobe_like && (info.ty == "auto" || info.ty == "syscall64") {
+            out.push(Violation::new(
+                format!("{apath}.type"),
+                format!("type '{}' is invalid for kprobes", info.ty),
+            ));
+        }
+        if kind == HookKind::Tracepoint && info.ty == "const_buf" {
+            out.push(Violation::new(
+                format!("{apath}.type"),
+                "const_buf type cannot be user-defined",
+            ));
+        }
+        if kind == HookKind::Lsm
+            && info.ty == "auto"
+            && str_of(a, "resolve").unwrap_or("").is_empty()
+        {
+            out.push(Violation::new(
+                format!("{apath}.type"),
+                "type 'auto' unsupported",
+            ));
+        }
+        let max_index = if kind == HookKind::Tracepoint {
+            None
+        } else {
+            Some(4)
+        };
+        if let Some(max) = max_index
+            && info.index > max
+        {
+            out.push(Violation::new(
+                format!("{apath}.index"),
+                format!(
+                    "ArgType {} Index {} out of bounds (max {max})",
+                    info.ty, info.index
+                ),
+            ));
+        }
+        if kind == HookKind::Tracepoint
+            && h.get("raw").and_then(Value::as_bool) == Some(true)
+            && info.index > 5
+        {
+            out.push(Violation::new(
+                format!("{apath}.index"),
+                format!(
+                    "raw tracepoint can read up to 5 arguments, but index {} was requested",
+                    info.index
+                ),
+            ));
+        }
+        if kprobe_like && !str_of(a, "source").unwrap_or("").is_empty() {
+            out.push(Violation::new(
+                format!("{apath}.source"),
+                "standard argument is not allowed to have source configured (use data[] for current_task/pt_regs)",
+            ));
+        }
+    }
+    for (j, d) in arr(h, "data").iter().enumerate() {
+        let dpath = format!("{path}.data[{j}]");
+        let source = str_of(d, "source").unwrap_or("");
+        if source != "current_task" && source != "pt_regs" {
+            out.push(Violation::new(
+                format!("{dpath}.source"),
+                format!(
+                    "data argument has wrong source '{source}' (expected current_task or pt_regs)"
+                ),
+            ));
+        }
+        if str_of(d, "resolve").unwrap_or("").is_empty() {
+            out.push(Violation::new(
+                format!("{dpath}.resolve"),
+                "data argument missing 'resolve' setup",
+            ));
+        }
+        if kprobe_like && data[j].index > 4 {
+            out.push(Violation::new(
+                format!("{dpath}.index"),
+                format!(
+                    "ArgType {} Index {} out of bounds (max 4)",
+                    data[j].ty, data[j].index
+                ),
+            ));
+        }
+    }
+
+    let returns = h.get("return").and_then(Value::as_bool) == Some(true);
+    let return_arg = h
+        .get("returnArg")
+        .filter(|r| r.is_object())
+        .map(ArgInfo::of);
+    if returns
+        && let Some(r) = return_arg
+        && r.ty == "auto"
+    {
+        out.push(Violation::new(
+            format!("{path}.returnArg.type"),
+            "ReturnArg type 'auto' unsupported (set an explicit type)",
+        ));
+    }
+    if let Some(action) = str_of(h, "returnArgAction").filter(|a| !a.is_empty()) {
+        let lower = action.to_ascii_lowercase();
+        if lower != "tracksock" && lower != "untracksock" {
+            out.push(Violation::new(
+                format!("{path}.returnArgAction"),
+                format!("ReturnArgAction type '{action}' unsupported; omit returnArgAction or use 'TrackSock'/'UntrackSock'"),
+            ));
+        }
+    }
+
+    let (syscall, symbols) = if kprobe_like {
+        resolve_call(h, &path, pol, out)
+    } else {
+        (false, None)
+    };
+    if kind == HookKind::Lsm && str_of(h, "hook").is_some_and(str::is_empty) {
+        out.push(Violation::new(
+            format!("{path}.hook"),
+            "lsm hook name is empty",
+        ));
+    }
+    if kind == HookKind::Tracepoint {
+        for f in ["subsystem", "event"] {
+            if str_of(h, f).is_some_and(str::is_empty) {
+                out.push(Violation::new(
+                    format!("{path}.{f}"),
+                    format!("tracepoint {f} is empty"),
+                ));
+            }
+        }
+    }
+    if kind == HookKind::Uprobe {
+        let n = ["symbols", "offsets", "addrs"]
+            .iter()
+            .filter(|k| !arr(h, k).is_empty())
+            .count();
+        if n == 0 {
+            out.push(Violation::new(
+                path.clone(),
+                "uprobe needs exactly one of either Symbols, Offsets or Addrs defined",
+            ));
+        }
+    }
+
+    Hook {
+        kind,
+        path,
+        args,
+        data,
+        return_arg: if returns { return_arg } else { None },
+        syscall,
+        symbols,
+    }
+}
+
+/// `message` (2..256 bytes) and `tags` (≤16, each 2..128 bytes).
+fn check_message_and_tags(h: &Value, path: &str, out: &mut Vec<Violation>) {
+    if let Some(msg) = str_of(h, "message") {
+        // Empty means "no message"; longer than 256 is truncated by Tetragon (refused here).
+        if msg.len() == 1 {
+            out.push(Violation::new(
+                format!("{path}.message"),
+                "message field is too short (min 2 characters)",
+            ));
+        } else if msg.len() > 256 {
+            out.push(Violation::new(
+                format!("{path}.message"),
+                format!(
+                    "message field is too long ({} bytes, max 256; Tetragon would truncate it)",
+                    msg.len()
+                ),
+            ));
+        }
+    }
+    // The count (≤16) is the CRD's maxItems.
+    for (i, t) in arr(h, "tags").iter().enumerate() {
+        let Some(t) = t.as_str() else { continue };
+        if t.len() < 2 {
+            out.push(Violation::new(
+                format!("{path}.tags[{i}]"),
+                format!("custom tag n{i}: too short (min 2 characters)"),
+            ));
+        } else if t.len() > 128 {
+            out.push(Violation::new(
+                format!("{path}.tags[{i}]"),
+                format!(
+                    "custom tag n{i}: too long ({} bytes, max 128; Tetragon would truncate it)",
+                    t.len()
+                ),
+            ));
+        }
+    }
+}
+
+/// kprobes/fentries: resolves `call` (lists included) to the attached symbols and the effective
+/// syscall flag, and refuses `syscall: true` on a function that is not a syscall.
+fn resolve_call(
+    h: &Value,
+    path: &str,
+    pol: &Policy<'_>,
+    out: &mut Vec<Violation>,
+) -> (bool, Option<Vec<String>>) {
+    let call = str_of(h, "call").unwrap_or("");
+    let syscall_flag = h.get("syscall").and_then(Value::as_bool).unwrap_or(true);
+    let ignore_not_found = h
+        .get("ignore")
+        .and_then(|i| i.get("callNotFound"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    if let Some(name) = call.strip_prefix("list:") {
+        let Some(list) = pol.lists.get(name) else {
+            out.push(Violation::new(
+                format!("{path}.call"),
+                format!("error list '{call}' not found in spec.lists"),
+            ));
+            return (syscall_flag, None);
+        };
+        let ty = str_of(list, "type").unwrap_or("");
+        let syscall = syscall_flag || ty == "syscalls" || ty == "generated_syscalls";
+        let symbols = match ty {
+            "syscalls" => Some(
+                arr(list, "values")
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter_map(|v| syscall_list_symbol(v).ok())
+                    .collect(),
+            ),
+            "generated_syscalls" | "generated_ftrace" => None,
+            _ => Some(
+                arr(list, "values")
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect(),
+            ),
+        };
+        return (syscall, symbols);
+    }
+    if call.is_empty() {
+        return (syscall_flag, None);
+    }
+    if !syscall_flag {
+        return (false, Some(vec![call.to_owned()]));
+    }
+    let name = strip_arch_prefix(call);
+    if !name.starts_with("sys_") && !ignore_not_found {
+        out.push(Violation::new(
+            format!("{path}.call"),
+            format!(
+                "'{call}' is not a syscall but syscall is true (the CRD default): Tetragon would attach to '__x64_{name}', which does not exist; set syscall: false for kernel functions"
+            ),
+        ));
+    }
+    let symbol = if has_arch_prefix(call) {
+        call.to_owned()
+    } else {
+        format!("__x64_{call}")
+    };
+    (true, Some(vec![symbol]))
+}

@@ -1,0 +1,439 @@
+//! CdrToPolicy end to end: emulated Qualys CDR findings → the worker binary → policy files, and
+//! review by updates; `qflows policy generate` offline on a findings file with broken entries.
+
+use qflows_integration::{TestEnv, history_json, qflows_bin, record_history, wait_for};
+use qflows_workflows::CdrToPolicy;
+use qflows_workflows::cdr::model::Enforcement;
+use qflows_workflows::cdr::{PoliciesView, PolicyRecord, ReviewRequest};
+use qflows_workflows::clock::rfc3339;
+use qualys_emulator::EmulatorConfig;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+use temporalio_client::{
+    Client, WorkflowExecuteUpdateOptions, WorkflowQueryOptions, WorkflowStartOptions,
+};
+
+fn minutes_ago(m: u64) -> String {
+    rfc3339(SystemTime::now() - Duration::from_secs(m * 60))
+}
+
+/// Three workloads' findings: IMDS from payments, mining and a reverse shell from batch.
+fn findings() -> Vec<Value> {
+    vec![
+        json!({"uuid": "f-imds-1", "threatCategory": "Cloud_Credentials_Accessed_By_Network_Utility",
+               "severity": 4, "timestamp": minutes_ago(50), "processPath": "/usr/bin/curl",
+               "destinationIp": "169.254.169.254", "destinationPort": 80,
+               "podLabels": {"app": "payments-api", "io.kubernetes.pod.namespace": "shop"},
+               "mitreRulesInfo": {"T1552.005": {}}}),
+        json!({"uuid": "f-imds-2", "threatCategory": "Cloud_Credentials_Accessed_By_Network_Utility",
+               "severity": 3, "timestamp": minutes_ago(40), "processName": "wget",
+               "destinationIp": "fd00:ec2::254",
+               "podLabels": {"app": "payments-api", "io.kubernetes.pod.namespace": "shop"}}),
+        json!({"uuid": "f-mine-1", "threatCategory": "Crypto_Mining", "severity": 2,
+               "timestamp": minutes_ago(30), "processPath": "/tmp/xmrig",
+               "destinationIp": "45.9.148.3", "destinationPort": 3333, "namespace": "batch",
+               "podLabels": {"app": "reports"}}),
+        json!({"uuid": "f-shell-1", "threatCategory": "Reverse_Shell", "severity": 4,
+               "timestamp": minutes_ago(20), "processPath": "/bin/bash",
+               "destinationIp": "203.0.113.9", "destinationPort": 4444, "namespace": "batch",
+               "podLabels": {"app": "reports"}}),
+        // Counted and skipped: no category, unknown category.
+        json!({"uuid": "f-none", "timestamp": minutes_ago(10)}),
+        json!({"uuid": "f-ssh", "threatCategory": "SSH_Password_Brute_Force", "timestamp": minutes_ago(10)}),
+    ]
+}
+
+async fn policies(client: &Client, id: &str) -> anyhow::Result<PoliciesView> {
+    client
+        .get_workflow_handle::<CdrToPolicy>(id)
+        .query(CdrToPolicy::policies, (), WorkflowQueryOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("query: {e:?}"))
+}
+
+async fn review(
+    client: &Client,
+    id: &str,
+    promote: bool,
+    policy: &str,
+) -> Result<PolicyRecord, String> {
+    let handle = client.get_workflow_handle::<CdrToPolicy>(id);
+    let request = ReviewRequest {
+        policy: policy.into(),
+        by: "alice@example.com".into(),
+        reason: "seen only in attack traffic".into(),
+        timeout_secs: 60,
+    };
+    let opts = WorkflowExecuteUpdateOptions::default();
+    let r = if promote {
+        handle
+            .execute_update(CdrToPolicy::promote, request, opts)
+            .await
+    } else {
+        handle
+            .execute_update(CdrToPolicy::rollback, request, opts)
+            .await
+    };
+    r.map_err(|e| format!("{e:?}"))
+}
+
+/// Every payload in a history, decoded (payload data is base64 in the JSON form).
+fn decoded_payloads(v: &Value) -> String {
+    use base64::Engine;
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("data", Value::String(b64)) => base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default(),
+                _ => decoded_payloads(v),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Array(a) => a
+            .iter()
+            .map(decoded_payloads)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+fn read(dir: &Path, name: &str) -> String {
+    std::fs::read_to_string(dir.join(format!("{name}.yaml"))).unwrap_or_default()
+}
+
+async fn start(env: &TestEnv, queue: &str, id: &str, input: Value) -> anyhow::Result<()> {
+    env.client
+        .start_workflow(
+            CdrToPolicy::run,
+            input,
+            WorkflowStartOptions::new(queue, id).build(),
+        )
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn findings_become_policies_that_are_promoted_and_rolled_back() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    env.qualys.set_cdr_findings(findings());
+    let worker = env.worker().start(&env.dir).await?;
+    let out = env.dir.join("policies");
+    let id = "cdr-review";
+    start(
+        &env,
+        &worker.task_queue,
+        id,
+        json!({"policySet": "review", "lookbackHours": 2,
+               "output": {"directory": out.to_str().unwrap()}}),
+    )
+    .await?;
+
+    let view = wait_for("the first sync", Duration::from_secs(60), || async {
+        policies(&env.client, id)
+            .await
+            .ok()
+            .filter(|v| v.last_sync.is_some())
+    })
+    .await?;
+    let sync = view.last_sync.clone().unwrap();
+    assert_eq!(sync.findings.findings, 6, "{sync:?}");
+    assert_eq!(sync.findings.used, 4);
+    assert_eq!(sync.findings.skipped["no-category"], 1);
+    assert_eq!(
+        sync.findings.unknown_categories["SSH_Password_Brute_Force"],
+        1
+    );
+    let names: Vec<&str> = view.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "t1059-004-revshell-batch-reports",
+            "t1496-mining-batch-reports",
+            "t1552-005-imds-shop-payments-api"
+        ]
+    );
+    assert_eq!(sync.publish.created.len(), 3, "{sync:?}");
+    assert!(
+        view.policies
+            .iter()
+            .all(|p| p.enforcement == Enforcement::Audit)
+    );
+    let imds = "t1552-005-imds-shop-payments-api";
+    // Two findings for one workload merged into one policy.
+    assert_eq!(view.policies[2].evidence.finding_count, 2);
+    let yaml = read(&out, imds);
+    assert!(
+        yaml.contains("action: Post") && !yaml.contains("Sigkill"),
+        "{yaml}"
+    );
+    assert!(
+        yaml.contains("qflows.io/finding-ids: f-imds-1,f-imds-2"),
+        "{yaml}"
+    );
+
+    // Refused before it enters history: unknown policy, missing reason.
+    let err = review(&env.client, id, true, "t9999-nothing")
+        .await
+        .unwrap_err();
+    assert!(err.contains("no policy"), "{err}");
+    let err = review(&env.client, id, false, imds).await.unwrap_err();
+    assert!(err.contains("already in audit"), "{err}");
+
+    // promote → Sigkill (and Override) in the written policy.
+    let promoted = review(&env.client, id, true, imds).await.unwrap();
+    assert_eq!(promoted.enforcement, Enforcement::Enforce);
+    assert_eq!(promoted.promoted.as_ref().unwrap().by, "alice@example.com");
+    let yaml = read(&out, imds);
+    assert!(
+        yaml.contains("action: Sigkill") && !yaml.contains("action: Post"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("qflows.io/enforcement: enforce"), "{yaml}");
+    // Only the promoted policy changed.
+    assert!(read(&out, "t1496-mining-batch-reports").contains("action: Post"));
+
+    // rollback → Post again.
+    let rolled = review(&env.client, id, false, imds).await.unwrap();
+    assert_eq!(rolled.enforcement, Enforcement::Audit);
+    assert!(rolled.hold, "a human rollback holds automatic promotion");
+    let yaml = read(&out, imds);
+    assert!(
+        yaml.contains("action: Post") && !yaml.contains("Sigkill"),
+        "{yaml}"
+    );
+
+    // Both reviews are in the workflow's history, with who and why.
+    let history = history_json(&env.client, id).await?;
+    let payloads = decoded_payloads(&serde_json::from_str(&history)?);
+    for needle in ["\"promote\"", "\"rollback\""] {
+        assert!(history.contains(needle), "history lacks {needle}");
+    }
+    // EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED = 43: both updates completed.
+    let events: Value = serde_json::from_str(&history)?;
+    let completed = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["event_type"] == 43)
+        .count();
+    assert_eq!(completed, 2, "two completed updates in history");
+    for needle in [
+        "alice@example.com",
+        "seen only in attack traffic",
+        "\"enforcement\":\"enforce\"",
+    ] {
+        assert!(payloads.contains(needle), "history payloads lack {needle}");
+    }
+    record_history(&env.client, id, "cdr_to_policy_review").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn new_findings_update_only_the_affected_policy() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    env.qualys.set_cdr_findings(findings());
+    let worker = env.worker().start(&env.dir).await?;
+    let out = env.dir.join("policies");
+    let id = "cdr-merge";
+    start(
+        &env,
+        &worker.task_queue,
+        id,
+        json!({"policySet": "merge", "lookbackHours": 2, "syncEveryMinutes": 600,
+               "output": {"directory": out.to_str().unwrap()}}),
+    )
+    .await?;
+    let first = wait_for("the first sync", Duration::from_secs(60), || async {
+        policies(&env.client, id)
+            .await
+            .ok()
+            .filter(|v| v.last_sync.is_some())
+    })
+    .await?;
+    let first_end = first.last_sync.unwrap().window.1;
+    let before_mining = read(&out, "t1496-mining-batch-reports");
+
+    // A new IMDS finding for the same workload arrives after the first window; the next sync
+    // merges it.
+    let now = wait_for(
+        "the clock to pass the first window",
+        Duration::from_secs(5),
+        || async { Some(rfc3339(SystemTime::now())).filter(|now| *now > first_end) },
+    )
+    .await?;
+    let mut more = findings();
+    more.push(json!({"uuid": "f-imds-3", "threatCategory": "Cloud_Credentials_Accessed_By_Network_Utility",
+        "timestamp": now, "processPath": "/usr/bin/python3",
+        "destinationIp": "169.254.170.2",
+        "podLabels": {"app": "payments-api", "io.kubernetes.pod.namespace": "shop"}}));
+    env.qualys.set_cdr_findings(more);
+    env.client
+        .get_workflow_handle::<CdrToPolicy>(id)
+        .signal(CdrToPolicy::request_sync, (), Default::default())
+        .await?;
+    let view = wait_for("the second sync", Duration::from_secs(60), || async {
+        policies(&env.client, id).await.ok().filter(|v| {
+            v.last_sync
+                .as_ref()
+                .is_some_and(|s| s.findings.findings == 1)
+        })
+    })
+    .await?;
+    let sync = view.last_sync.unwrap();
+    assert_eq!(
+        sync.publish.updated,
+        ["t1552-005-imds-shop-payments-api"],
+        "{sync:?}"
+    );
+    assert_eq!(sync.publish.created.len(), 0);
+    assert_eq!(sync.publish.unchanged.len(), 2);
+    assert_eq!(view.policies.len(), 3, "merged, not a near-duplicate");
+    let yaml = read(&out, "t1552-005-imds-shop-payments-api");
+    assert!(yaml.contains("qflows.io/finding-count: '3'"), "{yaml}");
+    assert!(yaml.contains("/usr/bin/python3"), "{yaml}");
+    assert_eq!(read(&out, "t1496-mining-batch-reports"), before_mining);
+    Ok(())
+}
+
+/// With an explicit window and no review time, a run syncs once and completes: the history the
+/// replay test uses for the one-shot (scheduled) form.
+#[tokio::test]
+async fn an_explicit_window_runs_once_and_completes() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    env.qualys.set_cdr_findings(findings());
+    let worker = env.worker().start(&env.dir).await?;
+    let out = env.dir.join("policies");
+    let handle = env
+        .client
+        .start_workflow(
+            CdrToPolicy::run,
+            json!({"policySet": "once", "startAt": minutes_ago(120), "endAt": rfc3339(SystemTime::now()),
+                   "review": {"openHours": 0}, "tetragonVersion": "1.4",
+                   "output": {"directory": out.to_str().unwrap()}}),
+            WorkflowStartOptions::new(&worker.task_queue, "cdr-once").build(),
+        )
+        .await?;
+    let view = handle.get_result(Default::default()).await?;
+    assert_eq!(view.policies.len(), 3);
+    let files = std::fs::read_dir(&out)?.count();
+    assert_eq!(files, 3);
+    // v1.4 output: no features of later releases.
+    let yaml = read(&out, "t1552-005-imds-shop-payments-api");
+    assert!(!yaml.contains("containerSelector"), "{yaml}");
+    record_history(&env.client, "cdr-once", "cdr_to_policy_once").await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_input_fails_naming_the_field() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let worker = env.worker().start(&env.dir).await?;
+    let handle = env
+        .client
+        .start_workflow(
+            CdrToPolicy::run,
+            json!({"policySet": "Bad Name", "output": {"directory": "/tmp/x"}}),
+            WorkflowStartOptions::new(&worker.task_queue, "cdr-bad").build(),
+        )
+        .await?;
+    let err = format!(
+        "{:?}",
+        handle.get_result(Default::default()).await.unwrap_err()
+    );
+    assert!(err.contains("policySet"), "{err}");
+    let handle = env
+        .client
+        .start_workflow(
+            CdrToPolicy::run,
+            json!({"policySet": "ok", "output": {"directory": "/tmp/x"}, "tetragonVersion": "1.2"}),
+            WorkflowStartOptions::new(&worker.task_queue, "cdr-bad-version").build(),
+        )
+        .await?;
+    let err = format!(
+        "{:?}",
+        handle.get_result(Default::default()).await.unwrap_err()
+    );
+    assert!(err.contains("too old"), "{err}");
+    Ok(())
+}
+
+fn run_generate(findings: &Path, out: &Path, action: &str) -> std::process::Output {
+    std::process::Command::new(qflows_bin().unwrap())
+        .args(["policy", "generate", "--findings"])
+        .arg(findings)
+        .args(["--action", action, "--output"])
+        .arg(out)
+        .env_clear()
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn policy_generate_writes_the_valid_policies_and_reports_the_rest() {
+    let dir = std::env::temp_dir().join(format!("qflows-gen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("findings.json");
+    let mut content = findings();
+    content.extend([
+        json!(42),
+        json!(null),
+        json!({"threatCategory": {"x": 1}, "severity": [1]}),
+    ]);
+    // A workload-less finding: an audit policy for all pods, but never a blocking one.
+    content.push(json!({"uuid": "f-anon", "threatCategory": "Container_Escape"}));
+    std::fs::write(
+        &file,
+        serde_json::to_vec(&json!({"content": content})).unwrap(),
+    )
+    .unwrap();
+
+    let out = dir.join("audit");
+    let run = run_generate(&file, &out, "Post");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("findings: 10 read, 5 used, 5 skipped"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("skipped 2: not-an-object"), "{stderr}");
+    assert!(stderr.contains("skipped 2: no-category"), "{stderr}");
+    assert!(
+        stderr.contains("unknown category \"SSH_Password_Brute_Force\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("4 written"), "{stderr}");
+    assert_eq!(std::fs::read_dir(&out).unwrap().count(), 4);
+    let first = std::fs::read(out.join("t1611-escape-all-pods.yaml")).unwrap();
+    // Again: nothing changes, byte for byte.
+    let again = run_generate(&file, &out, "Post");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("0 new, 0 changed, 4 unchanged"));
+    assert_eq!(
+        std::fs::read(out.join("t1611-escape-all-pods.yaml")).unwrap(),
+        first
+    );
+
+    let block = dir.join("block");
+    let run = run_generate(&file, &block, "Sigkill");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("3 written") && stderr.contains("1 refused"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("refused t1611-escape-all-pods"), "{stderr}");
+    assert!(!block.join("t1611-escape-all-pods.yaml").exists());
+
+    // Not a findings document at all: a clear error, exit 1, nothing written.
+    std::fs::write(&file, b"{\"items\": 3}").unwrap();
+    let run = run_generate(&file, &dir.join("none"), "Post");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not a findings document"), "{stderr}");
+    assert!(!dir.join("none").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}
