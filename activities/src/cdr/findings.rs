@@ -206,7 +206,48 @@ struct Mitre(Vec<String>);
 
 impl<'de> Deserialize<'de> for Mitre {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(Mitre(techniques(&Value::deserialize(d)?)))
+        // Streamed rather than through a `Value`: this runs once per finding.
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Mitre;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("technique IDs")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Mitre, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+                    a.next_value::<IgnoredAny>()?;
+                    out.push(k.into_owned());
+                }
+                Ok(Mitre(out))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Mitre, A::Error> {
+                let mut out = Vec::new();
+                while let Some(v) = a.next_element::<Value>()? {
+                    out.extend(techniques(&Value::Array(vec![v])));
+                }
+                Ok(Mitre(out))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Mitre, E> {
+                Ok(Mitre(techniques(&Value::String(v.to_string()))))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Mitre, E> {
+                Ok(Mitre::default())
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Mitre, E> {
+                Ok(Mitre::default())
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Mitre, E> {
+                Ok(Mitre::default())
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Mitre, E> {
+                Ok(Mitre::default())
+            }
+            fn visit_unit<E>(self) -> Result<Mitre, E> {
+                Ok(Mitre::default())
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -275,13 +316,33 @@ const NAMESPACE_LABELS: [&str; 2] = [
     "k8s:io.kubernetes.pod.namespace",
 ];
 
+thread_local! {
+    /// Category names repeat across findings: remember the last few mappings.
+    static CATEGORIES: std::cell::RefCell<std::collections::HashMap<String, Option<Category>>> =
+        std::cell::RefCell::default();
+}
+
+fn category_of(name: &str) -> Option<Category> {
+    CATEGORIES.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some(c) = cache.get(name) {
+            return *c;
+        }
+        let c = Category::from_threat_category(name);
+        if cache.len() < 1024 {
+            cache.insert(name.to_string(), c);
+        }
+        c
+    })
+}
+
 impl Fields<'_> {
     fn observe(&self) -> Result<Observation, Skipped> {
         let mut techniques = self.mitre_rules_info.0.clone();
         techniques.sort();
         techniques.dedup();
         let category = match self.threat_category.get() {
-            Some(c) => Category::from_threat_category(c)
+            Some(c) => category_of(c)
                 .or_else(|| techniques.iter().find_map(|t| Category::from_technique(t))),
             None => techniques.iter().find_map(|t| Category::from_technique(t)),
         };

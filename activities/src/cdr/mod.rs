@@ -32,14 +32,17 @@ impl Grouper {
     pub fn add(&mut self, observation: Result<Observation, Skipped>) {
         self.report.findings += 1;
         match observation {
-            Ok(o) => {
+            Ok(mut o) => {
                 let Some(category) = o.category else { return };
                 self.report.used += 1;
                 let key = PolicyKey {
                     category,
-                    workload: o.workload.clone(),
+                    workload: std::mem::take(&mut o.workload),
                 };
-                self.groups.entry(key).or_default().record(&o);
+                match self.groups.get_mut(&key) {
+                    Some(evidence) => evidence.record(&o),
+                    None => self.groups.entry(key).or_default().record(&o),
+                }
             }
             Err(skipped) => {
                 *self

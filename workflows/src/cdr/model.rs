@@ -175,24 +175,41 @@ fn insert_bounded<T: Ord>(set: &mut BTreeSet<T>, value: T) {
     }
 }
 
+/// [`insert_bounded`] for a borrowed value: clones only when it will be kept.
+fn offer<T: Ord + ?Sized + ToOwned>(set: &mut BTreeSet<T::Owned>, value: &T)
+where
+    T::Owned: Ord + std::borrow::Borrow<T>,
+{
+    let full = set.len() >= EVIDENCE_LIMIT;
+    if set.contains(value)
+        || (full
+            && set
+                .last()
+                .is_some_and(|l| value >= std::borrow::Borrow::<T>::borrow(l)))
+    {
+        return;
+    }
+    insert_bounded(set, value.to_owned());
+}
+
 impl Evidence {
     /// Records one finding's facts.
     pub fn record(&mut self, finding: &Observation) {
         self.finding_count += 1;
         if let Some(id) = &finding.id {
-            insert_bounded(&mut self.finding_ids, id.clone());
+            offer(&mut self.finding_ids, id.as_str());
         }
         if let Some(p) = &finding.process {
-            insert_bounded(&mut self.processes, p.clone());
+            offer(&mut self.processes, p.as_str());
         }
         if let Some(a) = &finding.address {
-            insert_bounded(&mut self.addresses, a.clone());
+            offer(&mut self.addresses, a.as_str());
         }
         if let Some(p) = finding.port {
-            insert_bounded(&mut self.ports, p);
+            offer(&mut self.ports, &p);
         }
         for t in &finding.techniques {
-            insert_bounded(&mut self.techniques, t.clone());
+            offer(&mut self.techniques, t.as_str());
         }
         if let Some(ts) = &finding.timestamp {
             self.observe_time(ts, ts);
@@ -214,19 +231,19 @@ impl Evidence {
     pub fn merge(&mut self, other: &Evidence) {
         self.finding_count += other.finding_count;
         for id in &other.finding_ids {
-            insert_bounded(&mut self.finding_ids, id.clone());
+            offer(&mut self.finding_ids, id.as_str());
         }
         for p in &other.processes {
-            insert_bounded(&mut self.processes, p.clone());
+            offer(&mut self.processes, p.as_str());
         }
         for a in &other.addresses {
-            insert_bounded(&mut self.addresses, a.clone());
+            offer(&mut self.addresses, a.as_str());
         }
         for p in &other.ports {
-            insert_bounded(&mut self.ports, *p);
+            offer(&mut self.ports, p);
         }
         for t in &other.techniques {
-            insert_bounded(&mut self.techniques, t.clone());
+            offer(&mut self.techniques, t.as_str());
         }
         if let (Some(f), Some(l)) = (&other.first_seen, &other.last_seen) {
             self.observe_time(f, l);
