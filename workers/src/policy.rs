@@ -15,7 +15,8 @@ use qflows_workflows::cdr::model::{
     AuditStyle, Enforcement, Observation, TetragonVersion, dns_label,
 };
 use qflows_workflows::cdr::{
-    CdrToPolicyInput, FindingsReport, KubeTarget, OutputSettings, ReviewRequest, ReviewSettings,
+    CdrToPolicyInput, FindingsReport, KubeTarget, OutputSettings, PoliciesView, PolicyRecord,
+    ReviewRequest, ReviewSettings,
 };
 use qflows_workflows::input::parse;
 use std::path::PathBuf;
@@ -261,21 +262,14 @@ pub struct ReviewArgs {
     pub timeout_secs: u64,
 }
 
-/// `qflows policy promote` / `rollback`: sends the update and prints the policy.
-pub async fn review(
-    temporal: &TemporalArgs,
-    args: ReviewArgs,
+/// Sends `promote` (or `rollback`) to a running CdrToPolicy and returns the policy as applied.
+pub async fn send_review(
+    client: &temporalio_client::Client,
+    workflow_id: &str,
+    request: ReviewRequest,
     promote: bool,
-) -> anyhow::Result<()> {
-    let client = temporal::connect(temporal, "qflows-cli").await?;
-    let id = args.target.workflow_id();
-    let handle = client.get_workflow_handle::<CdrToPolicy>(id.clone());
-    let request = ReviewRequest {
-        policy: args.policy,
-        by: args.by,
-        reason: args.reason,
-        timeout_secs: args.timeout_secs,
-    };
+) -> anyhow::Result<PolicyRecord> {
+    let handle = client.get_workflow_handle::<CdrToPolicy>(workflow_id);
     let opts = WorkflowExecuteUpdateOptions::default();
     let result = if promote {
         handle
@@ -286,7 +280,35 @@ pub async fn review(
             .execute_update(CdrToPolicy::rollback, request, opts)
             .await
     };
-    let record = result.map_err(|e| anyhow::anyhow!("{id}: {e:?}"))?;
+    result.map_err(|e| anyhow::anyhow!("{workflow_id}: {e:?}"))
+}
+
+/// The `policies` query of a running CdrToPolicy.
+pub async fn query_policies(
+    client: &temporalio_client::Client,
+    workflow_id: &str,
+) -> anyhow::Result<PoliciesView> {
+    client
+        .get_workflow_handle::<CdrToPolicy>(workflow_id)
+        .query(CdrToPolicy::policies, (), WorkflowQueryOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{workflow_id}: {e:?}"))
+}
+
+/// `qflows policy promote` / `rollback`: sends the update and prints the policy.
+pub async fn review(
+    temporal: &TemporalArgs,
+    args: ReviewArgs,
+    promote: bool,
+) -> anyhow::Result<()> {
+    let client = temporal::connect(temporal, "qflows-cli").await?;
+    let request = ReviewRequest {
+        policy: args.policy,
+        by: args.by,
+        reason: args.reason,
+        timeout_secs: args.timeout_secs,
+    };
+    let record = send_review(&client, &args.target.workflow_id(), request, promote).await?;
     println!("{}", serde_json::to_string_pretty(&record)?);
     Ok(())
 }
@@ -294,12 +316,7 @@ pub async fn review(
 /// `qflows policy list`: the `policies` query.
 pub async fn list(temporal: &TemporalArgs, target: TargetArgs) -> anyhow::Result<()> {
     let client = temporal::connect(temporal, "qflows-cli").await?;
-    let id = target.workflow_id();
-    let view = client
-        .get_workflow_handle::<CdrToPolicy>(id.clone())
-        .query(CdrToPolicy::policies, (), WorkflowQueryOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("{id}: {e:?}"))?;
+    let view = query_policies(&client, &target.workflow_id()).await?;
     println!("{}", serde_json::to_string_pretty(&view)?);
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject};
+use qflows::policy::{query_policies, send_review};
 use qflows_activities::policies::{api_resource, prune};
 use qflows_integration::kube::KubeApiServer;
 use qflows_integration::{TestEnv, wait_for};
@@ -14,9 +15,7 @@ use qualys_emulator::EmulatorConfig;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
-use temporalio_client::{
-    Client, WorkflowExecuteUpdateOptions, WorkflowQueryOptions, WorkflowStartOptions,
-};
+use temporalio_client::{Client, WorkflowStartOptions};
 
 const ID: &str = "cdr-kube";
 
@@ -31,11 +30,7 @@ fn finding(id: &str, category: &str, minutes_ago: u64, extra: Value) -> Value {
 }
 
 async fn view(client: &Client) -> Option<PoliciesView> {
-    client
-        .get_workflow_handle::<CdrToPolicy>(ID)
-        .query(CdrToPolicy::policies, (), WorkflowQueryOptions::default())
-        .await
-        .ok()
+    query_policies(client, ID).await.ok()
 }
 
 async fn syncs(client: &Client, n: u64) -> anyhow::Result<PoliciesView> {
@@ -76,24 +71,13 @@ async fn applied(kube: &kube::Client) -> anyhow::Result<BTreeMap<String, (String
 }
 
 async fn review(client: &Client, promote: bool, policy: &str) -> anyhow::Result<()> {
-    let handle = client.get_workflow_handle::<CdrToPolicy>(ID);
     let request = ReviewRequest {
         policy: policy.into(),
         by: "alice@example.com".into(),
         reason: "reviewed".into(),
         timeout_secs: 60,
     };
-    let opts = WorkflowExecuteUpdateOptions::default();
-    if promote {
-        handle
-            .execute_update(CdrToPolicy::promote, request, opts)
-            .await
-    } else {
-        handle
-            .execute_update(CdrToPolicy::rollback, request, opts)
-            .await
-    }
-    .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    send_review(client, ID, request, promote).await?;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! CdrToPolicy end to end: emulated Qualys CDR findings → the worker binary → policy files, and
 //! review by updates; `qflows policy generate` offline on a findings file with broken entries.
 
+use qflows::policy::{query_policies, send_review};
 use qflows_integration::{TestEnv, history_json, qflows_bin, record_history, wait_for};
 use qflows_workflows::CdrToPolicy;
 use qflows_workflows::cdr::model::Enforcement;
@@ -10,9 +11,7 @@ use qualys_emulator::EmulatorConfig;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, SystemTime};
-use temporalio_client::{
-    Client, WorkflowExecuteUpdateOptions, WorkflowQueryOptions, WorkflowStartOptions,
-};
+use temporalio_client::{Client, WorkflowStartOptions};
 
 fn minutes_ago(m: u64) -> String {
     rfc3339(SystemTime::now() - Duration::from_secs(m * 60))
@@ -45,11 +44,7 @@ fn findings() -> Vec<Value> {
 }
 
 async fn policies(client: &Client, id: &str) -> anyhow::Result<PoliciesView> {
-    client
-        .get_workflow_handle::<CdrToPolicy>(id)
-        .query(CdrToPolicy::policies, (), WorkflowQueryOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("query: {e:?}"))
+    query_policies(client, id).await
 }
 
 async fn review(
@@ -58,24 +53,15 @@ async fn review(
     promote: bool,
     policy: &str,
 ) -> Result<PolicyRecord, String> {
-    let handle = client.get_workflow_handle::<CdrToPolicy>(id);
     let request = ReviewRequest {
         policy: policy.into(),
         by: "alice@example.com".into(),
         reason: "seen only in attack traffic".into(),
         timeout_secs: 60,
     };
-    let opts = WorkflowExecuteUpdateOptions::default();
-    let r = if promote {
-        handle
-            .execute_update(CdrToPolicy::promote, request, opts)
-            .await
-    } else {
-        handle
-            .execute_update(CdrToPolicy::rollback, request, opts)
-            .await
-    };
-    r.map_err(|e| format!("{e:?}"))
+    send_review(client, id, request, promote)
+        .await
+        .map_err(|e| format!("{e:?}"))
 }
 
 /// Every payload in a history, decoded (payload data is base64 in the JSON form).
@@ -436,4 +422,101 @@ fn policy_generate_writes_the_valid_policies_and_reports_the_rest() {
     assert!(stderr.contains("is not a findings document"), "{stderr}");
     assert!(!dir.join("none").exists());
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// `qflows schedule cdr` creates a Temporal Schedule whose runs are CdrToPolicy syncs.
+#[tokio::test]
+async fn schedule_cdr_runs_cdr_to_policy_on_an_interval() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    env.qualys.set_cdr_findings(findings());
+    let worker = env.worker().start(&env.dir).await?;
+    let out = env.dir.join("scheduled");
+    let run = tokio::process::Command::new(qflows_bin()?)
+        .args([
+            "schedule",
+            "cdr",
+            "--every",
+            "1h",
+            "--trigger-now",
+            "--policy-set",
+            "nightly",
+        ])
+        .arg("--output-dir")
+        .arg(&out)
+        .args(["--temporal-address", &env.temporal.address])
+        .args(["--task-queue", &worker.task_queue])
+        .env_clear()
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("schedule cdr-nightly created"), "{stderr}");
+    // The triggered run syncs once and writes the policies.
+    let files = wait_for(
+        "the scheduled run's policies",
+        Duration::from_secs(60),
+        || async {
+            let n = std::fs::read_dir(&out).map(|d| d.count()).unwrap_or(0);
+            (n == 3).then_some(n)
+        },
+    )
+    .await?;
+    assert_eq!(files, 3);
+    // A bad interval is refused before anything is created.
+    let bad = tokio::process::Command::new(qflows_bin()?)
+        .args([
+            "schedule",
+            "cdr",
+            "--every",
+            "10s",
+            "--output-dir",
+            "/tmp/x",
+        ])
+        .env_clear()
+        .output()
+        .await?;
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("at least 1m"));
+    Ok(())
+}
+
+/// A target that cannot take the policy: the sync keeps its state and reports why, and a
+/// promotion that cannot be applied changes nothing.
+#[tokio::test]
+async fn an_unpublishable_promotion_changes_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    env.qualys.set_cdr_findings(findings());
+    let worker = env.worker().start(&env.dir).await?;
+    let id = "cdr-unreachable";
+    start(
+        &env,
+        &worker.task_queue,
+        id,
+        json!({"policySet": "unreachable", "lookbackHours": 2,
+               "output": {"kubernetes": {"kubeconfig": env.dir.join("missing-kubeconfig")}}}),
+    )
+    .await?;
+    let view = wait_for("the first sync", Duration::from_secs(60), || async {
+        policies(&env.client, id)
+            .await
+            .ok()
+            .filter(|v| v.last_sync.is_some())
+    })
+    .await?;
+    let sync = view.last_sync.unwrap();
+    let why = sync.publish_error.expect("a publish error");
+    assert!(why.contains("kubernetes configuration"), "{why}");
+    assert_eq!(view.policies.len(), 3, "the state is kept");
+    let err = review(&env.client, id, true, "t1496-mining-batch-reports")
+        .await
+        .unwrap_err();
+    assert!(err.contains("lapsed"), "{err}");
+    let after = policies(&env.client, id).await?;
+    assert!(
+        after
+            .policies
+            .iter()
+            .all(|p| p.enforcement == Enforcement::Audit)
+    );
+    Ok(())
 }
