@@ -10,7 +10,7 @@ use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::ActivityError;
 
 /// A failure type name and whether Temporal should retry it.
-fn failure(
+pub(crate) fn failure(
     err: impl std::error::Error + Send + Sync + 'static,
     type_name: &str,
     retryable: bool,

@@ -25,7 +25,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use temporalio_macros::activities;
-use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::info;
 
@@ -84,12 +83,7 @@ impl IntoFailure for PolicyOutputError {
     fn into_failure(self) -> ActivityError {
         let type_name = self.type_name();
         let retryable = self.is_retryable();
-        ActivityError::application(
-            ApplicationFailure::builder(self)
-                .type_name(type_name.to_string())
-                .non_retryable(!retryable)
-                .build(),
-        )
+        crate::failure::failure(self, type_name, retryable, None)
     }
 }
 

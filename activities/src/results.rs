@@ -17,7 +17,6 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
-use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::ActivityError;
 
 /// Version of the document schema (`schemaVersion`).
@@ -150,12 +149,7 @@ impl crate::failure::IntoFailure for StoreError {
     fn into_failure(self) -> ActivityError {
         let type_name = self.type_name();
         let retryable = self.is_retryable();
-        ActivityError::application(
-            ApplicationFailure::builder(self)
-                .type_name(type_name.to_string())
-                .non_retryable(!retryable)
-                .build(),
-        )
+        crate::failure::failure(self, type_name, retryable, None)
     }
 }
 
