@@ -190,6 +190,7 @@ pub async fn run(
                     args.emulator_port
                 )
             })?;
+        running.set_cdr_findings(dev_findings());
         let gateway = running.base_url();
         emulator = Some(running);
         QualysArgs {
@@ -227,6 +228,32 @@ pub async fn run(
     result
 }
 
+/// CDR findings of the last hours for the emulator, so CdrToPolicy has something to turn into
+/// policies in the dev loop.
+fn dev_findings() -> Vec<serde_json::Value> {
+    let ago = |m: u64| {
+        qflows_workflows::clock::rfc3339(
+            std::time::SystemTime::now() - std::time::Duration::from_secs(m * 60),
+        )
+    };
+    let shop = serde_json::json!({"app": "payments-api", "io.kubernetes.pod.namespace": "shop"});
+    let batch = serde_json::json!({"app": "reports", "io.kubernetes.pod.namespace": "batch"});
+    vec![
+        serde_json::json!({"uuid": "dev-imds-1", "threatCategory": "Cloud_Credentials_Accessed_By_Network_Utility",
+            "severity": 4, "timestamp": ago(90), "processPath": "/usr/bin/curl",
+            "destinationIp": "169.254.169.254", "destinationPort": 80, "podLabels": shop,
+            "mitreRulesInfo": {"T1552.005": {}}}),
+        serde_json::json!({"uuid": "dev-mining-1", "threatCategory": "Crypto_Mining", "severity": 3,
+            "timestamp": ago(60), "processPath": "/tmp/xmrig", "destinationIp": "45.9.148.3",
+            "destinationPort": 3333, "podLabels": batch}),
+        serde_json::json!({"uuid": "dev-shell-1", "threatCategory": "Reverse_Shell", "severity": 4,
+            "timestamp": ago(30), "processPath": "/bin/bash", "destinationIp": "203.0.113.9",
+            "destinationPort": 4444, "podLabels": batch}),
+        serde_json::json!({"uuid": "dev-ssh-1", "threatCategory": "SSH_Password_Brute_Force",
+            "severity": 2, "timestamp": ago(20)}),
+    ]
+}
+
 fn print_banner(
     args: &DevArgs,
     temporal: &TemporalCli,
@@ -252,6 +279,8 @@ fn print_banner(
          \n\nTry it:\n\
          \n  {cli} workflow start{address} --type EnsureRegistry --task-queue {task_queue} --workflow-id registry-123456789012-us-east-1 --input '{{\"accountId\":\"123456789012\",\"region\":\"us-east-1\"}}'\
          \n  {cli} workflow show{address} --workflow-id registry-123456789012-us-east-1\n\
+         \n  {cli} workflow start{address} --type CdrToPolicy --task-queue {task_queue} --workflow-id cdr-dev --input '{{\"policySet\":\"dev\",\"output\":{{\"directory\":\".qflows/policies\"}}}}'\
+         \n  {cli} workflow query{address} --workflow-id cdr-dev --name policies\n\
          \nCtrl-C stops everything.\n",
         ui = args.ui_port,
         port = args.temporal_port,
