@@ -94,7 +94,7 @@ impl CdrToPolicy {
                 sync(ctx, &input).await?;
                 sync_due = false;
             }
-            apply_time_rules(ctx, &input).await?;
+            apply_time_rules(ctx, &input).await;
             serve_review_requests(ctx, &input).await;
 
             // Wait for the next thing to do: a review request, a sync (timer or signal), a
@@ -441,10 +441,7 @@ fn rule_deadline(p: &PolicyRecord, input: &CdrToPolicyInput) -> Option<u64> {
 }
 
 /// Automatic promotion of quiet policies and reversion of enforced ones past their TTL.
-async fn apply_time_rules(
-    ctx: &mut WorkflowContext<CdrToPolicy>,
-    input: &CdrToPolicyInput,
-) -> WorkflowResult<()> {
+async fn apply_time_rules(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) {
     let now = now_secs(ctx);
     let changed = ctx.state_mut(|s| {
         let mut changed = false;
@@ -480,7 +477,6 @@ async fn apply_time_rules(
         // Best effort like a sync: on failure the next sync or review publishes again.
         let _ = publish(ctx, input, Vec::new(), options::retrying(120, 900)).await;
     }
-    Ok(())
 }
 
 fn note(by: &str, reason: &str, now: u64) -> ReviewNote {

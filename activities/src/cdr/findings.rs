@@ -5,7 +5,7 @@
 //! as the API answers, or a bare array). Files are read element by element with borrowed strings,
 //! so a million findings pass through in constant memory.
 
-use crate::qualys::CdrFinding;
+use crate::qualys::{CdrFinding, Severity, techniques};
 use qflows_workflows::cdr::model::{Category, Observation, Workload};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -224,12 +224,14 @@ impl<'de> Deserialize<'de> for Mitre {
             fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Mitre, A::Error> {
                 let mut out = Vec::new();
                 while let Some(v) = a.next_element::<Value>()? {
-                    out.extend(techniques(&Value::Array(vec![v])));
+                    out.extend(techniques(&Value::Array(vec![v])).unwrap_or_default());
                 }
                 Ok(Mitre(out))
             }
             fn visit_str<E>(self, v: &str) -> Result<Mitre, E> {
-                Ok(Mitre(techniques(&Value::String(v.to_string()))))
+                Ok(Mitre(
+                    techniques(&Value::String(v.to_string())).unwrap_or_default(),
+                ))
             }
             fn visit_u64<E>(self, _: u64) -> Result<Mitre, E> {
                 Ok(Mitre::default())
@@ -248,40 +250,6 @@ impl<'de> Deserialize<'de> for Mitre {
             }
         }
         d.deserialize_any(V)
-    }
-}
-
-fn techniques(v: &Value) -> Vec<String> {
-    let pick = |o: &serde_json::Map<String, Value>| {
-        ["technique", "techniqueId", "mitreTechnique", "id"]
-            .iter()
-            .find_map(|k| o.get(*k).and_then(Value::as_str).map(String::from))
-    };
-    match v {
-        Value::Object(o) => o.keys().cloned().collect(),
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|i| match i {
-                Value::String(s) => Some(s.clone()),
-                Value::Object(o) => pick(o),
-                _ => None,
-            })
-            .collect(),
-        Value::String(s) => s.split(',').map(|t| t.trim().to_string()).collect(),
-        _ => Vec::new(),
-    }
-    .into_iter()
-    .filter(|t| !t.is_empty())
-    .collect()
-}
-
-fn severity(s: Option<&str>) -> u8 {
-    match s.map(str::to_ascii_uppercase).as_deref() {
-        Some("1" | "LOW") => 1,
-        Some("2" | "MEDIUM") => 2,
-        Some("3" | "HIGH") => 3,
-        Some("4" | "5" | "CRITICAL") => 4,
-        _ => 0,
     }
 }
 
@@ -404,7 +372,11 @@ impl Fields<'_> {
                 .and_then(|p| p.parse().ok())
                 .filter(|p| *p > 0),
             timestamp: self.timestamp.get().map(String::from),
-            severity: severity(self.severity.get()),
+            severity: self
+                .severity
+                .get()
+                .and_then(Severity::from_text)
+                .map_or(0, Severity::rank),
         })
     }
 }

@@ -14,6 +14,7 @@ use crate::tetragon::policy::{
     API_VERSION, Arg, Ignore, Kprobe, LabelRequirement, LabelSelector, MatchAction, MatchArg,
     MatchBinaries, MatchNamespace, Metadata, PolicyOption, Selector, Spec, TracingPolicy,
 };
+use crate::tetragon::schema;
 use qflows_workflows::cdr::model::{
     AuditStyle, Category, Enforcement, Evidence, PolicyKey, TetragonVersion, Workload,
 };
@@ -203,10 +204,10 @@ impl Scope {
         let labels: BTreeMap<String, String> = w
             .labels
             .iter()
-            .filter(|(k, v)| is_label_key(k) && is_label_value(v))
+            .filter(|(k, v)| schema::is_label_key(k) && schema::is_label_value(v))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let namespace = w.namespace.clone().filter(|n| is_dns_label(n));
+        let namespace = w.namespace.clone().filter(|n| schema::is_namespace_name(n));
         // `repo` in containerSelector arrived in v1.5; repos hold `/`, so matchExpressions.
         let container_selector = w
             .image_repository
@@ -260,41 +261,6 @@ fn repo_forms(repo: &str) -> Vec<String> {
         forms.insert(short.to_string());
     }
     forms.into_iter().collect()
-}
-
-fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_label_value(v: &str) -> bool {
-    v.len() <= 63
-        && !v.is_empty()
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && v.as_bytes()[0].is_ascii_alphanumeric()
-        && v.as_bytes()[v.len() - 1].is_ascii_alphanumeric()
-}
-
-fn is_label_key(k: &str) -> bool {
-    let (prefix, name) = match k.rsplit_once('/') {
-        Some((p, n)) => (Some(p), n),
-        None => (None, k),
-    };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|l| {
-                !l.is_empty()
-                    && l.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            })
-    });
-    prefix_ok && is_label_value(name)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]

@@ -679,21 +679,44 @@ pub enum Severity {
 impl Severity {
     /// The severity of an int (1–5) or a name (case-insensitive) or a numeric string.
     pub fn from_value(v: &Value) -> Option<Severity> {
-        if let Some(n) = as_u64(v) {
-            return match n {
-                1 => Some(Severity::Low),
-                2 => Some(Severity::Medium),
-                3 => Some(Severity::High),
-                4 | 5 => Some(Severity::Critical),
-                _ => None,
-            };
+        match as_u64(v) {
+            Some(n) => Self::from_number(n),
+            None => Self::from_text(v.as_str()?),
         }
-        match v.as_str()?.trim().to_ascii_uppercase().as_str() {
+    }
+
+    /// The severity of text: a name (case-insensitive) or a number.
+    pub fn from_text(s: &str) -> Option<Severity> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<u64>() {
+            return Self::from_number(n);
+        }
+        match s.to_ascii_uppercase().as_str() {
             "LOW" => Some(Severity::Low),
             "MEDIUM" => Some(Severity::Medium),
             "HIGH" => Some(Severity::High),
             "CRITICAL" => Some(Severity::Critical),
             _ => None,
+        }
+    }
+
+    fn from_number(n: u64) -> Option<Severity> {
+        match n {
+            1 => Some(Severity::Low),
+            2 => Some(Severity::Medium),
+            3 => Some(Severity::High),
+            4 | 5 => Some(Severity::Critical),
+            _ => None,
+        }
+    }
+
+    /// 1 (low) to 4 (critical).
+    pub fn rank(self) -> u8 {
+        match self {
+            Severity::Low => 1,
+            Severity::Medium => 2,
+            Severity::High => 3,
+            Severity::Critical => 4,
         }
     }
 
@@ -786,7 +809,9 @@ pub struct CdrFinding {
     pub extra: Map<String, Value>,
 }
 
-fn techniques(v: &Value) -> Option<Vec<String>> {
+/// Technique IDs of a `mitreRulesInfo` value: object keys, an array of strings or
+/// `{technique}` objects, or a comma-separated string; `None` for other types.
+pub(crate) fn techniques(v: &Value) -> Option<Vec<String>> {
     let mut out: Vec<String> = match v {
         Value::Object(o) => o.keys().cloned().collect(),
         Value::Array(a) => a

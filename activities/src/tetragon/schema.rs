@@ -65,6 +65,21 @@ impl std::fmt::Display for Violation {
 /// The API version both policy kinds are served under.
 const API_VERSION: &str = "cilium.io/v1alpha1";
 
+/// Whether `key` is a valid Kubernetes label key (optional DNS prefix, name of at most 63).
+pub fn is_label_key(key: &str) -> bool {
+    meta::qualified_name_error(key).is_none()
+}
+
+/// Whether `value` is a valid, non-empty Kubernetes label value.
+pub fn is_label_value(value: &str) -> bool {
+    !value.is_empty() && meta::label_value_error(value).is_none()
+}
+
+/// Whether `name` is a valid namespace name (a DNS-1123 label).
+pub fn is_namespace_name(name: &str) -> bool {
+    meta::dns1123_label_error(name).is_none()
+}
+
 /// Validates a full TracingPolicy or TracingPolicyNamespaced object (kind decides which CRD).
 ///
 /// Returns every violation found (CRD schema, CEL rules, Tetragon loader rules), in document

@@ -55,6 +55,15 @@ pub(super) fn dns1123_subdomain_error(s: &str) -> Option<String> {
     }
 }
 
+/// Why `s` is not a DNS-1123 label (a namespace name), if it is not.
+pub(super) fn dns1123_label_error(s: &str) -> Option<String> {
+    (s.len() > 63 || !DNS1123_LABEL.is_match(s)).then(|| {
+        "a lowercase RFC 1123 label must consist of at most 63 lower case alphanumeric \
+         characters or '-', and must start and end with an alphanumeric character"
+            .into()
+    })
+}
+
 /// Why `key` is not a valid label/annotation key (`IsQualifiedName`), if it is not.
 pub(super) fn qualified_name_error(key: &str) -> Option<String> {
     let (prefix, name) = match key.split('/').collect::<Vec<_>>()[..] {
