@@ -7,12 +7,14 @@
 //!   gate, and the results store.
 //! - [`resolve`]: deployments to images and digests (ECS, ECR, cross-account roles).
 //! - [`qscanner`]: running QScanner and reading its reports.
+//! - [`sensor`]: the activities behind `DeploySensor` (rendering, ECS, Kubernetes, roll-back).
 //! - [`failure`]: how errors become Temporal failures (retryable or not, with a bounded type).
 //!
 //! Activity types and their inputs and outputs are declared in
 //! [`qflows_workflows::contracts`]; this crate implements them.
 
 pub mod aws;
+pub mod azure;
 pub mod cdr;
 pub mod failure;
 pub mod gate;
@@ -25,8 +27,10 @@ pub mod registry;
 pub mod resolve;
 pub mod results;
 pub mod scan;
+pub mod sensor;
 pub mod tetragon;
 
 pub use qscan::QScannerActivities;
 pub use registry::RegistryActivities;
 pub use scan::ScanActivities;
+pub use sensor::SensorActivities;

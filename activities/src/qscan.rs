@@ -88,6 +88,21 @@ impl QScannerActivities {
                     token: None,
                 })
             }
+            // ACR images: the ACR refresh token of the worker's Azure identity.
+            RegistryKind::Acr { .. } => match self.resolver.azure() {
+                Ok(azure) => {
+                    let refresh = azure
+                        .acr_refresh_token(&input.image.registry)
+                        .await
+                        .map_err(IntoFailure::into_failure)?;
+                    Some(RegistryCredentials {
+                        username: Some(crate::azure::ACR_TOKEN_USER.to_string()),
+                        password: Some(crate::qualys::Secret::new(refresh)),
+                        token: None,
+                    })
+                }
+                Err(_) => None,
+            },
             _ => None,
         };
         let image = input

@@ -1,4 +1,5 @@
-//! From a deployment to images with digests: ECS task definitions and services, ECR tags.
+//! From a deployment to images with digests: ECS task definitions and services, ECR tags, and
+//! on Azure container groups, container apps and jobs (Resource Manager) and ACR tags.
 //!
 //! Calls run in the account that owns the resources. With `QFLOWS_CROSS_ACCOUNT_ROLE_NAME`, a
 //! resource in another account than the worker's own is read through that role in its account
@@ -6,6 +7,8 @@
 //! they expire.
 
 use crate::aws::{Aws, AwsError};
+use crate::azure::{Azure, AzureError};
+use crate::failure::IntoFailure;
 use crate::qualys::Secret;
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
@@ -44,9 +47,37 @@ impl Default for ResolverSettings {
 /// Reads ECS and ECR for image resolution.
 pub struct Resolver {
     aws: Arc<Aws>,
+    azure: Option<Azure>,
     settings: ResolverSettings,
     own_account: OnceCell<String>,
     assumed: Mutex<HashMap<(String, String), Credentials>>,
+}
+
+/// Why a deployment's images could not be resolved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ResolveError {
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] AwsError),
+    /// An Azure call failed.
+    #[error(transparent)]
+    Azure(#[from] AzureError),
+    /// An Azure event arrived but the worker has no Azure access configured.
+    #[error("the event is from Azure, but this worker could not set up Azure access: {0}")]
+    NoAzure(String),
+}
+
+impl IntoFailure for ResolveError {
+    fn into_failure(self) -> temporalio_sdk::activities::ActivityError {
+        match self {
+            ResolveError::Aws(e) => e.into_failure(),
+            ResolveError::Azure(e) => e.into_failure(),
+            e @ ResolveError::NoAzure(_) => {
+                crate::failure::failure(e, "AzureCredentials", false, None)
+            }
+        }
+    }
 }
 
 impl Resolver {
@@ -54,6 +85,7 @@ impl Resolver {
     pub fn new(aws: Arc<Aws>, settings: ResolverSettings) -> Self {
         Self {
             aws,
+            azure: None,
             settings,
             own_account: OnceCell::new(),
             assumed: Mutex::new(HashMap::new()),
@@ -295,17 +327,48 @@ fn arn_account_region(arn: &str) -> Option<(String, String)> {
     (service == "ecs").then(|| (account.to_string(), region.to_string()))
 }
 
+impl Resolver {
+    /// Also resolves Azure deployments and ACR tags with `azure`.
+    pub fn with_azure(mut self, azure: Azure) -> Self {
+        self.azure = Some(azure);
+        self
+    }
+
+    /// The Azure client, or why there is none.
+    pub fn azure(&self) -> Result<&Azure, ResolveError> {
+        self.azure.as_ref().ok_or_else(|| {
+            ResolveError::NoAzure(
+                "no credential could be built from the environment (see the README's Azure section)"
+                    .into(),
+            )
+        })
+    }
+}
+
 /// Resolves every image of a deployment request to a digest where one can be found.
 pub async fn resolve_request(
     resolver: &Resolver,
     request: &ScanRequest,
-) -> Result<Vec<ResolvedImage>, AwsError> {
+) -> Result<Vec<ResolvedImage>, ResolveError> {
     let missing = |what: &str| AwsError::Invalid {
         operation: "resolve",
         code: "MissingField".into(),
         message: format!("the event names no {what}"),
     };
     let mut images = request.images.clone();
+    if images.is_empty()
+        && let Some(resource) = &request.azure_resource
+    {
+        for image in resolver.azure()?.resource_images(resource).await? {
+            let parsed = ImageRef::parse(&image).map_err(|e| AzureError::BadResponse {
+                what: format!("GET {resource}"),
+                message: format!("image `{image}`: {e}"),
+            })?;
+            if !images.contains(&parsed) {
+                images.push(parsed);
+            }
+        }
+    }
     if images.is_empty() {
         let task_definition = match (&request.task_definition, &request.service) {
             (Some(td), _) => td.clone(),
@@ -324,7 +387,7 @@ pub async fn resolve_request(
                     )
                     .await?
             }
-            (None, None) => return Err(missing("image, task definition or service")),
+            (None, None) => return Err(missing("image, task definition or service").into()),
         };
         let (account, region) = match arn_account_region(&task_definition) {
             Some(ar) => ar,
@@ -364,6 +427,17 @@ pub async fn resolve_request(
                 let tag = image.tag_or_latest().unwrap_or("latest").to_string();
                 match resolver
                     .ecr_digest(&account_id, &region, &image.repository, &tag)
+                    .await?
+                {
+                    Ok(d) => (Some(d), None),
+                    Err(why) => (None, Some(why)),
+                }
+            }
+            (None, RegistryKind::Acr { .. }, _) => {
+                let tag = image.tag_or_latest().unwrap_or("latest").to_string();
+                match resolver
+                    .azure()?
+                    .acr_digest(&image.registry, &image.repository, &tag)
                     .await?
                 {
                     Ok(d) => (Some(d), None),

@@ -17,6 +17,7 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use temporalio_sdk::activities::ActivityError;
 
 /// Version of the document schema (`schemaVersion`).
@@ -221,14 +222,7 @@ impl S3Results {
     /// Digest and timestamp keep their `:` (the ECR scanner's keys do too); characters outside
     /// S3's safe set become `_`, and empty, `.` and `..` segments become `_`.
     pub fn key(&self, repository: &str, digest: &str, scanned_at: &str) -> String {
-        let repository: Vec<String> = repository.split('/').map(safe_key_segment).collect();
-        format!(
-            "{}scan-results/{}/{}/{}.json",
-            self.prefix,
-            repository.join("/"),
-            safe_key_segment(digest),
-            safe_key_segment(scanned_at)
-        )
+        object_key(&self.prefix, repository, digest, scanned_at)
     }
 
     /// Writes `document` and returns its `s3://bucket/key` reference. Retrying overwrites the
@@ -272,6 +266,90 @@ impl S3Results {
     }
 }
 
+/// `<prefix>scan-results/<repository>/<digest>/<scannedAt>.json`, shared by S3 and Blob Storage.
+fn object_key(prefix: &str, repository: &str, digest: &str, scanned_at: &str) -> String {
+    let repository: Vec<String> = repository.split('/').map(safe_key_segment).collect();
+    format!(
+        "{}scan-results/{}/{}/{}.json",
+        prefix,
+        repository.join("/"),
+        safe_key_segment(digest),
+        safe_key_segment(scanned_at)
+    )
+}
+
+/// Results in an Azure Blob Storage container, same layout as S3.
+#[derive(Clone)]
+pub struct BlobResults {
+    client: Arc<azure_storage_blob::BlobContainerClient>,
+    /// The container URL without its query (no SAS), for references and messages.
+    container: String,
+    prefix: String,
+}
+
+impl std::fmt::Debug for BlobResults {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BlobResults")
+            .field("container", &self.container)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl BlobResults {
+    /// Writes `document` as a block blob (overwriting on retry) and returns its URL (without
+    /// any SAS).
+    pub async fn put(
+        &self,
+        repository: &str,
+        digest: &str,
+        scanned_at: &str,
+        document: &impl Serialize,
+    ) -> Result<String, StoreError> {
+        let key = object_key(&self.prefix, repository, digest, scanned_at);
+        let body = serde_json::to_vec_pretty(document).map_err(|e| StoreError::Denied {
+            store: self.container.clone(),
+            message: format!("the document is not JSON: {e}"),
+        })?;
+        let blob = self.client.blob_client(&key);
+        match blob
+            .upload(azure_core::http::RequestContent::from(body), None)
+            .await
+        {
+            Ok(_) => Ok(format!("{}/{key}", self.container)),
+            Err(e) => {
+                // The error text may hold the request URL and with it a SAS: keep only the kind.
+                let status = e.http_status().map(u16::from);
+                let message = match status {
+                    Some(code) => format!("HTTP {code}"),
+                    None => format!("the request failed: {}", without_query(&e.to_string())),
+                };
+                Err(match status {
+                    Some(400 | 401 | 403 | 404 | 409) => StoreError::Denied {
+                        store: self.container.clone(),
+                        message,
+                    },
+                    _ => StoreError::Unavailable {
+                        store: self.container.clone(),
+                        message,
+                    },
+                })
+            }
+        }
+    }
+}
+
+/// `text` with every URL query (which may hold a SAS) cut.
+fn without_query(text: &str) -> String {
+    text.split_whitespace()
+        .map(|word| match word.split_once('?') {
+            Some((before, _)) if before.contains("://") => format!("{before}?<redacted>"),
+            _ => word.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// `""`, or the prefix without a leading `/` and with a trailing `/`.
 fn normalize_prefix(prefix: &str) -> String {
     let trimmed = prefix.trim_start_matches('/');
@@ -297,6 +375,17 @@ pub enum ResultsLocation {
         /// The bucket.
         bucket: String,
         /// The key prefix (`""` or ending with `/`).
+        prefix: String,
+    },
+    /// An Azure Blob Storage container: `https://<account>.blob.core.windows.net/<container>/<prefix>`,
+    /// with a SAS in the query or else the worker's Azure identity. On an IP or `localhost`
+    /// (Azurite) the account is the first path segment.
+    AzureBlob {
+        /// The container URL (no query).
+        container_url: String,
+        /// The SAS query, if any (secret: never printed).
+        sas: Option<String>,
+        /// The blob name prefix (`""` or ending with `/`).
         prefix: String,
     },
 }
@@ -327,8 +416,14 @@ impl ResultsLocation {
         let Some(end) = scheme_end else {
             return Ok(ResultsLocation::Local(PathBuf::from(trimmed)));
         };
-        if !trimmed[..end].eq_ignore_ascii_case("s3") {
-            return Err(invalid("only s3:// URLs and directory paths are supported"));
+        let scheme = trimmed[..end].to_ascii_lowercase();
+        if scheme == "https" || scheme == "http" {
+            return Self::azure_blob(trimmed).map_err(invalid);
+        }
+        if scheme != "s3" {
+            return Err(invalid(
+                "only s3:// URLs, Azure Blob container URLs (https://) and directory paths are supported",
+            ));
         }
         let rest = &trimmed[end + 3..];
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
@@ -348,6 +443,36 @@ impl ResultsLocation {
             prefix: normalize_prefix(prefix),
         })
     }
+
+    fn azure_blob(location: &str) -> Result<Self, &'static str> {
+        let url = url::Url::parse(location).map_err(|_| "not a valid URL")?;
+        let local = matches!(
+            url.host(),
+            Some(url::Host::Ipv4(_) | url::Host::Ipv6(_)) | Some(url::Host::Domain("localhost"))
+        );
+        if url.scheme() == "http" && !local {
+            return Err("Azure Blob Storage needs https (http only for a local Azurite)");
+        }
+        let segments: Vec<&str> = url
+            .path_segments()
+            .map(|s| s.filter(|p| !p.is_empty()).collect())
+            .unwrap_or_default();
+        let container_segments = if local { 2 } else { 1 };
+        if segments.len() < container_segments {
+            return Err(
+                "the URL must name a container: https://<account>.blob.core.windows.net/<container>[/prefix]",
+            );
+        }
+        let mut container_url = url.clone();
+        container_url.set_query(None);
+        container_url.set_path(&segments[..container_segments].join("/"));
+        let prefix = segments[container_segments..].join("/");
+        Ok(ResultsLocation::AzureBlob {
+            container_url: container_url.as_str().trim_end_matches('/').to_string(),
+            sas: url.query().filter(|q| !q.is_empty()).map(str::to_string),
+            prefix: normalize_prefix(&prefix),
+        })
+    }
 }
 
 /// The results store: a local directory or an S3 bucket.
@@ -357,6 +482,8 @@ pub enum ResultsStore {
     Local(LocalResults),
     /// An S3 bucket.
     S3(S3Results),
+    /// An Azure Blob Storage container.
+    Blob(BlobResults),
 }
 
 impl ResultsStore {
@@ -393,6 +520,7 @@ impl ResultsStore {
                     .map_err(|e| StoreError::from_io(&root, e))
             }
             ResultsStore::S3(s3) => s3.put(repository, digest, scanned_at, document).await,
+            ResultsStore::Blob(blob) => blob.put(repository, digest, scanned_at, document).await,
         }
     }
 
@@ -438,6 +566,34 @@ impl ResultsStore {
             ResultsLocation::S3 { bucket, prefix } => {
                 ResultsStore::S3(S3Results::new(aws.s3(region).await, bucket, prefix))
             }
+            ResultsLocation::AzureBlob {
+                container_url,
+                sas,
+                prefix,
+            } => {
+                let invalid = |reason| InvalidLocation {
+                    location: container_url.clone(),
+                    reason,
+                };
+                let mut url =
+                    url::Url::parse(&container_url).map_err(|_| invalid("not a valid URL"))?;
+                url.set_query(sas.as_deref());
+                let credential = match &sas {
+                    Some(_) => None,
+                    None => Some(crate::azure::credential_from_env().map_err(|_| {
+                        invalid("no SAS in the URL and no Azure identity in the environment")
+                    })?),
+                };
+                let client = azure_storage_blob::BlobContainerClient::new(url, credential, None)
+                    .map_err(|_| {
+                        invalid("Azure Blob Storage refused the URL (a token needs https)")
+                    })?;
+                ResultsStore::Blob(BlobResults {
+                    client: Arc::new(client),
+                    container: container_url,
+                    prefix,
+                })
+            }
         })
     }
 
@@ -446,6 +602,7 @@ impl ResultsStore {
         match self {
             ResultsStore::Local(local) => local.root().display().to_string(),
             ResultsStore::S3(s3) => format!("s3://{}/{}", s3.bucket, s3.prefix),
+            ResultsStore::Blob(blob) => format!("{}/{}", blob.container, blob.prefix),
         }
     }
 }
@@ -536,11 +693,29 @@ mod tests {
             "s3://under_score",
             "s3://-leading",
             "gs://bucket/x",
-            "https://bucket.s3.amazonaws.com/x",
+            "http://account.blob.core.windows.net/c",
+            "https://account.blob.core.windows.net/",
         ] {
             let err = ResultsLocation::parse(bad).unwrap_err();
             assert_eq!(err.location, bad);
         }
+        assert_eq!(
+            ResultsLocation::parse("https://acct.blob.core.windows.net/results/team?sv=1&sig=x")
+                .unwrap(),
+            ResultsLocation::AzureBlob {
+                container_url: "https://acct.blob.core.windows.net/results".into(),
+                sas: Some("sv=1&sig=x".into()),
+                prefix: "team/".into(),
+            }
+        );
+        assert_eq!(
+            ResultsLocation::parse("http://127.0.0.1:10000/devstoreaccount1/results").unwrap(),
+            ResultsLocation::AzureBlob {
+                container_url: "http://127.0.0.1:10000/devstoreaccount1/results".into(),
+                sas: None,
+                prefix: String::new(),
+            }
+        );
     }
 
     #[tokio::test]

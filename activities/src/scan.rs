@@ -129,7 +129,7 @@ impl ScanActivities {
     #[activity(definition = contracts::EnsureRegistryShared)]
     pub async fn ensure_registry_shared(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         input: EnsureRegistryInput,
     ) -> Result<EnsureRegistryOutput, ActivityError> {
         let id = input.workflow_id();
@@ -146,17 +146,27 @@ impl ScanActivities {
             )
             .await
             .map_err(|e| temporal_failure(&format!("start {id}"), e))?;
-        handle
-            .get_result(WorkflowGetResultOptions::default())
-            .await
-            .map_err(|e| {
-                ActivityError::application(
-                    ApplicationFailure::builder(format!("{id} failed: {e}"))
-                        .type_name("EnsureRegistryFailed".to_string())
-                        .non_retryable(true)
-                        .build(),
-                )
-            })
+        // Heartbeat while waiting, so a killed worker's attempt is retried within the
+        // heartbeat timeout rather than at the end of the attempt's time limit.
+        let wait = handle.get_result(WorkflowGetResultOptions::default());
+        tokio::pin!(wait);
+        let mut beat = tokio::time::interval(std::time::Duration::from_secs(10));
+        let result = loop {
+            tokio::select! {
+                result = &mut wait => break result,
+                _ = beat.tick() => {
+                    let _ = ctx.record_heartbeat(format!("waiting for {id}")).await;
+                }
+            }
+        };
+        result.map_err(|e| {
+            ActivityError::application(
+                ApplicationFailure::builder(format!("{id} failed: {e}"))
+                    .type_name("EnsureRegistryFailed".to_string())
+                    .non_retryable(true)
+                    .build(),
+            )
+        })
     }
 
     /// Where Qualys stands on the image.

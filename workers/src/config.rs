@@ -359,6 +359,16 @@ pub struct ScanArgs {
     /// Where QScanner writes its per-scan output (removed after each scan).
     #[arg(long, env = "QFLOWS_QSCANNER_WORK_DIR")]
     pub qscanner_work_dir: Option<std::path::PathBuf>,
+    /// Azure Resource Manager (sovereign clouds: management.usgovcloudapi.net, …).
+    #[arg(
+        long,
+        env = "QFLOWS_AZURE_ARM_ENDPOINT",
+        default_value = "https://management.azure.com"
+    )]
+    pub azure_arm_endpoint: String,
+    /// Send ACR registry calls to this base URL instead of `https://<login server>` (a proxy).
+    #[arg(long, env = "QFLOWS_AZURE_ACR_ENDPOINT")]
+    pub azure_acr_endpoint: Option<String>,
 }
 
 /// The backend for ECR images.
@@ -516,6 +526,24 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_QSCANNER_TIMEOUT_SECS",
     "QFLOWS_QSCANNER_WORK_DIR",
     "QFLOWS_DEV_DIR",
+    "QFLOWS_AZURE_ARM_ENDPOINT",
+    "QFLOWS_AZURE_ACR_ENDPOINT",
+    "QFLOWS_BRIDGE_LISTEN",
+    "QFLOWS_BRIDGE_KEY",
+    "QFLOWS_BRIDGE_KEY_FILE",
+    "QFLOWS_BRIDGE_API_KEY_HEADER",
+    "QFLOWS_BRIDGE_MAX_BODY_BYTES",
+    "QFLOWS_BRIDGE_START_TIMEOUT_SECS",
+    "QFLOWS_BRIDGE_SQS_QUEUE_URL",
+    // Read by scripts/ and the integration tests, not by qflows.
+    "QFLOWS_BIN_DIR",
+    "QFLOWS_VENV",
+    "QFLOWS_CACHE",
+    "QFLOWS_ETCD",
+    "QFLOWS_KUBE_APISERVER",
+    "QFLOWS_DEBIAN_MIRROR",
+    "QFLOWS_MOTO_BIN",
+    "QFLOWS_RECORD_HISTORIES",
 ];
 
 /// Rejects `QFLOWS_*` variables qflows does not know: a typo should not silently fall back to a default.

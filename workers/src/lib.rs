@@ -4,10 +4,13 @@
 //! binaries can run the same code.
 
 pub mod bench;
+pub mod bridge;
+pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod dev;
 pub mod policy;
+pub mod sensor;
 pub mod telemetry;
 pub mod temporal;
 pub mod worker;

@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use qflows::bench::{self, BenchScanArgs};
+use qflows::bridge::{self, BridgeArgs};
 use qflows::cli::{self, EnsureRegistryArgs};
 use qflows::config::{
     LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
@@ -10,6 +11,7 @@ use qflows::dev::{self, DevArgs};
 use qflows::policy::{
     self, BenchPolicyArgs, GenerateArgs, ReviewArgs, ScheduleCdrArgs, TargetArgs,
 };
+use qflows::sensor::{self, DeployArgs, SensorArgs};
 use qflows::telemetry;
 use qflows::worker::{self, WorkerConfig};
 use std::process::ExitCode;
@@ -56,6 +58,13 @@ enum Command {
         #[command(flatten)]
         scan: ScanArgs,
     },
+    /// Turn EventBridge, Event Grid, CloudEvents and SQS deliveries into ScanOnDeploy workflows.
+    Bridge {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: BridgeArgs,
+    },
     /// Benchmarks that print figures.
     Bench {
         #[command(subcommand)]
@@ -70,6 +79,11 @@ enum Command {
     Policy {
         #[command(subcommand)]
         command: PolicyCommand,
+    },
+    /// The Qualys registry sensor: render it, or roll it out (runs DeploySensor).
+    Sensor {
+        #[command(subcommand)]
+        command: SensorCommand,
     },
     /// Temporal Schedules for qflows' workflows.
     Schedule {
@@ -131,6 +145,16 @@ enum BenchCommand {
         #[command(flatten)]
         args: BenchPolicyArgs,
     },
+    /// SIGKILL the worker and restart Temporal during a burst; count lost and doubled work.
+    Chaos {
+        #[command(flatten)]
+        args: qflows::chaos::ChaosArgs,
+    },
+    /// Deliver events through the bridge into Temporal; print accepted events/s and latency.
+    Bridge {
+        #[command(flatten)]
+        args: bridge::bench::BenchBridgeArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -141,6 +165,24 @@ enum RegistryCommand {
         temporal: TemporalArgs,
         #[command(flatten)]
         args: EnsureRegistryArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SensorCommand {
+    /// Print the task definition or manifests DeploySensor applies (for GitOps), offline.
+    Render {
+        #[command(flatten)]
+        args: SensorArgs,
+    },
+    /// Roll the sensor out and wait: converge, verify with Qualys, or roll back.
+    Deploy {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: SensorArgs,
+        #[command(flatten)]
+        deploy: DeployArgs,
     },
 }
 
@@ -180,6 +222,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             worker,
             scan,
         } => dev::run(args, qualys.with_env_secrets(), worker, scan).await,
+        Command::Bridge { temporal, args } => bridge::run(temporal, args).await,
         Command::Bench {
             command: BenchCommand::Scan { args },
         } => bench::scan(args).await,
@@ -189,6 +232,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Policy { args },
         } => policy::bench_policy(args),
+        Command::Bench {
+            command: BenchCommand::Bridge { args },
+        } => bridge::bench::run(args).await,
+        Command::Bench {
+            command: BenchCommand::Chaos { args },
+        } => qflows::chaos::run(args).await,
         Command::Policy { command } => match command {
             PolicyCommand::Generate { args } => {
                 let output = args.output.clone();
@@ -203,6 +252,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 policy::review(&temporal, args, false).await
             }
             PolicyCommand::List { temporal, target } => policy::list(&temporal, target).await,
+        },
+        Command::Sensor { command } => match command {
+            SensorCommand::Render { args } => sensor::render(&args),
+            SensorCommand::Deploy {
+                temporal,
+                args,
+                deploy,
+            } => sensor::deploy(&temporal, &args, deploy).await,
         },
         Command::Schedule {
             command: ScheduleCommand::Cdr { temporal, args },

@@ -2,6 +2,7 @@
 
 use crate::config::{ConfigError, QScannerMode, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs};
 use crate::{telemetry, temporal};
+use qflows_activities::SensorActivities;
 use qflows_activities::aws::Aws;
 use qflows_activities::gate::GatePolicy;
 use qflows_activities::notify::Notifier;
@@ -12,6 +13,7 @@ use qflows_activities::qualys::{QualysClient, QualysConfig};
 use qflows_activities::resolve::{Resolver, ResolverSettings};
 use qflows_activities::results::ResultsStore;
 use qflows_activities::{QScannerActivities, RegistryActivities, ScanActivities};
+use qflows_workflows::DeploySensor;
 use qflows_workflows::registry::RegistryDefaults;
 use qflows_workflows::scan::model::ScanSettings;
 use qflows_workflows::{CdrToPolicy, EnsureRegistry, ImageScan, ScanOnDeploy};
@@ -52,6 +54,8 @@ pub struct ScanConfig {
     pub webhook_url: Option<url::Url>,
     /// Cross-account role name.
     pub cross_account_role_name: Option<String>,
+    /// Where Azure calls go.
+    pub azure: qflows_activities::azure::AzureSettings,
     /// The QScanner backend, when configured: binary, mode, time limit, work directory.
     pub qscanner: Option<(
         std::path::PathBuf,
@@ -81,6 +85,10 @@ impl WorkerConfig {
                     .as_deref()
                     .and_then(|u| url::Url::parse(u).ok()),
                 cross_account_role_name: scan.cross_account_role_name.clone(),
+                azure: qflows_activities::azure::AzureSettings {
+                    arm_endpoint: scan.azure_arm_endpoint.clone(),
+                    acr_endpoint: scan.azure_acr_endpoint.clone(),
+                },
                 qscanner: scan.qscanner_bin.clone().map(|bin| {
                     let mode = match scan.qscanner_mode {
                         QScannerMode::GetReport => ScanMode::GetReport,
@@ -119,7 +127,7 @@ pub async fn run(
     }
     let runtime = Runtime::from_current_tokio(
         RuntimeOptions::builder()
-            .telemetry_options(telemetry.options)
+            .telemetry_options(telemetry.options.clone())
             .build()
             .map_err(|e| anyhow::anyhow!("Temporal runtime options: {e}"))?,
     )?;
@@ -140,16 +148,29 @@ pub async fn run(
         Err(e) => warn!("cannot list search attributes ({e}); scans will not set them"),
     }
     let qualys = QualysClient::new(config.qualys.clone())?;
+    if let Some(meter) = telemetry.meter.clone() {
+        telemetry::export_qualys_metrics(meter, qualys.clone());
+    }
     let aws = Arc::new(Aws::new());
     let registry = RegistryActivities::new(qualys.clone(), aws.clone(), config.registry);
-    let resolver = Arc::new(Resolver::new(
+    let resolver = Resolver::new(
         aws.clone(),
         ResolverSettings {
             cross_account_role_name: config.scan.cross_account_role_name,
             external_id: None,
             session_name: "qflows".into(),
         },
-    ));
+    );
+    // Azure deployments and ACR images: used only when such events arrive.
+    let resolver = Arc::new(
+        match qflows_activities::azure::Azure::from_env(config.scan.azure.clone()) {
+            Ok(azure) => resolver.with_azure(azure),
+            Err(e) => {
+                info!("Azure access not set up ({e}); Azure events will fail until it is");
+                resolver
+            }
+        },
+    );
     let region = std::env::var("AWS_REGION")
         .or_else(|_| std::env::var("AWS_DEFAULT_REGION"))
         .unwrap_or_else(|_| "us-east-1".into());
@@ -215,8 +236,10 @@ pub async fn run(
         .register_workflow::<ScanOnDeploy>()?
         .register_workflow::<ImageScan>()?
         .register_workflow::<CdrToPolicy>()?
+        .register_workflow::<DeploySensor>()?
         .register_activities(registry)
         .register_activities(CdrActivities::new(qualys.clone()))
+        .register_activities(SensorActivities::new(qualys.clone(), aws.clone()))
         .register_activities(scan());
     if let Some(q) = qscanner() {
         options = options.register_activities(q);

@@ -106,3 +106,21 @@ activity_contract!(
     /// Renders, validates and writes/applies policies (idempotent: unchanged ones are no-ops).
     PublishCdrPolicies = "cdr.Publish": PublishPolicies => PublishReport
 );
+
+activity_contract!(
+    /// Renders and applies the sensor (task definition and DAEMON service, or Kubernetes
+    /// objects), comparing first: an unchanged sensor is left alone.
+    ApplySensor = "sensor.Apply": crate::sensor::DeploySensorInput => crate::sensor::SensorApplied
+);
+activity_contract!(
+    /// Where the sensor's roll-out stands (desired, ready, updated).
+    SensorRolloutStatus = "sensor.RolloutStatus": crate::sensor::SensorDeployment => crate::sensor::RolloutStatus
+);
+activity_contract!(
+    /// Restores what ran before (or removes what this run created); returns what it did.
+    RollbackSensor = "sensor.Rollback": crate::sensor::SensorDeployment => String
+);
+activity_contract!(
+    /// How many active registry sensors Qualys lists (`GET /sensors`).
+    CountRegistrySensors = "qualys.CountRegistrySensors": () => u64
+);

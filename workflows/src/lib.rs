@@ -10,11 +10,13 @@
 //! | `ScanOnDeploy` | [`scan_on_deploy`] |
 //! | `ImageScan` (one per digest) | [`image_scan`] |
 //! | `CdrToPolicy` | [`cdr_to_policy`] |
+//! | `DeploySensor` | [`deploy_sensor`] |
 
 pub mod cdr;
 pub mod cdr_to_policy;
 pub mod clock;
 pub mod contracts;
+pub mod deploy_sensor;
 pub mod ensure_registry;
 pub mod failure;
 pub mod image_scan;
@@ -23,8 +25,10 @@ pub mod options;
 pub mod registry;
 pub mod scan;
 pub mod scan_on_deploy;
+pub mod sensor;
 
 pub use cdr_to_policy::CdrToPolicy;
+pub use deploy_sensor::DeploySensor;
 pub use ensure_registry::EnsureRegistry;
 pub use image_scan::ImageScan;
 pub use scan_on_deploy::ScanOnDeploy;

@@ -9,6 +9,7 @@
 //! Tools are found in `QFLOWS_TEMPORAL_BIN` / `QFLOWS_MOTO_BIN`, the workspace's `.venv/bin`, or
 //! PATH; `scripts/bootstrap` installs them.
 
+pub mod azure;
 pub mod kube;
 
 use anyhow::{Context, bail};
@@ -57,11 +58,18 @@ pub fn find_tool(name: &str, variable: &str) -> anyhow::Result<PathBuf> {
 
 /// The `qflows` binary built next to this test executable.
 pub fn qflows_bin() -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .context("test executable has no parent")?;
+    // QFLOWS_BIN_DIR: binaries built elsewhere (e.g. copied out of a target dir that several
+    // checkouts share); otherwise the target dir this test executable was built in.
+    let dir = match std::env::var_os("QFLOWS_BIN_DIR") {
+        Some(dir) => PathBuf::from(dir),
+        None => {
+            let exe = std::env::current_exe()?;
+            exe.parent()
+                .and_then(Path::parent)
+                .context("test executable has no parent")?
+                .to_path_buf()
+        }
+    };
     let bin = dir.join("qflows");
     if !bin.is_file() {
         bail!(
@@ -94,19 +102,50 @@ where
 pub struct Temporal {
     /// Frontend address, host:port.
     pub address: String,
-    _child: Child,
+    port: u16,
+    db: Option<PathBuf>,
+    child: Option<Child>,
 }
 
 impl Temporal {
     /// Starts an in-memory dev server on a free port.
     pub async fn start() -> anyhow::Result<Self> {
-        let bin = find_tool("temporal", "QFLOWS_TEMPORAL_BIN")?;
+        Self::start_with(None).await
+    }
+
+    /// Starts a dev server that keeps its state in `db` (SQLite), so it survives [`Self::stop`]
+    /// and [`Self::restart`].
+    pub async fn start_persistent(db: &Path) -> anyhow::Result<Self> {
+        Self::start_with(Some(db.to_path_buf())).await
+    }
+
+    async fn start_with(db: Option<PathBuf>) -> anyhow::Result<Self> {
         let port = free_port();
-        let child = qflows::dev::start_temporal(&bin, port, None, None).await?;
-        Ok(Self {
+        let mut temporal = Self {
             address: format!("127.0.0.1:{port}"),
-            _child: child,
-        })
+            port,
+            db,
+            child: None,
+        };
+        temporal.restart().await?;
+        Ok(temporal)
+    }
+
+    /// Kills the server (as a crash would) and waits until it is gone.
+    pub async fn stop(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// (Re)starts the server on the same port and database.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop().await?;
+        let bin = find_tool("temporal", "QFLOWS_TEMPORAL_BIN")?;
+        self.child =
+            Some(qflows::dev::start_temporal(&bin, self.port, None, self.db.as_deref()).await?);
+        Ok(())
     }
 
     /// A client for the `default` namespace.
@@ -474,4 +513,21 @@ impl WebhookSink {
     pub fn received(&self) -> Vec<serde_json::Value> {
         self.received.lock().expect("lock").clone()
     }
+}
+
+/// Starts `DeploySensor` with a given workflow ID and waits for its output.
+pub async fn deploy_sensor(
+    client: &Client,
+    task_queue: &str,
+    workflow_id: &str,
+    input: serde_json::Value,
+) -> Result<qflows_workflows::sensor::DeploySensorOutput, WorkflowFailure> {
+    start_and_wait(
+        client,
+        qflows_workflows::DeploySensor::run,
+        task_queue,
+        workflow_id,
+        input,
+    )
+    .await
 }

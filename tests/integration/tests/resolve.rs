@@ -1,7 +1,7 @@
 //! Image resolution against moto: ECS task definitions and services, ECR tags to digests.
 
 use qflows_activities::aws::{Aws, AwsError};
-use qflows_activities::resolve::{Resolver, ResolverSettings, resolve_request};
+use qflows_activities::resolve::{ResolveError, Resolver, ResolverSettings, resolve_request};
 use qflows_integration::Moto;
 use qflows_workflows::scan::{Classified, ScanRequest, classify};
 use serde_json::json;
@@ -189,7 +189,10 @@ async fn services_missing_tags_and_unknown_task_definitions() -> anyhow::Result<
         ..missing_tag
     };
     let err = resolve_request(&resolver, &unknown).await.unwrap_err();
-    assert!(matches!(err, AwsError::Invalid { .. }), "{err:?}");
+    assert!(
+        matches!(err, ResolveError::Aws(AwsError::Invalid { .. })),
+        "{err:?}"
+    );
     assert!(err.to_string().contains("nope:7"), "{err}");
 
     let (user, password) = resolver.ecr_pull_credentials(ACCOUNT, "us-east-1").await?;

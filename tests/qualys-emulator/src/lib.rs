@@ -207,6 +207,11 @@ impl RunningEmulator {
         images::add_sensor(&self.inner.shared, sensor)
     }
 
+    /// Forgets every sensor (a sensor that was removed or never phoned home).
+    pub fn clear_sensors(&self) {
+        self.inner.shared.world.lock().sensors.clear();
+    }
+
     /// The registries as `GET /registry/{id}` shows them, in creation order.
     pub fn registries(&self) -> Vec<Value> {
         registry::all_registries(&self.inner.shared)

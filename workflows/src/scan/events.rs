@@ -66,6 +66,14 @@ pub enum EventSource {
     EcsTaskStateChange,
     /// The manual form `{"images": […], "account"?: …, "region"?: …}`.
     Manual,
+    /// Azure Container Registry `ImagePushed` (Event Grid or CloudEvents).
+    AcrImagePush,
+    /// Azure `ResourceWriteSuccess` for a container group (ACI).
+    AciContainerGroupWrite,
+    /// Azure `ResourceWriteSuccess` for a container app.
+    ContainerAppWrite,
+    /// Azure `ResourceWriteSuccess` for a container app job.
+    ContainerAppJobWrite,
 }
 
 /// What a deploy event asks to scan.
@@ -103,6 +111,10 @@ pub struct ScanRequest {
     /// The ECS cluster (name or ARN, as the event gives it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<String>,
+    /// The Azure resource whose images to read through Resource Manager (a container group,
+    /// container app or job), or for an ACR push the registry's resource ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure_resource: Option<String>,
 }
 
 /// An ECS service to look up with `DescribeServices`.
@@ -133,7 +145,7 @@ const SUPPORTED: &str = "`ECR Image Action` and `ECR Replication Action` (source
 pub fn classify(event: &Value) -> Result<Classified, InputError> {
     let Value::Object(obj) = event else {
         let hint = if event.is_array() {
-            " (Azure Event Grid deliveries are not supported yet)"
+            " (an Event Grid delivery is an array: give its events one at a time, as `qflows bridge` does)"
         } else {
             ""
         };
@@ -142,7 +154,9 @@ pub fn classify(event: &Value) -> Result<Classified, InputError> {
             format!("expected {SHAPES}, found {}{hint}", type_name(event)),
         ));
     };
-    if ["detail-type", "source", "detail"]
+    if super::azure::is_azure(obj) {
+        super::azure::classify(obj)
+    } else if ["detail-type", "source", "detail"]
         .iter()
         .any(|k| obj.contains_key(*k))
     {
@@ -579,6 +593,7 @@ impl Builder {
                 task_definition: None,
                 service: None,
                 cluster: None,
+                azure_resource: None,
             },
             seen: BTreeSet::new(),
         }

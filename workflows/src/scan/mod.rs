@@ -5,10 +5,13 @@
 //! - [`events`] reads the raw EventBridge event a user routes to the workflow (ECR pushes, ECS
 //!   deployments via CloudTrail, ECS task state changes) or the manual `{"images": […]}` form, and
 //!   says which images, task definition or service the deployment asks to scan.
+//! - [`azure`] does the same for Azure: ACR pushes and container group, container app and job
+//!   writes, in the Event Grid or CloudEvents schema.
 //!
 //! Everything here is deterministic (no I/O, clocks or randomness; outputs keep event order), so
 //! it can run inside workflow code.
 
+pub mod azure;
 pub mod events;
 pub mod image_ref;
 pub mod model;

@@ -1,0 +1,400 @@
+//! Azure: Resource Manager reads of container groups, container apps and jobs, and Azure
+//! Container Registry tag → digest resolution and pull credentials.
+//!
+//! Credentials come from `azure_identity`: workload identity when `AZURE_FEDERATED_TOKEN_FILE`
+//! is set (AKS), a client secret when `AZURE_CLIENT_SECRET` is, otherwise managed identity (VMs,
+//! App Service and Container Apps, with `AZURE_CLIENT_ID` picking a user-assigned one). Tokens
+//! stay in memory: never logged, never in workflow history.
+//!
+//! ACR: an Entra ID access token is exchanged for an ACR refresh token
+//! (`POST /oauth2/exchange`), that for a repository-scoped access token (`POST /oauth2/token`),
+//! which reads the manifest digest (`HEAD /v2/<repository>/manifests/<tag>`). QScanner pulls
+//! with the refresh token as the password of the all-zero user, as `az acr login` does.
+
+use crate::failure::{IntoFailure, failure};
+use azure_core::credentials::TokenCredential;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use temporalio_sdk::activities::ActivityError;
+
+/// The Resource Manager audience.
+const ARM_SCOPE: &str = "https://management.azure.com/.default";
+/// Documented, stable API versions.
+const ACI_API_VERSION: &str = "2023-05-01";
+const APPS_API_VERSION: &str = "2024-03-01";
+/// The user name that goes with an ACR refresh token.
+pub const ACR_TOKEN_USER: &str = "00000000-0000-0000-0000-000000000000";
+
+/// Where Azure calls go.
+#[derive(Debug, Clone)]
+pub struct AzureSettings {
+    /// Resource Manager, `https://management.azure.com` (sovereign clouds differ).
+    pub arm_endpoint: String,
+    /// Send ACR registry calls here instead of `https://<login server>` (a proxy, or the tests'
+    /// contract fake).
+    pub acr_endpoint: Option<String>,
+}
+
+impl Default for AzureSettings {
+    fn default() -> Self {
+        Self {
+            arm_endpoint: "https://management.azure.com".into(),
+            acr_endpoint: None,
+        }
+    }
+}
+
+/// An Azure call that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AzureError {
+    /// No token: the identity is missing or refused.
+    #[error("Azure credentials: {0}")]
+    Credentials(String),
+    /// The resource does not exist (or the identity may not see it).
+    #[error("{what} not found: {message}")]
+    NotFound {
+        /// The resource or repository.
+        what: String,
+        /// Azure's message.
+        message: String,
+    },
+    /// Azure refused the request (401/403/400).
+    #[error("Azure refused {what} ({status}): {message}")]
+    Refused {
+        /// The call.
+        what: String,
+        /// HTTP status.
+        status: u16,
+        /// Azure's error code and message.
+        message: String,
+    },
+    /// Throttled, a 5xx or a network failure: worth retrying.
+    #[error("Azure unavailable for {what}: {message}")]
+    Unavailable {
+        /// The call.
+        what: String,
+        /// What happened.
+        message: String,
+        /// `Retry-After`, when Azure sent one.
+        retry_after_secs: Option<u64>,
+    },
+    /// An answer that does not have the documented shape.
+    #[error("unexpected answer from {what}: {message}")]
+    BadResponse {
+        /// The call.
+        what: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl IntoFailure for AzureError {
+    fn into_failure(self) -> ActivityError {
+        let (kind, retryable, retry_after) = match &self {
+            AzureError::Credentials(_) => ("AzureCredentials", false, None),
+            AzureError::NotFound { .. } => ("AzureNotFound", false, None),
+            AzureError::Refused { .. } => ("AzureRefused", false, None),
+            AzureError::Unavailable {
+                retry_after_secs, ..
+            } => (
+                "AzureUnavailable",
+                true,
+                retry_after_secs.map(Duration::from_secs),
+            ),
+            AzureError::BadResponse { .. } => ("AzureBadResponse", true, None),
+        };
+        failure(self, kind, retryable, retry_after)
+    }
+}
+
+/// The Azure client qflows' activities share.
+#[derive(Clone)]
+pub struct Azure {
+    http: reqwest::Client,
+    credential: Arc<dyn TokenCredential>,
+    settings: AzureSettings,
+}
+
+impl std::fmt::Debug for Azure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Azure")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The credential the environment calls for (see the module doc).
+pub fn credential_from_env() -> Result<Arc<dyn TokenCredential>, AzureError> {
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let credential: Arc<dyn TokenCredential> = if env("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+        azure_identity::WorkloadIdentityCredential::new(None)
+            .map_err(|e| AzureError::Credentials(format!("workload identity: {e}")))?
+    } else if let Some(secret) = env("AZURE_CLIENT_SECRET") {
+        let tenant = env("AZURE_TENANT_ID").ok_or_else(|| {
+            AzureError::Credentials("AZURE_CLIENT_SECRET is set but AZURE_TENANT_ID is not".into())
+        })?;
+        let client = env("AZURE_CLIENT_ID").ok_or_else(|| {
+            AzureError::Credentials("AZURE_CLIENT_SECRET is set but AZURE_CLIENT_ID is not".into())
+        })?;
+        azure_identity::ClientSecretCredential::new(&tenant, client, secret.into(), None)
+            .map_err(|e| AzureError::Credentials(format!("client secret: {e}")))?
+    } else {
+        let options = azure_identity::ManagedIdentityCredentialOptions {
+            user_assigned_id: env("AZURE_CLIENT_ID").map(azure_identity::UserAssignedId::ClientId),
+            ..Default::default()
+        };
+        azure_identity::ManagedIdentityCredential::new(Some(options))
+            .map_err(|e| AzureError::Credentials(format!("managed identity: {e}")))?
+    };
+    Ok(credential)
+}
+
+impl Azure {
+    /// A client with the credential the environment calls for (see the module doc).
+    pub fn from_env(settings: AzureSettings) -> Result<Self, AzureError> {
+        Ok(Self::new(credential_from_env()?, settings))
+    }
+
+    /// A client with a given credential.
+    pub fn new(credential: Arc<dyn TokenCredential>, settings: AzureSettings) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("a reqwest client builds");
+        Self {
+            http,
+            credential,
+            settings,
+        }
+    }
+
+    async fn token(&self, scope: &str) -> Result<String, AzureError> {
+        let token = self
+            .credential
+            .get_token(&[scope], None)
+            .await
+            .map_err(|e| AzureError::Credentials(e.to_string()))?;
+        Ok(token.token.secret().to_string())
+    }
+
+    /// The images of a container group, container app or container app job, as Resource
+    /// Manager returns them (init containers included), in order, without duplicates.
+    pub async fn resource_images(&self, resource_id: &str) -> Result<Vec<String>, AzureError> {
+        let lower = resource_id.to_ascii_lowercase();
+        let (api_version, aci) = if lower.contains("/providers/microsoft.containerinstance/") {
+            (ACI_API_VERSION, true)
+        } else {
+            (APPS_API_VERSION, false)
+        };
+        let url = format!(
+            "{}{}?api-version={api_version}",
+            self.settings.arm_endpoint.trim_end_matches('/'),
+            resource_id
+        );
+        let what = format!("GET {resource_id}");
+        let token = self.token(ARM_SCOPE).await?;
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| unavailable(&what, &e))?;
+        let body = check(&what, resource_id, response).await?;
+        let properties = &body["properties"];
+        let mut images: Vec<String> = Vec::new();
+        let lists = if aci {
+            [&properties["initContainers"], &properties["containers"]]
+        } else {
+            [
+                &properties["template"]["initContainers"],
+                &properties["template"]["containers"],
+            ]
+        };
+        for list in lists {
+            for container in list.as_array().into_iter().flatten() {
+                let image = if aci {
+                    &container["properties"]["image"]
+                } else {
+                    &container["image"]
+                };
+                if let Some(image) = image.as_str().filter(|i| !i.is_empty())
+                    && !images.iter().any(|i| i == image)
+                {
+                    images.push(image.to_string());
+                }
+            }
+        }
+        if images.is_empty() {
+            return Err(AzureError::BadResponse {
+                what,
+                message: "the resource lists no container images".into(),
+            });
+        }
+        Ok(images)
+    }
+
+    fn registry_base(&self, login_server: &str) -> String {
+        match &self.settings.acr_endpoint {
+            Some(base) => base.trim_end_matches('/').to_string(),
+            None => format!("https://{login_server}"),
+        }
+    }
+
+    /// An ACR refresh token for `login_server`, from the Entra ID token (`POST /oauth2/exchange`).
+    pub async fn acr_refresh_token(&self, login_server: &str) -> Result<String, AzureError> {
+        let what = format!("ACR token exchange with {login_server}");
+        let aad = self.token(ARM_SCOPE).await?;
+        let response = self
+            .http
+            .post(format!(
+                "{}/oauth2/exchange",
+                self.registry_base(login_server)
+            ))
+            .form(&[
+                ("grant_type", "access_token"),
+                ("service", login_server),
+                ("access_token", aad.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| unavailable(&what, &e))?;
+        let body = check(&what, login_server, response).await?;
+        body["refresh_token"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| AzureError::BadResponse {
+                what,
+                message: "no refresh_token".into(),
+            })
+    }
+
+    /// The manifest digest of `repository:tag`, or why there is none (`Ok(Err(reason))`).
+    pub async fn acr_digest(
+        &self,
+        login_server: &str,
+        repository: &str,
+        tag: &str,
+    ) -> Result<Result<String, String>, AzureError> {
+        let refresh = self.acr_refresh_token(login_server).await?;
+        let what = format!("ACR token for {login_server}/{repository}");
+        let base = self.registry_base(login_server);
+        let scope = format!("repository:{repository}:pull");
+        let response = self
+            .http
+            .post(format!("{base}/oauth2/token"))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("service", login_server),
+                ("scope", scope.as_str()),
+                ("refresh_token", refresh.as_str()),
+            ])
+            .send()
+            .await
+            .map_err(|e| unavailable(&what, &e))?;
+        let body = check(&what, login_server, response).await?;
+        let access = body["access_token"]
+            .as_str()
+            .ok_or_else(|| AzureError::BadResponse {
+                what: what.clone(),
+                message: "no access_token".into(),
+            })?
+            .to_string();
+        let what = format!("HEAD {login_server}/{repository}:{tag}");
+        let response = self
+            .http
+            .head(format!("{base}/v2/{repository}/manifests/{tag}"))
+            .bearer_auth(access)
+            .header(
+                "accept",
+                "application/vnd.oci.image.index.v1+json, \
+                 application/vnd.docker.distribution.manifest.list.v2+json, \
+                 application/vnd.oci.image.manifest.v1+json, \
+                 application/vnd.docker.distribution.manifest.v2+json",
+            )
+            .send()
+            .await
+            .map_err(|e| unavailable(&what, &e))?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Ok(Err("tag not found in ACR".into()));
+        }
+        let digest = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        check(&what, login_server, response).await?;
+        Ok(digest.ok_or_else(|| "ACR answered without Docker-Content-Digest".to_string()))
+    }
+}
+
+fn unavailable(what: &str, e: &reqwest::Error) -> AzureError {
+    AzureError::Unavailable {
+        what: what.to_string(),
+        message: without_url(e),
+        retry_after_secs: None,
+    }
+}
+
+/// The error text without the URL (it may carry query parameters).
+fn without_url(e: &reqwest::Error) -> String {
+    let mut text = e.to_string();
+    if let Some(url) = e.url() {
+        text = text.replace(url.as_str(), "<url>");
+    }
+    text
+}
+
+/// The JSON body of a successful answer, or the typed error Azure's status means.
+async fn check(
+    what: &str,
+    resource: &str,
+    response: reqwest::Response,
+) -> Result<Value, AzureError> {
+    let status = response.status();
+    let retry_after_secs = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let text = response.text().await.unwrap_or_default();
+    if status.is_success() {
+        if text.trim().is_empty() {
+            return Ok(Value::Null);
+        }
+        return serde_json::from_str(&text).map_err(|e| AzureError::BadResponse {
+            what: what.to_string(),
+            message: format!("not JSON: {e}"),
+        });
+    }
+    // ARM: {"error": {"code", "message"}}; ACR: {"errors": [{"code", "message"}]}.
+    let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let error = if body["error"].is_object() {
+        &body["error"]
+    } else {
+        &body["errors"][0]
+    };
+    let message = match (error["code"].as_str(), error["message"].as_str()) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code.to_string(),
+        _ => format!("HTTP {}", status.as_u16()),
+    };
+    Err(match status.as_u16() {
+        404 => AzureError::NotFound {
+            what: resource.to_string(),
+            message,
+        },
+        408 | 429 | 500..=599 => AzureError::Unavailable {
+            what: what.to_string(),
+            message,
+            retry_after_secs,
+        },
+        code => AzureError::Refused {
+            what: what.to_string(),
+            status: code,
+            message,
+        },
+    })
+}

@@ -1,0 +1,492 @@
+//! Azure in tests: Azurite (the real Azure Storage emulator) for Blob Storage, and a contract
+//! fake for what has no emulator — Resource Manager, the managed-identity token endpoint and
+//! Azure Container Registry's token exchange and manifests.
+//!
+//! The fake follows the documented REST shapes: App Service managed identity
+//! (`GET ?api-version=2019-08-01&resource=…` with `X-IDENTITY-HEADER`, `expires_on` as a string),
+//! ARM `GET <resource id>?api-version=…` with `MissingApiVersionParameter` /
+//! `InvalidApiVersionParameter` / `ResourceNotFound` / `AuthenticationFailed` errors in
+//! `{"error": {"code", "message"}}` and 429 with `Retry-After`, and ACR's `/oauth2/exchange`,
+//! `/oauth2/token` and `/v2/<repository>/manifests/<reference>` with `Docker-Content-Digest` and
+//! `{"errors": [{"code", "message"}]}`.
+
+use crate::{find_tool, free_port, wait_for};
+use anyhow::Context;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap};
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::process::{Child, Command};
+
+/// Azurite's well-known development account.
+pub const AZURITE_ACCOUNT: &str = "devstoreaccount1";
+const AZURITE_KEY: &str =
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==";
+
+/// A running Azurite (Blob service only, in memory).
+pub struct Azurite {
+    /// `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub account_url: String,
+    http: reqwest::Client,
+    _child: Child,
+}
+
+impl Azurite {
+    /// Starts Azurite on a free port and waits until it answers.
+    pub async fn start() -> anyhow::Result<Self> {
+        let bin = find_tool("azurite-blob", "QFLOWS_AZURITE_BIN")?;
+        let port = free_port();
+        let child = Command::new(bin)
+            .args([
+                "--disableTelemetry",
+                "--inMemoryPersistence",
+                "--skipApiVersionCheck",
+            ])
+            .args(["--blobHost", "127.0.0.1", "--blobPort", &port.to_string()])
+            // Its debug log and extent files would land in the working directory otherwise.
+            .current_dir(std::env::temp_dir())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting Azurite")?;
+        let account_url = format!("http://127.0.0.1:{port}/{AZURITE_ACCOUNT}");
+        let http = reqwest::Client::new();
+        wait_for("Azurite", Duration::from_secs(30), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await?;
+        Ok(Self {
+            account_url,
+            http,
+            _child: child,
+        })
+    }
+
+    /// An account SAS (all services' blob permissions, a day long), signed with the well-known
+    /// key as Azure Storage documents it (version 2019-12-12 string-to-sign).
+    pub fn sas(&self) -> String {
+        use hmac::{Hmac, Mac};
+        let expiry = SystemTime::now() + Duration::from_secs(24 * 3600);
+        let expiry = qflows_workflows::clock::rfc3339(expiry);
+        let expiry = format!("{}Z", &expiry[..19]);
+        let (permissions, services, types, protocol, version) =
+            ("rwdlac", "b", "sco", "https,http", "2019-12-12");
+        let to_sign = format!(
+            "{AZURITE_ACCOUNT}\n{permissions}\n{services}\n{types}\n\n{expiry}\n\n{protocol}\n{version}\n"
+        );
+        let key = base64::engine::general_purpose::STANDARD
+            .decode(AZURITE_KEY)
+            .expect("the well-known key is base64");
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).expect("any key length");
+        mac.update(to_sign.as_bytes());
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        let encode = |s: &str| {
+            percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
+        };
+        format!(
+            "sv={version}&ss={services}&srt={types}&sp={permissions}&se={}&spr={}&sig={}",
+            encode(&expiry),
+            encode(protocol),
+            encode(&signature)
+        )
+    }
+
+    /// Creates a container.
+    pub async fn create_container(&self, name: &str) -> anyhow::Result<()> {
+        let response = self
+            .http
+            .put(format!(
+                "{}/{name}?restype=container&{}",
+                self.account_url,
+                self.sas()
+            ))
+            .header("x-ms-version", "2019-12-12")
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "create container {name}: {} {}",
+            response.status(),
+            response.text().await.unwrap_or_default()
+        );
+        Ok(())
+    }
+
+    /// The names of the blobs in a container.
+    pub async fn list_blobs(&self, container: &str) -> anyhow::Result<Vec<String>> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/{container}?restype=container&comp=list&{}",
+                self.account_url,
+                self.sas()
+            ))
+            .header("x-ms-version", "2019-12-12")
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "list {container}: {}",
+            response.status()
+        );
+        let xml = response.text().await?;
+        Ok(xml
+            .split("<Name>")
+            .skip(1)
+            .filter_map(|rest| rest.split("</Name>").next())
+            .map(str::to_string)
+            .collect())
+    }
+
+    /// A blob's content.
+    pub async fn get_blob(&self, container: &str, name: &str) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/{container}/{name}?{}",
+                self.account_url,
+                self.sas()
+            ))
+            .header("x-ms-version", "2019-12-12")
+            .send()
+            .await?;
+        anyhow::ensure!(
+            response.status().is_success(),
+            "get {name}: {}",
+            response.status()
+        );
+        Ok(response.bytes().await?.to_vec())
+    }
+}
+
+/// What the fake serves and counts.
+#[derive(Default)]
+struct FakeState {
+    /// Lower-cased resource ID → ARM body.
+    resources: Mutex<HashMap<String, Value>>,
+    /// (repository, tag) → digest.
+    manifests: Mutex<HashMap<(String, String), String>>,
+    /// The App Service managed-identity secret (`IDENTITY_HEADER`).
+    identity_header: String,
+    /// Tokens handed out: Entra ID, ACR refresh, ACR access.
+    aad_token: String,
+    /// Answer the next N ARM reads with 429.
+    throttle_arm: AtomicU32,
+    /// Calls by route.
+    calls: Mutex<BTreeMap<String, u64>>,
+}
+
+impl FakeState {
+    fn count(&self, route: &str) {
+        *self
+            .calls
+            .lock()
+            .unwrap()
+            .entry(route.to_string())
+            .or_default() += 1;
+    }
+}
+
+/// The Azure contract fake, serving on a local port.
+pub struct AzureFake {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    state: Arc<FakeState>,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl AzureFake {
+    /// Starts the fake.
+    pub async fn start() -> anyhow::Result<Self> {
+        let state = Arc::new(FakeState {
+            identity_header: "fake-identity-header".into(),
+            aad_token: format!("aad-token-{}", free_port()),
+            ..Default::default()
+        });
+        let app = Router::new()
+            .route("/msi/token", get(msi_token))
+            .route("/oauth2/exchange", post(acr_exchange))
+            .route("/oauth2/token", post(acr_token))
+            .fallback(resource_or_registry)
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self {
+            url,
+            state,
+            _server: server,
+        })
+    }
+
+    /// The environment a worker needs to reach the fake as its managed identity, Resource
+    /// Manager and ACR.
+    pub fn worker_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("IDENTITY_ENDPOINT", format!("{}/msi/token", self.url)),
+            ("IDENTITY_HEADER", self.state.identity_header.clone()),
+            ("QFLOWS_AZURE_ARM_ENDPOINT", self.url.clone()),
+            ("QFLOWS_AZURE_ACR_ENDPOINT", self.url.clone()),
+        ]
+    }
+
+    /// Serves `body` for the resource `id`.
+    pub fn put_resource(&self, id: &str, body: Value) {
+        self.state
+            .resources
+            .lock()
+            .unwrap()
+            .insert(id.to_ascii_lowercase(), body);
+    }
+
+    /// Serves `digest` for `repository:tag`.
+    pub fn put_manifest(&self, repository: &str, tag: &str, digest: &str) {
+        self.state
+            .manifests
+            .lock()
+            .unwrap()
+            .insert((repository.into(), tag.into()), digest.into());
+    }
+
+    /// Answers the next `n` Resource Manager reads with 429.
+    pub fn throttle_arm(&self, n: u32) {
+        self.state.throttle_arm.store(n, Ordering::SeqCst);
+    }
+
+    /// Calls served, by route.
+    pub fn calls(&self) -> BTreeMap<String, u64> {
+        self.state.calls.lock().unwrap().clone()
+    }
+}
+
+fn arm_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
+}
+
+fn acr_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (
+        status,
+        axum::Json(json!({"errors": [{"code": code, "message": message}]})),
+    )
+        .into_response()
+}
+
+async fn msi_token(
+    State(state): State<Arc<FakeState>>,
+    headers: HeaderMap,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    state.count("msi/token");
+    if headers
+        .get("x-identity-header")
+        .and_then(|v| v.to_str().ok())
+        != Some(state.identity_header.as_str())
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong X-IDENTITY-HEADER",
+        )
+            .into_response();
+    }
+    if query.get("api-version").map(String::as_str) != Some("2019-08-01") {
+        return (StatusCode::BAD_REQUEST, "api-version must be 2019-08-01").into_response();
+    }
+    let Some(resource) = query.get("resource") else {
+        return (StatusCode::BAD_REQUEST, "resource is required").into_response();
+    };
+    let expires = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() + 3600)
+        .unwrap_or(0);
+    axum::Json(json!({
+        "access_token": state.aad_token,
+        "expires_on": expires.to_string(),
+        "resource": resource,
+        "token_type": "Bearer",
+    }))
+    .into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+async fn acr_exchange(State(state): State<Arc<FakeState>>, body: Bytes) -> Response {
+    state.count("oauth2/exchange");
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    if form.get("grant_type").map(String::as_str) != Some("access_token") {
+        return acr_error(
+            StatusCode::BAD_REQUEST,
+            "UNSUPPORTED",
+            "grant_type must be access_token",
+        );
+    }
+    if form.get("access_token") != Some(&state.aad_token) {
+        return acr_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "invalid Entra ID token",
+        );
+    }
+    let service = form.get("service").cloned().unwrap_or_default();
+    axum::Json(json!({"refresh_token": format!("acr-refresh-{service}")})).into_response()
+}
+
+async fn acr_token(State(state): State<Arc<FakeState>>, body: Bytes) -> Response {
+    state.count("oauth2/token");
+    let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
+    let service = form.get("service").cloned().unwrap_or_default();
+    if form.get("refresh_token") != Some(&format!("acr-refresh-{service}")) {
+        return acr_error(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "invalid refresh token",
+        );
+    }
+    let Some(repository) = form
+        .get("scope")
+        .and_then(|s| s.strip_prefix("repository:"))
+        .and_then(|s| s.strip_suffix(":pull"))
+    else {
+        return acr_error(
+            StatusCode::BAD_REQUEST,
+            "DENIED",
+            "scope must be repository:<name>:pull",
+        );
+    };
+    axum::Json(json!({"access_token": format!("acr-access-{repository}")})).into_response()
+}
+
+async fn resource_or_registry(State(state): State<Arc<FakeState>>, request: Request) -> Response {
+    let path = request.uri().path().to_string();
+    let headers = request.headers().clone();
+    if let Some(rest) = path.strip_prefix("/v2/") {
+        state.count("v2/manifests");
+        let Some((repository, reference)) = rest.rsplit_once("/manifests/") else {
+            return acr_error(StatusCode::NOT_FOUND, "NAME_UNKNOWN", "unknown path");
+        };
+        if bearer(&headers) != Some(format!("acr-access-{repository}").as_str()) {
+            return acr_error(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHORIZED",
+                "authentication required",
+            );
+        }
+        if !matches!(*request.method(), Method::HEAD | Method::GET) {
+            return acr_error(StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED", "read only");
+        }
+        let digest = state
+            .manifests
+            .lock()
+            .unwrap()
+            .get(&(repository.to_string(), reference.to_string()))
+            .cloned();
+        return match digest {
+            Some(digest) => (
+                StatusCode::OK,
+                [
+                    ("docker-content-digest", digest),
+                    (
+                        "content-type",
+                        "application/vnd.docker.distribution.manifest.v2+json".to_string(),
+                    ),
+                ],
+            )
+                .into_response(),
+            None => acr_error(
+                StatusCode::NOT_FOUND,
+                "MANIFEST_UNKNOWN",
+                "manifest unknown",
+            ),
+        };
+    }
+    if !path.to_ascii_lowercase().starts_with("/subscriptions/") || request.method() != Method::GET
+    {
+        return arm_error(StatusCode::NOT_FOUND, "NotFound", "no such route");
+    }
+    state.count("arm");
+    if bearer(&headers) != Some(state.aad_token.as_str()) {
+        return arm_error(
+            StatusCode::UNAUTHORIZED,
+            "AuthenticationFailed",
+            "Authentication failed. The 'Authorization' header is missing or invalid.",
+        );
+    }
+    let query: HashMap<String, String> =
+        url::form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+            .into_owned()
+            .collect();
+    let lower = path.to_ascii_lowercase();
+    let supported: &[&str] = if lower.contains("/providers/microsoft.containerinstance/") {
+        &["2023-05-01", "2025-09-01"]
+    } else {
+        &["2024-03-01", "2025-01-01", "2025-07-01"]
+    };
+    match query.get("api-version") {
+        None => {
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            );
+        }
+        Some(v) if !supported.contains(&v.as_str()) => {
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidApiVersionParameter",
+                &format!(
+                    "The api-version '{v}' is invalid. The supported versions are '{}'.",
+                    supported.join(",")
+                ),
+            );
+        }
+        Some(_) => {}
+    }
+    if state
+        .throttle_arm
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        let mut response = arm_error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "TooManyRequests",
+            "The request is being throttled.",
+        );
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        return response;
+    }
+    match state.resources.lock().unwrap().get(&lower) {
+        Some(body) => axum::Json(body.clone()).into_response(),
+        None => arm_error(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            &format!("The Resource '{path}' was not found."),
+        ),
+    }
+}

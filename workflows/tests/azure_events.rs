@@ -1,0 +1,133 @@
+//! `scan::classify` for Azure: the Event Grid and CloudEvents samples in `tests/data/events/`
+//! (copied from `shared/research/samples/`) and hand-made variants of them.
+
+use qflows_workflows::scan::{Classified, EventSource, ScanRequest, classify};
+use serde_json::{Value, json};
+use std::path::Path;
+
+/// One event of a sample (Event Grid samples are delivery arrays).
+fn sample(name: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/events")
+        .join(name);
+    let value: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    match value {
+        Value::Array(mut events) => events.remove(0),
+        event => event,
+    }
+}
+
+fn scan(event: &Value) -> ScanRequest {
+    match classify(event) {
+        Ok(Classified::Scan(request)) => request,
+        other => panic!("expected a scan, got {other:?}"),
+    }
+}
+
+fn ignored(event: &Value) -> String {
+    match classify(event) {
+        Ok(Classified::Ignored { reason }) => reason,
+        other => panic!("expected ignored, got {other:?}"),
+    }
+}
+
+#[test]
+fn acr_push_in_event_grid_schema_names_the_pushed_digest() {
+    let request = scan(&sample("eventgrid-acr-image-pushed.json"));
+    assert_eq!(request.source, EventSource::AcrImagePush);
+    assert_eq!(
+        request.event_id.as_deref(),
+        Some("831e1650-001e-001b-66ab-eeb76e069631")
+    );
+    assert_eq!(
+        request.images[0].to_string(),
+        "contosoapps.azurecr.io/billing/api:4.1.0@sha256:213bbc182920ab41e18edc2001e06abcca6735d87782d9cef68abd83941cf0e5"
+    );
+    assert!(
+        request
+            .azure_resource
+            .as_deref()
+            .unwrap()
+            .ends_with("/registries/contosoapps")
+    );
+}
+
+#[test]
+fn acr_push_with_data_as_a_string_and_as_a_cloud_event() {
+    let from_string = scan(&sample(
+        "azure-eventgrid-acr-imagepushed-data-as-string.json",
+    ));
+    let cloud_event = scan(&sample("azure-cloudevents-acr-imagepushed.json"));
+    assert_eq!(from_string.images, cloud_event.images);
+    assert_eq!(
+        from_string.images[0].to_string(),
+        "contosoprod.azurecr.io/payments/web-api:1.15.0@sha256:d8fe269c626056ae9b7f7fc7761d344d6f6c456157ca82a722a5a3985ae52263"
+    );
+}
+
+#[test]
+fn container_group_and_container_app_writes_name_the_resource() {
+    let aci = scan(&sample("eventgrid-aci-resource-write-success.json"));
+    assert_eq!(aci.source, EventSource::AciContainerGroupWrite);
+    assert!(aci.images.is_empty());
+    assert_eq!(
+        aci.azure_resource.as_deref(),
+        Some(
+            "/subscriptions/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b/resourceGroups/apps-rg/providers/Microsoft.ContainerInstance/containerGroups/report-worker"
+        )
+    );
+    let app = scan(&sample(
+        "azure-cloudevents-resourcewritesuccess-containerapp.json",
+    ));
+    assert_eq!(app.source, EventSource::ContainerAppWrite);
+    assert!(
+        app.azure_resource
+            .as_deref()
+            .unwrap()
+            .ends_with("/providers/Microsoft.App/containerApps/web-api")
+    );
+}
+
+#[test]
+fn other_azure_events_are_ignored_with_a_reason() {
+    let mut other_write = sample("eventgrid-aci-resource-write-success.json");
+    other_write["data"]["operationName"] = "Microsoft.Storage/storageAccounts/write".into();
+    assert!(ignored(&other_write).contains("deploys no containers"));
+    let mut failed = sample("eventgrid-aci-resource-write-success.json");
+    failed["eventType"] = "Microsoft.Resources.ResourceWriteFailure".into();
+    assert!(ignored(&failed).contains("only successful resource writes"));
+    let mut deleted = sample("eventgrid-acr-image-pushed.json");
+    deleted["eventType"] = "Microsoft.ContainerRegistry.ImageDeleted".into();
+    assert!(ignored(&deleted).contains("nothing new to scan"));
+    assert!(ignored(&sample("eventgrid-subscription-validation.json")).contains("handshake"));
+}
+
+#[test]
+fn malformed_azure_events_name_the_field() {
+    let field = |event: &Value| classify(event).unwrap_err().field;
+    let mut no_digest = sample("eventgrid-acr-image-pushed.json");
+    no_digest["data"]["target"]
+        .as_object_mut()
+        .unwrap()
+        .remove("digest");
+    assert_eq!(field(&no_digest), "data.target.digest");
+    let mut bad_digest = sample("eventgrid-acr-image-pushed.json");
+    bad_digest["data"]["target"]["digest"] = "sha256:nothex".into();
+    assert_eq!(field(&bad_digest), "data.target");
+    let mut bad_data = sample("eventgrid-acr-image-pushed.json");
+    bad_data["data"] = "{not json".into();
+    assert_eq!(field(&bad_data), "data");
+    let mut bad_resource = sample("eventgrid-aci-resource-write-success.json");
+    bad_resource["data"]["resourceUri"] =
+        "/subscriptions/x/providers/Microsoft.App/containerApps/a".into();
+    assert_eq!(field(&bad_resource), "data.resourceUri");
+    let unknown =
+        json!({"specversion": "1.0", "id": "1", "source": "/s", "type": "com.example.thing"});
+    assert_eq!(field(&unknown), "type");
+    let mut no_operation = sample("eventgrid-aci-resource-write-success.json");
+    no_operation["data"]
+        .as_object_mut()
+        .unwrap()
+        .remove("operationName");
+    assert_eq!(field(&no_operation), "data.operationName");
+}
