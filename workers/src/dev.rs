@@ -21,6 +21,9 @@ pub struct DevArgs {
     /// Port of the Temporal web UI.
     #[arg(long, default_value_t = 8233)]
     pub ui_port: u16,
+    /// Port of the event bridge (`qflows bridge`), which the dev loop serves too.
+    #[arg(long, default_value_t = 8089)]
+    pub bridge_port: u16,
     /// Port of the Qualys emulator (used when no Qualys credentials are set).
     #[arg(long, default_value_t = 8090)]
     pub emulator_port: u16,
@@ -209,15 +212,18 @@ pub async fn run(
         profile: None,
     };
     let task_queue = worker_args.task_queue.clone();
-    let config = WorkerConfig::from_args(temporal_args, &qualys, worker_args, &scan)?;
+    let config = WorkerConfig::from_args(temporal_args.clone(), &qualys, worker_args, &scan)?;
+    let (bridge, bridge_key) = start_bridge(&args, temporal_args, &task_queue).await?;
     print_banner(
         &args,
         &temporal_bin,
         &task_queue,
         emulator.as_ref().map(|e| e.base_url()),
+        bridge_key.as_deref(),
     );
 
     let result = worker::run(config, worker::shutdown_signal()).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), bridge.wait()).await;
 
     info!("stopping the Temporal dev server");
     let _ = temporal.start_kill();
@@ -226,6 +232,43 @@ pub async fn run(
         emulator.shutdown().await;
     }
     result
+}
+
+/// The key the dev loop's bridge accepts when `QFLOWS_BRIDGE_KEY` is not set.
+pub const DEV_BRIDGE_KEY: &str = "qflows-dev-bridge-key";
+
+/// Starts the bridge on `--bridge-port`, with `QFLOWS_BRIDGE_KEY` or the dev key (returned, to
+/// print: it is no secret).
+async fn start_bridge(
+    args: &DevArgs,
+    temporal: TemporalArgs,
+    task_queue: &str,
+) -> anyhow::Result<(crate::bridge::Bridge, Option<String>)> {
+    let from_env = std::env::var("QFLOWS_BRIDGE_KEY").is_ok_and(|k| !k.trim().is_empty());
+    let (key_file, shown) = if from_env {
+        (None, None)
+    } else {
+        let dir = if args.dev_dir == "none" {
+            std::env::temp_dir()
+        } else {
+            PathBuf::from(&args.dev_dir)
+        };
+        let file = dir.join(format!("bridge-{}.key", args.bridge_port));
+        std::fs::write(&file, DEV_BRIDGE_KEY)?;
+        (Some(file), Some(DEV_BRIDGE_KEY.to_string()))
+    };
+    let bridge_args = crate::bridge::BridgeArgs {
+        listen: ([127, 0, 0, 1], args.bridge_port).into(),
+        key_file,
+        api_key_header: "x-api-key".into(),
+        max_body_bytes: 1024 * 1024,
+        start_timeout_secs: 4,
+        sqs_queue_url: None,
+        task_queue: task_queue.to_string(),
+    };
+    let bridge =
+        crate::bridge::Bridge::start(temporal, bridge_args, worker::shutdown_signal()).await?;
+    Ok((bridge, shown))
 }
 
 /// CDR findings of the last hours for the emulator, so CdrToPolicy has something to turn into
@@ -259,8 +302,10 @@ fn print_banner(
     temporal: &TemporalCli,
     task_queue: &str,
     emulator: Option<String>,
+    bridge_key: Option<&str>,
 ) {
     let cli = &temporal.command;
+    let key = bridge_key.unwrap_or("$QFLOWS_BRIDGE_KEY");
     let address = if args.temporal_port == 7233 {
         String::new()
     } else {
@@ -276,13 +321,17 @@ fn print_banner(
          \n  Temporal:     127.0.0.1:{port}\
          \n  Task queue:   {task_queue}\
          \n  Qualys:       {qualys}\
+         \n  Event bridge: http://127.0.0.1:{bridge}/events/{{aws,azure,cloudevents}} (key: {key})\
          \n\nTry it:\n\
          \n  {cli} workflow start{address} --type EnsureRegistry --task-queue {task_queue} --workflow-id registry-123456789012-us-east-1 --input '{{\"accountId\":\"123456789012\",\"region\":\"us-east-1\"}}'\
          \n  {cli} workflow show{address} --workflow-id registry-123456789012-us-east-1\n\
          \n  {cli} workflow start{address} --type CdrToPolicy --task-queue {task_queue} --workflow-id cdr-dev --input '{{\"policySet\":\"dev\",\"output\":{{\"directory\":\".qflows/policies\"}}}}'\
          \n  {cli} workflow query{address} --workflow-id cdr-dev --name policies\n\
+         \n  curl -sS -H 'x-api-key: {key}' -H 'content-type: application/json' --data-binary @workflows/tests/data/events/ecr-image-action-push.json http://127.0.0.1:{bridge}/events/aws\
+         \n  {cli} workflow show{address} --workflow-id deploy-aws-4f5ec4d5-4b53-1a8c-7e2b-6a1f2d3c9e01\n\
          \nCtrl-C stops everything.\n",
         ui = args.ui_port,
         port = args.temporal_port,
+        bridge = args.bridge_port,
     );
 }

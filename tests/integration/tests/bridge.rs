@@ -1,0 +1,485 @@
+//! `qflows bridge` against a real Temporal dev server: sample deliveries start the right
+//! workflows once, handshakes answer as documented, bad deliveries get precise refusals, and
+//! with Temporal down nothing is lost.
+
+use qflows::bridge::{Bridge, BridgeArgs};
+use qflows::config::TemporalArgs;
+use qflows_integration::{Temporal, TestEnv, wait_for, workspace_root};
+use qflows_workflows::ScanOnDeploy;
+use qflows_workflows::scan::model::ImageStatus;
+use qualys_emulator::EmulatorConfig;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::path::Path;
+use std::time::Duration;
+use temporalio_client::{Client, WorkflowGetResultOptions};
+
+const KEY: &str = "test-bridge-key-0123456789";
+
+fn sample(name: &str) -> Value {
+    let path = workspace_root()
+        .join("workflows/tests/data/events")
+        .join(name);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn args(dir: &Path, task_queue: &str) -> BridgeArgs {
+    let key_file = dir.join("bridge.key");
+    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
+    BridgeArgs {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        key_file: Some(key_file),
+        api_key_header: "x-api-key".into(),
+        max_body_bytes: 64 * 1024,
+        start_timeout_secs: 2,
+        sqs_queue_url: None,
+        task_queue: task_queue.into(),
+    }
+}
+
+async fn bridge(temporal: &Temporal, dir: &Path, task_queue: &str) -> anyhow::Result<Bridge> {
+    let temporal = TemporalArgs {
+        address: Some(temporal.address.clone()),
+        namespace: Some("default".into()),
+        profile: None,
+    };
+    Bridge::start(temporal, args(dir, task_queue), std::future::pending()).await
+}
+
+struct Sender {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Sender {
+    fn new(bridge: &Bridge) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: format!("http://{}", bridge.addr),
+        }
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header("x-api-key", KEY)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// The workflow type of `id`, or `None` when no such workflow exists.
+async fn workflow_type(client: &Client, id: &str) -> Option<String> {
+    let handle = client.get_workflow_handle::<ScanOnDeploy>(id.to_string());
+    let description = handle.describe(Default::default()).await.ok()?;
+    Some(
+        description
+            .raw_description
+            .workflow_execution_info?
+            .r#type?
+            .name,
+    )
+}
+
+#[tokio::test]
+async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig {
+        scan_delay_ms: 200,
+        ..Default::default()
+    })
+    .await?;
+    let results = env.dir.join("results");
+    let worker_metrics = format!("127.0.0.1:{}", qflows_integration::free_port());
+    let worker = env
+        .worker()
+        .env("QFLOWS_METRICS_LISTEN", Some(&worker_metrics))
+        .env("QFLOWS_SCAN_POLL_INITIAL_SECS", Some("1"))
+        .env("QFLOWS_RESULTS", Some(results.to_str().unwrap()))
+        .start(&env.dir)
+        .await?;
+    let bridge = bridge(&env.temporal, &env.dir, &worker.task_queue).await?;
+    let send = Sender::new(&bridge);
+
+    // An ECR push: started under its event id, scanned by the worker.
+    let push = sample("ecr-image-action-push.json");
+    let (status, body) = send.post("/events/aws", &push).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let push_id = "deploy-aws-4f5ec4d5-4b53-1a8c-7e2b-6a1f2d3c9e01";
+    assert_eq!(
+        body["events"],
+        json!([{"id": "4f5ec4d5-4b53-1a8c-7e2b-6a1f2d3c9e01", "workflowId": push_id, "outcome": "started"}])
+    );
+    // Delivered again (EventBridge retries on timeouts): the same workflow, no second run.
+    let (status, body) = send.post("/events/aws", &push).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["events"][0]["outcome"], "duplicate");
+    let output = env
+        .client
+        .get_workflow_handle::<ScanOnDeploy>(push_id.to_string())
+        .get_result(WorkflowGetResultOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    assert_eq!(output.status, "scanned", "{output:?}");
+    assert_eq!(output.images[0].status, ImageStatus::Scanned, "{output:?}");
+    // Once completed, a redelivery is still a duplicate.
+    let (_, body) = send.post("/events/aws", &push).await;
+    assert_eq!(body["events"][0]["outcome"], "duplicate");
+    assert_eq!(env.qualys.stats().schedules_created, 1);
+
+    // CloudTrail ECS RunTask and the ECS task state change start ScanOnDeploy too.
+    for (file, id) in [
+        (
+            "aws-eventbridge-cloudtrail-ecs-runtask.json",
+            "656175b1-a875-4aef-9acc-3ef6f03e25b1",
+        ),
+        (
+            "aws-eventbridge-ecs-task-state-change.json",
+            "3f6cbbd4-7a1c-4d3e-9f0a-2b5c8e7d6a41",
+        ),
+    ] {
+        let (status, body) = send.post("/events/aws", &sample(file)).await;
+        assert_eq!(status, StatusCode::OK, "{file}: {body}");
+        assert_eq!(body["events"][0]["outcome"], "started", "{file}: {body}");
+        assert_eq!(
+            workflow_type(&env.client, &format!("deploy-aws-{id}"))
+                .await
+                .as_deref(),
+            Some("ScanOnDeploy")
+        );
+    }
+
+    // An ECR DELETE asks for no scan: answered, nothing started.
+    let (status, body) = send
+        .post(
+            "/events/aws",
+            &sample("aws-eventbridge-ecr-image-action-delete.json"),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["events"][0]["outcome"], "ignored");
+    assert_eq!(
+        workflow_type(
+            &env.client,
+            "deploy-aws-dd3b46cb-2c74-f49e-393b-28286b67279d"
+        )
+        .await,
+        None
+    );
+
+    let metrics = send
+        .http
+        .get(format!("{}/metrics", send.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"started\"} 3"));
+    assert!(metrics.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"duplicate\"} 2"));
+    assert!(metrics.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"ignored\"} 1"));
+
+    // The worker publishes its Qualys calls by endpoint family next to the SDK's metrics.
+    let qualys_series = wait_for("Qualys metrics", Duration::from_secs(30), || async {
+        let text = reqwest::get(format!("http://{worker_metrics}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let series: Vec<String> = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("qflows_qualys_requests_total{") && l.contains("family=\"images\"")
+            })
+            .map(str::to_string)
+            .collect();
+        let counted = series
+            .iter()
+            .any(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) > Some(0.0));
+        counted.then_some(series)
+    })
+    .await?;
+    assert!(!qualys_series.is_empty());
+    Ok(())
+}
+
+#[tokio::test]
+async fn handshakes_answer_as_documented() -> anyhow::Result<()> {
+    let temporal = Temporal::start().await?;
+    let dir = tempdir("handshake");
+    let bridge = bridge(&temporal, &dir, "qflows").await?;
+    let send = Sender::new(&bridge);
+
+    // Event Grid schema: 200 with the validation code (the key is in the subscription's URL).
+    let validation = sample("eventgrid-subscription-validation.json");
+    let response = send
+        .http
+        .post(format!("{}/events/azure?code={KEY}", send.base))
+        .header("aeg-event-type", "SubscriptionValidation")
+        .json(&validation)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.json::<Value>().await?,
+        json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
+    );
+    // Without the key: refused like any delivery.
+    let response = send
+        .http
+        .post(format!("{}/events/azure", send.base))
+        .json(&validation)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+
+    // CloudEvents webhook validation: OPTIONS with WebHook-Request-Origin.
+    for path in ["/events/azure", "/events/cloudevents"] {
+        let response = send
+            .http
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", send.base))
+            .header("WebHook-Request-Origin", "eventgrid.azure.net")
+            .header("WebHook-Request-Rate", "120")
+            .send()
+            .await?;
+        assert_eq!(response.status(), StatusCode::OK, "{path}");
+        let headers = response.headers();
+        assert_eq!(headers["webhook-allowed-origin"], "eventgrid.azure.net");
+        assert_eq!(headers["webhook-allowed-rate"], "*");
+        assert_eq!(headers["allow"], "POST, OPTIONS");
+    }
+    let response = send
+        .http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("{}/events/cloudevents", send.base),
+        )
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    Ok(())
+}
+
+#[tokio::test]
+async fn bad_deliveries_are_refused_precisely() -> anyhow::Result<()> {
+    let temporal = Temporal::start().await?;
+    let client = temporal.client().await?;
+    let dir = tempdir("refusals");
+    let bridge = bridge(&temporal, &dir, "qflows").await?;
+    let send = Sender::new(&bridge);
+    let push = sample("ecr-image-action-push.json");
+
+    // No key, a wrong key: 401, nothing started.
+    let url = format!("{}/events/aws", send.base);
+    let response = send.http.post(&url).json(&push).send().await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert!(response.headers().contains_key("www-authenticate"));
+    let response = send
+        .http
+        .post(&url)
+        .header("x-api-key", "wrong-key-wrong-key")
+        .json(&push)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let body = response.text().await?;
+    assert!(!body.contains(KEY));
+    // Basic auth as an EventBridge connection sends it works.
+    let response = send
+        .http
+        .post(&url)
+        .basic_auth("eventbridge", Some(KEY))
+        .json(&push)
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::OK);
+
+    // Over the limit: 413, with or without a Content-Length.
+    let mut big = push.clone();
+    big["detail"]["padding"] = Value::String("x".repeat(70 * 1024));
+    let (status, _) = send.post("/events/aws", &big).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        chunked_post(bridge.addr, "/events/aws", 80, 1024).await?,
+        413,
+        "a chunked body has no Content-Length: the limit applies while reading"
+    );
+
+    // Malformed: 400 naming the problem.
+    let response = send
+        .http
+        .post(&url)
+        .header("x-api-key", KEY)
+        .body("{\"id\": ")
+        .send()
+        .await?;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    let body: Value = response.json().await?;
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("the body is not JSON"),
+        "{body}"
+    );
+    let mut no_id = push.clone();
+    no_id.as_object_mut().unwrap().remove("id");
+    let (status, body) = send.post("/events/aws", &no_id).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "`id` is missing");
+    // Readable, but not an event ScanOnDeploy takes: the field is named, nothing is started.
+    let mut bad_digest = push.clone();
+    bad_digest["id"] = "bad-digest-1".into();
+    bad_digest["detail"]["image-digest"] = "sha256:nothex".into();
+    let (status, body) = send.post("/events/aws", &bad_digest).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("detail.image-digest"),
+        "{body}"
+    );
+    assert_eq!(
+        workflow_type(&client, "deploy-aws-bad-digest-1").await,
+        None
+    );
+    // A CloudEvent missing `source`, in a batch: the index and attribute are named.
+    let (status, body) = send
+        .post(
+            "/events/cloudevents",
+            &json!([{"specversion": "1.0", "id": "1", "type": "t"}]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(body["error"], "event [0]: `source` is missing");
+    Ok(())
+}
+
+#[tokio::test]
+async fn with_temporal_down_the_bridge_answers_503_and_loses_nothing() -> anyhow::Result<()> {
+    let dir = tempdir("outage");
+    let mut temporal = Temporal::start_persistent(&dir.join("temporal.db")).await?;
+    let bridge = bridge(&temporal, &dir, "qflows").await?;
+    let send = Sender::new(&bridge);
+    let event = |n: usize| {
+        let mut event = sample("ecr-image-action-push.json");
+        event["id"] = format!("outage-{n}").into();
+        event
+    };
+
+    let (status, _) = send.post("/events/aws", &event(0)).await;
+    assert_eq!(status, StatusCode::OK);
+
+    temporal.stop().await?;
+    for n in 0..5 {
+        let response = send
+            .http
+            .post(format!("{}/events/aws", send.base))
+            .header("x-api-key", KEY)
+            .json(&event(n))
+            .send()
+            .await?;
+        assert_eq!(
+            response.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "event {n}"
+        );
+        assert!(response.headers().contains_key("retry-after"));
+    }
+    let ready = send
+        .http
+        .get(format!("{}/readyz", send.base))
+        .send()
+        .await?;
+    assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let healthy = send
+        .http
+        .get(format!("{}/healthz", send.base))
+        .send()
+        .await?;
+    assert_eq!(healthy.status(), StatusCode::OK);
+
+    // Temporal returns with its state; the senders deliver again.
+    temporal.restart().await?;
+    wait_for(
+        "the bridge to be ready",
+        Duration::from_secs(60),
+        || async {
+            let ready = send
+                .http
+                .get(format!("{}/readyz", send.base))
+                .send()
+                .await
+                .ok()?;
+            (ready.status() == StatusCode::OK).then_some(())
+        },
+    )
+    .await?;
+    let mut outcomes = Vec::new();
+    for n in 0..5 {
+        let (status, body) = send.post("/events/aws", &event(n)).await;
+        assert_eq!(status, StatusCode::OK, "event {n}: {body}");
+        outcomes.push(body["events"][0]["outcome"].as_str().unwrap().to_string());
+    }
+    // outage-0 was accepted before the outage: the database kept it.
+    assert_eq!(
+        outcomes,
+        ["duplicate", "started", "started", "started", "started"]
+    );
+    let client = temporal.client().await?;
+    for n in 0..5 {
+        assert_eq!(
+            workflow_type(&client, &format!("deploy-aws-outage-{n}"))
+                .await
+                .as_deref(),
+            Some("ScanOnDeploy"),
+            "outage-{n}"
+        );
+    }
+    Ok(())
+}
+
+/// POSTs `chunks` chunks of `size` bytes with chunked transfer encoding (no Content-Length)
+/// and returns the status code.
+async fn chunked_post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    chunks: usize,
+    size: usize,
+) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nx-api-key: {KEY}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await?;
+    let chunk = format!("{size:x}\r\n{}\r\n", "y".repeat(size));
+    for _ in 0..chunks {
+        // The server may answer and close before the whole body is sent.
+        if stream.write_all(chunk.as_bytes()).await.is_err() {
+            break;
+        }
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut response = Vec::new();
+    let _ = stream.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("no HTTP response: {text:?}"))?;
+    Ok(status.parse()?)
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("qflows-bridge-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,264 @@
+//! The bridge's Prometheus metrics. Every label value comes from a closed set, so series stay
+//! bounded whatever senders send.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What happened to one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Temporal started its workflow.
+    Started,
+    /// Its workflow already existed: a redelivery.
+    Duplicate,
+    /// A well-formed event that asks for no scan.
+    Ignored,
+}
+
+impl EventOutcome {
+    const ALL: [EventOutcome; 3] = [Self::Started, Self::Duplicate, Self::Ignored];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Duplicate => "duplicate",
+            Self::Ignored => "ignored",
+        }
+    }
+}
+
+/// Why a delivery was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// No or a wrong key (401).
+    Unauthenticated,
+    /// Over the body limit (413).
+    TooLarge,
+    /// Not readable as the sender's format (400).
+    Malformed,
+    /// Readable, but not an event `ScanOnDeploy` accepts (400).
+    InvalidEvent,
+    /// Temporal did not accept the start in time (503; the sender retries).
+    Unavailable,
+}
+
+impl Rejection {
+    const ALL: [Rejection; 5] = [
+        Self::Unauthenticated,
+        Self::TooLarge,
+        Self::Malformed,
+        Self::InvalidEvent,
+        Self::Unavailable,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "unauthenticated",
+            Self::TooLarge => "too_large",
+            Self::Malformed => "malformed",
+            Self::InvalidEvent => "invalid_event",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Where deliveries arrive; a metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// `POST /events/aws`.
+    Aws,
+    /// `/events/azure`.
+    Azure,
+    /// `/events/cloudevents`.
+    CloudEvents,
+    /// The SQS queue.
+    Sqs,
+}
+
+impl Route {
+    const ALL: [Route; 4] = [Self::Aws, Self::Azure, Self::CloudEvents, Self::Sqs];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Aws => "aws",
+            Self::Azure => "azure",
+            Self::CloudEvents => "cloudevents",
+            Self::Sqs => "sqs",
+        }
+    }
+}
+
+/// Upper bounds (seconds) of the delivery latency histogram.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+/// Counters and a latency histogram per route.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    events: [[AtomicU64; EventOutcome::ALL.len()]; Route::ALL.len()],
+    rejected: [[AtomicU64; Rejection::ALL.len()]; Route::ALL.len()],
+    handshakes: AtomicU64,
+    latency: [Histogram; Route::ALL.len()],
+}
+
+fn index<T: PartialEq>(all: &[T], item: T) -> usize {
+    all.iter()
+        .position(|x| *x == item)
+        .expect("every value is listed")
+}
+
+impl Metrics {
+    /// Counts one event's outcome.
+    pub fn event(&self, route: Route, outcome: EventOutcome) {
+        self.events[index(&Route::ALL, route)][index(&EventOutcome::ALL, outcome)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one refused delivery.
+    pub fn rejected(&self, route: Route, why: Rejection) {
+        self.rejected[index(&Route::ALL, route)][index(&Rejection::ALL, why)]
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an answered subscription handshake.
+    pub fn handshake(&self) {
+        self.handshakes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records how long a delivery took from arrival to answer.
+    pub fn latency(&self, route: Route, elapsed: Duration) {
+        let histogram = &self.latency[index(&Route::ALL, route)];
+        let seconds = elapsed.as_secs_f64();
+        for (bound, bucket) in BUCKETS.iter().zip(&histogram.buckets) {
+            if seconds <= *bound {
+                bucket.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        histogram.count.fetch_add(1, Ordering::Relaxed);
+        histogram.sum_micros.fetch_add(
+            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Events counted with `outcome`, over every route.
+    pub fn events_total(&self, outcome: EventOutcome) -> u64 {
+        let i = index(&EventOutcome::ALL, outcome);
+        self.events
+            .iter()
+            .map(|row| row[i].load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP qflows_bridge_events_total Events handled, by route and outcome.\n");
+        out.push_str("# TYPE qflows_bridge_events_total counter\n");
+        for (r, route) in Route::ALL.iter().enumerate() {
+            for (o, outcome) in EventOutcome::ALL.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "qflows_bridge_events_total{{route=\"{}\",outcome=\"{}\"}} {}",
+                    route.as_str(),
+                    outcome.as_str(),
+                    self.events[r][o].load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP qflows_bridge_rejected_total Deliveries refused, by route and reason.\n",
+        );
+        out.push_str("# TYPE qflows_bridge_rejected_total counter\n");
+        for (r, route) in Route::ALL.iter().enumerate() {
+            for (w, why) in Rejection::ALL.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "qflows_bridge_rejected_total{{route=\"{}\",reason=\"{}\"}} {}",
+                    route.as_str(),
+                    why.as_str(),
+                    self.rejected[r][w].load(Ordering::Relaxed)
+                );
+            }
+        }
+        out.push_str(
+            "# HELP qflows_bridge_handshakes_total Event Grid subscription validations answered.\n",
+        );
+        out.push_str("# TYPE qflows_bridge_handshakes_total counter\n");
+        let _ = writeln!(
+            out,
+            "qflows_bridge_handshakes_total {}",
+            self.handshakes.load(Ordering::Relaxed)
+        );
+        out.push_str(
+            "# HELP qflows_bridge_delivery_seconds Time from a delivery's arrival to its answer.\n",
+        );
+        out.push_str("# TYPE qflows_bridge_delivery_seconds histogram\n");
+        for (r, route) in Route::ALL.iter().enumerate() {
+            let histogram = &self.latency[r];
+            let route = route.as_str();
+            for (bound, bucket) in BUCKETS.iter().zip(&histogram.buckets) {
+                let _ = writeln!(
+                    out,
+                    "qflows_bridge_delivery_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
+                    bucket.load(Ordering::Relaxed)
+                );
+            }
+            let count = histogram.count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "qflows_bridge_delivery_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "qflows_bridge_delivery_seconds_sum{{route=\"{route}\"}} {}",
+                histogram.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "qflows_bridge_delivery_seconds_count{{route=\"{route}\"}} {count}"
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_series_with_bounded_labels() {
+        let metrics = Metrics::default();
+        metrics.event(Route::Aws, EventOutcome::Started);
+        metrics.event(Route::Aws, EventOutcome::Duplicate);
+        metrics.rejected(Route::Azure, Rejection::Unauthenticated);
+        metrics.latency(Route::Aws, Duration::from_millis(3));
+        let text = metrics.render();
+        assert!(text.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"started\"} 1"));
+        assert!(text.contains("qflows_bridge_events_total{route=\"sqs\",outcome=\"ignored\"} 0"));
+        assert!(text.contains(
+            "qflows_bridge_rejected_total{route=\"azure\",reason=\"unauthenticated\"} 1"
+        ));
+        assert!(
+            text.contains("qflows_bridge_delivery_seconds_bucket{route=\"aws\",le=\"0.0025\"} 0")
+        );
+        assert!(
+            text.contains("qflows_bridge_delivery_seconds_bucket{route=\"aws\",le=\"0.005\"} 1")
+        );
+        assert!(text.contains("qflows_bridge_delivery_seconds_count{route=\"aws\"} 1"));
+        assert_eq!(metrics.events_total(EventOutcome::Started), 1);
+    }
+}
