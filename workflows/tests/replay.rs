@@ -86,3 +86,17 @@ async fn cdr_to_policy_histories_replay() {
         .build();
     replay_all(recorded, options).await;
 }
+
+#[tokio::test]
+async fn deploy_sensor_histories_replay() {
+    let recorded = histories("deploy_sensor");
+    assert!(
+        recorded.len() >= 2,
+        "expected recorded DeploySensor histories (ECS created, ECS rolled back)"
+    );
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<qflows_workflows::DeploySensor>()
+        .expect("register")
+        .build();
+    replay_all(recorded, options).await;
+}

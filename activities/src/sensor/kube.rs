@@ -1,0 +1,199 @@
+//! The sensor on Kubernetes (EKS, AKS, GKE): server-side apply (field manager `qflows`) of the
+//! rendered objects, comparing first so a repeated run writes nothing; the DaemonSet's
+//! roll-out; and restoring the previous DaemonSet spec.
+
+use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
+use crate::policies::{FIELD_MANAGER, PolicyOutputError, kube_client};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
+};
+use qflows_workflows::cdr::KubeTarget;
+use qflows_workflows::sensor::{DeploySensorInput, RolloutStatus, SensorApplied, SensorDeployment};
+use serde_json::{Value, json};
+use tracing::info;
+
+/// A client for the input's kubeconfig and context (exec plugins work as in kubectl).
+pub async fn client(input: &DeploySensorInput) -> Result<kube::Client, PolicyOutputError> {
+    kube_client(&KubeTarget {
+        context: input.kube_context.clone(),
+        kubeconfig: input.kubeconfig.clone(),
+    })
+    .await
+}
+
+fn api(client: &kube::Client, manifest: &Value) -> Api<DynamicObject> {
+    let (group, version) = match manifest["apiVersion"]
+        .as_str()
+        .unwrap_or("v1")
+        .split_once('/')
+    {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (
+            String::new(),
+            manifest["apiVersion"].as_str().unwrap_or("v1").to_string(),
+        ),
+    };
+    let kind = manifest["kind"].as_str().unwrap_or_default();
+    let plural = match kind {
+        "NetworkPolicy" => "networkpolicies".to_string(),
+        "ResourceQuota" => "resourcequotas".to_string(),
+        other => format!("{}s", other.to_lowercase()),
+    };
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural);
+    match manifest["metadata"]["namespace"].as_str() {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    }
+}
+
+fn daemonsets(client: &kube::Client) -> Api<DynamicObject> {
+    api(
+        client,
+        &json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"namespace": KUBE_NAMESPACE}}),
+    )
+}
+
+/// True when every field of `want` is in `have` with the same value.
+fn contained(want: &Value, have: &Value) -> bool {
+    match (want, have) {
+        (Value::Object(w), Value::Object(h)) => w
+            .iter()
+            .all(|(k, v)| h.get(k).is_some_and(|hv| contained(v, hv))),
+        (Value::Array(w), Value::Array(h)) => {
+            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| contained(a, b))
+        }
+        (w, h) => w == h,
+    }
+}
+
+/// The parts of a live object that apply compares and roll-back restores (no status, no
+/// server-set metadata).
+fn desired_part(object: &DynamicObject) -> Value {
+    let mut v = serde_json::to_value(object).unwrap_or_default();
+    let mut out = json!({"apiVersion": v["apiVersion"], "kind": v["kind"],
+        "metadata": {"name": v["metadata"]["name"], "namespace": v["metadata"]["namespace"],
+                     "labels": v["metadata"]["labels"]}});
+    if let Some(m) = v.as_object_mut() {
+        for (k, val) in m.iter() {
+            if !matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status") {
+                out[k] = val.clone();
+            }
+        }
+    }
+    out
+}
+
+/// Applies every object; returns what changed and the DaemonSet spec that ran before.
+pub async fn apply(
+    client: &kube::Client,
+    input: &DeploySensorInput,
+) -> Result<SensorApplied, PolicyOutputError> {
+    let mut changed = false;
+    let mut previous = None;
+    let mut created = false;
+    for manifest in kube_manifests(input) {
+        let name = manifest["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let kind = manifest["kind"].as_str().unwrap_or_default().to_string();
+        let err = |action, source| PolicyOutputError::Kube {
+            action,
+            name: format!("{kind}/{name}"),
+            source,
+        };
+        let api = api(client, &manifest);
+        let existing = api.get_opt(&name).await.map_err(|e| err("read", e))?;
+        if kind == "DaemonSet" {
+            match &existing {
+                Some(o) => previous = Some(desired_part(o).to_string()),
+                None => created = true,
+            }
+        }
+        if let Some(o) = &existing
+            && contained(&manifest, &serde_json::to_value(o).unwrap_or_default())
+        {
+            continue;
+        }
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch(&name, &params, &Patch::Apply(&manifest))
+            .await
+            .map_err(|e| err("apply", e))?;
+        info!(%kind, %name, "applied");
+        changed = true;
+    }
+    Ok(SensorApplied {
+        changed,
+        applied: format!("DaemonSet {KUBE_NAMESPACE}/{KUBE_NAME}"),
+        previous,
+        created,
+    })
+}
+
+/// The DaemonSet's roll-out: done when the controller saw the latest spec and every desired
+/// pod is updated and ready.
+pub async fn rollout_status(client: &kube::Client) -> Result<RolloutStatus, PolicyOutputError> {
+    let ds = daemonsets(client)
+        .get(KUBE_NAME)
+        .await
+        .map_err(|source| PolicyOutputError::Kube {
+            action: "read",
+            name: format!("DaemonSet/{KUBE_NAME}"),
+            source,
+        })?;
+    let status = &ds.data["status"];
+    let n = |k: &str| status[k].as_i64().unwrap_or(0);
+    let (desired, ready, updated) = (
+        n("desiredNumberScheduled"),
+        n("numberReady"),
+        n("updatedNumberScheduled"),
+    );
+    let observed = status["observedGeneration"].as_i64().unwrap_or(0);
+    let generation = ds.metadata.generation.unwrap_or(0);
+    Ok(RolloutStatus {
+        desired,
+        ready,
+        updated,
+        done: observed >= generation && desired > 0 && ready == desired && updated == desired,
+    })
+}
+
+/// Restores the previous DaemonSet spec, or deletes the DaemonSet this run created.
+pub async fn rollback(
+    client: &kube::Client,
+    deployment: &SensorDeployment,
+) -> Result<String, PolicyOutputError> {
+    let api = daemonsets(client);
+    let err = |action, source| PolicyOutputError::Kube {
+        action,
+        name: format!("DaemonSet/{KUBE_NAME}"),
+        source,
+    };
+    let applied = &deployment.applied;
+    let target = format!("DaemonSet {KUBE_NAMESPACE}/{KUBE_NAME}");
+    let report = match &applied.previous {
+        Some(previous) if applied.changed => {
+            let previous: Value = serde_json::from_str(previous).unwrap_or_default();
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            api.patch(KUBE_NAME, &params, &Patch::Apply(&previous))
+                .await
+                .map_err(|e| err("restore", e))?;
+            let image = previous["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string();
+            format!("{target} restored to its previous spec (image {image})")
+        }
+        None if applied.created => {
+            api.delete(KUBE_NAME, &DeleteParams::default())
+                .await
+                .map_err(|e| err("delete", e))?;
+            format!("{target} deleted (it did not exist before)")
+        }
+        _ => format!("nothing to restore: {target} was already as rendered"),
+    };
+    info!(%report, "sensor rolled back");
+    Ok(report)
+}

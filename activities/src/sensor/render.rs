@@ -1,0 +1,497 @@
+//! Rendering the sensor: pure functions shared by the CLI (`qflows sensor render`) and the
+//! activities, so what is printed is exactly what is applied.
+
+use qflows_workflows::sensor::{DeploySensorInput, SensorTarget};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+/// The task definition family of the sensor on ECS.
+pub const ECS_FAMILY: &str = "qualys-registry-sensor";
+/// The container name in the task definition.
+pub const ECS_CONTAINER: &str = "qualys-container-sensor";
+/// Docker label carrying a digest of the rendered spec: equal digests mean nothing to change.
+pub const SPEC_LABEL: &str = "qflows.spec-digest";
+
+/// An ECS task definition in the shape of `aws ecs register-task-definition --cli-input-json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskDefinition {
+    /// Family.
+    pub family: String,
+    /// `bridge`.
+    pub network_mode: String,
+    /// `["EC2"]`.
+    pub requires_compatibilities: Vec<String>,
+    /// Task CPU units.
+    pub cpu: String,
+    /// Task memory (MiB).
+    pub memory: String,
+    /// Role ECS uses to read the secrets and write logs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub execution_role_arn: Option<String>,
+    /// The one sensor container.
+    pub container_definitions: Vec<Container>,
+    /// Host volumes.
+    pub volumes: Vec<Volume>,
+}
+
+/// The sensor container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    /// Name.
+    pub name: String,
+    /// Image.
+    pub image: String,
+    /// Always true.
+    pub essential: bool,
+    /// CPU units.
+    pub cpu: i32,
+    /// Memory (MiB).
+    pub memory: i32,
+    /// Arguments.
+    pub command: Vec<String>,
+    /// Plain environment (no secrets).
+    pub environment: Vec<NameValue>,
+    /// Secrets as references (`valueFrom` is an ARN): values never pass through qflows.
+    pub secrets: Vec<SecretRef>,
+    /// Mounts.
+    pub mount_points: Vec<MountPoint>,
+    /// awslogs.
+    pub log_configuration: LogConfiguration,
+    /// Labels, including [`SPEC_LABEL`].
+    pub docker_labels: std::collections::BTreeMap<String, String>,
+}
+
+/// An environment variable.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameValue {
+    /// Name.
+    pub name: String,
+    /// Value.
+    pub value: String,
+}
+
+/// A secret reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretRef {
+    /// Environment variable name.
+    pub name: String,
+    /// Secrets Manager or SSM ARN.
+    pub value_from: String,
+}
+
+/// A mount point.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MountPoint {
+    /// Volume name.
+    pub source_volume: String,
+    /// Path in the container.
+    pub container_path: String,
+    /// Read-only?
+    pub read_only: bool,
+}
+
+/// Log configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogConfiguration {
+    /// `awslogs`.
+    pub log_driver: String,
+    /// Driver options.
+    pub options: std::collections::BTreeMap<String, String>,
+}
+
+/// A host volume.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Volume {
+    /// Name.
+    pub name: String,
+    /// Host path.
+    pub host: HostPath,
+}
+
+/// A host path.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostPath {
+    /// Path on the instance.
+    pub source_path: String,
+}
+
+/// The sensor's ECS task definition (research §5: the official definition with the registry
+/// arguments, the docker socket and docker root mounts, awslogs).
+pub fn ecs_task_definition(input: &DeploySensorInput) -> TaskDefinition {
+    let region = input.region.clone().unwrap_or_default();
+    let volumes = [
+        (
+            "docker_sock",
+            "/var/run/docker.sock",
+            "/var/run/docker.sock",
+            false,
+        ),
+        (
+            "persistent_volume",
+            "/usr/local/qualys/sensor/data",
+            "/usr/local/qualys/qpa/data",
+            false,
+        ),
+        (
+            "agent_data",
+            "/etc/qualys",
+            "/usr/local/qualys/qpa/data/conf/agent-data",
+            false,
+        ),
+        ("docker_root", "/var/lib/docker", "/var/lib/docker", true),
+    ];
+    let mut environment = vec![];
+    if let Some(pod_url) = &input.pod_url {
+        environment.push(NameValue {
+            name: "POD_URL".into(),
+            value: pod_url.clone(),
+        });
+    }
+    let mut container = Container {
+        name: ECS_CONTAINER.into(),
+        image: input.image().to_string(),
+        essential: true,
+        cpu: 10,
+        memory: 512,
+        command: vec![
+            "--ecs-mode".into(),
+            "--registry-sensor".into(),
+            "--enable-console-logs".into(),
+        ],
+        environment,
+        secrets: vec![
+            SecretRef {
+                name: "ACTIVATIONID".into(),
+                value_from: input.activation_id_ref.clone(),
+            },
+            SecretRef {
+                name: "CUSTOMERID".into(),
+                value_from: input.customer_id_ref.clone(),
+            },
+        ],
+        mount_points: volumes
+            .iter()
+            .map(|(name, _, path, ro)| MountPoint {
+                source_volume: name.to_string(),
+                container_path: path.to_string(),
+                read_only: *ro,
+            })
+            .collect(),
+        log_configuration: LogConfiguration {
+            log_driver: "awslogs".into(),
+            options: [
+                ("awslogs-group", format!("/qflows/{ECS_FAMILY}")),
+                ("awslogs-region", region),
+                ("awslogs-stream-prefix", "qcs-sensor".into()),
+                ("awslogs-create-group", "true".into()),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        },
+        docker_labels: Default::default(),
+    };
+    let mut definition = TaskDefinition {
+        family: ECS_FAMILY.into(),
+        network_mode: "bridge".into(),
+        requires_compatibilities: vec!["EC2".into()],
+        cpu: "256".into(),
+        memory: "512".into(),
+        execution_role_arn: input.execution_role_arn.clone(),
+        container_definitions: vec![],
+        volumes: volumes
+            .iter()
+            .map(|(name, host, _, _)| Volume {
+                name: name.to_string(),
+                host: HostPath {
+                    source_path: host.to_string(),
+                },
+            })
+            .collect(),
+    };
+    definition.container_definitions = vec![container.clone()];
+    let digest = digest(&serde_json::to_vec(&definition).unwrap_or_default());
+    container.docker_labels.insert(SPEC_LABEL.into(), digest);
+    definition.container_definitions = vec![container];
+    definition
+}
+
+/// 64-bit FNV-1a of `bytes`, hex: stable across runs and builds.
+fn digest(bytes: &[u8]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        hash ^= u64::from(*b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// The namespace of the sensor on Kubernetes.
+pub const KUBE_NAMESPACE: &str = "qualys-sensor";
+/// The DaemonSet (and ServiceAccount, role, …) name.
+pub const KUBE_NAME: &str = "qualys-registry-sensor";
+
+/// What differs between providers, in one place: node placement and the runtime socket.
+struct Provider {
+    /// Host path of the container runtime socket.
+    runtime_socket: &'static str,
+    /// `--container-runtime` argument.
+    runtime: &'static str,
+    /// Node selector.
+    node_selector: Value,
+    /// Tolerations.
+    tolerations: Value,
+}
+
+fn provider(target: SensorTarget) -> Provider {
+    let linux = json!({"kubernetes.io/os": "linux"});
+    match target {
+        SensorTarget::Aks => Provider {
+            runtime_socket: "/run/containerd/containerd.sock",
+            runtime: "containerd",
+            node_selector: linux,
+            // AKS system pools are tainted CriticalAddonsOnly; the sensor runs on them too.
+            tolerations: json!([{"key": "CriticalAddonsOnly", "operator": "Exists"}]),
+        },
+        SensorTarget::Gke => Provider {
+            runtime_socket: "/run/containerd/containerd.sock",
+            runtime: "containerd",
+            node_selector: linux,
+            // GKE Sandbox nodes cannot host it; everything else may.
+            tolerations: json!([]),
+        },
+        _ => Provider {
+            runtime_socket: "/run/containerd/containerd.sock",
+            runtime: "containerd",
+            // Fargate nodes run no DaemonSets (their taint keeps the sensor off them).
+            node_selector: linux,
+            tolerations: json!([]),
+        },
+    }
+}
+
+fn secret_key_ref(reference: &str) -> Value {
+    let (name, key) = reference.split_once(':').unwrap_or((reference, ""));
+    json!({"secretKeyRef": {"name": name, "key": key}})
+}
+
+/// The sensor's Kubernetes objects, in apply order: namespace, ServiceAccount, ClusterRole and
+/// binding, NetworkPolicy (egress DNS, HTTPS and the API server only; no ingress),
+/// ResourceQuota, LimitRange and the hardened DaemonSet. The credentials are `secretKeyRef`s
+/// to a Secret the operator manages: their values never pass through qflows.
+pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
+    let p = provider(input.target);
+    let ns = KUBE_NAMESPACE;
+    let labels =
+        json!({"app.kubernetes.io/name": KUBE_NAME, "app.kubernetes.io/managed-by": "qflows"});
+    let meta = |namespaced: bool| {
+        let mut m = json!({"name": KUBE_NAME, "labels": labels});
+        if namespaced {
+            m["namespace"] = json!(ns);
+        }
+        m
+    };
+    let node_selector = p.node_selector.clone();
+    // No host network, PID or IPC: left unset (false), as the API server stores them; and no
+    // ingress rules with policy type Ingress denies all ingress.
+    // No host network, PID or IPC: left unset (false), as the API server stores them; and no
+    // ingress rules with policy type Ingress denies all ingress.
+    let mut env = vec![
+        json!({"name": "ACTIVATIONID", "valueFrom": secret_key_ref(&input.activation_id_ref)}),
+        json!({"name": "CUSTOMERID", "valueFrom": secret_key_ref(&input.customer_id_ref)}),
+    ];
+    if let Some(pod_url) = &input.pod_url {
+        env.push(json!({"name": "POD_URL", "value": pod_url}));
+    }
+    let mut manifests = vec![
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": labels}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(true),
+            "automountServiceAccountToken": true}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(false),
+            "rules": [{"apiGroups": [""], "resources": ["pods", "nodes", "namespaces"],
+                       "verbs": ["get", "list", "watch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(false),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": KUBE_NAME},
+            "subjects": [{"kind": "ServiceAccount", "name": KUBE_NAME, "namespace": ns}]}),
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(true),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": [
+                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+                {"ports": [{"protocol": "TCP", "port": 443}]},
+                {"ports": [{"protocol": "TCP", "port": 6443}]}
+            ]}}),
+        json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta(true),
+            "spec": {"hard": {"requests.cpu": "4", "requests.memory": "8Gi",
+                              "limits.cpu": "8", "limits.memory": "16Gi", "pods": "200"}}}),
+        json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": meta(true),
+            "spec": {"limits": [{"type": "Container",
+                "default": {"cpu": "500m", "memory": "1Gi"},
+                "defaultRequest": {"cpu": "250m", "memory": "512Mi"}}]}}),
+        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta(true),
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}},
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "serviceAccountName": KUBE_NAME,
+                    "nodeSelector": node_selector,
+                    "tolerations": p.tolerations,
+                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "qualys-container-sensor",
+                        "image": input.image(),
+                        "args": ["--k8s-mode", "--registry-sensor", "--container-runtime", p.runtime,
+                                 "--enable-console-logs"],
+                        "env": env,
+                        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"},
+                                      "limits": {"cpu": "500m", "memory": "1Gi"}},
+                        "securityContext": {
+                            "privileged": false,
+                            "allowPrivilegeEscalation": false,
+                            "seccompProfile": {"type": "RuntimeDefault"},
+                            "capabilities": {"drop": ["ALL"],
+                                             "add": ["SYS_ADMIN", "DAC_OVERRIDE", "SETUID", "SETGID"]}
+                        },
+                        "volumeMounts": [
+                            {"name": "runtime-socket", "mountPath": p.runtime_socket, "readOnly": true},
+                            {"name": "persistent-volume", "mountPath": "/usr/local/qualys/qpa/data"}
+                        ]
+                    }],
+                    "volumes": [
+                        {"name": "runtime-socket", "hostPath": {"path": p.runtime_socket, "type": "Socket"}},
+                        {"name": "persistent-volume", "emptyDir": {}}
+                    ]
+                }
+            }
+        }}),
+    ];
+    // Empty lists are not stored by the API server: leave them out so applied == stored.
+    if let Some(pod) = manifests
+        .last_mut()
+        .and_then(|ds| ds["spec"]["template"]["spec"].as_object_mut())
+        && pod["tolerations"].as_array().is_some_and(Vec::is_empty)
+    {
+        pod.remove("tolerations");
+    }
+    manifests
+}
+
+/// What `qflows sensor render` prints: the task definition as JSON for ECS, the manifests as a
+/// multi-document YAML stream for Kubernetes.
+pub fn render(input: &DeploySensorInput) -> Result<String, RenderError> {
+    match input.target {
+        SensorTarget::Ecs => Ok(serde_json::to_string_pretty(&ecs_task_definition(input))?),
+        _ => {
+            let mut out = String::new();
+            for m in kube_manifests(input) {
+                out.push_str("---\n");
+                out.push_str(&serde_yaml_ng::to_string(&m)?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// Rendering failed (serialisation only).
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// JSON.
+    #[error("rendering JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// YAML.
+    #[error("rendering YAML: {0}")]
+    Yaml(#[from] serde_yaml_ng::Error),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> DeploySensorInput {
+        serde_json::from_value(serde_json::json!({"target": "ecs", "cluster": "c",
+            "region": "eu-west-1", "activationIdRef": "arn:a", "customerIdRef": "arn:c"}))
+        .unwrap()
+    }
+
+    #[test]
+    fn secrets_are_references_and_the_digest_follows_the_spec() {
+        let td = ecs_task_definition(&input());
+        let c = &td.container_definitions[0];
+        assert_eq!(c.secrets[0].value_from, "arn:a");
+        assert!(c.command.contains(&"--registry-sensor".to_string()));
+        let mut other = input();
+        other.image = Some("x/y:1".into());
+        assert_eq!(other.target, SensorTarget::Ecs);
+        let d2 = ecs_task_definition(&other);
+        assert_ne!(
+            c.docker_labels[SPEC_LABEL],
+            d2.container_definitions[0].docker_labels[SPEC_LABEL]
+        );
+        assert_eq!(ecs_task_definition(&input()), td);
+    }
+}
+
+#[cfg(test)]
+mod kube_tests {
+    use super::*;
+
+    fn input(target: &str) -> DeploySensorInput {
+        serde_json::from_value(json!({"target": target, "cluster": "c",
+            "activationIdRef": "creds:activation-id", "customerIdRef": "creds:customer-id"}))
+        .unwrap()
+    }
+
+    #[test]
+    fn every_provider_gets_the_hardened_daemonset_and_differs_only_in_placement() {
+        for target in ["eks", "aks", "gke"] {
+            let manifests = kube_manifests(&input(target));
+            let kinds: Vec<_> = manifests
+                .iter()
+                .map(|m| m["kind"].as_str().unwrap())
+                .collect();
+            assert_eq!(
+                kinds,
+                [
+                    "Namespace",
+                    "ServiceAccount",
+                    "ClusterRole",
+                    "ClusterRoleBinding",
+                    "NetworkPolicy",
+                    "ResourceQuota",
+                    "LimitRange",
+                    "DaemonSet"
+                ]
+            );
+            let pod = &manifests[7]["spec"]["template"]["spec"];
+            let sc = &pod["containers"][0]["securityContext"];
+            assert_eq!(sc["privileged"], json!(false));
+            assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+            assert_eq!(
+                pod["securityContext"]["seccompProfile"]["type"],
+                "RuntimeDefault"
+            );
+            assert!(pod.get("hostNetwork").is_none() && pod.get("hostPID").is_none());
+            let env = &pod["containers"][0]["env"][0];
+            assert_eq!(
+                env["valueFrom"]["secretKeyRef"],
+                json!({"name": "creds", "key": "activation-id"})
+            );
+            let tolerations = pod.get("tolerations").cloned().unwrap_or(json!([]));
+            assert_eq!(tolerations.as_array().unwrap().is_empty(), target != "aks");
+        }
+        let yaml = render(&input("gke")).unwrap();
+        assert_eq!(yaml.matches("---\n").count(), 8);
+    }
+}

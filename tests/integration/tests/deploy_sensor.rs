@@ -1,0 +1,305 @@
+//! DeploySensor on ECS end to end: real Temporal, the `qflows worker` binary, the Qualys
+//! emulator and moto.
+//!
+//! moto runs no tasks: a DAEMON service on its cluster wants 0 tasks and its one deployment is
+//! COMPLETED at once, so the roll-out wait passes and verification with Qualys decides. The
+//! real sensor registers itself once it runs; here the test plays that part through the
+//! emulator (`add_sensor`) on the success path, and leaves Qualys without a sensor on the
+//! failure path, where the roll-back runs for real against moto.
+
+use qflows_activities::sensor::render::{SPEC_LABEL, ecs_task_definition};
+use qflows_integration::{Moto, TestEnv, deploy_sensor, history_json, qflows_bin, record_history};
+use qflows_workflows::sensor::DeploySensorInput;
+use qualys_emulator::EmulatorConfig;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+const ACTIVATION: &str =
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:qualys/activation-AbCdEf";
+const CUSTOMER: &str =
+    "arn:aws:secretsmanager:us-east-1:123456789012:secret:qualys/customer-GhIjKl";
+
+fn input(image: &str) -> serde_json::Value {
+    json!({
+        "target": "ecs",
+        "cluster": "sensors",
+        "region": "us-east-1",
+        "image": image,
+        "activationIdRef": ACTIVATION,
+        "customerIdRef": CUSTOMER,
+        "podUrl": "https://cmsqagpublic.qg2.apps.qualys.com/ContainerSensor",
+        "executionRoleArn": "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        "rolloutTimeoutSecs": 5,
+        "verifyTimeoutSecs": 3,
+        "pollIntervalSecs": 1
+    })
+}
+
+async fn service(ecs: &aws_sdk_ecs::Client) -> aws_sdk_ecs::types::Service {
+    let out = ecs
+        .describe_services()
+        .cluster("sensors")
+        .services("qualys-registry-sensor")
+        .send()
+        .await
+        .unwrap();
+    out.services()[0].clone()
+}
+
+/// Every payload in a history, decoded (payload data is base64 in the JSON form).
+fn decoded_payloads(v: &serde_json::Value) -> String {
+    use base64::Engine;
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("data", Value::String(b64)) => base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default(),
+                _ => decoded_payloads(v),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Array(a) => a
+            .iter()
+            .map(decoded_payloads)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn deploys_once_then_changes_nothing_then_rolls_back() -> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    ecs.create_cluster().cluster_name("sensors").send().await?;
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let worker = env.worker().aws(&moto).start(&env.dir).await?;
+    let q = &worker.task_queue;
+
+    // 1. First deployment: the sensor phones home, so verification passes.
+    env.qualys
+        .add_sensor(json!({"hostname": "ip-10-0-1-17", "registrySensor": true}));
+    let v1 = "docker.io/qualys/qcs-sensor:1.40.1-0";
+    let first = deploy_sensor(&env.client, q, "sensor-first", input(v1))
+        .await
+        .unwrap();
+    assert!(first.changed);
+    assert_eq!(first.sensors, 1);
+
+    // The service and task definition are exactly what render produces.
+    let svc = service(&ecs).await;
+    assert_eq!(svc.task_definition(), Some(first.applied.as_str()));
+    assert_eq!(
+        svc.scheduling_strategy().map(|s| s.as_str()),
+        Some("DAEMON")
+    );
+    let typed: DeploySensorInput = serde_json::from_value(input(v1))?;
+    let wanted = ecs_task_definition(&typed);
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(&first.applied)
+        .send()
+        .await?
+        .task_definition
+        .unwrap();
+    assert_eq!(td.family(), Some("qualys-registry-sensor"));
+    assert_eq!(td.network_mode().map(|m| m.as_str()), Some("bridge"));
+    assert_eq!(td.cpu(), Some("256"));
+    assert_eq!(td.memory(), Some("512"));
+    assert_eq!(
+        td.execution_role_arn(),
+        Some("arn:aws:iam::123456789012:role/ecsTaskExecutionRole")
+    );
+    let volumes: Vec<(String, String)> = td
+        .volumes()
+        .iter()
+        .map(|v| {
+            (
+                v.name().unwrap().to_string(),
+                v.host().unwrap().source_path().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let wanted_volumes: Vec<(String, String)> = wanted
+        .volumes
+        .iter()
+        .map(|v| (v.name.clone(), v.host.source_path.clone()))
+        .collect();
+    assert_eq!(volumes, wanted_volumes);
+    assert!(volumes.contains(&("docker_sock".into(), "/var/run/docker.sock".into())));
+    assert!(volumes.contains(&("docker_root".into(), "/var/lib/docker".into())));
+    let c = &td.container_definitions()[0];
+    let w = &wanted.container_definitions[0];
+    assert_eq!(c.image(), Some(v1));
+    assert_eq!(
+        c.command(),
+        ["--ecs-mode", "--registry-sensor", "--enable-console-logs"]
+    );
+    assert_eq!(c.command(), w.command.as_slice());
+    let secrets: Vec<(&str, &str)> = c
+        .secrets()
+        .iter()
+        .map(|s| (s.name(), s.value_from()))
+        .collect();
+    assert_eq!(
+        secrets,
+        [("ACTIVATIONID", ACTIVATION), ("CUSTOMERID", CUSTOMER)]
+    );
+    let env_vars: Vec<(&str, &str)> = c
+        .environment()
+        .iter()
+        .map(|e| (e.name().unwrap(), e.value().unwrap()))
+        .collect();
+    assert_eq!(
+        env_vars,
+        [(
+            "POD_URL",
+            "https://cmsqagpublic.qg2.apps.qualys.com/ContainerSensor"
+        )]
+    );
+    let mounts: Vec<(&str, &str, bool)> = c
+        .mount_points()
+        .iter()
+        .map(|m| {
+            (
+                m.source_volume().unwrap(),
+                m.container_path().unwrap(),
+                m.read_only().unwrap_or(false),
+            )
+        })
+        .collect();
+    let wanted_mounts: Vec<(&str, &str, bool)> = w
+        .mount_points
+        .iter()
+        .map(|m| {
+            (
+                m.source_volume.as_str(),
+                m.container_path.as_str(),
+                m.read_only,
+            )
+        })
+        .collect();
+    assert_eq!(mounts, wanted_mounts);
+    let log = c.log_configuration().unwrap();
+    assert_eq!(log.log_driver().as_str(), "awslogs");
+    let options: BTreeMap<String, String> = log
+        .options()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(options, w.log_configuration.options);
+    assert_eq!(
+        c.docker_labels().unwrap().get(SPEC_LABEL),
+        w.docker_labels.get(SPEC_LABEL)
+    );
+
+    // `qflows sensor render` prints exactly this task definition.
+    let mut render = tokio::process::Command::new(qflows_bin()?);
+    // The test's own QFLOWS_* variables (QFLOWS_BIN_DIR, …) are not the CLI's.
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("QFLOWS_")) {
+        render.env_remove(key);
+    }
+    let rendered = render
+        .args([
+            "sensor",
+            "render",
+            "--target",
+            "ecs",
+            "--cluster",
+            "sensors",
+            "--region",
+            "us-east-1",
+            "--image",
+            v1,
+            "--activation-id-ref",
+            ACTIVATION,
+            "--customer-id-ref",
+            CUSTOMER,
+            "--pod-url",
+            "https://cmsqagpublic.qg2.apps.qualys.com/ContainerSensor",
+            "--execution-role-arn",
+            "arn:aws:iam::123456789012:role/ecsTaskExecutionRole",
+        ])
+        .output()
+        .await?;
+    assert!(
+        rendered.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rendered.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&rendered.stdout)?;
+    assert_eq!(printed, serde_json::to_value(&wanted)?);
+
+    // 2. The same input again changes nothing: no new revision, same service.
+    let again = deploy_sensor(&env.client, q, "sensor-again", input(v1))
+        .await
+        .unwrap();
+    assert!(!again.changed);
+    assert_eq!(again.applied, first.applied);
+    let revisions = ecs
+        .list_task_definitions()
+        .family_prefix("qualys-registry-sensor")
+        .send()
+        .await?;
+    assert_eq!(revisions.task_definition_arns().len(), 1);
+
+    // 3. A new image whose sensor never registers: rolled back to the first revision.
+    env.qualys.clear_sensors();
+    let failed = deploy_sensor(
+        &env.client,
+        q,
+        "sensor-rolled-back",
+        input("docker.io/qualys/qcs-sensor:9.9.9-0"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(failed.type_name.as_deref(), Some("SensorRolledBack"));
+    assert!(
+        failed.message.contains("no registry sensor registered")
+            && failed
+                .message
+                .contains(&format!("restored to task definition {}", first.applied)),
+        "{}",
+        failed.message
+    );
+    assert_eq!(
+        service(&ecs).await.task_definition(),
+        Some(first.applied.as_str())
+    );
+    // The failed revision is deregistered: only the first one is active.
+    let active = ecs
+        .list_task_definitions()
+        .family_prefix("qualys-registry-sensor")
+        .status(aws_sdk_ecs::types::TaskDefinitionStatus::Active)
+        .send()
+        .await?;
+    assert_eq!(
+        active.task_definition_arns(),
+        std::slice::from_ref(&first.applied)
+    );
+
+    // Histories carry references (ARNs) only: ECS reads the values itself at task start.
+    for id in ["sensor-first", "sensor-again", "sensor-rolled-back"] {
+        let history: serde_json::Value =
+            serde_json::from_str(&history_json(&env.client, id).await?)?;
+        let payloads = decoded_payloads(&history);
+        assert!(
+            payloads.contains(ACTIVATION),
+            "the input reached the history"
+        );
+        assert!(!payloads.contains("\"ACTIVATIONID\",\"value\""));
+    }
+    record_history(&env.client, "sensor-first", "deploy_sensor_ecs_created").await?;
+    record_history(
+        &env.client,
+        "sensor-rolled-back",
+        "deploy_sensor_ecs_rolled_back",
+    )
+    .await?;
+    Ok(())
+}
