@@ -2,8 +2,10 @@
 //! rendered objects, comparing first so a repeated run writes nothing; the DaemonSet's
 //! roll-out; and restoring the previous DaemonSet spec.
 
+use super::SensorError;
 use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
 use crate::policies::{FIELD_MANAGER, PolicyOutputError, kube_client};
+use k8s_openapi::api::core::v1::Secret;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
@@ -85,15 +87,90 @@ fn desired_part(object: &DynamicObject) -> Value {
     out
 }
 
+/// Checks that each credential reference (`<secret>:<key>`) names a key of a Secret in the
+/// sensor's namespace, before anything is applied: a missing one would leave every pod stuck in
+/// `CreateContainerConfigError`. Only names are read and reported, never values.
+pub async fn check_credentials(
+    client: &kube::Client,
+    input: &DeploySensorInput,
+) -> Result<(), SensorError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), KUBE_NAMESPACE);
+    for (field, reference) in [
+        ("activationIdRef", &input.activation_id_ref),
+        ("customerIdRef", &input.customer_id_ref),
+    ] {
+        let (name, key) = reference.split_once(':').unwrap_or((reference, ""));
+        let missing = |problem: String| SensorError::MissingCredential {
+            field,
+            reference: reference.clone(),
+            problem,
+        };
+        // Read through the API rather than decoded: only the key names are looked at.
+        let secret = secrets
+            .get_opt(name)
+            .await
+            .map_err(|source| PolicyOutputError::Kube {
+                action: "read",
+                name: format!("Secret/{name}"),
+                source,
+            })?
+            .ok_or_else(|| {
+                missing(format!(
+                    "there is no Secret {KUBE_NAMESPACE}/{name}; create it with key `{key}` first"
+                ))
+            })?;
+        let has_key = secret.data.as_ref().is_some_and(|d| d.contains_key(key))
+            || secret
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(key));
+        if !has_key {
+            let mut keys: Vec<_> = secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(k, _)| k.as_str())
+                .collect();
+            keys.sort_unstable();
+            return Err(missing(format!(
+                "Secret {KUBE_NAMESPACE}/{name} has no key `{key}` (its keys: {})",
+                if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    keys.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Whether the API server serves `kind` (by its plural) in `api_version`.
+async fn serves(client: &kube::Client, api_version: &str, plural: &str) -> bool {
+    client
+        .list_api_group_resources(api_version)
+        .await
+        .is_ok_and(|list| list.resources.iter().any(|r| r.name == plural))
+}
+
 /// Applies every object; returns what changed and the DaemonSet spec that ran before.
+///
+/// The PodDisruptionBudget is rendered as `policy/v1` (Kubernetes 1.21 and later); an API
+/// server that does not serve it yet gets the same object as `policy/v1beta1`.
 pub async fn apply(
     client: &kube::Client,
     input: &DeploySensorInput,
-) -> Result<SensorApplied, PolicyOutputError> {
+) -> Result<SensorApplied, SensorError> {
+    check_credentials(client, input).await?;
     let mut changed = false;
     let mut previous = None;
     let mut created = false;
-    for manifest in kube_manifests(input) {
+    for mut manifest in kube_manifests(input) {
+        if manifest["kind"] == "PodDisruptionBudget"
+            && !serves(client, "policy/v1", "poddisruptionbudgets").await
+        {
+            manifest["apiVersion"] = json!("policy/v1beta1");
+        }
         let name = manifest["metadata"]["name"]
             .as_str()
             .unwrap_or_default()

@@ -10,6 +10,7 @@ pub mod render;
 
 use crate::aws::Aws;
 use crate::failure::IntoFailure;
+use crate::policies::PolicyOutputError;
 use crate::qualys::QualysClient;
 use qflows_workflows::contracts;
 use qflows_workflows::sensor::{
@@ -29,6 +30,37 @@ impl SensorActivities {
     /// Activities using this Qualys client and AWS configuration.
     pub fn new(qualys: QualysClient, aws: Arc<Aws>) -> Self {
         Self { qualys, aws }
+    }
+}
+
+/// Why the sensor could not be applied, beyond the cluster's own errors.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    /// The Kubernetes API refused or failed a request.
+    #[error(transparent)]
+    Kube(#[from] PolicyOutputError),
+    /// A credential reference names no existing Secret key (names only; never a value).
+    #[error("{field} `{reference}`: {problem}")]
+    MissingCredential {
+        /// The input field (`activationIdRef`, `customerIdRef`).
+        field: &'static str,
+        /// The reference as given.
+        reference: String,
+        /// What is missing and how to fix it.
+        problem: String,
+    },
+}
+
+impl IntoFailure for SensorError {
+    fn into_failure(self) -> ActivityError {
+        match self {
+            SensorError::Kube(e) => e.into_failure(),
+            // The operator must create the Secret: retrying cannot help.
+            e @ SensorError::MissingCredential { .. } => {
+                crate::failure::failure(e, "SensorCredentialsMissing", false, None)
+            }
+        }
     }
 }
 

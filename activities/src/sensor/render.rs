@@ -284,7 +284,7 @@ fn secret_key_ref(reference: &str) -> Value {
 
 /// The sensor's Kubernetes objects, in apply order: namespace, ServiceAccount, ClusterRole and
 /// binding, NetworkPolicy (egress DNS, HTTPS and the API server only; no ingress),
-/// ResourceQuota, LimitRange and the hardened DaemonSet. The credentials are `secretKeyRef`s
+/// ResourceQuota, LimitRange, PodDisruptionBudget and the hardened DaemonSet (last). The credentials are `secretKeyRef`s
 /// to a Secret the operator manages: their values never pass through qflows.
 pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
     let p = provider(input.target);
@@ -299,8 +299,6 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
         m
     };
     let node_selector = p.node_selector.clone();
-    // No host network, PID or IPC: left unset (false), as the API server stores them; and no
-    // ingress rules with policy type Ingress denies all ingress.
     // No host network, PID or IPC: left unset (false), as the API server stores them; and no
     // ingress rules with policy type Ingress denies all ingress.
     let mut env = vec![
@@ -337,6 +335,10 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
             "spec": {"limits": [{"type": "Container",
                 "default": {"cpu": "500m", "memory": "1Gi"},
                 "defaultRequest": {"cpu": "250m", "memory": "512Mi"}}]}}),
+        // Voluntary disruptions (node drains, upgrades) take at most one sensor pod at a time.
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(true),
+            "spec": {"maxUnavailable": 1,
+                     "selector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}}}}),
         json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta(true),
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}},
@@ -471,10 +473,11 @@ mod kube_tests {
                     "NetworkPolicy",
                     "ResourceQuota",
                     "LimitRange",
+                    "PodDisruptionBudget",
                     "DaemonSet"
                 ]
             );
-            let pod = &manifests[7]["spec"]["template"]["spec"];
+            let pod = &manifests[8]["spec"]["template"]["spec"];
             let sc = &pod["containers"][0]["securityContext"];
             assert_eq!(sc["privileged"], json!(false));
             assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
@@ -492,6 +495,6 @@ mod kube_tests {
             assert_eq!(tolerations.as_array().unwrap().is_empty(), target != "aks");
         }
         let yaml = render(&input("gke")).unwrap();
-        assert_eq!(yaml.matches("---\n").count(), 8);
+        assert_eq!(yaml.matches("---\n").count(), 9);
     }
 }

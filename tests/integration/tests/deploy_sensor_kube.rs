@@ -8,7 +8,9 @@
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use qflows_activities::sensor::render::kube_manifests;
 use qflows_integration::kube::{CONTEXT, KubeApiServer};
 use qflows_integration::{TestEnv, deploy_sensor, history_json, qflows_bin, record_history};
@@ -33,6 +35,39 @@ fn input(kubeconfig: &str, image: &str) -> Value {
         "verifyTimeoutSecs": 3,
         "pollIntervalSecs": 1
     })
+}
+
+/// `qflows`, without the test environment's `QFLOWS_*` variables.
+fn qflows_cli() -> anyhow::Result<tokio::process::Command> {
+    let mut cli = tokio::process::Command::new(qflows_bin()?);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("QFLOWS_")) {
+        cli.env_remove(key);
+    }
+    Ok(cli)
+}
+
+/// The sensor of [`input`] as `qflows sensor` flags.
+fn sensor_flags(kubeconfig: &str, image: &str) -> Vec<String> {
+    [
+        "--target",
+        "eks",
+        "--cluster",
+        "test",
+        "--kubeconfig",
+        kubeconfig,
+        "--kube-context",
+        CONTEXT,
+        "--image",
+        image,
+        "--activation-id-ref",
+        "qualys-credentials:activation-id",
+        "--customer-id-ref",
+        "qualys-credentials:customer-id",
+        "--pod-url",
+        "https://cmsqagpublic.qg2.apps.qualys.com/ContainerSensor",
+    ]
+    .map(str::to_string)
+    .to_vec()
 }
 
 /// Every payload in a history, decoded (payload data is base64 in the JSON form).
@@ -210,32 +245,32 @@ async fn applies_hardened_sensor_then_changes_nothing_then_rolls_back_on_timeout
         .map(|(a, b)| (a.to_string(), b.to_string()))
     );
 
-    // `qflows sensor render` prints exactly the manifests, and each is what the cluster holds.
-    let mut render = tokio::process::Command::new(qflows_bin()?);
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("QFLOWS_")) {
-        render.env_remove(key);
-    }
-    let out = render
-        .args([
-            "sensor",
-            "render",
-            "--target",
-            "eks",
-            "--cluster",
-            "test",
-            "--kubeconfig",
-            &kubeconfig,
-            "--kube-context",
-            CONTEXT,
-            "--image",
-            v1,
-            "--activation-id-ref",
-            "qualys-credentials:activation-id",
-            "--customer-id-ref",
-            "qualys-credentials:customer-id",
-            "--pod-url",
-            "https://cmsqagpublic.qg2.apps.qualys.com/ContainerSensor",
-        ])
+    // The PodDisruptionBudget: policy/v1, or policy/v1beta1 on an API server before 1.21
+    // (the test's is 1.20).
+    let pdb_version = if kube.list_api_group_resources("policy/v1").await.is_ok() {
+        "v1"
+    } else {
+        "v1beta1"
+    };
+    let pdbs: Api<DynamicObject> = Api::namespaced_with(
+        kube.clone(),
+        "qualys-sensor",
+        &ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("policy", pdb_version, "PodDisruptionBudget"),
+            "poddisruptionbudgets",
+        ),
+    );
+    let pdb = pdbs.get("qualys-registry-sensor").await?;
+    assert_eq!(pdb.data["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/name"],
+        "qualys-registry-sensor"
+    );
+
+    // `qflows sensor render` prints exactly the manifests the workflow applies.
+    let out = qflows_cli()?
+        .args(["sensor", "render"])
+        .args(sensor_flags(&kubeconfig, v1))
         .output()
         .await?;
     assert!(
@@ -250,12 +285,30 @@ async fn applies_hardened_sensor_then_changes_nothing_then_rolls_back_on_timeout
     let typed: DeploySensorInput = serde_json::from_value(input(&kubeconfig, v1))?;
     assert_eq!(printed, kube_manifests(&typed));
 
-    // 2. The same input again writes nothing.
+    // 2. The same sensor again, through `qflows sensor deploy`: it writes nothing and prints
+    // the workflow's result.
     let version = ds.metadata.resource_version.clone();
-    let again = deploy_sensor(&env.client, q, "sensor-kube-again", input(&kubeconfig, v1))
-        .await
-        .unwrap();
-    assert!(!again.changed);
+    let out = qflows_cli()?
+        .args([
+            "sensor",
+            "deploy",
+            "--temporal-address",
+            &env.temporal.address,
+        ])
+        .args(["--task-queue", q.as_str()])
+        .args(["--rollout-timeout-secs", "3", "--verify-timeout-secs", "3"])
+        .args(["--poll-interval-secs", "1"])
+        .args(sensor_flags(&kubeconfig, v1))
+        .output()
+        .await?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again: Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(again["changed"], false, "{again}");
+    assert_eq!(again["sensors"], 1, "{again}");
     let ds = daemonsets.get("qualys-registry-sensor").await?;
     assert_eq!(ds.metadata.resource_version, version);
 
@@ -281,11 +334,35 @@ async fn applies_hardened_sensor_then_changes_nothing_then_rolls_back_on_timeout
     let pod = ds.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.containers[0].image.as_deref(), Some(v1));
 
+    // 4. A reference to a key the Secret lacks is refused before anything is applied, naming
+    // the keys it has (never their values).
+    let version = ds.metadata.resource_version.clone();
+    let mut bad = input(&kubeconfig, "docker.io/qualys/qcs-sensor:9.9.9-0");
+    bad["customerIdRef"] = json!("qualys-credentials:customer_id");
+    let refused = deploy_sensor(&env.client, q, "sensor-kube-no-key", bad)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.type_name.as_deref(),
+        Some("SensorCredentialsMissing")
+    );
+    assert!(
+        refused.message.contains(
+            "customerIdRef `qualys-credentials:customer_id`: Secret qualys-sensor/qualys-credentials \
+             has no key `customer_id` (its keys: activation-id, customer-id)"
+        ),
+        "{}",
+        refused.message
+    );
+    let ds = daemonsets.get("qualys-registry-sensor").await?;
+    assert_eq!(ds.metadata.resource_version, version);
+
     // The Secret's values appear in no history.
     for id in [
         "sensor-kube-first",
-        "sensor-kube-again",
+        "sensor-eks-test",
         "sensor-kube-rolled-back",
+        "sensor-kube-no-key",
     ] {
         let history: Value = serde_json::from_str(&history_json(&env.client, id).await?)?;
         let payloads = decoded_payloads(&history);
