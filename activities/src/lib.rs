@@ -15,9 +15,11 @@
 
 pub mod aws;
 pub mod azure;
+pub mod bench;
 pub mod cdr;
 pub mod failure;
 pub mod gate;
+pub mod metrics;
 pub mod notify;
 pub mod policies;
 pub mod qscan;

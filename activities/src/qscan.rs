@@ -67,6 +67,7 @@ impl QScannerActivities {
             .bearer_token()
             .await
             .map_err(IntoFailure::into_failure)?;
+        crate::metrics::scan_submitted(crate::metrics::Backend::QScanner);
         let scanner = QScanner::new(QScannerConfig {
             access_token: token,
             ..self.config.clone()

@@ -122,6 +122,7 @@ impl ScanActivities {
             )
             .await
             .map_err(|e| temporal_failure(&format!("signal-with-start {id}"), e))?;
+        crate::metrics::scan_requested();
         Ok(())
     }
 
@@ -227,6 +228,7 @@ impl ScanActivities {
             .create_on_demand_schedule(&submit.registry_uuid, &schedule)
             .await
             .map_err(IntoFailure::into_failure)?;
+        crate::metrics::scan_submitted(crate::metrics::Backend::Registry);
         info!(image = %submit.image, digest = %submit.digest, "Qualys registry scan submitted");
         Ok(())
     }

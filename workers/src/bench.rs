@@ -69,7 +69,7 @@ fn epoch_ms(t: SystemTime) -> u64 {
         .unwrap_or(0)
 }
 
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }
@@ -90,37 +90,17 @@ pub(crate) fn event(i: usize, digests: usize) -> serde_json::Value {
     })
 }
 
-/// Runs the benchmark and prints its figures.
-pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        args.digests > 0 && args.events >= args.digests,
-        "need events >= digests > 0"
-    );
-    let temporal_cli = find_temporal(args.temporal_bin.as_deref())?;
-    let port = free_port()?;
-    let _temporal = start_temporal(&temporal_cli.path, port, None, None).await?;
-    let config = EmulatorConfig {
-        scan_delay_ms: args.scan_delay_ms,
-        faults: qualys_emulator::Faults {
-            error_5xx_rate: args.fault_5xx_rate,
-            throttle_429_rate: args.fault_429_rate,
-            latency_rate: args.fault_latency_rate,
-            latency_ms: args.fault_latency_ms,
-            ..Default::default()
-        },
-        ..EmulatorConfig::default()
-    };
-    let (username, password) = (config.username.clone(), config.password.clone());
-    let emulator = Emulator::start(config, ([127, 0, 0, 1], 0).into()).await?;
-    let results = std::env::temp_dir().join(format!("qflows-bench-{}", std::process::id()));
-
-    let temporal = TemporalArgs {
-        address: Some(format!("127.0.0.1:{port}")),
-        namespace: Some("default".into()),
-        profile: None,
-    };
+/// The worker configuration the benchmarks run in-process: the emulator as Qualys, task queue
+/// `qflows-bench`, results in `results`, polls every 1–2 s.
+pub(crate) fn worker_config(
+    temporal: &TemporalArgs,
+    gateway_url: &str,
+    username: String,
+    password: String,
+    results: &std::path::Path,
+) -> anyhow::Result<WorkerConfig> {
     let qualys = QualysArgs {
-        gateway_url: Some(emulator.base_url()),
+        gateway_url: Some(gateway_url.to_string()),
         username: Some(username),
         password: Some(qflows_activities::qualys::Secret::new(password)),
         max_in_flight: 4,
@@ -157,7 +137,50 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
         azure_arm_endpoint: "https://management.azure.com".into(),
         azure_acr_endpoint: None,
     };
-    let config = WorkerConfig::from_args(temporal.clone(), &qualys, worker_args, &scan_args)?;
+    Ok(WorkerConfig::from_args(
+        temporal.clone(),
+        &qualys,
+        worker_args,
+        &scan_args,
+    )?)
+}
+
+/// Runs the benchmark and prints its figures.
+pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.digests > 0 && args.events >= args.digests,
+        "need events >= digests > 0"
+    );
+    let temporal_cli = find_temporal(args.temporal_bin.as_deref())?;
+    let port = free_port()?;
+    let _temporal = start_temporal(&temporal_cli.path, port, None, None).await?;
+    let config = EmulatorConfig {
+        scan_delay_ms: args.scan_delay_ms,
+        faults: qualys_emulator::Faults {
+            error_5xx_rate: args.fault_5xx_rate,
+            throttle_429_rate: args.fault_429_rate,
+            latency_rate: args.fault_latency_rate,
+            latency_ms: args.fault_latency_ms,
+            ..Default::default()
+        },
+        ..EmulatorConfig::default()
+    };
+    let (username, password) = (config.username.clone(), config.password.clone());
+    let emulator = Emulator::start(config, ([127, 0, 0, 1], 0).into()).await?;
+    let results = std::env::temp_dir().join(format!("qflows-bench-{}", std::process::id()));
+
+    let temporal = TemporalArgs {
+        address: Some(format!("127.0.0.1:{port}")),
+        namespace: Some("default".into()),
+        profile: None,
+    };
+    let config = worker_config(
+        &temporal,
+        &emulator.base_url(),
+        username,
+        password,
+        &results,
+    )?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = worker::run(config, async move {
         let _ = stop_rx.await;

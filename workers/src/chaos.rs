@@ -1,12 +1,14 @@
 //! `qflows bench chaos`: deploy events through the bridge while the worker is SIGKILLed again and
 //! again and the Temporal dev server is restarted once — then count what was lost or doubled.
+//! `qflows bench burst` is the same run without the chaos, at 10,000 events, to measure
+//! throughput, latency and the worker process's memory and CPU.
 //!
 //! Everything is real and on this machine: a dev server with its database on disk
 //! (`--db-filename`), the Qualys emulator, the bridge, and `qflows worker` as a child process
 //! that is killed with SIGKILL (no drain, no goodbye) at random moments and started again.
 //! Senders behave like EventBridge: they deliver again until the bridge answers 2xx.
 
-use crate::bench::{event, free_port};
+use crate::bench::{event, free_port, percentile};
 use crate::bridge::{Bridge, BridgeArgs};
 use crate::config::TemporalArgs;
 use crate::dev::{find_temporal, start_temporal};
@@ -18,7 +20,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use temporalio_client::WorkflowGetResultOptions;
 use tokio::process::{Child, Command};
@@ -51,6 +53,43 @@ pub struct ChaosArgs {
     pub temporal_bin: Option<PathBuf>,
 }
 
+/// Flags of `qflows bench burst`: the same run without the chaos, at burst scale.
+#[derive(Debug, Clone, Args)]
+pub struct BurstArgs {
+    /// Deploy events (each becomes one workflow).
+    #[arg(long, default_value_t = 10_000)]
+    pub events: usize,
+    /// Unique image digests among them.
+    #[arg(long, default_value_t = 500)]
+    pub digests: usize,
+    /// Deliveries per second offered (the bridge and Temporal may accept fewer).
+    #[arg(long, default_value_t = 1000)]
+    pub events_per_sec: u64,
+    /// How long the emulated Qualys takes to scan an image.
+    #[arg(long, default_value_t = 2000)]
+    pub scan_delay_ms: u64,
+    /// Longest wait for every workflow to finish after the last delivery.
+    #[arg(long, default_value_t = 1800)]
+    pub deadline_secs: u64,
+    /// The `temporal` CLI (default: PATH, then .venv).
+    #[arg(long, env = "QFLOWS_TEMPORAL_BIN")]
+    pub temporal_bin: Option<PathBuf>,
+}
+
+impl From<BurstArgs> for ChaosArgs {
+    fn from(b: BurstArgs) -> Self {
+        ChaosArgs {
+            events: b.events,
+            digests: b.digests,
+            events_per_sec: b.events_per_sec,
+            kills: 0,
+            scan_delay_ms: b.scan_delay_ms,
+            deadline_secs: b.deadline_secs,
+            temporal_bin: b.temporal_bin,
+        }
+    }
+}
+
 const KEY: &str = "chaos-bridge-key-0123456789";
 const TASK_QUEUE: &str = "qflows-chaos";
 
@@ -80,6 +119,8 @@ struct WorkerProcess {
     log: PathBuf,
     child: Option<Child>,
     starts: usize,
+    /// The running child's pid, for the resource sampler.
+    pid: Arc<AtomicU32>,
 }
 
 impl WorkerProcess {
@@ -98,6 +139,7 @@ impl WorkerProcess {
             .stderr(log)
             .kill_on_drop(true)
             .spawn()?;
+        self.pid.store(child.id().unwrap_or(0), Ordering::Relaxed);
         self.child = Some(child);
         self.starts += 1;
         Ok(())
@@ -167,8 +209,14 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         log: dir.join("worker.log"),
         child: None,
         starts: 0,
+        pid: Arc::new(AtomicU32::new(0)),
     };
     worker.spawn()?;
+    let usage = Arc::new(std::sync::Mutex::new(Usage::default()));
+    let sampler = tokio::spawn(sample_usage(worker.pid.clone(), usage.clone()));
+    // Let the worker connect and settle, then take its idle footprint.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rss_kib = read_proc(worker.pid.load(Ordering::Relaxed)).map(|p| p.rss_kib);
 
     let temporal_args = TemporalArgs {
         address: Some(address.clone()),
@@ -195,7 +243,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 
     let began = Instant::now();
     // Senders: every event delivered until the bridge answers 2xx, as EventBridge retries.
-    let accepted = Arc::new(Mutex::new(Vec::<String>::new()));
+    // (event number, when its first delivery was attempted, ms since the epoch)
+    let accepted = Arc::new(Mutex::new(Vec::<(usize, u64)>::new()));
     let redeliveries = Arc::new(AtomicUsize::new(0));
     let next = Arc::new(AtomicUsize::new(0));
     let http = reqwest::Client::new();
@@ -217,6 +266,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                     }
                     let due = began + Duration::from_millis(i as u64 * 1000 / rate);
                     tokio::time::sleep_until(due.into()).await;
+                    let first_attempt = epoch_ms();
                     loop {
                         let answer = http
                             .post(&url)
@@ -226,7 +276,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
                             .await;
                         match answer {
                             Ok(r) if r.status().is_success() => {
-                                accepted.lock().await.push(format!("deploy-aws-bench-{i}"));
+                                accepted.lock().await.push((i, first_attempt));
                                 break;
                             }
                             _ => {
@@ -267,7 +317,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
     let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut revived = 0;
-    for id in &accepted {
+    for id in accepted
+        .iter()
+        .map(|(i, _)| format!("deploy-aws-bench-{i}"))
+    {
         loop {
             if worker.revive()? {
                 revived += 1;
@@ -309,8 +362,22 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         }
     }
     let elapsed = began.elapsed();
+    sampler.abort();
+    let usage = *usage.lock().unwrap_or_else(|e| e.into_inner());
 
     let schedules = emulator.schedules();
+    let submitted: BTreeMap<String, u64> = schedules
+        .iter()
+        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["createdMs"].as_u64()?)))
+        .collect();
+    let mut latencies: Vec<u64> = accepted
+        .iter()
+        .filter_map(|(i, sent)| {
+            let name = format!("qflows-{:012x}", i % args.digests);
+            submitted.get(&name).map(|at| at.saturating_sub(*sent))
+        })
+        .collect();
+    latencies.sort_unstable();
     let mut per_digest: BTreeMap<String, usize> = BTreeMap::new();
     for schedule in &schedules {
         let name = schedule["name"].as_str().unwrap_or("?").to_string();
@@ -359,6 +426,32 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         delivered_at.as_secs_f64()
     );
     println!("  all finished after     {:.1} s", elapsed.as_secs_f64());
+    println!(
+        "  delivered events/s     {:.1} (accepted by the bridge); completed workflows/s {:.1}",
+        accepted.len() as f64 / delivered_at.as_secs_f64(),
+        completed as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "  event -> scan submitted p50 {} ms, p99 {} ms (from the first delivery attempt; events after their digest's submission count 0)",
+        percentile(&latencies, 50.0),
+        percentile(&latencies, 99.0)
+    );
+    let calls: u64 = stats.calls.values().sum();
+    println!(
+        "  Qualys calls           {calls} ({:.1} per digest)",
+        calls as f64 / args.digests.max(1) as f64
+    );
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    println!(
+        "  worker RSS             idle {}, peak {:.1} MiB",
+        idle_rss_kib.map_or("?".to_string(), |k| format!("{:.1} MiB", mib(k))),
+        mib(usage.peak_rss_kib)
+    );
+    let cpu_secs = usage.cpu_ticks() as f64 / CLOCK_TICKS_PER_SEC;
+    println!(
+        "  worker CPU             {cpu_secs:.1} s user+system, {:.2} s per 1,000 workflows",
+        cpu_secs * 1000.0 / completed.max(1) as f64
+    );
 
     if let Some(mut child) = worker.child.take() {
         let _ = child.kill().await;
@@ -377,6 +470,80 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(ok, "chaos found lost, unfinished or duplicated work");
     Ok(())
+}
+
+/// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, which Linux fixes at 100 per second
+/// for user space.
+const CLOCK_TICKS_PER_SEC: f64 = 100.0;
+
+/// What one sample of a process shows.
+struct ProcSample {
+    rss_kib: u64,
+    cpu_ticks: u64,
+}
+
+/// Reads a process's resident memory and its CPU time so far (Linux `/proc`).
+fn read_proc(pid: u32) -> Option<ProcSample> {
+    if pid == 0 {
+        return None;
+    }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let cpu_ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ProcSample { rss_kib, cpu_ticks })
+}
+
+/// The worker processes' footprint over the run: peak RSS, and CPU ticks per process (each
+/// incarnation's last reading; what a killed one used after it is unseen, at most 100 ms).
+#[derive(Debug, Default, Clone, Copy)]
+struct Usage {
+    peak_rss_kib: u64,
+    finished_ticks: u64,
+    current: (u32, u64),
+}
+
+impl Usage {
+    fn record(&mut self, pid: u32, sample: &ProcSample) {
+        self.peak_rss_kib = self.peak_rss_kib.max(sample.rss_kib);
+        if self.current.0 != pid {
+            self.finished_ticks += self.current.1;
+        }
+        self.current = (pid, sample.cpu_ticks);
+    }
+
+    fn cpu_ticks(&self) -> u64 {
+        self.finished_ticks + self.current.1
+    }
+}
+
+/// Samples the current worker process every 100 ms until aborted.
+async fn sample_usage(pid: Arc<AtomicU32>, usage: Arc<std::sync::Mutex<Usage>>) {
+    loop {
+        let current = pid.load(Ordering::Relaxed);
+        if let Some(sample) = read_proc(current) {
+            usage
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .record(current, &sample);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 fn display(path: &Path) -> String {

@@ -9,6 +9,7 @@ pub mod chaos;
 pub mod cli;
 pub mod config;
 pub mod dev;
+pub mod overhead;
 pub mod policy;
 pub mod sensor;
 pub mod telemetry;

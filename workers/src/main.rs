@@ -155,6 +155,17 @@ enum BenchCommand {
         #[command(flatten)]
         args: bridge::bench::BenchBridgeArgs,
     },
+    /// A burst of deploy events through the bridge to a worker process; print throughput,
+    /// latency, Qualys calls, and the worker's memory and CPU.
+    Burst {
+        #[command(flatten)]
+        args: qflows::chaos::BurstArgs,
+    },
+    /// ScanOnDeploy against a no-op workflow with as many activities: qflows' own cost.
+    Overhead {
+        #[command(flatten)]
+        args: qflows::overhead::OverheadArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -238,6 +249,12 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Chaos { args },
         } => qflows::chaos::run(args).await,
+        Command::Bench {
+            command: BenchCommand::Burst { args },
+        } => qflows::chaos::run(args.into()).await,
+        Command::Bench {
+            command: BenchCommand::Overhead { args },
+        } => qflows::overhead::run(args).await,
         Command::Policy { command } => match command {
             PolicyCommand::Generate { args } => {
                 let output = args.output.clone();

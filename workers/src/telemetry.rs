@@ -1,12 +1,13 @@
 //! Logs (`tracing`, text or JSON) and the SDK's Prometheus metrics endpoint.
 
 use crate::config::{LogArgs, LogFormat};
+use qflows_activities::metrics;
 use qflows_activities::qualys::{ClientMetrics, QualysClient};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use temporalio_common::telemetry::metrics::{
-    CoreMeter, MetricKeyValue, MetricParameters, NewAttributes,
+    CoreMeter, Counter, MetricAttributes, MetricKeyValue, MetricParameters, NewAttributes,
 };
 use temporalio_common::telemetry::{
     Logger, PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
@@ -73,7 +74,8 @@ pub fn start(metrics: Option<SocketAddr>) -> anyhow::Result<Telemetry> {
 
 /// Publishes the Qualys client's counters on the worker's metrics endpoint, next to the SDK's:
 /// `qflows_qualys_requests_total{family}`, `qflows_qualys_throttled_total{family}` (429/409) and
-/// `qflows_qualys_errors_total{error_type}`. Labels come from closed sets (endpoint families,
+/// `qflows_qualys_errors_total{error_type}`; and the activities' own: `qflows_scan_requests_total`,
+/// `qflows_scans_submitted_total{backend}`, `qflows_activity_failures_total{error_type}`. Labels come from closed sets (endpoint families,
 /// error kinds), never from messages. Runs until the process ends.
 pub fn export_qualys_metrics(meter: Arc<dyn CoreMeter>, client: QualysClient) {
     let requests = meter.counter(
@@ -94,10 +96,12 @@ pub fn export_qualys_metrics(meter: Arc<dyn CoreMeter>, client: QualysClient) {
             .description("Qualys calls that ended in an error, by error type")
             .build(),
     );
+    let scans = ScanCounters::new(meter.clone());
     let attributes = move |key: &'static str, value: &'static str| {
         meter.new_attributes(NewAttributes::from(vec![MetricKeyValue::new(key, value)]))
     };
     tokio::spawn(async move {
+        let mut last_scans = metrics::Snapshot::default();
         let mut last = ClientMetrics::default();
         let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
         loop {
@@ -116,6 +120,74 @@ pub fn export_qualys_metrics(meter: Arc<dyn CoreMeter>, client: QualysClient) {
                 }
             }
             last = now;
+            export_scan_metrics(&scans, &mut last_scans);
         }
     });
+}
+
+/// qflows' own counters (see [`qflows_activities::metrics`]).
+struct ScanCounters {
+    meter: Arc<dyn CoreMeter>,
+    requests: Counter,
+    submitted: Counter,
+    failures: Counter,
+}
+
+impl ScanCounters {
+    fn new(meter: Arc<dyn CoreMeter>) -> Self {
+        let counter = |name: &'static str, description: &'static str| {
+            meter.counter(
+                MetricParameters::builder()
+                    .name(name)
+                    .description(description)
+                    .build(),
+            )
+        };
+        Self {
+            requests: counter(
+                "qflows_scan_requests_total",
+                "Deployed images handed to their digest's scan (most join one already running or fresh)",
+            ),
+            submitted: counter(
+                "qflows_scans_submitted_total",
+                "Scans actually submitted to Qualys (registry) or run (qscanner), by backend",
+            ),
+            failures: counter(
+                "qflows_activity_failures_total",
+                "Activity attempts that failed, by failure type",
+            ),
+            meter,
+        }
+    }
+
+    fn attributes(&self, key: &'static str, value: &str) -> MetricAttributes {
+        self.meter
+            .new_attributes(NewAttributes::from(vec![MetricKeyValue::new(
+                key,
+                value.to_string(),
+            )]))
+    }
+}
+
+fn export_scan_metrics(counters: &ScanCounters, last: &mut metrics::Snapshot) {
+    let now = metrics::snapshot();
+    counters.requests.add(
+        now.scan_requests.saturating_sub(last.scan_requests),
+        &counters.meter.new_attributes(NewAttributes::from(vec![])),
+    );
+    for (backend, value) in &now.scans_submitted {
+        let before = last.scans_submitted.get(backend).copied().unwrap_or(0);
+        counters.submitted.add(
+            value.saturating_sub(before),
+            &counters.attributes("backend", backend),
+        );
+    }
+    for (error_type, value) in &now.failures {
+        let before = last.failures.get(error_type).copied().unwrap_or(0);
+        counters.failures.add(
+            value.saturating_sub(before),
+            &counters.attributes("error_type", error_type),
+        );
+    }
+    *last = now;
 }

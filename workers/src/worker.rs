@@ -37,6 +37,8 @@ pub struct WorkerConfig {
     pub registry: RegistryDefaults,
     /// Deploy-time scans.
     pub scan: ScanConfig,
+    /// Also serve `BenchNoop` (set by `qflows bench overhead` only, never from configuration).
+    pub bench_baseline: bool,
 }
 
 /// Validated scan configuration.
@@ -112,6 +114,7 @@ impl WorkerConfig {
             registry: worker.registry_defaults()?,
             temporal,
             worker,
+            bench_baseline: false,
         })
     }
 }
@@ -243,6 +246,11 @@ pub async fn run(
         .register_activities(scan());
     if let Some(q) = qscanner() {
         options = options.register_activities(q);
+    }
+    if config.bench_baseline {
+        options = options
+            .register_workflow::<qflows_workflows::BenchNoop>()?
+            .register_activities(qflows_activities::bench::BenchActivities);
     }
     let mut worker = Worker::new(
         &runtime,

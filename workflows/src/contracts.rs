@@ -124,3 +124,7 @@ activity_contract!(
     /// How many active registry sensors Qualys lists (`GET /sensors`).
     CountRegistrySensors = "qualys.CountRegistrySensors": () => u64
 );
+activity_contract!(
+    /// Does nothing: the unit of `BenchNoop`, the benchmark's baseline.
+    Noop = "bench.Noop": () => ()
+);

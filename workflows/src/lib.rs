@@ -11,7 +11,9 @@
 //! | `ImageScan` (one per digest) | [`image_scan`] |
 //! | `CdrToPolicy` | [`cdr_to_policy`] |
 //! | `DeploySensor` | [`deploy_sensor`] |
+//! | `BenchNoop` (benchmark baseline only) | [`bench_noop`] |
 
+pub mod bench_noop;
 pub mod cdr;
 pub mod cdr_to_policy;
 pub mod clock;
@@ -27,6 +29,7 @@ pub mod scan;
 pub mod scan_on_deploy;
 pub mod sensor;
 
+pub use bench_noop::BenchNoop;
 pub use cdr_to_policy::CdrToPolicy;
 pub use deploy_sensor::DeploySensor;
 pub use ensure_registry::EnsureRegistry;

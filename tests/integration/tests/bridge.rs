@@ -153,6 +153,51 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
         );
     }
 
+    // Azure's samples on /events/azure: Event Grid schema (arrays, ACR data as a JSON string)
+    // and CloudEvents 1.0. Each starts ScanOnDeploy once; a redelivery is a duplicate.
+    for (file, workflow_id) in [
+        (
+            "eventgrid-aci-resource-write-success.json",
+            "deploy-azure-7c9e6679-7425-40de-944b-e07fc1f90ae7".to_string(),
+        ),
+        (
+            "azure-eventgrid-acr-imagepushed-data-as-string.json",
+            "deploy-azure-b734f818-f923-472b-aec8-50995013fd7c".to_string(),
+        ),
+        (
+            "azure-cloudevents-resourcewritesuccess-containerapp.json",
+            "deploy-ce-".to_string(),
+        ),
+    ] {
+        let event = sample(file);
+        let (status, body) = send.post("/events/azure", &event).await;
+        assert_eq!(status, StatusCode::OK, "{file}: {body}");
+        assert_eq!(body["events"][0]["outcome"], "started", "{file}: {body}");
+        let started = body["events"][0]["workflowId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(started.starts_with(&workflow_id), "{file}: {started}");
+        assert_eq!(
+            workflow_type(&env.client, &started).await.as_deref(),
+            Some("ScanOnDeploy"),
+            "{file}"
+        );
+        let (_, again) = send.post("/events/azure", &event).await;
+        assert_eq!(
+            again["events"][0]["outcome"], "duplicate",
+            "{file}: {again}"
+        );
+    }
+    // The ACR push from a CloudEvents-schema subscription on the generic route: CloudEvents are
+    // keyed by source and id (`deploy-ce-…`), so it starts one run of its own, once.
+    let acr_ce = sample("azure-cloudevents-acr-imagepushed.json");
+    let (status, body) = send.post("/events/cloudevents", &acr_ce).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["events"][0]["outcome"], "started", "{body}");
+    let (_, again) = send.post("/events/cloudevents", &acr_ce).await;
+    assert_eq!(again["events"][0]["outcome"], "duplicate", "{again}");
+
     // An ECR DELETE asks for no scan: answered, nothing started.
     let (status, body) = send
         .post(
@@ -204,6 +249,29 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
     })
     .await?;
     assert!(!qualys_series.is_empty());
+    // And its own: the push's scan request and the one registry scan it submitted.
+    let value = |text: &str, name: &str, label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    let (requests, submitted) = wait_for("scan metrics", Duration::from_secs(30), || async {
+        let text = reqwest::get(format!("http://{worker_metrics}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let submitted = value(
+            &text,
+            "qflows_scans_submitted_total",
+            "backend=\"registry\"",
+        )?;
+        let requests = value(&text, "qflows_scan_requests_total", "")?;
+        (submitted >= 1.0).then_some((requests, submitted))
+    })
+    .await?;
+    assert!(requests >= submitted, "{requests} < {submitted}");
     Ok(())
 }
 

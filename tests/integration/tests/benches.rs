@@ -1,0 +1,89 @@
+//! The benchmark commands still run and still check what they claim, at a tiny scale (their
+//! figures are for the README, not for assertions here).
+
+use qflows_integration::{find_tool, qflows_bin};
+
+/// Runs `qflows bench <args>` and returns its standard output; fails with its output if it fails.
+async fn bench(args: &[&str]) -> anyhow::Result<String> {
+    let temporal = find_tool("temporal", "QFLOWS_TEMPORAL_BIN")?;
+    let out = tokio::process::Command::new(qflows_bin()?)
+        .args(["--log", "warn", "bench"])
+        .args(args)
+        .env("QFLOWS_TEMPORAL_BIN", temporal)
+        .output()
+        .await?;
+    let stdout = String::from_utf8(out.stdout)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "qflows bench {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+fn line<'a>(output: &'a str, label: &str) -> &'a str {
+    output
+        .lines()
+        .find(|l| l.trim_start().starts_with(label))
+        .unwrap_or_else(|| panic!("no `{label}` line in:\n{output}"))
+}
+
+#[tokio::test]
+async fn overhead_compares_scans_with_as_many_noop_activities() -> anyhow::Result<()> {
+    let out = bench(&["overhead", "--workflows", "3", "--concurrency", "3"]).await?;
+    // The scan's activities were counted from its history, and the baseline ran that many.
+    // "one ScanOnDeploy  A activities + B local, T timers; its ImageScan C activities + D local, …"
+    let counted = line(&out, "one ScanOnDeploy");
+    let numbers: Vec<u32> = counted
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let steps = numbers[0] + numbers[1] + numbers[3] + numbers[4];
+    assert!(numbers[0] > 0 && numbers[3] > 0, "{counted}");
+    line(&out, &format!("BenchNoop x{steps} "));
+    let ratio: f64 = line(&out, "ratio")
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()?;
+    assert!(ratio > 0.0, "{out}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn burst_counts_every_event_once_and_measures_the_worker() -> anyhow::Result<()> {
+    let out = bench(&[
+        "burst",
+        "--events",
+        "40",
+        "--digests",
+        "5",
+        "--events-per-sec",
+        "200",
+        "--scan-delay-ms",
+        "200",
+    ])
+    .await?;
+    assert_eq!(
+        line(&out, "lost events").split_whitespace().last(),
+        Some("0")
+    );
+    assert!(
+        line(&out, "completed = started").ends_with("40 = 40"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "scans submitted").contains("5 for 5 digests"),
+        "{out}"
+    );
+    assert_eq!(
+        line(&out, "duplicate submissions")
+            .split_whitespace()
+            .last(),
+        Some("0")
+    );
+    // The worker process was measured: a peak RSS above zero.
+    let rss = line(&out, "worker RSS");
+    assert!(!rss.contains("peak 0.0 MiB"), "{rss}");
+    Ok(())
+}
