@@ -37,8 +37,12 @@ pub struct ScanActivities {
     pub resolver: Arc<Resolver>,
     /// Temporal, to start `ImageScan` entities and join `EnsureRegistry`.
     pub temporal: Client,
-    /// The task queue those workflows run on.
+    /// The task queue `ImageScan` entities run on.
     pub task_queue: String,
+    /// The task queue `EnsureRegistry` runs on when a scan starts it (`<task queue>-registry`):
+    /// its own pollers, so a burst of deploy workflows never queues in front of the one
+    /// workflow every scan of the account waits for.
+    pub registry_task_queue: String,
     /// Poll, timeout and TTL settings for `ImageScan`.
     pub settings: ScanSettings,
     /// The severity gate.
@@ -141,7 +145,7 @@ impl ScanActivities {
             .start_workflow(
                 EnsureRegistry::run,
                 value,
-                WorkflowStartOptions::new(self.task_queue.clone(), id.clone())
+                WorkflowStartOptions::new(self.registry_task_queue.clone(), id.clone())
                     .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
                     .build(),
             )

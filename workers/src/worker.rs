@@ -155,7 +155,7 @@ pub async fn run(
         telemetry::export_qualys_metrics(meter, qualys.clone());
     }
     let aws = Arc::new(Aws::new());
-    let registry = RegistryActivities::new(qualys.clone(), aws.clone(), config.registry);
+    let registry = || RegistryActivities::new(qualys.clone(), aws.clone(), config.registry.clone());
     let resolver = Resolver::new(
         aws.clone(),
         ResolverSettings {
@@ -190,6 +190,7 @@ pub async fn run(
     };
     let notifier = Notifier::new(sns, config.scan.webhook_url.clone());
     let rescan_queue = format!("{}-rescan", config.worker.task_queue);
+    let registry_queue = format!("{}-registry", config.worker.task_queue);
     settings.rescan_task_queue = Some(rescan_queue.clone());
     let qscanner_template = config
         .scan
@@ -226,6 +227,7 @@ pub async fn run(
         resolver: resolver.clone(),
         temporal: client.clone(),
         task_queue: config.worker.task_queue.clone(),
+        registry_task_queue: registry_queue.clone(),
         settings: settings.clone(),
         gate: config.scan.gate.clone(),
         results: results.clone(),
@@ -240,7 +242,7 @@ pub async fn run(
         .register_workflow::<ImageScan>()?
         .register_workflow::<CdrToPolicy>()?
         .register_workflow::<DeploySensor>()?
-        .register_activities(registry)
+        .register_activities(registry())
         .register_activities(CdrActivities::new(qualys.clone()))
         .register_activities(SensorActivities::new(qualys.clone(), aws.clone()))
         .register_activities(scan());
@@ -265,22 +267,45 @@ pub async fn run(
     }
     let mut rescan_worker = Worker::new(
         &runtime,
-        client,
+        client.clone(),
         rescan_options.graceful_shutdown_period(grace).build(),
     )?;
 
-    let (stop, stop_rescans) = (worker.shutdown_handle(), rescan_worker.shutdown_handle());
+    // EnsureRegistry as scans start it: its own queue, so it is never starved by a burst.
+    // (The main queue serves it too, for `qflows registry ensure` and runs started before.)
+    let registry_options = WorkerOptions::new(registry_queue.clone())
+        .register_workflow::<EnsureRegistry>()?
+        .register_activities(registry());
+    let mut registry_worker = Worker::new(
+        &runtime,
+        client,
+        registry_options.graceful_shutdown_period(grace).build(),
+    )?;
+
+    let stops = [
+        worker.shutdown_handle(),
+        rescan_worker.shutdown_handle(),
+        registry_worker.shutdown_handle(),
+    ];
     tokio::spawn(async move {
         shutdown.await;
         info!("shutting down: finishing in-flight tasks");
-        stop();
-        stop_rescans();
+        for stop in stops {
+            stop();
+        }
     });
-    info!(task_queue = %config.worker.task_queue, rescan_task_queue = %rescan_queue, "worker started");
-    // `run` is not `Send`: both stay on this task.
-    let (deploys, rescans) = tokio::join!(worker.run(), rescan_worker.run());
+    info!(
+        task_queue = %config.worker.task_queue,
+        rescan_task_queue = %rescan_queue,
+        registry_task_queue = %registry_queue,
+        "worker started"
+    );
+    // `run` is not `Send`: all three stay on this task.
+    let (deploys, rescans, registries) =
+        tokio::join!(worker.run(), rescan_worker.run(), registry_worker.run());
     deploys?;
     rescans?;
+    registries?;
     info!("worker stopped");
     Ok(())
 }

@@ -162,3 +162,52 @@ async fn a_missing_azure_resource_fails_clearly() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn an_acr_push_is_scanned_by_its_pushed_digest() -> anyhow::Result<()> {
+    let Setup {
+        env,
+        fake,
+        azurite,
+        worker,
+        ..
+    } = setup().await?;
+    // ACR delivers `data` as a JSON string in the Event Grid schema; the digest is in it, so
+    // nothing needs resolving: the pull still goes through the AAD → ACR token exchange.
+    let pushed = "sha256:d8fe269c626056ae9b7f7fc7761d344d6f6c456157ca82a722a5a3985ae52263";
+    let out = scan_on_deploy(
+        &env.client,
+        &worker.task_queue,
+        "acr-push-1",
+        sample("azure-eventgrid-acr-imagepushed-data-as-string.json"),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}\n{}", worker.logs()))?;
+    assert_eq!(out.status, "scanned", "{out:?}");
+    assert_eq!(out.images.len(), 1, "{out:?}");
+    let image = &out.images[0];
+    assert_eq!(image.digest, pushed);
+    assert!(
+        image
+            .image
+            .starts_with("contosoprod.azurecr.io/payments/web-api"),
+        "{image:?}"
+    );
+    assert_eq!(image.status, ImageStatus::Scanned, "{image:?}");
+    let reference = image.result_ref.as_deref().unwrap();
+    let name = reference
+        .strip_prefix(&format!("{}/qflows-results/", azurite.account_url))
+        .expect("a blob URL in the container");
+    assert!(
+        name.starts_with(&format!("scans/scan-results/payments/web-api/{pushed}/")),
+        "{name}"
+    );
+    let report: Value = serde_json::from_slice(&azurite.get_blob("qflows-results", name).await?)?;
+    assert_eq!(report["digest"], pushed);
+    assert!(
+        fake.calls().get("oauth2/exchange").copied().unwrap_or(0) >= 1,
+        "{:?}",
+        fake.calls()
+    );
+    Ok(())
+}
