@@ -145,42 +145,83 @@ pub(crate) fn worker_config(
     )?)
 }
 
+/// What every in-process benchmark runs on: an in-memory dev server (kept alive by `_server`),
+/// the Qualys emulator, and the worker configuration pointed at both.
+pub(crate) struct BenchEnv {
+    /// How to reach the dev server.
+    pub temporal: TemporalArgs,
+    /// The emulated Qualys.
+    pub emulator: qualys_emulator::RunningEmulator,
+    /// The worker's configuration ([`worker_config`]).
+    pub config: WorkerConfig,
+    /// Where the worker writes results (removed by the caller).
+    pub results: std::path::PathBuf,
+    /// The dev server process (killed on drop).
+    pub _server: tokio::process::Child,
+}
+
+impl BenchEnv {
+    /// Starts the dev server and the emulator.
+    pub async fn start(
+        temporal_bin: Option<&std::path::Path>,
+        emulator: EmulatorConfig,
+    ) -> anyhow::Result<Self> {
+        let temporal_cli = find_temporal(temporal_bin)?;
+        let port = free_port()?;
+        let server = start_temporal(&temporal_cli.path, port, None, None).await?;
+        let (username, password) = (emulator.username.clone(), emulator.password.clone());
+        let emulator = Emulator::start(emulator, ([127, 0, 0, 1], 0).into()).await?;
+        let results = std::env::temp_dir().join(format!("qflows-bench-{}", std::process::id()));
+        let temporal = TemporalArgs {
+            address: Some(format!("127.0.0.1:{port}")),
+            namespace: Some("default".into()),
+            profile: None,
+        };
+        let config = worker_config(
+            &temporal,
+            &emulator.base_url(),
+            username,
+            password,
+            &results,
+        )?;
+        Ok(Self {
+            temporal,
+            emulator,
+            config,
+            results,
+            _server: server,
+        })
+    }
+}
+
 /// Runs the benchmark and prints its figures.
 pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.digests > 0 && args.events >= args.digests,
         "need events >= digests > 0"
     );
-    let temporal_cli = find_temporal(args.temporal_bin.as_deref())?;
-    let port = free_port()?;
-    let _temporal = start_temporal(&temporal_cli.path, port, None, None).await?;
-    let config = EmulatorConfig {
-        scan_delay_ms: args.scan_delay_ms,
-        faults: qualys_emulator::Faults {
-            error_5xx_rate: args.fault_5xx_rate,
-            throttle_429_rate: args.fault_429_rate,
-            latency_rate: args.fault_latency_rate,
-            latency_ms: args.fault_latency_ms,
-            ..Default::default()
+    let env = BenchEnv::start(
+        args.temporal_bin.as_deref(),
+        EmulatorConfig {
+            scan_delay_ms: args.scan_delay_ms,
+            faults: qualys_emulator::Faults {
+                error_5xx_rate: args.fault_5xx_rate,
+                throttle_429_rate: args.fault_429_rate,
+                latency_rate: args.fault_latency_rate,
+                latency_ms: args.fault_latency_ms,
+                ..Default::default()
+            },
+            ..EmulatorConfig::default()
         },
-        ..EmulatorConfig::default()
-    };
-    let (username, password) = (config.username.clone(), config.password.clone());
-    let emulator = Emulator::start(config, ([127, 0, 0, 1], 0).into()).await?;
-    let results = std::env::temp_dir().join(format!("qflows-bench-{}", std::process::id()));
-
-    let temporal = TemporalArgs {
-        address: Some(format!("127.0.0.1:{port}")),
-        namespace: Some("default".into()),
-        profile: None,
-    };
-    let config = worker_config(
-        &temporal,
-        &emulator.base_url(),
-        username,
-        password,
-        &results,
-    )?;
+    )
+    .await?;
+    let BenchEnv {
+        temporal,
+        emulator,
+        config,
+        results,
+        _server,
+    } = env;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = worker::run(config, async move {
         let _ = stop_rx.await;

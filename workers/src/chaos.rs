@@ -175,10 +175,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("qflows-chaos-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
-    let db = dir.join("temporal.db");
+    // The chaos restarts Temporal, so its state lives on disk; a burst without chaos keeps it
+    // in memory, as `bench scan` does.
+    let db = (args.kills > 0).then(|| dir.join("temporal.db"));
     let temporal_cli = find_temporal(args.temporal_bin.as_deref())?;
     let port = free_port()?;
-    let mut temporal = start_temporal(&temporal_cli.path, port, None, Some(&db)).await?;
+    let mut temporal = start_temporal(&temporal_cli.path, port, None, db.as_deref()).await?;
 
     let config = EmulatorConfig {
         scan_delay_ms: args.scan_delay_ms,
@@ -302,7 +304,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         if k + 1 == temporal_restart_after.max(1) && temporal_restarts == 0 {
             let _ = temporal.kill().await;
             tokio::time::sleep(Duration::from_millis(500 + rng.below(1500))).await;
-            temporal = start_temporal(&temporal_cli.path, port, None, Some(&db)).await?;
+            temporal = start_temporal(&temporal_cli.path, port, None, db.as_deref()).await?;
             temporal_restarts += 1;
         }
     }
@@ -389,23 +391,26 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let stats = emulator.stats();
     let violations: u64 = stats.rate_limit_violations.values().sum();
 
-    println!("qflows bench chaos");
+    let chaos = args.kills > 0;
+    println!("qflows bench {}", if chaos { "chaos" } else { "burst" });
     println!("  events                 {}", args.events);
     println!("  unique digests         {}", args.digests);
-    println!(
-        "  worker SIGKILLs        {} (at {})",
-        kill_times.len(),
-        kill_times
-            .iter()
-            .map(|t| format!("{t:.1}s"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    if chaos {
+        println!(
+            "  worker SIGKILLs        {} (at {})",
+            kill_times.len(),
+            kill_times
+                .iter()
+                .map(|t| format!("{t:.1}s"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        println!("  Temporal restarts      {temporal_restarts}");
+    }
     println!(
         "  worker starts          {} ({revived} after exiting by itself)",
         worker.starts
     );
-    println!("  Temporal restarts      {temporal_restarts}");
     println!(
         "  bridge redeliveries    {}",
         redeliveries.load(Ordering::Relaxed)

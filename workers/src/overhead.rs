@@ -8,15 +8,13 @@
 //! the same concurrency. The ratio of the two is what qflows adds on top of the engine: its
 //! emulated Qualys calls, its durable timers between polls, its result and notification I/O.
 
-use crate::bench::{event, free_port, percentile, worker_config};
-use crate::config::TemporalArgs;
-use crate::dev::{find_temporal, start_temporal};
+use crate::bench::{BenchEnv, event, percentile};
 use crate::worker;
 use clap::Args;
 use futures::StreamExt;
 use qflows_workflows::scan::model::{ImageStatus, image_scan_id};
 use qflows_workflows::{BenchNoop, ScanOnDeploy};
-use qualys_emulator::{Emulator, EmulatorConfig};
+use qualys_emulator::EmulatorConfig;
 use serde_json::Value;
 use std::future::Future;
 use std::path::PathBuf;
@@ -115,28 +113,20 @@ async fn counts(client: &Client, workflow_id: &str) -> anyhow::Result<Counts> {
 /// Runs the comparison and prints it.
 pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.workflows > 0, "need at least one workflow");
-    let temporal_cli = find_temporal(args.temporal_bin.as_deref())?;
-    let port = free_port()?;
-    let _temporal = start_temporal(&temporal_cli.path, port, None, None).await?;
-    let config = EmulatorConfig {
-        scan_delay_ms: 0,
-        ..EmulatorConfig::default()
-    };
-    let (username, password) = (config.username.clone(), config.password.clone());
-    let emulator = Emulator::start(config, ([127, 0, 0, 1], 0).into()).await?;
-    let results = std::env::temp_dir().join(format!("qflows-overhead-{}", std::process::id()));
-    let temporal = TemporalArgs {
-        address: Some(format!("127.0.0.1:{port}")),
-        namespace: Some("default".into()),
-        profile: None,
-    };
-    let mut config = worker_config(
-        &temporal,
-        &emulator.base_url(),
-        username,
-        password,
-        &results,
-    )?;
+    let BenchEnv {
+        temporal,
+        emulator,
+        mut config,
+        results,
+        _server,
+    } = BenchEnv::start(
+        args.temporal_bin.as_deref(),
+        EmulatorConfig {
+            scan_delay_ms: 0,
+            ..EmulatorConfig::default()
+        },
+    )
+    .await?;
     config.bench_baseline = true;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = worker::run(config, async move {

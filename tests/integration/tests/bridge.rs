@@ -228,13 +228,16 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
     assert!(metrics.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"ignored\"} 1"));
 
     // The worker publishes its Qualys calls by endpoint family next to the SDK's metrics.
-    let qualys_series = wait_for("Qualys metrics", Duration::from_secs(30), || async {
-        let text = reqwest::get(format!("http://{worker_metrics}/metrics"))
+    let scrape = || async {
+        reqwest::get(format!("http://{worker_metrics}/metrics"))
             .await
             .ok()?
             .text()
             .await
-            .ok()?;
+            .ok()
+    };
+    let qualys_series = wait_for("Qualys metrics", Duration::from_secs(30), || async {
+        let text = scrape().await?;
         let series: Vec<String> = text
             .lines()
             .filter(|l| {
@@ -256,12 +259,7 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
     };
     let (requests, submitted) = wait_for("scan metrics", Duration::from_secs(30), || async {
-        let text = reqwest::get(format!("http://{worker_metrics}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = scrape().await?;
         let submitted = value(
             &text,
             "qflows_scans_submitted_total",

@@ -46,6 +46,17 @@ fn qflows_cli() -> anyhow::Result<tokio::process::Command> {
     Ok(cli)
 }
 
+/// Runs the command; its standard output, or an error with its standard error.
+async fn run_cli(cli: &mut tokio::process::Command) -> anyhow::Result<Vec<u8>> {
+    let out = cli.output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(out.stdout)
+}
+
 /// The sensor of [`input`] as `qflows sensor` flags.
 fn sensor_flags(kubeconfig: &str, image: &str) -> Vec<String> {
     [
@@ -268,45 +279,36 @@ async fn applies_hardened_sensor_then_changes_nothing_then_rolls_back_on_timeout
     );
 
     // `qflows sensor render` prints exactly the manifests the workflow applies.
-    let out = qflows_cli()?
-        .args(["sensor", "render"])
-        .args(sensor_flags(&kubeconfig, v1))
-        .output()
-        .await?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let printed: Vec<Value> =
-        serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&out.stdout)?)
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .collect();
+    let stdout = run_cli(
+        qflows_cli()?
+            .args(["sensor", "render"])
+            .args(sensor_flags(&kubeconfig, v1)),
+    )
+    .await?;
+    let printed: Vec<Value> = serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&stdout)?)
+        .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .collect();
     let typed: DeploySensorInput = serde_json::from_value(input(&kubeconfig, v1))?;
     assert_eq!(printed, kube_manifests(&typed));
 
     // 2. The same sensor again, through `qflows sensor deploy`: it writes nothing and prints
     // the workflow's result.
     let version = ds.metadata.resource_version.clone();
-    let out = qflows_cli()?
-        .args([
-            "sensor",
-            "deploy",
-            "--temporal-address",
-            &env.temporal.address,
-        ])
-        .args(["--task-queue", q.as_str()])
-        .args(["--rollout-timeout-secs", "3", "--verify-timeout-secs", "3"])
-        .args(["--poll-interval-secs", "1"])
-        .args(sensor_flags(&kubeconfig, v1))
-        .output()
-        .await?;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let again: Value = serde_json::from_slice(&out.stdout)?;
+    let stdout = run_cli(
+        qflows_cli()?
+            .args([
+                "sensor",
+                "deploy",
+                "--temporal-address",
+                &env.temporal.address,
+            ])
+            .args(["--task-queue", q.as_str()])
+            .args(["--rollout-timeout-secs", "3", "--verify-timeout-secs", "3"])
+            .args(["--poll-interval-secs", "1"])
+            .args(sensor_flags(&kubeconfig, v1)),
+    )
+    .await?;
+    let again: Value = serde_json::from_slice(&stdout)?;
     assert_eq!(again["changed"], false, "{again}");
     assert_eq!(again["sensors"], 1, "{again}");
     let ds = daemonsets.get("qualys-registry-sensor").await?;
