@@ -20,7 +20,8 @@ use std::fmt;
 
 /// Longest reference [`ImageRef::parse`] accepts, in bytes.
 pub const MAX_REFERENCE_LEN: usize = 4096;
-/// Longest repository path (without the registry), as in `distribution/reference`.
+/// Longest name as written (registry and repository path), and longest repository path, as in
+/// `distribution/reference` (`NameTotalLengthMax`).
 pub const MAX_REPOSITORY_LEN: usize = 255;
 /// Longest tag.
 pub const MAX_TAG_LEN: usize = 128;
@@ -148,6 +149,14 @@ impl ImageRef {
             _ => (name_tag, None),
         };
 
+        // Docker limits the whole name as written, registry included (`NameTotalLengthMax`);
+        // that also keeps the canonical form within MAX_REFERENCE_LEN, so it re-parses.
+        if name.len() > MAX_REPOSITORY_LEN {
+            return Err(err(format!(
+                "repository name must not be longer than {MAX_REPOSITORY_LEN} characters, \
+                 registry included"
+            )));
+        }
         let (domain, remainder) = match name.split_once('/') {
             Some((first, rest)) if is_domain_like(first) => (Some(first), rest),
             _ => (None, name),
@@ -663,7 +672,9 @@ mod tests {
             assert!(problem(bad).contains("registry"), "{bad}");
         }
         assert!(problem(&format!("ex.com/{}", "a".repeat(256))).contains("255"));
-        assert!(ImageRef::parse(&format!("ex.com/{}", "a".repeat(255))).is_ok());
+        // 255 for the whole name, as Docker counts it: registry, `/` and path.
+        assert!(ImageRef::parse(&format!("ex.com/{}", "a".repeat(248))).is_ok());
+        assert!(problem(&format!("ex.com/{}", "a".repeat(249))).contains("registry included"));
         assert!(ImageRef::parse("a-----b/c__d/e.f").is_ok());
     }
 
@@ -768,5 +779,27 @@ mod tests {
             serde_json::to_value(RegistryKind::DockerHub).unwrap(),
             serde_json::json!({"kind": "dockerHub"})
         );
+    }
+
+    /// Inputs on which `scripts/fuzz` once found a failure (`tests/data/fuzz/image_refs/`):
+    /// each either is refused or round-trips through its canonical form.
+    #[test]
+    fn fuzz_findings_stay_fixed() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/fuzz/image_refs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            let Ok(text) = std::str::from_utf8(&bytes) else {
+                continue;
+            };
+            if let Ok(image) = ImageRef::parse(text) {
+                let canonical = image.canonical();
+                let again = ImageRef::parse(&canonical).expect("the canonical form re-parses");
+                assert_eq!(again.canonical(), canonical);
+            }
+            seen += 1;
+        }
+        assert!(seen > 0, "no fuzz findings were read");
     }
 }
