@@ -77,6 +77,30 @@ pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.min(sorted.len() - 1)]
 }
 
+/// For each event `(i, sent at, epoch ms)`, how long until the emulator saw its digest's scan
+/// submitted (0 when the scan was already submitted), sorted.
+pub(crate) fn submit_latencies(
+    schedules: &[serde_json::Value],
+    events: &[(usize, u64)],
+    digests: usize,
+) -> Vec<u64> {
+    let submitted: BTreeMap<&str, u64> = schedules
+        .iter()
+        .filter_map(|s| Some((s["name"].as_str()?, s["createdMs"].as_u64()?)))
+        .collect();
+    let mut latencies: Vec<u64> = events
+        .iter()
+        .filter_map(|(i, sent)| {
+            let name = format!("qflows-{:012x}", i % digests);
+            submitted
+                .get(name.as_str())
+                .map(|at| at.saturating_sub(*sent))
+        })
+        .collect();
+    latencies.sort_unstable();
+    latencies
+}
+
 /// The push event for event number `i` (digest `i % digests`).
 pub(crate) fn event(i: usize, digests: usize) -> serde_json::Value {
     let d = i % digests;
@@ -323,11 +347,6 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
     let (starts, outputs, elapsed) = load_result?;
 
     let stats = emulator.stats();
-    let submitted: BTreeMap<String, u64> = emulator
-        .schedules()
-        .iter()
-        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["createdMs"].as_u64()?)))
-        .collect();
     let scanned = outputs
         .iter()
         .filter(|o| {
@@ -335,14 +354,7 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
                 .is_ok_and(|o| o.images.iter().all(|i| i.status == ImageStatus::Scanned))
         })
         .count();
-    let mut latencies: Vec<u64> = starts
-        .iter()
-        .filter_map(|(i, started)| {
-            let name = format!("qflows-{:012x}", i % args.digests);
-            submitted.get(&name).map(|at| at.saturating_sub(*started))
-        })
-        .collect();
-    latencies.sort_unstable();
+    let latencies = submit_latencies(&emulator.schedules(), &starts, args.digests);
     let calls: u64 = stats.calls.values().sum();
     println!("qflows bench scan");
     println!("  events                 {}", args.events);

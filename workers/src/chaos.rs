@@ -8,7 +8,7 @@
 //! that is killed with SIGKILL (no drain, no goodbye) at random moments and started again.
 //! Senders behave like EventBridge: they deliver again until the bridge answers 2xx.
 
-use crate::bench::{event, free_port, percentile};
+use crate::bench::{event, free_port, percentile, submit_latencies};
 use crate::bridge::{Bridge, BridgeArgs};
 use crate::config::TemporalArgs;
 use crate::dev::{find_temporal, start_temporal};
@@ -368,18 +368,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let usage = *usage.lock().unwrap_or_else(|e| e.into_inner());
 
     let schedules = emulator.schedules();
-    let submitted: BTreeMap<String, u64> = schedules
-        .iter()
-        .filter_map(|s| Some((s["name"].as_str()?.to_string(), s["createdMs"].as_u64()?)))
-        .collect();
-    let mut latencies: Vec<u64> = accepted
-        .iter()
-        .filter_map(|(i, sent)| {
-            let name = format!("qflows-{:012x}", i % args.digests);
-            submitted.get(&name).map(|at| at.saturating_sub(*sent))
-        })
-        .collect();
-    latencies.sort_unstable();
+    let latencies = submit_latencies(&schedules, &accepted, args.digests);
     let mut per_digest: BTreeMap<String, usize> = BTreeMap::new();
     for schedule in &schedules {
         let name = schedule["name"].as_str().unwrap_or("?").to_string();
