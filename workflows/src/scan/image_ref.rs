@@ -149,14 +149,6 @@ impl ImageRef {
             _ => (name_tag, None),
         };
 
-        // Docker limits the whole name as written, registry included (`NameTotalLengthMax`);
-        // that also keeps the canonical form within MAX_REFERENCE_LEN, so it re-parses.
-        if name.len() > MAX_REPOSITORY_LEN {
-            return Err(err(format!(
-                "repository name must not be longer than {MAX_REPOSITORY_LEN} characters, \
-                 registry included"
-            )));
-        }
         let (domain, remainder) = match name.split_once('/') {
             Some((first, rest)) if is_domain_like(first) => (Some(first), rest),
             _ => (None, name),
@@ -179,6 +171,14 @@ impl ImageRef {
             remainder.to_string()
         };
         check_repository(&repository).map_err(err)?;
+        // Docker limits the whole name, registry included (`NameTotalLengthMax`). Counted on
+        // the normalised name, so that the canonical form (`docker.io/library/…`) re-parses.
+        if registry.len() + 1 + repository.len() > MAX_REPOSITORY_LEN {
+            return Err(err(format!(
+                "repository name must not be longer than {MAX_REPOSITORY_LEN} characters, \
+                 registry included (Docker Hub names count as `docker.io/library/<name>`)"
+            )));
+        }
         if let Some(tag) = tag {
             check_tag(tag).map_err(err)?;
         }
@@ -675,6 +675,9 @@ mod tests {
         // 255 for the whole name, as Docker counts it: registry, `/` and path.
         assert!(ImageRef::parse(&format!("ex.com/{}", "a".repeat(248))).is_ok());
         assert!(problem(&format!("ex.com/{}", "a".repeat(249))).contains("registry included"));
+        // Docker Hub names count as `docker.io/library/<name>`.
+        assert!(ImageRef::parse(&"a".repeat(237)).is_ok());
+        assert!(problem(&"a".repeat(238)).contains("registry included"));
         assert!(ImageRef::parse("a-----b/c__d/e.f").is_ok());
     }
 
