@@ -2,8 +2,8 @@
 //! next to the SDK's metrics (see `qflows::telemetry`).
 //!
 //! Process-wide, like a Prometheus default registry: activities count without any handle
-//! being passed around. Every label comes from a closed set: scan backends, and failure type
-//! names (the public contract in [`crate::failure`]), capped so that a bug can never turn a
+//! being passed around. Every label comes from a closed set: scan backends, policy changes
+//! (`promoted`, `reverted`), and failure type names (the public contract in [`crate::failure`]), capped so that a bug can never turn a
 //! label into an unbounded series.
 
 use std::collections::BTreeMap;
@@ -17,6 +17,8 @@ static SCAN_REQUESTS: AtomicU64 = AtomicU64::new(0);
 static SUBMITTED_REGISTRY: AtomicU64 = AtomicU64::new(0);
 static SUBMITTED_QSCANNER: AtomicU64 = AtomicU64::new(0);
 static FAILURES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+static POLICIES_PROMOTED: AtomicU64 = AtomicU64::new(0);
+static POLICIES_REVERTED: AtomicU64 = AtomicU64::new(0);
 
 /// How an image was scanned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +44,17 @@ pub fn scan_submitted(backend: Backend) {
     .fetch_add(1, Ordering::Relaxed);
 }
 
+/// A published policy's enforcement changed: `audit` → `enforce` is a promotion, `enforce` →
+/// `audit` a revert (by a reviewer or automatically). Other pairs count nothing.
+pub fn policy_enforcement_changed(before: &str, after: &str) {
+    match (before, after) {
+        ("audit", "enforce") => &POLICIES_PROMOTED,
+        ("enforce", "audit") => &POLICIES_REVERTED,
+        _ => return,
+    }
+    .fetch_add(1, Ordering::Relaxed);
+}
+
 /// An activity failed with this failure type.
 pub fn failed(error_type: &str) {
     let mut failures = FAILURES.lock().unwrap_or_else(|e| e.into_inner());
@@ -62,6 +75,8 @@ pub struct Snapshot {
     pub scans_submitted: BTreeMap<&'static str, u64>,
     /// Activity failures by failure type.
     pub failures: BTreeMap<String, u64>,
+    /// Policy enforcement changes published, by `promoted` / `reverted`.
+    pub policy_changes: BTreeMap<&'static str, u64>,
 }
 
 /// Reads every counter.
@@ -73,6 +88,10 @@ pub fn snapshot() -> Snapshot {
             ("qscanner", SUBMITTED_QSCANNER.load(Ordering::Relaxed)),
         ]),
         failures: FAILURES.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+        policy_changes: BTreeMap::from([
+            ("promoted", POLICIES_PROMOTED.load(Ordering::Relaxed)),
+            ("reverted", POLICIES_REVERTED.load(Ordering::Relaxed)),
+        ]),
     }
 }
 

@@ -8,7 +8,7 @@
 #![allow(missing_docs)]
 
 use crate::cdr::findings::observe;
-use crate::cdr::render::{MANAGED_BY, POLICY_SET_LABEL, RenderOptions};
+use crate::cdr::render::{ENFORCEMENT_LABEL, MANAGED_BY, POLICY_SET_LABEL, RenderOptions};
 use crate::cdr::{Generated, Grouper, generate};
 use crate::failure::IntoFailure;
 use crate::qualys::{CdrQuery, QualysClient};
@@ -209,7 +209,12 @@ fn contained(want: &serde_json::Value, have: &serde_json::Value) -> bool {
 
 /// Server-side applies one policy, unless the cluster already holds it as rendered: then it
 /// is not written at all (no new `resourceVersion`, no audit-log entry, nothing for watchers).
-pub async fn apply(client: &kube::Client, g: &Generated) -> Result<Outcome, PolicyOutputError> {
+///
+/// Also returns the enforcement label the cluster's copy had before, if any.
+pub async fn apply(
+    client: &kube::Client,
+    g: &Generated,
+) -> Result<(Outcome, Option<String>), PolicyOutputError> {
     let api = api_for(client, g);
     let err = |action, source| PolicyOutputError::Kube {
         action,
@@ -218,6 +223,9 @@ pub async fn apply(client: &kube::Client, g: &Generated) -> Result<Outcome, Poli
     };
     let desired = g.policy.to_value();
     let existing = api.get_opt(&g.name).await.map_err(|e| err("read", e))?;
+    let before = existing
+        .as_ref()
+        .and_then(|o| o.metadata.labels.as_ref()?.get(ENFORCEMENT_LABEL).cloned());
     if let Some(o) = &existing {
         let have = serde_json::json!({
             "metadata": {"labels": o.metadata.labels, "annotations": o.metadata.annotations},
@@ -229,17 +237,33 @@ pub async fn apply(client: &kube::Client, g: &Generated) -> Result<Outcome, Poli
             "spec": desired["spec"],
         });
         if contained(&want, &have) {
-            return Ok(Outcome::Unchanged);
+            return Ok((Outcome::Unchanged, before));
         }
     }
     let params = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&g.name, &params, &Patch::Apply(desired))
         .await
         .map_err(|e| err("apply", e))?;
-    Ok(if existing.is_some() {
+    let outcome = if existing.is_some() {
         Outcome::Updated
     } else {
         Outcome::Created
+    };
+    Ok((outcome, before))
+}
+
+/// The enforcement label (`audit` / `enforce`) of a policy file qflows wrote, if it has one.
+fn enforcement_in_file(dir: &Path, name: &str) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(format!("{name}.yaml"))).ok()?;
+    let prefix = format!("{ENFORCEMENT_LABEL}:");
+    text.lines().find_map(|line| {
+        let value = line.trim().strip_prefix(&prefix)?;
+        Some(
+            value
+                .trim()
+                .trim_matches(|c| c == '\'' || c == '"')
+                .to_string(),
+        )
     })
 }
 
@@ -309,10 +333,17 @@ pub async fn publish(
             _ => Outcome::Unchanged,
         }
     };
+    // What each policy's enforcement was before this publish, from the first output that had it.
+    let mut before: Vec<Option<String>> = vec![None; generated.len()];
     let removed: BTreeSet<String> = request.removed.iter().cloned().collect();
     if let Some(dir) = &request.output.directory {
         let dir = Path::new(dir);
-        for (g, slot) in generated.iter().zip(outcomes.iter_mut()) {
+        for ((g, slot), was) in generated
+            .iter()
+            .zip(outcomes.iter_mut())
+            .zip(before.iter_mut())
+        {
+            *was = enforcement_in_file(dir, &g.name);
             merge(slot, write_file(dir, g)?);
         }
         for name in &removed {
@@ -323,9 +354,18 @@ pub async fn publish(
     }
     let mut failed = BTreeSet::new();
     if let Some(client) = client {
-        for (g, slot) in generated.iter().zip(outcomes.iter_mut()) {
+        for ((g, slot), was) in generated
+            .iter()
+            .zip(outcomes.iter_mut())
+            .zip(before.iter_mut())
+        {
             match apply(client, g).await {
-                Ok(o) => merge(slot, o),
+                Ok((o, cluster_had)) => {
+                    merge(slot, o);
+                    if was.is_none() {
+                        *was = cluster_had;
+                    }
+                }
                 // Refused for this policy alone (its namespace is gone, an admission webhook
                 // said no): report it and go on with the others.
                 Err(e) if !e.is_retryable() && e.type_name() != "KubeForbidden" => {
@@ -341,9 +381,14 @@ pub async fn publish(
                 .extend(prune(client, &request.policy_set, &removed).await?);
         }
     }
-    for (g, o) in generated.iter().zip(outcomes) {
+    for ((g, o), was) in generated.iter().zip(outcomes).zip(before) {
         if failed.contains(&g.name) {
             continue;
+        }
+        if let (Outcome::Updated, Some(was)) = (o, was)
+            && let Some(now) = g.policy.to_value()["metadata"]["labels"][ENFORCEMENT_LABEL].as_str()
+        {
+            crate::metrics::policy_enforcement_changed(&was, now);
         }
         let list = match o {
             Outcome::Created => &mut report.created,

@@ -131,6 +131,7 @@ struct ScanCounters {
     requests: Counter,
     submitted: Counter,
     failures: Counter,
+    policy_changes: Counter,
 }
 
 impl ScanCounters {
@@ -156,6 +157,10 @@ impl ScanCounters {
                 "qflows_activity_failures_total",
                 "Activity attempts that failed, by failure type",
             ),
+            policy_changes: counter(
+                "qflows_policy_enforcement_changes_total",
+                "Published policy enforcement changes: promoted (audit to enforce) or reverted",
+            ),
             meter,
         }
     }
@@ -180,6 +185,13 @@ fn export_scan_metrics(counters: &ScanCounters, last: &mut metrics::Snapshot) {
         counters.submitted.add(
             value.saturating_sub(before),
             &counters.attributes("backend", backend),
+        );
+    }
+    for (change, value) in &now.policy_changes {
+        let before = last.policy_changes.get(change).copied().unwrap_or(0);
+        counters.policy_changes.add(
+            value.saturating_sub(before),
+            &counters.attributes("change", change),
         );
     }
     for (error_type, value) in &now.failures {

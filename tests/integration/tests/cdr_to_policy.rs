@@ -107,7 +107,12 @@ async fn start(env: &TestEnv, queue: &str, id: &str, input: Value) -> anyhow::Re
 async fn findings_become_policies_that_are_promoted_and_rolled_back() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     env.qualys.set_cdr_findings(findings());
-    let worker = env.worker().start(&env.dir).await?;
+    let metrics = format!("127.0.0.1:{}", qflows_integration::free_port());
+    let worker = env
+        .worker()
+        .env("QFLOWS_METRICS_LISTEN", Some(&metrics))
+        .start(&env.dir)
+        .await?;
     let out = env.dir.join("policies");
     let id = "cdr-review";
     start(
@@ -192,6 +197,28 @@ async fn findings_become_policies_that_are_promoted_and_rolled_back() -> anyhow:
         yaml.contains("action: Post") && !yaml.contains("Sigkill"),
         "{yaml}"
     );
+
+    // The worker counted one promotion and one revert.
+    let changes = wait_for("policy metrics", Duration::from_secs(30), || async {
+        let text = reqwest::get(format!("http://{metrics}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let value = |change: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("qflows_policy_enforcement_changes_total")
+                        && l.contains(&format!("change=\"{change}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        };
+        let changes = (value("promoted")?, value("reverted")?);
+        (changes.1 >= 1.0).then_some(changes)
+    })
+    .await?;
+    assert_eq!(changes, (1.0, 1.0));
 
     // Both reviews are in the workflow's history, with who and why.
     let history = history_json(&env.client, id).await?;
