@@ -194,7 +194,7 @@ fn api_for(client: &kube::Client, g: &Generated) -> Api<DynamicObject> {
 
 /// True when every field of `want` is in `have` with the same value (objects may have more
 /// fields: defaults the API server filled in, fields of other managers).
-fn contained(want: &serde_json::Value, have: &serde_json::Value) -> bool {
+pub(crate) fn contained(want: &serde_json::Value, have: &serde_json::Value) -> bool {
     use serde_json::Value;
     match (want, have) {
         (Value::Object(w), Value::Object(h)) => w

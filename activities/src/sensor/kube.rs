@@ -4,7 +4,7 @@
 
 use super::SensorError;
 use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
-use crate::policies::{FIELD_MANAGER, PolicyOutputError, kube_client};
+use crate::policies::{FIELD_MANAGER, PolicyOutputError, contained, kube_client};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
@@ -55,19 +55,6 @@ fn daemonsets(client: &kube::Client) -> Api<DynamicObject> {
         &json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"namespace": KUBE_NAMESPACE}}),
     )
-}
-
-/// True when every field of `want` is in `have` with the same value.
-fn contained(want: &Value, have: &Value) -> bool {
-    match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w
-            .iter()
-            .all(|(k, v)| h.get(k).is_some_and(|hv| contained(v, hv))),
-        (Value::Array(w), Value::Array(h)) => {
-            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| contained(a, b))
-        }
-        (w, h) => w == h,
-    }
 }
 
 /// The parts of a live object that apply compares and roll-back restores (no status, no

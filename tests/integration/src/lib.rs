@@ -464,6 +464,32 @@ pub async fn history_json(client: &Client, workflow_id: &str) -> anyhow::Result<
     Ok(String::from_utf8(bytes)?)
 }
 
+/// Every payload in a history (its JSON form), decoded: payload `data` is base64 there. Tests
+/// search the result for secrets that must not be in history.
+pub fn decoded_payloads(v: &serde_json::Value) -> String {
+    use base64::Engine;
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| match (k.as_str(), v) {
+                ("data", Value::String(b64)) => base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .unwrap_or_default(),
+                _ => decoded_payloads(v),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Array(a) => a
+            .iter()
+            .map(decoded_payloads)
+            .collect::<Vec<_>>()
+            .join("\n"),
+        _ => String::new(),
+    }
+}
+
 /// With `QFLOWS_RECORD_HISTORIES=1`, saves a workflow's history for the replay tests
 /// (`workflows/tests/histories/<name>.json`).
 pub async fn record_history(client: &Client, workflow_id: &str, name: &str) -> anyhow::Result<()> {

@@ -2,7 +2,9 @@
 //! review by updates; `qflows policy generate` offline on a findings file with broken entries.
 
 use qflows::policy::{query_policies, send_review};
-use qflows_integration::{TestEnv, history_json, qflows_bin, record_history, wait_for};
+use qflows_integration::{
+    TestEnv, decoded_payloads, history_json, qflows_bin, record_history, wait_for,
+};
 use qflows_workflows::CdrToPolicy;
 use qflows_workflows::cdr::model::Enforcement;
 use qflows_workflows::cdr::{PoliciesView, PolicyRecord, ReviewRequest};
@@ -62,30 +64,6 @@ async fn review(
     send_review(client, id, request, promote)
         .await
         .map_err(|e| format!("{e:?}"))
-}
-
-/// Every payload in a history, decoded (payload data is base64 in the JSON form).
-fn decoded_payloads(v: &Value) -> String {
-    use base64::Engine;
-    match v {
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| match (k.as_str(), v) {
-                ("data", Value::String(b64)) => base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default(),
-                _ => decoded_payloads(v),
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Value::Array(a) => a
-            .iter()
-            .map(decoded_payloads)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 fn read(dir: &Path, name: &str) -> String {

@@ -8,7 +8,9 @@
 //! failure path, where the roll-back runs for real against moto.
 
 use qflows_activities::sensor::render::{SPEC_LABEL, ecs_task_definition};
-use qflows_integration::{Moto, TestEnv, deploy_sensor, history_json, qflows_bin, record_history};
+use qflows_integration::{
+    Moto, TestEnv, decoded_payloads, deploy_sensor, history_json, qflows_bin, record_history,
+};
 use qflows_workflows::sensor::DeploySensorInput;
 use qualys_emulator::EmulatorConfig;
 use serde_json::json;
@@ -44,31 +46,6 @@ async fn service(ecs: &aws_sdk_ecs::Client) -> aws_sdk_ecs::types::Service {
         .await
         .unwrap();
     out.services()[0].clone()
-}
-
-/// Every payload in a history, decoded (payload data is base64 in the JSON form).
-fn decoded_payloads(v: &serde_json::Value) -> String {
-    use base64::Engine;
-    use serde_json::Value;
-    match v {
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| match (k.as_str(), v) {
-                ("data", Value::String(b64)) => base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default(),
-                _ => decoded_payloads(v),
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Value::Array(a) => a
-            .iter()
-            .map(decoded_payloads)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 #[tokio::test]

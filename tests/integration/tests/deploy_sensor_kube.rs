@@ -13,7 +13,9 @@ use kube::api::{
 };
 use qflows_activities::sensor::render::kube_manifests;
 use qflows_integration::kube::{CONTEXT, KubeApiServer};
-use qflows_integration::{TestEnv, deploy_sensor, history_json, qflows_bin, record_history};
+use qflows_integration::{
+    TestEnv, decoded_payloads, deploy_sensor, history_json, qflows_bin, record_history,
+};
 use qflows_workflows::sensor::DeploySensorInput;
 use qualys_emulator::EmulatorConfig;
 use serde_json::{Value, json};
@@ -79,30 +81,6 @@ fn sensor_flags(kubeconfig: &str, image: &str) -> Vec<String> {
     ]
     .map(str::to_string)
     .to_vec()
-}
-
-/// Every payload in a history, decoded (payload data is base64 in the JSON form).
-fn decoded_payloads(v: &Value) -> String {
-    use base64::Engine;
-    match v {
-        Value::Object(m) => m
-            .iter()
-            .map(|(k, v)| match (k.as_str(), v) {
-                ("data", Value::String(b64)) => base64::engine::general_purpose::STANDARD
-                    .decode(b64)
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .unwrap_or_default(),
-                _ => decoded_payloads(v),
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Value::Array(a) => a
-            .iter()
-            .map(decoded_payloads)
-            .collect::<Vec<_>>()
-            .join("\n"),
-        _ => String::new(),
-    }
 }
 
 /// Plays the DaemonSet controller once the DaemonSet exists: one pod, ready and updated.
