@@ -254,20 +254,14 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
     let bridge = if args.via_bridge {
         let key_file =
             std::env::temp_dir().join(format!("qflows-bench-key-{}", std::process::id()));
-        std::fs::write(&key_file, BRIDGE_KEY)?;
-        let bridge_args = crate::bridge::BridgeArgs {
-            listen: "127.0.0.1:0".parse()?,
-            key_file: Some(key_file),
-            api_key_header: "x-api-key".into(),
-            max_body_bytes: 1024 * 1024,
-            start_timeout_secs: 4,
-            sqs_queue_url: None,
-            task_queue: "qflows-bench".into(),
-        };
-        let bridge =
-            crate::bridge::Bridge::start(temporal.clone(), bridge_args, std::future::pending())
-                .await?;
-        Some(format!("http://{}/events/aws", bridge.addr))
+        let (_bridge, url) = crate::bridge::bench::start_local(
+            temporal.clone(),
+            BRIDGE_KEY,
+            key_file,
+            "qflows-bench",
+        )
+        .await?;
+        Some(url)
     } else {
         None
     };

@@ -9,7 +9,6 @@
 //! Senders behave like EventBridge: they deliver again until the bridge answers 2xx.
 
 use crate::bench::{event, free_port, percentile, submit_latencies};
-use crate::bridge::{Bridge, BridgeArgs};
 use crate::config::TemporalArgs;
 use crate::dev::{find_temporal, start_temporal};
 use clap::Args;
@@ -225,23 +224,13 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         namespace: Some("default".into()),
         profile: None,
     };
-    let key_file = dir.join("bridge.key");
-    std::fs::write(&key_file, KEY)?;
-    let bridge = Bridge::start(
+    let (_bridge, url) = crate::bridge::bench::start_local(
         temporal_args.clone(),
-        BridgeArgs {
-            listen: "127.0.0.1:0".parse()?,
-            key_file: Some(key_file),
-            api_key_header: "x-api-key".into(),
-            max_body_bytes: 1024 * 1024,
-            start_timeout_secs: 4,
-            sqs_queue_url: None,
-            task_queue: TASK_QUEUE.into(),
-        },
-        std::future::pending(),
+        KEY,
+        dir.join("bridge.key"),
+        TASK_QUEUE,
     )
     .await?;
-    let url = format!("http://{}/events/aws", bridge.addr);
 
     let began = Instant::now();
     // Senders: every event delivered until the bridge answers 2xx, as EventBridge retries.

@@ -14,6 +14,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+/// Starts a bridge for a benchmark: a free local port, API key `key` (written to `key_file`),
+/// workflows started on `task_queue`. Returns it and its `/events/aws` URL.
+pub(crate) async fn start_local(
+    temporal: TemporalArgs,
+    key: &str,
+    key_file: std::path::PathBuf,
+    task_queue: &str,
+) -> anyhow::Result<(Bridge, String)> {
+    std::fs::write(&key_file, key)?;
+    let args = BridgeArgs {
+        listen: "127.0.0.1:0".parse()?,
+        key_file: Some(key_file),
+        api_key_header: "x-api-key".into(),
+        max_body_bytes: 1024 * 1024,
+        start_timeout_secs: 4,
+        sqs_queue_url: None,
+        task_queue: task_queue.into(),
+    };
+    let bridge = Bridge::start(temporal, args, std::future::pending()).await?;
+    let url = format!("http://{}/events/aws", bridge.addr);
+    Ok((bridge, url))
+}
+
 /// Flags of `qflows bench bridge`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchBridgeArgs {
@@ -58,24 +81,12 @@ pub async fn run(args: BenchBridgeArgs) -> anyhow::Result<()> {
     let _temporal = start_temporal(&temporal_cli.path, port, None, None).await?;
     let dir = std::env::temp_dir().join(format!("qflows-bench-bridge-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let key_file = dir.join("key");
-    std::fs::write(&key_file, KEY)?;
     let temporal = TemporalArgs {
         address: Some(format!("127.0.0.1:{port}")),
         namespace: Some("default".into()),
         profile: None,
     };
-    let bridge_args = BridgeArgs {
-        listen: "127.0.0.1:0".parse()?,
-        key_file: Some(key_file),
-        api_key_header: "x-api-key".into(),
-        max_body_bytes: 1024 * 1024,
-        start_timeout_secs: 4,
-        sqs_queue_url: None,
-        task_queue: "qflows-bench-bridge".into(),
-    };
-    let bridge = Bridge::start(temporal, bridge_args, std::future::pending()).await?;
-    let url = format!("http://{}/events/aws", bridge.addr);
+    let (bridge, url) = start_local(temporal, KEY, dir.join("key"), "qflows-bench-bridge").await?;
 
     // Deliveries: every event once, then the redelivered share again, interleaved.
     let redeliver_every = if args.redeliver_pct == 0 {
