@@ -3,12 +3,16 @@
 //!
 //! Process-wide, like a Prometheus default registry: activities count without any handle
 //! being passed around. Every label comes from a closed set: scan backends, policy changes
-//! (`promoted`, `reverted`), and failure type names (the public contract in [`crate::failure`]), capped so that a bug can never turn a
-//! label into an unbounded series.
+//! (`promoted`, `reverted`), and failure type names (the public contract in
+//! [`crate::failure`]), capped so that a bug can never turn a label into an unbounded series.
+//!
+//! Latencies are observations, not counters: they wait in a bounded buffer until the exporter
+//! takes them ([`take_submit_latencies`]) and records them in its histogram.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// At most this many distinct failure types are counted apart; later ones count as `other`.
 const MAX_ERROR_TYPES: usize = 64;
@@ -19,6 +23,11 @@ static SUBMITTED_QSCANNER: AtomicU64 = AtomicU64::new(0);
 static FAILURES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 static POLICIES_PROMOTED: AtomicU64 = AtomicU64::new(0);
 static POLICIES_REVERTED: AtomicU64 = AtomicU64::new(0);
+/// Event→submitted latencies not yet exported.
+static SUBMIT_LATENCIES: Mutex<Vec<(Backend, Duration)>> = Mutex::new(Vec::new());
+/// At most this many latencies wait for the exporter (a worker without one keeps the first
+/// few); later ones are dropped, never buffered without bound.
+const MAX_PENDING_LATENCIES: usize = 10_000;
 
 /// How an image was scanned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,19 +38,50 @@ pub enum Backend {
     QScanner,
 }
 
+impl Backend {
+    /// The metric label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Backend::Registry => "registry",
+            Backend::QScanner => "qscanner",
+        }
+    }
+}
+
 /// A deployment asked for a digest's scan (one per image of each deploy event; most join a
 /// scan that is already running or fresh).
 pub fn scan_requested() {
     SCAN_REQUESTS.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A scan was actually submitted (or run, for QScanner).
-pub fn scan_submitted(backend: Backend) {
+/// A scan was actually submitted (or run, for QScanner). `event_accepted_at_ms` is when the
+/// deploy event that asked for it reached Temporal (milliseconds since the Unix epoch), if a
+/// deploy event is waiting on this scan: its event→submitted latency is recorded.
+pub fn scan_submitted(backend: Backend, event_accepted_at_ms: Option<u64>) {
     match backend {
         Backend::Registry => &SUBMITTED_REGISTRY,
         Backend::QScanner => &SUBMITTED_QSCANNER,
     }
     .fetch_add(1, Ordering::Relaxed);
+    if let Some(latency) = event_accepted_at_ms.and_then(|at| since_epoch_ms(at, SystemTime::now()))
+    {
+        let mut pending = SUBMIT_LATENCIES.lock().unwrap_or_else(|e| e.into_inner());
+        if pending.len() < MAX_PENDING_LATENCIES {
+            pending.push((backend, latency));
+        }
+    }
+}
+
+/// The time from `at_ms` (milliseconds since the Unix epoch) to `now`; zero when the clocks
+/// disagree and `at_ms` lies in the future, `None` when `now` is before 1970.
+fn since_epoch_ms(at_ms: u64, now: SystemTime) -> Option<Duration> {
+    let now = now.duration_since(UNIX_EPOCH).ok()?;
+    Some(now.saturating_sub(Duration::from_millis(at_ms)))
+}
+
+/// Takes the event→submitted latencies recorded since the last call.
+pub fn take_submit_latencies() -> Vec<(Backend, Duration)> {
+    std::mem::take(&mut *SUBMIT_LATENCIES.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// A published policy's enforcement changed: `audit` → `enforce` is a promotion, `enforce` →
@@ -84,8 +124,14 @@ pub fn snapshot() -> Snapshot {
     Snapshot {
         scan_requests: SCAN_REQUESTS.load(Ordering::Relaxed),
         scans_submitted: BTreeMap::from([
-            ("registry", SUBMITTED_REGISTRY.load(Ordering::Relaxed)),
-            ("qscanner", SUBMITTED_QSCANNER.load(Ordering::Relaxed)),
+            (
+                Backend::Registry.label(),
+                SUBMITTED_REGISTRY.load(Ordering::Relaxed),
+            ),
+            (
+                Backend::QScanner.label(),
+                SUBMITTED_QSCANNER.load(Ordering::Relaxed),
+            ),
         ]),
         failures: FAILURES.lock().unwrap_or_else(|e| e.into_inner()).clone(),
         policy_changes: BTreeMap::from([
@@ -109,5 +155,34 @@ mod tests {
         assert!(failures.len() <= MAX_ERROR_TYPES + 1, "{}", failures.len());
         assert!(failures["TestType0"] >= 2);
         assert!(failures.get("other").copied().unwrap_or(0) >= 10);
+    }
+
+    #[test]
+    fn latency_counts_from_the_event_and_never_goes_negative() {
+        let now = UNIX_EPOCH + Duration::from_millis(10_000);
+        assert_eq!(
+            since_epoch_ms(7_500, now),
+            Some(Duration::from_millis(2_500))
+        );
+        // The event's clock ran ahead of the worker's: zero, not a wrap-around.
+        assert_eq!(since_epoch_ms(12_000, now), Some(Duration::ZERO));
+    }
+
+    #[test]
+    fn submitted_scans_leave_their_latency_for_the_exporter() {
+        let accepted = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+            - 1_500;
+        scan_submitted(Backend::QScanner, Some(accepted));
+        scan_submitted(Backend::Registry, None);
+        let taken = take_submit_latencies();
+        let ours: Vec<_> = taken
+            .iter()
+            .filter(|(b, d)| *b == Backend::QScanner && *d >= Duration::from_millis(1_500))
+            .collect();
+        assert_eq!(ours.len(), 1, "{taken:?}");
+        assert!(ours[0].1 < Duration::from_secs(60), "{taken:?}");
     }
 }

@@ -67,7 +67,10 @@ impl QScannerActivities {
             .bearer_token()
             .await
             .map_err(IntoFailure::into_failure)?;
-        crate::metrics::scan_submitted(crate::metrics::Backend::QScanner);
+        crate::metrics::scan_submitted(
+            crate::metrics::Backend::QScanner,
+            input.event_accepted_at_ms,
+        );
         let scanner = QScanner::new(QScannerConfig {
             access_token: token,
             ..self.config.clone()

@@ -232,7 +232,10 @@ impl ScanActivities {
             .create_on_demand_schedule(&submit.registry_uuid, &schedule)
             .await
             .map_err(IntoFailure::into_failure)?;
-        crate::metrics::scan_submitted(crate::metrics::Backend::Registry);
+        crate::metrics::scan_submitted(
+            crate::metrics::Backend::Registry,
+            submit.event_accepted_at_ms,
+        );
         info!(image = %submit.image, digest = %submit.digest, "Qualys registry scan submitted");
         Ok(())
     }

@@ -7,12 +7,23 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use temporalio_common::telemetry::metrics::{
-    CoreMeter, Counter, MetricAttributes, MetricKeyValue, MetricParameters, NewAttributes,
+    CoreMeter, Counter, HistogramF64, MetricAttributes, MetricKeyValue, MetricParameters,
+    NewAttributes,
 };
 use temporalio_common::telemetry::{
-    Logger, PrometheusExporterOptions, TelemetryOptions, start_prometheus_metric_exporter,
+    HistogramBucketOverrides, Logger, PrometheusExporterOptions, TelemetryOptions,
+    start_prometheus_metric_exporter,
 };
 use tracing_subscriber::EnvFilter;
+
+/// The event→scan-submitted latency histogram.
+const SUBMIT_LATENCY: &str = "qflows_scan_submit_latency_seconds";
+
+/// Its buckets, in seconds: a scan normally starts within seconds of its event; a backlog
+/// (a burst, a Qualys outage, a worker that was down) shows as minutes to an hour.
+const SUBMIT_LATENCY_BUCKETS: [f64; 13] = [
+    0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+];
 
 /// Installs the global log subscriber (once per process; later calls are no-ops).
 pub fn init_logging(args: &LogArgs) -> anyhow::Result<()> {
@@ -52,6 +63,10 @@ pub fn start(metrics: Option<SocketAddr>) -> anyhow::Result<Telemetry> {
         let server = start_prometheus_metric_exporter(
             PrometheusExporterOptions::builder()
                 .socket_addr(addr)
+                .histogram_bucket_overrides(HistogramBucketOverrides {
+                    overrides: [(SUBMIT_LATENCY.to_string(), SUBMIT_LATENCY_BUCKETS.to_vec())]
+                        .into(),
+                })
                 .build(),
         )
         .map_err(|e| {
@@ -75,8 +90,10 @@ pub fn start(metrics: Option<SocketAddr>) -> anyhow::Result<Telemetry> {
 /// Publishes the Qualys client's counters on the worker's metrics endpoint, next to the SDK's:
 /// `qflows_qualys_requests_total{family}`, `qflows_qualys_throttled_total{family}` (429/409) and
 /// `qflows_qualys_errors_total{error_type}`; and the activities' own: `qflows_scan_requests_total`,
-/// `qflows_scans_submitted_total{backend}`, `qflows_activity_failures_total{error_type}`. Labels come from closed sets (endpoint families,
-/// error kinds), never from messages. Runs until the process ends.
+/// `qflows_scans_submitted_total{backend}`, `qflows_scan_submit_latency_seconds{backend}`,
+/// `qflows_activity_failures_total{error_type}`, `qflows_policy_enforcement_changes_total{change}`.
+/// Labels come from closed sets (endpoint families, error kinds), never from messages. Runs until
+/// the process ends.
 pub fn export_qualys_metrics(meter: Arc<dyn CoreMeter>, client: QualysClient) {
     let requests = meter.counter(
         MetricParameters::builder()
@@ -130,6 +147,7 @@ struct ScanCounters {
     meter: Arc<dyn CoreMeter>,
     requests: Counter,
     submitted: Counter,
+    submit_latency: HistogramF64,
     failures: Counter,
     policy_changes: Counter,
 }
@@ -152,6 +170,14 @@ impl ScanCounters {
             submitted: counter(
                 "qflows_scans_submitted_total",
                 "Scans actually submitted to Qualys (registry) or run (qscanner), by backend",
+            ),
+            submit_latency: meter.histogram_f64(
+                MetricParameters::builder()
+                    .name(SUBMIT_LATENCY)
+                    .description(
+                        "Seconds from a deploy event reaching Temporal (its ScanOnDeploy start) to the submission of the scan it caused, by backend",
+                    )
+                    .build(),
             ),
             failures: counter(
                 "qflows_activity_failures_total",
@@ -185,6 +211,12 @@ fn export_scan_metrics(counters: &ScanCounters, last: &mut metrics::Snapshot) {
         counters.submitted.add(
             value.saturating_sub(before),
             &counters.attributes("backend", backend),
+        );
+    }
+    for (backend, latency) in metrics::take_submit_latencies() {
+        counters.submit_latency.record(
+            latency.as_secs_f64(),
+            &counters.attributes("backend", backend.label()),
         );
     }
     for (change, value) in &now.policy_changes {

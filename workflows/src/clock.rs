@@ -18,6 +18,13 @@ pub fn rfc3339(time: SystemTime) -> String {
     )
 }
 
+/// Milliseconds since the Unix epoch, for times carried in payloads (`None` before 1970 or when
+/// unknown).
+pub fn epoch_ms(time: Option<SystemTime>) -> Option<u64> {
+    let since = time?.duration_since(UNIX_EPOCH).ok()?;
+    u64::try_from(since.as_millis()).ok()
+}
+
 /// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

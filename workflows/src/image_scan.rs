@@ -68,14 +68,7 @@ impl ImageScan {
                 s.deployments = 0;
                 s.rescan = false;
             });
-            // Rescans run on their own task queue (when configured), so a wave of rescans or a
-            // backfill can never starve the scans that deployments are waiting for.
-            let queue = if is_rescan {
-                settings.rescan_task_queue.clone()
-            } else {
-                None
-            };
-            let result = scan(ctx, &settings, &queue).await;
+            let result = scan(ctx, &settings, is_rescan).await;
             is_rescan = true;
             if settings.search_attributes {
                 ctx.upsert_search_attributes(search::updates(std::slice::from_ref(&result), None));
@@ -182,9 +175,19 @@ async fn answer_waiting(ctx: &mut WorkflowContext<ImageScan>) {
 async fn scan(
     ctx: &mut WorkflowContext<ImageScan>,
     settings: &ScanSettings,
-    queue: &Option<String>,
+    is_rescan: bool,
 ) -> ImageResult {
-    let input = ctx.state(|s| s.input.clone());
+    let mut input = ctx.state(|s| s.input.clone());
+    // Rescans run on their own task queue (when configured), so a wave of rescans or a
+    // backfill can never starve the scans that deployments are waiting for. No deploy event
+    // waits on a rescan, so it reports no event→submitted latency.
+    let queue = if is_rescan {
+        input.event_accepted_at_ms = None;
+        settings.rescan_task_queue.clone()
+    } else {
+        None
+    };
+    let queue = &queue;
     let outcome = match input.image.kind() {
         RegistryKind::Ecr {
             account_id, region, ..
@@ -240,6 +243,7 @@ async fn registry_scan(
             registry_uuid: registry.registry_uuid,
             image: input.image.clone(),
             digest: input.digest.clone(),
+            event_accepted_at_ms: input.event_accepted_at_ms,
         };
         ctx.execute_activity(SubmitScan, submit, on(options::retrying(120, 3600), queue))
             .await?;

@@ -10,6 +10,7 @@
 // `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
+use crate::clock::epoch_ms;
 use crate::contracts::{GetScanSettings, ResolveImages, StartImageScanEntity};
 use crate::failure::{activity_failed, invalid_input};
 use crate::options;
@@ -73,6 +74,7 @@ impl ScanOnDeploy {
             .map_err(|e| activity_failed("resolve images", e))?;
 
         // One entity per unique digest; images without one are reported as skipped.
+        let accepted_at_ms = epoch_ms(ctx.info().start_time());
         let mut digests: Vec<String> = Vec::new();
         for image in resolved.iter() {
             let Some(digest) = image.digest.clone() else {
@@ -86,6 +88,7 @@ impl ScanOnDeploy {
                 input: ImageScanInput {
                     digest,
                     image: image.image.clone(),
+                    event_accepted_at_ms: accepted_at_ms,
                 },
                 deployed: DeployedAt {
                     requester: ctx.workflow_id().to_string(),

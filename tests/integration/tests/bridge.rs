@@ -270,6 +270,28 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
     })
     .await?;
     assert!(requests >= submitted, "{requests} < {submitted}");
+    // Every first scan an event caused is timed from the event's arrival in Temporal: one
+    // observation per submitted scan (the counter and the histogram are exported together).
+    let latency = "qflows_scan_submit_latency_seconds";
+    let registry = "backend=\"registry\"";
+    let (count, sum, le_inf) = wait_for("latency histogram", Duration::from_secs(30), || async {
+        let text = scrape().await?;
+        let submitted = value(&text, "qflows_scans_submitted_total", registry)?;
+        let count = value(&text, &format!("{latency}_count"), registry)?;
+        let sum = value(&text, &format!("{latency}_sum"), registry)?;
+        let le_inf = text
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!("{latency}_bucket"))
+                    && l.contains(registry)
+                    && l.contains("le=\"+Inf\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())?;
+        (submitted >= 1.0 && count == submitted).then_some((count, sum, le_inf))
+    })
+    .await?;
+    assert_eq!(le_inf, count);
+    assert!(sum > 0.0 && sum / count < 120.0, "sum {sum} over {count}");
     Ok(())
 }
 

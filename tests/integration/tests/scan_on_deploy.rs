@@ -1,7 +1,9 @@
 //! ScanOnDeploy end to end: ECR push events through the worker binary to the Qualys emulator.
 
 use futures::future::join_all;
-use qflows_integration::{TestEnv, WebhookSink, record_history, scan_on_deploy, wait_for};
+use qflows_integration::{
+    TestEnv, WebhookSink, decoded_payloads, history_json, record_history, scan_on_deploy, wait_for,
+};
 use qflows_workflows::scan::model::{ImageStatus, Verdict};
 use qualys_emulator::EmulatorConfig;
 use serde_json::{Value, json};
@@ -74,6 +76,25 @@ async fn an_ecr_push_is_scanned_gated_and_stored() -> anyhow::Result<()> {
         "the registry was ensured on the way"
     );
     record_history(&env.client, "push-1", "scan_on_deploy_push").await?;
+
+    // The scan carries the moment its deploy event reached Temporal, for the
+    // event→submitted latency histogram: the deploy workflow's own start time.
+    let started = env
+        .client
+        .get_workflow_handle::<qflows_workflows::ScanOnDeploy>("push-1")
+        .describe(Default::default())
+        .await?
+        .start_time()
+        .expect("a start time");
+    let started_ms = started.duration_since(std::time::UNIX_EPOCH)?.as_millis() as u64;
+    let entity_id = format!("scan-{}", image.digest);
+    let submitted = submit_inputs(&history_json(&env.client, &entity_id).await?)?;
+    assert_eq!(submitted.len(), 1, "{submitted:?}");
+    assert_eq!(
+        submitted[0]["eventAcceptedAtMs"],
+        json!(started_ms),
+        "{submitted:?}"
+    );
 
     // A rescan runs on the rescan task queue (served by the same worker) and refreshes the result.
     let entity = env
@@ -316,4 +337,16 @@ async fn non_ecr_images_are_scanned_by_qscanner_when_configured() -> anyhow::Res
         "{report}"
     );
     Ok(())
+}
+
+/// The inputs of every `qualys.SubmitRegistryScan` an `ImageScan` history scheduled.
+fn submit_inputs(history: &str) -> anyhow::Result<Vec<Value>> {
+    let history: Value = serde_json::from_str(history)?;
+    let events = history["events"].as_array().cloned().unwrap_or_default();
+    events
+        .iter()
+        .map(|e| &e["attributes"]["ActivityTaskScheduledEventAttributes"])
+        .filter(|a| a["activity_type"]["name"] == "qualys.SubmitRegistryScan")
+        .map(|a| Ok(serde_json::from_str(&decoded_payloads(&a["input"]))?))
+        .collect()
 }

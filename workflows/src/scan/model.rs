@@ -120,6 +120,11 @@ pub struct ImageScanInput {
     pub digest: String,
     /// The image as first deployed (registry, repository, tag).
     pub image: ImageRef,
+    /// When the deploy event that started this entity reached Temporal: its `ScanOnDeploy`'s
+    /// start, in milliseconds since the Unix epoch. The first scan reports its
+    /// event→submitted latency from it; rescans and older histories have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_accepted_at_ms: Option<u64>,
 }
 
 /// "This image was deployed here too": the signal that attaches a deployment to an `ImageScan`.
@@ -229,6 +234,10 @@ pub struct SubmitRegistryScan {
     pub image: ImageRef,
     /// Its digest (names the schedule).
     pub digest: String,
+    /// When the deploy event that asked for this scan reached Temporal (milliseconds since the
+    /// Unix epoch; see [`ImageScanInput::event_accepted_at_ms`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_accepted_at_ms: Option<u64>,
 }
 
 /// Collect a finished scan's results: vulnerabilities, stored report, gate verdict.
