@@ -11,6 +11,7 @@
 use crate::bench::{event, free_port, percentile, submit_latencies};
 use crate::config::TemporalArgs;
 use crate::dev::{find_temporal, start_temporal};
+use crate::scraped::ScrapedHistogram;
 use clap::Args;
 use qflows_workflows::ScanOnDeploy;
 use qflows_workflows::scan::model::ImageStatus;
@@ -176,7 +177,8 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     // The chaos restarts Temporal, so its state lives on disk; a burst without chaos keeps it
     // in memory, as `bench scan` does.
-    let db = (args.kills > 0).then(|| dir.join("temporal.db"));
+    let chaos = args.kills > 0;
+    let db = chaos.then(|| dir.join("temporal.db"));
     let temporal_cli = find_temporal(args.temporal_bin.as_deref())?;
     let port = free_port()?;
     let mut temporal = start_temporal(&temporal_cli.path, port, None, db.as_deref()).await?;
@@ -189,12 +191,19 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let emulator = Emulator::start(config, ([127, 0, 0, 1], 0).into()).await?;
 
     let address = format!("127.0.0.1:{port}");
+    // Without chaos the worker lives the whole run, so its own latency histogram can be read
+    // at the end and checked against the scans the emulator saw.
+    let worker_metrics = (!chaos).then(|| free_port().map(|p| format!("127.0.0.1:{p}")));
+    let worker_metrics = worker_metrics.transpose()?;
     let mut worker = WorkerProcess {
         env: [
             ("TEMPORAL_ADDRESS", address.as_str()),
             ("TEMPORAL_NAMESPACE", "default"),
             ("QFLOWS_TASK_QUEUE", TASK_QUEUE),
-            ("QFLOWS_METRICS_LISTEN", "off"),
+            (
+                "QFLOWS_METRICS_LISTEN",
+                worker_metrics.as_deref().unwrap_or("off"),
+            ),
             ("QFLOWS_SHUTDOWN_GRACE_SECS", "1"),
             ("QFLOWS_SCAN_POLL_INITIAL_SECS", "1"),
             ("QFLOWS_SCAN_POLL_MAX_SECS", "2"),
@@ -369,7 +378,10 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let stats = emulator.stats();
     let violations: u64 = stats.rate_limit_violations.values().sum();
 
-    let chaos = args.kills > 0;
+    let histogram = match &worker_metrics {
+        Some(addr) => Some(submit_histogram(addr, schedules.len()).await),
+        None => None,
+    };
     println!("qflows bench {}", if chaos { "chaos" } else { "burst" });
     println!("  events                 {}", args.events);
     println!("  unique digests         {}", args.digests);
@@ -419,6 +431,16 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0)
     );
+    if let Some(histogram) = &histogram {
+        let seconds = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v} s"));
+        println!(
+            "  worker's {SUBMIT_LATENCY}: {} observations, mean {}, p50 <= {}, p99 <= {} (from the workflow's start)",
+            histogram.count,
+            seconds(histogram.mean().map(|m| (m * 10.0).round() / 10.0)),
+            seconds(histogram.quantile_bound(0.5)),
+            seconds(histogram.quantile_bound(0.99)),
+        );
+    }
     let calls: u64 = stats.calls.values().sum();
     println!(
         "  Qualys calls           {calls} ({:.1} per digest)",
@@ -441,7 +463,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     }
     let _ = temporal.kill().await;
     emulator.shutdown().await;
+    // The worker's histogram holds one observation per submitted scan.
+    let histogram_agrees = histogram
+        .as_ref()
+        .is_none_or(|h| h.count == schedules.len() as f64);
     let ok = lost == 0
+        && histogram_agrees
         && completed == accepted.len()
         && duplicates == 0
         && per_digest.len() == args.digests
@@ -453,6 +480,38 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(ok, "chaos found lost, unfinished or duplicated work");
     Ok(())
+}
+
+/// The worker's event→submitted histogram.
+const SUBMIT_LATENCY: &str = "qflows_scan_submit_latency_seconds";
+
+/// Reads the worker's event→submitted histogram once it has all `scans` observations (it
+/// exports every few seconds), or what it has after 30 s.
+async fn submit_histogram(addr: &str, scans: usize) -> ScrapedHistogram {
+    let empty = ScrapedHistogram {
+        buckets: Vec::new(),
+        count: 0.0,
+        sum: 0.0,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut latest = empty;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    while Instant::now() < deadline {
+        tick.tick().await;
+        let Ok(response) = reqwest::get(format!("http://{addr}/metrics")).await else {
+            continue;
+        };
+        let Ok(text) = response.text().await else {
+            continue;
+        };
+        if let Some(h) = ScrapedHistogram::parse(&text, SUBMIT_LATENCY, "backend=\"registry\"") {
+            latest = h;
+            if latest.count >= scans as f64 {
+                break;
+            }
+        }
+    }
+    latest
 }
 
 /// `/proc/<pid>/stat` counts CPU time in USER_HZ ticks, which Linux fixes at 100 per second

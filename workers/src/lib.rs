@@ -11,6 +11,7 @@ pub mod config;
 pub mod dev;
 pub mod overhead;
 pub mod policy;
+pub mod scraped;
 pub mod sensor;
 pub mod telemetry;
 pub mod temporal;

@@ -82,6 +82,11 @@ async fn burst_counts_every_event_once_and_measures_the_worker() -> anyhow::Resu
             .last(),
         Some("0")
     );
+    // The worker's own latency histogram saw each submitted scan once.
+    assert!(
+        line(&out, "worker's qflows_scan_submit_latency_seconds").contains(": 5 observations"),
+        "{out}"
+    );
     // The worker process was measured: a peak RSS above zero.
     let rss = line(&out, "worker RSS");
     assert!(!rss.contains("peak 0.0 MiB"), "{rss}");
