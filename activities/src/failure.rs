@@ -16,7 +16,7 @@ pub(crate) fn failure(
     retryable: bool,
     retry_after: Option<std::time::Duration>,
 ) -> ActivityError {
-    crate::metrics::failed(type_name);
+    crate::metrics::failed(type_name, retryable);
     ActivityError::application(
         ApplicationFailure::builder(err)
             .type_name(type_name.to_string())

@@ -20,7 +20,8 @@ const MAX_ERROR_TYPES: usize = 64;
 static SCAN_REQUESTS: AtomicU64 = AtomicU64::new(0);
 static SUBMITTED_REGISTRY: AtomicU64 = AtomicU64::new(0);
 static SUBMITTED_QSCANNER: AtomicU64 = AtomicU64::new(0);
-static FAILURES: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+/// Failed attempts by (failure type, retryable).
+static FAILURES: Mutex<BTreeMap<(String, bool), u64>> = Mutex::new(BTreeMap::new());
 static POLICIES_PROMOTED: AtomicU64 = AtomicU64::new(0);
 static POLICIES_REVERTED: AtomicU64 = AtomicU64::new(0);
 /// Event→submitted latencies not yet exported.
@@ -95,15 +96,22 @@ pub fn policy_enforcement_changed(before: &str, after: &str) {
     .fetch_add(1, Ordering::Relaxed);
 }
 
-/// An activity failed with this failure type.
-pub fn failed(error_type: &str) {
+/// An activity failed with this failure type; `retryable: false` means Temporal will not try
+/// again (the workflow sees the failure and, usually, a person has to act).
+pub fn failed(error_type: &str, retryable: bool) {
     let mut failures = FAILURES.lock().unwrap_or_else(|e| e.into_inner());
-    let key = if failures.contains_key(error_type) || failures.len() < MAX_ERROR_TYPES {
+    let known = failures.keys().any(|(t, _)| t == error_type);
+    let distinct = || {
+        let mut types: Vec<&str> = failures.keys().map(|(t, _)| t.as_str()).collect();
+        types.dedup();
+        types.len()
+    };
+    let key = if known || distinct() < MAX_ERROR_TYPES {
         error_type
     } else {
         "other"
     };
-    *failures.entry(key.to_string()).or_default() += 1;
+    *failures.entry((key.to_string(), retryable)).or_default() += 1;
 }
 
 /// The counters so far.
@@ -113,8 +121,8 @@ pub struct Snapshot {
     pub scan_requests: u64,
     /// Scans submitted, by backend label (`registry`, `qscanner`).
     pub scans_submitted: BTreeMap<&'static str, u64>,
-    /// Activity failures by failure type.
-    pub failures: BTreeMap<String, u64>,
+    /// Activity failures by failure type and whether they will be retried.
+    pub failures: BTreeMap<(String, bool), u64>,
     /// Policy enforcement changes published, by `promoted` / `reverted`.
     pub policy_changes: BTreeMap<&'static str, u64>,
 }
@@ -148,13 +156,23 @@ mod tests {
     #[test]
     fn failure_types_are_capped() {
         for i in 0..(MAX_ERROR_TYPES + 10) {
-            failed(&format!("TestType{i}"));
+            failed(&format!("TestType{i}"), true);
         }
-        failed("TestType0");
+        failed("TestType0", true);
+        failed("TestType0", false);
         let failures = snapshot().failures;
-        assert!(failures.len() <= MAX_ERROR_TYPES + 1, "{}", failures.len());
-        assert!(failures["TestType0"] >= 2);
-        assert!(failures.get("other").copied().unwrap_or(0) >= 10);
+        let mut types: Vec<&str> = failures.keys().map(|(t, _)| t.as_str()).collect();
+        types.dedup();
+        assert!(types.len() <= MAX_ERROR_TYPES + 1, "{}", types.len());
+        assert!(failures[&("TestType0".to_string(), true)] >= 2);
+        assert_eq!(failures[&("TestType0".to_string(), false)], 1);
+        assert!(
+            failures
+                .get(&("other".to_string(), true))
+                .copied()
+                .unwrap_or(0)
+                >= 10
+        );
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub fn start(metrics: Option<SocketAddr>) -> anyhow::Result<Telemetry> {
 /// `qflows_qualys_requests_total{family}`, `qflows_qualys_throttled_total{family}` (429/409) and
 /// `qflows_qualys_errors_total{error_type}`; and the activities' own: `qflows_scan_requests_total`,
 /// `qflows_scans_submitted_total{backend}`, `qflows_scan_submit_latency_seconds{backend}`,
-/// `qflows_activity_failures_total{error_type}`, `qflows_policy_enforcement_changes_total{change}`.
+/// `qflows_activity_failures_total{error_type,retryable}`, `qflows_policy_enforcement_changes_total{change}`.
 /// Labels come from closed sets (endpoint families, error kinds), never from messages. Runs until
 /// the process ends.
 pub fn export_qualys_metrics(meter: Arc<dyn CoreMeter>, client: QualysClient) {
@@ -181,7 +181,7 @@ impl ScanCounters {
             ),
             failures: counter(
                 "qflows_activity_failures_total",
-                "Activity attempts that failed, by failure type",
+                "Activity attempts that failed, by failure type and whether Temporal retries them",
             ),
             policy_changes: counter(
                 "qflows_policy_enforcement_changes_total",
@@ -226,12 +226,13 @@ fn export_scan_metrics(counters: &ScanCounters, last: &mut metrics::Snapshot) {
             &counters.attributes("change", change),
         );
     }
-    for (error_type, value) in &now.failures {
-        let before = last.failures.get(error_type).copied().unwrap_or(0);
-        counters.failures.add(
-            value.saturating_sub(before),
-            &counters.attributes("error_type", error_type),
-        );
+    for (key @ (error_type, retryable), value) in &now.failures {
+        let before = last.failures.get(key).copied().unwrap_or(0);
+        let labels = counters.meter.new_attributes(NewAttributes::from(vec![
+            MetricKeyValue::new("error_type", error_type.clone()),
+            MetricKeyValue::new("retryable", if *retryable { "true" } else { "false" }),
+        ]));
+        counters.failures.add(value.saturating_sub(before), &labels);
     }
     *last = now;
 }

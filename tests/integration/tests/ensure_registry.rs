@@ -2,7 +2,7 @@
 
 use futures::future::join_all;
 use qflows_integration::{
-    Moto, TestEnv, ensure_registry, history_json, record_history, run_workflow,
+    Moto, TestEnv, ensure_registry, history_json, record_history, run_workflow, wait_for,
 };
 use qualys_emulator::{EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse};
 use serde_json::json;
@@ -146,9 +146,11 @@ async fn completes_under_5xx_and_429_storms_without_exceeding_rate_limits() -> a
 #[tokio::test]
 async fn wrong_credentials_fail_fast_and_do_not_retry() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let metrics = format!("127.0.0.1:{}", qflows_integration::free_port());
     let worker = env
         .worker()
         .env("QUALYS_PASSWORD", Some("not-the-password"))
+        .env("QFLOWS_METRICS_LISTEN", Some(&metrics))
         .start(&env.dir)
         .await?;
     let started = Instant::now();
@@ -170,6 +172,24 @@ async fn wrong_credentials_fail_fast_and_do_not_retry() -> anyhow::Result<()> {
         1,
         "one login attempt, no retries"
     );
+    // Counted for alerting as a failure Temporal will not retry.
+    let series = wait_for("the failure metric", Duration::from_secs(30), || async {
+        let text = reqwest::get(format!("http://{metrics}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find(|l| {
+                l.starts_with("qflows_activity_failures_total{")
+                    && l.contains("error_type=\"QualysAuthFailed\"")
+                    && !l.ends_with(" 0")
+            })
+            .map(str::to_string)
+    })
+    .await?;
+    assert!(series.contains("retryable=\"false\""), "{series}");
     record_history(
         &env.client,
         "registry-123456789012-us-east-1",
