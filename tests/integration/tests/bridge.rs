@@ -292,6 +292,22 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
     .await?;
     assert_eq!(le_inf, count);
     assert!(sum > 0.0 && sum / count < 120.0, "sum {sum} over {count}");
+    // The SDK metrics deploy/prometheus/qflows-alerts.yaml alerts on are the worker's own names.
+    let rules = std::fs::read_to_string(
+        qflows_integration::workspace_root().join("deploy/prometheus/qflows-alerts.yaml"),
+    )?;
+    let text = scrape().await.unwrap_or_default();
+    let sdk_metrics: Vec<&str> = rules
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("temporal_"))
+        .collect();
+    assert!(!sdk_metrics.is_empty());
+    for metric in sdk_metrics {
+        assert!(
+            text.lines().any(|l| l.starts_with(metric)),
+            "the worker exports no {metric}"
+        );
+    }
     Ok(())
 }
 
