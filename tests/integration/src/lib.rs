@@ -37,6 +37,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The Prometheus text a worker or bridge serves at `http://<addr>/metrics`; `None` while it
+/// does not answer (for [`wait_for`]).
+pub async fn scrape_metrics(addr: &str) -> Option<String> {
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()
+}
+
 /// Finds a tool: its variable, the workspace `.venv/bin`, then PATH.
 pub fn find_tool(name: &str, variable: &str) -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os(variable) {

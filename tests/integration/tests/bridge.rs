@@ -228,14 +228,7 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
     assert!(metrics.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"ignored\"} 1"));
 
     // The worker publishes its Qualys calls by endpoint family next to the SDK's metrics.
-    let scrape = || async {
-        reqwest::get(format!("http://{worker_metrics}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()
-    };
+    let scrape = || qflows_integration::scrape_metrics(&worker_metrics);
     let qualys_series = wait_for("Qualys metrics", Duration::from_secs(30), || async {
         let text = scrape().await?;
         let series: Vec<String> = text

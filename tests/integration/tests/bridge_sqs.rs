@@ -175,12 +175,7 @@ async fn sqs_messages_start_once_and_poison_goes_to_the_dead_letter_queue() -> a
         .send()
         .await?;
     wait_for("a refused start", Duration::from_secs(60), || async {
-        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let metrics = qflows_integration::scrape_metrics(&format!("127.0.0.1:{port}")).await?;
         let none_yet = metrics
             .contains("qflows_bridge_rejected_total{route=\"sqs\",reason=\"unavailable\"} 0");
         (!none_yet).then_some(())

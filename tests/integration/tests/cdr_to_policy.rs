@@ -178,12 +178,7 @@ async fn findings_become_policies_that_are_promoted_and_rolled_back() -> anyhow:
 
     // The worker counted one promotion and one revert.
     let changes = wait_for("policy metrics", Duration::from_secs(30), || async {
-        let text = reqwest::get(format!("http://{metrics}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = qflows_integration::scrape_metrics(&metrics).await?;
         let value = |change: &str| {
             text.lines()
                 .find(|l| {

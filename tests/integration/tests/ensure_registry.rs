@@ -2,7 +2,8 @@
 
 use futures::future::join_all;
 use qflows_integration::{
-    Moto, TestEnv, ensure_registry, history_json, record_history, run_workflow, wait_for,
+    Moto, TestEnv, ensure_registry, history_json, record_history, run_workflow, scrape_metrics,
+    wait_for,
 };
 use qualys_emulator::{EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse};
 use serde_json::json;
@@ -174,12 +175,7 @@ async fn wrong_credentials_fail_fast_and_do_not_retry() -> anyhow::Result<()> {
     );
     // Counted for alerting as a failure Temporal will not retry.
     let series = wait_for("the failure metric", Duration::from_secs(30), || async {
-        let text = reqwest::get(format!("http://{metrics}/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = scrape_metrics(&metrics).await?;
         text.lines()
             .find(|l| {
                 l.starts_with("qflows_activity_failures_total{")
