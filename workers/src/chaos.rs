@@ -12,6 +12,7 @@ use crate::bench::{event, free_port, percentile, submit_latencies};
 use crate::config::TemporalArgs;
 use crate::dev::{find_temporal, start_temporal};
 use crate::scraped::ScrapedHistogram;
+use crate::telemetry::SUBMIT_LATENCY;
 use clap::Args;
 use qflows_workflows::ScanOnDeploy;
 use qflows_workflows::scan::model::ImageStatus;
@@ -482,19 +483,11 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The worker's event→submitted histogram.
-const SUBMIT_LATENCY: &str = "qflows_scan_submit_latency_seconds";
-
 /// Reads the worker's event→submitted histogram once it has all `scans` observations (it
 /// exports every few seconds), or what it has after 30 s.
 async fn submit_histogram(addr: &str, scans: usize) -> ScrapedHistogram {
-    let empty = ScrapedHistogram {
-        buckets: Vec::new(),
-        count: 0.0,
-        sum: 0.0,
-    };
     let deadline = Instant::now() + Duration::from_secs(30);
-    let mut latest = empty;
+    let mut latest = ScrapedHistogram::default();
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     while Instant::now() < deadline {
         tick.tick().await;

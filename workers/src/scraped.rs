@@ -2,7 +2,7 @@
 //! worker's `/metrics` says against what they measured themselves.
 
 /// One histogram series: its cumulative buckets, count and sum.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScrapedHistogram {
     /// `(upper bound, cumulative count)`, in exposition order (ascending, `+Inf` last).
     pub buckets: Vec<(f64, f64)>,

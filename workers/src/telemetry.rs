@@ -17,7 +17,7 @@ use temporalio_common::telemetry::{
 use tracing_subscriber::EnvFilter;
 
 /// The event→scan-submitted latency histogram.
-const SUBMIT_LATENCY: &str = "qflows_scan_submit_latency_seconds";
+pub const SUBMIT_LATENCY: &str = "qflows_scan_submit_latency_seconds";
 
 /// Its buckets, in seconds: a scan normally starts within seconds of its event; a backlog
 /// (a burst, a Qualys outage, a worker that was down) shows as minutes to an hour.

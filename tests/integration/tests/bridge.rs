@@ -4,6 +4,8 @@
 
 use qflows::bridge::{Bridge, BridgeArgs};
 use qflows::config::TemporalArgs;
+use qflows::scraped::ScrapedHistogram;
+use qflows::telemetry::SUBMIT_LATENCY;
 use qflows_integration::{Temporal, TestEnv, wait_for, workspace_root};
 use qflows_workflows::ScanOnDeploy;
 use qflows_workflows::scan::model::ImageStatus;
@@ -265,30 +267,25 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
     assert!(requests >= submitted, "{requests} < {submitted}");
     // Every first scan an event caused is timed from the event's arrival in Temporal: one
     // observation per submitted scan (the counter and the histogram are exported together).
-    let latency = "qflows_scan_submit_latency_seconds";
     let registry = "backend=\"registry\"";
     let (count, sum, le_inf) = wait_for("latency histogram", Duration::from_secs(30), || async {
         let text = scrape().await?;
         let submitted = value(&text, "qflows_scans_submitted_total", registry)?;
-        let count = value(&text, &format!("{latency}_count"), registry)?;
-        let sum = value(&text, &format!("{latency}_sum"), registry)?;
-        let le_inf = text
-            .lines()
-            .find(|l| {
-                l.starts_with(&format!("{latency}_bucket"))
-                    && l.contains(registry)
-                    && l.contains("le=\"+Inf\"")
-            })
-            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())?;
+        let histogram = ScrapedHistogram::parse(&text, SUBMIT_LATENCY, registry)?;
+        let (count, sum) = (histogram.count, histogram.sum);
+        let le_inf = histogram
+            .buckets
+            .last()
+            .filter(|(le, _)| le.is_infinite())?
+            .1;
         (submitted >= 1.0 && count == submitted).then_some((count, sum, le_inf))
     })
     .await?;
     assert_eq!(le_inf, count);
     assert!(sum > 0.0 && sum / count < 120.0, "sum {sum} over {count}");
     // The SDK metrics deploy/prometheus/qflows-alerts.yaml alerts on are the worker's own names.
-    let rules = std::fs::read_to_string(
-        qflows_integration::workspace_root().join("deploy/prometheus/qflows-alerts.yaml"),
-    )?;
+    let rules =
+        std::fs::read_to_string(workspace_root().join("deploy/prometheus/qflows-alerts.yaml"))?;
     let text = scrape().await.unwrap_or_default();
     let sdk_metrics: Vec<&str> = rules
         .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
