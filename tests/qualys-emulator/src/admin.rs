@@ -1,7 +1,7 @@
 //! The admin API under `/__emulator/` (no auth, no rate limit, no faults, not counted): what
 //! [`crate::RunningEmulator`] offers in process, for out-of-process users.
 
-use crate::config::{Faults, RateLimitRule, SeedImage, cdr_findings_from_value};
+use crate::config::{Faults, PushedImage, RateLimitRule, SeedImage, cdr_findings_from_value};
 use crate::http::{self, ApiError, Reply, bad_request, ok};
 use crate::state::Shared;
 use crate::{images, registry};
@@ -57,6 +57,20 @@ fn route(shared: &Shared, method: &Method, path: &str, body: &[u8]) -> Reply {
             }
             let sha = shared.world.lock().seed_image(img);
             Ok(http::json(StatusCode::CREATED, &json!({"sha": sha})))
+        }
+        (Method::POST, "/pushes") => {
+            let p = parse::<PushedImage>(body)?;
+            if crate::ids::normalize_sha(&p.digest).is_none() {
+                return Err(bad_request("digest must be sha256: and 64 hex digits"));
+            }
+            shared.world.lock().push(
+                &p.registry,
+                &p.repository,
+                &p.tag,
+                &p.digest,
+                p.vulnerabilities,
+            );
+            no_content()
         }
         (Method::PUT, "/cdr-findings") => {
             let findings =

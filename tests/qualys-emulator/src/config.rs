@@ -32,6 +32,8 @@ pub struct EmulatorConfig {
     pub rate_limits: Vec<RateLimitRule>,
     /// Injected faults (default none).
     pub faults: Faults,
+    /// What a registry scan of a tag the registry does not hold finds (default: nothing).
+    pub unknown_tags: UnknownTags,
     /// Images and CDR findings to preload.
     pub seed: Seed,
 }
@@ -48,6 +50,7 @@ impl Default for EmulatorConfig {
             vuln_shape: VulnShape::default(),
             rate_limits: RateLimitRule::documented(),
             faults: Faults::default(),
+            unknown_tags: UnknownTags::default(),
             seed: Seed::default(),
         }
     }
@@ -77,6 +80,42 @@ pub enum RegistryCreateResponse {
     /// An empty 200 body; the client has to look the registry up by URI.
     #[serde(alias = "Empty")]
     Empty,
+}
+
+/// What a registry scan finds for a tag the emulated registry does not hold (no
+/// [`PushedImage`] or [`SeedImage`] names it).
+///
+/// Qualys pulls what the registry holds under a tag, so the emulator must be told what that is
+/// ([`crate::RunningEmulator::push_image`]); a test that forgets gets `Missing`, as a scan of a
+/// tag that does not exist would.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownTags {
+    /// Nothing: the image stays unknown (404).
+    #[default]
+    Missing,
+    /// An image whose record lists no repo digests (`qflows dev`, where any pushed tag should
+    /// scan): clients can only match it by tag.
+    Undigested,
+}
+
+/// What a registry holds: `registry/repository:tag` points to `digest` (a push, or a tag that
+/// moved). Registry scans of that tag find this digest.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushedImage {
+    /// Registry host, e.g. `123456789012.dkr.ecr.us-east-1.amazonaws.com`.
+    pub registry: String,
+    /// Repository.
+    pub repository: String,
+    /// Tag.
+    pub tag: String,
+    /// Manifest digest (`sha256:` + 64 hex digits, or the 64 digits).
+    pub digest: String,
+    /// Vulnerabilities a scan of this digest finds from now on (the knowledge base); empty:
+    /// generated from its image ID, or whatever was set before.
+    #[serde(default)]
+    pub vulnerabilities: Vec<Value>,
 }
 
 /// The envelope of `GET /images/{sha}/vuln` (qualys-api.md §2.1 #14).
@@ -178,10 +217,14 @@ pub struct SeedImage {
     /// Tag.
     #[serde(default)]
     pub tag: Option<String>,
-    /// Image SHA, 64 hex digits (`sha256:` is dropped). Empty: derived from registry,
-    /// repository and tag, as a scan would.
+    /// Image SHA (the image ID), 64 hex digits (`sha256:` is dropped). Empty: derived from
+    /// the digest, as a scan would.
     #[serde(default)]
     pub sha: String,
+    /// The manifest digest the registry holds it under (listed in `repoDigests`). Absent:
+    /// derived from registry, repository and tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     /// Vulnerabilities in the official `details` shape (qualys-api.md §2.1 #14). Empty:
     /// deterministic ones are generated from the SHA.
     #[serde(default)]
@@ -241,6 +284,14 @@ fn image_from_entry(reference: &str, value: Value) -> anyhow::Result<SeedImage> 
                     .as_str()
                     .with_context(|| format!("`{reference}`: sha is not a string"))?
                     .into();
+            }
+            if let Some(digest) = o.remove("digest") {
+                image.digest = Some(
+                    digest
+                        .as_str()
+                        .with_context(|| format!("`{reference}`: digest is not a string"))?
+                        .into(),
+                );
             }
             if let Some(scanned) = o.remove("scanned") {
                 image.scanned = scanned

@@ -28,16 +28,11 @@ fn list_item(world: &World, image: &ImageRecord, now: Instant) -> Value {
         .iter()
         .map(|r| json!({"registry": r.registry, "tag": r.tag, "repository": r.repository}))
         .collect();
+    // As in the official sample: the digest's 64 hex digits, without `sha256:`.
     let repo_digests: Vec<Value> = image
-        .repos
+        .digests
         .iter()
-        .map(|r| {
-            json!({
-                "registry": r.registry,
-                "digest": ids::hex64(&["digest", &image.sha, &r.registry, &r.repository]),
-                "repository": r.repository,
-            })
-        })
+        .map(|d| json!({"registry": d.registry, "digest": d.digest, "repository": d.repository}))
         .collect();
     let vulnerabilities = if scanned {
         ids::severity_counts(&image.vulns)
@@ -102,15 +97,23 @@ fn details(world: &World, image: &ImageRecord, now: Instant) -> Value {
     v
 }
 
-/// `GET /images?filter=…&pageNumber&pageSize`: known images, newest first, `{"data","count"}`.
+/// `GET /images?filter=…&sort=created:desc&pageNumber&pageSize`: known images, `{"data","count"}`.
+/// Without a `sort`, oldest first (no order is documented; this is the one that punishes a
+/// client that stops at the first page).
 pub(crate) fn list_images(shared: &Shared, q: &Query) -> Reply {
     let (page, size) = http::page_params(q)?;
     let terms = match q.filter().map(|f| qql::parse(&f)).transpose() {
         Ok(t) => t.unwrap_or_default(),
         Err(e) => return Err(bad_request(format!("Invalid filter: {e}"))),
     };
-    let world = shared.world.lock();
+    let newest_first = match q.get("sort") {
+        None | Some("created:asc") => false,
+        Some("created:desc") => true,
+        Some(other) => return Err(bad_request(format!("Unsupported sort: {other}"))),
+    };
+    let mut world = shared.world.lock();
     let now = Instant::now();
+    world.settle(now);
     let mut matching: Vec<&ImageRecord> = world
         .images
         .iter()
@@ -129,9 +132,8 @@ pub(crate) fn list_images(shared: &Shared, q: &Query) -> Reply {
         })
         .collect();
     matching.sort_by(|a, b| {
-        b.created_ms
-            .cmp(&a.created_ms)
-            .then_with(|| a.sha.cmp(&b.sha))
+        let order = a.created_ms.cmp(&b.created_ms).then_with(|| a.sha.cmp(&b.sha));
+        if newest_first { order.reverse() } else { order }
     });
     let data: Vec<Value> = http::page_of(&matching, page, size)
         .into_iter()
@@ -155,8 +157,9 @@ fn find<'a>(world: &'a World, id: &str, now: Instant) -> Result<&'a ImageRecord,
 
 /// `GET /images/{sha}`.
 pub(crate) fn get_image(shared: &Shared, id: &str) -> Reply {
-    let world = shared.world.lock();
+    let mut world = shared.world.lock();
     let now = Instant::now();
+    world.settle(now);
     let image = find(&world, id, now)?;
     ok(&details(&world, image, now))
 }
@@ -175,8 +178,10 @@ fn find_scanned<'a>(world: &'a World, id: &str, now: Instant) -> Result<&'a Imag
 
 /// `GET /images/{sha}/vuln`: `{"details":[…]}` or `{"data":[…],"count":N}`.
 pub(crate) fn image_vulns(shared: &Shared, id: &str) -> Reply {
-    let world = shared.world.lock();
-    let image = find_scanned(&world, id, Instant::now())?;
+    let mut world = shared.world.lock();
+    let now = Instant::now();
+    world.settle(now);
+    let image = find_scanned(&world, id, now)?;
     match shared.settings.vuln_shape {
         VulnShape::Details => ok(&json!({"details": image.vulns})),
         VulnShape::Data => ok(&json!({"data": image.vulns, "count": image.vulns.len()})),
@@ -185,8 +190,10 @@ pub(crate) fn image_vulns(shared: &Shared, id: &str) -> Reply {
 
 /// `GET /images/{sha}/vuln/count`.
 pub(crate) fn image_vuln_count(shared: &Shared, id: &str) -> Reply {
-    let world = shared.world.lock();
-    let image = find_scanned(&world, id, Instant::now())?;
+    let mut world = shared.world.lock();
+    let now = Instant::now();
+    world.settle(now);
+    let image = find_scanned(&world, id, now)?;
     ok(&ids::severity_counts(&image.vulns))
 }
 

@@ -12,8 +12,12 @@
 //! - **Container Security (§2.1–§2.5)** under `/csapi/v1.3` (and `v1.2`): the AWS base,
 //!   connectors, registries (search by `registryUri`/`registryName` with **204** when nothing
 //!   matches, create with one of three documented answer shapes, no de-duplication),
-//!   on-demand registry schedules that make an image **unknown (404)**, then `PENDING`, then
-//!   `SUCCESS`, image lists/details/vulnerabilities/counts, and sensors. Errors use
+//!   on-demand registry schedules that pull what the emulated registry holds under a tag
+//!   ([`RunningEmulator::push_image`]) and make that image **unknown (404)**, then `PENDING`,
+//!   then `SUCCESS` (a `forceScan` of a scanned image keeps showing the old scan until the new
+//!   one completes), image lists (filtered by `repo.*`, sorted by `created`, records that keep
+//!   tags which moved to other images, `repoDigests` without the `sha256:` prefix as in the
+//!   official sample), details/vulnerabilities/counts, and sensors. Errors use
 //!   `{"errorCode":"<code> <REASON>","message","timestamp"}`; 1-based `pageNumber` paging.
 //! - **CDR (§3.1, §3.2)**: `GET /cdr-api/rest/v1/findings/` with mandatory ISO-8601
 //!   `startAt`/`endAt`, `offSet`/`limit` paging and the `{"content","totalElements"}` envelope.
@@ -55,6 +59,7 @@
 //! | `GET`/`PUT /__emulator/faults` | [`Faults`] JSON; 204 |
 //! | `PUT /__emulator/rate-limits` | `[`[`RateLimitRule`]`]`; 204 (windows reset) |
 //! | `POST /__emulator/images` | [`SeedImage`] JSON; 201 `{"sha"}` |
+//! | `POST /__emulator/pushes` | [`PushedImage`] JSON (what a registry tag points to); 204 |
 //! | `PUT /__emulator/cdr-findings` | an array or `{"content":[…]}`; 204 |
 //! | `GET /__emulator/registries` | the registry objects |
 //! | `POST /__emulator/sensors` | a sensor object (defaults filled); 201 with it |
@@ -77,8 +82,8 @@ mod stats;
 mod time;
 
 pub use config::{
-    EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse, Seed, SeedImage, VulnShape,
-    cdr_findings_from_json, seed_images_from_json,
+    EmulatorConfig, Faults, PushedImage, RateLimitRule, RegistryCreateResponse, Seed, SeedImage,
+    UnknownTags, VulnShape, cdr_findings_from_json, seed_images_from_json,
 };
 pub use stats::Stats;
 
@@ -194,6 +199,24 @@ impl RunningEmulator {
     /// Adds an image (replacing one with the same registry/repository/tag or SHA).
     pub fn seed_image(&self, img: SeedImage) {
         self.inner.shared.world.lock().seed_image(img);
+    }
+
+    /// Tells the emulated registry that `registry/repository:tag` now points to a digest (a
+    /// push, or a tag that moved): registry scans of the tag pull that digest, as Qualys pulls
+    /// from the real registry.
+    pub fn push_image(&self, image: PushedImage) {
+        let PushedImage {
+            registry,
+            repository,
+            tag,
+            digest,
+            vulnerabilities,
+        } = image;
+        self.inner
+            .shared
+            .world
+            .lock()
+            .push(&registry, &repository, &tag, &digest, vulnerabilities);
     }
 
     /// Replaces the CDR findings.

@@ -6,8 +6,8 @@ use crate::http::{self, ApiError, Query, Reply, bad_request, not_found, now_ms, 
 use crate::ids;
 use crate::qql;
 use crate::state::{
-    EXTERNAL_ID, ImageState, QUALYS_AWS_ACCOUNT, RegistryRecord, ScheduleRecord, Shared, World,
-    host_of,
+    EXTERNAL_ID, ImageState, QUALYS_AWS_ACCOUNT, RegistryRecord, ScanStart, ScheduleRecord, Shared,
+    World, host_of,
 };
 use axum::http::StatusCode;
 use serde_json::{Map, Value, json};
@@ -433,8 +433,14 @@ pub(crate) fn create_schedule(shared: &Shared, registry_id: &str, body: &[u8]) -
         Some(_) => return Err(bad_request("schedule must be a UTC time HH:MM")),
     }
     let pairs = repo_tags(&o)?;
+    let force = match o.get("forceScan") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(bad_request("forceScan must be a boolean")),
+    };
     let delay = shared.settings.scan_delay;
     let uuid = ids::uuid_v4();
+    let mut started = Vec::new();
     if on_demand {
         for (repo, tag) in &pairs {
             let tags: Vec<String> = match tag.as_deref().map(str::trim) {
@@ -453,7 +459,7 @@ pub(crate) fn create_schedule(shared: &Shared, registry_id: &str, body: &[u8]) -
                     .collect(),
             };
             for t in tags {
-                world.scan(&host, repo, &t, delay);
+                started.push(world.scan(&host, repo, &t, delay, force));
             }
         }
     }
@@ -468,7 +474,17 @@ pub(crate) fn create_schedule(shared: &Shared, registry_id: &str, body: &[u8]) -
         done_at: on_demand.then(|| Instant::now() + delay),
     });
     drop(world);
-    shared.stats.lock().schedules_created += 1;
+    let mut stats = shared.stats.lock();
+    stats.schedules_created += 1;
+    for start in started {
+        match start {
+            ScanStart::New => stats.image_scans += 1,
+            ScanStart::Rescan => stats.image_rescans += 1,
+            ScanStart::AlreadyKnown => {}
+            ScanStart::NoSuchTag => stats.scans_of_missing_tags += 1,
+        }
+    }
+    drop(stats);
     tracing::info!(registry = registry_id, schedule = %uuid, images = pairs.len(), "schedule created");
     ok(&json!(uuid))
 }

@@ -2,7 +2,8 @@
 //! images, sensors, CDR findings), the counters, the limiter and the faults.
 
 use crate::config::{
-    EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse, SeedImage, VulnShape,
+    EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse, SeedImage, UnknownTags,
+    VulnShape,
 };
 use crate::http::now_ms;
 use crate::ids;
@@ -55,6 +56,7 @@ impl Shared {
         };
         let mut world = World {
             cdr_findings: cfg.seed.cdr_findings,
+            unknown_tags: cfg.unknown_tags,
             ..World::default()
         };
         for image in cfg.seed.images {
@@ -141,12 +143,35 @@ pub(crate) struct RepoRef {
     pub tag: Option<String>,
 }
 
+/// One `repoDigests` entry of an image: the manifest digest (64 hex digits, no `sha256:`
+/// prefix, as in the official sample) under which a registry holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct DigestRef {
+    pub registry: String,
+    pub repository: String,
+    pub digest: String,
+}
+
+/// A forced rescan of an image that was already scanned. Until it completes, Qualys keeps
+/// showing the previous scan (`SUCCESS`, the old `lastScanned` and findings).
+#[derive(Debug, Clone)]
+pub(crate) struct Rescan {
+    pub done_at: Instant,
+    pub done_ms: u64,
+    pub vulns: Vec<Value>,
+}
+
 /// An image Qualys knows or will know.
 #[derive(Debug, Clone)]
 pub(crate) struct ImageRecord {
+    /// The image ID (Qualys' `sha`): not the manifest digest.
     pub sha: String,
     pub uuid: String,
+    /// Tags it was seen under. A tag that moved to another image stays listed here, as Qualys
+    /// keeps what it saw until it lists the registry again.
     pub repos: Vec<RepoRef>,
+    /// Manifest digests it was pulled by; empty when Qualys could not tell.
+    pub digests: Vec<DigestRef>,
     /// Seeded or generated vulnerabilities (empty until the scan for generated ones).
     pub vulns: Vec<Value>,
     pub created_ms: u64,
@@ -154,10 +179,12 @@ pub(crate) struct ImageRecord {
     pub known_at: Option<Instant>,
     /// When its scan completes.
     pub scanned_at: Option<Instant>,
-    /// Epoch ms of the scan's completion.
+    /// Epoch ms of the scan's completion (`lastScanned`).
     pub scanned_ms: Option<u64>,
     /// Vulnerabilities are generated at scan time.
     pub generate_vulns: bool,
+    /// A forced rescan in progress.
+    pub rescan: Option<Rescan>,
 }
 
 /// Where an image is in its life.
@@ -189,6 +216,60 @@ impl ImageRecord {
                 && r.tag.as_deref() == tag
         })
     }
+
+    /// Whether a registry holds it as `registry/repository@digest`.
+    pub(crate) fn has_digest(&self, registry: &str, repository: &str, digest: &str) -> bool {
+        self.digests.iter().any(|d| {
+            d.registry.eq_ignore_ascii_case(registry)
+                && d.repository == repository
+                && d.digest == digest
+        })
+    }
+
+    /// Lists `registry/repository:tag` (once).
+    fn add_tag(&mut self, registry: &str, repository: &str, tag: Option<&str>) {
+        if !self.is(registry, repository, tag) {
+            self.repos.push(RepoRef {
+                registry: registry.to_string(),
+                repository: repository.to_string(),
+                tag: tag.map(str::to_string),
+            });
+        }
+    }
+
+    /// Applies a forced rescan that has completed by `now`.
+    fn settle(&mut self, now: Instant) {
+        if self.rescan.as_ref().is_some_and(|r| r.done_at <= now)
+            && let Some(r) = self.rescan.take()
+        {
+            self.scanned_ms = Some(r.done_ms);
+            self.vulns = r.vulns;
+        }
+    }
+}
+
+/// The registry key of a tag: host (lower-case), repository, tag.
+type TagKey = (String, String, String);
+
+fn tag_key(registry: &str, repository: &str, tag: &str) -> TagKey {
+    (
+        registry.to_ascii_lowercase(),
+        repository.to_string(),
+        tag.to_string(),
+    )
+}
+
+/// What a registry scan found for one repository and tag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScanStart {
+    /// A new image: unknown, then pending, then scanned.
+    New,
+    /// A known image scanned again (`forceScan`).
+    Rescan,
+    /// Known and scanned (or being scanned), not forced: nothing to do.
+    AlreadyKnown,
+    /// The registry holds no such tag: nothing to scan.
+    NoSuchTag,
 }
 
 /// What Qualys stores.
@@ -203,21 +284,71 @@ pub(crate) struct World {
     pub images: Vec<ImageRecord>,
     pub sensors: Vec<Value>,
     pub cdr_findings: Vec<Value>,
+    /// What the registries hold: the manifest digest each tag points to now. A registry scan
+    /// pulls this digest, as Qualys pulls from the registry itself.
+    pub registry_tags: HashMap<TagKey, String>,
+    /// Vulnerabilities a scan of a digest finds (the knowledge base at scan time); digests
+    /// not listed get generated ones.
+    pub digest_vulns: HashMap<String, Vec<Value>>,
+    /// What a scan of a tag the registry does not hold finds.
+    pub unknown_tags: UnknownTags,
 }
 
 impl World {
-    /// Adds (or replaces, by registry/repository/tag) a seeded image; returns its SHA.
+    /// Applies forced rescans that completed by `now` (every read calls it first).
+    pub(crate) fn settle(&mut self, now: Instant) {
+        for image in &mut self.images {
+            image.settle(now);
+        }
+    }
+
+    /// Pushes `registry/repository:tag` → `digest` (the tag moves if it pointed elsewhere);
+    /// `vulnerabilities`, when not empty, are what scans of the digest find from now on.
+    pub(crate) fn push(
+        &mut self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        digest: &str,
+        vulnerabilities: Vec<Value>,
+    ) {
+        let digest = ids::normalize_sha(digest).unwrap_or_else(|| digest.to_ascii_lowercase());
+        self.registry_tags
+            .insert(tag_key(&host_of(registry), repository, tag), digest.clone());
+        if !vulnerabilities.is_empty() {
+            self.digest_vulns.insert(digest, vulnerabilities);
+        }
+    }
+
+    /// The digest `registry/repository:tag` points to now.
+    pub(crate) fn tag_digest(&self, registry: &str, repository: &str, tag: &str) -> Option<&str> {
+        self.registry_tags
+            .get(&tag_key(registry, repository, tag))
+            .map(String::as_str)
+    }
+
+    /// Adds (or replaces, by registry/repository/tag or SHA) a seeded image; returns its SHA.
+    /// The registry holds the seeded tag under the seeded digest (derived when none is given).
     pub(crate) fn seed_image(&mut self, img: SeedImage) -> String {
         let registry = host_of(&img.registry);
         let tag = img.tag.filter(|t| !t.is_empty());
+        let digest = img
+            .digest
+            .as_deref()
+            .and_then(ids::normalize_sha)
+            .unwrap_or_else(|| derived_digest(&registry, &img.repository, tag.as_deref()));
         let sha = ids::normalize_sha(&img.sha).unwrap_or_else(|| {
             if !img.sha.trim().is_empty() {
                 tracing::warn!(sha = %img.sha, "seeded image SHA is not 64 hex digits; deriving one");
             }
-            derived_sha(&registry, &img.repository, tag.as_deref())
+            image_id(&digest)
         });
         self.images
             .retain(|i| !i.is(&registry, &img.repository, tag.as_deref()) && i.sha != sha);
+        if let Some(t) = &tag {
+            self.registry_tags
+                .insert(tag_key(&registry, &img.repository, t), digest.clone());
+        }
         let now = Instant::now();
         let now_ms = now_ms();
         let (known_at, scanned_at, scanned_ms) = if img.scanned {
@@ -234,9 +365,14 @@ impl World {
         self.images.push(ImageRecord {
             uuid: ids::uuid_from(&["image", &sha]),
             repos: vec![RepoRef {
+                registry: registry.clone(),
+                repository: img.repository.clone(),
+                tag,
+            }],
+            digests: vec![DigestRef {
                 registry,
                 repository: img.repository,
-                tag,
+                digest,
             }],
             sha: sha.clone(),
             vulns,
@@ -245,67 +381,103 @@ impl World {
             scanned_at,
             scanned_ms,
             generate_vulns,
+            rescan: None,
         });
         sha
     }
 
-    /// Starts a scan of `registry/repository:tag`: an image found by an earlier scan or seed
-    /// keeps its SHA; a new one gets a derived SHA. It becomes known after half of `delay` and
-    /// scanned after `delay`. An image already known is left alone.
-    pub(crate) fn scan(&mut self, registry: &str, repository: &str, tag: &str, delay: Duration) {
+    /// Starts a scan of `registry/repository:tag`, as Qualys does: it pulls what the registry
+    /// holds under that tag now. An image found by an earlier scan or seed keeps its SHA and
+    /// gains the tag; a new one becomes known after half of `delay` and scanned after `delay`.
+    /// An image already known is scanned again only when `force` is set: until that rescan
+    /// completes it keeps showing its previous scan.
+    pub(crate) fn scan(
+        &mut self,
+        registry: &str,
+        repository: &str,
+        tag: &str,
+        delay: Duration,
+        force: bool,
+    ) -> ScanStart {
         let now = Instant::now();
         let start_ms = now_ms();
         let tag = Some(tag.to_string()).filter(|t| !t.is_empty());
-        let index = match self
-            .images
-            .iter()
-            .position(|i| i.is(registry, repository, tag.as_deref()))
-        {
+        let digest = match tag.as_deref().and_then(|t| self.tag_digest(registry, repository, t)) {
+            Some(d) => Some(d.to_string()),
+            None if self.unknown_tags == UnknownTags::Undigested => None,
+            None => return ScanStart::NoSuchTag,
+        };
+        let existing = self.images.iter().position(|i| match &digest {
+            Some(d) => i.has_digest(registry, repository, d),
+            None => i.digests.is_empty() && i.is(registry, repository, tag.as_deref()),
+        });
+        let index = match existing {
             Some(i) => i,
             None => {
-                let sha = derived_sha(registry, repository, tag.as_deref());
+                let sha = match &digest {
+                    Some(d) => image_id(d),
+                    None => derived_sha(registry, repository, tag.as_deref()),
+                };
                 self.images.push(ImageRecord {
                     uuid: ids::uuid_from(&["image", &sha]),
                     sha,
-                    repos: vec![RepoRef {
-                        registry: registry.to_string(),
-                        repository: repository.to_string(),
-                        tag,
-                    }],
+                    repos: Vec::new(),
+                    digests: digest
+                        .iter()
+                        .map(|d| DigestRef {
+                            registry: registry.to_string(),
+                            repository: repository.to_string(),
+                            digest: d.clone(),
+                        })
+                        .collect(),
                     vulns: Vec::new(),
                     created_ms: start_ms,
                     known_at: None,
                     scanned_at: None,
                     scanned_ms: None,
                     generate_vulns: true,
+                    rescan: None,
                 });
                 self.images.len() - 1
             }
         };
+        let known_vulns = digest.as_ref().and_then(|d| self.digest_vulns.get(d)).cloned();
         let image = &mut self.images[index];
-        if image.known_at.is_some() {
-            return;
-        }
+        image.add_tag(registry, repository, tag.as_deref());
         let done_ms = start_ms + delay.as_millis() as u64;
-        image.known_at = Some(now + delay / 2);
-        image.scanned_at = Some(now + delay);
-        image.scanned_ms = Some(done_ms);
-        if image.generate_vulns {
-            image.vulns = ids::vulnerabilities_for(&image.sha, done_ms);
+        let vulns = |image: &ImageRecord| match &known_vulns {
+            Some(v) => v.clone(),
+            None if image.generate_vulns => ids::vulnerabilities_for(&image.sha, done_ms),
+            None => image.vulns.clone(),
+        };
+        if image.known_at.is_none() {
+            image.known_at = Some(now + delay / 2);
+            image.scanned_at = Some(now + delay);
+            image.scanned_ms = Some(done_ms);
+            image.vulns = vulns(image);
+            return ScanStart::New;
         }
+        if !force || image.state(now) != ImageState::Scanned || image.rescan.is_some() {
+            return ScanStart::AlreadyKnown;
+        }
+        image.rescan = Some(Rescan {
+            done_at: now + delay,
+            done_ms,
+            vulns: vulns(image),
+        });
+        ScanStart::Rescan
     }
 
-    /// Seeded images of `registry/repository` (any tag).
+    /// The tags the registry holds in `registry/repository`.
     pub(crate) fn tags_of(&self, registry: &str, repository: &str) -> Vec<String> {
+        let host = registry.to_ascii_lowercase();
         let mut tags: Vec<String> = self
-            .images
-            .iter()
-            .flat_map(|i| i.repos.iter())
-            .filter(|r| r.registry.eq_ignore_ascii_case(registry) && r.repository == repository)
-            .filter_map(|r| r.tag.clone())
+            .registry_tags
+            .keys()
+            .filter(|(h, r, _)| *h == host && r == repository)
+            .map(|(_, _, t)| t.clone())
             .collect();
         tags.sort();
-        tags.dedup();
         tags
     }
 
@@ -315,6 +487,22 @@ impl World {
             .iter()
             .find(|r| r.host().eq_ignore_ascii_case(host))
     }
+}
+
+/// The image ID (Qualys' `sha`) of the image a manifest digest names: stable, and never equal
+/// to the digest itself, as for real images (the ID is the config's digest).
+pub(crate) fn image_id(digest: &str) -> String {
+    ids::hex64(&["image-id", digest])
+}
+
+/// The digest a seeded image without one is held under.
+fn derived_digest(registry: &str, repository: &str, tag: Option<&str>) -> String {
+    ids::hex64(&[
+        "digest",
+        &registry.to_ascii_lowercase(),
+        repository,
+        tag.unwrap_or(""),
+    ])
 }
 
 /// The SHA a scan of `registry/repository:tag` finds when nothing was seeded.
@@ -331,10 +519,23 @@ pub(crate) fn derived_sha(registry: &str, repository: &str, tag: Option<&str>) -
 mod tests {
     use super::*;
 
+    const D1: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+    const D2: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
     #[test]
     fn scan_timeline() {
         let mut w = World::default();
-        w.scan("r.example", "app", "v1", Duration::from_millis(200));
+        assert_eq!(
+            w.scan("r.example", "app", "v1", Duration::from_millis(200), false),
+            ScanStart::NoSuchTag,
+            "the registry holds no v1"
+        );
+        assert!(w.images.is_empty());
+        w.push("r.example", "app", "v1", &format!("sha256:{D1}"), Vec::new());
+        assert_eq!(
+            w.scan("r.example", "app", "v1", Duration::from_millis(200), false),
+            ScanStart::New
+        );
         let image = &w.images[0];
         let t = Instant::now();
         assert_eq!(image.state(t), ImageState::Unknown);
@@ -346,13 +547,70 @@ mod tests {
             image.state(t + Duration::from_millis(250)),
             ImageState::Scanned
         );
-        assert_eq!(image.sha, derived_sha("r.example", "app", Some("v1")));
+        assert_eq!(image.sha, image_id(D1));
+        assert_ne!(image.sha, D1, "the image ID is not the manifest digest");
+        assert_eq!(image.digests[0].digest, D1);
         assert!(!image.vulns.is_empty());
-        // Scanning again changes nothing.
+        // Scanning again without force changes nothing.
         let before = image.known_at;
-        w.scan("R.example", "app", "v1", Duration::from_millis(200));
+        assert_eq!(
+            w.scan("R.example", "app", "v1", Duration::from_millis(200), false),
+            ScanStart::AlreadyKnown
+        );
         assert_eq!(w.images.len(), 1);
         assert_eq!(w.images[0].known_at, before);
+    }
+
+    #[test]
+    fn a_moved_tag_scans_the_new_digest_and_the_old_record_keeps_the_tag() {
+        let mut w = World::default();
+        w.push("r.example", "app", "latest", D1, Vec::new());
+        w.scan("r.example", "app", "latest", Duration::ZERO, false);
+        w.push("r.example", "app", "latest", D2, vec![serde_json::json!({"severity": 5})]);
+        assert_eq!(
+            w.scan("r.example", "app", "latest", Duration::ZERO, false),
+            ScanStart::New
+        );
+        assert_eq!(w.images.len(), 2);
+        assert!(w.images.iter().all(|i| i.is("r.example", "app", Some("latest"))));
+        let new = w.images.iter().find(|i| i.has_digest("r.example", "app", D2)).unwrap();
+        assert_eq!(new.vulns.len(), 1);
+    }
+
+    #[test]
+    fn a_forced_rescan_shows_the_old_scan_until_it_completes() {
+        let mut w = World::default();
+        w.push("r.example", "app", "v1", D1, vec![serde_json::json!({"severity": 1})]);
+        w.scan("r.example", "app", "v1", Duration::ZERO, false);
+        let first = w.images[0].scanned_ms;
+        // The knowledge base learns of a critical vulnerability.
+        w.push("r.example", "app", "v1", D1, vec![serde_json::json!({"severity": 5})]);
+        assert_eq!(
+            w.scan("r.example", "app", "v1", Duration::from_millis(300), true),
+            ScanStart::Rescan
+        );
+        let now = Instant::now();
+        w.settle(now);
+        assert_eq!(w.images[0].state(now), ImageState::Scanned);
+        assert_eq!(w.images[0].scanned_ms, first);
+        assert_eq!(ids::severity_of(&w.images[0].vulns[0]), Some(1));
+        w.settle(now + Duration::from_millis(400));
+        assert!(w.images[0].scanned_ms > first);
+        assert_eq!(ids::severity_of(&w.images[0].vulns[0]), Some(5));
+    }
+
+    #[test]
+    fn undigested_records_for_unknown_tags_when_asked() {
+        let mut w = World {
+            unknown_tags: UnknownTags::Undigested,
+            ..World::default()
+        };
+        assert_eq!(
+            w.scan("r.example", "app", "v1", Duration::ZERO, false),
+            ScanStart::New
+        );
+        assert!(w.images[0].digests.is_empty());
+        assert_eq!(w.images[0].sha, derived_sha("r.example", "app", Some("v1")));
     }
 
     #[test]
@@ -364,12 +622,14 @@ mod tests {
             repository: "app".into(),
             tag: Some("v1".into()),
             sha: format!("sha256:{sha}"),
+            digest: Some(format!("sha256:{D1}")),
             vulnerabilities: vec![serde_json::json!({"severity": 5})],
             scanned: false,
         });
         assert_eq!(w.images[0].state(Instant::now()), ImageState::Unknown);
-        w.scan("r.example", "app", "v1", Duration::ZERO);
+        w.scan("r.example", "app", "v1", Duration::ZERO, false);
         assert_eq!(w.images[0].sha, sha);
+        assert_eq!(w.images[0].digests[0].digest, D1);
         assert_eq!(w.images[0].vulns.len(), 1);
         assert_eq!(w.images[0].state(Instant::now()), ImageState::Scanned);
         assert_eq!(

@@ -24,6 +24,15 @@ pub struct Stats {
     pub connectors_created: u64,
     /// Registry schedules created (`POST /registry/{id}/schedule` answered 200).
     pub schedules_created: u64,
+    /// Images those schedules started scanning for the first time.
+    #[serde(default)]
+    pub image_scans: u64,
+    /// Scanned images those schedules scanned again (`forceScan`).
+    #[serde(default)]
+    pub image_rescans: u64,
+    /// Schedule entries for a tag the emulated registry does not hold (nothing was scanned).
+    #[serde(default)]
+    pub scans_of_missing_tags: u64,
     /// The most requests in flight at once (admin routes excluded).
     pub max_in_flight: u64,
     /// Requests refused with 401 for a missing, unknown or expired bearer token.

@@ -2,8 +2,8 @@
 //! admin API.
 
 use qualys_emulator::{
-    Emulator, EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse, RunningEmulator,
-    SeedImage, VulnShape,
+    Emulator, EmulatorConfig, Faults, PushedImage, RateLimitRule, RegistryCreateResponse,
+    RunningEmulator, SeedImage, VulnShape,
 };
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
@@ -484,6 +484,22 @@ async fn a_scheduled_image_is_unknown_then_pending_then_scanned() {
         .await;
     assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
 
+    // Qualys scans what the registry holds under the tag: first nothing, then a push.
+    let missing = env
+        .post(&schedule_path, &schedule_body("my-app", "v1.2.3"))
+        .await;
+    assert_eq!(missing.status(), StatusCode::OK);
+    assert_eq!(env.qualys.stats().scans_of_missing_tags, 1);
+    assert_eq!(env.images_of("my-app").await["count"], 0);
+    let digest = "9f1c2b7e0d4a5f6c8b3e2d1a0f9e8d7c6b5a49382716f5e4d3c2b1a09f8e7d6c";
+    env.qualys.push_image(PushedImage {
+        registry: HOST.into(),
+        repository: "my-app".into(),
+        tag: "v1.2.3".into(),
+        digest: format!("sha256:{digest}"),
+        vulnerabilities: Vec::new(),
+    });
+
     let started = Instant::now();
     let resp = env
         .post(&schedule_path, &schedule_body("my-app", "v1.2.3"))
@@ -521,7 +537,12 @@ async fn a_scheduled_image_is_unknown_then_pending_then_scanned() {
         image["repo"],
         json!([{"registry": HOST, "tag": "v1.2.3", "repository": "my-app"}])
     );
-    assert_eq!(image["repoDigests"][0]["registry"], HOST);
+    assert_eq!(
+        image["repoDigests"],
+        json!([{"registry": HOST, "digest": digest, "repository": "my-app"}]),
+        "the manifest digest, without sha256: as in the official sample"
+    );
+    assert_ne!(sha, digest, "the image ID is not the manifest digest");
     assert!(
         image["created"].as_str().unwrap().parse::<u64>().is_ok(),
         "created is epoch ms as a string"
@@ -600,8 +621,8 @@ async fn a_scheduled_image_is_unknown_then_pending_then_scanned() {
         .await;
     assert_eq!(by_sha.json::<Value>().await.unwrap()["count"], 1);
     let schedules: Value = env.get(&schedule_path).await.json().await.unwrap();
-    assert_eq!(schedules["data"][0]["scheduleUuid"], schedule);
-    assert_eq!(schedules["data"][0]["status"], "SUCCESS");
+    assert_eq!(schedules["data"][1]["scheduleUuid"], schedule);
+    assert_eq!(schedules["data"][1]["status"], "SUCCESS");
     let bad = env.get("/csapi/v1.3/images/my-app:v1.2.3").await;
     assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
     assert_eq!(
@@ -613,7 +634,8 @@ async fn a_scheduled_image_is_unknown_then_pending_then_scanned() {
         .await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     assert_error_body(&missing.json().await.unwrap(), "404 NOT_FOUND");
-    assert_eq!(env.qualys.stats().schedules_created, 1);
+    assert_eq!(env.qualys.stats().schedules_created, 2);
+    assert_eq!(env.qualys.stats().image_scans, 1);
 
     // The registry counts its image now.
     let page: Value = env.find_registry(URI).await.json().await.unwrap();
@@ -637,6 +659,7 @@ async fn seeded_images_keep_their_sha_and_vulnerabilities_in_both_shapes() {
             repository: "payments-api".into(),
             tag: Some("v1.4.2".into()),
             sha: sha.into(),
+            digest: None,
             vulnerabilities: vec![vuln.clone()],
             scanned: false,
         });
@@ -670,6 +693,106 @@ async fn seeded_images_keep_their_sha_and_vulnerabilities_in_both_shapes() {
             .unwrap();
         assert_eq!(counts["severity5Count"], 1);
     }
+}
+
+#[tokio::test]
+async fn a_moved_tag_and_a_forced_rescan_answer_as_qualys_does() {
+    let env = Env::start(EmulatorConfig {
+        scan_delay_ms: 400,
+        ..Default::default()
+    })
+    .await;
+    let registry: Value = env.create_registry().await.json().await.unwrap();
+    let path = format!(
+        "/csapi/v1.3/registry/{}/schedule",
+        registry["registryUuid"].as_str().unwrap()
+    );
+    let (d1, d2) = ("1".repeat(64), "2".repeat(64));
+    let push = |digest: &str, severities: &[u8]| PushedImage {
+        registry: HOST.into(),
+        repository: "app".into(),
+        tag: "latest".into(),
+        digest: format!("sha256:{digest}"),
+        vulnerabilities: severities.iter().map(|s| json!({"severity": s})).collect(),
+    };
+    let list = |sort: Option<&'static str>| {
+        let env = &env;
+        async move {
+            let mut q = vec![("filter", "repo.repository:\"app\" and repo.tag:\"latest\"")];
+            if let Some(sort) = sort {
+                q.push(("sort", sort));
+            }
+            env.get_query("/csapi/v1.3/images", &q)
+                .await
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let details = |digest: String| {
+        let env = &env;
+        async move {
+            let page = list(None).await;
+            let sha = page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|i| i["repoDigests"][0]["digest"] == json!(digest))
+                .map(|i| i["sha"].as_str().unwrap().to_string())?;
+            let d: Value = env
+                .get(&format!("/csapi/v1.3/images/{sha}"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            Some(d)
+        }
+    };
+
+    env.qualys.push_image(push(&d1, &[1]));
+    env.post(&path, &schedule_body("app", "latest")).await;
+    eventually("d1 scanned", Duration::from_secs(10), || async {
+        details(d1.clone())
+            .await
+            .filter(|d| d["scanStatus"] == "SUCCESS")
+    })
+    .await;
+    // The tag moves: a scan of it now pulls d2. The old record still lists the tag.
+    env.qualys.push_image(push(&d2, &[5]));
+    env.post(&path, &schedule_body("app", "latest")).await;
+    let d2_scanned = eventually("d2 scanned", Duration::from_secs(10), || async {
+        details(d2.clone())
+            .await
+            .filter(|d| d["scanStatus"] == "SUCCESS")
+    })
+    .await;
+    assert_eq!(d2_scanned["vulnerabilities"]["severity5Count"], 1);
+    let newest_first = list(Some("created:desc")).await;
+    assert_eq!(newest_first["count"], 2, "both records list the tag");
+    assert_eq!(newest_first["data"][0]["repoDigests"][0]["digest"], json!(d2));
+    let unsorted = list(None).await;
+    assert_eq!(
+        unsorted["data"][0]["repoDigests"][0]["digest"],
+        json!(d1),
+        "oldest first without a sort"
+    );
+
+    // The knowledge base learns more about d2; a forced rescan finds it, and until the rescan
+    // completes Qualys shows the previous scan.
+    env.qualys.push_image(push(&d2, &[5, 4]));
+    env.post(&path, &schedule_body("app", "latest")).await;
+    let during = details(d2.clone()).await.unwrap();
+    assert_eq!(during["scanStatus"], "SUCCESS");
+    assert_eq!(during["lastScanned"], d2_scanned["lastScanned"]);
+    let after = eventually("the rescan", Duration::from_secs(10), || async {
+        details(d2.clone())
+            .await
+            .filter(|d| d["lastScanned"] != d2_scanned["lastScanned"])
+    })
+    .await;
+    assert_eq!(after["vulnerabilities"]["severity4Count"], 1);
+    let stats = env.qualys.stats();
+    assert_eq!((stats.image_scans, stats.image_rescans), (2, 1), "{stats:?}");
 }
 
 #[tokio::test]
