@@ -113,6 +113,10 @@ pub struct Notification {
     /// When the scan finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanned_at: Option<String>,
+    /// The same on every channel and every retry of one alert: receivers drop duplicates by it
+    /// (SNS: the `qflows.id` message attribute and, on FIFO topics, the deduplication ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 impl Notification {
@@ -142,6 +146,7 @@ impl Notification {
             result_ref: None,
             error: None,
             scanned_at: None,
+            id: None,
         }
     }
 }
@@ -306,13 +311,14 @@ impl Notifier {
             publish = publish
                 .message_attributes("qflows.verdict", string_attribute(verdict_word(verdict))?);
         }
+        if let Some(id) = &n.id {
+            publish = publish.message_attributes("qflows.id", string_attribute(id)?);
+        }
         if topic_arn.ends_with(".fifo") {
+            let dedup = n.id.clone().unwrap_or_else(|| format!("{subject}\n{body}"));
             publish = publish
                 .message_group_id(fifo_group_id(&n.repository))
-                .message_deduplication_id(format!(
-                    "{:016x}",
-                    fnv1a(format!("{subject}\n{body}").as_bytes())
-                ));
+                .message_deduplication_id(format!("{:016x}", fnv1a(dedup.as_bytes())));
         }
         match publish.send().await {
             Ok(out) => {

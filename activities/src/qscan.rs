@@ -7,14 +7,15 @@
 use crate::failure::IntoFailure;
 use crate::gate::{GateItem, GatePolicy, evaluate};
 use crate::qscanner::{
-    PolicyVerdict, Progress, QScanner, QScannerConfig, RegistryCredentials, ScanJob, ScanMode,
+    PolicyVerdict, Progress, QScanner, QScannerConfig, RegistryAllowlist, RegistryCredentials,
+    ScanJob, ScanMode,
 };
 use crate::qualys::QualysClient;
 use crate::resolve::Resolver;
 use crate::results::{ResultsStore, SCHEMA_VERSION};
 use qflows_workflows::contracts;
 use qflows_workflows::scan::RegistryKind;
-use qflows_workflows::scan::model::{ImageResult, QScannerScan, Verdict};
+use qflows_workflows::scan::model::{ImageResult, ImageStatus, QScannerScan, Verdict};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -29,10 +30,12 @@ pub struct QScannerActivities {
     resolver: Arc<Resolver>,
     gate: GatePolicy,
     results: ResultsStore,
+    registries: RegistryAllowlist,
 }
 
 impl QScannerActivities {
-    /// `config` is a template: each scan gets the client's current Qualys token.
+    /// `config` is a template: each scan gets the client's current Qualys token. QScanner
+    /// pulls only from `registries`.
     pub fn new(
         config: QScannerConfig,
         mode: ScanMode,
@@ -40,6 +43,7 @@ impl QScannerActivities {
         resolver: Arc<Resolver>,
         gate: GatePolicy,
         results: ResultsStore,
+        registries: RegistryAllowlist,
     ) -> Self {
         Self {
             config,
@@ -48,6 +52,7 @@ impl QScannerActivities {
             resolver,
             gate,
             results,
+            registries,
         }
     }
 }
@@ -62,6 +67,21 @@ impl QScannerActivities {
         request: QScannerScan,
     ) -> Result<ImageResult, ActivityError> {
         let input = &request.input;
+        // The reference comes from an event: never connect where an attacker points.
+        if let Some(reason) = self.registries.refusal(&input.image) {
+            tracing::warn!(image = %input.image, "QScanner scan refused: {reason}");
+            return Ok(ImageResult {
+                digest: input.digest.clone(),
+                image: input.image.to_string(),
+                status: ImageStatus::Skipped,
+                verdict: None,
+                summary: None,
+                result_ref: None,
+                reason: Some(reason),
+                backend: Some("qscanner".into()),
+                scanned_at: None,
+            });
+        }
         let token = self
             .qualys
             .bearer_token()

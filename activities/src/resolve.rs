@@ -283,6 +283,45 @@ impl Resolver {
         }
     }
 
+    /// The tags ECR holds for a digest now: `Some(vec![])` when the image is untagged or gone,
+    /// `None` when the worker may not ask (access denied: callers fall back to what they know).
+    pub async fn ecr_image_tags(
+        &self,
+        account: &str,
+        region: &str,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Option<Vec<String>>, AwsError> {
+        let ecr = aws_sdk_ecr::Client::new(&self.config_for(account, region).await?);
+        let response = ecr
+            .describe_images()
+            .registry_id(account)
+            .repository_name(repository)
+            .image_ids(ImageIdentifier::builder().image_digest(digest).build())
+            .send()
+            .await;
+        match response {
+            Ok(r) => Ok(Some(
+                r.image_details()
+                    .iter()
+                    .filter(|d| d.image_digest() == Some(digest))
+                    .flat_map(|d| d.image_tags().iter().cloned())
+                    .collect(),
+            )),
+            Err(e)
+                if e.as_service_error().is_some_and(|s| {
+                    s.is_image_not_found_exception() || s.is_repository_not_found_exception()
+                }) =>
+            {
+                Ok(Some(Vec::new()))
+            }
+            Err(e) => match AwsError::from_sdk("ecr:DescribeImages", e) {
+                AwsError::AccessDenied { .. } => Ok(None),
+                other => Err(other),
+            },
+        }
+    }
+
     /// ECR pull credentials (`AWS`, password) for QScanner (`QSCANNER_REGISTRY_*`).
     pub async fn ecr_pull_credentials(
         &self,

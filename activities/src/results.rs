@@ -234,7 +234,52 @@ impl S3Results {
         scanned_at: &str,
         document: &impl Serialize,
     ) -> Result<String, StoreError> {
-        let key = self.key(repository, digest, scanned_at);
+        self.put_key(self.key(repository, digest, scanned_at), document)
+            .await
+    }
+
+    /// Reads the JSON document at `<prefix><path>`; `None` when there is none.
+    async fn get_path(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let key = format!("{}{path}", self.prefix);
+        match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+        {
+            Ok(object) => {
+                let bytes = object
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| StoreError::Unavailable {
+                        store: format!("s3://{}", self.bucket),
+                        message: format!("reading {key}: {e}"),
+                    })?;
+                Ok(Some(bytes.into_bytes().to_vec()))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => {
+                use aws_sdk_s3::error::ProvideErrorMetadata;
+                let code = e.code().unwrap_or_default().to_string();
+                let status = e.raw_response().map(|r| r.status().as_u16());
+                if status == Some(404) {
+                    return Ok(None);
+                }
+                Err(s3_store_error(
+                    &self.bucket,
+                    &code,
+                    status,
+                    AwsError::from_sdk("s3:GetObject", e),
+                ))
+            }
+        }
+    }
+
+    /// Writes `document` at `key`, overwriting.
+    async fn put_key(&self, key: String, document: &impl Serialize) -> Result<String, StoreError> {
         let body = serde_json::to_vec_pretty(document).map_err(|e| StoreError::Denied {
             store: format!("s3://{}", self.bucket),
             message: format!("the document is not JSON: {e}"),
@@ -307,6 +352,39 @@ impl BlobResults {
         document: &impl Serialize,
     ) -> Result<String, StoreError> {
         let key = object_key(&self.prefix, repository, digest, scanned_at);
+        self.put_key(key, document).await
+    }
+
+    /// Reads the blob `<prefix><path>`; `None` when there is none.
+    async fn get_path(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let blob = self.client.blob_client(&format!("{}{path}", self.prefix));
+        let failed = |e: azure_core::Error| {
+            let status = e.http_status().map(u16::from);
+            (
+                status,
+                StoreError::Unavailable {
+                    store: self.container.clone(),
+                    message: match status {
+                        Some(code) => format!("HTTP {code}"),
+                        None => format!("the request failed: {}", without_query(&e.to_string())),
+                    },
+                },
+            )
+        };
+        match blob.download(None).await {
+            Ok(download) => match download.body.collect().await {
+                Ok(bytes) => Ok(Some(bytes.to_vec())),
+                Err(e) => Err(failed(e).1),
+            },
+            Err(e) => match failed(e) {
+                (Some(404), _) => Ok(None),
+                (_, err) => Err(err),
+            },
+        }
+    }
+
+    /// Writes `document` as the blob `key`, overwriting.
+    async fn put_key(&self, key: String, document: &impl Serialize) -> Result<String, StoreError> {
         let body = serde_json::to_vec_pretty(document).map_err(|e| StoreError::Denied {
             store: self.container.clone(),
             message: format!("the document is not JSON: {e}"),
@@ -524,7 +602,79 @@ impl ResultsStore {
         }
     }
 
-    /// Stores a finished scan's report and returns the small result workflows keep.
+    /// Writes a small JSON document at `path` (relative to the store's root or prefix),
+    /// overwriting.
+    async fn put_path(&self, path: &str, document: &serde_json::Value) -> Result<(), StoreError> {
+        match self {
+            ResultsStore::Local(local) => {
+                let file = local.root().join(path);
+                let root = local.root().to_path_buf();
+                let bytes = serde_json::to_vec_pretty(document).unwrap_or_default();
+                tokio::task::spawn_blocking(move || {
+                    if let Some(dir) = file.parent() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                    let tmp = file.with_extension("json.tmp");
+                    std::fs::write(&tmp, bytes)?;
+                    std::fs::rename(&tmp, &file)
+                })
+                .await
+                .map_err(|e| StoreError::Unavailable {
+                    store: root.display().to_string(),
+                    message: format!("the write task failed: {e}"),
+                })?
+                .map_err(|e| StoreError::from_io(&root, e))
+            }
+            ResultsStore::S3(s3) => s3
+                .put_key(format!("{}{path}", s3.prefix), document)
+                .await
+                .map(drop),
+            ResultsStore::Blob(blob) => blob
+                .put_key(format!("{}{path}", blob.prefix), document)
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Reads the JSON document at `path`; `None` when there is none (or it is not JSON).
+    async fn get_path(&self, path: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        let bytes = match self {
+            ResultsStore::Local(local) => {
+                let file = local.root().join(path);
+                match tokio::fs::read(&file).await {
+                    Ok(bytes) => Some(bytes),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(StoreError::from_io(local.root(), e)),
+                }
+            }
+            ResultsStore::S3(s3) => s3.get_path(path).await?,
+            ResultsStore::Blob(blob) => blob.get_path(path).await?,
+        };
+        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// The path of a digest's verdict record: `verdicts/<digest>.json`.
+    fn verdict_path(digest: &str) -> String {
+        format!(
+            "verdicts/{}.json",
+            safe_key_segment(digest).replace(':', "_")
+        )
+    }
+
+    /// The verdict of the digest's last completed scan, if one was stored.
+    pub async fn last_verdict(
+        &self,
+        digest: &str,
+    ) -> Result<Option<qflows_workflows::scan::model::Verdict>, StoreError> {
+        let record = self.get_path(&Self::verdict_path(digest)).await?;
+        Ok(record
+            .and_then(|r| r.get("verdict").cloned())
+            .and_then(|v| serde_json::from_value(v).ok()))
+    }
+
+    /// Stores a finished scan's report and returns the small result workflows keep. The
+    /// digest's verdict record (`verdicts/<digest>.json`: verdict, when, where the report is)
+    /// is written after the report, so that a new entity for the digest knows the last verdict.
     pub async fn store_scan(
         &self,
         input: &qflows_workflows::scan::model::ImageScanInput,
@@ -536,6 +686,16 @@ impl ResultsStore {
     ) -> Result<qflows_workflows::scan::model::ImageResult, StoreError> {
         let result_ref = self
             .put(&input.image.repository, &input.digest, scanned_at, document)
+            .await?;
+        let record = serde_json::json!({
+            "schemaVersion": SCHEMA_VERSION,
+            "digest": input.digest,
+            "image": input.image.to_string(),
+            "verdict": verdict,
+            "scannedAt": scanned_at,
+            "resultRef": result_ref,
+        });
+        self.put_path(&Self::verdict_path(&input.digest), &record)
             .await?;
         Ok(qflows_workflows::scan::model::ImageResult {
             digest: input.digest.clone(),

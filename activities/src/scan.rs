@@ -11,12 +11,13 @@ use crate::qualys::{Image, OnDemandSchedule, QualysClient, RepoTag};
 use crate::resolve::{Resolver, resolve_request};
 use crate::results::{ResultsStore, SCHEMA_VERSION};
 use qflows_workflows::registry::{EnsureRegistryInput, EnsureRegistryOutput};
-use qflows_workflows::scan::ScanRequest;
+use qflows_workflows::scan::ImageRef;
 use qflows_workflows::scan::model::{
-    CollectResults, ImageResult, ImageScanInput, ImageStatus, NotifyReason, NotifyRequest,
-    QualysImageState, ResolvedImage, ScanSettings, StartImageScan, SubmitRegistryScan,
-    image_scan_id,
+    CollectResults, FindImage, ImageResult, ImageScanInput, ImageStatus, ImageTagsRequest,
+    NotifyReason, NotifyRequest, QualysImageState, ResolvedImage, ScanSettings, StartImageScan,
+    SubmitRegistryScan, Verdict, image_scan_id,
 };
+use qflows_workflows::scan::{RegistryKind, ScanRequest};
 use qflows_workflows::{EnsureRegistry, ImageScan, contracts};
 use serde_json::json;
 use std::sync::Arc;
@@ -61,29 +62,135 @@ fn temporal_failure(what: &str, err: impl std::fmt::Display) -> ActivityError {
     )
 }
 
-/// Whether Qualys' image record is this image: same registry host and repository, and the same
-/// manifest digest (or, when Qualys lists no digests, the same tag).
-fn matches(image: &Image, input: &ImageScanInput) -> bool {
-    let host = input.image.registry.to_ascii_lowercase();
-    let repository = &input.image.repository;
-    let digest_match = image.repo_digests.iter().any(|d| {
-        d.digest.as_deref() == Some(input.digest.as_str())
+/// A manifest digest as 64 lower-case hex digits (Qualys lists them without `sha256:`).
+fn bare_digest(digest: &str) -> String {
+    digest
+        .trim()
+        .trim_start_matches("sha256:")
+        .to_ascii_lowercase()
+}
+
+/// The digests a Qualys record lists.
+fn listed_digests(image: &Image) -> impl Iterator<Item = String> + '_ {
+    image
+        .repo_digests
+        .iter()
+        .filter_map(|d| d.digest.as_deref())
+        .map(bare_digest)
+}
+
+/// Whether a Qualys record lists `digest` for this registry and repository.
+fn lists_digest(image: &Image, host: &str, repository: &str, digest: &str) -> bool {
+    let digest = bare_digest(digest);
+    image.repo_digests.iter().any(|d| {
+        d.digest.as_deref().map(bare_digest).as_deref() == Some(digest.as_str())
             && d.repository.as_deref().is_none_or(|r| r == repository)
             && d.registry
                 .as_deref()
-                .is_none_or(|r| r.eq_ignore_ascii_case(&host))
-    });
-    let tag_match = input.image.tag.as_deref().is_some_and(|tag| {
-        image.repo.iter().any(|r| {
+                .is_none_or(|r| r.eq_ignore_ascii_case(host))
+    })
+}
+
+/// Which of Qualys' records is the image `host/repository@digest` (scanned by `tag`).
+///
+/// The digest is the identity: a record is this image when it lists the digest. A record that
+/// lists no digest at all may be matched by its tag, but only when no record lists a digest
+/// under that tag — a tag that has carried another digest (a tag that moved, as `latest` does
+/// on every push) identifies nothing.
+fn identify<'a>(
+    records: &'a [Image],
+    host: &str,
+    repository: &str,
+    tag: Option<&str>,
+    digest: &str,
+) -> Option<&'a Image> {
+    if let Some(found) = records
+        .iter()
+        .find(|i| lists_digest(i, host, repository, digest))
+    {
+        return Some(found);
+    }
+    let tag = tag?;
+    let carries_tag = |i: &Image| {
+        i.repo.iter().any(|r| {
             r.registry
                 .as_deref()
-                .is_some_and(|h| h.eq_ignore_ascii_case(&host))
-                && r.repository.as_deref() == Some(repository.as_str())
+                .is_some_and(|h| h.eq_ignore_ascii_case(host))
+                && r.repository.as_deref() == Some(repository)
                 && r.tag.as_deref() == Some(tag)
         })
-    });
-    digest_match || tag_match
+    };
+    let tagged: Vec<&Image> = records.iter().filter(|i| carries_tag(i)).collect();
+    if tagged.iter().any(|i| listed_digests(i).next().is_some()) {
+        return None;
+    }
+    tagged.into_iter().next()
 }
+
+impl ScanActivities {
+    /// Where Qualys stands on `host/repository@digest`, looked up through `tag`: the listing is
+    /// narrowed to the tag and read newest first, stopping at the record that lists the digest,
+    /// so the calls do not grow with the repository. `newer_than_ms`: only a scan Qualys
+    /// finished after that counts.
+    async fn qualys_state(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        newer_than_ms: Option<u64>,
+    ) -> Result<QualysImageState, ActivityError> {
+        let host = image.registry.to_ascii_lowercase();
+        let repository = image.repository.as_str();
+        let tag = image.tag.as_deref();
+        let records = self
+            .qualys
+            .find_images(repository, tag, |i| {
+                lists_digest(i, &host, repository, digest)
+            })
+            .await
+            .map_err(IntoFailure::into_failure)?;
+        let Some(found) = identify(&records, &host, repository, tag, digest) else {
+            return Ok(QualysImageState::Unknown);
+        };
+        // The list may lag behind the image itself: ask for the image by its id.
+        let detail = self
+            .qualys
+            .image(&found.sha)
+            .await
+            .map_err(IntoFailure::into_failure)?;
+        let sha = found.sha.clone();
+        let Some(detail) = detail else {
+            return Ok(QualysImageState::Pending { sha });
+        };
+        let done = detail
+            .scan_status
+            .as_deref()
+            .is_some_and(|s| s.eq_ignore_ascii_case("SUCCESS"));
+        let scanned_ms = detail.last_scanned_ms();
+        let new_enough = newer_than_ms.is_none_or(|t| scanned_ms.is_some_and(|s| s > t));
+        Ok(if done && new_enough {
+            QualysImageState::Scanned { sha, scanned_ms }
+        } else {
+            QualysImageState::Pending { sha }
+        })
+    }
+}
+
+/// "Not finished yet" from [`ScanActivities::await_scan`]: retryable, so the activity's retry
+/// policy is the poll schedule. Not counted as a failure: it is the normal way to wait.
+fn still_scanning(image: &ImageRef, state: &QualysImageState) -> ActivityError {
+    let seen = match state {
+        QualysImageState::Unknown => "not known to Qualys yet",
+        _ => "scan not finished",
+    };
+    ActivityError::application(
+        ApplicationFailure::builder(format!("{image}: {seen}"))
+            .type_name(SCAN_PENDING.to_string())
+            .build(),
+    )
+}
+
+/// The failure type of a poll that found the scan still running (see [`still_scanning`]).
+pub const SCAN_PENDING: &str = "QualysScanPending";
 
 #[activities]
 impl ScanActivities {
@@ -174,33 +281,78 @@ impl ScanActivities {
         })
     }
 
-    /// Where Qualys stands on the image.
+    /// Where Qualys stands on the image (the first `ImageScan` design), matched by digest.
     #[activity(definition = contracts::FindQualysImage)]
     pub async fn find_image(
         self: Arc<Self>,
         _ctx: ActivityContext,
         input: ImageScanInput,
     ) -> Result<QualysImageState, ActivityError> {
-        let images = self
-            .qualys
-            .find_images_by_repo(&input.image.repository)
+        self.qualys_state(&input.image, &input.digest, None).await
+    }
+
+    /// Where Qualys stands on the image, matched by digest through the scanned tag.
+    #[activity(definition = contracts::FindQualysImageByDigest)]
+    pub async fn find_image_by_digest(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        find: FindImage,
+    ) -> Result<QualysImageState, ActivityError> {
+        self.qualys_state(&find.image, &find.digest, find.newer_than_ms)
             .await
-            .map_err(IntoFailure::into_failure)?;
-        let Some(found) = images.into_iter().find(|i| matches(i, &input)) else {
-            return Ok(QualysImageState::Unknown);
+    }
+
+    /// One poll of a submitted scan: `Scanned`, or a retryable "still scanning" failure.
+    #[activity(definition = contracts::AwaitQualysScan)]
+    pub async fn await_scan(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        find: FindImage,
+    ) -> Result<QualysImageState, ActivityError> {
+        let state = self
+            .qualys_state(&find.image, &find.digest, find.newer_than_ms)
+            .await?;
+        match state {
+            QualysImageState::Scanned { .. } => Ok(state),
+            other => Err(still_scanning(&find.image, &other)),
+        }
+    }
+
+    /// The tags ECR holds for the digest now (`None`: the worker may not ask).
+    #[activity(definition = contracts::EcrImageTags)]
+    pub async fn ecr_image_tags(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: ImageTagsRequest,
+    ) -> Result<Option<Vec<String>>, ActivityError> {
+        let RegistryKind::Ecr {
+            account_id, region, ..
+        } = request.image.kind()
+        else {
+            return Ok(None);
         };
-        // The list may lag behind the image itself: ask for the image by its id.
-        let detail = self
-            .qualys
-            .image(&found.sha)
+        self.resolver
+            .ecr_image_tags(
+                &account_id,
+                &region,
+                &request.image.repository,
+                &request.digest,
+            )
             .await
-            .map_err(IntoFailure::into_failure)?;
-        let status = detail.and_then(|d| d.scan_status).unwrap_or_default();
-        Ok(if status.eq_ignore_ascii_case("SUCCESS") {
-            QualysImageState::Scanned { sha: found.sha }
-        } else {
-            QualysImageState::Pending { sha: found.sha }
-        })
+            .map_err(IntoFailure::into_failure)
+    }
+
+    /// The verdict of the digest's last completed scan, from the results store.
+    #[activity(definition = contracts::LastVerdict)]
+    pub async fn last_verdict(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        digest: String,
+    ) -> Result<Option<Verdict>, ActivityError> {
+        self.results
+            .last_verdict(&digest)
+            .await
+            .map_err(IntoFailure::into_failure)
     }
 
     /// Submits an on-demand registry scan for the image's repository and tag.
@@ -286,7 +438,8 @@ impl ScanActivities {
             .map_err(IntoFailure::into_failure)
     }
 
-    /// Reports a result to SNS and/or the webhook (a no-op when neither is configured).
+    /// Reports a result to SNS and/or the webhook (a no-op when neither is configured). Kept
+    /// for `ImageScan` runs of the first design; new ones alert per channel.
     #[activity(definition = contracts::Notify)]
     pub async fn notify(
         self: Arc<Self>,
@@ -296,47 +449,135 @@ impl ScanActivities {
         if !self.notifier.is_enabled() {
             return Ok(());
         }
-        let result = &request.result;
-        let parsed = qflows_workflows::scan::ImageRef::parse(&result.image).ok();
-        let kind = match request.reason {
-            NotifyReason::VerdictChanged => NotificationKind::VerdictChanged,
-            NotifyReason::SecretsFound => NotificationKind::SecretsFound,
-            NotifyReason::ScanFailed => NotificationKind::ScanFailed,
-        };
-        let trigger = request
-            .deployed
-            .as_ref()
-            .map(|d| {
-                serde_json::to_value(d.source)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            })
-            .unwrap_or_else(|| "rescan".to_string());
-        let mut n = Notification::new(
-            kind,
-            result.image.clone(),
-            parsed
-                .as_ref()
-                .map(|p| p.repository.clone())
-                .unwrap_or_default(),
-            result.digest.clone(),
-            trigger,
-        );
-        n.tag = parsed.and_then(|p| p.tag);
-        n.account_id = request.deployed.as_ref().and_then(|d| d.account_id.clone());
-        n.region = request.deployed.as_ref().and_then(|d| d.region.clone());
-        n.verdict = result.verdict;
-        n.previous_verdict = request.previous_verdict;
-        n.summary = result.summary;
-        n.result_ref = result.result_ref.clone();
-        n.error = (result.status != ImageStatus::Scanned)
-            .then(|| result.reason.clone())
-            .flatten();
-        n.scanned_at = result.scanned_at.clone();
         self.notifier
-            .send(&n)
+            .send(&notification(&request))
             .await
             .map_err(IntoFailure::into_failure)
+    }
+
+    /// Publishes an alert to SNS only (a no-op when no topic is configured).
+    #[activity(definition = contracts::NotifySns)]
+    pub async fn notify_sns(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: NotifyRequest,
+    ) -> Result<(), ActivityError> {
+        self.notifier
+            .send_sns(&notification(&request))
+            .await
+            .map_err(IntoFailure::into_failure)
+    }
+
+    /// Posts an alert to the webhook only (a no-op when none is configured).
+    #[activity(definition = contracts::NotifyWebhook)]
+    pub async fn notify_webhook(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: NotifyRequest,
+    ) -> Result<(), ActivityError> {
+        self.notifier
+            .send_webhook(&notification(&request))
+            .await
+            .map_err(IntoFailure::into_failure)
+    }
+}
+
+/// The notification a request describes. Its `id` is the same on every channel and every
+/// retry (digest, scan time, kind), so receivers can drop duplicates.
+fn notification(request: &NotifyRequest) -> Notification {
+    let result = &request.result;
+    let parsed = qflows_workflows::scan::ImageRef::parse(&result.image).ok();
+    let kind = match request.reason {
+        NotifyReason::VerdictChanged => NotificationKind::VerdictChanged,
+        NotifyReason::SecretsFound => NotificationKind::SecretsFound,
+        NotifyReason::ScanFailed => NotificationKind::ScanFailed,
+    };
+    let trigger = request
+        .deployed
+        .as_ref()
+        .map(|d| {
+            serde_json::to_value(d.source)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default()
+        })
+        .unwrap_or_else(|| "rescan".to_string());
+    let mut n = Notification::new(
+        kind,
+        result.image.clone(),
+        parsed
+            .as_ref()
+            .map(|p| p.repository.clone())
+            .unwrap_or_default(),
+        result.digest.clone(),
+        trigger,
+    );
+    n.tag = parsed.and_then(|p| p.tag);
+    n.account_id = request.deployed.as_ref().and_then(|d| d.account_id.clone());
+    n.region = request.deployed.as_ref().and_then(|d| d.region.clone());
+    n.verdict = result.verdict;
+    n.previous_verdict = request.previous_verdict;
+    n.summary = result.summary;
+    n.result_ref = result.result_ref.clone();
+    n.error = (result.status != ImageStatus::Scanned)
+        .then(|| result.reason.clone())
+        .flatten();
+    n.scanned_at = result.scanned_at.clone();
+    n.id = Some(format!(
+        "{}/{}/{}",
+        result.digest,
+        result.scanned_at.as_deref().unwrap_or("-"),
+        kind.as_str()
+    ));
+    n
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const HOST: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
+
+    fn record(sha: &str, tag: &str, digest: Option<&str>) -> Image {
+        let mut v = json!({
+            "sha": sha,
+            "repo": [{"registry": HOST, "repository": "app", "tag": tag}],
+        });
+        if let Some(d) = digest {
+            v["repoDigests"] = json!([{"registry": HOST, "repository": "app", "digest": d}]);
+        }
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn the_digest_is_the_identity_and_a_moved_tag_identifies_nothing() {
+        let (d1, d2) = ("1".repeat(64), "2".repeat(64));
+        let old = record("a", "latest", Some(&d1));
+        // Yesterday's image still carries `latest`; today's digest is not in Qualys yet.
+        let records = vec![old.clone()];
+        let ours = format!("sha256:{d2}");
+        assert!(identify(&records, HOST, "app", Some("latest"), &ours).is_none());
+        // Qualys lists digests without `sha256:`; case does not matter.
+        let found = identify(
+            &records,
+            HOST,
+            "app",
+            Some("latest"),
+            &format!("sha256:{d1}"),
+        );
+        assert_eq!(found.map(|i| i.sha.as_str()), Some("a"));
+        let upper = format!("sha256:{}", d1.to_ascii_uppercase());
+        assert!(identify(&records, HOST, "app", None, &upper).is_some());
+        // Another repository's record with the same digest is not this image's.
+        assert!(identify(&records, HOST, "other", None, &format!("sha256:{d1}")).is_none());
+        // A record without digests matches by tag only when no record lists a digest there.
+        let undigested = record("b", "1.0", None);
+        assert_eq!(
+            identify(&[undigested.clone()], HOST, "app", Some("1.0"), &ours).map(|i| &i.sha),
+            Some(&"b".to_string())
+        );
+        let mixed = vec![undigested, record("c", "1.0", Some(&d1))];
+        assert!(identify(&mixed, HOST, "app", Some("1.0"), &ours).is_none());
     }
 }

@@ -114,6 +114,28 @@ pub(crate) fn event(i: usize, digests: usize) -> serde_json::Value {
     })
 }
 
+/// Tells the emulated registry what the benchmark's events pushed (digest `d` under its
+/// repository and tag, for `d` below `digests`), as ECR would hold it: Qualys scans what the
+/// registry holds under a tag.
+pub(crate) fn push_all(emulator: &qualys_emulator::RunningEmulator, digests: usize) {
+    for d in 0..digests {
+        let e = event(d, digests);
+        let detail = &e["detail"];
+        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+        emulator.push_image(qualys_emulator::PushedImage {
+            registry: format!(
+                "{}.dkr.ecr.{}.amazonaws.com",
+                text(&e["account"]),
+                text(&e["region"])
+            ),
+            repository: text(&detail["repository-name"]),
+            tag: text(&detail["image-tag"]),
+            digest: text(&detail["image-digest"]),
+            vulnerabilities: Vec::new(),
+        });
+    }
+}
+
 /// The worker configuration the benchmarks run in-process: the emulator as Qualys, task queue
 /// `qflows-bench`, results in `results`, polls every 1–2 s.
 pub(crate) fn worker_config(
@@ -143,6 +165,8 @@ pub(crate) fn worker_config(
         scan_poll_max_secs: 2,
         scan_timeout_secs: 600,
         scan_ttl_secs: 3600,
+        scan_retry_initial_secs: 300,
+        scan_retry_max_secs: 6 * 3600,
         results: results.display().to_string(),
         sns_topic_arn: None,
         webhook_url: None,
@@ -157,6 +181,8 @@ pub(crate) fn worker_config(
         qscanner_mode: crate::config::QScannerMode::GetReport,
         qscanner_policy_tags: Vec::new(),
         qscanner_timeout_secs: 600,
+        qscanner_max_concurrent: 2,
+        qscanner_registries: qflows_activities::qscanner::DEFAULT_REGISTRIES.into(),
         qscanner_work_dir: None,
         azure_arm_endpoint: "https://management.azure.com".into(),
         azure_acr_endpoint: None,
@@ -239,6 +265,7 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    push_all(&env.emulator, args.digests);
     let BenchEnv {
         temporal,
         emulator,

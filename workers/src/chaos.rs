@@ -8,7 +8,7 @@
 //! that is killed with SIGKILL (no drain, no goodbye) at random moments and started again.
 //! Senders behave like EventBridge: they deliver again until the bridge answers 2xx.
 
-use crate::bench::{event, free_port, percentile, submit_latencies};
+use crate::bench::{event, free_port, percentile, push_all, submit_latencies};
 use crate::config::TemporalArgs;
 use crate::dev::{find_temporal, start_temporal};
 use crate::scraped::ScrapedHistogram;
@@ -190,6 +190,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     };
     let (username, password) = (config.username.clone(), config.password.clone());
     let emulator = Emulator::start(config, ([127, 0, 0, 1], 0).into()).await?;
+    push_all(&emulator, args.digests);
 
     let address = format!("127.0.0.1:{port}");
     // Without chaos the worker lives the whole run, so its own latency histogram can be read

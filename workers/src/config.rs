@@ -303,6 +303,12 @@ pub struct ScanArgs {
     /// How long an image's result stays fresh (then it is rescanned if still deployed).
     #[arg(long, env = "QFLOWS_SCAN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub scan_ttl_secs: u64,
+    /// First retry of a failed, timed-out or skipped scan (doubling each time).
+    #[arg(long, env = "QFLOWS_SCAN_RETRY_INITIAL_SECS", default_value_t = 300)]
+    pub scan_retry_initial_secs: u64,
+    /// Longest wait between retries of a failing scan.
+    #[arg(long, env = "QFLOWS_SCAN_RETRY_MAX_SECS", default_value_t = 6 * 3600)]
+    pub scan_retry_max_secs: u64,
     /// Where full scan reports are written: a directory, or `s3://bucket/prefix`.
     #[arg(long, env = "QFLOWS_RESULTS", default_value = "qflows-results")]
     pub results: String,
@@ -356,6 +362,13 @@ pub struct ScanArgs {
     /// QScanner's time limit per image.
     #[arg(long, env = "QFLOWS_QSCANNER_TIMEOUT_SECS", default_value_t = 600)]
     pub qscanner_timeout_secs: u64,
+    /// Most QScanner runs at once on this worker; the others wait in Temporal (its task queue).
+    #[arg(long, env = "QFLOWS_QSCANNER_MAX_CONCURRENT", default_value_t = 2)]
+    pub qscanner_max_concurrent: usize,
+    /// Registries QScanner may pull from: `ecr`, `ecr:<account>`, `acr`, `acr:<name>`,
+    /// `docker.io`, `ecr-public`, hosts and `*.domain`, comma-separated.
+    #[arg(long, env = "QFLOWS_QSCANNER_REGISTRIES", default_value = qflows_activities::qscanner::DEFAULT_REGISTRIES)]
+    pub qscanner_registries: String,
     /// Where QScanner writes its per-scan output (removed after each scan).
     #[arg(long, env = "QFLOWS_QSCANNER_WORK_DIR")]
     pub qscanner_work_dir: Option<std::path::PathBuf>,
@@ -461,6 +474,21 @@ impl ScanArgs {
                 problem: "`qscanner` needs QFLOWS_QSCANNER_BIN".into(),
             });
         }
+        if self.scan_retry_initial_secs == 0
+            || self.scan_retry_max_secs < self.scan_retry_initial_secs
+        {
+            return Err(ConfigError::Invalid {
+                variable: "QFLOWS_SCAN_RETRY_MAX_SECS",
+                problem: "retries wait at least 1 s, the maximum no less than the first".into(),
+            });
+        }
+        if self.qscanner_max_concurrent == 0 {
+            return Err(ConfigError::Invalid {
+                variable: "QFLOWS_QSCANNER_MAX_CONCURRENT",
+                problem: "must be at least 1".into(),
+            });
+        }
+        self.qscanner_registries()?;
         if let Some(bin) = &self.qscanner_bin
             && !bin.is_file()
         {
@@ -480,6 +508,11 @@ impl ScanArgs {
             // Decided by the worker once it can ask Temporal, and from its task queue.
             search_attributes: false,
             rescan_task_queue: None,
+            qscanner_task_queue: None,
+            retry_initial_secs: self.scan_retry_initial_secs,
+            retry_max_secs: self.scan_retry_max_secs,
+            alert_sns: self.sns_topic_arn.is_some(),
+            alert_webhook: self.webhook_url.is_some(),
             unscanned_verdict: match self.gate_unscanned.to_ascii_lowercase().as_str() {
                 "pass" => Some(Verdict::Pass),
                 "audit" => Some(Verdict::Audit),
@@ -493,6 +526,20 @@ impl ScanArgs {
                 }
             },
         })
+    }
+}
+
+impl ScanArgs {
+    /// The registries QScanner may pull from.
+    pub fn qscanner_registries(
+        &self,
+    ) -> Result<qflows_activities::qscanner::RegistryAllowlist, ConfigError> {
+        qflows_activities::qscanner::RegistryAllowlist::parse(&self.qscanner_registries).map_err(
+            |problem| ConfigError::Invalid {
+                variable: "QFLOWS_QSCANNER_REGISTRIES",
+                problem,
+            },
+        )
     }
 }
 
@@ -510,6 +557,10 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_SCAN_POLL_MAX_SECS",
     "QFLOWS_SCAN_TIMEOUT_SECS",
     "QFLOWS_SCAN_TTL_SECS",
+    "QFLOWS_SCAN_RETRY_INITIAL_SECS",
+    "QFLOWS_SCAN_RETRY_MAX_SECS",
+    "QFLOWS_QSCANNER_MAX_CONCURRENT",
+    "QFLOWS_QSCANNER_REGISTRIES",
     "QFLOWS_RESULTS",
     "QFLOWS_SNS_TOPIC_ARN",
     "QFLOWS_WEBHOOK_URL",

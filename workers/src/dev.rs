@@ -182,6 +182,9 @@ pub async fn run(
     } else {
         let config = EmulatorConfig {
             scan_delay_ms: args.emulator_scan_delay_secs * 1000,
+            // There is no registry behind the dev loop: a push of any tag scans as an image
+            // Qualys could not tell the digest of (matched by its tag).
+            unknown_tags: qualys_emulator::UnknownTags::Undigested,
             ..EmulatorConfig::default()
         };
         let (username, password) = (config.username.clone(), config.password.clone());
@@ -194,6 +197,15 @@ pub async fn run(
                 )
             })?;
         running.set_cdr_findings(dev_findings());
+        // The banner's sample push, as its registry would hold it.
+        running.push_image(qualys_emulator::PushedImage {
+            registry: "111122223333.dkr.ecr.us-east-1.amazonaws.com".into(),
+            repository: "payments/api".into(),
+            tag: "1.14.2".into(),
+            digest: "sha256:3b8c6f0a5d2e9f417c3a9b0e6d1f2a7c8e4b5d6f7a8091b2c3d4e5f60718293a"
+                .into(),
+            vulnerabilities: Vec::new(),
+        });
         let gateway = running.base_url();
         emulator = Some(running);
         QualysArgs {

@@ -127,6 +127,7 @@ pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
+    crate::bench::push_all(&emulator, args.workflows + 1);
     config.bench_baseline = true;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = worker::run(config, async move {

@@ -7,7 +7,7 @@ use qflows_activities::aws::Aws;
 use qflows_activities::gate::GatePolicy;
 use qflows_activities::notify::Notifier;
 use qflows_activities::policies::CdrActivities;
-use qflows_activities::qscanner::{QScannerConfig, ScanMode};
+use qflows_activities::qscanner::{QScannerConfig, RegistryAllowlist, ScanMode};
 use qflows_activities::qualys::{Pod, Secret};
 use qflows_activities::qualys::{QualysClient, QualysConfig};
 use qflows_activities::resolve::{Resolver, ResolverSettings};
@@ -16,7 +16,7 @@ use qflows_activities::{QScannerActivities, RegistryActivities, ScanActivities};
 use qflows_workflows::DeploySensor;
 use qflows_workflows::registry::RegistryDefaults;
 use qflows_workflows::scan::model::ScanSettings;
-use qflows_workflows::{CdrToPolicy, EnsureRegistry, ImageScan, ScanOnDeploy};
+use qflows_workflows::{CdrToPolicy, EnsureRegistry, ImageScan, ScanAlert, ScanOnDeploy};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,13 +58,25 @@ pub struct ScanConfig {
     pub cross_account_role_name: Option<String>,
     /// Where Azure calls go.
     pub azure: qflows_activities::azure::AzureSettings,
-    /// The QScanner backend, when configured: binary, mode, time limit, work directory.
-    pub qscanner: Option<(
-        std::path::PathBuf,
-        ScanMode,
-        std::time::Duration,
-        std::path::PathBuf,
-    )>,
+    /// The QScanner backend, when configured.
+    pub qscanner: Option<QScannerSetup>,
+}
+
+/// The QScanner backend's configuration.
+#[derive(Debug)]
+pub struct QScannerSetup {
+    /// The binary.
+    pub binary: std::path::PathBuf,
+    /// `get-report` or `evaluate-policy`.
+    pub mode: ScanMode,
+    /// Time limit per run.
+    pub timeout: Duration,
+    /// Scratch space.
+    pub work_dir: std::path::PathBuf,
+    /// Runs at once on this worker.
+    pub max_concurrent: usize,
+    /// Where it may pull from.
+    pub registries: RegistryAllowlist,
 }
 
 impl WorkerConfig {
@@ -91,24 +103,25 @@ impl WorkerConfig {
                     arm_endpoint: scan.azure_arm_endpoint.clone(),
                     acr_endpoint: scan.azure_acr_endpoint.clone(),
                 },
-                qscanner: scan.qscanner_bin.clone().map(|bin| {
-                    let mode = match scan.qscanner_mode {
-                        QScannerMode::GetReport => ScanMode::GetReport,
-                        QScannerMode::EvaluatePolicy => ScanMode::EvaluatePolicy {
-                            policy_tags: scan.qscanner_policy_tags.clone(),
+                qscanner: match scan.qscanner_bin.clone() {
+                    None => None,
+                    Some(binary) => Some(QScannerSetup {
+                        binary,
+                        mode: match scan.qscanner_mode {
+                            QScannerMode::GetReport => ScanMode::GetReport,
+                            QScannerMode::EvaluatePolicy => ScanMode::EvaluatePolicy {
+                                policy_tags: scan.qscanner_policy_tags.clone(),
+                            },
                         },
-                    };
-                    let work = scan
-                        .qscanner_work_dir
-                        .clone()
-                        .unwrap_or_else(|| std::env::temp_dir().join("qflows-qscanner"));
-                    (
-                        bin,
-                        mode,
-                        Duration::from_secs(scan.qscanner_timeout_secs),
-                        work,
-                    )
-                }),
+                        timeout: Duration::from_secs(scan.qscanner_timeout_secs),
+                        work_dir: scan
+                            .qscanner_work_dir
+                            .clone()
+                            .unwrap_or_else(|| std::env::temp_dir().join("qflows-qscanner")),
+                        max_concurrent: scan.qscanner_max_concurrent,
+                        registries: scan.qscanner_registries()?,
+                    }),
+                },
             },
             qualys: qualys.to_config()?,
             registry: worker.registry_defaults()?,
@@ -191,36 +204,41 @@ pub async fn run(
     let notifier = Notifier::new(sns, config.scan.webhook_url.clone());
     let rescan_queue = format!("{}-rescan", config.worker.task_queue);
     let registry_queue = format!("{}-registry", config.worker.task_queue);
+    let qscanner_queue = format!("{}-qscanner", config.worker.task_queue);
     settings.rescan_task_queue = Some(rescan_queue.clone());
-    let qscanner_template = config
-        .scan
-        .qscanner
-        .map(|(binary, mode, timeout, work_dir)| {
-            let gateway = config
-                .qualys
-                .gateway
-                .as_str()
-                .trim_end_matches('/')
-                .to_string();
-            let template = QScannerConfig {
-                pod: None,
-                gateway_url: Some(gateway),
-                timeout,
-                ..QScannerConfig::new(binary, Pod::US1, Secret::new("set per scan"), work_dir)
-            };
-            (template, mode)
-        });
+    let qscanner_slots = config.scan.qscanner.as_ref().map(|q| q.max_concurrent);
+    if qscanner_slots.is_some() {
+        settings.qscanner_task_queue = Some(qscanner_queue.clone());
+    }
+    let qscanner_template = config.scan.qscanner.map(|q| {
+        let gateway = config
+            .qualys
+            .gateway
+            .as_str()
+            .trim_end_matches('/')
+            .to_string();
+        let template = QScannerConfig {
+            pod: None,
+            gateway_url: Some(gateway),
+            timeout: q.timeout,
+            ..QScannerConfig::new(q.binary, Pod::US1, Secret::new("set per scan"), q.work_dir)
+        };
+        (template, q.mode, q.registries)
+    });
     let qscanner = || {
-        qscanner_template.clone().map(|(template, mode)| {
-            QScannerActivities::new(
-                template,
-                mode,
-                qualys.clone(),
-                resolver.clone(),
-                config.scan.gate.clone(),
-                results.clone(),
-            )
-        })
+        qscanner_template
+            .clone()
+            .map(|(template, mode, registries)| {
+                QScannerActivities::new(
+                    template,
+                    mode,
+                    qualys.clone(),
+                    resolver.clone(),
+                    config.scan.gate.clone(),
+                    results.clone(),
+                    registries,
+                )
+            })
     };
     let scan = || ScanActivities {
         qualys: qualys.clone(),
@@ -240,6 +258,7 @@ pub async fn run(
         .register_workflow::<EnsureRegistry>()?
         .register_workflow::<ScanOnDeploy>()?
         .register_workflow::<ImageScan>()?
+        .register_workflow::<ScanAlert>()?
         .register_workflow::<CdrToPolicy>()?
         .register_workflow::<DeploySensor>()?
         .register_activities(registry())
@@ -278,15 +297,30 @@ pub async fn run(
         .register_activities(registry());
     let mut registry_worker = Worker::new(
         &runtime,
-        client,
+        client.clone(),
         registry_options.graceful_shutdown_period(grace).build(),
     )?;
 
-    let stops = [
+    // QScanner runs: their own queue with a fixed number of slots, so a burst of new digests
+    // waits in Temporal instead of pulling dozens of images at once into this worker.
+    let qscanner_options = WorkerOptions::new(qscanner_queue.clone())
+        .tuner(fixed_slots(qscanner_slots.unwrap_or(1)))
+        .graceful_shutdown_period(grace);
+    let qscanner_options = match qscanner() {
+        Some(q) => qscanner_options.register_activities(q),
+        None => qscanner_options,
+    };
+    let mut qscanner_worker = match qscanner_slots {
+        Some(_) => Some(Worker::new(&runtime, client, qscanner_options.build())?),
+        None => None,
+    };
+
+    let mut stops = vec![
         worker.shutdown_handle(),
         rescan_worker.shutdown_handle(),
         registry_worker.shutdown_handle(),
     ];
+    stops.extend(qscanner_worker.as_mut().map(|w| w.shutdown_handle()));
     tokio::spawn(async move {
         shutdown.await;
         info!("shutting down: finishing in-flight tasks");
@@ -298,16 +332,40 @@ pub async fn run(
         task_queue = %config.worker.task_queue,
         rescan_task_queue = %rescan_queue,
         registry_task_queue = %registry_queue,
+        qscanner_task_queue = qscanner_slots.map(|_| qscanner_queue.as_str()),
+        qscanner_max_concurrent = qscanner_slots,
         "worker started"
     );
-    // `run` is not `Send`: all three stay on this task.
-    let (deploys, rescans, registries) =
-        tokio::join!(worker.run(), rescan_worker.run(), registry_worker.run());
+    // `run` is not `Send`: all of them stay on this task.
+    let qscans = async {
+        match qscanner_worker.as_mut() {
+            Some(w) => w.run().await,
+            None => Ok(()),
+        }
+    };
+    let (deploys, rescans, registries, qscans) = tokio::join!(
+        worker.run(),
+        rescan_worker.run(),
+        registry_worker.run(),
+        qscans
+    );
     deploys?;
     rescans?;
     registries?;
+    qscans?;
     info!("worker stopped");
     Ok(())
+}
+
+/// A tuner with `activities` activity slots (and the SDK's default for the rest).
+fn fixed_slots(activities: usize) -> temporalio_sdk::runtime::worker_tuner::TunerHolder {
+    use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
+    TunerHolder::builder()
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(10))
+        .activity_task_slot_supplier(FixedSizeSlotSupplier::new(activities.max(1)))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(10))
+        .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(10))
+        .build()
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -15,8 +15,9 @@ use crate::registry::{
 };
 use crate::scan::ScanRequest;
 use crate::scan::model::{
-    CollectResults, ImageResult, ImageScanInput, NotifyRequest, QScannerScan, QualysImageState,
-    ResolvedImage, ScanSettings, StartImageScan, SubmitRegistryScan,
+    CollectResults, FindImage, ImageResult, ImageScanInput, ImageTagsRequest, NotifyRequest,
+    QScannerScan, QualysImageState, ResolvedImage, ScanSettings, StartImageScan,
+    SubmitRegistryScan, Verdict,
 };
 use temporalio_common::ActivityDefinition;
 
@@ -95,7 +96,37 @@ activity_contract!(
 );
 activity_contract!(
     /// Sends a notification (SNS, webhook) about a result; a no-op when none is configured.
+    /// (`ImageScan` runs started before per-channel alerts; new runs use [`NotifySns`] and
+    /// [`NotifyWebhook`].)
     Notify = "notify.Send": NotifyRequest => ()
+);
+activity_contract!(
+    /// Publishes an alert to the SNS topic (only that channel: a retry never resends the
+    /// webhook).
+    NotifySns = "notify.Sns": NotifyRequest => ()
+);
+activity_contract!(
+    /// Posts an alert to the webhook (only that channel).
+    NotifyWebhook = "notify.Webhook": NotifyRequest => ()
+);
+activity_contract!(
+    /// Where Qualys stands on an image, matched by its digest (the tag narrows the listing).
+    FindQualysImageByDigest = "qualys.FindImageByDigest": FindImage => QualysImageState
+);
+activity_contract!(
+    /// Waits for Qualys to finish scanning an image: each attempt polls once, and answers
+    /// "not yet" with a retryable failure, so the retry policy is the poll schedule and the
+    /// schedule-to-close timeout the scan timeout (polls add no history events).
+    AwaitQualysScan = "qualys.AwaitScan": FindImage => QualysImageState
+);
+activity_contract!(
+    /// The tags ECR holds for a digest now; `None` when the worker may not ask ECR.
+    EcrImageTags = "aws.EcrImageTags": ImageTagsRequest => Option<Vec<String>>
+);
+activity_contract!(
+    /// The verdict of a digest's last completed scan, from the results store (so verdict
+    /// changes alert correctly across entity runs); `None` when it was never scanned.
+    LastVerdict = "scan.LastVerdict": String => Option<Verdict>
 );
 
 activity_contract!(

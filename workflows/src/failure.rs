@@ -39,6 +39,11 @@ pub fn root_message(err: &ActivityExecutionError) -> String {
     }
 }
 
+/// Whether an activity ended because a timeout ran out (for a poll, the wait's deadline).
+pub fn is_timeout(err: &ActivityExecutionError) -> bool {
+    matches!(err.cause(), Some(IncomingError::Timeout(_)))
+}
+
 fn describe(cause: &IncomingError) -> (String, Option<String>) {
     match cause {
         IncomingError::Application(app) => (

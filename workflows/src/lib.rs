@@ -9,10 +9,12 @@
 //! | `EnsureRegistry` | [`ensure_registry`] |
 //! | `ScanOnDeploy` | [`scan_on_deploy`] |
 //! | `ImageScan` (one per digest) | [`image_scan`] |
+//! | `ScanAlert` (one per alert of an `ImageScan`) | [`alert`] |
 //! | `CdrToPolicy` | [`cdr_to_policy`] |
 //! | `DeploySensor` | [`deploy_sensor`] |
 //! | `BenchNoop` (benchmark baseline only) | [`bench_noop`] |
 
+pub mod alert;
 pub mod bench_noop;
 pub mod cdr;
 pub mod cdr_to_policy;
@@ -29,6 +31,7 @@ pub mod scan;
 pub mod scan_on_deploy;
 pub mod sensor;
 
+pub use alert::ScanAlert;
 pub use bench_noop::BenchNoop;
 pub use cdr_to_policy::CdrToPolicy;
 pub use deploy_sensor::DeploySensor;

@@ -17,7 +17,7 @@ use crate::options;
 use crate::scan::model::{
     DeployedAt, ImageResult, ImageScanInput, ImageStatus, ScanOnDeployOutput, StartImageScan,
 };
-use crate::scan::{Classified, classify, search};
+use crate::scan::{Classified, Rules, classify, classify_with, search};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use temporalio_macros::{workflow, workflow_methods};
@@ -27,6 +27,18 @@ use temporalio_sdk::{
 
 /// How long a deployment waits for all its images' scans.
 const WAIT_FOR_SCANS: Duration = Duration::from_secs(6 * 3600);
+
+/// Marks runs that scan an ECS task once, at RUNNING (see [`Rules`]).
+pub const TASK_RUNNING_ONLY_PATCH: &str = "scan-ecs-tasks-once-running";
+
+/// An `ECS Task State Change` of a task not yet running.
+fn is_task_before_running(event: &serde_json::Value) -> bool {
+    event["detail-type"] == "ECS Task State Change"
+        && matches!(
+            event["detail"]["lastStatus"].as_str(),
+            Some("PROVISIONING" | "PENDING" | "ACTIVATING")
+        )
+}
 
 /// The deploy-time scan of one event.
 #[workflow]
@@ -44,7 +56,18 @@ impl ScanOnDeploy {
         ctx: &mut WorkflowContext<Self>,
         event: serde_json::Value,
     ) -> WorkflowResult<ScanOnDeployOutput> {
-        let request = match classify(&event).map_err(invalid_input)? {
+        // Runs started before the task-state rule scanned every ECS task state change.
+        let mut classified = classify(&event).map_err(invalid_input)?;
+        if matches!(classified, Classified::Ignored { .. })
+            && is_task_before_running(&event)
+            && !ctx.patched(TASK_RUNNING_ONLY_PATCH)
+        {
+            let rules = Rules {
+                scan_tasks_before_running: true,
+            };
+            classified = classify_with(&event, rules).map_err(invalid_input)?;
+        }
+        let request = match classified {
             Classified::Ignored { reason } => {
                 return Ok(ScanOnDeployOutput {
                     status: "ignored".into(),
@@ -89,12 +112,14 @@ impl ScanOnDeploy {
                     digest,
                     image: image.image.clone(),
                     event_accepted_at_ms: accepted_at_ms,
+                    carried: None,
                 },
                 deployed: DeployedAt {
                     requester: ctx.workflow_id().to_string(),
                     account_id: request.account_id.clone(),
                     region: request.region.clone(),
                     source: request.source,
+                    image: Some(image.image.clone()),
                 },
             };
             ctx.execute_activity(StartImageScanEntity, start, options::retrying(120, 3600))

@@ -192,6 +192,21 @@ mod scan_events {
         let mut stopped = sample("aws-eventbridge-ecs-task-state-change.json");
         stopped["detail"]["lastStatus"] = json!("STOPPED");
         assert_eq!(ignored(&stopped), "task stopped");
+
+        // A task passes PROVISIONING, PENDING and ACTIVATING on its way to RUNNING: one scan,
+        // at RUNNING. Runs started under the first rules still scan every state.
+        for status in ["PROVISIONING", "PENDING", "ACTIVATING"] {
+            let mut early = sample("aws-eventbridge-ecs-task-state-change.json");
+            early["detail"]["lastStatus"] = json!(status);
+            assert!(ignored(&early).contains("scanned once, when it is running"));
+            let old_rules = qflows_workflows::scan::Rules {
+                scan_tasks_before_running: true,
+            };
+            assert!(matches!(
+                qflows_workflows::scan::classify_with(&early, old_rules),
+                Ok(qflows_workflows::scan::Classified::Scan(_))
+            ));
+        }
     }
 
     #[test]

@@ -92,6 +92,7 @@ mod error;
 mod exit;
 mod outcome;
 mod process;
+mod registries;
 mod report;
 
 #[cfg(test)]
@@ -104,6 +105,7 @@ pub use error::QScannerError;
 pub use exit::{ExitCodeInfo, ExitDisposition, FailureCategory, exit_code_info};
 pub use outcome::{Finding, PolicyVerdict, ScanOutcome, SecretFinding, VulnerablePackage};
 pub use process::CAPTURE_LIMIT;
+pub use registries::{DEFAULT_REGISTRIES, RegistryAllowlist};
 
 use crate::qualys::{Pod, Secret};
 use serde::{Deserialize, Serialize};

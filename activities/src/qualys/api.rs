@@ -157,7 +157,7 @@ impl QualysClient {
             "registryUri:{}",
             qql_quote(registry_uri.trim().trim_end_matches('/'))
         );
-        let registries = self.cs_list(REGISTRY, Some(&filter), matches).await?;
+        let registries = self.cs_list(REGISTRY, Some(&filter), None, matches).await?;
         Ok(registries.into_iter().find(matches))
     }
 
@@ -193,11 +193,23 @@ impl QualysClient {
         ))
     }
 
-    /// Every image of a repository (`GET /csapi/v1.3/images?filter=repo.repository:"…"`, all
-    /// pages).
-    pub async fn find_images_by_repo(&self, repository: &str) -> Result<Vec<Image>, QualysError> {
-        let filter = format!("repo.repository:{}", qql_quote(repository.trim()));
-        self.cs_list(IMAGES, Some(&filter), |_: &Image| false).await
+    /// Images of a repository, newest first (`GET /csapi/v1.3/images?filter=repo.repository:"…"
+    /// [and repo.tag:"…"]&sort=created:desc`), narrowed to one tag when `tag` is given, read
+    /// page by page until `found` is true for an image of the page (or the listing ends).
+    /// With a tag, the listing holds the images that carried it (normally one or two), not the
+    /// whole repository: calls per lookup do not grow with the repository.
+    pub async fn find_images(
+        &self,
+        repository: &str,
+        tag: Option<&str>,
+        found: impl FnMut(&Image) -> bool,
+    ) -> Result<Vec<Image>, QualysError> {
+        let mut filter = format!("repo.repository:{}", qql_quote(repository.trim()));
+        if let Some(tag) = tag {
+            filter.push_str(&format!(" and repo.tag:{}", qql_quote(tag.trim())));
+        }
+        self.cs_list(IMAGES, Some(&filter), Some("created:desc"), found)
+            .await
     }
 
     /// An image by SHA (`GET /csapi/v1.3/images/{sha}`); `None` while Qualys does not know it
@@ -249,7 +261,7 @@ impl QualysClient {
 
     /// Every sensor (`GET /csapi/v1.3/sensors`, all pages).
     pub async fn sensors(&self) -> Result<Vec<Sensor>, QualysError> {
-        self.cs_list(SENSORS, None, |_: &Sensor| false).await
+        self.cs_list(SENSORS, None, None, |_: &Sensor| false).await
     }
 
     /// CDR findings (`GET /cdr-api/rest/v1/findings/`, all pages by `offSet`/`limit`).

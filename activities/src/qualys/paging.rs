@@ -73,12 +73,13 @@ impl QualysClient {
             .collect()
     }
 
-    /// All items of a csapi listing (`filter` is a QQL filter), stopping early once `found`
-    /// is true for an item.
+    /// All items of a csapi listing (`filter` is a QQL filter, `sort` a sort token such as
+    /// `created:desc`), stopping early after the page where `found` is true for an item.
     pub(crate) async fn cs_list<T: DeserializeOwned>(
         &self,
         template: &'static str,
         filter: Option<&str>,
+        sort: Option<&str>,
         mut found: impl FnMut(&T) -> bool,
     ) -> Result<Vec<T>, QualysError> {
         let page_size = self.config().page_size;
@@ -89,6 +90,9 @@ impl QualysClient {
             let mut call = Call::get(template, &[]);
             if let Some(filter) = filter {
                 call = call.query("filter", filter);
+            }
+            if let Some(sort) = sort {
+                call = call.query("sort", sort);
             }
             let call = call
                 .query(&page_param, page.to_string())

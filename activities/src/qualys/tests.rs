@@ -395,7 +395,10 @@ async fn images_by_repo_read_every_page() {
     let mut cfg = password_config(&server);
     cfg.page_size = 2;
     let qualys = client(cfg);
-    let images = qualys.find_images_by_repo("payments-api").await.unwrap();
+    let images = qualys
+        .find_images("payments-api", None, |_| false)
+        .await
+        .unwrap();
     assert_eq!(images.len(), 5);
     assert_eq!(
         images[4].repo[0].repository.as_deref(),
@@ -408,6 +411,36 @@ async fn images_by_repo_read_every_page() {
         Some(r#"repo.repository:"payments-api""#)
     );
     assert_eq!(api[2].param("pageNumber").as_deref(), Some("3"));
+}
+
+#[tokio::test]
+async fn images_by_tag_are_narrowed_sorted_and_stop_at_the_first_match() {
+    let server = TestServer::start(with_login(|req| {
+        let page: u32 = req.param("pageNumber").unwrap().parse().unwrap();
+        let img = |i: u32| image_json(&format!("{:064x}", i), "payments-api");
+        match page {
+            1 => Reply::json(200, json!({"data": [img(1), img(2)], "count": 9})),
+            2 => Reply::json(200, json!({"data": [img(3), img(4)], "count": 9})),
+            _ => panic!("read past the page with the match"),
+        }
+    }))
+    .await;
+    let mut cfg = password_config(&server);
+    cfg.page_size = 2;
+    let qualys = client(cfg);
+    let wanted = format!("{:064x}", 3);
+    let images = qualys
+        .find_images("payments-api", Some("1.0"), |i| i.sha == wanted)
+        .await
+        .unwrap();
+    assert_eq!(images.len(), 4);
+    let api = server.api_requests();
+    assert_eq!(api.len(), 2, "stopped after the page holding the match");
+    assert_eq!(
+        api[0].param("filter").as_deref(),
+        Some(r#"repo.repository:"payments-api" and repo.tag:"1.0""#)
+    );
+    assert_eq!(api[0].param("sort").as_deref(), Some("created:desc"));
 }
 
 #[tokio::test]
@@ -782,10 +815,16 @@ async fn malformed_and_truncated_bodies() {
     }))
     .await;
     let qualys = client(password_config(&server));
-    let err = qualys.find_images_by_repo("nginx").await.unwrap_err();
+    let err = qualys
+        .find_images("nginx", None, |_| false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, QualysError::Decode { .. }), "{err:?}");
     assert!(err.is_retryable());
-    let err = qualys.find_images_by_repo("nginx").await.unwrap_err();
+    let err = qualys
+        .find_images("nginx", None, |_| false)
+        .await
+        .unwrap_err();
     assert!(
         matches!(
             err,

@@ -496,6 +496,12 @@ pub struct Image {
 }
 
 impl Image {
+    /// When Qualys last finished scanning it, epoch milliseconds (`lastScanned` of the image
+    /// details, else `updated`); a rescan is done once this moves past the previous value.
+    pub fn last_scanned_ms(&self) -> Option<u64> {
+        peek(&self.extra, &["lastScanned", "updated"], as_u64)
+    }
+
     fn from_object(mut m: Map<String, Value>) -> Result<Self, String> {
         Ok(Self {
             sha: take(&mut m, &["sha"], as_string).ok_or("no sha")?,

@@ -367,6 +367,29 @@ impl TestEnv {
     pub fn worker(&self) -> WorkerBuilder {
         WorkerBuilder::new(&self.temporal, &self.qualys)
     }
+
+    /// Tells the emulated registry what an `ECR Image Action` push event pushed (tag → digest),
+    /// as ECR would hold it: Qualys scans what the registry holds under the tag.
+    pub fn pushed(&self, event: &serde_json::Value) {
+        push_to_emulator(&self.qualys, event);
+    }
+}
+
+/// See [`TestEnv::pushed`].
+pub fn push_to_emulator(qualys: &RunningEmulator, event: &serde_json::Value) {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    let detail = &event["detail"];
+    qualys.push_image(qualys_emulator::PushedImage {
+        registry: format!(
+            "{}.dkr.ecr.{}.amazonaws.com",
+            text(&event["account"]),
+            text(&event["region"])
+        ),
+        repository: text(&detail["repository-name"]),
+        tag: text(&detail["image-tag"]),
+        digest: text(&detail["image-digest"]),
+        vulnerabilities: Vec::new(),
+    });
 }
 
 /// Starts `EnsureRegistry` under its canonical ID (attaching to a running one) and waits for it.

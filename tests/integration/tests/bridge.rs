@@ -109,6 +109,7 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
 
     // An ECR push: started under its event id, scanned by the worker.
     let push = sample("ecr-image-action-push.json");
+    env.pushed(&push);
     let (status, body) = send.post("/events/aws", &push).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let push_id = "deploy-aws-4f5ec4d5-4b53-1a8c-7e2b-6a1f2d3c9e01";

@@ -35,6 +35,7 @@ async fn an_ecr_push_is_scanned_gated_and_stored() -> anyhow::Result<()> {
     })
     .await?;
     let worker = fast_scans(&env).start(&env.dir).await?;
+    env.pushed(&push_event());
     let out = scan_on_deploy(&env.client, &worker.task_queue, "push-1", push_event())
         .await
         .unwrap();
@@ -157,6 +158,7 @@ async fn concurrent_events_for_one_digest_cause_one_scan_and_one_alert() -> anyh
         .env("QFLOWS_WEBHOOK_URL", Some(&hook.url))
         .start(&env.dir)
         .await?;
+    env.pushed(&push_event());
     let (client, task_queue) = (&env.client, &worker.task_queue);
     let runs = (0..25).map(|i| async move {
         let mut event = push_event();
@@ -257,6 +259,7 @@ async fn a_worker_killed_while_scans_poll_loses_nothing_and_submits_nothing_twic
             event["id"] = json!(format!("kill-{i}"));
             event["detail"]["repository-name"] = json!(format!("team/app-{}", i % 5));
             event["detail"]["image-digest"] = json!(format!("sha256:{:064x}", i % 5 + 1));
+            env.pushed(&event);
             event
         })
         .collect();
@@ -303,15 +306,34 @@ async fn non_ecr_images_are_scanned_by_qscanner_when_configured() -> anyhow::Res
     );
     let worker = fast_scans(&env)
         .env("QFLOWS_QSCANNER_BIN", Some(standin.to_str().unwrap()))
+        .env(
+            "QFLOWS_QSCANNER_REGISTRIES",
+            Some("ecr,acr,docker.io,ghcr.io"),
+        )
         .start(&env.dir)
         .await?;
     let digest = format!("sha256:{}", "c".repeat(64));
-    let event =
-        json!({"images": [format!("ghcr.io/acme/vulnerable-app:2.0@{digest}"), "nginx:1.25"]});
+    // An event may name any host: QScanner pulls only from the registries it is allowed.
+    let metadata = format!("169.254.169.254/latest/meta-data@sha256:{}", "d".repeat(64));
+    let event = json!({"images": [
+        format!("ghcr.io/acme/vulnerable-app:2.0@{digest}"),
+        "nginx:1.25",
+        metadata,
+    ]});
     let out = scan_on_deploy(&env.client, &worker.task_queue, "qscan-1", event)
         .await
         .unwrap();
-    assert_eq!(out.images.len(), 2);
+    assert_eq!(out.images.len(), 3);
+    let refused = &out.images[2];
+    assert_eq!(refused.status, ImageStatus::Skipped, "{refused:?}");
+    assert!(
+        refused
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("local or internal address"),
+        "{refused:?}"
+    );
     let scanned = &out.images[0];
     assert_eq!(scanned.status, ImageStatus::Scanned, "{scanned:?}");
     assert_eq!(scanned.backend.as_deref(), Some("qscanner"));

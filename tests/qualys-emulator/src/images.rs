@@ -132,7 +132,10 @@ pub(crate) fn list_images(shared: &Shared, q: &Query) -> Reply {
         })
         .collect();
     matching.sort_by(|a, b| {
-        let order = a.created_ms.cmp(&b.created_ms).then_with(|| a.sha.cmp(&b.sha));
+        let order = a
+            .created_ms
+            .cmp(&b.created_ms)
+            .then_with(|| a.sha.cmp(&b.sha));
         if newest_first { order.reverse() } else { order }
     });
     let data: Vec<Value> = http::page_of(&matching, page, size)

@@ -402,7 +402,10 @@ impl World {
         let now = Instant::now();
         let start_ms = now_ms();
         let tag = Some(tag.to_string()).filter(|t| !t.is_empty());
-        let digest = match tag.as_deref().and_then(|t| self.tag_digest(registry, repository, t)) {
+        let digest = match tag
+            .as_deref()
+            .and_then(|t| self.tag_digest(registry, repository, t))
+        {
             Some(d) => Some(d.to_string()),
             None if self.unknown_tags == UnknownTags::Undigested => None,
             None => return ScanStart::NoSuchTag,
@@ -441,7 +444,10 @@ impl World {
                 self.images.len() - 1
             }
         };
-        let known_vulns = digest.as_ref().and_then(|d| self.digest_vulns.get(d)).cloned();
+        let known_vulns = digest
+            .as_ref()
+            .and_then(|d| self.digest_vulns.get(d))
+            .cloned();
         let image = &mut self.images[index];
         image.add_tag(registry, repository, tag.as_deref());
         let done_ms = start_ms + delay.as_millis() as u64;
@@ -531,7 +537,13 @@ mod tests {
             "the registry holds no v1"
         );
         assert!(w.images.is_empty());
-        w.push("r.example", "app", "v1", &format!("sha256:{D1}"), Vec::new());
+        w.push(
+            "r.example",
+            "app",
+            "v1",
+            &format!("sha256:{D1}"),
+            Vec::new(),
+        );
         assert_eq!(
             w.scan("r.example", "app", "v1", Duration::from_millis(200), false),
             ScanStart::New
@@ -566,25 +578,51 @@ mod tests {
         let mut w = World::default();
         w.push("r.example", "app", "latest", D1, Vec::new());
         w.scan("r.example", "app", "latest", Duration::ZERO, false);
-        w.push("r.example", "app", "latest", D2, vec![serde_json::json!({"severity": 5})]);
+        w.push(
+            "r.example",
+            "app",
+            "latest",
+            D2,
+            vec![serde_json::json!({"severity": 5})],
+        );
         assert_eq!(
             w.scan("r.example", "app", "latest", Duration::ZERO, false),
             ScanStart::New
         );
         assert_eq!(w.images.len(), 2);
-        assert!(w.images.iter().all(|i| i.is("r.example", "app", Some("latest"))));
-        let new = w.images.iter().find(|i| i.has_digest("r.example", "app", D2)).unwrap();
+        assert!(
+            w.images
+                .iter()
+                .all(|i| i.is("r.example", "app", Some("latest")))
+        );
+        let new = w
+            .images
+            .iter()
+            .find(|i| i.has_digest("r.example", "app", D2))
+            .unwrap();
         assert_eq!(new.vulns.len(), 1);
     }
 
     #[test]
     fn a_forced_rescan_shows_the_old_scan_until_it_completes() {
         let mut w = World::default();
-        w.push("r.example", "app", "v1", D1, vec![serde_json::json!({"severity": 1})]);
+        w.push(
+            "r.example",
+            "app",
+            "v1",
+            D1,
+            vec![serde_json::json!({"severity": 1})],
+        );
         w.scan("r.example", "app", "v1", Duration::ZERO, false);
         let first = w.images[0].scanned_ms;
         // The knowledge base learns of a critical vulnerability.
-        w.push("r.example", "app", "v1", D1, vec![serde_json::json!({"severity": 5})]);
+        w.push(
+            "r.example",
+            "app",
+            "v1",
+            D1,
+            vec![serde_json::json!({"severity": 5})],
+        );
         assert_eq!(
             w.scan("r.example", "app", "v1", Duration::from_millis(300), true),
             ScanStart::Rescan

@@ -769,7 +769,10 @@ async fn a_moved_tag_and_a_forced_rescan_answer_as_qualys_does() {
     assert_eq!(d2_scanned["vulnerabilities"]["severity5Count"], 1);
     let newest_first = list(Some("created:desc")).await;
     assert_eq!(newest_first["count"], 2, "both records list the tag");
-    assert_eq!(newest_first["data"][0]["repoDigests"][0]["digest"], json!(d2));
+    assert_eq!(
+        newest_first["data"][0]["repoDigests"][0]["digest"],
+        json!(d2)
+    );
     let unsorted = list(None).await;
     assert_eq!(
         unsorted["data"][0]["repoDigests"][0]["digest"],
@@ -792,7 +795,11 @@ async fn a_moved_tag_and_a_forced_rescan_answer_as_qualys_does() {
     .await;
     assert_eq!(after["vulnerabilities"]["severity4Count"], 1);
     let stats = env.qualys.stats();
-    assert_eq!((stats.image_scans, stats.image_rescans), (2, 1), "{stats:?}");
+    assert_eq!(
+        (stats.image_scans, stats.image_rescans),
+        (2, 1),
+        "{stats:?}"
+    );
 }
 
 #[tokio::test]

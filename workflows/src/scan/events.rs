@@ -137,12 +137,26 @@ const SUPPORTED: &str = "`ECR Image Action` and `ECR Replication Action` (source
                          ECR PutImage and ECS RegisterTaskDefinition, RunTask, StartTask, \
                          CreateService, UpdateService and CreateTaskSet";
 
+/// Rules of [`classify_with`] that changed over time: a workflow run replays with the rules it
+/// started under.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rules {
+    /// Scan `ECS Task State Change` events before the task is `RUNNING` too (PROVISIONING,
+    /// PENDING, ACTIVATING), as qflows did at first. Off: each task is scanned once, at RUNNING.
+    pub scan_tasks_before_running: bool,
+}
+
 /// Reads a deploy event and says what it asks to scan.
 ///
 /// Accepts an EventBridge event (see the [module](self) table) or the manual form
 /// `{"images": ["<ref>", …], "account"?: "<12 digits>", "region"?: "<region>"}`. Unknown or
 /// malformed events are an [`InputError`] naming the offending JSON path.
 pub fn classify(event: &Value) -> Result<Classified, InputError> {
+    classify_with(event, Rules::default())
+}
+
+/// [`classify`] under older [`Rules`].
+pub fn classify_with(event: &Value, rules: Rules) -> Result<Classified, InputError> {
     let Value::Object(obj) = event else {
         let hint = if event.is_array() {
             " (an Event Grid delivery is an array: give its events one at a time, as `qflows bridge` does)"
@@ -160,7 +174,7 @@ pub fn classify(event: &Value) -> Result<Classified, InputError> {
         .iter()
         .any(|k| obj.contains_key(*k))
     {
-        eventbridge(&At::root(event))
+        eventbridge(&At::root(event), rules)
     } else if obj.contains_key("images") {
         manual(event)
     } else {
@@ -171,7 +185,7 @@ pub fn classify(event: &Value) -> Result<Classified, InputError> {
     }
 }
 
-fn eventbridge(root: &At) -> Result<Classified, InputError> {
+fn eventbridge(root: &At, rules: Rules) -> Result<Classified, InputError> {
     let source = root.key("source")?.str()?;
     let detail_type = root.key("detail-type")?.str()?;
     let detail = root.key("detail")?;
@@ -192,7 +206,7 @@ fn eventbridge(root: &At) -> Result<Classified, InputError> {
         ("aws.ecr", "ECR Pull Through Cache Action") => {
             ignored("ECR Pull Through Cache Action: a cache sync, not a push")
         }
-        ("aws.ecs", "ECS Task State Change") => task_state_change(root, &detail, id),
+        ("aws.ecs", "ECS Task State Change") => task_state_change(root, &detail, id, rules),
         (
             "aws.ecs",
             "ECS Container Instance State Change"
@@ -241,14 +255,25 @@ fn ecr_action(
     request.finish(detail)
 }
 
-/// Native `ECS Task State Change`.
-fn task_state_change(root: &At, detail: &At, id: Option<&str>) -> Result<Classified, InputError> {
+/// Native `ECS Task State Change`. A task sends one per state on its way to RUNNING; only the
+/// RUNNING one is a deployment to scan (with the digests the containers run).
+fn task_state_change(
+    root: &At,
+    detail: &At,
+    id: Option<&str>,
+    rules: Rules,
+) -> Result<Classified, InputError> {
     let status = detail.key("lastStatus")?.str()?;
-    if !matches!(
-        status,
-        "PROVISIONING" | "PENDING" | "ACTIVATING" | "RUNNING"
-    ) {
-        return ignored(format!("task {}", status.to_ascii_lowercase()));
+    match status {
+        "RUNNING" => {}
+        "PROVISIONING" | "PENDING" | "ACTIVATING" if rules.scan_tasks_before_running => {}
+        "PROVISIONING" | "PENDING" | "ACTIVATING" => {
+            return ignored(format!(
+                "task {}: scanned once, when it is running",
+                status.to_ascii_lowercase()
+            ));
+        }
+        _ => return ignored(format!("task {}", status.to_ascii_lowercase())),
     }
     let (account, region) = envelope_owner(root)?;
     let mut request = Builder::new(

@@ -17,5 +17,7 @@ pub mod image_ref;
 pub mod model;
 pub mod search;
 
-pub use events::{Classified, EcsServiceRef, EventSource, ScanRequest, classify};
+pub use events::{
+    Classified, EcsServiceRef, EventSource, Rules, ScanRequest, classify, classify_with,
+};
 pub use image_ref::{ImageRef, ImageRefError, RegistryKind};

@@ -125,6 +125,9 @@ pub struct ImageScanInput {
     /// event→submitted latency from it; rescans and older histories have none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_accepted_at_ms: Option<u64>,
+    /// What the previous run knew, when this run continues it (set by the workflow itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried: Option<Box<crate::image_scan::Entity>>,
 }
 
 /// "This image was deployed here too": the signal that attaches a deployment to an `ImageScan`.
@@ -141,6 +144,10 @@ pub struct DeployedAt {
     pub region: Option<String>,
     /// The kind of deployment event.
     pub source: EventSource,
+    /// The reference this deployment used (the entity keeps the references it has seen and
+    /// scans by one the backend can use).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageRef>,
 }
 
 /// Request to start (or signal) the `ImageScan` entity for a digest.
@@ -190,10 +197,67 @@ pub struct ScanSettings {
     /// slots; `None`: rescans share the deploy-time queue.
     #[serde(default)]
     pub rescan_task_queue: Option<String>,
+    /// Task queue for QScanner runs (`<task queue>-qscanner`), served with at most
+    /// `QFLOWS_QSCANNER_MAX_CONCURRENT` runs per worker: the others wait in Temporal.
+    #[serde(default)]
+    pub qscanner_task_queue: Option<String>,
+    /// First retry of a failed, timed-out or skipped scan, in seconds (doubling each time).
+    #[serde(default = "default_retry_initial")]
+    pub retry_initial_secs: u64,
+    /// Longest wait between retries.
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
+    /// Alerts go to SNS.
+    #[serde(default)]
+    pub alert_sns: bool,
+    /// Alerts go to the webhook.
+    #[serde(default)]
+    pub alert_webhook: bool,
 }
 
 fn yes() -> bool {
     true
+}
+
+fn default_retry_initial() -> u64 {
+    300
+}
+
+fn default_retry_max() -> u64 {
+    6 * 3600
+}
+
+impl ScanSettings {
+    /// The defaults of `qflows worker`, for an entity that cannot read its worker's settings.
+    pub fn fallback() -> Self {
+        ScanSettings {
+            poll_initial_secs: 10,
+            poll_max_secs: 120,
+            scan_timeout_secs: 3600,
+            ttl_secs: 7 * 24 * 3600,
+            registry_for_ecr: true,
+            qscanner_available: false,
+            qscanner_timeout_secs: 600,
+            search_attributes: false,
+            unscanned_verdict: Some(Verdict::Audit),
+            rescan_task_queue: None,
+            qscanner_task_queue: None,
+            retry_initial_secs: default_retry_initial(),
+            retry_max_secs: default_retry_max(),
+            alert_sns: false,
+            alert_webhook: false,
+        }
+    }
+
+    /// How long to wait before retrying after `failures` failed attempts in a row: the first
+    /// retry after `retry_initial_secs`, doubling up to `retry_max_secs`.
+    pub fn retry_after_secs(&self, failures: u32) -> u64 {
+        let doublings = failures.saturating_sub(1).min(32);
+        self.retry_initial_secs
+            .max(1)
+            .saturating_mul(1u64 << doublings)
+            .min(self.retry_max_secs.max(1))
+    }
 }
 
 /// Scan an image with QScanner.
@@ -221,7 +285,35 @@ pub enum QualysImageState {
     Scanned {
         /// Qualys image id.
         sha: String,
+        /// When Qualys finished that scan (its `lastScanned`, epoch ms), when it says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scanned_ms: Option<u64>,
     },
+}
+
+/// Look an image up in Qualys by its digest, through the tag a registry scan selects it by.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FindImage {
+    /// The manifest digest: a record is this image only if it lists this digest (or, listing
+    /// no digest at all, carries the tag and no other record lists the tag with a digest).
+    pub digest: String,
+    /// The reference scanned (registry host, repository and tag).
+    pub image: ImageRef,
+    /// Only a scan Qualys finished after this (its own `lastScanned`, epoch ms) counts: a
+    /// rescan waits for the new scan instead of reading the old one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newer_than_ms: Option<u64>,
+}
+
+/// Which tags ECR holds for a digest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageTagsRequest {
+    /// An ECR reference of the image (registry and repository are used).
+    pub image: ImageRef,
+    /// The manifest digest.
+    pub digest: String,
 }
 
 /// Submit an on-demand registry scan for one repository and tag.

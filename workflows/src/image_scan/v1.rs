@@ -1,14 +1,11 @@
-//! `ImageScan`: the one workflow per image digest (ID `scan-<digest>`).
-//!
-//! Every deployment of a digest signals this entity (`deployed`) instead of scanning again, so any
-//! number of concurrent events for one digest cause exactly one Qualys scan. The entity scans,
-//! answers every deployment with the result, keeps the result fresh for its TTL (answering later
-//! deployments at once), and rescans when asked or when the TTL ends while the image is still
-//! being deployed. An image nobody deployed during a TTL is let go: the workflow completes.
+//! The first design of `ImageScan`, kept so that entities started before the current one (see
+//! the parent module) replay and finish: it scans once per TTL, matches Qualys records by tag as
+//! well as digest, and never continues as new. At the end of its next hold period such an
+//! entity hands over to the current design ([`super::HANDOVER_PATCH`]), so this code runs for
+//! at most one TTL after an upgrade. Delete it (and the patch check in the parent) once no
+//! history older than that is left.
 
-// `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
-#![allow(missing_docs)]
-
+use super::ImageScan;
 use crate::clock::rfc3339;
 use crate::contracts::{
     CollectScanResults, EnsureRegistryShared, FindQualysImage, GetScanSettings, Notify, QScanImage,
@@ -25,102 +22,60 @@ use crate::scan::{RegistryKind, search};
 use crate::scan_on_deploy::ScanOnDeploy;
 use std::time::Duration;
 use temporalio_common::RetryPolicy;
-use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, SignalWorkflowOptions,
-    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowContext, WorkflowResult,
 };
 
-/// The per-digest entity.
-#[workflow]
-pub struct ImageScan {
-    input: ImageScanInput,
-    /// Deployments waiting for the result.
-    waiting: Vec<DeployedAt>,
-    /// Deployments seen since the last scan.
-    deployments: u64,
-    latest: Option<ImageResult>,
-    rescan: bool,
-}
-
-#[workflow_methods]
-impl ImageScan {
-    #[init]
-    pub fn new(_ctx: &WorkflowContextView, input: ImageScanInput) -> Self {
-        Self {
-            input,
-            waiting: Vec::new(),
-            deployments: 0,
-            latest: None,
-            rescan: false,
+/// Scans, answers deployments, holds the result for its TTL, rescans while deployed; at the end
+/// of a hold period it hands over to the current design (continue-as-new) instead of scanning
+/// again in this one.
+pub(super) async fn run(ctx: &mut WorkflowContext<ImageScan>) -> WorkflowResult<ImageResult> {
+    let settings = ctx
+        .execute_activity(GetScanSettings, (), options::retrying(120, 3600))
+        .await?;
+    let mut is_rescan = false;
+    loop {
+        ctx.state_mut(|s| {
+            s.deployments = 0;
+            s.rescan = false;
+        });
+        let result = scan(ctx, &settings, is_rescan).await;
+        is_rescan = true;
+        if settings.search_attributes {
+            ctx.upsert_search_attributes(search::updates(std::slice::from_ref(&result), None));
         }
-    }
+        let previous = ctx.state_mut(|s| {
+            let previous = s.latest.as_ref().and_then(|r| r.verdict);
+            s.latest = Some(result.clone());
+            previous
+        });
+        let first_deployment = ctx.state(|s| s.waiting.first().cloned());
+        answer_waiting(ctx).await;
+        notify_if_changed(ctx, &result, previous, first_deployment).await;
 
-    /// Scans, answers deployments, holds the result for its TTL, rescans while deployed.
-    #[run(name = "ImageScan")]
-    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ImageResult> {
-        let settings = ctx
-            .execute_activity(GetScanSettings, (), options::retrying(120, 3600))
-            .await?;
-        let mut is_rescan = false;
+        // Hold the result for its TTL, answering deployments as they arrive.
+        let timers = ctx.clone();
+        let ttl = timers.timer(Duration::from_secs(settings.ttl_secs));
+        futures::pin_mut!(ttl);
         loop {
-            ctx.state_mut(|s| {
-                s.deployments = 0;
-                s.rescan = false;
-            });
-            let result = scan(ctx, &settings, is_rescan).await;
-            is_rescan = true;
-            if settings.search_attributes {
-                ctx.upsert_search_attributes(search::updates(std::slice::from_ref(&result), None));
-            }
-            let previous = ctx.state_mut(|s| {
-                let previous = s.latest.as_ref().and_then(|r| r.verdict);
-                s.latest = Some(result.clone());
-                previous
-            });
-            let first_deployment = ctx.state(|s| s.waiting.first().cloned());
-            answer_waiting(ctx).await;
-            notify_if_changed(ctx, &result, previous, first_deployment).await;
-
-            // Hold the result for its TTL, answering deployments as they arrive.
-            let timers = ctx.clone();
-            let ttl = timers.timer(Duration::from_secs(settings.ttl_secs));
-            futures::pin_mut!(ttl);
-            loop {
-                temporalio_sdk::workflows::select! {
-                    _ = &mut ttl => break,
-                    _ = ctx.wait_condition(|s: &Self| !s.waiting.is_empty() || s.rescan) => {
-                        answer_waiting(ctx).await;
-                        if ctx.state(|s| s.rescan) {
-                            break;
-                        }
+            temporalio_sdk::workflows::select! {
+                _ = &mut ttl => break,
+                _ = ctx.wait_condition(|s: &ImageScan| !s.waiting.is_empty() || s.rescan) => {
+                    answer_waiting(ctx).await;
+                    if ctx.state(|s| s.rescan) {
+                        break;
                     }
                 }
             }
-            let still_deployed = ctx.state(|s| s.rescan || s.deployments > 0);
-            if !still_deployed {
-                return Ok(result);
-            }
         }
-    }
-
-    /// A deployment of this digest wants the result.
-    #[signal(name = "deployed")]
-    pub fn deployed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, at: DeployedAt) {
-        self.deployments += 1;
-        self.waiting.push(at);
-    }
-
-    /// Scan again now (e.g. after a Qualys knowledge-base update).
-    #[signal(name = "rescan")]
-    pub fn request_rescan(&mut self, _ctx: &mut SyncWorkflowContext<Self>, _reason: String) {
-        self.rescan = true;
-    }
-
-    /// The latest result, if a scan has finished.
-    #[query(name = "result")]
-    pub fn result(&self, _ctx: &WorkflowContextView) -> Option<ImageResult> {
-        self.latest.clone()
+        let still_deployed = ctx.state(|s| s.rescan || s.deployments > 0);
+        if !still_deployed {
+            return Ok(result);
+        }
+        if ctx.patched(super::HANDOVER_PATCH) {
+            return super::hand_over_from_v1(ctx);
+        }
     }
 }
 
@@ -273,7 +228,7 @@ async fn registry_scan(
                 .await?;
         }
     }
-    let QualysImageState::Scanned { sha } = state else {
+    let QualysImageState::Scanned { sha, .. } = state else {
         unreachable!("the loop ends only on Scanned")
     };
     let collect = CollectResults {

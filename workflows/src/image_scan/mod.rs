@@ -1,0 +1,380 @@
+//! `ImageScan`: the one workflow per image digest (ID `scan-<digest>`), for as long as the image
+//! is deployed.
+//!
+//! Every deployment of a digest signals this entity (`deployed`) instead of scanning again, so
+//! any number of concurrent events for one digest cause one Qualys scan. The entity loops:
+//!
+//! 1. **Scan** when it has no result yet, when asked (`rescan`), when its result's TTL ends while
+//!    the image is still being deployed, or when a retry of a failure is due. Settings are read
+//!    anew for every attempt. The digest is the identity: a registry scan selects the image by a
+//!    tag ECR says the digest has *now*, Qualys' record must list the digest, and a rescan
+//!    submits a new scan (`forceScan`) and waits for a newer one. Images Qualys cannot scan from
+//!    the registry go to QScanner (on its own, bounded task queue).
+//! 2. **Answer** every waiting deployment, concurrently, with the result on hand — also a
+//!    failure (deploys never hang), but a failure is not kept as a verdict: it is retried with
+//!    backoff, and a new deployment tries again at once.
+//! 3. **Alert** (a `ScanAlert` child per alert, one activity per channel) when the verdict of a
+//!    completed scan differs from the last one, secrets appear, or a failure streak starts.
+//! 4. **Hold** the result for its TTL, answering deployments as they arrive.
+//! 5. **Continue as new** before the history grows large (the server's suggestion, or
+//!    [`HISTORY_EVENTS_PER_RUN`] / [`SIGNALS_PER_RUN`]), carrying its whole [`Entity`] state —
+//!    including deployments still waiting and a registry scan still under way — so nothing is
+//!    lost across the hand-over. It ends once nobody deployed the image for a whole TTL.
+//!
+//! Entities started before this design run [`v1`] until the end of their hold period, then hand
+//! over to it.
+
+// `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
+#![allow(missing_docs)]
+
+mod attempt;
+pub mod entity;
+mod v1;
+
+pub use entity::{Entity, InFlight, Next};
+
+use crate::alert::{AlertInput, ScanAlert};
+use crate::contracts::LastVerdict;
+use crate::options;
+use crate::scan::model::{DeployedAt, ImageResult, ImageScanInput, NotifyRequest, ScanSettings};
+use crate::scan_on_deploy::ScanOnDeploy;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use temporalio_macros::{workflow, workflow_methods};
+use temporalio_sdk::{
+    CancellableFuture, ChildWorkflowOptions, ContinueAsNewOptions, ParentClosePolicy,
+    SignalWorkflowOptions, SyncWorkflowContext, TimerResult, WorkflowContext, WorkflowContextView,
+    WorkflowResult, WorkflowTermination,
+};
+
+/// Marks runs of the current design (histories without it run [`v1`]).
+pub const DESIGN_PATCH: &str = "image-scan-bounded-entity";
+/// Marks a [`v1`] run that handed over to the current design instead of rescanning itself.
+pub const HANDOVER_PATCH: &str = "image-scan-hand-over-from-v1";
+
+/// A run continues as new once its history reaches this many events (Temporal warns at
+/// 10,240 and terminates at 51,200), unless the server suggested it earlier.
+pub const HISTORY_EVENTS_PER_RUN: u32 = 4_000;
+/// ... or once it received this many signals (Temporal refuses more than 10,000 per run).
+pub const SIGNALS_PER_RUN: u64 = 1_000;
+/// A QScanner run is not interrupted for continue-as-new (it would run again) unless the
+/// history reaches this many events.
+pub const HISTORY_EVENTS_HARD_LIMIT: u32 = 8_000;
+/// Waiting deployments answered per batch of concurrent signals (Temporal allows 2,000
+/// pending outgoing signals per workflow).
+const ANSWER_BATCH: usize = 200;
+
+/// The per-digest entity.
+#[workflow]
+pub struct ImageScan {
+    input: ImageScanInput,
+    /// Deployments that signalled and are not yet taken in (the current design moves them into
+    /// [`Entity`]; [`v1`] answers them from here).
+    waiting: Vec<DeployedAt>,
+    /// [`v1`]: deployments seen since its last scan.
+    deployments: u64,
+    /// [`v1`]: its latest result.
+    latest: Option<ImageResult>,
+    /// A `rescan` signal arrived and was not taken in yet.
+    rescan: bool,
+    /// The reason of the last `rescan` signal.
+    rescan_reason: Option<String>,
+    /// Signals this run received.
+    signals: u64,
+    /// This run follows the current design.
+    current: bool,
+    /// The current design's state.
+    entity: Entity,
+}
+
+#[workflow_methods]
+impl ImageScan {
+    #[init]
+    pub fn new(_ctx: &WorkflowContextView, input: ImageScanInput) -> Self {
+        Self {
+            input,
+            waiting: Vec::new(),
+            deployments: 0,
+            latest: None,
+            rescan: false,
+            rescan_reason: None,
+            signals: 0,
+            current: false,
+            entity: Entity::default(),
+        }
+    }
+
+    /// Scans, answers deployments, alerts on changes, holds the result, continues as new.
+    #[run(name = "ImageScan")]
+    pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ImageResult> {
+        if !ctx.patched(DESIGN_PATCH) {
+            return v1::run(ctx).await;
+        }
+        let input = ctx.state(|s| s.input.clone());
+        let now = now_secs(ctx);
+        ctx.state_mut(|s| {
+            s.current = true;
+            s.entity = Entity::resume(&input, now);
+        });
+        if !ctx.state(|s| s.entity.verdict_loaded) {
+            load_last_verdict(ctx, &input.digest).await;
+        }
+        let timers = ctx.clone();
+        let mut hold = Hold::default();
+        loop {
+            take_in_signals(ctx);
+            if time_to_continue(ctx, Limit::Soft) {
+                return Err(continue_as_new(ctx));
+            }
+            let now = now_secs(ctx);
+            match ctx.state(|s| s.entity.next(now)) {
+                Next::Scan { forced, urgent } => attempt::scan(ctx, forced, urgent).await?,
+                Next::Resume => attempt::resume(ctx).await?,
+                Next::Answer => answer_waiting(ctx).await,
+                Next::Wait { until_secs } => hold.wait(ctx, &timers, until_secs).await,
+                Next::End => {
+                    let latest = ctx.state(|s| s.entity.latest.clone());
+                    return Ok(latest.expect("an entity ends only after a result"));
+                }
+            }
+        }
+    }
+
+    /// A deployment of this digest wants the result.
+    #[signal(name = "deployed")]
+    pub fn deployed(&mut self, _ctx: &mut SyncWorkflowContext<Self>, at: DeployedAt) {
+        self.deployments += 1;
+        self.signals += 1;
+        self.waiting.push(at);
+    }
+
+    /// Scan again now (e.g. after a Qualys knowledge-base update): a new Qualys scan, not a
+    /// re-read of the last one.
+    #[signal(name = "rescan")]
+    pub fn request_rescan(&mut self, _ctx: &mut SyncWorkflowContext<Self>, reason: String) {
+        self.signals += 1;
+        self.rescan = true;
+        self.rescan_reason = Some(reason);
+    }
+
+    /// The latest result, if a scan has finished.
+    #[query(name = "result")]
+    pub fn result(&self, _ctx: &WorkflowContextView) -> Option<ImageResult> {
+        if self.current {
+            self.entity.latest.clone()
+        } else {
+            self.latest.clone()
+        }
+    }
+}
+
+fn now_secs(ctx: &WorkflowContext<ImageScan>) -> u64 {
+    ctx.workflow_time()
+        .unwrap_or(UNIX_EPOCH)
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn now_time(ctx: &WorkflowContext<ImageScan>) -> SystemTime {
+    ctx.workflow_time().unwrap_or(UNIX_EPOCH)
+}
+
+/// Moves signalled deployments and rescan requests into the entity's state.
+fn take_in_signals(ctx: &WorkflowContext<ImageScan>) {
+    let now = now_secs(ctx);
+    ctx.state_mut(|s| {
+        for deployed in std::mem::take(&mut s.waiting) {
+            s.entity.arrive(deployed, now);
+        }
+        if std::mem::take(&mut s.rescan) {
+            s.entity.rescan = Some(s.rescan_reason.take().unwrap_or_default());
+        }
+    });
+}
+
+/// Whether a signal or rescan request is waiting to be taken in.
+fn has_news(s: &ImageScan) -> bool {
+    !s.waiting.is_empty() || s.rescan
+}
+
+/// How much a run may grow before it hands over to a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    /// Between steps: as soon as the server suggests it, or at [`HISTORY_EVENTS_PER_RUN`] /
+    /// [`SIGNALS_PER_RUN`].
+    Soft,
+    /// While a QScanner run is under way (it would run again): only at
+    /// [`HISTORY_EVENTS_HARD_LIMIT`] or twice the signal limit.
+    Hard,
+}
+
+/// Whether this run has grown enough to hand over to a new one.
+fn time_to_continue(ctx: &WorkflowContext<ImageScan>, limit: Limit) -> bool {
+    let signals = ctx.state(|s| s.signals);
+    match limit {
+        Limit::Soft => {
+            ctx.continue_as_new_suggested()
+                || ctx.history_length() >= HISTORY_EVENTS_PER_RUN
+                || signals >= SIGNALS_PER_RUN
+        }
+        Limit::Hard => {
+            ctx.history_length() >= HISTORY_EVENTS_HARD_LIMIT || signals >= 2 * SIGNALS_PER_RUN
+        }
+    }
+}
+
+/// Ends this run and starts the next with the whole state. Signals that arrive while the
+/// hand-over completes make the server refuse it and replay the task with them, so they are
+/// taken in here, right before the state is carried.
+fn continue_as_new(ctx: &WorkflowContext<ImageScan>) -> WorkflowTermination {
+    take_in_signals(ctx);
+    let next = ctx.state(|s| ImageScanInput {
+        carried: Some(Box::new(s.entity.clone())),
+        ..s.input.clone()
+    });
+    ending(ctx.continue_as_new(next, ContinueAsNewOptions::default()))
+}
+
+/// The termination `continue_as_new` always returns.
+fn ending(r: Result<std::convert::Infallible, WorkflowTermination>) -> WorkflowTermination {
+    match r {
+        Err(e) => e,
+        Ok(never) => match never {},
+    }
+}
+
+/// A [`v1`] run hands over at the end of a hold period: its result and the deployments it
+/// saw continue in the current design, which rescans them.
+fn hand_over_from_v1(ctx: &WorkflowContext<ImageScan>) -> WorkflowResult<ImageResult> {
+    let now = now_secs(ctx);
+    let next = ctx.state(|s| {
+        let mut entity = Entity::resume(&s.input, now);
+        entity.runs = 0;
+        entity.latest = s.latest.clone();
+        entity.last_verdict = s.latest.as_ref().and_then(|r| r.verdict);
+        entity.verdict_loaded = true;
+        entity.deployments = s.deployments;
+        entity.fresh_until_secs = now;
+        if s.rescan {
+            entity.rescan = Some("requested before the hand-over".into());
+        }
+        for deployed in &s.waiting {
+            entity.arrive(deployed.clone(), now);
+        }
+        ImageScanInput {
+            event_accepted_at_ms: None,
+            carried: Some(Box::new(entity)),
+            ..s.input.clone()
+        }
+    });
+    Err(ending(
+        ctx.continue_as_new(next, ContinueAsNewOptions::default()),
+    ))
+}
+
+/// Reads the verdict of the digest's last completed scan from the results store, so that the
+/// first scan of a new entity alerts only when the verdict really changed.
+async fn load_last_verdict(ctx: &WorkflowContext<ImageScan>, digest: &str) {
+    let verdict = ctx
+        .execute_activity(LastVerdict, digest.to_string(), options::retrying(60, 600))
+        .await
+        // The store unreadable for ten minutes: alert as for a digest never seen.
+        .unwrap_or(None);
+    ctx.state_mut(|s| {
+        s.entity.last_verdict = verdict;
+        s.entity.verdict_loaded = true;
+    });
+}
+
+/// Sends the result on hand to every waiting deployment, in batches of concurrent signals.
+async fn answer_waiting(ctx: &WorkflowContext<ImageScan>) {
+    let Some(result) = ctx.state(|s| s.entity.latest.clone()) else {
+        return;
+    };
+    let waiting = ctx.state_mut(|s| std::mem::take(&mut s.entity.waiting));
+    for batch in waiting.chunks(ANSWER_BATCH) {
+        let signals = batch.iter().map(|requester| {
+            let handle = ctx.external_workflow(requester.clone(), None);
+            let result = result.clone();
+            async move {
+                handle
+                    .signal(
+                        ScanOnDeploy::image_result,
+                        result,
+                        SignalWorkflowOptions::default(),
+                    )
+                    .await
+            }
+        });
+        // A requester that has ended (or was terminated) no longer needs the answer.
+        let _ = temporalio_sdk::workflows::join_all(signals).await;
+    }
+}
+
+/// Starts the alert as a `ScanAlert` child that outlives this run: a notifier that is down for
+/// hours delays neither answers nor the hand-over, and each channel retries on its own.
+async fn alert(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings, request: NotifyRequest) {
+    if !settings.alert_sns && !settings.alert_webhook {
+        return;
+    }
+    let digest = request
+        .result
+        .digest
+        .trim_start_matches("sha256:")
+        .to_string();
+    let id = format!("alert-{}-{}", &digest[..digest.len().min(16)], ctx.uuid4());
+    let input = AlertInput {
+        request,
+        sns: settings.alert_sns,
+        webhook: settings.alert_webhook,
+    };
+    let options = ChildWorkflowOptions::builder()
+        .workflow_id(id)
+        .parent_close_policy(ParentClosePolicy::Abandon)
+        .build();
+    ctx.state_mut(|s| s.entity.alerts += 1);
+    // Not started (e.g. the namespace refused it): the alert is lost, the verdict is not.
+    let _ = ctx
+        .start_child_workflow(ScanAlert::run, input, options)
+        .await;
+}
+
+/// The timer of a hold period, kept across wake-ups: a deployment arriving while the entity
+/// holds its result must not cost a new timer.
+#[derive(Default)]
+struct Hold<'a> {
+    until_secs: u64,
+    timer: Option<Pin<Box<dyn CancellableFuture<Output = TimerResult> + 'a>>>,
+}
+
+impl<'a> Hold<'a> {
+    /// Waits until `until_secs` or the next signal, whichever comes first.
+    async fn wait(
+        &mut self,
+        ctx: &WorkflowContext<ImageScan>,
+        timers: &'a WorkflowContext<ImageScan>,
+        until_secs: u64,
+    ) {
+        if self.until_secs != until_secs
+            && let Some(stale) = self.timer.take()
+        {
+            stale.cancel();
+        }
+        self.until_secs = until_secs;
+        let mut timer = self
+            .timer
+            .get_or_insert_with(|| {
+                let at = UNIX_EPOCH + Duration::from_secs(until_secs);
+                let wait = at.duration_since(now_time(ctx)).unwrap_or_default();
+                Box::pin(timers.timer(wait.max(Duration::from_secs(1))))
+            })
+            .as_mut();
+        let fired = temporalio_sdk::workflows::select! {
+            _ = timer => true,
+            _ = ctx.wait_condition(has_news) => false,
+        };
+        if fired {
+            self.timer = None;
+        }
+    }
+}
