@@ -14,8 +14,8 @@ use qflows_workflows::registry::{EnsureRegistryInput, EnsureRegistryOutput};
 use qflows_workflows::scan::ImageRef;
 use qflows_workflows::scan::model::{
     CollectResults, FindImage, ImageResult, ImageScanInput, ImageStatus, ImageTagsRequest,
-    NotifyReason, NotifyRequest, QualysImageState, ResolvedImage, ScanSettings, StartImageScan,
-    SubmitRegistryScan, Verdict, image_scan_id,
+    NotifyReason, NotifyRequest, QualysImageState, ResolvedImage, SCAN_PENDING, ScanSettings,
+    StartImageScan, SubmitRegistryScan, Verdict, image_scan_id,
 };
 use qflows_workflows::scan::{RegistryKind, ScanRequest};
 use qflows_workflows::{EnsureRegistry, ImageScan, contracts};
@@ -188,9 +188,6 @@ fn still_scanning(image: &ImageRef, state: &QualysImageState) -> ActivityError {
             .build(),
     )
 }
-
-/// The failure type of a poll that found the scan still running (see [`still_scanning`]).
-pub const SCAN_PENDING: &str = "QualysScanPending";
 
 #[activities]
 impl ScanActivities {

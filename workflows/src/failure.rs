@@ -44,6 +44,14 @@ pub fn is_timeout(err: &ActivityExecutionError) -> bool {
     matches!(err.cause(), Some(IncomingError::Timeout(_)))
 }
 
+/// The application failure type of an activity's last failure, if it has one.
+pub fn failure_type(err: &ActivityExecutionError) -> Option<String> {
+    match err.cause() {
+        Some(IncomingError::Application(app)) => app.type_name().map(str::to_string),
+        _ => None,
+    }
+}
+
 fn describe(cause: &IncomingError) -> (String, Option<String>) {
     match cause {
         IncomingError::Application(app) => (

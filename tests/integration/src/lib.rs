@@ -544,20 +544,32 @@ pub struct WebhookSink {
     /// `http://127.0.0.1:PORT/hook`.
     pub url: String,
     received: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+    attempts: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    down_until: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
 }
 
 impl WebhookSink {
     /// Starts the receiver on a free port.
     pub async fn start() -> anyhow::Result<Self> {
         let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let store = received.clone();
+        let attempts = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let down_until = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let (store, count, down) = (received.clone(), attempts.clone(), down_until.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
-                let store = store.clone();
+                let (store, count, down) = (store.clone(), count.clone(), down.clone());
                 async move {
+                    count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let is_down = down
+                        .lock()
+                        .expect("lock")
+                        .is_some_and(|t| Instant::now() < t);
+                    if is_down {
+                        return (axum::http::StatusCode::SERVICE_UNAVAILABLE, "down");
+                    }
                     store.lock().expect("lock").push(body);
-                    "ok"
+                    (axum::http::StatusCode::OK, "ok")
                 }
             }),
         );
@@ -566,13 +578,114 @@ impl WebhookSink {
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { url, received })
+        Ok(Self {
+            url,
+            received,
+            attempts,
+            down_until,
+        })
     }
 
     /// The bodies received so far.
     pub fn received(&self) -> Vec<serde_json::Value> {
         self.received.lock().expect("lock").clone()
     }
+
+    /// Answers 503 to every post for `how_long` from now.
+    pub fn go_down_for(&self, how_long: Duration) {
+        *self.down_until.lock().expect("lock") = Some(Instant::now() + how_long);
+    }
+
+    /// Posts that arrived, answered or not.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The account moto's ECR registry belongs to.
+pub const MOTO_ACCOUNT: &str = "123456789012";
+
+/// Pushes an image to moto's ECR (`repository:tag`, content named by `content`; the tag moves
+/// if it was on another image), tells the Qualys emulator the registry now holds it (with
+/// `vulnerabilities` for its scans; empty: generated), and returns the `ECR Image Action` event
+/// ECR would send, with the digest moto gave it.
+pub async fn push_ecr_image(
+    moto: &Moto,
+    qualys: &RunningEmulator,
+    repository: &str,
+    tag: &str,
+    content: &str,
+    vulnerabilities: Vec<serde_json::Value>,
+) -> anyhow::Result<serde_json::Value> {
+    let ecr = aws_sdk_ecr::Client::new(&moto.sdk_config().await);
+    let exists = ecr
+        .describe_repositories()
+        .repository_names(repository)
+        .send()
+        .await
+        .is_ok();
+    if !exists {
+        ecr.create_repository()
+            .repository_name(repository)
+            .send()
+            .await?;
+    }
+    let layer = |salt: &str| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (content, salt).hash(&mut h);
+        format!("sha256:{:016x}{}", h.finish(), "0".repeat(48))
+    };
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json", "size": 7023,
+                   "digest": layer("config")},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                    "size": 32654, "digest": layer("layer")}]
+    });
+    ecr.put_image()
+        .repository_name(repository)
+        .image_manifest(manifest.to_string())
+        .image_tag(tag)
+        .send()
+        .await?;
+    // moto's digest is not sha256(manifest): read it back.
+    let described = ecr
+        .describe_images()
+        .repository_name(repository)
+        .image_ids(
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_tag(tag)
+                .build(),
+        )
+        .send()
+        .await?;
+    let digest = described
+        .image_details()
+        .first()
+        .and_then(|d| d.image_digest())
+        .context("moto reports no digest")?
+        .to_string();
+    let event = serde_json::json!({
+        "version": "0", "id": format!("push-{repository}-{tag}-{content}"),
+        "detail-type": "ECR Image Action", "source": "aws.ecr",
+        "account": MOTO_ACCOUNT, "region": "us-east-1", "time": "2026-12-01T00:00:00Z",
+        "resources": [],
+        "detail": {"result": "SUCCESS", "action-type": "PUSH", "repository-name": repository,
+                   "image-digest": digest, "image-tag": tag}
+    });
+    push_to_emulator(qualys, &event);
+    if !vulnerabilities.is_empty() {
+        qualys.push_image(qualys_emulator::PushedImage {
+            registry: format!("{MOTO_ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"),
+            repository: repository.into(),
+            tag: tag.into(),
+            digest: digest.clone(),
+            vulnerabilities,
+        });
+    }
+    Ok(event)
 }
 
 /// Starts `DeploySensor` with a given workflow ID and waits for its output.

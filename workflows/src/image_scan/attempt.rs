@@ -17,12 +17,12 @@ use crate::contracts::{
     AwaitQualysScan, CollectScanResults, EcrImageTags, EnsureRegistryShared,
     FindQualysImageByDigest, GetScanSettings, QScanImage, SubmitScan,
 };
-use crate::failure::{is_timeout, root_message};
+use crate::failure::{failure_type, is_timeout, root_message};
 use crate::options;
 use crate::registry::EnsureRegistryInput;
 use crate::scan::model::{
     CollectResults, FindImage, ImageResult, ImageScanInput, ImageStatus, ImageTagsRequest,
-    QScannerScan, QualysImageState, ScanSettings, SubmitRegistryScan,
+    QScannerScan, QualysImageState, SCAN_PENDING, ScanSettings, SubmitRegistryScan,
 };
 use crate::scan::{ImageRef, RegistryKind, search};
 use std::future::Future;
@@ -255,8 +255,12 @@ async fn registry_scan(
         image: reference.clone(),
         newer_than_ms: None,
     };
+    let mut submit = true;
     if !forced {
-        // Qualys may have scanned it already (another deployment, a registry schedule).
+        // Qualys may have scanned it already (another deployment, a registry schedule), or be
+        // scanning it: a scan submitted less than a scan timeout ago (by an attempt that timed
+        // out) is left to finish, and so is one Qualys shows as pending, until waiting for it
+        // has timed out twice.
         match ctx
             .execute_activity(FindQualysImageByDigest, find, call(settings, urgent))
             .await
@@ -264,22 +268,26 @@ async fn registry_scan(
             Ok(QualysImageState::Scanned { sha, scanned_ms }) => {
                 return Ok(collect(ctx, settings, &reference, sha, scanned_ms, urgent).await);
             }
-            Ok(_) => {}
+            Ok(state) => {
+                let (failures, last) =
+                    ctx.state(|s| (s.entity.failures, s.entity.last_submitted_secs));
+                let recent = last
+                    .is_some_and(|t| now_secs(ctx).saturating_sub(t) < settings.scan_timeout_secs);
+                let pending = matches!(state, QualysImageState::Pending { .. });
+                submit = !recent && (!pending || failures >= 2);
+            }
             Err(e) => return Ok(failed(ctx, "look the image up in Qualys", &e)),
         }
     }
     let submitted_at = now_secs(ctx);
-    let submit = SubmitRegistryScan {
-        registry_uuid: registry.registry_uuid,
-        image: reference.clone(),
-        digest,
-        event_accepted_at_ms: ctx.state(|s| s.entity.event_accepted_at_ms),
-    };
-    if let Err(e) = ctx
-        .execute_activity(SubmitScan, submit, call(settings, urgent))
-        .await
+    if submit
+        && let Err(outcome) =
+            submit_scan(ctx, settings, &registry.registry_uuid, &reference, urgent).await?
     {
-        return Ok(failed(ctx, "submit the Qualys scan", &e));
+        return Ok(outcome);
+    }
+    if submit {
+        ctx.state_mut(|s| s.entity.last_submitted_secs = Some(submitted_at));
     }
     // A rescan waits for a scan newer than the last one Qualys reported (its own clock), or,
     // when that is unknown, newer than ten minutes before the submission.
@@ -300,6 +308,26 @@ async fn registry_scan(
         })
     });
     await_and_collect(ctx, settings).await
+}
+
+/// Submits an on-demand registry scan of `reference` (`forceScan`).
+async fn submit_scan(
+    ctx: &WorkflowContext<ImageScan>,
+    settings: &ScanSettings,
+    registry_uuid: &str,
+    reference: &ImageRef,
+    urgent: bool,
+) -> WorkflowResult<Result<(), Outcome>> {
+    let submit = SubmitRegistryScan {
+        registry_uuid: registry_uuid.to_string(),
+        image: reference.clone(),
+        digest: ctx.state(|s| s.input.digest.clone()),
+        event_accepted_at_ms: ctx.state(|s| s.entity.event_accepted_at_ms),
+    };
+    Ok(ctx
+        .execute_activity(SubmitScan, submit, call(settings, urgent))
+        .await
+        .map_err(|e| failed(ctx, "submit the Qualys scan", &e)))
 }
 
 /// Waits for the submitted registry scan (within what is left of the scan timeout), then
@@ -343,7 +371,11 @@ async fn await_and_collect(
             Ok(collect(ctx, settings, &reference, sha, scanned_ms, urgent).await)
         }
         Ok(_) => Ok(failed_unexpected(ctx)),
-        Err(e) if is_timeout(&e) => Ok(timed_out()),
+        // The deadline passed: during an attempt (a timeout) or between two polls (the server
+        // schedules no retry past it and reports the last "not finished yet").
+        Err(e) if is_timeout(&e) || failure_type(&e).as_deref() == Some(SCAN_PENDING) => {
+            Ok(timed_out())
+        }
         Err(e) => Ok(failed(ctx, "wait for the Qualys scan", &e)),
     }
 }

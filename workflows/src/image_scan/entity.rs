@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 /// At most this many references are kept per digest (the most recently deployed).
 pub const MAX_REFERENCES: usize = 16;
 
-/// A deployment that arrives within this many seconds of a failed attempt is answered with
-/// that failure instead of starting another attempt at once (the retry timer still runs).
+/// A deployment that arrives within this many seconds of a failed attempt (or within the first
+/// retry interval, when that is shorter) is answered with that failure instead of starting
+/// another attempt at once; the retry timer still runs.
 pub const MIN_ATTEMPT_SPACING_SECS: u64 = 60;
 
 /// The entity's durable state.
@@ -73,6 +74,9 @@ pub struct Entity {
     /// When the last attempt ended.
     #[serde(default)]
     pub last_attempt_secs: u64,
+    /// When a registry scan was last submitted (a retry leaves it a scan timeout to finish).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_submitted_secs: Option<u64>,
     /// A rescan was asked for (the reason).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rescan: Option<String>,
@@ -259,10 +263,13 @@ impl Entity {
         if let Some(retry_at) = self.retry_at_secs {
             // Failing: a real verdict on hand still answers; otherwise a new deployment tries
             // again at once (but not in a tight loop).
-            if waiting
-                && !self.has_verdict()
-                && now_secs >= self.last_attempt_secs + MIN_ATTEMPT_SPACING_SECS
-            {
+            let spacing = self
+                .settings
+                .as_ref()
+                .map_or(MIN_ATTEMPT_SPACING_SECS, |s| {
+                    s.retry_initial_secs.min(MIN_ATTEMPT_SPACING_SECS)
+                });
+            if waiting && !self.has_verdict() && now_secs >= self.last_attempt_secs + spacing {
                 return Next::Scan {
                     forced: false,
                     urgent: true,
