@@ -498,6 +498,33 @@ pub async fn history_json(client: &Client, workflow_id: &str) -> anyhow::Result<
     Ok(String::from_utf8(bytes)?)
 }
 
+/// Every run of a workflow ID (continue-as-new makes a chain of them), oldest first: run ID and
+/// history length (visibility's figure for closed runs, the server's current one for the open
+/// run).
+pub async fn runs_of(client: &Client, workflow_id: &str) -> anyhow::Result<Vec<(String, i64)>> {
+    use futures::StreamExt;
+    let query = format!("WorkflowId = '{workflow_id}'");
+    let mut stream = client.list_workflows(query, Default::default());
+    let mut runs = Vec::new();
+    while let Some(run) = stream.next().await {
+        let run = run?;
+        runs.push((run.start_time(), run.run_id().to_string(), run.history_length()));
+    }
+    runs.sort();
+    let current = client
+        .get_workflow_handle::<qflows_workflows::ImageScan>(workflow_id)
+        .describe(Default::default())
+        .await?;
+    let current_length = current.raw_description.workflow_execution_info.as_ref().map(|i| (i.execution.as_ref().map(|e| e.run_id.clone()).unwrap_or_default(), i.history_length));
+    Ok(runs
+        .into_iter()
+        .map(|(_, run, length)| match &current_length {
+            Some((id, l)) if *id == run => (run, *l),
+            _ => (run, length),
+        })
+        .collect())
+}
+
 /// Every payload in a history (its JSON form), decoded: payload `data` is base64 there. Tests
 /// search the result for secrets that must not be in history.
 pub fn decoded_payloads(v: &serde_json::Value) -> String {
