@@ -61,13 +61,27 @@ async fn scan_histories_replay() {
     let mut recorded = histories("scan_on_deploy");
     recorded.extend(histories("image_scan"));
     assert!(
-        recorded.len() >= 3,
-        "expected recorded ScanOnDeploy and ImageScan histories"
+        recorded.len() >= 8,
+        "expected recorded ScanOnDeploy and ImageScan histories of both designs (v1: *_v1_*)"
     );
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<qflows_workflows::ScanOnDeploy>()
         .expect("register")
         .register_workflow::<qflows_workflows::ImageScan>()
+        .expect("register")
+        .build();
+    replay_all(recorded, options).await;
+}
+
+#[tokio::test]
+async fn scan_alert_histories_replay() {
+    let recorded = histories("scan_alert");
+    assert!(
+        !recorded.is_empty(),
+        "expected a recorded ScanAlert history"
+    );
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<qflows_workflows::ScanAlert>()
         .expect("register")
         .build();
     replay_all(recorded, options).await;

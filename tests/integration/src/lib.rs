@@ -508,14 +508,30 @@ pub async fn runs_of(client: &Client, workflow_id: &str) -> anyhow::Result<Vec<(
     let mut runs = Vec::new();
     while let Some(run) = stream.next().await {
         let run = run?;
-        runs.push((run.start_time(), run.run_id().to_string(), run.history_length()));
+        runs.push((
+            run.start_time(),
+            run.run_id().to_string(),
+            run.history_length(),
+        ));
     }
     runs.sort();
     let current = client
         .get_workflow_handle::<qflows_workflows::ImageScan>(workflow_id)
         .describe(Default::default())
         .await?;
-    let current_length = current.raw_description.workflow_execution_info.as_ref().map(|i| (i.execution.as_ref().map(|e| e.run_id.clone()).unwrap_or_default(), i.history_length));
+    let current_length = current
+        .raw_description
+        .workflow_execution_info
+        .as_ref()
+        .map(|i| {
+            (
+                i.execution
+                    .as_ref()
+                    .map(|e| e.run_id.clone())
+                    .unwrap_or_default(),
+                i.history_length,
+            )
+        });
     Ok(runs
         .into_iter()
         .map(|(_, run, length)| match &current_length {

@@ -381,6 +381,24 @@ async fn a_webhook_that_is_down_never_makes_sns_send_an_alert_twice() -> anyhow:
         "{}",
         delivered[0]
     );
+    // The alert's own workflow ran each channel once it could.
+    let alert_id = wait_for(
+        "the alert workflow to close",
+        Duration::from_secs(30),
+        || async {
+            use futures::StreamExt;
+            let mut list = env.client.list_workflows(
+                "WorkflowType = 'ScanAlert' AND ExecutionStatus = 'Completed'",
+                Default::default(),
+            );
+            list.next()
+                .await
+                .and_then(Result::ok)
+                .map(|w| w.id().to_string())
+        },
+    )
+    .await?;
+    record_history(&env.client, &alert_id, "scan_alert_webhook_down").await?;
     Ok(())
 }
 
@@ -422,15 +440,17 @@ async fn qscanner_runs_are_bounded_per_worker() -> anyhow::Result<()> {
     let images: Vec<String> = (1..=20)
         .map(|i| format!("ghcr.io/acme/app-{i}@sha256:{i:064x}"))
         .collect();
-    // Count the wrapper processes every 50 ms while the scans run.
+    // Count the worker's QScanner children every 50 ms while the scans run (only direct
+    // children: the shell's own forks carry its command line for a moment too).
     let marker = wrapper.display().to_string();
+    let worker_pid = worker.pid().expect("the worker runs");
     let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let (seen, on) = (most.clone(), watching.clone());
     let watch = tokio::spawn(async move {
         use std::sync::atomic::Ordering::SeqCst;
         while on.load(SeqCst) {
-            seen.fetch_max(running(&marker), SeqCst);
+            seen.fetch_max(running(&marker, worker_pid), SeqCst);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
@@ -462,10 +482,19 @@ async fn qscanner_runs_are_bounded_per_worker() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Processes whose command line names `marker`.
-fn running(marker: &str) -> usize {
+/// Children of `parent` whose command line names `marker`.
+fn running(marker: &str, parent: u32) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return 0;
+    };
+    let ppid = |stat: &str| -> Option<u32> {
+        // `pid (comm) state ppid …`; comm may hold spaces, so read after the last `)`.
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
     };
     dir.filter_map(Result::ok)
         .filter(|e| {
@@ -473,6 +502,12 @@ fn running(marker: &str) -> usize {
                 .to_string_lossy()
                 .bytes()
                 .all(|b| b.is_ascii_digit())
+        })
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("stat"))
+                .ok()
+                .and_then(|s| ppid(&s))
+                == Some(parent)
         })
         .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
         .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(marker))
