@@ -49,8 +49,12 @@ async fn ensure_registry_histories_replay() {
         recorded.len() >= 3,
         "expected recorded EnsureRegistry histories (found, created with role, failed)"
     );
+    // Old runs (before the `registry-exactly-once` patch) and new ones, whose connector step
+    // is its own workflow (`ensure_registry_once_connector_*`).
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<qflows_workflows::EnsureRegistry>()
+        .expect("register")
+        .register_workflow::<qflows_workflows::EnsureAwsConnector>()
         .expect("register")
         .build();
     replay_all(recorded, options).await;
