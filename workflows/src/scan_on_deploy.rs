@@ -17,13 +17,16 @@ use crate::options;
 use crate::scan::model::{
     DeployedAt, ImageResult, ImageScanInput, ImageStatus, ScanOnDeployOutput, StartImageScan,
 };
-use crate::scan::{Classified, classify, search};
+use crate::scan::{Classified, classify, classify_before_resource_id_checks, search};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     LocalActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
+
+/// The patch that refuses Azure resource IDs with path tricks (`.`/`..` segments…).
+pub const AZURE_RESOURCE_ID_PATCH: &str = "azure-resource-id-checks";
 
 /// How long a deployment waits for all its images' scans.
 const WAIT_FOR_SCANS: Duration = Duration::from_secs(6 * 3600);
@@ -44,7 +47,16 @@ impl ScanOnDeploy {
         ctx: &mut WorkflowContext<Self>,
         event: serde_json::Value,
     ) -> WorkflowResult<ScanOnDeployOutput> {
-        let request = match classify(&event).map_err(invalid_input)? {
+        let classified = match classify(&event) {
+            // Refused for a path trick in an Azure resource ID since this patch; a run started
+            // before goes on as it did (its resolve activity refuses the ID before any URL).
+            Err(refused) => match classify_before_resource_id_checks(&event) {
+                Ok(before) if !ctx.patched(AZURE_RESOURCE_ID_PATCH) => Ok(before),
+                _ => Err(refused),
+            },
+            classified => classified,
+        };
+        let request = match classified.map_err(invalid_input)? {
             Classified::Ignored { reason } => {
                 return Ok(ScanOnDeployOutput {
                     status: "ignored".into(),

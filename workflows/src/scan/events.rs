@@ -143,6 +143,17 @@ const SUPPORTED: &str = "`ECR Image Action` and `ECR Replication Action` (source
 /// `{"images": ["<ref>", …], "account"?: "<12 digits>", "region"?: "<region>"}`. Unknown or
 /// malformed events are an [`InputError`] naming the offending JSON path.
 pub fn classify(event: &Value) -> Result<Classified, InputError> {
+    classify_with(event, super::azure::Checks::All)
+}
+
+/// [`classify`] as it was before Azure resource IDs were checked for path tricks
+/// (`ScanOnDeploy` patch `azure-resource-id-checks`): only for replaying runs started before,
+/// whose resolve activity refuses such IDs anyway before they reach a URL.
+pub fn classify_before_resource_id_checks(event: &Value) -> Result<Classified, InputError> {
+    classify_with(event, super::azure::Checks::BeforeResourceIdChecks)
+}
+
+fn classify_with(event: &Value, checks: super::azure::Checks) -> Result<Classified, InputError> {
     let Value::Object(obj) = event else {
         let hint = if event.is_array() {
             " (an Event Grid delivery is an array: give its events one at a time, as `qflows bridge` does)"
@@ -155,7 +166,7 @@ pub fn classify(event: &Value) -> Result<Classified, InputError> {
         ));
     };
     if super::azure::is_azure(obj) {
-        super::azure::classify(obj)
+        super::azure::classify(obj, checks)
     } else if ["detail-type", "source", "detail"]
         .iter()
         .any(|k| obj.contains_key(*k))

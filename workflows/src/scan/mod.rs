@@ -17,5 +17,9 @@ pub mod image_ref;
 pub mod model;
 pub mod search;
 
-pub use events::{Classified, EcsServiceRef, EventSource, ScanRequest, classify};
+pub use azure::check_arm_resource_id;
+pub use events::{
+    Classified, EcsServiceRef, EventSource, ScanRequest, classify,
+    classify_before_resource_id_checks,
+};
 pub use image_ref::{ImageRef, ImageRefError, RegistryKind};
