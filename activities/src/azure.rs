@@ -457,6 +457,9 @@ mod tests {
             assert!(err.to_string().contains("`azureResource`"), "{err}");
         }
         let failure = AzureError::InvalidInput("x".into()).into_failure();
-        assert!(format!("{failure:?}").contains("InvalidInput"), "{failure:?}");
+        assert!(
+            format!("{failure:?}").contains("InvalidInput"),
+            "{failure:?}"
+        );
     }
 }

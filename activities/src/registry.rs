@@ -266,8 +266,8 @@ impl RegistryActivities {
         request: ConnectorRequest,
     ) -> Result<bool, ActivityError> {
         let id = request.workflow_id();
-        let value = serde_json::to_value(&request)
-            .map_err(|e| temporal_unavailable("encode input", e))?;
+        let value =
+            serde_json::to_value(&request).map_err(|e| temporal_unavailable("encode input", e))?;
         for _ in 0..MAX_CONNECTOR_ROUNDS {
             let outcome = self
                 .start_or_join(&ctx, EnsureAwsConnector::run, value.clone(), &id)
@@ -278,7 +278,10 @@ impl RegistryActivities {
             info!(%id, joined = %outcome.role_arn, wanted = %request.plan.role_arn, "joined the connector run of another role; running again");
         }
         Err(temporal_unavailable(
-            &format!("{id} kept serving other roles than {}", request.plan.role_arn),
+            &format!(
+                "{id} kept serving other roles than {}",
+                request.plan.role_arn
+            ),
             "will retry",
         ))
     }
@@ -488,7 +491,10 @@ mod tests {
             .expect("re-read, not failed");
         assert_eq!(got.registry_uuid, "theirs");
         assert_eq!(posts(&server, "/csapi/v1.3/registry"), 1, "one create");
-        assert!(lists_after.load(Ordering::SeqCst) >= 2, "read back until listed");
+        assert!(
+            lists_after.load(Ordering::SeqCst) >= 2,
+            "read back until listed"
+        );
     }
 
     #[tokio::test]
@@ -498,7 +504,11 @@ mod tests {
             _ => Reply::empty(204),
         })
         .await;
-        assert!(find_or_create_registry(&qualys(&server), &plan()).await.is_err());
+        assert!(
+            find_or_create_registry(&qualys(&server), &plan())
+                .await
+                .is_err()
+        );
         assert_eq!(posts(&server, "/csapi/v1.3/registry"), 1);
     }
 

@@ -377,10 +377,19 @@ mod tests {
         );
         assert!(exists.is_already_exists(), "{exists}");
         assert!(!exists.is_retryable());
-        let other = QualysError::from_status(400, "POST /x", br#"{"message":"arn is mandatory"}"#, &r, None);
+        let other = QualysError::from_status(
+            400,
+            "POST /x",
+            br#"{"message":"arn is mandatory"}"#,
+            &r,
+            None,
+        );
         assert!(!other.is_already_exists());
         let server = QualysError::from_status(500, "POST /x", b"Registry already exists", &r, None);
-        assert!(!server.is_already_exists(), "only a refusal of the create counts");
+        assert!(
+            !server.is_already_exists(),
+            "only a refusal of the create counts"
+        );
         let e = QualysError::RateLimited {
             family: Family::Images,
             retry_after: Some(Duration::from_secs(3)),

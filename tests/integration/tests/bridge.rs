@@ -559,7 +559,9 @@ async fn a_batch_in_one_delivery_starts_every_event_once() -> anyhow::Result<()>
             event
         })
         .collect();
-    let (status, body) = send.post("/events/azure", &Value::Array(batch.clone())).await;
+    let (status, body) = send
+        .post("/events/azure", &Value::Array(batch.clone()))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let report = body["events"].as_array().unwrap();
     assert_eq!(report.len(), 60);
@@ -636,7 +638,11 @@ async fn a_temporal_that_never_answers_delays_no_delivery_past_its_deadline() ->
                 .send()
                 .await
                 .unwrap();
-            (response.status(), response.headers().contains_key("retry-after"), started.elapsed())
+            (
+                response.status(),
+                response.headers().contains_key("retry-after"),
+                started.elapsed(),
+            )
         }
     };
     // Four deliveries at once while the connect hangs: none waits behind another, each is
@@ -673,7 +679,10 @@ async fn azure_resource_ids_with_path_tricks_are_refused_naming_the_field() -> a
     let bridge = bridge(&env.temporal, &env.dir, &worker.task_queue).await?;
     let send = Sender::new(&bridge);
     let mut event = sample("eventgrid-aci-resource-write-success.json");
-    let good = event[0]["data"]["resourceUri"].as_str().unwrap().to_string();
+    let good = event[0]["data"]["resourceUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
     event[0]["id"] = "dots-1".into();
     // `..` as the resource group: the shape of a resource ID, the path of another resource.
     event[0]["data"]["resourceUri"] = good
@@ -683,10 +692,16 @@ async fn azure_resource_ids_with_path_tricks_are_refused_naming_the_field() -> a
     let (status, body) = send.post("/events/azure", &event).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
     assert!(
-        body["error"].as_str().unwrap().contains("`data.resourceUri`"),
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`data.resourceUri`"),
         "{body}"
     );
-    assert_eq!(workflow_type(&env.client, "deploy-azure-dots-1").await, None);
+    assert_eq!(
+        workflow_type(&env.client, "deploy-azure-dots-1").await,
+        None
+    );
     // Started by hand, ScanOnDeploy refuses it the same way before any activity runs.
     let failure = qflows_integration::scan_on_deploy(
         &env.client,
@@ -696,8 +711,15 @@ async fn azure_resource_ids_with_path_tricks_are_refused_naming_the_field() -> a
     )
     .await
     .unwrap_err();
-    assert_eq!(failure.type_name.as_deref(), Some("InvalidInput"), "{failure:?}");
-    assert!(failure.message.contains("`data.resourceUri`"), "{failure:?}");
+    assert_eq!(
+        failure.type_name.as_deref(),
+        Some("InvalidInput"),
+        "{failure:?}"
+    );
+    assert!(
+        failure.message.contains("`data.resourceUri`"),
+        "{failure:?}"
+    );
     assert!(failure.message.contains("`..` path segment"), "{failure:?}");
     qflows_integration::record_history(
         &env.client,

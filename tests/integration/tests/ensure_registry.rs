@@ -203,7 +203,10 @@ async fn already_exists_from_qualys_means_read_it_back() -> anyhow::Result<()> {
         .unwrap();
     assert_eq!(json!(out.registry_uuid), theirs["registryUuid"]);
     let stats = env.qualys.stats();
-    assert_eq!(stats.duplicates_refused, 1, "Qualys refused our create: {stats:?}");
+    assert_eq!(
+        stats.duplicates_refused, 1,
+        "Qualys refused our create: {stats:?}"
+    );
     assert_eq!(stats.registries_created, 1, "{stats:?}");
     Ok(())
 }

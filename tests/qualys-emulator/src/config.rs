@@ -329,7 +329,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (c.duplicate_registries, c.duplicate_connectors, c.registry_list_lag_ms),
+            (
+                c.duplicate_registries,
+                c.duplicate_connectors,
+                c.registry_list_lag_ms
+            ),
             (Duplicates::Allow, Duplicates::Reject, 7)
         );
         assert_eq!(c.rate_limits.len(), 7);

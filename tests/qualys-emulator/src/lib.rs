@@ -78,8 +78,7 @@ mod time;
 
 pub use config::{
     Duplicates, EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse, Seed, SeedImage,
-    VulnShape,
-    cdr_findings_from_json, seed_images_from_json,
+    VulnShape, cdr_findings_from_json, seed_images_from_json,
 };
 pub use stats::Stats;
 

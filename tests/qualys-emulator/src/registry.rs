@@ -338,7 +338,10 @@ pub(crate) fn create_registry(shared: &Shared, body: &[u8]) -> Reply {
         // Check and insert under one lock: concurrent creates see each other (also registries
         // not listed yet).
         let mut world = shared.world.lock();
-        let exists = world.registries.iter().any(|r| same_uri(&r.uri, &record.uri));
+        let exists = world
+            .registries
+            .iter()
+            .any(|r| same_uri(&r.uri, &record.uri));
         if exists && shared.settings.duplicate_registries == Duplicates::Reject {
             drop(world);
             shared.stats.lock().duplicates_refused += 1;

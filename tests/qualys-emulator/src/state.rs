@@ -2,8 +2,7 @@
 //! images, sensors, CDR findings), the counters, the limiter and the faults.
 
 use crate::config::{
-    Duplicates, EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse, SeedImage,
-    VulnShape,
+    Duplicates, EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse, SeedImage, VulnShape,
 };
 use crate::http::now_ms;
 use crate::ids;

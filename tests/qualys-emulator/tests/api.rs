@@ -398,15 +398,20 @@ async fn duplicate_registries_can_be_allowed_and_listing_can_lag() {
     })
     .await;
     assert_eq!(env.create_registry().await.status(), StatusCode::OK);
-    assert_eq!(env.find_registry(URI).await.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        env.find_registry(URI).await.status(),
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         env.create_registry().await.status(),
         StatusCode::BAD_REQUEST,
         "Qualys knows it before it lists it"
     );
-    eventually("the registry to be listed", Duration::from_secs(10), || async {
-        (env.find_registry(URI).await.status() == StatusCode::OK).then_some(())
-    })
+    eventually(
+        "the registry to be listed",
+        Duration::from_secs(10),
+        || async { (env.find_registry(URI).await.status() == StatusCode::OK).then_some(()) },
+    )
     .await;
     assert_eq!(env.qualys.stats().registries_created, 1);
 }

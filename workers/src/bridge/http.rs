@@ -20,8 +20,8 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
-use qflows_activities::qualys::Secret;
 use futures::StreamExt;
+use qflows_activities::qualys::Secret;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::time::Duration;
@@ -586,7 +586,14 @@ mod tests {
                 .collect();
             assert_eq!(
                 outcomes,
-                ["duplicate", "started", "duplicate", "duplicate", "started", "duplicate"]
+                [
+                    "duplicate",
+                    "started",
+                    "duplicate",
+                    "duplicate",
+                    "started",
+                    "duplicate"
+                ]
             );
         }
 
@@ -596,7 +603,10 @@ mod tests {
             let t0 = Instant::now();
             assert_eq!(shared.deadline(Route::Aws, t0) - t0, Duration::from_secs(4));
             assert_eq!(shared.deadline(Route::Sqs, t0) - t0, Duration::from_secs(4));
-            assert_eq!(shared.deadline(Route::Azure, t0) - t0, Duration::from_secs(25));
+            assert_eq!(
+                shared.deadline(Route::Azure, t0) - t0,
+                Duration::from_secs(25)
+            );
             assert_eq!(
                 shared.deadline(Route::CloudEvents, t0) - t0,
                 Duration::from_secs(25)
