@@ -80,6 +80,10 @@ pub enum AzureError {
         /// `Retry-After`, when Azure sent one.
         retry_after_secs: Option<u64>,
     },
+    /// A value from the event that may not go into a URL (e.g. a resource ID with a `..`
+    /// segment): not sent. Not retryable.
+    #[error("{0}")]
+    InvalidInput(String),
     /// An answer that does not have the documented shape.
     #[error("unexpected answer from {what}: {message}")]
     BadResponse {
@@ -104,6 +108,7 @@ impl IntoFailure for AzureError {
                 retry_after_secs.map(Duration::from_secs),
             ),
             AzureError::BadResponse { .. } => ("AzureBadResponse", true, None),
+            AzureError::InvalidInput(_) => (qflows_workflows::input::INVALID_INPUT, false, None),
         };
         failure(self, kind, retryable, retry_after)
     }
@@ -188,11 +193,7 @@ impl Azure {
         } else {
             (APPS_API_VERSION, false)
         };
-        let url = format!(
-            "{}{}?api-version={api_version}",
-            self.settings.arm_endpoint.trim_end_matches('/'),
-            resource_id
-        );
+        let url = arm_url(&self.settings.arm_endpoint, resource_id, api_version)?;
         let what = format!("GET {resource_id}");
         let token = self.token(ARM_SCOPE).await?;
         let response = self
@@ -330,6 +331,28 @@ impl Azure {
     }
 }
 
+/// The Resource Manager URL of a resource, or [`AzureError::InvalidInput`] when the ID could
+/// move it elsewhere (checked again here, whatever the classifier let through): the path of the
+/// parsed URL must be the ID itself, unchanged by dot-segment removal or percent-decoding.
+fn arm_url(endpoint: &str, resource_id: &str, api_version: &str) -> Result<String, AzureError> {
+    qflows_workflows::scan::check_arm_resource_id("azureResource", resource_id)
+        .map_err(|e| AzureError::InvalidInput(e.to_string()))?;
+    let base = endpoint.trim_end_matches('/');
+    let url = format!("{base}{resource_id}?api-version={api_version}");
+    let parsed = url::Url::parse(&url).map_err(|e| {
+        AzureError::InvalidInput(format!("resource ID `{resource_id}` makes no URL: {e}"))
+    })?;
+    let base_path = url::Url::parse(base)
+        .map(|b| b.path().trim_end_matches('/').to_string())
+        .unwrap_or_default();
+    if parsed.path() != format!("{base_path}{resource_id}") {
+        return Err(AzureError::InvalidInput(format!(
+            "resource ID `{resource_id}` would change the Resource Manager path"
+        )));
+    }
+    Ok(url)
+}
+
 fn unavailable(what: &str, e: &reqwest::Error) -> AzureError {
     AzureError::Unavailable {
         what: what.to_string(),
@@ -397,4 +420,46 @@ async fn check(
             message,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "/subscriptions/0f1e2d3c/resourceGroups/apps-rg/providers/Microsoft.App/containerApps/web-api";
+
+    #[test]
+    fn arm_urls_keep_the_resource_path() {
+        assert_eq!(
+            arm_url("https://management.azure.com/", ID, "2024-03-01").unwrap(),
+            format!("https://management.azure.com{ID}?api-version=2024-03-01")
+        );
+        // An endpoint with a path prefix (a proxy) keeps it.
+        assert!(arm_url("http://127.0.0.1:9/arm", ID, "v").is_ok());
+    }
+
+    #[test]
+    fn path_tricks_are_refused_before_any_request() {
+        for bad in [
+            "/subscriptions/0f1e/resourceGroups/rg/providers/Microsoft.App/containerApps/../../../x",
+            "/subscriptions/0f1e/resourceGroups/./providers/Microsoft.App/containerApps/a",
+            "/subscriptions/0f1e/resourceGroups/rg/providers/Microsoft.App/containerApps/%2e%2e",
+            "/subscriptions/0f1e/resourceGroups/rg/providers/Microsoft.App/containerApps/a?x=1",
+            "/subscriptions/0f1e/resourceGroups/rg/providers/Microsoft.App/containerApps/a#f",
+            "/subscriptions/0f1e/resourceGroups/rg/providers/Microsoft.App/containerApps/a\\..",
+            "/subscriptions//resourceGroups/rg",
+            "//evil.example/subscriptions/x",
+            "/providers/Microsoft.App/containerApps/a",
+            "https://evil.example/subscriptions/x",
+        ] {
+            let err = arm_url("https://management.azure.com", bad, "v").unwrap_err();
+            assert!(matches!(err, AzureError::InvalidInput(_)), "{bad}: {err:?}");
+            assert!(err.to_string().contains("`azureResource`"), "{err}");
+        }
+        let failure = AzureError::InvalidInput("x".into()).into_failure();
+        assert!(
+            format!("{failure:?}").contains("InvalidInput"),
+            "{failure:?}"
+        );
+    }
 }

@@ -1,5 +1,6 @@
 //! The activities behind `ScanOnDeploy` and `ImageScan`: image resolution, the per-digest entity's
-//! start, the shared `EnsureRegistry`, the Qualys registry scan, and result collection.
+//! start, the Qualys registry scan, and result collection. (The shared `EnsureRegistry` a scan
+//! waits for, `registry.EnsureShared`, is in [`crate::registry`].)
 
 // `#[activities]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
@@ -10,7 +11,6 @@ use crate::notify::{Notification, NotificationKind, Notifier};
 use crate::qualys::{Image, OnDemandSchedule, QualysClient, RepoTag};
 use crate::resolve::{Resolver, resolve_request};
 use crate::results::{ResultsStore, SCHEMA_VERSION};
-use qflows_workflows::registry::{EnsureRegistryInput, EnsureRegistryOutput};
 use qflows_workflows::scan::ImageRef;
 use qflows_workflows::scan::model::{
     CollectResults, FindImage, ImageResult, ImageScanInput, ImageStatus, ImageTagsRequest,
@@ -18,13 +18,11 @@ use qflows_workflows::scan::model::{
     StartImageScan, SubmitRegistryScan, Verdict, image_scan_id,
 };
 use qflows_workflows::scan::{RegistryKind, ScanRequest};
-use qflows_workflows::{EnsureRegistry, ImageScan, contracts};
+use qflows_workflows::{ImageScan, contracts};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use temporalio_client::{
-    Client, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
-};
+use temporalio_client::{Client, WorkflowStartOptions};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -36,14 +34,10 @@ pub struct ScanActivities {
     pub qualys: QualysClient,
     /// ECS/ECR resolution.
     pub resolver: Arc<Resolver>,
-    /// Temporal, to start `ImageScan` entities and join `EnsureRegistry`.
+    /// Temporal, to start `ImageScan` entities.
     pub temporal: Client,
     /// The task queue `ImageScan` entities run on.
     pub task_queue: String,
-    /// The task queue `EnsureRegistry` runs on when a scan starts it (`<task queue>-registry`):
-    /// its own pollers, so a burst of deploy workflows never queues in front of the one
-    /// workflow every scan of the account waits for.
-    pub registry_task_queue: String,
     /// Poll, timeout and TTL settings for `ImageScan`.
     pub settings: ScanSettings,
     /// The severity gate.
@@ -232,50 +226,6 @@ impl ScanActivities {
             .map_err(|e| temporal_failure(&format!("signal-with-start {id}"), e))?;
         crate::metrics::scan_requested();
         Ok(())
-    }
-
-    /// Runs or joins `EnsureRegistry` (workflow ID `registry-<account>-<region>`).
-    #[activity(definition = contracts::EnsureRegistryShared)]
-    pub async fn ensure_registry_shared(
-        self: Arc<Self>,
-        ctx: ActivityContext,
-        input: EnsureRegistryInput,
-    ) -> Result<EnsureRegistryOutput, ActivityError> {
-        let id = input.workflow_id();
-        let value =
-            serde_json::to_value(&input).map_err(|e| temporal_failure("encode input", e))?;
-        let handle = self
-            .temporal
-            .start_workflow(
-                EnsureRegistry::run,
-                value,
-                WorkflowStartOptions::new(self.registry_task_queue.clone(), id.clone())
-                    .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-                    .build(),
-            )
-            .await
-            .map_err(|e| temporal_failure(&format!("start {id}"), e))?;
-        // Heartbeat while waiting, so a killed worker's attempt is retried within the
-        // heartbeat timeout rather than at the end of the attempt's time limit.
-        let wait = handle.get_result(WorkflowGetResultOptions::default());
-        tokio::pin!(wait);
-        let mut beat = tokio::time::interval(std::time::Duration::from_secs(10));
-        let result = loop {
-            tokio::select! {
-                result = &mut wait => break result,
-                _ = beat.tick() => {
-                    let _ = ctx.record_heartbeat(format!("waiting for {id}")).await;
-                }
-            }
-        };
-        result.map_err(|e| {
-            ActivityError::application(
-                ApplicationFailure::builder(format!("{id} failed: {e}"))
-                    .type_name("EnsureRegistryFailed".to_string())
-                    .non_retryable(true)
-                    .build(),
-            )
-        })
     }
 
     /// Where Qualys stands on the image (the first `ImageScan` design), matched by digest.

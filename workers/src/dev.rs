@@ -275,6 +275,8 @@ async fn start_bridge(
         api_key_header: "x-api-key".into(),
         max_body_bytes: 1024 * 1024,
         start_timeout_secs: 4,
+        azure_timeout_secs: 25,
+        start_concurrency: 16,
         sqs_queue_url: None,
         task_queue: task_queue.to_string(),
     };

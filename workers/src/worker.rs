@@ -10,13 +10,16 @@ use qflows_activities::policies::CdrActivities;
 use qflows_activities::qscanner::{QScannerConfig, RegistryAllowlist, ScanMode};
 use qflows_activities::qualys::{Pod, Secret};
 use qflows_activities::qualys::{QualysClient, QualysConfig};
+use qflows_activities::registry::CanonicalRuns;
 use qflows_activities::resolve::{Resolver, ResolverSettings};
 use qflows_activities::results::ResultsStore;
 use qflows_activities::{QScannerActivities, RegistryActivities, ScanActivities};
 use qflows_workflows::DeploySensor;
 use qflows_workflows::registry::RegistryDefaults;
 use qflows_workflows::scan::model::ScanSettings;
-use qflows_workflows::{CdrToPolicy, EnsureRegistry, ImageScan, ScanAlert, ScanOnDeploy};
+use qflows_workflows::{
+    CdrToPolicy, EnsureAwsConnector, EnsureRegistry, ImageScan, ScanAlert, ScanOnDeploy,
+};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -168,7 +171,6 @@ pub async fn run(
         telemetry::export_qualys_metrics(meter, qualys.clone());
     }
     let aws = Arc::new(Aws::new());
-    let registry = || RegistryActivities::new(qualys.clone(), aws.clone(), config.registry.clone());
     let resolver = Resolver::new(
         aws.clone(),
         ResolverSettings {
@@ -205,6 +207,18 @@ pub async fn run(
     let rescan_queue = format!("{}-rescan", config.worker.task_queue);
     let registry_queue = format!("{}-registry", config.worker.task_queue);
     let qscanner_queue = format!("{}-qscanner", config.worker.task_queue);
+    let canonical_runs = CanonicalRuns {
+        temporal: client.clone(),
+        task_queue: registry_queue.clone(),
+    };
+    let registry = || {
+        RegistryActivities::new(
+            qualys.clone(),
+            aws.clone(),
+            config.registry.clone(),
+            canonical_runs.clone(),
+        )
+    };
     settings.rescan_task_queue = Some(rescan_queue.clone());
     let qscanner_slots = config.scan.qscanner.as_ref().map(|q| q.max_concurrent);
     if qscanner_slots.is_some() {
@@ -245,7 +259,6 @@ pub async fn run(
         resolver: resolver.clone(),
         temporal: client.clone(),
         task_queue: config.worker.task_queue.clone(),
-        registry_task_queue: registry_queue.clone(),
         settings: settings.clone(),
         gate: config.scan.gate.clone(),
         results: results.clone(),
@@ -256,6 +269,7 @@ pub async fn run(
     // Deploy-time work: the workflows and every activity.
     let mut options = WorkerOptions::new(config.worker.task_queue.clone())
         .register_workflow::<EnsureRegistry>()?
+        .register_workflow::<EnsureAwsConnector>()?
         .register_workflow::<ScanOnDeploy>()?
         .register_workflow::<ImageScan>()?
         .register_workflow::<ScanAlert>()?
@@ -280,7 +294,10 @@ pub async fn run(
     )?;
 
     // Rescans: the same activities on their own queue and slots.
-    let mut rescan_options = WorkerOptions::new(rescan_queue.clone()).register_activities(scan());
+    // (Registry activities too: a rescan waits for the shared `EnsureRegistry` from this queue.)
+    let mut rescan_options = WorkerOptions::new(rescan_queue.clone())
+        .register_activities(scan())
+        .register_activities(registry());
     if let Some(q) = qscanner() {
         rescan_options = rescan_options.register_activities(q);
     }
@@ -294,6 +311,7 @@ pub async fn run(
     // (The main queue serves it too, for `qflows registry ensure` and runs started before.)
     let registry_options = WorkerOptions::new(registry_queue.clone())
         .register_workflow::<EnsureRegistry>()?
+        .register_workflow::<EnsureAwsConnector>()?
         .register_activities(registry());
     let mut registry_worker = Worker::new(
         &runtime,

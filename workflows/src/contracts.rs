@@ -61,6 +61,11 @@ activity_contract!(
     /// Creates the ECR registry in Qualys unless it already exists (idempotent).
     CreateRegistry = "qualys.CreateRegistry": RegistryPlan => RegistryRef
 );
+activity_contract!(
+    /// Runs (or joins) the account's `EnsureAwsConnector` (workflow ID
+    /// `registry-connector-<account>`) and waits for it; true when a connector was created.
+    EnsureConnectorShared = "registry.EnsureConnectorShared": ConnectorRequest => bool
+);
 
 activity_contract!(
     /// The worker's scan settings (poll backoff, timeout, TTL).
@@ -75,7 +80,8 @@ activity_contract!(
     StartImageScanEntity = "scan.StartImageScan": StartImageScan => ()
 );
 activity_contract!(
-    /// Runs (or joins) `EnsureRegistry` for an account and region and returns its result.
+    /// Runs (or joins) `EnsureRegistry` for an account and region under its canonical workflow ID
+    /// (`registry-<account>-<region>`) and returns its result.
     EnsureRegistryShared = "registry.EnsureShared": EnsureRegistryInput => EnsureRegistryOutput
 );
 activity_contract!(

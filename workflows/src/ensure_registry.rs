@@ -1,27 +1,50 @@
-//! `EnsureRegistry`: find or create the Qualys registry connector for an AWS account and region.
+//! `EnsureRegistry`: find or create the Qualys registry connector for an AWS account and region,
+//! and `EnsureAwsConnector`, the account's one connector step.
 //!
-//! Started with workflow ID `registry-<accountId>-<region>` (see [`workflow_id`]) and the
-//! "use existing" conflict policy, any number of concurrent callers attach to one run, so Qualys
-//! gets exactly one registry. Every step is also idempotent on its own: a retried or repeated run
-//! finds what an earlier one made instead of making it twice.
+//! Exactly once, whatever the caller does:
+//!
+//! - The registry's workflow ID `registry-<accountId>-<region>` ([`workflow_id`]) is its claim.
+//!   A run started under any other ID (the Temporal UI's random default, a script) creates
+//!   nothing: it starts or joins the run under the canonical ID with the "use existing" conflict
+//!   policy (`registry.EnsureShared`, as scans do) and returns that run's result.
+//! - The AWS connector belongs to the account, not to a region: every region's run creates it
+//!   through `EnsureAwsConnector` under `registry-connector-<accountId>`
+//!   ([`connector_workflow_id`]), joined the same way, so two regions never make two connectors.
+//! - Every step is idempotent on its own: a retried or repeated run finds what an earlier one
+//!   made, and Qualys answering "already exists" to a create means re-read and succeed.
+//!
+//! Runs recorded before these rules (no `registry-exactly-once` marker in their history) replay
+//! as they ran.
 //!
 //! [`workflow_id`]: crate::registry::workflow_id
+//! [`connector_workflow_id`]: crate::registry::connector_workflow_id
 
 // `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
 use crate::contracts::{
-    CreateRegistry, EnsureConnector, EnsureScanRole, FindRegistry, GetAwsBase, PlanRegistry,
+    CreateRegistry, EnsureConnector, EnsureConnectorShared, EnsureRegistryShared, EnsureScanRole,
+    FindRegistry, GetAwsBase, PlanRegistry,
 };
 use crate::failure::{activity_failed, invalid_input};
 use crate::input;
 use crate::options;
 use crate::registry::{
-    ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, RoleChange, ScanRoleRequest,
+    ConnectorOutcome, ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, RoleChange,
+    ScanRoleRequest,
 };
 use std::time::Duration;
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{WorkflowContext, WorkflowResult};
+use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};
+
+/// The patch that brought joining under the canonical ID and the per-account connector step.
+pub const EXACTLY_ONCE_PATCH: &str = "registry-exactly-once";
+
+/// Options of the activities that start or join a canonical run and wait for it: they heartbeat
+/// while waiting, so a killed worker's wait is taken over within 30 s (and joins the same run).
+fn joining() -> ActivityOptions {
+    options::heartbeating(options::retrying(900, 3600), 30)
+}
 
 /// The `EnsureRegistry` workflow. Input: [`EnsureRegistryInput`] as JSON; output:
 /// [`EnsureRegistryOutput`].
@@ -38,6 +61,15 @@ impl EnsureRegistry {
         input: serde_json::Value,
     ) -> WorkflowResult<EnsureRegistryOutput> {
         let input: EnsureRegistryInput = input::parse(input).map_err(invalid_input)?;
+        let exactly_once = ctx.patched(EXACTLY_ONCE_PATCH);
+        let canonical = input.workflow_id();
+        if exactly_once && ctx.workflow_id() != canonical {
+            // Not the registry's claim: run it under the canonical ID (or join the run there).
+            return ctx
+                .execute_activity(EnsureRegistryShared, input, joining())
+                .await
+                .map_err(|e| activity_failed(&format!("join {canonical}"), e));
+        }
         // Qualys and AWS calls: retried while transient, for up to an hour.
         let opts = options::retrying(120, 3600);
 
@@ -84,9 +116,16 @@ impl EnsureRegistry {
             plan: plan.clone(),
             external_id: qualys.external_id,
         };
-        ctx.execute_activity(EnsureConnector, connector, opts.clone())
-            .await
-            .map_err(|e| activity_failed("ensure Qualys AWS connector", e))?;
+        if exactly_once {
+            // The account's one connector step, shared with the account's other regions.
+            ctx.execute_activity(EnsureConnectorShared, connector, joining())
+                .await
+                .map_err(|e| activity_failed("ensure Qualys AWS connector", e))?;
+        } else {
+            ctx.execute_activity(EnsureConnector, connector, opts.clone())
+                .await
+                .map_err(|e| activity_failed("ensure Qualys AWS connector", e))?;
+        }
 
         let registry = ctx
             .execute_activity(CreateRegistry, plan.clone(), opts)
@@ -98,5 +137,39 @@ impl EnsureRegistry {
             role_arn: plan.role_arn,
             created: true,
         })
+    }
+}
+
+/// The `EnsureAwsConnector` workflow: makes sure Qualys has the AWS connector for an account's
+/// role. Input: [`ConnectorRequest`] as JSON; output: [`ConnectorOutcome`].
+///
+/// `EnsureRegistry` starts it under `registry-connector-<accountId>` with the "use existing"
+/// conflict policy, so one run per account creates the connector however many regions ask at
+/// once. Started under another ID, it joins the canonical run the same way.
+#[workflow]
+#[derive(Default)]
+pub struct EnsureAwsConnector;
+
+#[workflow_methods]
+impl EnsureAwsConnector {
+    /// Lists the account's connectors and creates the role's one unless Qualys has it.
+    #[run(name = "EnsureAwsConnector")]
+    pub async fn run(
+        ctx: &mut WorkflowContext<Self>,
+        input: serde_json::Value,
+    ) -> WorkflowResult<ConnectorOutcome> {
+        let request: ConnectorRequest = input::parse(input).map_err(invalid_input)?;
+        let role_arn = request.plan.role_arn.clone();
+        let canonical = request.workflow_id();
+        let created = if ctx.workflow_id() != canonical {
+            ctx.execute_activity(EnsureConnectorShared, request, joining())
+                .await
+                .map_err(|e| activity_failed(&format!("join {canonical}"), e))?
+        } else {
+            ctx.execute_activity(EnsureConnector, request, options::retrying(120, 3600))
+                .await
+                .map_err(|e| activity_failed("ensure Qualys AWS connector", e))?
+        };
+        Ok(ConnectorOutcome { role_arn, created })
     }
 }

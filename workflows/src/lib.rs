@@ -7,6 +7,7 @@
 //! | Workflow | Module |
 //! |---|---|
 //! | `EnsureRegistry` | [`ensure_registry`] |
+//! | `EnsureAwsConnector` (one per AWS account) | [`ensure_registry`] |
 //! | `ScanOnDeploy` | [`scan_on_deploy`] |
 //! | `ImageScan` (one per digest) | [`image_scan`] |
 //! | `ScanAlert` (one per alert of an `ImageScan`) | [`alert`] |
@@ -35,7 +36,7 @@ pub use alert::ScanAlert;
 pub use bench_noop::BenchNoop;
 pub use cdr_to_policy::CdrToPolicy;
 pub use deploy_sensor::DeploySensor;
-pub use ensure_registry::EnsureRegistry;
+pub use ensure_registry::{EnsureAwsConnector, EnsureRegistry};
 pub use image_scan::ImageScan;
 pub use scan_on_deploy::ScanOnDeploy;
 

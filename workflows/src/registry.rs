@@ -42,6 +42,13 @@ pub fn workflow_id(account_id: &str, region: &str) -> String {
     format!("registry-{account_id}-{region}")
 }
 
+/// `registry-connector-<accountId>`: the one workflow ID per AWS account that may create its
+/// Qualys AWS connector (`EnsureAwsConnector`). Every region's `EnsureRegistry` of the account
+/// goes through it, so two regions never create two connectors.
+pub fn connector_workflow_id(account_id: &str) -> String {
+    format!("registry-connector-{account_id}")
+}
+
 impl Validate for EnsureRegistryInput {
     fn validate(&self) -> Result<(), InputError> {
         validate_account_id("accountId", &self.account_id)?;
@@ -278,6 +285,57 @@ pub struct ConnectorRequest {
     pub external_id: String,
 }
 
+impl ConnectorRequest {
+    /// The workflow ID of the account's connector step ([`connector_workflow_id`]).
+    pub fn workflow_id(&self) -> String {
+        connector_workflow_id(&self.plan.account_id)
+    }
+}
+
+impl Validate for ConnectorRequest {
+    fn validate(&self) -> Result<(), InputError> {
+        let plan = &self.plan;
+        validate_account_id("plan.accountId", &plan.account_id)?;
+        validate_region("plan.region", &plan.region)?;
+        match parse_role_arn(&plan.role_arn) {
+            Some(role) if role.account_id == plan.account_id => {}
+            Some(_) => {
+                return Err(InputError::field(
+                    "plan.roleArn",
+                    format!(
+                        "`{}` is not a role of account {}",
+                        plan.role_arn, plan.account_id
+                    ),
+                ));
+            }
+            None => {
+                return Err(InputError::field(
+                    "plan.roleArn",
+                    format!("`{}` is not an IAM role ARN", plan.role_arn),
+                ));
+            }
+        }
+        if self.external_id.trim().is_empty() {
+            return Err(InputError::field("externalId", "empty"));
+        }
+        Ok(())
+    }
+}
+
+/// Output of the `EnsureAwsConnector` workflow: which role's connector it ensured.
+///
+/// ```json
+/// {"roleArn": "arn:aws:iam::123456789012:role/qualys-registry-scan-role", "created": true}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectorOutcome {
+    /// The role the connector is for (callers for another role of the account run again).
+    pub role_arn: String,
+    /// Whether this run created it (false: Qualys already had it).
+    pub created: bool,
+}
+
 /// Output of the `EnsureRegistry` workflow.
 ///
 /// ```json
@@ -293,7 +351,8 @@ pub struct EnsureRegistryOutput {
     pub registry_name: String,
     /// The role Qualys assumes to read the registry.
     pub role_arn: String,
-    /// Whether this run created the registry (false: it already existed).
+    /// Whether the registry was created by this run — or, for a run started under another
+    /// workflow ID, by the canonical run it joined (false: it already existed).
     pub created: bool,
 }
 
@@ -375,6 +434,31 @@ mod tests {
         }
         let err = parse::<EnsureRegistryInput>(json!({"accountId": "123456789012"})).unwrap_err();
         assert!(err.to_string().contains("missing field `region`"), "{err}");
+    }
+
+    #[test]
+    fn connector_requests_are_keyed_by_account_and_checked() {
+        let input: EnsureRegistryInput =
+            parse(json!({"accountId": "123456789012", "region": "eu-west-1"})).unwrap();
+        let request = ConnectorRequest {
+            plan: RegistryPlan::new(&input, &defaults()),
+            external_id: "7364912058341".into(),
+        };
+        assert_eq!(request.workflow_id(), "registry-connector-123456789012");
+        let value = serde_json::to_value(&request).unwrap();
+        assert_eq!(parse::<ConnectorRequest>(value.clone()).unwrap(), request);
+        let mut other_account = value.clone();
+        other_account["plan"]["roleArn"] = json!("arn:aws:iam::999999999999:role/x");
+        assert_eq!(
+            parse::<ConnectorRequest>(other_account).unwrap_err().field,
+            "plan.roleArn"
+        );
+        let mut no_external = value;
+        no_external["externalId"] = json!(" ");
+        assert_eq!(
+            parse::<ConnectorRequest>(no_external).unwrap_err().field,
+            "externalId"
+        );
     }
 
     #[test]

@@ -17,13 +17,18 @@ use crate::options;
 use crate::scan::model::{
     DeployedAt, ImageResult, ImageScanInput, ImageStatus, ScanOnDeployOutput, StartImageScan,
 };
-use crate::scan::{Classified, Rules, classify, classify_with, search};
+use crate::scan::{
+    Classified, Rules, classify, classify_before_resource_id_checks, classify_with, search,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     LocalActivityOptions, SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
 };
+
+/// The patch that refuses Azure resource IDs with path tricks (`.`/`..` segments…).
+pub const AZURE_RESOURCE_ID_PATCH: &str = "azure-resource-id-checks";
 
 /// How long a deployment waits for all its images' scans.
 const WAIT_FOR_SCANS: Duration = Duration::from_secs(6 * 3600);
@@ -56,14 +61,24 @@ impl ScanOnDeploy {
         ctx: &mut WorkflowContext<Self>,
         event: serde_json::Value,
     ) -> WorkflowResult<ScanOnDeployOutput> {
+        let classified = match classify(&event) {
+            // Refused for a path trick in an Azure resource ID since this patch; a run started
+            // before goes on as it did (its resolve activity refuses the ID before any URL).
+            Err(refused) => match classify_before_resource_id_checks(&event) {
+                Ok(before) if !ctx.patched(AZURE_RESOURCE_ID_PATCH) => Ok(before),
+                _ => Err(refused),
+            },
+            classified => classified,
+        };
         // Runs started before the task-state rule scanned every ECS task state change.
-        let mut classified = classify(&event).map_err(invalid_input)?;
+        let mut classified = classified.map_err(invalid_input)?;
         if matches!(classified, Classified::Ignored { .. })
             && is_task_before_running(&event)
             && !ctx.patched(TASK_RUNNING_ONLY_PATCH)
         {
             let rules = Rules {
                 scan_tasks_before_running: true,
+                ..Rules::default()
             };
             classified = classify_with(&event, rules).map_err(invalid_input)?;
         }

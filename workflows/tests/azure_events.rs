@@ -131,3 +131,71 @@ fn malformed_azure_events_name_the_field() {
         .remove("operationName");
     assert_eq!(field(&no_operation), "data.operationName");
 }
+
+#[test]
+fn resource_ids_with_path_tricks_are_refused_naming_the_field() {
+    let write = sample("eventgrid-aci-resource-write-success.json");
+    let good = write["data"]["resourceUri"].as_str().unwrap().to_string();
+    let tricks = [
+        good.replace("/resourceGroups/apps-rg/", "/resourceGroups/../"),
+        good.replace("/resourceGroups/apps-rg/", "/resourceGroups/./"),
+        good.replace("/report-worker", "/.."),
+        good.replace("/report-worker", "/..."),
+        good.replace("/report-worker", "/%2e%2e"),
+        good.replace("/report-worker", "/a?api-version=1"),
+        good.replace("/report-worker", "/a#x"),
+        good.replace("/apps-rg/", "/apps-rg//"),
+        good.replace("/report-worker", "/a\\..\\b"),
+        format!("{good}/../../../../providers/Microsoft.Authorization/roleAssignments"),
+    ];
+    for trick in &tricks {
+        let mut event = write.clone();
+        event["data"]["resourceUri"] = trick.as_str().into();
+        let err = classify(&event).unwrap_err();
+        assert_eq!(err.field, "data.resourceUri", "{trick}: {err}");
+        // From `subject` when `data.resourceUri` is absent: that field is named.
+        let mut event = write.clone();
+        event["data"].as_object_mut().unwrap().remove("resourceUri");
+        event["subject"] = trick.as_str().into();
+        assert_eq!(classify(&event).unwrap_err().field, "subject", "{trick}");
+    }
+    let mut dots = write.clone();
+    dots["data"]["resourceUri"] = tricks[0].as_str().into();
+    assert!(
+        classify(&dots)
+            .unwrap_err()
+            .problem
+            .contains("`..` path segment"),
+        "the problem is said"
+    );
+    // Names with dots inside are ARM names like any other.
+    let mut dotted = write.clone();
+    dotted["data"]["resourceUri"] = good.replace("/report-worker", "/report.worker.v2").into();
+    assert!(matches!(classify(&dotted), Ok(Classified::Scan(_))));
+
+    // The ACR push's registry ID (`topic`, or `source` in CloudEvents) too.
+    let mut push = sample("eventgrid-acr-image-pushed.json");
+    let topic = push["topic"].as_str().unwrap().to_string();
+    push["topic"] = format!("{topic}/../../../x").into();
+    assert_eq!(classify(&push).unwrap_err().field, "topic");
+    let mut ce = sample("azure-cloudevents-acr-imagepushed.json");
+    let source = ce["source"].as_str().unwrap().to_string();
+    assert!(source.starts_with("/subscriptions/"), "{source}");
+    ce["source"] = format!("{source}/..").into();
+    assert_eq!(classify(&ce).unwrap_err().field, "source");
+}
+
+#[test]
+fn runs_started_before_the_checks_classify_as_they_did() {
+    // What `ScanOnDeploy` falls back to when replaying a run recorded before the checks.
+    let mut event = sample("eventgrid-aci-resource-write-success.json");
+    let good = event["data"]["resourceUri"].as_str().unwrap().to_string();
+    event["data"]["resourceUri"] = good
+        .replace("/resourceGroups/apps-rg/", "/resourceGroups/../")
+        .into();
+    assert!(classify(&event).is_err());
+    assert!(matches!(
+        qflows_workflows::scan::classify_before_resource_id_checks(&event),
+        Ok(Classified::Scan(_))
+    ));
+}

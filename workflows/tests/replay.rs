@@ -49,13 +49,20 @@ async fn ensure_registry_histories_replay() {
         recorded.len() >= 3,
         "expected recorded EnsureRegistry histories (found, created with role, failed)"
     );
+    // Old runs (before the `registry-exactly-once` patch) and new ones, whose connector step
+    // is its own workflow (`ensure_registry_once_connector_*`).
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<qflows_workflows::EnsureRegistry>()
+        .expect("register")
+        .register_workflow::<qflows_workflows::EnsureAwsConnector>()
         .expect("register")
         .build();
     replay_all(recorded, options).await;
 }
 
+/// `scan_on_deploy_resource_id_before_checks.json` was recorded with the classifier as it was
+/// before patch `azure-resource-id-checks` (an ACI event whose resource group is `..`, refused
+/// only by the resolve activity): today's code must take the pre-patch path for it.
 #[tokio::test]
 async fn scan_histories_replay() {
     let mut recorded = histories("scan_on_deploy");

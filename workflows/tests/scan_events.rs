@@ -201,6 +201,7 @@ mod scan_events {
             assert!(ignored(&early).contains("scanned once, when it is running"));
             let old_rules = qflows_workflows::scan::Rules {
                 scan_tasks_before_running: true,
+                ..Default::default()
             };
             assert!(matches!(
                 qflows_workflows::scan::classify_with(&early, old_rules),

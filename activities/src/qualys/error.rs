@@ -120,6 +120,23 @@ impl QualysError {
         )
     }
 
+    /// Whether Qualys refused a create because what it would create already exists: a 400 or
+    /// 422 whose message says "already exists" (Qualys answered `400 "Registry already exists"`
+    /// to concurrent registry creates). The caller re-reads instead of failing.
+    pub fn is_already_exists(&self) -> bool {
+        match self {
+            QualysError::BadRequest {
+                status: 400 | 422,
+                message,
+                ..
+            } => {
+                let message = message.to_ascii_lowercase();
+                message.contains("already exist") || message.contains("duplicate")
+            }
+            _ => false,
+        }
+    }
+
     /// A bounded label: `auth`, `forbidden`, `bad_request`, `not_found`, `rate_limited`,
     /// `server`, `timeout`, `transport`, `decode` or `config`.
     pub fn kind(&self) -> &'static str {
@@ -351,6 +368,28 @@ mod tests {
             assert_eq!(e.kind(), kind);
             assert!(!e.is_retryable());
         }
+        let exists = QualysError::from_status(
+            400,
+            "POST /csapi/v1.3/registry",
+            br#"{"errorCode":"400 BAD_REQUEST","message":"Registry already exists"}"#,
+            &r,
+            None,
+        );
+        assert!(exists.is_already_exists(), "{exists}");
+        assert!(!exists.is_retryable());
+        let other = QualysError::from_status(
+            400,
+            "POST /x",
+            br#"{"message":"arn is mandatory"}"#,
+            &r,
+            None,
+        );
+        assert!(!other.is_already_exists());
+        let server = QualysError::from_status(500, "POST /x", b"Registry already exists", &r, None);
+        assert!(
+            !server.is_already_exists(),
+            "only a refusal of the create counts"
+        );
         let e = QualysError::RateLimited {
             family: Family::Images,
             retry_after: Some(Duration::from_secs(3)),

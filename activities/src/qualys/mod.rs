@@ -38,7 +38,7 @@ mod paging;
 mod types;
 
 #[cfg(test)]
-mod test_server;
+pub(crate) mod test_server;
 #[cfg(test)]
 mod tests;
 

@@ -34,6 +34,8 @@ fn args(dir: &Path, task_queue: &str) -> BridgeArgs {
         api_key_header: "x-api-key".into(),
         max_body_bytes: 64 * 1024,
         start_timeout_secs: 2,
+        azure_timeout_secs: 5,
+        start_concurrency: 16,
         sqs_queue_url: None,
         task_queue: task_queue.into(),
     }
@@ -536,6 +538,196 @@ async fn with_temporal_down_the_bridge_answers_503_and_loses_nothing() -> anyhow
             "outage-{n}"
         );
     }
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_batch_in_one_delivery_starts_every_event_once() -> anyhow::Result<()> {
+    let temporal = Temporal::start().await?;
+    let client = temporal.client().await?;
+    let dir = tempdir("batch");
+    let bridge = bridge(&temporal, &dir, "qflows").await?;
+    let send = Sender::new(&bridge);
+    // An Event Grid delivery of 60 ACR pushes (output batching), started concurrently.
+    let push = match sample("eventgrid-acr-image-pushed.json") {
+        Value::Array(mut events) => events.remove(0),
+        event => event,
+    };
+    let batch: Vec<Value> = (0..60)
+        .map(|i| {
+            let mut event = push.clone();
+            event["id"] = format!("batch-{i:02}").into();
+            event
+        })
+        .collect();
+    let (status, body) = send
+        .post("/events/azure", &Value::Array(batch.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let report = body["events"].as_array().unwrap();
+    assert_eq!(report.len(), 60);
+    for (i, entry) in report.iter().enumerate() {
+        assert_eq!(entry["id"], format!("batch-{i:02}"), "in delivery order");
+        assert_eq!(entry["outcome"], "started", "{entry}");
+    }
+    for i in [0, 29, 59] {
+        assert_eq!(
+            workflow_type(&client, &format!("deploy-azure-batch-{i:02}"))
+                .await
+                .as_deref(),
+            Some("ScanOnDeploy")
+        );
+    }
+    // Event Grid delivers the batch again: every event is a duplicate, nothing starts twice.
+    let (status, body) = send.post("/events/azure", &Value::Array(batch)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(
+        body["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["outcome"] == "duplicate"),
+        "{body}"
+    );
+    let metrics = send
+        .http
+        .get(format!("{}/metrics", send.base))
+        .send()
+        .await?
+        .text()
+        .await?;
+    assert!(metrics.contains("qflows_bridge_events_total{route=\"azure\",outcome=\"started\"} 60"));
+    assert!(
+        metrics.contains("qflows_bridge_events_total{route=\"azure\",outcome=\"duplicate\"} 60")
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_temporal_that_never_answers_delays_no_delivery_past_its_deadline() -> anyhow::Result<()>
+{
+    // A "Temporal" that takes connections and never answers: every connect hangs.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let dir = tempdir("hang");
+    let temporal = TemporalArgs {
+        address: Some(black_hole.local_addr()?.to_string()),
+        namespace: Some("default".into()),
+        profile: None,
+    };
+    let args = args(&dir, "qflows");
+    let (aws_deadline, azure_deadline) = (
+        Duration::from_secs(args.start_timeout_secs),
+        Duration::from_secs(args.azure_timeout_secs),
+    );
+    let bridge = Bridge::start(temporal, args, std::future::pending()).await?;
+    let send = Sender::new(&bridge);
+    let aws = |n: usize| {
+        let mut event = sample("ecr-image-action-push.json");
+        event["id"] = format!("hang-{n}").into();
+        event
+    };
+    let azure = sample("eventgrid-aci-resource-write-success.json");
+    let timed = |path: &'static str, body: Value| {
+        let send = &send;
+        async move {
+            let started = std::time::Instant::now();
+            let response = send
+                .http
+                .post(format!("{}{path}", send.base))
+                .header("x-api-key", KEY)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (
+                response.status(),
+                response.headers().contains_key("retry-after"),
+                started.elapsed(),
+            )
+        }
+    };
+    // Four deliveries at once while the connect hangs: none waits behind another, each is
+    // answered 503 (deliver again) by its own sender's deadline. (Slack of 2 s for a busy
+    // machine; a lock held across the connect would have answered the last one after 4 × 2 s.)
+    let (a, b, c, d) = tokio::join!(
+        timed("/events/aws", aws(1)),
+        timed("/events/aws", aws(2)),
+        timed("/events/aws", aws(3)),
+        timed("/events/azure", azure),
+    );
+    for (what, (status, retry_after, took), deadline) in [
+        ("aws 1", a, aws_deadline),
+        ("aws 2", b, aws_deadline),
+        ("aws 3", c, aws_deadline),
+        ("azure", d, azure_deadline),
+    ] {
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{what}");
+        assert!(retry_after, "{what}");
+        assert!(
+            took < deadline + Duration::from_secs(2),
+            "{what} took {took:?}, deadline {deadline:?}"
+        );
+        eprintln!("{what}: 503 after {took:?} (deadline {deadline:?})");
+    }
+    drop(black_hole);
+    Ok(())
+}
+
+#[tokio::test]
+async fn azure_resource_ids_with_path_tricks_are_refused_naming_the_field() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let worker = env.worker().start(&env.dir).await?;
+    let bridge = bridge(&env.temporal, &env.dir, &worker.task_queue).await?;
+    let send = Sender::new(&bridge);
+    let mut event = sample("eventgrid-aci-resource-write-success.json");
+    let good = event[0]["data"]["resourceUri"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    event[0]["id"] = "dots-1".into();
+    // `..` as the resource group: the shape of a resource ID, the path of another resource.
+    event[0]["data"]["resourceUri"] = good
+        .replace("/resourceGroups/apps-rg/", "/resourceGroups/../")
+        .into();
+    // The bridge refuses it (400 naming the field): nothing is started, the sender dead-letters.
+    let (status, body) = send.post("/events/azure", &event).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("`data.resourceUri`"),
+        "{body}"
+    );
+    assert_eq!(
+        workflow_type(&env.client, "deploy-azure-dots-1").await,
+        None
+    );
+    // Started by hand, ScanOnDeploy refuses it the same way before any activity runs.
+    let failure = qflows_integration::scan_on_deploy(
+        &env.client,
+        &worker.task_queue,
+        "refused-resource-id",
+        event[0].clone(),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        failure.type_name.as_deref(),
+        Some("InvalidInput"),
+        "{failure:?}"
+    );
+    assert!(
+        failure.message.contains("`data.resourceUri`"),
+        "{failure:?}"
+    );
+    assert!(failure.message.contains("`..` path segment"), "{failure:?}");
+    qflows_integration::record_history(
+        &env.client,
+        "refused-resource-id",
+        "scan_on_deploy_refused_resource_id",
+    )
+    .await?;
     Ok(())
 }
 

@@ -2,10 +2,11 @@
 
 use futures::future::join_all;
 use qflows_integration::{
-    Moto, TestEnv, ensure_registry, history_json, record_history, run_workflow, scrape_metrics,
-    wait_for,
+    Moto, TestEnv, ensure_registry, free_port, history_json, record_history, run_workflow,
+    scrape_metrics, wait_for,
 };
-use qualys_emulator::{EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse};
+use qflows_workflows::registry::EnsureRegistryOutput;
+use qualys_emulator::{Duplicates, EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse};
 use serde_json::json;
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,22 @@ async fn creates_once_then_finds_the_registry() -> anyhow::Result<()> {
     );
     assert!(!first.registry_uuid.is_empty());
 
-    // A second run (the first one has completed) finds it and creates nothing.
+    // (Recorded before the next run replaces the canonical ID's latest run.)
+    record_history(
+        &env.client,
+        "registry-123456789012-us-east-1",
+        "ensure_registry_once_created",
+    )
+    .await?;
+    record_history(
+        &env.client,
+        "registry-connector-123456789012",
+        "ensure_registry_once_connector_created",
+    )
+    .await?;
+
+    // A second run under another ID (the first one has completed) runs the canonical ID again,
+    // which finds the registry and creates nothing.
     let again = run_workflow(
         &env.client,
         &worker.task_queue,
@@ -44,13 +60,195 @@ async fn creates_once_then_finds_the_registry() -> anyhow::Result<()> {
     assert_eq!(stats.registries_created, 1);
     assert_eq!(stats.connectors_created, 1);
     assert_eq!(stats.calls.get("POST /csapi/v1.3/registry"), Some(&1));
+    record_history(&env.client, "registry-again", "ensure_registry_once_joined").await?;
     record_history(
         &env.client,
         "registry-123456789012-us-east-1",
-        "ensure_registry_created",
+        "ensure_registry_once_found",
     )
     .await?;
-    record_history(&env.client, "registry-again", "ensure_registry_found").await?;
+    Ok(())
+}
+
+/// Every registry call takes `ms` longer: the window in which concurrent runs that did not
+/// share one claim would all find nothing and all create.
+fn slow_registry_calls(ms: u64) -> Faults {
+    Faults {
+        latency_ms: ms,
+        latency_rate: 1.0,
+        paths: Some(vec!["/csapi/v1.3/registry".into()]),
+        ..Default::default()
+    }
+}
+
+/// Qualys at its most permissive: duplicate registries and connectors are made, not refused, so
+/// any second create shows as a second object.
+fn duplicates_allowed() -> EmulatorConfig {
+    EmulatorConfig {
+        duplicate_registries: Duplicates::Allow,
+        duplicate_connectors: Duplicates::Allow,
+        ..Default::default()
+    }
+}
+
+/// Starts `EnsureRegistry` under `ids` at once (as the Temporal UI's random default IDs do)
+/// and waits for all of them.
+async fn run_all(
+    env: &TestEnv,
+    task_queue: &str,
+    runs: &[(String, serde_json::Value)],
+) -> Vec<EnsureRegistryOutput> {
+    let started = runs
+        .iter()
+        .map(|(id, input)| run_workflow(&env.client, task_queue, id, input.clone()));
+    join_all(started)
+        .await
+        .into_iter()
+        .zip(runs)
+        .map(|(r, (id, _))| r.unwrap_or_else(|f| panic!("{id}: {f:?}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn twenty_runs_under_twenty_workflow_ids_make_one_registry_and_one_connector()
+-> anyhow::Result<()> {
+    let env = TestEnv::start(duplicates_allowed()).await?;
+    env.qualys.set_faults(slow_registry_calls(300));
+    let worker = env.worker().start(&env.dir).await?;
+    let runs: Vec<_> = (0..20)
+        .map(|i| (format!("ui-{i:02}-{}", free_port()), input("444455556666")))
+        .collect();
+    let results = run_all(&env, &worker.task_queue, &runs).await;
+    let uuid = &results[0].registry_uuid;
+    assert!(
+        results.iter().all(|r| &r.registry_uuid == uuid),
+        "all see one registry"
+    );
+    let stats = env.qualys.stats();
+    assert_eq!(stats.registries_created, 1, "{stats:?}");
+    assert_eq!(stats.connectors_created, 1, "{stats:?}");
+    assert_eq!(stats.calls.get("POST /csapi/v1.3/registry"), Some(&1));
+    assert_eq!(
+        stats.calls.get("POST /csapi/v1.3/registry/aws/connector"),
+        Some(&1)
+    );
+    assert_eq!(env.qualys.registries().len(), 1);
+    assert_eq!(env.qualys.connectors().len(), 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn regions_of_one_account_share_one_connector() -> anyhow::Result<()> {
+    let env = TestEnv::start(duplicates_allowed()).await?;
+    env.qualys.set_faults(slow_registry_calls(300));
+    let worker = env.worker().start(&env.dir).await?;
+    let regions = ["us-east-1", "us-west-2", "eu-west-1", "ap-southeast-2"];
+    let runs: Vec<_> = regions
+        .iter()
+        .flat_map(|region| {
+            (0..3).map(move |i| {
+                (
+                    format!("regions-{region}-{i}"),
+                    json!({"accountId": "777788889999", "region": region}),
+                )
+            })
+        })
+        .collect();
+    let results = run_all(&env, &worker.task_queue, &runs).await;
+    let mut uuids: Vec<_> = results.iter().map(|r| r.registry_uuid.clone()).collect();
+    uuids.sort();
+    uuids.dedup();
+    assert_eq!(uuids.len(), regions.len(), "one registry per region");
+    let stats = env.qualys.stats();
+    assert_eq!(stats.registries_created, 4, "{stats:?}");
+    assert_eq!(
+        stats.connectors_created, 1,
+        "one connector for the account: {stats:?}"
+    );
+    assert_eq!(
+        env.qualys.connectors()[0]["arn"],
+        "arn:aws:iam::777788889999:role/qualys-registry-scan-role"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn already_exists_from_qualys_means_read_it_back() -> anyhow::Result<()> {
+    // Someone else created the registry a moment ago: Qualys does not list it yet, and refuses
+    // a second create with 400 "Registry already exists".
+    let config = EmulatorConfig {
+        api_tokens: vec!["test-token".into()],
+        duplicate_registries: Duplicates::Reject,
+        registry_list_lag_ms: 10_000,
+        ..Default::default()
+    };
+    let env = TestEnv::start(config).await?;
+    let worker = env.worker().start(&env.dir).await?;
+    let account = "121212121212";
+    let theirs = reqwest::Client::new()
+        .post(format!("{}/csapi/v1.3/registry", env.qualys.base_url()))
+        .bearer_auth("test-token")
+        .json(&json!({
+            "aws": {"accountId": account, "arn": format!("arn:aws:iam::{account}:role/theirs"),
+                    "region": "us-east-1", "accountType": "Global"},
+            "credentialType": "AWS", "registryType": "AWS",
+            "registryUri": format!("https://{account}.dkr.ecr.us-east-1.amazonaws.com"),
+            "registryName": "made-in-the-ui"}))
+        .send()
+        .await?
+        .json::<serde_json::Value>()
+        .await?;
+    let out = ensure_registry(&env.client, &worker.task_queue, input(account))
+        .await
+        .unwrap();
+    assert_eq!(json!(out.registry_uuid), theirs["registryUuid"]);
+    let stats = env.qualys.stats();
+    assert_eq!(
+        stats.duplicates_refused, 1,
+        "Qualys refused our create: {stats:?}"
+    );
+    assert_eq!(stats.registries_created, 1, "{stats:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_run_keeps_the_claim() -> anyhow::Result<()> {
+    let env = TestEnv::start(duplicates_allowed()).await?;
+    env.qualys.set_faults(slow_registry_calls(1500));
+    let mut worker = env.worker().start(&env.dir).await?;
+    let task_queue = worker.task_queue.clone();
+    let runs: Vec<_> = (0..10)
+        .map(|i| (format!("killed-{i}"), input("343434343434")))
+        .collect();
+    let all = run_all(&env, &task_queue, &runs);
+    tokio::pin!(all);
+    // Kill the worker while the registry create is in flight.
+    let kill = async {
+        wait_for("the registry create", Duration::from_secs(120), || async {
+            env.qualys
+                .stats()
+                .calls
+                .contains_key("POST /csapi/v1.3/registry")
+                .then_some(())
+        })
+        .await
+    };
+    tokio::select! {
+        done = &mut all => panic!("finished before the kill: {done:?}"),
+        killed = kill => killed?,
+    }
+    worker.kill().await;
+    let _replacement = env.worker().task_queue(&task_queue).start(&env.dir).await?;
+    let results = all.await;
+    assert!(
+        results
+            .iter()
+            .all(|r| r.registry_uuid == results[0].registry_uuid)
+    );
+    let stats = env.qualys.stats();
+    assert_eq!(stats.registries_created, 1, "{stats:?}");
+    assert_eq!(stats.connectors_created, 1, "{stats:?}");
+    assert_eq!(env.qualys.registries().len(), 1);
     Ok(())
 }
 
@@ -189,7 +387,7 @@ async fn wrong_credentials_fail_fast_and_do_not_retry() -> anyhow::Result<()> {
     record_history(
         &env.client,
         "registry-123456789012-us-east-1",
-        "ensure_registry_auth_failed",
+        "ensure_registry_once_auth_failed",
     )
     .await?;
     eprintln!("failed after {:?}", started.elapsed());
@@ -285,7 +483,17 @@ async fn secrets_appear_in_no_log_line_and_no_history_event() -> anyhow::Result<
     .await
     .unwrap_err();
 
-    for id in ["s-1", "s-2", "s-3"] {
+    // The runs they joined, and the connector steps, too.
+    for id in [
+        "s-1",
+        "s-2",
+        "s-3",
+        "registry-123456789012-us-east-1",
+        "registry-223456789012-us-east-1",
+        "registry-323456789012-us-east-1",
+        "registry-connector-123456789012",
+        "registry-connector-223456789012",
+    ] {
         let history = history_json(&env.client, id).await?;
         for secret in [password.as_str(), token, "wrong-Pa55word-xyz"] {
             assert!(
@@ -327,7 +535,7 @@ async fn creates_the_scan_role_in_aws_when_asked() -> anyhow::Result<()> {
     record_history(
         &env.client,
         "registry-123456789012-us-east-1",
-        "ensure_registry_created_role",
+        "ensure_registry_once_created_role",
     )
     .await?;
 

@@ -25,6 +25,16 @@ pub struct EmulatorConfig {
     pub scan_delay_ms: u64,
     /// What `POST /registry` answers.
     pub registry_create_response: RegistryCreateResponse,
+    /// A `POST /registry` for a registry URI Qualys already has (default
+    /// [`Duplicates::Reject`]: `400 "Registry already exists"`, as Qualys answered concurrent
+    /// creates).
+    pub duplicate_registries: Duplicates,
+    /// A `POST /registry/aws/connector` for an AWS account that already has a connector (default
+    /// [`Duplicates::Allow`]: Qualys made 3 connectors for one account under concurrent creates).
+    pub duplicate_connectors: Duplicates,
+    /// Milliseconds before a new registry shows in `GET /registry` lists (default 0). Qualys
+    /// lists new objects late; a create in that window still sees the registry.
+    pub registry_list_lag_ms: u64,
     /// The envelope of `GET /images/{sha}/vuln`.
     pub vuln_shape: VulnShape,
     /// Per-family sliding-window limits (default [`RateLimitRule::documented`]). Families not
@@ -47,6 +57,9 @@ impl Default for EmulatorConfig {
             token_ttl_secs: 4 * 3600,
             scan_delay_ms: 2000,
             registry_create_response: RegistryCreateResponse::default(),
+            duplicate_registries: Duplicates::Reject,
+            duplicate_connectors: Duplicates::Allow,
+            registry_list_lag_ms: 0,
             vuln_shape: VulnShape::default(),
             rate_limits: RateLimitRule::documented(),
             faults: Faults::default(),
@@ -116,6 +129,19 @@ pub struct PushedImage {
     /// generated from its image ID, or whatever was set before.
     #[serde(default)]
     pub vulnerabilities: Vec<Value>,
+}
+
+/// What a create answers when what it would create already exists.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Duplicates {
+    /// Create another one, as if nothing existed.
+    #[serde(alias = "Allow")]
+    Allow,
+    /// Refuse with `400 {"errorCode":"400 BAD_REQUEST","message":"… already exists"}` and create
+    /// nothing.
+    #[serde(alias = "Reject")]
+    Reject,
 }
 
 /// The envelope of `GET /images/{sha}/vuln` (qualys-api.md §2.1 #14).
@@ -347,6 +373,20 @@ mod tests {
             RegistryCreateResponse::BareString
         );
         assert_eq!(c.username, "qflows-dev");
+        assert_eq!(c.duplicate_registries, Duplicates::Reject);
+        assert_eq!(c.duplicate_connectors, Duplicates::Allow);
+        let c = EmulatorConfig::from_json(
+            r#"{"duplicate_registries": "allow", "duplicate_connectors": "reject", "registry_list_lag_ms": 7}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                c.duplicate_registries,
+                c.duplicate_connectors,
+                c.registry_list_lag_ms
+            ),
+            (Duplicates::Allow, Duplicates::Reject, 7)
+        );
         assert_eq!(c.rate_limits.len(), 7);
         assert!(EmulatorConfig::from_json(r#"{"scan_delay": 5}"#).is_err());
         assert!(EmulatorConfig::from_json(r#"{"faults": {"drop": 1}}"#).is_err());

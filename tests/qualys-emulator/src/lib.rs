@@ -82,8 +82,8 @@ mod stats;
 mod time;
 
 pub use config::{
-    EmulatorConfig, Faults, PushedImage, RateLimitRule, RegistryCreateResponse, Seed, SeedImage,
-    UnknownTags, VulnShape, cdr_findings_from_json, seed_images_from_json,
+    Duplicates, EmulatorConfig, Faults, PushedImage, RateLimitRule, RegistryCreateResponse, Seed,
+    SeedImage, UnknownTags, VulnShape, cdr_findings_from_json, seed_images_from_json,
 };
 pub use stats::Stats;
 
@@ -238,6 +238,11 @@ impl RunningEmulator {
     /// The registries as `GET /registry/{id}` shows them, in creation order.
     pub fn registries(&self) -> Vec<Value> {
         registry::all_registries(&self.inner.shared)
+    }
+
+    /// Every AWS connector (`name`, `arn`, `description`), in creation order.
+    pub fn connectors(&self) -> Vec<Value> {
+        self.inner.shared.world.lock().connectors.clone()
     }
 
     /// Every registry schedule created so far (`name`, `registryUuid`, `filters`, `createdMs`).

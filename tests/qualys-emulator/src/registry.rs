@@ -1,7 +1,7 @@
 //! csapi registry endpoints (qualys-api.md §2.1 #1–#11, §2.2): the AWS base, connectors,
 //! registries and their schedules.
 
-use crate::config::RegistryCreateResponse;
+use crate::config::{Duplicates, RegistryCreateResponse};
 use crate::http::{self, ApiError, Query, Reply, bad_request, not_found, now_ms, ok};
 use crate::ids;
 use crate::qql;
@@ -110,7 +110,24 @@ pub(crate) fn create_connector(shared: &Shared, body: &[u8]) -> Reply {
         "arn": arn,
         "description": o.get("description").cloned().unwrap_or(Value::Null),
     });
-    shared.world.lock().connectors.push(connector.clone());
+    {
+        // Check and insert under one lock: concurrent creates see each other.
+        let mut world = shared.world.lock();
+        let account = role_arn_account(arn);
+        let exists = world
+            .connectors
+            .iter()
+            .any(|c| c["arn"].as_str().and_then(role_arn_account) == account);
+        if exists && shared.settings.duplicate_connectors == Duplicates::Reject {
+            drop(world);
+            shared.stats.lock().duplicates_refused += 1;
+            return Err(bad_request(format!(
+                "AWS connector already exists for account {}",
+                account.unwrap_or_default()
+            )));
+        }
+        world.connectors.push(connector.clone());
+    }
     shared.stats.lock().connectors_created += 1;
     tracing::info!(name, arn, "connector created");
     ok(&connector)
@@ -217,9 +234,14 @@ pub(crate) fn list_registries(shared: &Shared, q: &Query) -> Reply {
     };
     let world = shared.world.lock();
     let now = Instant::now();
+    // Qualys lists a new registry only after a while.
+    let listed_before = now_ms().saturating_sub(
+        u64::try_from(shared.settings.registry_list_lag.as_millis()).unwrap_or(u64::MAX),
+    );
     let matching: Vec<&RegistryRecord> = world
         .registries
         .iter()
+        .filter(|r| r.created_ms <= listed_before)
         .filter(|r| {
             terms.iter().all(|(k, v)| match k.as_str() {
                 "registryUri" => same_uri(&r.uri, v),
@@ -306,13 +328,28 @@ fn registry_from_body(body: &[u8]) -> Result<RegistryRecord, ApiError> {
     })
 }
 
-/// `POST /registry`: creates a registry (duplicates allowed, as in Qualys) and answers per
-/// [`RegistryCreateResponse`].
+/// `POST /registry`: creates a registry — or, when one with the same URI exists and
+/// duplicates are refused ([`crate::Duplicates`]), answers 400 "Registry already exists" — and
+/// answers per [`RegistryCreateResponse`].
 pub(crate) fn create_registry(shared: &Shared, body: &[u8]) -> Reply {
     let record = registry_from_body(body)?;
     let uuid = record.uuid.clone();
-    tracing::info!(uri = %record.uri, %uuid, "registry created");
-    shared.world.lock().registries.push(record);
+    {
+        // Check and insert under one lock: concurrent creates see each other (also registries
+        // not listed yet).
+        let mut world = shared.world.lock();
+        let exists = world
+            .registries
+            .iter()
+            .any(|r| same_uri(&r.uri, &record.uri));
+        if exists && shared.settings.duplicate_registries == Duplicates::Reject {
+            drop(world);
+            shared.stats.lock().duplicates_refused += 1;
+            return Err(bad_request("Registry already exists"));
+        }
+        tracing::info!(uri = %record.uri, %uuid, "registry created");
+        world.registries.push(record);
+    }
     shared.stats.lock().registries_created += 1;
     match shared.settings.registry_create_response {
         RegistryCreateResponse::Object => ok(&json!({"registryUuid": uuid})),

@@ -2,8 +2,8 @@
 //! images, sensors, CDR findings), the counters, the limiter and the faults.
 
 use crate::config::{
-    EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse, SeedImage, UnknownTags,
-    VulnShape,
+    Duplicates, EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse, SeedImage,
+    UnknownTags, VulnShape,
 };
 use crate::http::now_ms;
 use crate::ids;
@@ -29,6 +29,9 @@ pub(crate) struct Settings {
     pub token_ttl: Duration,
     pub scan_delay: Duration,
     pub registry_create_response: RegistryCreateResponse,
+    pub duplicate_registries: Duplicates,
+    pub duplicate_connectors: Duplicates,
+    pub registry_list_lag: Duration,
     pub vuln_shape: VulnShape,
 }
 
@@ -52,6 +55,9 @@ impl Shared {
             token_ttl: Duration::from_secs(cfg.token_ttl_secs),
             scan_delay: Duration::from_millis(cfg.scan_delay_ms),
             registry_create_response: cfg.registry_create_response,
+            duplicate_registries: cfg.duplicate_registries,
+            duplicate_connectors: cfg.duplicate_connectors,
+            registry_list_lag: Duration::from_millis(cfg.registry_list_lag_ms),
             vuln_shape: cfg.vuln_shape,
         };
         let mut world = World {

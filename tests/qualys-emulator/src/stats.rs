@@ -22,6 +22,9 @@ pub struct Stats {
     pub registries_created: u64,
     /// AWS connectors created (`POST /registry/aws/connector` answered 200).
     pub connectors_created: u64,
+    /// Creates refused because the registry or connector already existed (see
+    /// [`crate::Duplicates`]).
+    pub duplicates_refused: u64,
     /// Registry schedules created (`POST /registry/{id}/schedule` answered 200).
     pub schedules_created: u64,
     /// Images those schedules started scanning for the first time.

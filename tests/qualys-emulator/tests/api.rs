@@ -2,8 +2,8 @@
 //! admin API.
 
 use qualys_emulator::{
-    Emulator, EmulatorConfig, Faults, PushedImage, RateLimitRule, RegistryCreateResponse,
-    RunningEmulator, SeedImage, VulnShape,
+    Duplicates, Emulator, EmulatorConfig, Faults, PushedImage, RateLimitRule,
+    RegistryCreateResponse, RunningEmulator, SeedImage, VulnShape,
 };
 use reqwest::{Client, Response, StatusCode};
 use serde_json::{Value, json};
@@ -365,13 +365,55 @@ async fn registry_search_is_204_until_created_with_each_answer_shape() {
         assert_eq!(missing.status(), StatusCode::NOT_FOUND);
         assert_error_body(&missing.json().await.unwrap(), "404 NOT_FOUND");
 
-        // Qualys does not de-duplicate: a second create makes a second registry.
-        assert_eq!(env.create_registry().await.status(), StatusCode::OK);
-        let page: Value = env.find_registry(URI).await.json().await.unwrap();
-        assert_eq!(page["count"], 2);
-        assert_eq!(env.qualys.stats().registries_created, 2);
-        assert_eq!(env.qualys.registries().len(), 2);
+        // By default a second create is refused as Qualys refused it, and nothing is made.
+        let again = env.create_registry().await;
+        assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+        let body: Value = again.json().await.unwrap();
+        assert_error_body(&body, "400 BAD_REQUEST");
+        assert_eq!(body["message"], "Registry already exists");
+        let stats = env.qualys.stats();
+        assert_eq!((stats.registries_created, stats.duplicates_refused), (1, 1));
+        assert_eq!(env.qualys.registries().len(), 1);
     }
+}
+
+#[tokio::test]
+async fn duplicate_registries_can_be_allowed_and_listing_can_lag() {
+    // Duplicates allowed: a second create makes a second registry.
+    let env = Env::start(EmulatorConfig {
+        duplicate_registries: Duplicates::Allow,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(env.create_registry().await.status(), StatusCode::OK);
+    assert_eq!(env.create_registry().await.status(), StatusCode::OK);
+    let page: Value = env.find_registry(URI).await.json().await.unwrap();
+    assert_eq!(page["count"], 2);
+    assert_eq!(env.qualys.stats().registries_created, 2);
+
+    // A lagging list: the new registry is not listed yet, but a create already sees it.
+    let env = Env::start(EmulatorConfig {
+        registry_list_lag_ms: 1500,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(env.create_registry().await.status(), StatusCode::OK);
+    assert_eq!(
+        env.find_registry(URI).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        env.create_registry().await.status(),
+        StatusCode::BAD_REQUEST,
+        "Qualys knows it before it lists it"
+    );
+    eventually(
+        "the registry to be listed",
+        Duration::from_secs(10),
+        || async { (env.find_registry(URI).await.status() == StatusCode::OK).then_some(()) },
+    )
+    .await;
+    assert_eq!(env.qualys.stats().registries_created, 1);
 }
 
 #[tokio::test]
@@ -463,6 +505,45 @@ async fn connectors_check_the_arn_and_external_id() {
         .unwrap();
     assert_eq!(others, json!([]));
     assert_eq!(env.qualys.stats().connectors_created, 1);
+
+    // By default another connector for the account is made (Qualys made three for one
+    // account); refusing duplicates answers 400 "already exists" instead.
+    assert_eq!(
+        env.post("/csapi/v1.3/registry/aws/connector", &body(&arn, &external))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(env.qualys.connectors().len(), 2);
+    let strict = Env::start(EmulatorConfig {
+        duplicate_connectors: Duplicates::Reject,
+        ..Default::default()
+    })
+    .await;
+    let same = body(&arn, &external);
+    let create = || strict.post("/csapi/v1.3/registry/aws/connector", &same);
+    assert_eq!(create().await.status(), StatusCode::OK);
+    let refused = create().await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let message = refused.json::<Value>().await.unwrap()["message"].clone();
+    assert!(
+        message.as_str().unwrap().contains("already exists"),
+        "{message}"
+    );
+    let other_role = format!("arn:aws:iam::{ACCOUNT}:role/another");
+    assert_eq!(
+        strict
+            .post(
+                "/csapi/v1.3/registry/aws/connector",
+                &body(&other_role, &external)
+            )
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST,
+        "one connector per account"
+    );
+    let stats = strict.qualys.stats();
+    assert_eq!((stats.connectors_created, stats.duplicates_refused), (1, 2));
 }
 
 #[tokio::test]

@@ -3,6 +3,11 @@
 //! The answer tells the sender what to do next: 2xx only once Temporal has accepted every event
 //! (or already had it), 503 with `Retry-After` when it has not (deliver again: nothing is lost,
 //! and redelivery cannot start a second run), 400 for what no retry can fix.
+//!
+//! A delivery is answered within its sender's deadline ([`Shared::deadline`]): the events of a
+//! batch start concurrently (at most [`Shared::start_concurrency`] at once), and those not
+//! started when the deadline comes are answered 503 — the sender delivers the batch again, and
+//! the events that did start are duplicates then.
 
 use super::delivery::{self, Delivery, Event, Malformed};
 use super::metrics::{EventOutcome, Metrics, Rejection, Route};
@@ -15,11 +20,13 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine;
+use futures::StreamExt;
 use qflows_activities::qualys::Secret;
 use serde_json::{Value, json};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 use subtle::ConstantTimeEq;
+use tokio::time::Instant;
 
 /// Everything the handlers share.
 pub struct Shared<S> {
@@ -33,6 +40,24 @@ pub struct Shared<S> {
     pub starter: S,
     /// Counters.
     pub metrics: Arc<Metrics>,
+    /// How long an EventBridge delivery (and an SQS message) may take, arrival to answer.
+    pub aws_deadline: Duration,
+    /// How long an Event Grid or CloudEvents delivery may take, arrival to answer.
+    pub azure_deadline: Duration,
+    /// Events of one delivery started at once.
+    pub start_concurrency: usize,
+}
+
+impl<S> Shared<S> {
+    /// The time a delivery on `route` that arrived at `arrived` must be answered by:
+    /// EventBridge API destinations wait 5 s, Event Grid 30 s.
+    pub fn deadline(&self, route: Route, arrived: Instant) -> Instant {
+        arrived
+            + match route {
+                Route::Aws | Route::Sqs => self.aws_deadline,
+                Route::Azure | Route::CloudEvents => self.azure_deadline,
+            }
+    }
 }
 
 /// The bridge's routes.
@@ -121,7 +146,9 @@ async fn deliver<S: Starter>(shared: &Shared<S>, route: Route, request: Request)
             )
                 .into_response()
         }
-        Ok(Delivery::Events(events)) => start_all(shared, route, &events).await,
+        Ok(Delivery::Events(events)) => {
+            start_all(shared, route, &events, shared.deadline(route, arrived)).await
+        }
         Err((why, response)) => {
             shared.metrics.rejected(route, why);
             response
@@ -217,18 +244,53 @@ fn bad(why: Rejection, message: &str) -> (Rejection, Response) {
     )
 }
 
-/// Starts every event; the worst outcome decides the status.
+/// Starts `events`, at most [`Shared::start_concurrency`] at once, and gives each one's outcome
+/// (in order) by `deadline`: an event whose start has not answered by then, or that was still
+/// waiting for its turn, is [`StartError::Unavailable`] (`"deadline"`).
+pub(super) async fn start_events<S: Starter>(
+    shared: &Shared<S>,
+    events: &[Event],
+    deadline: Instant,
+) -> Vec<Result<EventOutcome, StartError>> {
+    // Made up front (they do nothing until polled), so no closure is part of the future's type:
+    // that keeps it `Send` for any lifetime, as axum needs.
+    let mut starts = Vec::with_capacity(events.len());
+    for event in events {
+        starts.push(start_one(shared, event, deadline));
+    }
+    futures::stream::iter(starts)
+        .buffered(shared.start_concurrency.max(1))
+        .collect()
+        .await
+}
+
+async fn start_one<S: Starter>(
+    shared: &Shared<S>,
+    event: &Event,
+    deadline: Instant,
+) -> Result<EventOutcome, StartError> {
+    if Instant::now() >= deadline {
+        return Err(StartError::Unavailable("deadline"));
+    }
+    tokio::time::timeout_at(deadline, shared.starter.start(event, deadline))
+        .await
+        .unwrap_or(Err(StartError::Unavailable("deadline")))
+}
+
+/// Starts every event by `deadline`; the worst outcome decides the status.
 pub(super) async fn start_all<S: Starter>(
     shared: &Shared<S>,
     route: Route,
     events: &[Event],
+    deadline: Instant,
 ) -> Response {
     let mut report = Vec::with_capacity(events.len());
     let mut unavailable = None;
     let mut invalid = None;
-    for event in events {
+    let outcomes = start_events(shared, events, deadline).await;
+    for (event, outcome) in events.iter().zip(outcomes) {
         let mut entry = json!({ "id": event.id, "workflowId": event.workflow_id });
-        match shared.starter.start(event).await {
+        match outcome {
             Ok(outcome) => {
                 shared.metrics.event(route, outcome);
                 entry["outcome"] = outcome.as_str().into();
@@ -356,5 +418,199 @@ mod tests {
         ));
         assert!(!check(&[], "/events/azure?code=wrong"));
         assert!(!check(&[], "/events/azure?key=s3cret"));
+    }
+
+    mod batches {
+        use super::super::*;
+        use crate::bridge::delivery::Sender;
+        use std::collections::BTreeSet;
+        use std::sync::Mutex;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+        /// Records how many starts run at once. Every start waits at a barrier for `group`
+        /// others, so starts made one after another would never get past it (and the delivery
+        /// would answer 503 at its deadline). Events whose id starts with `slow` never answer
+        /// while `slow` is set. A second start of an event is a duplicate.
+        struct Recording {
+            barrier: tokio::sync::Barrier,
+            in_flight: AtomicUsize,
+            most: AtomicUsize,
+            slow: AtomicBool,
+            started: Mutex<BTreeSet<String>>,
+        }
+
+        impl Recording {
+            fn new(group: usize) -> Self {
+                Self {
+                    barrier: tokio::sync::Barrier::new(group),
+                    in_flight: AtomicUsize::new(0),
+                    most: AtomicUsize::new(0),
+                    slow: AtomicBool::new(false),
+                    started: Mutex::new(BTreeSet::new()),
+                }
+            }
+        }
+
+        impl Starter for Recording {
+            async fn start(
+                &self,
+                event: &Event,
+                _deadline: Instant,
+            ) -> Result<EventOutcome, StartError> {
+                let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+                self.most.fetch_max(now, Ordering::SeqCst);
+                if event.id.starts_with("slow") && self.slow.load(Ordering::SeqCst) {
+                    // Ignores its deadline: the bridge must stop waiting by itself.
+                    std::future::pending::<()>().await;
+                }
+                if !event.id.starts_with("slow") {
+                    self.barrier.wait().await;
+                }
+                self.in_flight.fetch_sub(1, Ordering::SeqCst);
+                let fresh = self.started.lock().unwrap().insert(event.id.clone());
+                Ok(if fresh {
+                    EventOutcome::Started
+                } else {
+                    EventOutcome::Duplicate
+                })
+            }
+
+            async fn ready(&self) -> bool {
+                true
+            }
+        }
+
+        fn shared(starter: Recording, concurrency: usize) -> Shared<Recording> {
+            Shared {
+                key: Secret::new("k".repeat(16)),
+                api_key_header: HeaderName::from_static("x-api-key"),
+                max_body_bytes: 1024,
+                starter,
+                metrics: Arc::new(Metrics::default()),
+                aws_deadline: Duration::from_secs(4),
+                azure_deadline: Duration::from_secs(25),
+                start_concurrency: concurrency,
+            }
+        }
+
+        fn events(ids: impl IntoIterator<Item = String>) -> Vec<Event> {
+            ids.into_iter()
+                .map(|id| Event {
+                    sender: Sender::EventGrid,
+                    workflow_id: format!("deploy-azure-{id}"),
+                    body: json!({"id": id}),
+                    id,
+                })
+                .collect()
+        }
+
+        async fn answer(response: Response) -> (StatusCode, Option<String>, Value) {
+            let status = response.status();
+            let retry = response
+                .headers()
+                .get(RETRY_AFTER)
+                .map(|v| v.to_str().unwrap().to_string());
+            let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+                .await
+                .unwrap();
+            (status, retry, serde_json::from_slice(&body).unwrap())
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn a_batch_starts_concurrently_within_the_bound() {
+            let shared = shared(Recording::new(8), 8);
+            let batch = events((0..40).map(|i| format!("e{i}")));
+            let t0 = Instant::now();
+            let deadline = shared.deadline(Route::Azure, t0);
+            let (status, _, body) =
+                answer(start_all(&shared, Route::Azure, &batch, deadline).await).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let report = body["events"].as_array().unwrap();
+            assert_eq!(report.len(), 40);
+            assert!(report.iter().all(|e| e["outcome"] == "started"), "{body}");
+            // In order of the delivery, whatever order they finished in.
+            assert_eq!(report[7]["id"], "e7");
+            assert_eq!(
+                shared.starter.most.load(Ordering::SeqCst),
+                8,
+                "eight at once, never more"
+            );
+            assert!(Instant::now() < deadline, "answered before the deadline");
+        }
+
+        #[tokio::test(start_paused = true)]
+        async fn events_not_started_by_the_deadline_are_answered_503_and_started_on_redelivery() {
+            let starter = Recording::new(4);
+            starter.slow.store(true, Ordering::SeqCst);
+            let shared = shared(starter, 16);
+            let batch = events(
+                ["e0", "slow-1", "e2", "e3", "slow-4", "e5"]
+                    .into_iter()
+                    .map(String::from),
+            );
+            let t0 = Instant::now();
+            let deadline = shared.deadline(Route::Azure, t0);
+            let (status, retry, body) =
+                answer(start_all(&shared, Route::Azure, &batch, deadline).await).await;
+            assert_eq!(
+                Instant::now(),
+                t0 + Duration::from_secs(25),
+                "answered at the deadline, not later"
+            );
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+            assert!(retry.is_some(), "the sender is told to come back");
+            let report = body["events"].as_array().unwrap();
+            for entry in report {
+                if entry["id"].as_str().unwrap().starts_with("slow") {
+                    assert!(
+                        entry["error"].as_str().unwrap().contains("deadline"),
+                        "{entry}"
+                    );
+                } else {
+                    assert_eq!(entry["outcome"], "started", "{entry}");
+                }
+            }
+
+            // The sender delivers the whole batch again: what started is a duplicate now, and
+            // the rest start. Nothing is lost, nothing is started twice.
+            shared.starter.slow.store(false, Ordering::SeqCst);
+            let deadline = shared.deadline(Route::Azure, Instant::now());
+            let (status, _, body) =
+                answer(start_all(&shared, Route::Azure, &batch, deadline).await).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            let outcomes: Vec<_> = body["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["outcome"].as_str().unwrap().to_string())
+                .collect();
+            assert_eq!(
+                outcomes,
+                [
+                    "duplicate",
+                    "started",
+                    "duplicate",
+                    "duplicate",
+                    "started",
+                    "duplicate"
+                ]
+            );
+        }
+
+        #[test]
+        fn each_sender_gets_its_own_deadline() {
+            let shared = shared(Recording::new(1), 1);
+            let t0 = Instant::now();
+            assert_eq!(shared.deadline(Route::Aws, t0) - t0, Duration::from_secs(4));
+            assert_eq!(shared.deadline(Route::Sqs, t0) - t0, Duration::from_secs(4));
+            assert_eq!(
+                shared.deadline(Route::Azure, t0) - t0,
+                Duration::from_secs(25)
+            );
+            assert_eq!(
+                shared.deadline(Route::CloudEvents, t0) - t0,
+                Duration::from_secs(25)
+            );
+        }
     }
 }

@@ -9,7 +9,9 @@
 //!
 //! Each event's workflow ID comes from the event's own id ([`delivery`]), and a start under an ID
 //! that has ever run is a duplicate, so a redelivery never starts a second scan. The answer is
-//! 2xx only once Temporal holds the workflow; otherwise 503, and the sender delivers again.
+//! 2xx only once Temporal holds the workflow; otherwise 503, and the sender delivers again. A
+//! batch's events start concurrently, and every delivery is answered within its sender's
+//! deadline ([`http`]); connecting to Temporal holds no lock ([`starter`]).
 //! [`sqs`] is the same for a queue.
 
 pub mod bench;
@@ -48,10 +50,20 @@ pub struct BridgeArgs {
     /// Bodies larger than this get 413.
     #[arg(long, env = "QFLOWS_BRIDGE_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
-    /// Longest wait for Temporal per event before answering 503 (EventBridge API destinations
-    /// give up after 5 s).
-    #[arg(long, env = "QFLOWS_BRIDGE_START_TIMEOUT_SECS", default_value_t = 4)]
+    /// Deadline of an EventBridge delivery (`/events/aws`) and of each SQS message, arrival to
+    /// answer: events not started by then are answered 503 (API destinations give up after 5 s).
+    #[arg(long, env = "QFLOWS_BRIDGE_START_TIMEOUT_SECS", default_value_t = 4,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub start_timeout_secs: u64,
+    /// Deadline of an Event Grid or CloudEvents delivery (`/events/azure`,
+    /// `/events/cloudevents`), arrival to answer (Event Grid waits 30 s).
+    #[arg(long, env = "QFLOWS_BRIDGE_AZURE_TIMEOUT_SECS", default_value_t = 25,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub azure_timeout_secs: u64,
+    /// Events of one delivery (an Event Grid or CloudEvents batch) started at once.
+    #[arg(long, env = "QFLOWS_BRIDGE_START_CONCURRENCY", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub start_concurrency: u64,
     /// Also read EventBridge events from this SQS queue (long polling).
     #[arg(long, env = "QFLOWS_BRIDGE_SQS_QUEUE_URL")]
     pub sqs_queue_url: Option<String>,
@@ -140,6 +152,9 @@ impl Bridge {
             max_body_bytes: args.max_body_bytes,
             starter,
             metrics: metrics.clone(),
+            aws_deadline: Duration::from_secs(args.start_timeout_secs.max(1)),
+            azure_deadline: Duration::from_secs(args.azure_timeout_secs.max(1)),
+            start_concurrency: usize::try_from(args.start_concurrency.max(1)).unwrap_or(1),
         });
         let sqs = match &args.sqs_queue_url {
             Some(url) => {

@@ -6,7 +6,7 @@
 //! redrive policy to move to its dead-letter queue after `maxReceiveCount` receives.
 
 use super::delivery::{self, Delivery, Malformed};
-use super::http::Shared;
+use super::http::{Shared, start_events};
 use super::metrics::{Rejection, Route};
 use super::starter::{StartError, Starter};
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
@@ -102,8 +102,9 @@ async fn handle<S: Starter>(
         }
         Ok(events) => {
             let mut outcome = Handled::Deleted;
-            for event in &events {
-                match shared.starter.start(event).await {
+            let deadline = shared.deadline(Route::Sqs, arrived.into());
+            for result in start_events(shared, &events, deadline).await {
+                match result {
                     Ok(result) => shared.metrics.event(Route::Sqs, result),
                     Err(StartError::Invalid(problem)) => {
                         shared.metrics.rejected(Route::Sqs, Rejection::InvalidEvent);

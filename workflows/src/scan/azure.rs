@@ -10,6 +10,11 @@
 //! read; `data` may be an object or a string holding JSON (ACR has delivered both). Image deletes,
 //! failed or cancelled writes, deletes, actions, other resource types and the validation
 //! handshake are [ignored](Classified::Ignored); anything else is an [`InputError`].
+//!
+//! Resource IDs come from the event (attacker-controlled) and go into Resource Manager URLs, so
+//! [`check_arm_resource_id`] refuses any that could steer the URL elsewhere: `.` or `..`
+//! segments, empty segments, and any character outside ARM's own (`%`, `\`, `?`, `#`, `:`,
+//! whitespace…). The activity that builds the URL checks again.
 
 use super::events::{Classified, EventSource, ScanRequest};
 use super::image_ref::ImageRef;
@@ -37,8 +42,75 @@ pub(super) fn is_azure(obj: &serde_json::Map<String, Value>) -> bool {
     obj.contains_key("eventType") || obj.contains_key("specversion")
 }
 
+/// Longest resource ID accepted (ARM IDs are far shorter).
+const MAX_RESOURCE_ID_LEN: usize = 1024;
+
+/// Checks that `id` is a plain Resource Manager path, `/subscriptions/<…>/…`: non-empty segments
+/// of ARM's characters (letters, digits, `-_.()`), none of them `.` or `..` or only dots, at
+/// most 1,024 characters. One trailing `/` is tolerated. The error names `field`.
+pub fn check_arm_resource_id(field: &str, id: &str) -> Result<(), InputError> {
+    let refuse = |why: String| Err(InputError::field(field, format!("`{id}` {why}")));
+    if id.len() > MAX_RESOURCE_ID_LEN {
+        return Err(InputError::field(
+            field,
+            format!(
+                "is {} characters long; a resource ID has at most {MAX_RESOURCE_ID_LEN}",
+                id.len()
+            ),
+        ));
+    }
+    let Some(rest) = id.strip_prefix('/') else {
+        return refuse("is not a resource ID: it must start with /subscriptions/".into());
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    for (i, segment) in rest.split('/').enumerate() {
+        if i == 0 && !segment.eq_ignore_ascii_case("subscriptions") {
+            return refuse("is not a resource ID: it must start with /subscriptions/".into());
+        }
+        if segment.is_empty() {
+            return refuse("has an empty path segment (`//`)".into());
+        }
+        if segment.bytes().all(|b| b == b'.') {
+            return refuse(format!(
+                "has a `{segment}` path segment, which would move the Resource Manager URL"
+            ));
+        }
+        if let Some(bad) = segment
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || "-_.()".contains(*c)))
+        {
+            return refuse(format!(
+                "has {} in a path segment; resource IDs use letters, digits and -_.() only",
+                describe_char(bad)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn describe_char(c: char) -> String {
+    if c.is_control() || c.is_whitespace() {
+        format!("the character U+{:04X}", u32::from(c))
+    } else {
+        format!("`{c}`")
+    }
+}
+
+/// Whether the checks of [`check_arm_resource_id`] apply. Runs of `ScanOnDeploy` started
+/// before they existed classify as they did when they replay ([`Checks::BeforeResourceIdChecks`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Checks {
+    /// Everything, resource IDs included.
+    All,
+    /// As before resource IDs were checked for path tricks.
+    BeforeResourceIdChecks,
+}
+
 /// Classifies one Event Grid event or CloudEvent.
-pub(super) fn classify(event: &serde_json::Map<String, Value>) -> Result<Classified, InputError> {
+pub(super) fn classify(
+    event: &serde_json::Map<String, Value>,
+    checks: Checks,
+) -> Result<Classified, InputError> {
     let cloud_event = event.contains_key("specversion");
     let type_field = if cloud_event { "type" } else { "eventType" };
     let event_type = string(event, type_field)?;
@@ -49,6 +121,9 @@ pub(super) fn classify(event: &serde_json::Map<String, Value>) -> Result<Classif
     match event_type {
         "Microsoft.ContainerRegistry.ImagePushed" => {
             let data = data(event)?;
+            if checks == Checks::All && topic.starts_with("/subscriptions/") {
+                check_arm_resource_id(topic_field, topic)?;
+            }
             acr_push(&data, id, topic)
         }
         "Microsoft.ContainerRegistry.ImageDeleted"
@@ -58,7 +133,7 @@ pub(super) fn classify(event: &serde_json::Map<String, Value>) -> Result<Classif
         }
         "Microsoft.Resources.ResourceWriteSuccess" => {
             let data = data(event)?;
-            resource_write(&data, id, subject)
+            resource_write(&data, id, subject, checks)
         }
         "Microsoft.EventGrid.SubscriptionValidationEvent" => {
             ignored("the Event Grid subscription handshake (the bridge answers it)".to_string())
@@ -144,6 +219,7 @@ fn resource_write(
     data: &serde_json::Map<String, Value>,
     id: Option<String>,
     subject: &str,
+    checks: Checks,
 ) -> Result<Classified, InputError> {
     let operation = string(data, "operationName").map_err(|e| rename(e, "data.operationName"))?;
     let Some((_, source)) = DEPLOYING_WRITES
@@ -152,12 +228,18 @@ fn resource_write(
     else {
         return ignored(format!("{operation}: deploys no containers"));
     };
-    let resource = data
+    let from_data = data
         .get("resourceUri")
         .and_then(Value::as_str)
-        .filter(|r| !r.is_empty())
-        .unwrap_or(subject);
-    check_resource_id(resource, *source)?;
+        .filter(|r| !r.is_empty());
+    let (resource, field) = match from_data {
+        Some(r) => (r, "data.resourceUri"),
+        None => (subject, "subject"),
+    };
+    if checks == Checks::All {
+        check_arm_resource_id(field, resource)?;
+    }
+    check_resource_id(field, resource, *source)?;
     Ok(Classified::Scan(ScanRequest {
         source: *source,
         event_id: id,
@@ -172,7 +254,7 @@ fn resource_write(
 }
 
 /// `/subscriptions/<id>/resourceGroups/<rg>/providers/<namespace>/<type>/<name>` of the right type.
-fn check_resource_id(resource: &str, source: EventSource) -> Result<(), InputError> {
+fn check_resource_id(field: &str, resource: &str, source: EventSource) -> Result<(), InputError> {
     let segments: Vec<&str> = resource.trim_end_matches('/').split('/').collect();
     let (namespace, kind) = match source {
         EventSource::AciContainerGroupWrite => ("microsoft.containerinstance", "containergroups"),
@@ -195,7 +277,7 @@ fn check_resource_id(resource: &str, source: EventSource) -> Result<(), InputErr
         Ok(())
     } else {
         Err(InputError::field(
-            "data.resourceUri",
+            field,
             format!(
                 "`{resource}` is not a resource ID of the form \
                  /subscriptions/<id>/resourceGroups/<group>/providers/{namespace}/{kind}/<name>"

@@ -144,6 +144,9 @@ pub struct Rules {
     /// Scan `ECS Task State Change` events before the task is `RUNNING` too (PROVISIONING,
     /// PENDING, ACTIVATING), as qflows did at first. Off: each task is scanned once, at RUNNING.
     pub scan_tasks_before_running: bool,
+    /// Accept Azure resource IDs with `.`/`..` segments and other path tricks, as qflows did
+    /// at first (see [`classify_before_resource_id_checks`]).
+    pub skip_azure_resource_id_checks: bool,
 }
 
 /// Reads a deploy event and says what it asks to scan.
@@ -155,8 +158,24 @@ pub fn classify(event: &Value) -> Result<Classified, InputError> {
     classify_with(event, Rules::default())
 }
 
+/// [`classify`] as it was before Azure resource IDs were checked for path tricks
+/// (`ScanOnDeploy` patch `azure-resource-id-checks`): only for replaying runs started before,
+/// whose resolve activity refuses such IDs anyway before they reach a URL.
+pub fn classify_before_resource_id_checks(event: &Value) -> Result<Classified, InputError> {
+    let rules = Rules {
+        skip_azure_resource_id_checks: true,
+        ..Rules::default()
+    };
+    classify_with(event, rules)
+}
+
 /// [`classify`] under older [`Rules`].
 pub fn classify_with(event: &Value, rules: Rules) -> Result<Classified, InputError> {
+    let checks = if rules.skip_azure_resource_id_checks {
+        super::azure::Checks::BeforeResourceIdChecks
+    } else {
+        super::azure::Checks::All
+    };
     let Value::Object(obj) = event else {
         let hint = if event.is_array() {
             " (an Event Grid delivery is an array: give its events one at a time, as `qflows bridge` does)"
@@ -169,7 +188,7 @@ pub fn classify_with(event: &Value, rules: Rules) -> Result<Classified, InputErr
         ));
     };
     if super::azure::is_azure(obj) {
-        super::azure::classify(obj)
+        super::azure::classify(obj, checks)
     } else if ["detail-type", "source", "detail"]
         .iter()
         .any(|k| obj.contains_key(*k))

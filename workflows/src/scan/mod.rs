@@ -17,7 +17,9 @@ pub mod image_ref;
 pub mod model;
 pub mod search;
 
+pub use azure::check_arm_resource_id;
 pub use events::{
-    Classified, EcsServiceRef, EventSource, Rules, ScanRequest, classify, classify_with,
+    Classified, EcsServiceRef, EventSource, Rules, ScanRequest, classify,
+    classify_before_resource_id_checks, classify_with,
 };
 pub use image_ref::{ImageRef, ImageRefError, RegistryKind};
