@@ -10,6 +10,7 @@
 //! PATH; `scripts/bootstrap` installs them.
 
 pub mod azure;
+pub mod bridge;
 pub mod kube;
 
 use anyhow::{Context, bail};
@@ -499,46 +500,67 @@ pub async fn history_json(client: &Client, workflow_id: &str) -> anyhow::Result<
 }
 
 /// Every run of a workflow ID (continue-as-new makes a chain of them), oldest first: run ID and
-/// history length (visibility's figure for closed runs, the server's current one for the open
-/// run).
+/// the number of events in its history, read from the histories themselves (each run's first
+/// event names the run it continues).
 pub async fn runs_of(client: &Client, workflow_id: &str) -> anyhow::Result<Vec<(String, i64)>> {
-    use futures::StreamExt;
-    let query = format!("WorkflowId = '{workflow_id}'");
-    let mut stream = client.list_workflows(query, Default::default());
+    use temporalio_client::NamespacedClient;
+    use temporalio_common::protos::temporal::api::common::v1::WorkflowExecution;
+    use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
+    use temporalio_common::protos::temporal::api::workflowservice::v1::GetWorkflowExecutionHistoryRequest;
     let mut runs = Vec::new();
-    while let Some(run) = stream.next().await {
-        let run = run?;
-        runs.push((
-            run.start_time(),
-            run.run_id().to_string(),
-            run.history_length(),
-        ));
+    let mut run_id = String::new();
+    loop {
+        let (mut events, mut previous, mut token) = (0i64, None, Vec::new());
+        let mut this_run = run_id.clone();
+        loop {
+            let request = GetWorkflowExecutionHistoryRequest {
+                namespace: client.namespace(),
+                execution: Some(WorkflowExecution {
+                    workflow_id: workflow_id.to_string(),
+                    run_id: run_id.clone(),
+                }),
+                maximum_page_size: 1000,
+                next_page_token: token.clone(),
+                ..Default::default()
+            };
+            let page = client
+                .connection()
+                .workflow_service()
+                .get_workflow_execution_history(temporalio_client::tonic::Request::new(request))
+                .await?
+                .into_inner();
+            let history = page.history.unwrap_or_default();
+            for event in &history.events {
+                if let Some(Attributes::WorkflowExecutionStartedEventAttributes(a)) =
+                    &event.attributes
+                {
+                    previous = Some(a.continued_execution_run_id.clone()).filter(|r| !r.is_empty());
+                    if this_run.is_empty() {
+                        this_run = a.original_execution_run_id.clone();
+                    }
+                }
+            }
+            events += history.events.len() as i64;
+            if std::env::var_os("QFLOWS_DEBUG_RUNS").is_some() {
+                let mut kinds = std::collections::BTreeMap::<i32, u32>::new();
+                for e in &history.events {
+                    *kinds.entry(e.event_type).or_default() += 1;
+                }
+                eprintln!("run {this_run}: event types {kinds:?}");
+            }
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        runs.push((this_run, events));
+        match previous {
+            Some(p) => run_id = p,
+            None => break,
+        }
     }
-    runs.sort();
-    let current = client
-        .get_workflow_handle::<qflows_workflows::ImageScan>(workflow_id)
-        .describe(Default::default())
-        .await?;
-    let current_length = current
-        .raw_description
-        .workflow_execution_info
-        .as_ref()
-        .map(|i| {
-            (
-                i.execution
-                    .as_ref()
-                    .map(|e| e.run_id.clone())
-                    .unwrap_or_default(),
-                i.history_length,
-            )
-        });
-    Ok(runs
-        .into_iter()
-        .map(|(_, run, length)| match &current_length {
-            Some((id, l)) if *id == run => (run, *l),
-            _ => (run, length),
-        })
-        .collect())
+    runs.reverse();
+    Ok(runs)
 }
 
 /// Every payload in a history (its JSON form), decoded: payload `data` is base64 there. Tests

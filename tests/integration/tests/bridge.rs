@@ -2,79 +2,25 @@
 //! workflows once, handshakes answer as documented, bad deliveries get precise refusals, and
 //! with Temporal down nothing is lost.
 
-use qflows::bridge::{Bridge, BridgeArgs};
+use qflows::bridge::Bridge;
 use qflows::config::TemporalArgs;
 use qflows::scraped::ScrapedHistogram;
 use qflows::telemetry::SUBMIT_LATENCY;
+use qflows_integration::bridge::{KEY, Sender, args, start as bridge};
 use qflows_integration::{Temporal, TestEnv, wait_for, workspace_root};
 use qflows_workflows::ScanOnDeploy;
 use qflows_workflows::scan::model::ImageStatus;
 use qualys_emulator::EmulatorConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use std::path::Path;
 use std::time::Duration;
 use temporalio_client::{Client, WorkflowGetResultOptions};
-
-const KEY: &str = "test-bridge-key-0123456789";
 
 fn sample(name: &str) -> Value {
     let path = workspace_root()
         .join("workflows/tests/data/events")
         .join(name);
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
-
-fn args(dir: &Path, task_queue: &str) -> BridgeArgs {
-    let key_file = dir.join("bridge.key");
-    std::fs::write(&key_file, format!("{KEY}\n")).unwrap();
-    BridgeArgs {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        key_file: Some(key_file),
-        api_key_header: "x-api-key".into(),
-        max_body_bytes: 64 * 1024,
-        start_timeout_secs: 2,
-        azure_timeout_secs: 5,
-        start_concurrency: 16,
-        sqs_queue_url: None,
-        task_queue: task_queue.into(),
-    }
-}
-
-async fn bridge(temporal: &Temporal, dir: &Path, task_queue: &str) -> anyhow::Result<Bridge> {
-    let temporal = TemporalArgs {
-        address: Some(temporal.address.clone()),
-        namespace: Some("default".into()),
-        profile: None,
-    };
-    Bridge::start(temporal, args(dir, task_queue), std::future::pending()).await
-}
-
-struct Sender {
-    http: reqwest::Client,
-    base: String,
-}
-
-impl Sender {
-    fn new(bridge: &Bridge) -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            base: format!("http://{}", bridge.addr),
-        }
-    }
-
-    async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
-        let response = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .header("x-api-key", KEY)
-            .json(body)
-            .send()
-            .await
-            .unwrap();
-        let status = response.status();
-        (status, response.json().await.unwrap_or(Value::Null))
-    }
 }
 
 /// The workflow type of `id`, or `None` when no such workflow exists.

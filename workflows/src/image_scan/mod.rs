@@ -286,15 +286,23 @@ async fn load_last_verdict(ctx: &WorkflowContext<ImageScan>, digest: &str) {
     });
 }
 
-/// Sends the result on hand to every waiting deployment, in batches of concurrent signals.
+/// Sends the result on hand to the waiting deployments, in batches of concurrent signals. It
+/// stops early when the run has grown enough to continue as new: the deployments not answered
+/// yet stay waiting, and the next run answers them.
 async fn answer_waiting(ctx: &WorkflowContext<ImageScan>) {
     let Some(result) = ctx.state(|s| s.entity.latest.clone()) else {
         return;
     };
-    let waiting = ctx.state_mut(|s| std::mem::take(&mut s.entity.waiting));
-    for batch in waiting.chunks(ANSWER_BATCH) {
-        let signals = batch.iter().map(|requester| {
-            let handle = ctx.external_workflow(requester.clone(), None);
+    loop {
+        let batch = ctx.state_mut(|s| {
+            let n = s.entity.waiting.len().min(ANSWER_BATCH);
+            s.entity.waiting.drain(..n).collect::<Vec<_>>()
+        });
+        if batch.is_empty() {
+            return;
+        }
+        let signals = batch.into_iter().map(|requester| {
+            let handle = ctx.external_workflow(requester, None);
             let result = result.clone();
             async move {
                 handle
@@ -308,6 +316,9 @@ async fn answer_waiting(ctx: &WorkflowContext<ImageScan>) {
         });
         // A requester that has ended (or was terminated) no longer needs the answer.
         let _ = temporalio_sdk::workflows::join_all(signals).await;
+        if time_to_continue(ctx, Limit::Soft) {
+            return;
+        }
     }
 }
 
