@@ -82,27 +82,35 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
     assert_eq!(body["events"][0]["outcome"], "duplicate");
     assert_eq!(env.qualys.stats().schedules_created, 1);
 
-    // CloudTrail ECS RunTask and the ECS task state change start ScanOnDeploy too.
+    // CloudTrail ECS RunTask and the ECS task state change start ScanOnDeploy too; a running
+    // task is keyed by its ARN, so ECS reporting it again is a duplicate.
     for (file, id) in [
         (
             "aws-eventbridge-cloudtrail-ecs-runtask.json",
-            "656175b1-a875-4aef-9acc-3ef6f03e25b1",
+            "deploy-aws-656175b1-a875-4aef-9acc-3ef6f03e25b1",
         ),
         (
             "aws-eventbridge-ecs-task-state-change.json",
-            "3f6cbbd4-7a1c-4d3e-9f0a-2b5c8e7d6a41",
+            "deploy-aws-task-",
         ),
     ] {
         let (status, body) = send.post("/events/aws", &sample(file)).await;
         assert_eq!(status, StatusCode::OK, "{file}: {body}");
         assert_eq!(body["events"][0]["outcome"], "started", "{file}: {body}");
+        let started = body["events"][0]["workflowId"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(started.starts_with(id), "{file}: {started}");
         assert_eq!(
-            workflow_type(&env.client, &format!("deploy-aws-{id}"))
-                .await
-                .as_deref(),
+            workflow_type(&env.client, &started).await.as_deref(),
             Some("ScanOnDeploy")
         );
     }
+    let mut reported_again = sample("aws-eventbridge-ecs-task-state-change.json");
+    reported_again["id"] = json!("another-report-of-the-same-task");
+    let (_, body) = send.post("/events/aws", &reported_again).await;
+    assert_eq!(body["events"][0]["outcome"], "duplicate", "{body}");
 
     // Azure's samples on /events/azure: Event Grid schema (arrays, ACR data as a JSON string)
     // and CloudEvents 1.0. Each starts ScanOnDeploy once; a redelivery is a duplicate.
@@ -175,7 +183,8 @@ async fn sample_events_start_their_workflows_once() -> anyhow::Result<()> {
         .text()
         .await?;
     assert!(metrics.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"started\"} 3"));
-    assert!(metrics.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"duplicate\"} 2"));
+    // Two redeliveries of the push, one more report of the running task.
+    assert!(metrics.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"duplicate\"} 3"));
     assert!(metrics.contains("qflows_bridge_events_total{route=\"aws\",outcome=\"ignored\"} 1"));
 
     // The worker publishes its Qualys calls by endpoint family next to the SDK's metrics.

@@ -80,10 +80,33 @@ pub fn eventbridge(body: &[u8]) -> Result<Delivery, Malformed> {
     let id = required_id(&event, "id")?;
     Ok(Delivery::Events(vec![Event {
         sender: Sender::Aws,
-        workflow_id: format!("deploy-aws-{id}"),
+        workflow_id: aws_workflow_id(&event, &id),
         id,
         body: Value::Object(event),
     }]))
+}
+
+/// `deploy-aws-<event id>`; for an ECS task that is running, `deploy-aws-task-<hash of the
+/// task ARN>`: ECS sends `ECS Task State Change` again when a running task's containers change
+/// (health, network bindings), and each task is one deployment to scan, once.
+fn aws_workflow_id(event: &serde_json::Map<String, Value>, id: &str) -> String {
+    let detail = event.get("detail");
+    let task = detail
+        .and_then(|d| d.get("taskArn"))
+        .and_then(Value::as_str)
+        .filter(|_| {
+            event.get("detail-type").and_then(Value::as_str) == Some("ECS Task State Change")
+        })
+        .filter(|_| {
+            detail
+                .and_then(|d| d.get("lastStatus"))
+                .and_then(Value::as_str)
+                == Some("RUNNING")
+        });
+    match task {
+        Some(arn) => format!("deploy-aws-task-{:016x}", fnv1a64(arn.as_bytes())),
+        None => format!("deploy-aws-{id}"),
+    }
 }
 
 /// An Event Grid or CloudEvents delivery in structured or batch mode: an Event Grid–schema
@@ -289,6 +312,30 @@ mod tests {
             "deploy-aws-6a7e8feb-b491-4cf7-a9f1-bf3703467718"
         );
         assert_eq!(events[0].body, body);
+    }
+
+    #[test]
+    fn a_running_ecs_task_is_one_workflow_however_often_ecs_reports_it() {
+        let task = |id: &str, status: &str| {
+            json!({"id": id, "source": "aws.ecs", "detail-type": "ECS Task State Change",
+                   "detail": {"lastStatus": status,
+                              "taskArn": "arn:aws:ecs:us-east-1:111122223333:task/prod/0f1e"}})
+        };
+        let id = |event: Value| {
+            events(eventbridge(event.to_string().as_bytes()).unwrap())[0]
+                .workflow_id
+                .clone()
+        };
+        let running = id(task("a", "RUNNING"));
+        assert!(running.starts_with("deploy-aws-task-"), "{running}");
+        assert_eq!(
+            running,
+            id(task("b", "RUNNING")),
+            "a second report of the same task"
+        );
+        assert_eq!(id(task("c", "PENDING")), "deploy-aws-c");
+        let other = task("d", "RUNNING").to_string().replace("0f1e", "0f1f");
+        assert_ne!(running, id(serde_json::from_str(&other).unwrap()));
     }
 
     #[test]
