@@ -521,7 +521,14 @@ mod tests {
         // A record without digests matches by tag only when no record lists a digest there.
         let undigested = record("b", "1.0", None);
         assert_eq!(
-            identify(&[undigested.clone()], HOST, "app", Some("1.0"), &ours).map(|i| &i.sha),
+            identify(
+                std::slice::from_ref(&undigested),
+                HOST,
+                "app",
+                Some("1.0"),
+                &ours
+            )
+            .map(|i| &i.sha),
             Some(&"b".to_string())
         );
         let mixed = vec![undigested, record("c", "1.0", Some(&d1))];

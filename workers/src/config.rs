@@ -598,6 +598,7 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_DEBIAN_MIRROR",
     "QFLOWS_MOTO_BIN",
     "QFLOWS_RECORD_HISTORIES",
+    "QFLOWS_TEST_WEBHOOK_DOWN_SECS",
 ];
 
 /// Rejects `QFLOWS_*` variables qflows does not know: a typo should not silently fall back to a default.

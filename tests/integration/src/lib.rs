@@ -541,13 +541,6 @@ pub async fn runs_of(client: &Client, workflow_id: &str) -> anyhow::Result<Vec<(
                 }
             }
             events += history.events.len() as i64;
-            if std::env::var_os("QFLOWS_DEBUG_RUNS").is_some() {
-                let mut kinds = std::collections::BTreeMap::<i32, u32>::new();
-                for e in &history.events {
-                    *kinds.entry(e.event_type).or_default() += 1;
-                }
-                eprintln!("run {this_run}: event types {kinds:?}");
-            }
             token = page.next_page_token;
             if token.is_empty() {
                 break;

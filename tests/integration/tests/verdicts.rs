@@ -347,7 +347,13 @@ async fn a_webhook_that_is_down_never_makes_sns_send_an_alert_twice() -> anyhow:
         .env("QFLOWS_WEBHOOK_URL", Some(&hook.url))
         .start(&env.dir)
         .await?;
-    hook.go_down_for(Duration::from_secs(30));
+    // 30 s by default; QFLOWS_TEST_WEBHOOK_DOWN_SECS=600 shows ten minutes (the channel
+    // retries for a day, doubling up to 5 min between attempts).
+    let down = std::env::var("QFLOWS_TEST_WEBHOOK_DOWN_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    hook.go_down_for(Duration::from_secs(down));
     let down_since = Instant::now();
     let event =
         push_ecr_image(&moto, &env.qualys, "probe/alert", "1", "alert", vulns(&[4])).await?;
@@ -364,7 +370,12 @@ async fn a_webhook_that_is_down_never_makes_sns_send_an_alert_twice() -> anyhow:
         },
     )
     .await?;
-    assert!(down_since.elapsed() >= Duration::from_secs(30));
+    assert!(down_since.elapsed() >= Duration::from_secs(down));
+    eprintln!(
+        "webhook down {down} s: {} posts until one was taken, after {:.0} s",
+        hook.attempts(),
+        down_since.elapsed().as_secs_f64()
+    );
     assert_eq!(delivered.len(), 1);
     assert!(
         hook.attempts() >= 4,

@@ -25,7 +25,6 @@ use crate::scan::model::{
     QScannerScan, QualysImageState, SCAN_PENDING, ScanSettings, SubmitRegistryScan,
 };
 use crate::scan::{ImageRef, RegistryKind, search};
-use std::future::Future;
 use std::time::Duration;
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::{
@@ -495,7 +494,7 @@ async fn qscanner_scan(
 /// continues as new (the work under way is carried in the entity's `in_flight`).
 async fn interruptible<T>(
     ctx: &WorkflowContext<ImageScan>,
-    work: impl Future<Output = T> + futures::future::FusedFuture,
+    work: impl futures::future::FusedFuture<Output = T>,
     limit: Limit,
 ) -> WorkflowResult<T> {
     futures::pin_mut!(work);
