@@ -119,20 +119,9 @@ pub(crate) fn event(i: usize, digests: usize) -> serde_json::Value {
 /// registry holds under a tag.
 pub(crate) fn push_all(emulator: &qualys_emulator::RunningEmulator, digests: usize) {
     for d in 0..digests {
-        let e = event(d, digests);
-        let detail = &e["detail"];
-        let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-        emulator.push_image(qualys_emulator::PushedImage {
-            registry: format!(
-                "{}.dkr.ecr.{}.amazonaws.com",
-                text(&e["account"]),
-                text(&e["region"])
-            ),
-            repository: text(&detail["repository-name"]),
-            tag: text(&detail["image-tag"]),
-            digest: text(&detail["image-digest"]),
-            vulnerabilities: Vec::new(),
-        });
+        let pushed = qualys_emulator::PushedImage::from_ecr_push_event(&event(d, digests))
+            .expect("the benchmark's events are ECR pushes");
+        emulator.push_image(pushed);
     }
 }
 

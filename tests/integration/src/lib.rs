@@ -378,19 +378,9 @@ impl TestEnv {
 
 /// See [`TestEnv::pushed`].
 pub fn push_to_emulator(qualys: &RunningEmulator, event: &serde_json::Value) {
-    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
-    let detail = &event["detail"];
-    qualys.push_image(qualys_emulator::PushedImage {
-        registry: format!(
-            "{}.dkr.ecr.{}.amazonaws.com",
-            text(&event["account"]),
-            text(&event["region"])
-        ),
-        repository: text(&detail["repository-name"]),
-        tag: text(&detail["image-tag"]),
-        digest: text(&detail["image-digest"]),
-        vulnerabilities: Vec::new(),
-    });
+    let pushed = qualys_emulator::PushedImage::from_ecr_push_event(event)
+        .expect("an ECR Image Action push event");
+    qualys.push_image(pushed);
 }
 
 /// Starts `EnsureRegistry` under its canonical ID (attaching to a running one) and waits for it.

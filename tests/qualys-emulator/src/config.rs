@@ -144,6 +144,27 @@ pub enum Duplicates {
     Reject,
 }
 
+impl PushedImage {
+    /// What an EventBridge `ECR Image Action` push event says its registry now holds
+    /// (`<account>.dkr.ecr.<region>.amazonaws.com/<repository-name>:<image-tag>` →
+    /// `image-digest`); `None` when the event lacks one of them.
+    pub fn from_ecr_push_event(event: &Value) -> Option<Self> {
+        let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        let detail = &event["detail"];
+        Some(Self {
+            registry: format!(
+                "{}.dkr.ecr.{}.amazonaws.com",
+                text(&event["account"])?,
+                text(&event["region"])?
+            ),
+            repository: text(&detail["repository-name"])?,
+            tag: text(&detail["image-tag"])?,
+            digest: text(&detail["image-digest"])?,
+            vulnerabilities: Vec::new(),
+        })
+    }
+}
+
 /// The envelope of `GET /images/{sha}/vuln` (qualys-api.md §2.1 #14).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
