@@ -363,7 +363,7 @@ async fn a_webhook_that_is_down_never_makes_sns_send_an_alert_twice() -> anyhow:
     assert_eq!(out.verdict, Some(Verdict::Fail));
     let delivered = wait_for(
         "the webhook to take the alert",
-        Duration::from_secs(120),
+        Duration::from_secs(down + 400),
         || async {
             let got = hook.received();
             (!got.is_empty()).then_some(got)
