@@ -619,6 +619,8 @@ impl From<S3Results> for ResultsStore {
     }
 }
 
+pub mod blobs;
+
 #[cfg(test)]
 mod tests {
     use super::*;

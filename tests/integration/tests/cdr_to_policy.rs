@@ -1,7 +1,7 @@
 //! CdrToPolicy end to end: emulated Qualys CDR findings → the worker binary → policy files, and
 //! review by updates; `qflows policy generate` offline on a findings file with broken entries.
 
-use qflows::policy::{query_policies, send_review};
+use qflows::policy::{promote_as_shown, query_policies, send_review};
 use qflows_integration::{
     TestEnv, decoded_payloads, history_json, qflows_bin, record_history, wait_for,
 };
@@ -55,12 +55,19 @@ async fn review(
     promote: bool,
     policy: &str,
 ) -> Result<PolicyRecord, String> {
-    let request = ReviewRequest {
+    let mut request = ReviewRequest {
         policy: policy.into(),
         by: "alice@example.com".into(),
         reason: "seen only in attack traffic".into(),
         timeout_secs: 60,
+        observed: None,
     };
+    if promote {
+        // As `qflows policy promote` does: show the observed values, promote exactly those.
+        request = promote_as_shown(client, id, request)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+    }
     send_review(client, id, request, promote)
         .await
         .map_err(|e| format!("{e:?}"))
@@ -79,6 +86,13 @@ async fn start(env: &TestEnv, queue: &str, id: &str, input: Value) -> anyhow::Re
         )
         .await?;
     Ok(())
+}
+
+/// A worker keeping CdrToPolicy's evidence in the test's directory.
+fn worker(env: &TestEnv) -> qflows_integration::WorkerBuilder {
+    let results = env.dir.join("results");
+    env.worker()
+        .env("QFLOWS_RESULTS", Some(results.to_str().unwrap()))
 }
 
 #[tokio::test]
@@ -215,7 +229,7 @@ async fn findings_become_policies_that_are_promoted_and_rolled_back() -> anyhow:
     ] {
         assert!(payloads.contains(needle), "history payloads lack {needle}");
     }
-    record_history(&env.client, id, "cdr_to_policy_review").await?;
+    record_history(&env.client, id, "cdr_to_policy_limits_review").await?;
     Ok(())
 }
 
@@ -223,7 +237,7 @@ async fn findings_become_policies_that_are_promoted_and_rolled_back() -> anyhow:
 async fn new_findings_update_only_the_affected_policy() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     env.qualys.set_cdr_findings(findings());
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let out = env.dir.join("policies");
     let id = "cdr-merge";
     start(
@@ -277,7 +291,8 @@ async fn new_findings_update_only_the_affected_policy() -> anyhow::Result<()> {
         "{sync:?}"
     );
     assert_eq!(sync.publish.created.len(), 0);
-    assert_eq!(sync.publish.unchanged.len(), 2);
+    // Only what changed is published: the other two are not even rewritten.
+    assert!(sync.publish.unchanged.is_empty(), "{sync:?}");
     assert_eq!(view.policies.len(), 3, "merged, not a near-duplicate");
     let yaml = read(&out, "t1552-005-imds-shop-payments-api");
     assert!(yaml.contains("qflows.io/finding-count: '3'"), "{yaml}");
@@ -292,7 +307,7 @@ async fn new_findings_update_only_the_affected_policy() -> anyhow::Result<()> {
 async fn an_explicit_window_runs_once_and_completes() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     env.qualys.set_cdr_findings(findings());
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let out = env.dir.join("policies");
     let handle = env
         .client
@@ -311,14 +326,14 @@ async fn an_explicit_window_runs_once_and_completes() -> anyhow::Result<()> {
     // v1.4 output: no features of later releases.
     let yaml = read(&out, "t1552-005-imds-shop-payments-api");
     assert!(!yaml.contains("containerSelector"), "{yaml}");
-    record_history(&env.client, "cdr-once", "cdr_to_policy_once").await?;
+    record_history(&env.client, "cdr-once", "cdr_to_policy_limits_once").await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn bad_input_fails_naming_the_field() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let handle = env
         .client
         .start_workflow(
@@ -429,7 +444,7 @@ fn policy_generate_writes_the_valid_policies_and_reports_the_rest() {
 async fn schedule_cdr_runs_cdr_to_policy_on_an_interval() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     env.qualys.set_cdr_findings(findings());
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let out = env.dir.join("scheduled");
     let run = tokio::process::Command::new(qflows_bin()?)
         .args([
@@ -486,7 +501,7 @@ async fn schedule_cdr_runs_cdr_to_policy_on_an_interval() -> anyhow::Result<()> 
 async fn an_unpublishable_promotion_changes_nothing() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     env.qualys.set_cdr_findings(findings());
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let id = "cdr-unreachable";
     start(
         &env,

@@ -201,6 +201,12 @@ impl RunningEmulator {
         self.inner.shared.world.lock().cdr_findings = f;
     }
 
+    /// Makes the CDR endpoint answer 403 Forbidden (as for a user without the CDR permission),
+    /// or serve again.
+    pub fn set_cdr_forbidden(&self, forbidden: bool) {
+        self.inner.shared.world.lock().cdr_forbidden = forbidden;
+    }
+
     /// Adds a sensor (a JSON object; `sensorUuid`, `hostname`, `status`, `registrySensor`, …
     /// are filled when missing) and returns it; `None` if it is not an object.
     pub fn add_sensor(&self, sensor: Value) -> Option<Value> {

@@ -203,6 +203,8 @@ pub(crate) struct World {
     pub images: Vec<ImageRecord>,
     pub sensors: Vec<Value>,
     pub cdr_findings: Vec<Value>,
+    /// The CDR endpoint answers 403 (CDR not permitted for the user), when set.
+    pub cdr_forbidden: bool,
 }
 
 impl World {
