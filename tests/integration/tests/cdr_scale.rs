@@ -98,6 +98,15 @@ impl Figures {
             );
         }
         if !steady.is_empty() {
+            let mut sizes: Vec<i64> = steady.iter().map(|s| s.0).collect();
+            sizes.sort();
+            let mut counts: Vec<i64> = steady.iter().map(|s| s.1).collect();
+            counts.sort();
+            eprintln!(
+                "later syncs, median: {:.1} KB and {} events",
+                sizes[sizes.len() / 2] as f64 / 1e3,
+                counts[counts.len() / 2]
+            );
             let n = steady.len() as f64;
             let bytes = steady.iter().map(|s| s.0).sum::<i64>() as f64 / n;
             let events = steady.iter().map(|s| s.1).sum::<i64>() as f64 / n;

@@ -192,6 +192,7 @@ pub struct PolicyRecord {
     #[serde(default, skip_serializing_if = "Observed::is_empty")]
     pub observed: Observed,
     /// Fingerprint of `observed` ([`Observed::digest`]): what a `promote` names.
+    #[serde(default = "empty_digest", skip_serializing_if = "is_empty_digest")]
     pub observed_digest: String,
     /// Audit or enforce.
     pub enforcement: Enforcement,
@@ -205,7 +206,7 @@ pub struct PolicyRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promoted: Option<ReviewNote>,
     /// Automatic promotion is held (after a human rollback).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub hold: bool,
     /// When enforced: the observed values its blocking form carries, exactly those its promotion
     /// approved. Values observed later are listed in `observed` but do not block until promoted.
@@ -216,8 +217,19 @@ pub struct PolicyRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_refusal: Option<String>,
     /// Changed since it was last published (the next sync or review publishes it).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unpublished: bool,
+}
+
+/// The digest of no observed values (left out of the JSON, like the empty set itself).
+fn empty_digest() -> String {
+    static EMPTY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| Observed::default().digest());
+    EMPTY.clone()
+}
+
+fn is_empty_digest(d: &String) -> bool {
+    *d == empty_digest()
 }
 
 impl PolicyRecord {
