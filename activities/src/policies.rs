@@ -719,7 +719,7 @@ impl CdrActivities {
             if page.last {
                 break;
             }
-            if pages % CHECKPOINT_PAGES == 0 {
+            if pages.is_multiple_of(CHECKPOINT_PAGES) {
                 saved = ReadProgress {
                     offset,
                     checkpoint: Some(self.put(CHECKPOINT_AREA, &grouper.checkpoint()).await?),

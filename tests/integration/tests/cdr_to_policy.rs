@@ -959,3 +959,118 @@ async fn the_state_crosses_continue_as_new() -> anyhow::Result<()> {
     record_history(&env.client, id, "cdr_to_policy_limits_continued").await?;
     Ok(())
 }
+
+/// A large window is read page by page with heartbeats; an attempt that breaks midway is retried
+/// from its last checkpoint, and every finding is counted once.
+#[tokio::test]
+async fn a_read_that_breaks_midway_resumes_from_its_checkpoint() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let at = minutes_ago(30);
+    let all: Vec<Value> = (0..6000)
+        .map(|i| {
+            json!({"uuid": format!("f-{i:05}"),
+                   "threatCategory": "Cloud_Credentials_Accessed_By_Network_Utility",
+                   "timestamp": at, "destinationIp": "169.254.169.254",
+                   "namespace": "shop", "podLabels": {"app": format!("svc-{:02}", i % 60)}})
+        })
+        .collect();
+    env.qualys.set_cdr_findings(all);
+    // Page 56 of 60 fails once: the attempt has stored its checkpoint after page 50.
+    env.qualys.fail_cdr_page_once(5500);
+    let worker = worker(&env).start(&env.dir).await?;
+    let id = "cdr-resume";
+    start(
+        &env,
+        &worker.task_queue,
+        id,
+        json!({"policySet": "resume", "lookbackHours": 2, "syncEveryMinutes": 600,
+               "output": {"directory": env.dir.join("policies").to_str().unwrap()}}),
+    )
+    .await?;
+    let view = wait_for("the first sync", Duration::from_secs(120), || async {
+        policies(&env.client, id)
+            .await
+            .ok()
+            .filter(|v| v.last_sync.is_some())
+    })
+    .await?;
+    let sync = view.last_sync.clone().unwrap();
+    assert_eq!(sync.fetch_error, None, "{sync:?}");
+    assert_eq!((sync.findings.findings, sync.findings.used), (6000, 6000));
+    assert_eq!(view.policies.len(), 60);
+    assert!(
+        view.policies
+            .iter()
+            .all(|p| p.evidence.finding_count == 100),
+        "every finding once"
+    );
+    let logs = worker.logs();
+    assert!(logs.contains("resumed_at=5000"), "{logs}");
+    Ok(())
+}
+
+/// The content-addressed documents CdrToPolicy keeps work in every results store the worker
+/// supports: S3 (moto) and Azure Blob Storage (Azurite), and a swapped document is refused.
+#[tokio::test]
+async fn evidence_documents_round_trip_through_s3_and_blob_storage() -> anyhow::Result<()> {
+    use qflows_activities::results::ResultsStore;
+    let moto = qflows_integration::Moto::start().await?;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto.sdk_config().await)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket("qflows-cdr").send().await?;
+    let azurite = qflows_integration::azure::Azurite::start().await?;
+    azurite.create_container("qflows-results").await?;
+    let aws = qflows_activities::aws::Aws::new();
+    let stores = [
+        ResultsStore::S3(qflows_activities::results::S3Results::new(
+            s3.clone(),
+            "qflows-cdr",
+            "prod",
+        )),
+        ResultsStore::from_location(
+            &format!(
+                "{}/qflows-results/prod?{}",
+                azurite.account_url,
+                azurite.sas()
+            ),
+            &aws,
+            "us-east-1",
+        )
+        .await?,
+    ];
+    let doc =
+        br#"{"key":{"category":"imds","workload":{}},"evidence":{"findingCount":1}}"#.to_vec();
+    for store in &stores {
+        let hash = store.put_blob("cdr-evidence", doc.clone()).await?;
+        assert_eq!(hash.len(), 64);
+        assert_eq!(store.put_blob("cdr-evidence", doc.clone()).await?, hash);
+        assert_eq!(store.get_blob("cdr-evidence", &hash).await?, doc);
+        let missing = store
+            .get_blob("cdr-evidence", &"0".repeat(64))
+            .await
+            .unwrap_err();
+        assert!(!missing.is_retryable(), "{missing}");
+    }
+    // Someone replaces the S3 object: reading it is refused.
+    let hash = stores[0].put_blob("cdr-evidence", doc.clone()).await?;
+    let key = format!("prod/blobs/cdr-evidence/{}/{hash}.json", &hash[..2]);
+    s3.put_object()
+        .bucket("qflows-cdr")
+        .key(&key)
+        .body(b"{\"forged\":true}".to_vec().into())
+        .send()
+        .await?;
+    let err = stores[0].get_blob("cdr-evidence", &hash).await.unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let names = azurite.list_blobs("qflows-results").await?;
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("prod/blobs/cdr-evidence/")),
+        "{names:?}"
+    );
+    Ok(())
+}

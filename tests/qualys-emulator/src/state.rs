@@ -205,6 +205,8 @@ pub(crate) struct World {
     pub cdr_findings: Vec<Value>,
     /// The CDR endpoint answers 403 (CDR not permitted for the user), when set.
     pub cdr_forbidden: bool,
+    /// The next CDR request for this `offSet` answers 503 (once).
+    pub cdr_fail_once_at: Option<i64>,
 }
 
 impl World {

@@ -362,7 +362,7 @@ pub struct PoliciesView {
 
 /// Most bytes of policies one query answer holds (the answer stays far below Temporal's limits
 /// whatever the number of policies; page with [`PoliciesQuery::offset`]).
-pub const VIEW_PAGE_BYTES: usize = 512 * 1024;
+pub const VIEW_PAGE_BYTES: usize = 256 * 1024;
 
 /// Arguments of the `policiesPage` query.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
