@@ -7,21 +7,30 @@
 // `#[activities]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
-use crate::cdr::findings::observe;
-use crate::cdr::render::{ENFORCEMENT_LABEL, MANAGED_BY, POLICY_SET_LABEL, RenderOptions};
-use crate::cdr::{Generated, Grouper, generate};
+use crate::cdr::findings::{SkipReason, observe};
+use crate::cdr::render::{
+    ENFORCEMENT_LABEL, MANAGED_BY, POLICY_SET_LABEL, RenderOptions, block_refusal, observed,
+};
+use crate::cdr::{Generated, Generation, Grouper, GrouperCheckpoint, generate_with};
 use crate::failure::IntoFailure;
 use crate::qualys::{CdrQuery, QualysClient};
+use crate::results::{ResultsStore, StoreError};
+use futures::{StreamExt, TryStreamExt};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use parking_lot::Mutex;
+use qflows_workflows::cdr::model::{Evidence, PolicyKey, TetragonVersion};
 use qflows_workflows::cdr::{
-    EvidenceBatch, FetchFindings, KubeTarget, PublishPolicies, PublishReport,
+    EvidenceBatch, EvidenceRef, FetchFindings, ImportLegacy, KubeTarget, MergeEvidence, MergedPage,
+    OutputSettings, PAGE_POLICIES, PAYLOAD_BUDGET, PolicyRecord, PolicyUpdate, PublishBatch,
+    PublishPolicies, PublishReport, WindowBatch,
 };
 use qflows_workflows::contracts;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use temporalio_macros::activities;
@@ -317,10 +326,12 @@ pub async fn prune(
     Ok(deleted)
 }
 
-/// Publishes a rendered set to the outputs of `request`; merges per-output outcomes (a policy
+/// Publishes a rendered set to `output` (removing `removed`, of `policy_set`); merges per-output outcomes (a policy
 /// counts as created/updated if any output created/updated it).
 pub async fn publish(
-    request: &PublishPolicies,
+    policy_set: &str,
+    output: &OutputSettings,
+    removed: &[String],
     generated: &[Generated],
     client: Option<&kube::Client>,
 ) -> Result<PublishReport, PolicyOutputError> {
@@ -335,8 +346,8 @@ pub async fn publish(
     };
     // What each policy's enforcement was before this publish, from the first output that had it.
     let mut before: Vec<Option<String>> = vec![None; generated.len()];
-    let removed: BTreeSet<String> = request.removed.iter().cloned().collect();
-    if let Some(dir) = &request.output.directory {
+    let removed: BTreeSet<String> = removed.iter().cloned().collect();
+    if let Some(dir) = &output.directory {
         let dir = Path::new(dir);
         for ((g, slot), was) in generated
             .iter()
@@ -347,7 +358,7 @@ pub async fn publish(
             merge(slot, write_file(dir, g)?);
         }
         for name in &removed {
-            if remove_file(dir, name, &request.policy_set)? {
+            if remove_file(dir, name, policy_set)? {
                 report.deleted.push(name.clone());
             }
         }
@@ -378,7 +389,7 @@ pub async fn publish(
         if !removed.is_empty() {
             report
                 .deleted
-                .extend(prune(client, &request.policy_set, &removed).await?);
+                .extend(prune(client, policy_set, &removed).await?);
         }
     }
     for ((g, o), was) in generated.iter().zip(outcomes).zip(before) {
@@ -408,15 +419,54 @@ type ClusterKey = (Option<String>, Option<String>);
 /// The CdrToPolicy activities.
 pub struct CdrActivities {
     qualys: QualysClient,
+    store: ResultsStore,
     clients: Mutex<HashMap<ClusterKey, kube::Client>>,
+    /// The batch the last merge page read (a window's pages are merged one after the other).
+    batch: Mutex<Option<(String, Arc<Batch>)>>,
+}
+
+/// Store areas (`blobs/<area>/…` in the results store).
+const EVIDENCE_AREA: &str = "cdr-evidence";
+const BATCH_AREA: &str = "cdr-batch";
+const STATE_AREA: &str = "cdr-state";
+const CHECKPOINT_AREA: &str = "cdr-checkpoint";
+
+/// Findings per page of a CDR read.
+const FINDINGS_PER_PAGE: u32 = 100;
+/// A read stores its progress every this many pages (a retried attempt resumes there).
+const CHECKPOINT_PAGES: u64 = 50;
+/// Store reads and writes in flight at once in one activity.
+const STORE_CONCURRENCY: usize = 16;
+
+/// One policy's stored evidence.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct EvidenceDoc {
+    key: PolicyKey,
+    evidence: Evidence,
+}
+
+/// A window's evidence per policy name (the stored batch).
+type Batch = BTreeMap<String, (PolicyKey, Evidence)>;
+
+/// Where a CDR read is, for the next attempt: the offset of the last stored checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct ReadProgress {
+    offset: u64,
+    checkpoint: Option<String>,
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("CdrToPolicy documents serialise")
 }
 
 impl CdrActivities {
-    /// Activities reading findings with this Qualys client.
-    pub fn new(qualys: QualysClient) -> Self {
+    /// Activities reading findings with this Qualys client and keeping evidence in `store`.
+    pub fn new(qualys: QualysClient, store: ResultsStore) -> Self {
         Self {
             qualys,
+            store,
             clients: Mutex::new(HashMap::new()),
+            batch: Mutex::new(None),
         }
     }
 
@@ -429,6 +479,107 @@ impl CdrActivities {
         self.clients.lock().insert(key, c.clone());
         Ok(c)
     }
+
+    async fn put<T: serde::Serialize>(
+        &self,
+        area: &str,
+        value: &T,
+    ) -> Result<String, ActivityError> {
+        self.store
+            .put_blob(area, json(value))
+            .await
+            .map_err(IntoFailure::into_failure)
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        area: &str,
+        hash: &str,
+    ) -> Result<T, ActivityError> {
+        let bytes = self
+            .store
+            .get_blob(area, hash)
+            .await
+            .map_err(IntoFailure::into_failure)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::Denied {
+                store: self.store.describe(),
+                message: format!("{area} document {hash} is not readable: {e}"),
+            }
+            .into_failure()
+        })
+    }
+
+    /// The batch `hash`, from memory when the previous page read it.
+    async fn batch(&self, hash: &str) -> Result<Arc<Batch>, ActivityError> {
+        if let Some((h, b)) = self.batch.lock().as_ref()
+            && h == hash
+        {
+            return Ok(b.clone());
+        }
+        let groups: Vec<(String, PolicyKey, Evidence)> = self.get(BATCH_AREA, hash).await?;
+        let batch: Arc<Batch> = Arc::new(
+            groups
+                .into_iter()
+                .map(|(name, key, evidence)| (name, (key, evidence)))
+                .collect(),
+        );
+        *self.batch.lock() = Some((hash.to_string(), batch.clone()));
+        Ok(batch)
+    }
+
+    /// Stores `doc` and describes it as the workflow keeps it.
+    async fn store_evidence(
+        &self,
+        name: String,
+        doc: EvidenceDoc,
+        version: TetragonVersion,
+    ) -> Result<PolicyUpdate, ActivityError> {
+        let hash = self.put(EVIDENCE_AREA, &doc).await?;
+        Ok(PolicyUpdate {
+            name,
+            observed: observed(doc.key.category, &doc.evidence),
+            block_refusal: block_refusal(&doc.key, version),
+            evidence: EvidenceRef::of(hash, &doc.evidence),
+            key: doc.key,
+        })
+    }
+
+    async fn publish_generated(
+        &self,
+        policy_set: &str,
+        output: &OutputSettings,
+        removed: &[String],
+        generation: Generation,
+    ) -> Result<PublishReport, ActivityError> {
+        let client = match &output.kubernetes {
+            Some(target) => Some(
+                self.client(target)
+                    .await
+                    .map_err(IntoFailure::into_failure)?,
+            ),
+            None => None,
+        };
+        let mut report = publish(
+            policy_set,
+            output,
+            removed,
+            &generation.policies,
+            client.as_ref(),
+        )
+        .await
+        .map_err(IntoFailure::into_failure)?;
+        report.refused.extend(generation.refused);
+        info!(
+            created = report.created.len(),
+            updated = report.updated.len(),
+            unchanged = report.unchanged.len(),
+            deleted = report.deleted.len(),
+            refused = report.refused.len(),
+            "policies published"
+        );
+        Ok(report)
+    }
 }
 
 /// `2026-01-10T16:45:00Z` → `2026-01-10T16:45:00.000Z` (start) / `.999Z` (end), the format the
@@ -440,27 +591,31 @@ fn with_millis(t: &str, millis: &str) -> String {
     }
 }
 
+fn cdr_query(q: &FetchFindings) -> CdrQuery {
+    CdrQuery {
+        cloud_provider: q.filters.cloud_provider.clone(),
+        severity: q.filters.severity.clone(),
+        resource_type: q.filters.resource_type.clone(),
+        ..CdrQuery::new(
+            with_millis(&q.start_at, "000"),
+            with_millis(&q.end_at, "999"),
+        )
+    }
+}
+
 #[activities]
 impl CdrActivities {
-    /// Reads every page of the window's findings and groups them into evidence per policy.
+    /// Reads every page of the window's findings and groups them into evidence per policy (runs
+    /// from before `cdr-limits`).
     #[activity(definition = contracts::FetchCdrEvidence)]
     pub async fn fetch_evidence(
         self: Arc<Self>,
         _ctx: ActivityContext,
         q: FetchFindings,
     ) -> Result<EvidenceBatch, ActivityError> {
-        let query = CdrQuery {
-            cloud_provider: q.filters.cloud_provider.clone(),
-            severity: q.filters.severity.clone(),
-            resource_type: q.filters.resource_type.clone(),
-            ..CdrQuery::new(
-                with_millis(&q.start_at, "000"),
-                with_millis(&q.end_at, "999"),
-            )
-        };
         let findings = self
             .qualys
-            .cdr_findings(&query)
+            .cdr_findings(&cdr_query(&q))
             .await
             .map_err(IntoFailure::into_failure)?;
         let mut grouper = Grouper::default();
@@ -477,7 +632,8 @@ impl CdrActivities {
         Ok(EvidenceBatch { groups, report })
     }
 
-    /// Renders, validates and publishes the policy set.
+    /// Renders, validates and publishes the policy set (runs from before `cdr-limits`). Enforced
+    /// policies block on their category's own values only: nobody approved observed ones.
     #[activity(definition = contracts::PublishCdrPolicies)]
     pub async fn publish(
         self: Arc<Self>,
@@ -489,33 +645,272 @@ impl CdrActivities {
             audit_style: request.audit_style,
             policy_set: Some(request.policy_set.clone()),
         };
-        let generation = generate(
+        let generation = generate_with(
             request
                 .policies
                 .iter()
-                .map(|p| (&p.key, &p.evidence, p.enforcement)),
+                .map(|p| (&p.key, &p.evidence, p.enforcement, None)),
             &opts,
         );
-        let client = match &request.output.kubernetes {
-            Some(target) => Some(
-                self.client(target)
-                    .await
-                    .map_err(IntoFailure::into_failure)?,
-            ),
-            None => None,
+        self.publish_generated(
+            &request.policy_set,
+            &request.output,
+            &request.removed,
+            generation,
+        )
+        .await
+    }
+
+    /// Reads every page of a window's findings, heartbeating after each (a retried attempt
+    /// resumes from its last stored checkpoint), groups them and stores the batch.
+    #[activity(definition = contracts::FetchCdrWindow)]
+    pub async fn fetch_window(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        q: FetchFindings,
+    ) -> Result<WindowBatch, ActivityError> {
+        let query = CdrQuery {
+            limit: FINDINGS_PER_PAGE,
+            ..cdr_query(&q)
         };
-        let mut report = publish(&request, &generation.policies, client.as_ref())
-            .await
+        // Where a retried attempt resumes: the last stored checkpoint and its offset.
+        let mut saved: ReadProgress = ctx
+            .heartbeat_details()
+            .deserialize()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut grouper = match &saved.checkpoint {
+            Some(hash) => {
+                Grouper::resume(self.get::<GrouperCheckpoint>(CHECKPOINT_AREA, hash).await?)
+            }
+            None => {
+                saved.offset = 0;
+                Grouper::default()
+            }
+        };
+        let resumed_at = saved.offset;
+        let mut offset = saved.offset;
+        let mut pages = 0u64;
+        loop {
+            let page = {
+                let read = self.qualys.cdr_findings_page(&query, offset);
+                tokio::pin!(read);
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+                loop {
+                    tokio::select! {
+                        r = &mut read => break r,
+                        _ = tick.tick() => {
+                            let _ = ctx.record_heartbeat(saved.clone()).await;
+                        }
+                    }
+                }
+            }
             .map_err(IntoFailure::into_failure)?;
-        report.refused.extend(generation.refused);
+            for f in &page.items {
+                grouper.add(observe(f));
+            }
+            // Unreadable items count too.
+            for _ in page.items.len() as u64..page.read {
+                grouper.add(Err(SkipReason::NotAnObject.into()));
+            }
+            pages += 1;
+            offset += page.read;
+            if page.last {
+                break;
+            }
+            if pages.is_multiple_of(CHECKPOINT_PAGES) {
+                saved = ReadProgress {
+                    offset,
+                    checkpoint: Some(self.put(CHECKPOINT_AREA, &grouper.checkpoint()).await?),
+                };
+            }
+            let _ = ctx.record_heartbeat(saved.clone()).await;
+            if ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
+        }
+        let (groups, report) = grouper.finish();
+        let mut batch: Batch = BTreeMap::new();
+        for (key, evidence) in groups {
+            match batch.entry(key.name()) {
+                Entry::Vacant(v) => {
+                    v.insert((key, evidence));
+                }
+                // Two workloads whose names collide feed one policy, as they always did.
+                Entry::Occupied(mut o) => o.get_mut().1.merge(&evidence),
+            }
+        }
         info!(
-            created = report.created.len(),
-            updated = report.updated.len(),
-            unchanged = report.unchanged.len(),
-            deleted = report.deleted.len(),
-            refused = report.refused.len(),
-            "policies published"
+            findings = report.findings,
+            used = report.used,
+            policies = batch.len(),
+            pages,
+            resumed_at,
+            "CDR findings read"
         );
-        Ok(report)
+        let first: Vec<String> = batch.keys().take(PAGE_POLICIES).cloned().collect();
+        let hash = if batch.is_empty() {
+            None
+        } else {
+            let doc: Vec<(&String, &PolicyKey, &Evidence)> =
+                batch.iter().map(|(n, (k, e))| (n, k, e)).collect();
+            Some(self.put(BATCH_AREA, &doc).await?)
+        };
+        Ok(WindowBatch {
+            batch: hash,
+            policies: batch.len() as u64,
+            first,
+            report,
+        })
+    }
+
+    /// Merges a page of a stored batch into the named policies' stored evidence. Stops before
+    /// its answer would exceed the payload budget; what is left is named in `next`.
+    #[activity(definition = contracts::MergeCdrEvidence)]
+    pub async fn merge_evidence(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: MergeEvidence,
+    ) -> Result<MergedPage, ActivityError> {
+        let batch = self.batch(&request.batch).await?;
+        let version = request.tetragon_version;
+        let work: Vec<(String, Option<String>, PolicyKey, Evidence)> = request
+            .items
+            .iter()
+            .filter_map(|(name, existing)| {
+                let (key, evidence) = batch.get(name)?.clone();
+                Some((name.clone(), existing.clone(), key, evidence))
+            })
+            .collect();
+        let merged: Vec<PolicyUpdate> = futures::stream::iter(work)
+            .map(|(name, existing, key, evidence)| {
+                let this = self.clone();
+                async move {
+                    let doc = match existing {
+                        Some(hash) => {
+                            let mut doc: EvidenceDoc = this.get(EVIDENCE_AREA, &hash).await?;
+                            doc.evidence.merge(&evidence);
+                            doc
+                        }
+                        None => EvidenceDoc { key, evidence },
+                    };
+                    this.store_evidence(name, doc, version).await
+                }
+            })
+            .buffered(STORE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        // Keep the answer within the budget: the first updates that fit (at least one).
+        let mut bytes = 0;
+        let mut updates = Vec::new();
+        for u in merged {
+            let size = json(&u).len() + 1;
+            if !updates.is_empty() && bytes + size > PAYLOAD_BUDGET - 16 * 1024 {
+                break;
+            }
+            bytes += size;
+            updates.push(u);
+        }
+        let done: BTreeSet<&str> = updates.iter().map(|u| u.name.as_str()).collect();
+        let mut next: Vec<String> = request
+            .items
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| batch.contains_key(n) && !done.contains(n.as_str()))
+            .collect();
+        if let Some((last, _)) = request.items.last() {
+            let room = PAGE_POLICIES.saturating_sub(next.len());
+            next.extend(
+                batch
+                    .range::<String, _>((Bound::Excluded(last.clone()), Bound::Unbounded))
+                    .take(room)
+                    .map(|(n, _)| n.clone()),
+            );
+        }
+        Ok(MergedPage { updates, next })
+    }
+
+    /// Renders policies from their stored evidence and publishes them (one batch).
+    #[activity(definition = contracts::PublishCdrBatch)]
+    pub async fn publish_batch(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: PublishBatch,
+    ) -> Result<PublishReport, ActivityError> {
+        let opts = RenderOptions {
+            tetragon_version: request.tetragon_version,
+            audit_style: request.audit_style,
+            policy_set: Some(request.policy_set.clone()),
+        };
+        let hashes: Vec<String> = request.items.iter().map(|i| i.evidence.clone()).collect();
+        let docs: Vec<EvidenceDoc> = futures::stream::iter(hashes)
+            .map(|hash| {
+                let this = self.clone();
+                async move { this.get::<EvidenceDoc>(EVIDENCE_AREA, &hash).await }
+            })
+            .buffered(STORE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let generation = generate_with(
+            request.items.iter().zip(&docs).map(|(item, doc)| {
+                (
+                    &doc.key,
+                    &doc.evidence,
+                    item.enforcement,
+                    item.approved.clone(),
+                )
+            }),
+            &opts,
+        );
+        self.publish_generated(
+            &request.policy_set,
+            &request.output,
+            &request.removed,
+            generation,
+        )
+        .await
+    }
+
+    /// Stores a chunk of CdrToPolicy's state; its hash.
+    #[activity(definition = contracts::SaveCdrState)]
+    pub async fn save_state(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        chunk: Vec<PolicyRecord>,
+    ) -> Result<String, ActivityError> {
+        self.put(STATE_AREA, &chunk).await
+    }
+
+    /// Loads a chunk of CdrToPolicy's state.
+    #[activity(definition = contracts::LoadCdrState)]
+    pub async fn load_state(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        hash: String,
+    ) -> Result<Vec<PolicyRecord>, ActivityError> {
+        self.get(STATE_AREA, &hash).await
+    }
+
+    /// Stores the evidence of records carried by a run from before `cdr-limits`.
+    #[activity(definition = contracts::ImportCdrLegacy)]
+    pub async fn import_legacy(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: ImportLegacy,
+    ) -> Result<Vec<PolicyUpdate>, ActivityError> {
+        let version = request.tetragon_version;
+        futures::stream::iter(request.records)
+            .map(|r| {
+                let this = self.clone();
+                let doc = EvidenceDoc {
+                    key: r.key,
+                    evidence: r.evidence,
+                };
+                async move { this.store_evidence(r.name, doc, version).await }
+            })
+            .buffered(STORE_CONCURRENCY)
+            .try_collect()
+            .await
     }
 }

@@ -779,6 +779,8 @@ impl From<S3Results> for ResultsStore {
     }
 }
 
+pub mod blobs;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -93,6 +93,18 @@ pub async fn start_temporal(
     ui_port: Option<u16>,
     db_file: Option<&Path>,
 ) -> anyhow::Result<Child> {
+    start_temporal_with(bin, port, ui_port, db_file, &[]).await
+}
+
+/// [`start_temporal`] with dynamic config values (`KEY=VALUE`, e.g.
+/// `limit.historyCount.suggestContinueAsNew=200` to see continue-as-new sooner).
+pub async fn start_temporal_with(
+    bin: &Path,
+    port: u16,
+    ui_port: Option<u16>,
+    db_file: Option<&Path>,
+    dynamic_config: &[String],
+) -> anyhow::Result<Child> {
     let mut cmd = Command::new(bin);
     cmd.args([
         "server",
@@ -112,6 +124,9 @@ pub async fn start_temporal(
     }
     for (name, kind) in qflows_workflows::scan::search::ALL {
         cmd.args(["--search-attribute", &format!("{name}={kind}")]);
+    }
+    for value in dynamic_config {
+        cmd.args(["--dynamic-config-value", value]);
     }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::null())

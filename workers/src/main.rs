@@ -8,9 +8,7 @@ use qflows::config::{
     LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
 };
 use qflows::dev::{self, DevArgs};
-use qflows::policy::{
-    self, BenchPolicyArgs, GenerateArgs, ReviewArgs, ScheduleCdrArgs, TargetArgs,
-};
+use qflows::policy::{self, BenchPolicyArgs, GenerateArgs, ListArgs, ReviewArgs, ScheduleCdrArgs};
 use qflows::sensor::{self, DeployArgs, SensorArgs};
 use qflows::telemetry;
 use qflows::worker::{self, WorkerConfig};
@@ -113,12 +111,12 @@ enum PolicyCommand {
         #[command(flatten)]
         args: ReviewArgs,
     },
-    /// Print the policies a running CdrToPolicy manages (the `policies` query).
+    /// Print the policies a running CdrToPolicy manages (every page of the `policiesPage` query).
     List {
         #[command(flatten)]
         temporal: TemporalArgs,
         #[command(flatten)]
-        target: TargetArgs,
+        args: ListArgs,
     },
 }
 
@@ -268,7 +266,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             PolicyCommand::Rollback { temporal, args } => {
                 policy::review(&temporal, args, false).await
             }
-            PolicyCommand::List { temporal, target } => policy::list(&temporal, target).await,
+            PolicyCommand::List { temporal, args } => policy::list(&temporal, args).await,
         },
         Command::Sensor { command } => match command {
             SensorCommand::Render { args } => sensor::render(&args),

@@ -15,8 +15,8 @@ use qflows_workflows::cdr::model::{
     AuditStyle, Enforcement, Observation, TetragonVersion, dns_label,
 };
 use qflows_workflows::cdr::{
-    CdrToPolicyInput, FindingsReport, KubeTarget, OutputSettings, PoliciesView, PolicyRecord,
-    ReviewRequest, ReviewSettings,
+    CdrToPolicyInput, FindingsReport, KubeTarget, OutputSettings, PoliciesQuery, PoliciesView,
+    PolicyRecord, ReviewRequest, ReviewSettings,
 };
 use qflows_workflows::input::parse;
 use std::path::PathBuf;
@@ -260,6 +260,35 @@ pub struct ReviewArgs {
     /// The request lapses if not applied within this many seconds.
     #[arg(long, default_value_t = 300)]
     pub timeout_secs: u64,
+    /// `promote`: the `observedDigest` of the values you reviewed (`qflows policy list --policy
+    /// …`). Without it, the command shows the policy's observed values and promotes exactly those.
+    #[arg(long)]
+    pub observed: Option<String>,
+}
+
+/// Flags of `qflows policy list`.
+#[derive(Debug, Clone, Args)]
+pub struct ListArgs {
+    /// Which workflow.
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Only this policy.
+    #[arg(long)]
+    pub policy: Option<String>,
+    /// Only policies in this enforcement (`audit` or `enforce`).
+    #[arg(long, value_parser = enforcement)]
+    pub enforcement: Option<Enforcement>,
+    /// Only policies with observed values (they wait for a person before they can block).
+    #[arg(long)]
+    pub observed_only: bool,
+}
+
+fn enforcement(s: &str) -> Result<Enforcement, String> {
+    match s {
+        "audit" => Ok(Enforcement::Audit),
+        "enforce" => Ok(Enforcement::Enforce),
+        _ => Err(format!("{s:?}: use audit or enforce")),
+    }
 }
 
 /// Sends `promote` (or `rollback`) to a running CdrToPolicy and returns the policy as applied.
@@ -283,16 +312,107 @@ pub async fn send_review(
     result.map_err(|e| anyhow::anyhow!("{workflow_id}: {e:?}"))
 }
 
-/// The `policies` query of a running CdrToPolicy.
+/// Every policy of a running CdrToPolicy matching `filter`: all pages of the `policiesPage`
+/// query, as one view (a worker from before paging answers only `policies`, all at once). Pages
+/// read across a sync are read again, so the view is of one moment.
+pub async fn query_policies_matching(
+    client: &temporalio_client::Client,
+    workflow_id: &str,
+    filter: PoliciesQuery,
+) -> anyhow::Result<PoliciesView> {
+    let handle = client.get_workflow_handle::<CdrToPolicy>(workflow_id);
+    let mut attempts = 0;
+    'again: loop {
+        attempts += 1;
+        let mut all: Option<PoliciesView> = None;
+        let mut offset = 0;
+        loop {
+            let query = PoliciesQuery {
+                offset,
+                ..filter.clone()
+            };
+            let page = match handle
+                .query(
+                    CdrToPolicy::policies_page,
+                    query,
+                    WorkflowQueryOptions::default(),
+                )
+                .await
+            {
+                Ok(page) => page,
+                Err(e) if all.is_none() && format!("{e:?}").contains("policiesPage") => {
+                    return handle
+                        .query(CdrToPolicy::policies, (), WorkflowQueryOptions::default())
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{workflow_id}: {e:?}"));
+                }
+                Err(e) => return Err(anyhow::anyhow!("{workflow_id}: {e:?}")),
+            };
+            let next = page.next_offset;
+            match &mut all {
+                None => all = Some(page),
+                Some(view) if view.last_sync != page.last_sync && attempts < 5 => {
+                    continue 'again;
+                }
+                Some(view) => {
+                    view.policies.extend(page.policies);
+                    view.total = page.total;
+                }
+            }
+            match next {
+                Some(n) if n > offset => offset = n,
+                _ => break,
+            }
+        }
+        let mut view = all.unwrap_or_default();
+        view.next_offset = None;
+        return Ok(view);
+    }
+}
+
+/// Every policy of a running CdrToPolicy, and its last sync report.
 pub async fn query_policies(
     client: &temporalio_client::Client,
     workflow_id: &str,
 ) -> anyhow::Result<PoliciesView> {
-    client
-        .get_workflow_handle::<CdrToPolicy>(workflow_id)
-        .query(CdrToPolicy::policies, (), WorkflowQueryOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("{workflow_id}: {e:?}"))
+    query_policies_matching(client, workflow_id, PoliciesQuery::default()).await
+}
+
+/// One policy of a running CdrToPolicy, if it has it.
+pub async fn query_policy(
+    client: &temporalio_client::Client,
+    workflow_id: &str,
+    name: &str,
+) -> anyhow::Result<Option<PolicyRecord>> {
+    let filter = PoliciesQuery {
+        name: Some(name.to_string()),
+        ..Default::default()
+    };
+    let view = query_policies_matching(client, workflow_id, filter).await?;
+    Ok(view.policies.into_iter().find(|p| p.name == name))
+}
+
+/// A `promote` request for what the policy shows now: its observed values' digest (printed, so
+/// the reviewer sees exactly what will block).
+pub async fn promote_as_shown(
+    client: &temporalio_client::Client,
+    workflow_id: &str,
+    mut request: ReviewRequest,
+) -> anyhow::Result<ReviewRequest> {
+    let Some(policy) = query_policy(client, workflow_id, &request.policy).await? else {
+        anyhow::bail!(
+            "{workflow_id} has no policy {:?} (see qflows policy list)",
+            request.policy
+        );
+    };
+    eprintln!(
+        "{}: observed values its blocking form will carry: {} (observedDigest {})",
+        policy.name,
+        policy.observed.describe(),
+        policy.observed_digest
+    );
+    request.observed = Some(policy.observed_digest);
+    Ok(request)
 }
 
 /// `qflows policy promote` / `rollback`: sends the update and prints the policy.
@@ -302,21 +422,32 @@ pub async fn review(
     promote: bool,
 ) -> anyhow::Result<()> {
     let client = temporal::connect(temporal, "qflows-cli").await?;
-    let request = ReviewRequest {
+    let workflow_id = args.target.workflow_id();
+    let mut request = ReviewRequest {
         policy: args.policy,
         by: args.by,
         reason: args.reason,
         timeout_secs: args.timeout_secs,
+        observed: args.observed,
     };
-    let record = send_review(&client, &args.target.workflow_id(), request, promote).await?;
+    if promote && request.observed.is_none() {
+        request = promote_as_shown(&client, &workflow_id, request).await?;
+    }
+    let record = send_review(&client, &workflow_id, request, promote).await?;
     println!("{}", serde_json::to_string_pretty(&record)?);
     Ok(())
 }
 
-/// `qflows policy list`: the `policies` query.
-pub async fn list(temporal: &TemporalArgs, target: TargetArgs) -> anyhow::Result<()> {
+/// `qflows policy list`: every page of the `policiesPage` query, as one JSON view.
+pub async fn list(temporal: &TemporalArgs, args: ListArgs) -> anyhow::Result<()> {
     let client = temporal::connect(temporal, "qflows-cli").await?;
-    let view = query_policies(&client, &target.workflow_id()).await?;
+    let filter = PoliciesQuery {
+        name: args.policy,
+        enforcement: args.enforcement,
+        observed_only: args.observed_only,
+        ..Default::default()
+    };
+    let view = query_policies_matching(&client, &args.target.workflow_id(), filter).await?;
     println!("{}", serde_json::to_string_pretty(&view)?);
     Ok(())
 }

@@ -276,7 +276,7 @@ pub async fn run(
         .register_workflow::<CdrToPolicy>()?
         .register_workflow::<DeploySensor>()?
         .register_activities(registry())
-        .register_activities(CdrActivities::new(qualys.clone()))
+        .register_activities(CdrActivities::new(qualys.clone(), results.clone()))
         .register_activities(SensorActivities::new(qualys.clone(), aws.clone()))
         .register_activities(scan());
     if let Some(q) = qscanner() {

@@ -1,38 +1,75 @@
 //! `CdrToPolicy`: Qualys CDR findings become Tetragon TracingPolicies, reviewed before they block.
 //!
 //! One workflow owns one policy set (ID `cdr-<policySet>` by convention). It
-//! 1. **syncs**: reads the findings of a window, merges them into per-policy evidence (new
-//!    findings for an existing policy tighten it instead of creating a near-duplicate), and
-//!    publishes every policy (validated; unchanged ones are no-ops at the target);
+//! 1. **syncs**: reads the findings of a window (`cdr.FetchWindow`: every page, heartbeating),
+//!    merges them page by page into per-policy evidence (`cdr.MergeEvidence`; new findings for an
+//!    existing policy tighten it instead of creating a near-duplicate), and publishes the policies
+//!    that changed (`cdr.PublishBatch`, in batches);
 //! 2. **waits for review**: `promote` switches a policy to enforcement, `rollback` returns it
 //!    to audit; each request carries who and why and lapses if it cannot be applied in time;
 //!    quiet policies may promote themselves, and enforced ones may revert after a TTL;
 //! 3. syncs again every `syncEveryMinutes` (controller mode), or ends after `review.openHours`.
 //!
-//! New policies always start in audit. The state lives in the workflow (query `policies`) and
-//! survives worker restarts and continue-as-new.
+//! Within Temporal's limits whatever the number of policies:
+//! - the evidence of each policy lives in the results store, content-addressed (SHA-256); the
+//!   workflow keeps its hash, a summary, the observed selector values and the review state;
+//! - every bulk exchange is paged ([`PAYLOAD_BUDGET`], [`PAGE_POLICIES`]) and the queries answer
+//!   pages of at most [`crate::cdr::VIEW_PAGE_BYTES`];
+//! - it continues as new when the server suggests it (or after 200 turns), carrying the state as
+//!   chunks in the store, after serving every accepted review request; a pending `sync` carries
+//!   over;
+//! - a failed fetch (an outage, a 403) is reported in the sync report and read again, with
+//!   everything since, at the next turn: it never fails the workflow or loses state.
+//!
+//! Evidence never widens a kill rule unreviewed: selector values taken from findings are
+//! "observed" ([`Observed`]); the blocking form carries only those a review approved (the
+//! `promote` names the digest of what the reviewer saw), and a policy with observed values is
+//! never promoted automatically.
+//!
+//! New policies always start in audit. Runs that began before this design (no `cdr-limits`
+//! marker) run on in [`legacy`].
 
 // `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
-use crate::cdr::model::{Enforcement, Evidence, PolicyKey};
+mod legacy;
+
+use crate::cdr::model::{Enforcement, Observed};
 use crate::cdr::{
-    CarriedState, CdrToPolicyInput, EvidenceBatch, FetchFindings, PoliciesView, PolicyRecord,
-    PublishPolicies, PublishReport, ReviewNote, ReviewRequest, SyncReport,
+    CarriedState, CdrToPolicyInput, EvidenceRef, FetchFindings, ImportLegacy, LegacyPolicyRecord,
+    MergeEvidence, PAGE_POLICIES, PAYLOAD_BUDGET, PoliciesQuery, PoliciesView, PolicyRecord,
+    PolicyUpdate, PublishBatch, PublishItem, PublishReport, ReviewNote, ReviewRequest, SyncReport,
+    VIEW_PAGE_BYTES, WindowBatch,
 };
 use crate::clock::rfc3339;
-use crate::contracts::{FetchCdrEvidence, PublishCdrPolicies};
+use crate::contracts::{
+    FetchCdrWindow, ImportCdrLegacy, LoadCdrState, MergeCdrEvidence, PublishCdrBatch, SaveCdrState,
+};
 use crate::failure::{activity_failed, invalid_input, root_message};
 use crate::{input, options};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
-    ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, ContinueAsNewOptions,
-    SyncWorkflowContext, WorkflowContext, WorkflowContextView, WorkflowResult,
+    ActivityCloseTimeouts, ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext,
+    WorkflowContext, WorkflowContextView, WorkflowResult,
 };
 
 type UpdateError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Patch marking runs that keep evidence out of history (every run started by this code).
+const LIMITS_PATCH: &str = "cdr-limits";
+
+/// Most loop turns of one run.
+const TURNS_PER_RUN: u32 = 200;
+/// A run serves at least this many turns before it follows the server's suggestion to continue
+/// as new (loading and saving the state costs history too).
+const MIN_TURNS_PER_RUN: u32 = 3;
+/// After a failed fetch, the window is read again at the next sync, or after this long if that
+/// comes first.
+const FETCH_RETRY_SECS: u64 = 300;
+/// How long loading the carried state may retry before the run gives up.
+const LOAD_RETRY_SECS: u64 = 7 * 24 * 3600;
 
 /// Review changes the workflow applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,22 +88,29 @@ struct Pending {
     taken: bool,
 }
 
-/// The `CdrToPolicy` workflow. Input: [`CdrToPolicyInput`] as JSON; output: [`PoliciesView`].
+/// The `CdrToPolicy` workflow. Input: [`CdrToPolicyInput`] as JSON; output: [`PoliciesView`]
+/// (its first page).
 #[workflow]
 #[derive(Default)]
 pub struct CdrToPolicy {
     input: Option<CdrToPolicyInput>,
+    /// This run keeps evidence in the store (`cdr-limits`); otherwise it is a [`legacy`] run.
+    limits: bool,
+    /// Policies of a legacy run.
+    legacy: BTreeMap<String, LegacyPolicyRecord>,
+    /// Policies.
     policies: BTreeMap<String, PolicyRecord>,
+    /// Pruned policies whose removal is not published yet.
+    pending_removals: BTreeSet<String>,
     window_end_secs: Option<u64>,
     last_sync: Option<SyncReport>,
     pending: Vec<Pending>,
     outcomes: BTreeMap<u64, Result<PolicyRecord, String>>,
     next_request: u64,
     sync_requested: bool,
+    /// When a failed fetch is tried again (if no sync comes first).
+    retry_fetch_at: Option<u64>,
 }
-
-/// Loop turns before the workflow continues as new (keeps history short).
-const TURNS_PER_RUN: u32 = 200;
 
 #[workflow_methods]
 impl CdrToPolicy {
@@ -76,67 +120,11 @@ impl CdrToPolicy {
         ctx: &mut WorkflowContext<Self>,
         input: serde_json::Value,
     ) -> WorkflowResult<PoliciesView> {
-        let mut input: CdrToPolicyInput = input::parse(input).map_err(invalid_input)?;
-        let carried = input.carried.take().unwrap_or_default();
-        ctx.state_mut(|s| {
-            s.policies = carried
-                .policies
-                .into_iter()
-                .map(|p| (p.name.clone(), p))
-                .collect();
-            s.window_end_secs = carried.window_end_secs;
-            s.input = Some(input.clone());
-        });
-        let started = now_secs(ctx);
-        let mut sync_due = true;
-        for _ in 0..TURNS_PER_RUN {
-            if sync_due || ctx.state(|s| s.sync_requested) {
-                sync(ctx, &input).await?;
-                sync_due = false;
-            }
-            apply_time_rules(ctx, &input).await;
-            serve_review_requests(ctx, &input).await;
-
-            // Wait for the next thing to do: a review request, a sync (timer or signal), a
-            // review deadline, or the end of the review window.
-            let now = now_secs(ctx);
-            let close_at = match input.sync_every_minutes {
-                Some(_) => None,
-                None => Some(started + u64::from(input.review.open_hours) * 3600),
-            };
-            if close_at.is_some_and(|c| now >= c) {
-                // Requests already accepted are answered before the workflow ends.
-                ctx.wait_condition(|s: &Self| s.pending.is_empty()).await?;
-                return Ok(view(ctx));
-            }
-            let next_rule = ctx.state(|s| next_rule_deadline(s.policies.values(), &input));
-            let next_sync = input.sync_every_minutes.map(|m| now + u64::from(m) * 60);
-            let wake_at = [next_rule, next_sync, close_at]
-                .into_iter()
-                .flatten()
-                .min()
-                .unwrap_or(now + 24 * 3600);
-            let timers = ctx.clone();
-            let mut timer = timers.timer(Duration::from_secs(wake_at.saturating_sub(now).max(1)));
-            temporalio_sdk::workflows::select! {
-                _ = timer => {
-                    sync_due = next_sync.is_some_and(|t| now_secs(ctx) >= t);
-                }
-                _ = ctx.wait_condition(|s: &Self| {
-                    s.sync_requested || s.pending.iter().any(|p| !p.taken)
-                }) => {}
-            }
+        let input: CdrToPolicyInput = input::parse(input).map_err(invalid_input)?;
+        if !ctx.patched(LIMITS_PATCH) {
+            return legacy::run(ctx, input).await;
         }
-        // Carry the state into a fresh run so history stays short.
-        ctx.wait_condition(|s: &Self| s.pending.is_empty()).await?;
-        let mut next = input;
-        next.carried = Some(ctx.state(|s| CarriedState {
-            policies: s.policies.values().cloned().collect(),
-            window_end_secs: s.window_end_secs,
-        }));
-        let next = serde_json::to_value(&next).expect("the input serialises");
-        ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
-        unreachable!("continue_as_new always ends the run")
+        run_within_limits(ctx, input).await
     }
 
     /// Switches a policy to enforcement (its block actions: Sigkill, and Override where the hook
@@ -182,24 +170,67 @@ impl CdrToPolicy {
         self.sync_requested = true;
     }
 
-    /// Every policy with its evidence and review state, and the last sync's report.
+    /// The first page of policies (with their evidence summary, observed values and review
+    /// state), the total and the last sync's report.
     #[query(name = "policies")]
     pub fn policies(&self, _ctx: &WorkflowContextView) -> PoliciesView {
-        self.view()
+        self.view(&PoliciesQuery::default())
+    }
+
+    /// A page of policies: `offset`, `limit`, and filters by name, enforcement or observed values.
+    #[query(name = "policiesPage")]
+    pub fn policies_page(&self, _ctx: &WorkflowContextView, query: PoliciesQuery) -> PoliciesView {
+        self.view(&query)
     }
 }
 
 impl CdrToPolicy {
-    fn view(&self) -> PoliciesView {
-        PoliciesView {
+    /// One page of the policies matching `q`, at most [`VIEW_PAGE_BYTES`] of them.
+    fn view(&self, q: &PoliciesQuery) -> PoliciesView {
+        let matches = |p: &PolicyRecord| {
+            q.name.as_ref().is_none_or(|n| *n == p.name)
+                && q.enforcement.is_none_or(|e| e == p.enforcement)
+                && (!q.observed_only || !p.observed.is_empty())
+        };
+        let limit = q.limit.unwrap_or(usize::MAX).max(1);
+        let mut page = PoliciesView {
             policy_set: self
                 .input
                 .as_ref()
                 .map(|i| i.policy_set.clone())
                 .unwrap_or_default(),
-            policies: self.policies.values().cloned().collect(),
             last_sync: self.last_sync.clone(),
+            ..Default::default()
+        };
+        let mut bytes = 0;
+        let mut visit = |p: &PolicyRecord| {
+            if !matches(p) {
+                return;
+            }
+            let index = page.total;
+            page.total += 1;
+            if index < q.offset || page.next_offset.is_some() {
+                return;
+            }
+            let size = serde_json::to_vec(p).map_or(0, |v| v.len());
+            if page.policies.len() >= limit
+                || (!page.policies.is_empty() && bytes + size > VIEW_PAGE_BYTES)
+            {
+                page.next_offset = Some(index);
+                return;
+            }
+            bytes += size;
+            page.policies.push(p.clone());
+        };
+        if self.limits {
+            match &q.name {
+                Some(name) => self.policies.get(name).into_iter().for_each(&mut visit),
+                None => self.policies.values().for_each(&mut visit),
+            }
+        } else {
+            self.legacy.values().for_each(|r| visit(&legacy_view(r)));
         }
+        page
     }
 
     /// Refuses requests that cannot succeed, before they enter history.
@@ -210,28 +241,79 @@ impl CdrToPolicy {
         if r.timeout_secs == 0 {
             return Err("timeoutSecs must be at least 1".into());
         }
+        if !self.limits {
+            return legacy::check(self, change, r);
+        }
         let Some(p) = self.policies.get(&r.policy) else {
             return Err(format!("no policy {:?} in this policy set", r.policy).into());
         };
         match change {
-            Change::Promote if p.enforcement == Enforcement::Enforce => {
-                Err(format!("{} is already enforced", p.name).into())
-            }
-            Change::Promote if p.key.workload.is_unknown() => Err(format!(
-                "{} cannot block: its findings name no namespace, pod labels or image to scope it to",
-                p.name
-            )
-            .into()),
+            Change::Promote => promotion_refusal(p, r).map_or(Ok(()), |why| Err(why.into())),
             Change::Rollback if p.enforcement == Enforcement::Audit => {
                 Err(format!("{} is already in audit", p.name).into())
             }
-            _ => Ok(()),
+            Change::Rollback => Ok(()),
         }
     }
 }
 
+/// Why `r` cannot promote `p` as it stands, if it cannot: the policy cannot block, it is already
+/// enforced with exactly these values, or its observed values are not the ones the reviewer saw.
+fn promotion_refusal(p: &PolicyRecord, r: &ReviewRequest) -> Option<String> {
+    if let Some(why) = &p.block_refusal {
+        return Some(format!("{} cannot block: {why}", p.name));
+    }
+    match &r.observed {
+        Some(seen) if *seen != p.observed_digest => {
+            return Some(format!(
+                "{}: its observed values are now {} (observedDigest {}), not what the reviewer saw \
+                 ({seen}); look again and promote with the new digest",
+                p.name,
+                p.observed.describe(),
+                p.observed_digest
+            ));
+        }
+        None if !p.observed.is_empty() => {
+            return Some(format!(
+                "{}: its blocking form would carry values taken from findings ({}); review them and \
+                 promote with observed={} (qflows policy promote shows them and does this)",
+                p.name,
+                p.observed.describe(),
+                p.observed_digest
+            ));
+        }
+        _ => {}
+    }
+    if p.enforcement == Enforcement::Enforce && p.approved.as_ref() == Some(&p.observed) {
+        return Some(format!("{} is already enforced", p.name));
+    }
+    None
+}
+
+/// A legacy record as the query shows it (no stored evidence, no observed values).
+fn legacy_view(r: &LegacyPolicyRecord) -> PolicyRecord {
+    PolicyRecord {
+        name: r.name.clone(),
+        key: r.key.clone(),
+        evidence: EvidenceRef::of(String::new(), &r.evidence),
+        observed: Observed::default(),
+        observed_digest: Observed::default().digest(),
+        enforcement: r.enforcement,
+        changed_at: r.changed_at.clone(),
+        changed_secs: r.changed_secs,
+        evidence_secs: r.evidence_secs,
+        promoted: r.promoted.clone(),
+        hold: r.hold,
+        approved: None,
+        block_refusal: r.key.workload.is_unknown().then(|| {
+            "its findings name no namespace, pod labels or image to scope it to".to_string()
+        }),
+        unpublished: false,
+    }
+}
+
 fn view(ctx: &WorkflowContext<CdrToPolicy>) -> PoliciesView {
-    ctx.state(|s| s.view())
+    ctx.state(|s| s.view(&PoliciesQuery::default()))
 }
 
 fn now(ctx: &WorkflowContext<CdrToPolicy>) -> SystemTime {
@@ -248,6 +330,27 @@ fn secs(t: SystemTime) -> u64 {
 
 fn at(secs: u64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+fn note_for(by: &str, reason: &str, now: u64) -> ReviewNote {
+    ReviewNote {
+        by: by.into(),
+        reason: reason.into(),
+        at: at(now),
+        at_secs: now,
+    }
+}
+
+/// Answers request `id` and takes it out of the queue.
+fn serve_outcome(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    id: u64,
+    outcome: Result<PolicyRecord, String>,
+) {
+    ctx.state_mut(|s| {
+        s.pending.retain(|p| p.id != id);
+        s.outcomes.insert(id, outcome);
+    });
 }
 
 /// Handler side of `promote`/`rollback`: queue the request, wait for its outcome or its lapse.
@@ -297,20 +400,231 @@ async fn review(
     }
 }
 
-/// One sync: read the window's findings, merge them, prune, publish.
-async fn sync(
+/// The run of every workflow started by this code.
+async fn run_within_limits(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    mut input: CdrToPolicyInput,
+) -> WorkflowResult<PoliciesView> {
+    let carried = input.carried.take().unwrap_or_default();
+    ctx.state_mut(|s| {
+        s.limits = true;
+        s.input = Some(input.clone());
+        s.window_end_secs = carried.window_end_secs;
+        s.sync_requested |= carried.sync_requested;
+        s.last_sync = carried.last_sync.clone();
+        s.pending_removals = carried.pending_removals.iter().cloned().collect();
+    });
+    load(ctx, &input, carried.snapshot, carried.policies).await?;
+    let started = now_secs(ctx);
+    let mut sync_due = true;
+    let mut turns = 0u32;
+    loop {
+        let now = now_secs(ctx);
+        let retry_due = ctx.state(|s| s.retry_fetch_at.is_some_and(|t| now >= t));
+        if sync_due || retry_due || ctx.state(|s| s.sync_requested) {
+            sync(ctx, &input).await;
+            sync_due = false;
+        }
+        apply_time_rules(ctx, &input).await;
+        serve_review_requests(ctx, &input).await;
+        turns += 1;
+
+        let now = now_secs(ctx);
+        let close_at = match input.sync_every_minutes {
+            Some(_) => None,
+            None => Some(started + u64::from(input.review.open_hours) * 3600),
+        };
+        if close_at.is_some_and(|c| now >= c) {
+            // Requests already accepted are served before the workflow ends.
+            serve_review_requests(ctx, &input).await;
+            return Ok(view(ctx));
+        }
+        if turns >= TURNS_PER_RUN || (turns >= MIN_TURNS_PER_RUN && ctx.continue_as_new_suggested())
+        {
+            // Accepted requests are served first; requests that arrive while the state is being
+            // saved are served in another turn.
+            serve_review_requests(ctx, &input).await;
+            match save(ctx).await {
+                Ok(snapshot) if ctx.state(|s| s.pending.is_empty()) => {
+                    let mut next = input;
+                    next.carried = Some(ctx.state(|s| CarriedState {
+                        policies: Vec::new(),
+                        window_end_secs: s.window_end_secs,
+                        snapshot,
+                        sync_requested: s.sync_requested,
+                        last_sync: s.last_sync.clone(),
+                        pending_removals: s.pending_removals.iter().cloned().collect(),
+                    }));
+                    let next = serde_json::to_value(&next).expect("the input serialises");
+                    ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+                    unreachable!("continue_as_new always ends the run")
+                }
+                Ok(_) => continue,
+                // The store is unavailable: keep running and try again next turn.
+                Err(_) => {}
+            }
+        }
+
+        // Wait for the next thing to do: a review request, a sync (timer or signal), a review
+        // deadline, a fetch retry, or the end of the review window.
+        let next_rule = ctx.state(|s| {
+            s.policies
+                .values()
+                .filter_map(|p| rule_deadline(p, &input))
+                .min()
+        });
+        let next_sync = input.sync_every_minutes.map(|m| now + u64::from(m) * 60);
+        let retry = ctx.state(|s| s.retry_fetch_at);
+        let wake_at = [next_rule, next_sync, close_at, retry]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(now + 24 * 3600);
+        let timers = ctx.clone();
+        let mut timer = timers.timer(Duration::from_secs(wake_at.saturating_sub(now).max(1)));
+        temporalio_sdk::workflows::select! {
+            _ = timer => {
+                sync_due = next_sync.is_some_and(|t| now_secs(ctx) >= t);
+            }
+            _ = ctx.wait_condition(|s: &CdrToPolicy| {
+                s.sync_requested || s.pending.iter().any(|p| !p.taken)
+            }) => {}
+        }
+    }
+}
+
+/// Splits `items` into chunks of at most [`PAYLOAD_BUDGET`] bytes of JSON and `max` items.
+fn chunks<T: serde::Serialize>(items: impl Iterator<Item = T>, max: usize) -> Vec<Vec<T>> {
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        let size = serde_json::to_vec(&item).map_or(0, |v| v.len()) + 1;
+        if !current.is_empty() && (bytes + size > PAYLOAD_BUDGET || current.len() >= max) {
+            out.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Loads the state a previous run carried: chunks from the store, or a legacy run's records
+/// (whose evidence is stored first).
+async fn load(
     ctx: &mut WorkflowContext<CdrToPolicy>,
     input: &CdrToPolicyInput,
+    snapshot: Vec<String>,
+    legacy: Vec<LegacyPolicyRecord>,
 ) -> WorkflowResult<()> {
+    for hash in snapshot {
+        let chunk = ctx
+            .execute_activity(LoadCdrState, hash, options::retrying(120, LOAD_RETRY_SECS))
+            .await
+            .map_err(|e| activity_failed("load the carried policies", e))?;
+        ctx.state_mut(|s| {
+            for p in chunk {
+                s.policies.insert(p.name.clone(), p);
+            }
+        });
+    }
+    for records in chunks(legacy.into_iter(), PAGE_POLICIES) {
+        let request = ImportLegacy {
+            records: records.clone(),
+            tetragon_version: input.tetragon_version,
+        };
+        let updates = ctx
+            .execute_activity(
+                ImportCdrLegacy,
+                request,
+                options::retrying(120, LOAD_RETRY_SECS),
+            )
+            .await
+            .map_err(|e| activity_failed("import the carried policies", e))?;
+        let by_name: BTreeMap<String, PolicyUpdate> =
+            updates.into_iter().map(|u| (u.name.clone(), u)).collect();
+        ctx.state_mut(|s| {
+            for r in records {
+                let Some(u) = by_name.get(&r.name) else {
+                    continue;
+                };
+                let observed_digest = u.observed.digest();
+                s.policies.insert(
+                    r.name.clone(),
+                    PolicyRecord {
+                        name: r.name,
+                        key: r.key,
+                        evidence: u.evidence.clone(),
+                        observed: u.observed.clone(),
+                        observed_digest,
+                        enforcement: r.enforcement,
+                        changed_at: r.changed_at,
+                        changed_secs: r.changed_secs,
+                        evidence_secs: r.evidence_secs,
+                        promoted: r.promoted,
+                        hold: r.hold,
+                        // Nobody approved observed values under the old design: an enforced
+                        // policy blocks on its category's own values until promoted again.
+                        approved: (r.enforcement == Enforcement::Enforce).then(Observed::default),
+                        block_refusal: u.block_refusal.clone(),
+                        unpublished: true,
+                    },
+                );
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Saves the state as chunks in the store; their hashes, in name order.
+async fn save(ctx: &mut WorkflowContext<CdrToPolicy>) -> Result<Vec<String>, String> {
+    let parts = ctx.state(|s| chunks(s.policies.values().cloned(), usize::MAX));
+    let mut hashes = Vec::with_capacity(parts.len());
+    for part in parts {
+        let hash = ctx
+            .execute_activity(SaveCdrState, part, options::retrying(120, 900))
+            .await
+            .map_err(|e| root_message(&e))?;
+        hashes.push(hash);
+    }
+    Ok(hashes)
+}
+
+/// The fetch's options: attempts heartbeat every page; the whole fetch gives up after half a
+/// sync interval (30 s to 10 min), and the next turn reads the window again.
+fn fetch_options(input: &CdrToPolicyInput) -> ActivityOptions {
+    let budget = match input.sync_every_minutes {
+        Some(m) => (u64::from(m) * 60 / 2).clamp(30, 600),
+        None => 600,
+    };
+    options::heartbeating(options::retrying(budget, budget), 60)
+}
+
+/// One sync: read the window's findings, merge them, prune, publish what changed. Never fails:
+/// a failed fetch or merge keeps the state and the window, and is reported.
+async fn sync(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) {
     let now = now_secs(ctx);
-    ctx.state_mut(|s| s.sync_requested = false);
+    ctx.state_mut(|s| {
+        s.sync_requested = false;
+        s.retry_fetch_at = None;
+    });
     let (start_at, end_at) = match (&input.start_at, &input.end_at) {
         (Some(s), Some(e)) => (s.clone(), e.clone()),
         _ => {
             let start = ctx
                 .state(|s| s.window_end_secs.map(|e| e + 1))
                 .unwrap_or(now.saturating_sub(u64::from(input.lookback_hours) * 3600));
-            (at(start.min(now)), at(now))
+            if start > now {
+                // The last window ended this second: nothing new to read yet (reading this
+                // second again would count its findings twice).
+                let _ = publish_pending(ctx, input, options::retrying(120, 900)).await;
+                return;
+            }
+            (at(start), at(now))
         }
     };
     let query = FetchFindings {
@@ -318,72 +632,135 @@ async fn sync(
         end_at: end_at.clone(),
         filters: input.filters.clone(),
     };
-    let batch: EvidenceBatch = ctx
-        .execute_activity(FetchCdrEvidence, query, options::retrying(600, 3600))
+    let fetched = match ctx
+        .execute_activity(FetchCdrWindow, query, fetch_options(input))
         .await
-        .map_err(|e| activity_failed("fetch CDR findings", e))?;
-
-    let removed = ctx.state_mut(|s| {
-        s.window_end_secs = Some(now);
-        for (key, evidence) in batch.groups {
-            merge(s, key, evidence, now);
+    {
+        Ok(batch) => merge_window(ctx, input, batch).await,
+        Err(e) => Err(format!("reading the findings failed: {}", root_message(&e))),
+    };
+    let findings = match fetched {
+        Ok((updates, report)) => {
+            ctx.state_mut(|s| {
+                s.window_end_secs = Some(now);
+                apply_updates(s, updates, now);
+                prune(s, input, now);
+            });
+            Ok(report)
         }
-        prune(s, input, now)
-    });
+        Err(why) => {
+            let retry = input.sync_every_minutes.map_or(FETCH_RETRY_SECS, |m| {
+                (u64::from(m) * 60).min(FETCH_RETRY_SECS)
+            });
+            ctx.state_mut(|s| s.retry_fetch_at = Some(now + retry));
+            Err(why)
+        }
+    };
     // A cluster or disk that stays unavailable fails this sync's publish, not the workflow:
-    // the state is kept and the next sync (or review) publishes it all again.
-    let (publish, publish_error) =
-        match publish(ctx, input, removed, options::retrying(120, 900)).await {
-            Ok(report) => (report, None),
-            Err(e) => (PublishReport::default(), Some(root_message(&e))),
-        };
+    // what is unpublished stays so, and the next sync (or review) publishes it.
+    let (publish, publish_error) = publish_pending(ctx, input, options::retrying(120, 900)).await;
+    let (findings, fetch_error) = match findings {
+        Ok(report) => (report, None),
+        Err(why) => (Default::default(), Some(why)),
+    };
     ctx.state_mut(|s| {
         s.last_sync = Some(SyncReport {
             window: (start_at, end_at),
-            findings: batch.report,
+            findings,
             publish,
             publish_error,
+            fetch_error,
         })
     });
-    Ok(())
 }
 
-/// Merges a window's evidence into the policy for `key` (creating it in audit).
-fn merge(s: &mut CdrToPolicy, key: PolicyKey, evidence: Evidence, now: u64) {
-    let name = key.name();
-    match s.policies.get_mut(&name) {
-        Some(p) => {
-            let before = p.evidence.clone();
-            p.evidence.merge(&evidence);
-            if p.evidence != before {
-                p.changed_at = at(now);
-                p.changed_secs = now;
-                p.evidence_secs = now;
-            }
+/// Merges a window's batch page by page; nothing is applied unless every page merged.
+async fn merge_window(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    input: &CdrToPolicyInput,
+    window: WindowBatch,
+) -> Result<(Vec<PolicyUpdate>, crate::cdr::FindingsReport), String> {
+    let Some(batch) = window.batch else {
+        return Ok((Vec::new(), window.report));
+    };
+    let mut next = window.first;
+    let mut updates = Vec::new();
+    while !next.is_empty() {
+        let items: Vec<(String, Option<String>)> = ctx.state(|s| {
+            next.iter()
+                .map(|n| {
+                    (
+                        n.clone(),
+                        s.policies.get(n).map(|p| p.evidence.hash.clone()),
+                    )
+                })
+                .collect()
+        });
+        let request = MergeEvidence {
+            batch: batch.clone(),
+            items,
+            tetragon_version: input.tetragon_version,
+        };
+        let page = ctx
+            .execute_activity(MergeCdrEvidence, request, options::retrying(300, 900))
+            .await
+            .map_err(|e| format!("merging the findings failed: {}", root_message(&e)))?;
+        if page.updates.is_empty() && page.next == next {
+            return Err("merging the findings made no progress".into());
         }
-        None => {
-            s.policies.insert(
-                name.clone(),
-                PolicyRecord {
-                    name,
-                    key,
-                    evidence,
-                    enforcement: Enforcement::Audit,
-                    changed_at: at(now),
-                    changed_secs: now,
-                    evidence_secs: now,
-                    promoted: None,
-                    hold: false,
-                },
-            );
+        updates.extend(page.updates);
+        next = page.next;
+    }
+    Ok((updates, window.report))
+}
+
+/// Applies merged evidence: existing policies tighten, new ones start in audit.
+fn apply_updates(s: &mut CdrToPolicy, updates: Vec<PolicyUpdate>, now: u64) {
+    for u in updates {
+        let observed_digest = u.observed.digest();
+        match s.policies.get_mut(&u.name) {
+            Some(p) => {
+                if p.evidence.hash != u.evidence.hash {
+                    p.changed_at = at(now);
+                    p.changed_secs = now;
+                    p.evidence_secs = now;
+                    p.unpublished = true;
+                }
+                p.evidence = u.evidence;
+                p.observed = u.observed;
+                p.observed_digest = observed_digest;
+                p.block_refusal = u.block_refusal;
+            }
+            None => {
+                s.pending_removals.remove(&u.name);
+                s.policies.insert(
+                    u.name.clone(),
+                    PolicyRecord {
+                        name: u.name,
+                        key: u.key,
+                        evidence: u.evidence,
+                        observed: u.observed,
+                        observed_digest,
+                        enforcement: Enforcement::Audit,
+                        changed_at: at(now),
+                        changed_secs: now,
+                        evidence_secs: now,
+                        promoted: None,
+                        hold: false,
+                        approved: None,
+                        block_refusal: u.block_refusal,
+                        unpublished: true,
+                    },
+                );
+            }
         }
     }
 }
 
-/// Drops policies no finding has backed for `pruneAfterHours`; returns their names.
-fn prune(s: &mut CdrToPolicy, input: &CdrToPolicyInput, now: u64) -> Vec<String> {
+/// Drops policies no finding has backed for `pruneAfterHours` (their removal is published).
+fn prune(s: &mut CdrToPolicy, input: &CdrToPolicyInput, now: u64) {
     let Some(hours) = input.prune_after_hours else {
-        return Vec::new();
+        return;
     };
     let limit = u64::from(hours) * 3600;
     let stale: Vec<String> = s
@@ -392,45 +769,100 @@ fn prune(s: &mut CdrToPolicy, input: &CdrToPolicyInput, now: u64) -> Vec<String>
         .filter(|p| now.saturating_sub(p.evidence_secs) >= limit)
         .map(|p| p.name.clone())
         .collect();
-    for name in &stale {
-        s.policies.remove(name);
+    for name in stale {
+        s.policies.remove(&name);
+        s.pending_removals.insert(name);
     }
-    stale
 }
 
-/// Publishes the whole set (the activity renders, validates, writes and applies).
+fn item(p: &PolicyRecord) -> PublishItem {
+    PublishItem {
+        name: p.name.clone(),
+        evidence: p.evidence.hash.clone(),
+        enforcement: p.enforcement,
+        approved: match p.enforcement {
+            Enforcement::Enforce => Some(p.approved.clone().unwrap_or_default()),
+            Enforcement::Audit => None,
+        },
+    }
+}
+
+/// Publishes every unpublished policy and pending removal, in batches; stops at the first
+/// failed batch (the rest stays unpublished). The report and the failure, if any.
+async fn publish_pending(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    input: &CdrToPolicyInput,
+    options: ActivityOptions,
+) -> (PublishReport, Option<String>) {
+    let items: Vec<PublishItem> = ctx.state(|s| {
+        s.policies
+            .values()
+            .filter(|p| p.unpublished)
+            .map(item)
+            .collect()
+    });
+    let removed: Vec<String> = ctx.state(|s| s.pending_removals.iter().cloned().collect());
+    publish(ctx, input, items, removed, options).await
+}
+
+/// Publishes `items` and `removed` in batches of at most [`PAGE_POLICIES`] / [`PAYLOAD_BUDGET`].
 async fn publish(
     ctx: &mut WorkflowContext<CdrToPolicy>,
     input: &CdrToPolicyInput,
+    items: Vec<PublishItem>,
     removed: Vec<String>,
     options: ActivityOptions,
-) -> Result<PublishReport, ActivityExecutionError> {
-    let request = PublishPolicies {
-        policy_set: input.policy_set.clone(),
-        policies: ctx.state(|s| s.policies.values().cloned().collect()),
-        removed,
-        output: input.output.clone(),
-        tetragon_version: input.tetragon_version,
-        audit_style: input.audit_style,
-    };
-    ctx.execute_activity(PublishCdrPolicies, request, options)
-        .await
+) -> (PublishReport, Option<String>) {
+    let mut report = PublishReport::default();
+    let mut item_batches = chunks(items.into_iter(), PAGE_POLICIES).into_iter();
+    let mut removal_batches = chunks(removed.into_iter(), PAGE_POLICIES).into_iter();
+    loop {
+        let items = item_batches.next().unwrap_or_default();
+        let removed = removal_batches.next().unwrap_or_default();
+        if items.is_empty() && removed.is_empty() {
+            return (report, None);
+        }
+        let names: Vec<String> = items.iter().map(|i| i.name.clone()).collect();
+        let request = PublishBatch {
+            policy_set: input.policy_set.clone(),
+            items,
+            removed: removed.clone(),
+            output: input.output.clone(),
+            tetragon_version: input.tetragon_version,
+            audit_style: input.audit_style,
+        };
+        match ctx
+            .execute_activity(PublishCdrBatch, request, options.clone())
+            .await
+        {
+            Ok(batch) => {
+                ctx.state_mut(|s| {
+                    for name in &names {
+                        if let Some(p) = s.policies.get_mut(name) {
+                            p.unpublished = false;
+                        }
+                    }
+                    for name in &removed {
+                        s.pending_removals.remove(name);
+                    }
+                });
+                report.absorb(batch);
+            }
+            Err(e) => return (report, Some(root_message(&e))),
+        }
+    }
 }
 
-/// The earliest time an automatic review rule fires.
-fn next_rule_deadline<'a>(
-    policies: impl Iterator<Item = &'a PolicyRecord>,
-    input: &CdrToPolicyInput,
-) -> Option<u64> {
-    policies.filter_map(|p| rule_deadline(p, input)).min()
-}
-
+/// When an automatic review rule fires for `p`: quiet scoped audit policies without observed
+/// values promote themselves; enforced ones revert after their TTL.
 fn rule_deadline(p: &PolicyRecord, input: &CdrToPolicyInput) -> Option<u64> {
     match p.enforcement {
-        Enforcement::Audit if !p.hold && !p.key.workload.is_unknown() => input
-            .review
-            .auto_promote_after_quiet_hours
-            .map(|h| p.changed_secs + u64::from(h) * 3600),
+        Enforcement::Audit if !p.hold && p.block_refusal.is_none() && p.observed.is_empty() => {
+            input
+                .review
+                .auto_promote_after_quiet_hours
+                .map(|h| p.changed_secs + u64::from(h) * 3600)
+        }
         Enforcement::Enforce => input
             .review
             .enforce_ttl_hours
@@ -438,6 +870,15 @@ fn rule_deadline(p: &PolicyRecord, input: &CdrToPolicyInput) -> Option<u64> {
             .map(|(h, note)| note.at_secs + u64::from(h) * 3600),
         Enforcement::Audit => None,
     }
+}
+
+fn set_enforcement(p: &mut PolicyRecord, e: Enforcement, now: u64, promoted: Option<ReviewNote>) {
+    p.enforcement = e;
+    p.approved = promoted.as_ref().map(|_| p.observed.clone());
+    p.promoted = promoted;
+    p.changed_at = at(now);
+    p.changed_secs = now;
+    p.unpublished = true;
 }
 
 /// Automatic promotion of quiet policies and reversion of enforced ones past their TTL.
@@ -457,7 +898,7 @@ async fn apply_time_rules(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToP
                         p,
                         Enforcement::Enforce,
                         now,
-                        Some(note(
+                        Some(note_for(
                             "qflows",
                             &format!("no new findings for {hours} h (autoPromoteAfterQuietHours)"),
                             now,
@@ -474,29 +915,14 @@ async fn apply_time_rules(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToP
         changed
     });
     if changed {
-        // Best effort like a sync: on failure the next sync or review publishes again.
-        let _ = publish(ctx, input, Vec::new(), options::retrying(120, 900)).await;
+        // Best effort like a sync: what fails stays unpublished for the next sync.
+        let _ = publish_pending(ctx, input, options::retrying(120, 900)).await;
     }
 }
 
-fn note(by: &str, reason: &str, now: u64) -> ReviewNote {
-    ReviewNote {
-        by: by.into(),
-        reason: reason.into(),
-        at: at(now),
-        at_secs: now,
-    }
-}
-
-fn set_enforcement(p: &mut PolicyRecord, e: Enforcement, now: u64, promoted: Option<ReviewNote>) {
-    p.enforcement = e;
-    p.promoted = promoted;
-    p.changed_at = at(now);
-    p.changed_secs = now;
-}
-
-/// Applies queued review requests one by one: change the state, publish within the request's
-/// deadline, and answer; a request that cannot be published in time lapses and changes nothing.
+/// Applies queued review requests one by one: check again, change the state, publish that
+/// policy within the request's deadline, and answer; a request that cannot be published in time
+/// lapses and changes nothing.
 async fn serve_review_requests(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) {
     loop {
         let next = ctx.state_mut(|s| {
@@ -508,72 +934,90 @@ async fn serve_review_requests(ctx: &mut WorkflowContext<CdrToPolicy>, input: &C
         let now = now_secs(ctx);
         let name = req.request.policy.clone();
         let before = ctx.state(|s| s.policies.get(&name).cloned());
-        let outcome = match before {
-            None => Err(format!("policy {name} no longer exists (pruned)")),
-            Some(before) => {
-                ctx.state_mut(|s| {
-                    if let Some(p) = s.policies.get_mut(&name) {
-                        let r = &req.request;
-                        match req.change {
-                            Change::Promote => set_enforcement(
-                                p,
-                                Enforcement::Enforce,
-                                now,
-                                Some(note(&r.by, &r.reason, now)),
-                            ),
-                            Change::Rollback => {
-                                set_enforcement(p, Enforcement::Audit, now, None);
-                                p.hold = true;
-                            }
-                        }
-                    }
-                });
-                let budget = req.deadline_secs.saturating_sub(now).max(1);
-                let options = ActivityOptions::with_close_timeouts(
-                    ActivityCloseTimeouts::ScheduleAndStartToClose {
-                        schedule_to_close: Duration::from_secs(budget),
-                        start_to_close: Duration::from_secs(budget),
-                    },
-                )
-                .retry_policy(options::backoff())
-                .build();
-                let result = publish(ctx, input, Vec::new(), options).await;
-                let refused = result.as_ref().ok().and_then(|r| {
-                    r.refused
-                        .iter()
-                        .find(|(n, _)| *n == name)
-                        .map(|(_, why)| why.clone())
-                });
-                match (result, refused) {
-                    (Ok(_), None) => Ok(ctx
-                        .state(|s| s.policies.get(&name).cloned())
-                        .unwrap_or(before)),
-                    (Ok(_), Some(why)) => {
-                        restore(ctx, before);
-                        Err(format!("not applied: {why}"))
-                    }
-                    (Err(e), _) => {
-                        restore(ctx, before);
-                        Err(format!("request lapsed: {}", root_message(&e)))
-                    }
+        let Some(before) = before else {
+            serve_outcome(
+                ctx,
+                req.id,
+                Err(format!("policy {name} no longer exists (pruned)")),
+            );
+            continue;
+        };
+        // The state may have changed since the validator accepted the request (a sync merged
+        // new observed values): a promotion applies only what its reviewer saw.
+        let refusal = match req.change {
+            Change::Promote => promotion_refusal(&before, &req.request),
+            Change::Rollback => None,
+        };
+        if let Some(why) = refusal {
+            serve_outcome(ctx, req.id, Err(format!("not applied: {why}")));
+            continue;
+        }
+        let updated = ctx.state_mut(|s| {
+            let p = s.policies.get_mut(&name)?;
+            let r = &req.request;
+            match req.change {
+                Change::Promote => set_enforcement(
+                    p,
+                    Enforcement::Enforce,
+                    now,
+                    Some(note_for(&r.by, &r.reason, now)),
+                ),
+                Change::Rollback => {
+                    set_enforcement(p, Enforcement::Audit, now, None);
+                    p.hold = true;
                 }
             }
+            Some(p.clone())
+        });
+        let Some(updated) = updated else { continue };
+        let budget = req.deadline_secs.saturating_sub(now).max(1);
+        let options =
+            ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+                schedule_to_close: Duration::from_secs(budget),
+                start_to_close: Duration::from_secs(budget),
+            })
+            .retry_policy(options::backoff())
+            .build();
+        let (report, error) = publish(ctx, input, vec![item(&updated)], Vec::new(), options).await;
+        let refused = report
+            .refused
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, why)| why.clone());
+        let outcome = match (error, refused) {
+            (None, None) => Ok(ctx
+                .state(|s| s.policies.get(&name).cloned())
+                .unwrap_or(updated)),
+            (None, Some(why)) => Err(format!("not applied: {why}")),
+            (Some(e), _) => Err(format!("request lapsed: {e}")),
         };
         let failed = outcome.is_err();
-        ctx.state_mut(|s| {
-            s.pending.retain(|p| p.id != req.id);
-            s.outcomes.insert(req.id, outcome);
-        });
         if failed {
-            // Put the target back in line with the restored state (best effort; the next sync
-            // publishes again anyway).
-            let _ = publish(ctx, input, Vec::new(), options::retrying(300, 900)).await;
+            // Back to the state before the request; the target may hold either form, so the
+            // policy is published again (now, best effort, and by the next sync if that fails).
+            ctx.state_mut(|s| {
+                s.policies.insert(
+                    before.name.clone(),
+                    PolicyRecord {
+                        unpublished: true,
+                        ..before.clone()
+                    },
+                );
+            });
+        }
+        serve_outcome(ctx, req.id, outcome);
+        if failed {
+            let restored = ctx.state(|s| s.policies.get(&name).map(item));
+            if let Some(restored) = restored {
+                let _ = publish(
+                    ctx,
+                    input,
+                    vec![restored],
+                    Vec::new(),
+                    options::retrying(300, 900),
+                )
+                .await;
+            }
         }
     }
-}
-
-fn restore(ctx: &mut WorkflowContext<CdrToPolicy>, before: PolicyRecord) {
-    ctx.state_mut(|s| {
-        s.policies.insert(before.name.clone(), before);
-    });
 }

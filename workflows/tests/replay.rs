@@ -98,8 +98,9 @@ async fn scan_alert_histories_replay() {
 async fn cdr_to_policy_histories_replay() {
     let recorded = histories("cdr_to_policy");
     assert!(
-        recorded.len() >= 2,
-        "expected recorded CdrToPolicy histories (one-shot, review with promote and rollback)"
+        recorded.len() >= 6,
+        "expected recorded CdrToPolicy histories: from before cdr-limits (one-shot, review with \
+         promote and rollback) and after it (the same two, observed values, continue-as-new)"
     );
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<qflows_workflows::CdrToPolicy>()

@@ -13,7 +13,7 @@ use crate::tetragon::policy::TracingPolicy;
 use crate::tetragon::schema;
 use findings::Skipped;
 use qflows_workflows::cdr::FindingsReport;
-use qflows_workflows::cdr::model::{Enforcement, Evidence, Observation, PolicyKey};
+use qflows_workflows::cdr::model::{Enforcement, Evidence, Observation, Observed, PolicyKey};
 use render::RenderOptions;
 use std::collections::BTreeMap;
 
@@ -66,6 +66,35 @@ impl Grouper {
     pub fn finish(self) -> (Vec<(PolicyKey, Evidence)>, FindingsReport) {
         (self.groups.into_iter().collect(), self.report)
     }
+
+    /// What has been grouped so far, to resume from ([`Grouper::resume`]).
+    pub fn checkpoint(&self) -> GrouperCheckpoint {
+        GrouperCheckpoint {
+            groups: self
+                .groups
+                .iter()
+                .map(|(k, e)| (k.clone(), e.clone()))
+                .collect(),
+            report: self.report.clone(),
+        }
+    }
+
+    /// A grouper that continues from `checkpoint`.
+    pub fn resume(checkpoint: GrouperCheckpoint) -> Self {
+        Self {
+            groups: checkpoint.groups.into_iter().collect(),
+            report: checkpoint.report,
+        }
+    }
+}
+
+/// A [`Grouper`]'s progress as a document.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GrouperCheckpoint {
+    /// Evidence per key so far.
+    pub groups: Vec<(PolicyKey, Evidence)>,
+    /// Report so far.
+    pub report: FindingsReport,
 }
 
 /// One policy ready to publish.
@@ -88,16 +117,33 @@ pub struct Generation {
     pub refused: Vec<(String, String)>,
 }
 
-/// Renders and validates each `(key, evidence, enforcement)`. A policy that would not load on
-/// the target Tetragon release (schema, CEL rules, loader limits, features) is refused.
+/// Renders and validates each `(key, evidence, enforcement)`, every observed value approved (the
+/// offline `qflows policy generate`). A policy that would not load on the target Tetragon
+/// release (schema, CEL rules, loader limits, features) is refused.
 pub fn generate<'a>(
     items: impl IntoIterator<Item = (&'a PolicyKey, &'a Evidence, Enforcement)>,
     opts: &RenderOptions,
 ) -> Generation {
+    generate_with(
+        items.into_iter().map(|(key, evidence, enforcement)| {
+            let all = render::observed(key.category, evidence);
+            (key, evidence, enforcement, Some(all))
+        }),
+        opts,
+    )
+}
+
+/// [`generate`] with the observed values each enforced policy may block on
+/// ([`render::render_with`]).
+pub fn generate_with<'a>(
+    items: impl IntoIterator<Item = (&'a PolicyKey, &'a Evidence, Enforcement, Option<Observed>)>,
+    opts: &RenderOptions,
+) -> Generation {
     let mut out = Generation::default();
-    for (key, evidence, enforcement) in items {
+    for (key, evidence, enforcement, approved) in items {
         let name = key.name();
-        let policy = match render::render(key, evidence, enforcement, opts) {
+        let policy = match render::render_with(key, evidence, enforcement, approved.as_ref(), opts)
+        {
             Ok(p) => p,
             Err(e) => {
                 out.refused.push((name, e.to_string()));

@@ -8,7 +8,10 @@
 //!   thing detected (a shell, a netcat), never as the thing trusted;
 //! - `syscall` always written; at most 5 selectors, 3 actions, 4 numeric values;
 //! - blocking policies are scoped to the workload that produced the findings; a policy for an
-//!   unknown workload is rendered for audit only.
+//!   unknown workload, or for one whose namespace or labels Kubernetes would refuse, is rendered
+//!   for audit only (the scope is never dropped to make a blocking policy fit);
+//! - values taken from findings ([`observed`]: binaries by full path, ports, addresses) widen the
+//!   audit form; the blocking form carries only the approved ones (see [`render_with`]).
 
 use crate::tetragon::policy::{
     API_VERSION, Arg, Ignore, Kprobe, LabelRequirement, LabelSelector, MatchAction, MatchArg,
@@ -16,7 +19,7 @@ use crate::tetragon::policy::{
 };
 use crate::tetragon::schema;
 use qflows_workflows::cdr::model::{
-    AuditStyle, Category, Enforcement, Evidence, PolicyKey, TetragonVersion, Workload,
+    AuditStyle, Category, Enforcement, Evidence, Observed, PolicyKey, TetragonVersion, Workload,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -61,22 +64,148 @@ pub enum RenderError {
         /// Policy name.
         name: String,
     },
+    /// The findings named a scope Kubernetes cannot express (an invalid namespace or label):
+    /// blocking without it would cover more than the workload.
+    #[error(
+        "{name}: {reason}, so a blocking policy would cover more than the workload; it stays in audit"
+    )]
+    InexpressibleScope {
+        /// Policy name.
+        name: String,
+        /// What cannot be expressed.
+        reason: String,
+    },
 }
 
-/// Renders the policy for `key` in the given enforcement.
+/// Why the blocking form of `key` cannot be rendered, if it cannot (for the workflow's state:
+/// such a policy is refused promotion before a review is even queued).
+pub fn block_refusal(key: &PolicyKey, version: TetragonVersion) -> Option<String> {
+    let scope = Scope::of(&key.workload, version);
+    if let Some(reason) = scope.dropped {
+        return Some(reason);
+    }
+    scope
+        .is_unscoped()
+        .then(|| "its findings name no namespace, pod labels or image to scope it to".to_string())
+}
+
+/// The observed selector values of `evidence` for `category`: the values its design adds to
+/// selectors beyond the category's own (credential-like addresses for IMDS, scanners by full
+/// path, shells and netcats by full path, mining ports of 1024 and above and public addresses).
+/// Bounded by [`qflows_workflows::cdr::model::OBSERVED_LIMIT`] per kind.
+pub fn observed(category: Category, ev: &Evidence) -> Observed {
+    let mut out = Observed::default();
+    match category {
+        Category::Imds => {
+            for a in ev.addresses.iter().filter(|a| credential_like(a)) {
+                if !CREDENTIAL_ENDPOINTS.contains(&a.as_str()) {
+                    out.add_address(a);
+                }
+            }
+        }
+        Category::Scanning => {
+            for p in ev.processes.iter().filter(|p| is_safe_path(p)) {
+                let name = basename(p);
+                let shell = SHELLS.iter().any(|s| basename(s) == name);
+                let interpreter = INTERPRETERS.iter().any(|i| name.starts_with(i));
+                let known = SCANNERS.iter().any(|s| p.ends_with(s));
+                if !shell && !interpreter && !known {
+                    out.add_binary(p);
+                }
+            }
+        }
+        Category::ReverseShell => {
+            for p in ev.processes.iter().filter(|p| is_safe_path(p)) {
+                let name = basename(p);
+                let shell_or_netcat = SHELLS
+                    .iter()
+                    .chain(NETCATS.iter())
+                    .any(|s| basename(s) == name);
+                let known = SHELLS.contains(&p.as_str()) || NETCATS.contains(&p.as_str());
+                if shell_or_netcat && !known {
+                    out.add_binary(p);
+                }
+            }
+        }
+        Category::Mining => {
+            for port in ev.ports.iter().filter(|p| **p >= 1024) {
+                if !MINING_PORTS.iter().any(|range| port_in(range, *port)) {
+                    out.add_port(*port);
+                }
+            }
+            for a in &ev.addresses {
+                if a.parse::<IpAddr>().is_ok_and(|ip| !is_private(&ip)) {
+                    out.add_address(a);
+                }
+            }
+        }
+        Category::Escape | Category::Privesc => {}
+    }
+    out
+}
+
+/// Whether `port` is `range` (`3333` or `3333:3336`).
+fn port_in(range: &str, port: u16) -> bool {
+    match range.split_once(':') {
+        Some((lo, hi)) => {
+            lo.parse::<u16>().is_ok_and(|lo| port >= lo)
+                && hi.parse::<u16>().is_ok_and(|hi| port <= hi)
+        }
+        None => range.parse::<u16>() == Ok(port),
+    }
+}
+
+/// An absolute path Tetragon can match exactly (no commas: annotations are comma lists).
+fn is_safe_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() <= 255
+        && !p.ends_with('/')
+        && !p.contains(',')
+        && !p.split('/').any(|seg| seg == "..")
+        && p.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Renders the policy for `key` in the given enforcement, treating every observed value as
+/// approved (the offline `qflows policy generate`, whose output is files for review).
 pub fn render(
     key: &PolicyKey,
     evidence: &Evidence,
     enforcement: Enforcement,
     opts: &RenderOptions,
 ) -> Result<TracingPolicy, RenderError> {
+    let all = observed(key.category, evidence);
+    render_with(key, evidence, enforcement, Some(&all), opts)
+}
+
+/// Renders the policy for `key`. The audit form's selectors carry every observed value; the
+/// enforced form only those of `approved` that are still observed (none when `approved` is
+/// `None`), and names the others in the annotation `qflows.io/observed-unreviewed`.
+pub fn render_with(
+    key: &PolicyKey,
+    evidence: &Evidence,
+    enforcement: Enforcement,
+    approved: Option<&Observed>,
+    opts: &RenderOptions,
+) -> Result<TracingPolicy, RenderError> {
     let name = key.name();
     let scope = Scope::of(&key.workload, opts.tetragon_version);
     let blocking = enforcement == Enforcement::Enforce || opts.audit_style == AuditStyle::Monitor;
+    if blocking && let Some(reason) = scope.dropped.clone() {
+        return Err(RenderError::InexpressibleScope { name, reason });
+    }
     if blocking && scope.is_unscoped() {
         return Err(RenderError::UnscopedBlock { name });
     }
-    let design = design(key.category, evidence, opts.tetragon_version);
+    let all = observed(key.category, evidence);
+    let (used, unreviewed) = match enforcement {
+        Enforcement::Audit => (all, Observed::default()),
+        Enforcement::Enforce => {
+            let approved = approved.cloned().unwrap_or_default();
+            let unreviewed = all.without(&approved);
+            (all.without(&unreviewed), unreviewed)
+        }
+    };
+    let design = design(key.category, &used, opts.tetragon_version);
     let mut options = Vec::new();
     let actions = if blocking {
         if design.override_on_security_hook {
@@ -116,6 +245,18 @@ pub fn render(
     if let Some(set) = &opts.policy_set {
         labels.insert(POLICY_SET_LABEL.into(), set.clone());
     }
+    let mut annotations = annotations(key, evidence);
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            annotations.insert(format!("qflows.io/{k}"), v);
+        }
+    };
+    put("observed-binaries", joined(&used.binaries));
+    put("observed-ports", joined(&used.ports));
+    put("observed-addresses", joined(&used.addresses));
+    if !unreviewed.is_empty() {
+        put("observed-unreviewed", unreviewed.describe());
+    }
     Ok(TracingPolicy {
         api_version: API_VERSION.into(),
         kind: if scope.namespace.is_some() {
@@ -127,7 +268,7 @@ pub fn render(
             name,
             namespace: scope.namespace.clone(),
             labels,
-            annotations: annotations(key, evidence),
+            annotations,
         },
         spec: Spec {
             pod_selector: scope.pod_selector,
@@ -197,17 +338,46 @@ struct Scope {
     namespace: Option<String>,
     pod_selector: Option<LabelSelector>,
     container_selector: Option<LabelSelector>,
+    /// A namespace or label of the workload Kubernetes would refuse, left out of the scope (only
+    /// acceptable for the audit form).
+    dropped: Option<String>,
+}
+
+/// At most this many characters of an attacker-supplied value in a message.
+fn shown(v: &str) -> String {
+    let cut: String = v.chars().take(64).collect();
+    format!("{cut:?}")
 }
 
 impl Scope {
     fn of(w: &Workload, version: TetragonVersion) -> Scope {
+        let mut dropped = None;
         let labels: BTreeMap<String, String> = w
             .labels
             .iter()
-            .filter(|(k, v)| schema::is_label_key(k) && schema::is_label_value(v))
+            .filter(|(k, v)| {
+                let ok = schema::is_label_key(k) && schema::is_label_value(v);
+                if !ok && dropped.is_none() {
+                    dropped = Some(format!(
+                        "pod label {}={} is not a valid Kubernetes label",
+                        shown(k),
+                        shown(v)
+                    ));
+                }
+                ok
+            })
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        let namespace = w.namespace.clone().filter(|n| schema::is_namespace_name(n));
+        let namespace = w.namespace.clone().filter(|n| {
+            let ok = schema::is_namespace_name(n);
+            if !ok {
+                dropped = Some(format!(
+                    "namespace {} is not a valid Kubernetes namespace name",
+                    shown(n)
+                ));
+            }
+            ok
+        });
         // `repo` in containerSelector arrived in v1.5; repos hold `/`, so matchExpressions.
         let container_selector = w
             .image_repository
@@ -229,6 +399,7 @@ impl Scope {
                 match_expressions: Vec::new(),
             }),
             container_selector,
+            dropped,
         }
     }
 
@@ -389,6 +560,10 @@ const SCANNERS: [&str; 7] = [
     "/hping3",
 ];
 
+/// Interpreters (by basename prefix): an observed `python3.11` running a scanner script is the
+/// workload's interpreter, not a scanner binary.
+const INTERPRETERS: [&str; 6] = ["python", "perl", "ruby", "node", "java", "php"];
+
 const SHELLS: [&str; 14] = [
     "/bin/sh",
     "/usr/bin/sh",
@@ -452,19 +627,14 @@ fn basename(p: &str) -> &str {
     p.rsplit('/').next().unwrap_or(p)
 }
 
-fn is_safe_binary_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 64
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
-fn design(category: Category, ev: &Evidence, version: TetragonVersion) -> Design {
+/// The design of `category`, with the observed values `seen` (already filtered by [`observed`]
+/// and, for the blocking form, cut to the approved ones).
+fn design(category: Category, seen: &Observed, version: TetragonVersion) -> Design {
     match category {
         Category::Imds => {
             let mut addrs: BTreeSet<String> =
                 CREDENTIAL_ENDPOINTS.iter().map(|s| s.to_string()).collect();
-            addrs.extend(ev.addresses.iter().filter(|a| credential_like(a)).cloned());
+            addrs.extend(seen.addresses.iter().cloned());
             Design {
                 hooks: vec![Hook {
                     call: "security_socket_connect",
@@ -482,18 +652,19 @@ fn design(category: Category, ev: &Evidence, version: TetragonVersion) -> Design
             }
         }
         Category::Scanning => {
-            let mut scanners: BTreeSet<String> = SCANNERS.iter().map(|s| s.to_string()).collect();
-            // Observed scanner binaries join the list, except shells and interpreters: blocking
-            // `/bash` by name would break the workload, not the scan.
-            scanners.extend(
-                ev.processes
-                    .iter()
-                    .map(|p| basename(p))
-                    .filter(|n| is_safe_binary_name(n))
-                    .filter(|n| !SHELLS.iter().any(|s| basename(s) == *n))
-                    .filter(|n| !["python", "python3", "perl", "ruby", "node", "java"].contains(n))
-                    .map(|n| format!("/{n}")),
-            );
+            let scanners: Vec<String> = SCANNERS.iter().map(|s| s.to_string()).collect();
+            // Known scanners by name wherever they are; observed binaries only by their full
+            // path (`/tmp/gunicorn` never matches the app's `/usr/local/bin/gunicorn`).
+            let mut exec_selectors = vec![Selector {
+                match_args: vec![match_arg(0, "Postfix", scanners)],
+                ..Default::default()
+            }];
+            if !seen.binaries.is_empty() {
+                exec_selectors.push(Selector {
+                    match_args: vec![match_arg(0, "Equal", seen.binaries.iter().cloned())],
+                    ..Default::default()
+                });
+            }
             Design {
                 hooks: vec![
                     Hook {
@@ -532,10 +703,7 @@ fn design(category: Category, ev: &Evidence, version: TetragonVersion) -> Design
                         args: vec![arg(0, "linux_binprm", "binary")],
                         ignore_missing: false,
                         message: "network scanner executed",
-                        selectors: vec![Selector {
-                            match_args: vec![match_arg(0, "Postfix", scanners)],
-                            ..Default::default()
-                        }],
+                        selectors: exec_selectors,
                         can_override: true,
                     },
                 ],
@@ -604,8 +772,9 @@ fn design(category: Category, ev: &Evidence, version: TetragonVersion) -> Design
         }
         Category::Mining => {
             let mut ports: BTreeSet<String> = MINING_PORTS.iter().map(|s| s.to_string()).collect();
-            // Observed non-well-known ports join; 1-1023 (80, 443, …) would break normal traffic.
-            ports.extend(ev.ports.iter().filter(|p| **p >= 1024).map(u16::to_string));
+            // Observed non-well-known ports join ([`observed`] leaves out 1-1023: 80, 443, …
+            // would break normal traffic).
+            ports.extend(seen.ports.iter().map(u16::to_string));
             let mut selectors = vec![Selector {
                 match_args: vec![
                     match_arg(1, "SPort", ports),
@@ -613,12 +782,7 @@ fn design(category: Category, ev: &Evidence, version: TetragonVersion) -> Design
                 ],
                 ..Default::default()
             }];
-            let pools: BTreeSet<String> = ev
-                .addresses
-                .iter()
-                .filter(|a| a.parse::<IpAddr>().is_ok_and(|ip| !is_private(&ip)))
-                .cloned()
-                .collect();
+            let pools: BTreeSet<String> = seen.addresses.iter().cloned().collect();
             if !pools.is_empty() {
                 selectors.push(Selector {
                     match_args: vec![match_arg(1, "SAddr", pools)],
@@ -641,11 +805,7 @@ fn design(category: Category, ev: &Evidence, version: TetragonVersion) -> Design
         Category::ReverseShell => {
             let mut shells: BTreeSet<String> = SHELLS.iter().map(|s| s.to_string()).collect();
             let mut netcats: BTreeSet<String> = NETCATS.iter().map(|s| s.to_string()).collect();
-            for p in ev
-                .processes
-                .iter()
-                .filter(|p| p.starts_with('/') && p.len() <= 255)
-            {
+            for p in &seen.binaries {
                 let name = basename(p);
                 if SHELLS.iter().any(|s| basename(s) == name) {
                     shells.insert(p.clone());

@@ -402,3 +402,188 @@ fn older_tetragon_releases_get_only_what_they_support() {
     assert_eq!(v17["spec"]["kprobes"].as_array().unwrap().len(), 7);
     assert!(v17.to_string().contains("callNotFound"));
 }
+
+fn scanning_evidence(processes: &[&str]) -> Evidence {
+    let mut e = Evidence::default();
+    for (i, p) in processes.iter().enumerate() {
+        e.record(&qflows_workflows::cdr::model::Observation {
+            id: Some(format!("scan-{i}")),
+            process: Some(p.to_string()),
+            severity: 3,
+            ..Default::default()
+        });
+    }
+    e
+}
+
+/// Whether the policy's exec hook (`security_bprm_check`) matches a binary at `path`, by the
+/// operators the designs use.
+fn exec_matches(policy: &Value, path: &str) -> bool {
+    policy["spec"]["kprobes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["call"] == "security_bprm_check")
+        .flat_map(|k| k["selectors"].as_array().unwrap().clone())
+        .any(|sel| {
+            sel["matchArgs"].as_array().unwrap().iter().all(|a| {
+                let values: Vec<&str> = a["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                match a["operator"].as_str().unwrap() {
+                    "Equal" => values.contains(&path),
+                    "Postfix" => values.iter().any(|v| path.ends_with(v)),
+                    "Prefix" => values.iter().any(|v| path.starts_with(v)),
+                    other => panic!("unexpected operator {other}"),
+                }
+            })
+        })
+}
+
+#[test]
+fn observed_scanner_binaries_match_by_full_path_and_block_only_when_approved() {
+    let key = PolicyKey {
+        category: Category::Scanning,
+        workload: workload(),
+    };
+    // An attacker's nmap renamed after the app's server, next to a known scanner and a shell.
+    let ev = scanning_evidence(&["/tmp/gunicorn", "/usr/bin/nmap", "/bin/bash", "gunicorn"]);
+    let seen = render::observed(Category::Scanning, &ev);
+    assert_eq!(
+        seen.binaries.iter().collect::<Vec<_>>(),
+        ["/tmp/gunicorn"],
+        "{seen:?}"
+    );
+    let opts = RenderOptions::default();
+    let audit = render::render_with(&key, &ev, Enforcement::Audit, None, &opts)
+        .unwrap()
+        .to_value();
+    assert!(exec_matches(&audit, "/tmp/gunicorn"));
+    assert!(exec_matches(&audit, "/opt/tools/nmap"));
+    assert!(!exec_matches(&audit, "/usr/local/bin/gunicorn"));
+    assert_eq!(
+        audit["metadata"]["annotations"]["qflows.io/observed-binaries"],
+        "/tmp/gunicorn"
+    );
+    // Enforced without approval: the category's own scanners only; the rest is named.
+    let unreviewed = render::render_with(&key, &ev, Enforcement::Enforce, None, &opts)
+        .unwrap()
+        .to_value();
+    assert!(!exec_matches(&unreviewed, "/tmp/gunicorn"));
+    assert!(exec_matches(&unreviewed, "/opt/tools/nmap"));
+    assert_eq!(
+        unreviewed["metadata"]["annotations"]["qflows.io/observed-unreviewed"],
+        "binaries /tmp/gunicorn"
+    );
+    // Approved: exactly that path, never the app's binary.
+    let approved = render::render_with(&key, &ev, Enforcement::Enforce, Some(&seen), &opts)
+        .unwrap()
+        .to_value();
+    assert!(exec_matches(&approved, "/tmp/gunicorn"));
+    assert!(!exec_matches(&approved, "/usr/local/bin/gunicorn"));
+    assert!(!exec_matches(&approved, "/app/gunicorn"));
+    assert!(
+        approved["metadata"]["annotations"]
+            .get("qflows.io/observed-unreviewed")
+            .is_none()
+    );
+    for p in [&audit, &unreviewed, &approved] {
+        schema::validate(p).unwrap_or_else(|v| panic!("{v:?}\n{p:#}"));
+    }
+}
+
+#[test]
+fn observed_values_are_what_findings_add_to_each_design() {
+    let mut ev = Evidence::default();
+    for (addr, port) in [
+        ("169.254.169.254", 80),
+        ("169.254.1.1", 443),
+        ("45.9.148.3", 3333),
+        ("10.1.2.3", 8080),
+        ("203.0.113.9", 3334),
+    ] {
+        ev.record(&qflows_workflows::cdr::model::Observation {
+            address: Some(addr.into()),
+            port: Some(port),
+            ..Default::default()
+        });
+    }
+    let imds = render::observed(Category::Imds, &ev);
+    assert_eq!(imds.addresses.iter().collect::<Vec<_>>(), ["169.254.1.1"]);
+    let mining = render::observed(Category::Mining, &ev);
+    // 3333 and 3334 are in the design's own list, 80 and 443 are never added, 8080 is new.
+    assert_eq!(mining.ports.iter().collect::<Vec<_>>(), [&8080]);
+    assert_eq!(
+        mining.addresses.iter().collect::<Vec<_>>(),
+        ["203.0.113.9", "45.9.148.3"]
+    );
+    assert!(render::observed(Category::Escape, &ev).is_empty());
+    // The enforced form without approval blocks neither the new port nor the pools.
+    let key = PolicyKey {
+        category: Category::Mining,
+        workload: workload(),
+    };
+    let p = render::render_with(
+        &key,
+        &ev,
+        Enforcement::Enforce,
+        None,
+        &RenderOptions::default(),
+    )
+    .unwrap()
+    .to_value();
+    let text = p["spec"].to_string();
+    assert!(
+        !text.contains("8080") && !text.contains("45.9.148.3"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_scope_kubernetes_cannot_express_refuses_the_blocking_form() {
+    for workload in [
+        Workload {
+            namespace: Some("Not_A_Namespace".into()),
+            labels: [("app".to_string(), "payments-api".to_string())].into(),
+            image_repository: None,
+        },
+        Workload {
+            namespace: Some("shop".into()),
+            labels: [("app".to_string(), "not a label value!".to_string())].into(),
+            image_repository: None,
+        },
+    ] {
+        let key = PolicyKey {
+            category: Category::ReverseShell,
+            workload,
+        };
+        let why = render::block_refusal(&key, TetragonVersion::DEFAULT).expect("refused");
+        assert!(why.contains("not a valid Kubernetes"), "{why}");
+        let err = render(
+            &key,
+            &evidence(),
+            Enforcement::Enforce,
+            &RenderOptions::default(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("stays in audit"), "{err}");
+        // Audit (events only) still renders, with what can be expressed.
+        assert!(
+            render(
+                &key,
+                &evidence(),
+                Enforcement::Audit,
+                &RenderOptions::default()
+            )
+            .is_ok()
+        );
+    }
+    let fine = PolicyKey {
+        category: Category::ReverseShell,
+        workload: workload(),
+    };
+    assert_eq!(render::block_refusal(&fine, TetragonVersion::DEFAULT), None);
+}

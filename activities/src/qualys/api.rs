@@ -268,6 +268,16 @@ impl QualysClient {
     pub async fn cdr_findings(&self, q: &CdrQuery) -> Result<Vec<CdrFinding>, QualysError> {
         self.cdr_list(q).await
     }
+
+    /// One page of CDR findings, `offset` findings into the query's window (for reads that
+    /// heartbeat and resume).
+    pub async fn cdr_findings_page(
+        &self,
+        q: &CdrQuery,
+        offset: u64,
+    ) -> Result<super::CdrPage<CdrFinding>, QualysError> {
+        self.cdr_page(q, offset).await
+    }
 }
 
 #[cfg(test)]

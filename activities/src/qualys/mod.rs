@@ -45,6 +45,7 @@ mod tests;
 pub use config::{Family, ParsePodError, Pod, QualysAuth, QualysConfig, RateLimit, Secret};
 pub use error::{QualysError, redact};
 pub use metrics::ClientMetrics;
+pub use paging::CdrPage;
 pub(crate) use types::techniques;
 pub use types::{
     AwsBase, AwsConnector, CdrFinding, CdrQuery, CreateAwsConnector, CreateEcrRegistry, Image,

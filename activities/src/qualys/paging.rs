@@ -122,46 +122,74 @@ impl QualysClient {
         &self,
         q: &CdrQuery,
     ) -> Result<Vec<T>, QualysError> {
-        const TEMPLATE: &str = "/cdr-api/rest/v1/findings/";
-        let limit = if q.limit == 0 { 100 } else { q.limit };
         let mut out = Vec::new();
         let mut offset: u64 = 0;
         for _ in 0..MAX_PAGES {
-            let mut call = Call::get(TEMPLATE, &[])
-                .query("startAt", q.start_at.as_str())
-                .query("endAt", q.end_at.as_str())
-                .query("offSet", offset.to_string())
-                .query("limit", limit.to_string());
-            for (key, value) in [
-                ("cloudProvider", &q.cloud_provider),
-                ("severity", &q.severity),
-                ("query", &q.query),
-                ("resourceType", &q.resource_type),
-            ] {
-                if let Some(value) = value {
-                    call = call.query(key, value.as_str());
-                }
-            }
-            let endpoint = call.endpoint();
-            let answer = self.execute(&call).await?;
-            let page = parse_page(&answer, &["content", "data"], &["totalElements", "count"])
-                .map_err(|m| self.decode_error(&endpoint, m))?;
-            let n = page.items.len() as u64;
-            offset += n;
-            out.extend(self.convert::<T>(&endpoint, page.items));
-            let done = match page.total {
-                Some(total) => offset >= total,
-                None => n < u64::from(limit),
-            };
-            if n == 0 || done {
+            let page = self.cdr_page::<T>(q, offset).await?;
+            offset += page.read;
+            out.extend(page.items);
+            if page.last {
                 return Ok(out);
             }
         }
         Err(self.decode_error(
-            &format!("GET {TEMPLATE}"),
+            "GET /cdr-api/rest/v1/findings/",
             format!("the listing did not end after {MAX_PAGES} pages"),
         ))
     }
+
+    /// One page of a CDR query, `offset` findings in.
+    pub(crate) async fn cdr_page<T: DeserializeOwned>(
+        &self,
+        q: &CdrQuery,
+        offset: u64,
+    ) -> Result<CdrPage<T>, QualysError> {
+        const TEMPLATE: &str = "/cdr-api/rest/v1/findings/";
+        let limit = if q.limit == 0 { 100 } else { q.limit };
+        let mut call = Call::get(TEMPLATE, &[])
+            .query("startAt", q.start_at.as_str())
+            .query("endAt", q.end_at.as_str())
+            .query("offSet", offset.to_string())
+            .query("limit", limit.to_string());
+        for (key, value) in [
+            ("cloudProvider", &q.cloud_provider),
+            ("severity", &q.severity),
+            ("query", &q.query),
+            ("resourceType", &q.resource_type),
+        ] {
+            if let Some(value) = value {
+                call = call.query(key, value.as_str());
+            }
+        }
+        let endpoint = call.endpoint();
+        let answer = self.execute(&call).await?;
+        let page = parse_page(&answer, &["content", "data"], &["totalElements", "count"])
+            .map_err(|m| self.decode_error(&endpoint, m))?;
+        let n = page.items.len() as u64;
+        let last = n == 0
+            || match page.total {
+                Some(total) => offset + n >= total,
+                None => n < u64::from(limit),
+            };
+        Ok(CdrPage {
+            items: self.convert::<T>(&endpoint, page.items),
+            read: n,
+            total: page.total,
+            last,
+        })
+    }
+}
+
+/// One page of CDR findings.
+pub struct CdrPage<T> {
+    /// The findings that could be read.
+    pub items: Vec<T>,
+    /// Findings on the page (readable or not): the next page's offset moves by this much.
+    pub read: u64,
+    /// The total the server announced.
+    pub total: Option<u64>,
+    /// Whether this was the last page.
+    pub last: bool,
 }
 
 #[cfg(test)]

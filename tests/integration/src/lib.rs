@@ -116,6 +116,7 @@ pub struct Temporal {
     pub address: String,
     port: u16,
     db: Option<PathBuf>,
+    dynamic_config: Vec<String>,
     child: Option<Child>,
 }
 
@@ -131,12 +132,27 @@ impl Temporal {
         Self::start_with(Some(db.to_path_buf())).await
     }
 
+    /// Starts an in-memory dev server with dynamic config values (`KEY=VALUE`).
+    pub async fn start_with_dynamic_config(values: &[&str]) -> anyhow::Result<Self> {
+        let port = free_port();
+        let mut temporal = Self {
+            address: format!("127.0.0.1:{port}"),
+            port,
+            db: None,
+            dynamic_config: values.iter().map(|v| v.to_string()).collect(),
+            child: None,
+        };
+        temporal.restart().await?;
+        Ok(temporal)
+    }
+
     async fn start_with(db: Option<PathBuf>) -> anyhow::Result<Self> {
         let port = free_port();
         let mut temporal = Self {
             address: format!("127.0.0.1:{port}"),
             port,
             db,
+            dynamic_config: Vec::new(),
             child: None,
         };
         temporal.restart().await?;
@@ -155,8 +171,16 @@ impl Temporal {
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.stop().await?;
         let bin = find_tool("temporal", "QFLOWS_TEMPORAL_BIN")?;
-        self.child =
-            Some(qflows::dev::start_temporal(&bin, self.port, None, self.db.as_deref()).await?);
+        self.child = Some(
+            qflows::dev::start_temporal_with(
+                &bin,
+                self.port,
+                None,
+                self.db.as_deref(),
+                &self.dynamic_config,
+            )
+            .await?,
+        );
         Ok(())
     }
 
@@ -350,7 +374,11 @@ pub struct TestEnv {
 impl TestEnv {
     /// Starts Temporal and the emulator with `config`.
     pub async fn start(config: EmulatorConfig) -> anyhow::Result<Self> {
-        let temporal = Temporal::start().await?;
+        Self::start_on(Temporal::start().await?, config).await
+    }
+
+    /// The emulator with `config`, on a Temporal server already started.
+    pub async fn start_on(temporal: Temporal, config: EmulatorConfig) -> anyhow::Result<Self> {
         let qualys = Emulator::start(config, ([127, 0, 0, 1], 0).into()).await?;
         let client = temporal.client().await?;
         let dir =

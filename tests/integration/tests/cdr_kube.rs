@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject};
-use qflows::policy::{query_policies, send_review};
+use qflows::policy::{promote_as_shown, query_policies, send_review};
 use qflows_activities::policies::{api_resource, prune};
 use qflows_integration::kube::KubeApiServer;
 use qflows_integration::{TestEnv, wait_for};
@@ -71,12 +71,16 @@ async fn applied(kube: &kube::Client) -> anyhow::Result<BTreeMap<String, (String
 }
 
 async fn review(client: &Client, promote: bool, policy: &str) -> anyhow::Result<()> {
-    let request = ReviewRequest {
+    let mut request = ReviewRequest {
         policy: policy.into(),
         by: "alice@example.com".into(),
         reason: "reviewed".into(),
         timeout_secs: 60,
+        observed: None,
     };
+    if promote {
+        request = promote_as_shown(client, ID, request).await?;
+    }
     send_review(client, ID, request, promote).await?;
     Ok(())
 }
@@ -87,6 +91,13 @@ async fn sync_now(client: &Client) -> anyhow::Result<()> {
         .signal(CdrToPolicy::request_sync, (), Default::default())
         .await?;
     Ok(())
+}
+
+/// A worker keeping CdrToPolicy's evidence in the test's directory.
+fn worker(env: &TestEnv) -> qflows_integration::WorkerBuilder {
+    let results = env.dir.join("results");
+    env.worker()
+        .env("QFLOWS_RESULTS", Some(results.to_str().unwrap()))
 }
 
 #[tokio::test]
@@ -118,7 +129,7 @@ async fn applied_policies_are_idempotent_merge_findings_and_follow_review() -> a
     );
     env.qualys
         .set_cdr_findings(vec![imds.clone(), mining.clone()]);
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     env.client
         .start_workflow(
             CdrToPolicy::run,
@@ -142,7 +153,7 @@ async fn applied_policies_are_idempotent_merge_findings_and_follow_review() -> a
         "{v1:?}"
     );
 
-    // Applying the same policies again changes nothing: no new resourceVersion.
+    // A sync without new findings writes nothing: no new resourceVersion.
     let end = sync.window.1.clone();
     wait_for(
         "the clock to pass the window",
@@ -152,7 +163,11 @@ async fn applied_policies_are_idempotent_merge_findings_and_follow_review() -> a
     .await?;
     sync_now(&env.client).await?;
     let second = syncs(&env.client, 0).await?;
-    assert_eq!(second.last_sync.unwrap().publish.unchanged.len(), 2);
+    let second = second.last_sync.unwrap().publish;
+    assert!(
+        second.created.is_empty() && second.updated.is_empty(),
+        "{second:?}"
+    );
     assert_eq!(applied(&kube).await?, v1);
 
     // A new mining finding: exactly that policy is updated.

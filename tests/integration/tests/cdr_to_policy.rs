@@ -1,7 +1,7 @@
 //! CdrToPolicy end to end: emulated Qualys CDR findings → the worker binary → policy files, and
 //! review by updates; `qflows policy generate` offline on a findings file with broken entries.
 
-use qflows::policy::{query_policies, send_review};
+use qflows::policy::{promote_as_shown, query_policies, send_review};
 use qflows_integration::{
     TestEnv, decoded_payloads, history_json, qflows_bin, record_history, wait_for,
 };
@@ -55,12 +55,19 @@ async fn review(
     promote: bool,
     policy: &str,
 ) -> Result<PolicyRecord, String> {
-    let request = ReviewRequest {
+    let mut request = ReviewRequest {
         policy: policy.into(),
         by: "alice@example.com".into(),
         reason: "seen only in attack traffic".into(),
         timeout_secs: 60,
+        observed: None,
     };
+    if promote {
+        // As `qflows policy promote` does: show the observed values, promote exactly those.
+        request = promote_as_shown(client, id, request)
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+    }
     send_review(client, id, request, promote)
         .await
         .map_err(|e| format!("{e:?}"))
@@ -79,6 +86,13 @@ async fn start(env: &TestEnv, queue: &str, id: &str, input: Value) -> anyhow::Re
         )
         .await?;
     Ok(())
+}
+
+/// A worker keeping CdrToPolicy's evidence in the test's directory.
+fn worker(env: &TestEnv) -> qflows_integration::WorkerBuilder {
+    let results = env.dir.join("results");
+    env.worker()
+        .env("QFLOWS_RESULTS", Some(results.to_str().unwrap()))
 }
 
 #[tokio::test]
@@ -215,7 +229,7 @@ async fn findings_become_policies_that_are_promoted_and_rolled_back() -> anyhow:
     ] {
         assert!(payloads.contains(needle), "history payloads lack {needle}");
     }
-    record_history(&env.client, id, "cdr_to_policy_review").await?;
+    record_history(&env.client, id, "cdr_to_policy_limits_review").await?;
     Ok(())
 }
 
@@ -223,7 +237,7 @@ async fn findings_become_policies_that_are_promoted_and_rolled_back() -> anyhow:
 async fn new_findings_update_only_the_affected_policy() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     env.qualys.set_cdr_findings(findings());
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let out = env.dir.join("policies");
     let id = "cdr-merge";
     start(
@@ -277,7 +291,8 @@ async fn new_findings_update_only_the_affected_policy() -> anyhow::Result<()> {
         "{sync:?}"
     );
     assert_eq!(sync.publish.created.len(), 0);
-    assert_eq!(sync.publish.unchanged.len(), 2);
+    // Only what changed is published: the other two are not even rewritten.
+    assert!(sync.publish.unchanged.is_empty(), "{sync:?}");
     assert_eq!(view.policies.len(), 3, "merged, not a near-duplicate");
     let yaml = read(&out, "t1552-005-imds-shop-payments-api");
     assert!(yaml.contains("qflows.io/finding-count: '3'"), "{yaml}");
@@ -292,7 +307,7 @@ async fn new_findings_update_only_the_affected_policy() -> anyhow::Result<()> {
 async fn an_explicit_window_runs_once_and_completes() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     env.qualys.set_cdr_findings(findings());
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let out = env.dir.join("policies");
     let handle = env
         .client
@@ -311,14 +326,14 @@ async fn an_explicit_window_runs_once_and_completes() -> anyhow::Result<()> {
     // v1.4 output: no features of later releases.
     let yaml = read(&out, "t1552-005-imds-shop-payments-api");
     assert!(!yaml.contains("containerSelector"), "{yaml}");
-    record_history(&env.client, "cdr-once", "cdr_to_policy_once").await?;
+    record_history(&env.client, "cdr-once", "cdr_to_policy_limits_once").await?;
     Ok(())
 }
 
 #[tokio::test]
 async fn bad_input_fails_naming_the_field() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let handle = env
         .client
         .start_workflow(
@@ -429,7 +444,7 @@ fn policy_generate_writes_the_valid_policies_and_reports_the_rest() {
 async fn schedule_cdr_runs_cdr_to_policy_on_an_interval() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     env.qualys.set_cdr_findings(findings());
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let out = env.dir.join("scheduled");
     let run = tokio::process::Command::new(qflows_bin()?)
         .args([
@@ -486,7 +501,7 @@ async fn schedule_cdr_runs_cdr_to_policy_on_an_interval() -> anyhow::Result<()> 
 async fn an_unpublishable_promotion_changes_nothing() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     env.qualys.set_cdr_findings(findings());
-    let worker = env.worker().start(&env.dir).await?;
+    let worker = worker(&env).start(&env.dir).await?;
     let id = "cdr-unreachable";
     start(
         &env,
@@ -517,6 +532,545 @@ async fn an_unpublishable_promotion_changes_nothing() -> anyhow::Result<()> {
             .policies
             .iter()
             .all(|p| p.enforcement == Enforcement::Audit)
+    );
+    Ok(())
+}
+
+/// Whether the policy file's exec hook (`security_bprm_check`) matches a binary at `path`.
+fn exec_matches(yaml: &str, path: &str) -> bool {
+    let policy: Value = serde_yaml_ng::from_str(yaml).unwrap();
+    policy["spec"]["kprobes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["call"] == "security_bprm_check")
+        .flat_map(|k| k["selectors"].as_array().unwrap().clone())
+        .any(|sel| {
+            sel["matchArgs"].as_array().unwrap().iter().all(|a| {
+                let values: Vec<&str> = a["values"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_str().unwrap())
+                    .collect();
+                match a["operator"].as_str().unwrap() {
+                    "Equal" => values.contains(&path),
+                    "Postfix" => values.iter().any(|v| path.ends_with(v)),
+                    "Prefix" => values.iter().any(|v| path.starts_with(v)),
+                    other => panic!("unexpected operator {other}"),
+                }
+            })
+        })
+}
+
+async fn sync_and_wait(env: &TestEnv, id: &str, after: &str) -> anyhow::Result<PoliciesView> {
+    env.client
+        .get_workflow_handle::<CdrToPolicy>(id)
+        .signal(CdrToPolicy::request_sync, (), Default::default())
+        .await?;
+    wait_for("the next sync", Duration::from_secs(90), || async {
+        policies(&env.client, id).await.ok().filter(|v| {
+            v.last_sync
+                .as_ref()
+                .is_some_and(|s| s.window.1.as_str() > after)
+        })
+    })
+    .await
+}
+
+/// Waits until the wall clock is past `end` (a window's end) and returns the time.
+async fn past(end: &str) -> anyhow::Result<String> {
+    wait_for(
+        "the clock to pass the window",
+        Duration::from_secs(5),
+        || async { Some(rfc3339(SystemTime::now())).filter(|now| now.as_str() > end) },
+    )
+    .await
+}
+
+/// An attacker runs nmap renamed `/tmp/gunicorn` in a pod whose server is
+/// `/usr/local/bin/gunicorn`: the policy names `/tmp/gunicorn` as observed, never matches the
+/// app's binary, is not promoted automatically, and blocks exactly what its reviewer saw.
+#[tokio::test]
+async fn a_renamed_scanner_never_kills_the_app_and_waits_for_a_review() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let scan = |id: &str, path: &str, at: String| {
+        json!({"uuid": id, "threatCategory": "Network_Scanning_Utility", "severity": 3,
+               "timestamp": at, "processPath": path, "namespace": "shop",
+               "podLabels": {"app": "payments-api"}})
+    };
+    let mut all = vec![
+        scan("f-scan-1", "/tmp/gunicorn", minutes_ago(30)),
+        // A workload with nothing observed: quiet, it promotes itself.
+        json!({"uuid": "f-esc-1", "threatCategory": "Container_Escape", "severity": 4,
+               "timestamp": minutes_ago(20), "processPath": "/usr/bin/unshare",
+               "namespace": "batch", "podLabels": {"app": "reports"}}),
+    ];
+    env.qualys.set_cdr_findings(all.clone());
+    let worker = worker(&env).start(&env.dir).await?;
+    let out = env.dir.join("policies");
+    let id = "cdr-observed";
+    start(
+        &env,
+        &worker.task_queue,
+        id,
+        json!({"policySet": "observed", "lookbackHours": 2, "syncEveryMinutes": 600,
+               "review": {"autoPromoteAfterQuietHours": 0},
+               "output": {"directory": out.to_str().unwrap()}}),
+    )
+    .await?;
+    let scanning = "t1046-scanning-shop-payments-api";
+    let escape = "t1611-escape-batch-reports";
+    let view = wait_for(
+        "the first sync and the automatic promotion",
+        Duration::from_secs(60),
+        || async {
+            policies(&env.client, id).await.ok().filter(|v| {
+                v.policies
+                    .iter()
+                    .any(|p| p.name == escape && p.enforcement == Enforcement::Enforce)
+            })
+        },
+    )
+    .await?;
+    let p = view.policies.iter().find(|p| p.name == scanning).unwrap();
+    assert_eq!(
+        p.enforcement,
+        Enforcement::Audit,
+        "observed values wait for a person"
+    );
+    assert_eq!(
+        p.observed.binaries.iter().collect::<Vec<_>>(),
+        ["/tmp/gunicorn"]
+    );
+    let auto = view.policies.iter().find(|p| p.name == escape).unwrap();
+    assert_eq!(auto.promoted.as_ref().unwrap().by, "qflows");
+    let yaml = read(&out, scanning);
+    assert!(
+        yaml.contains("qflows.io/observed-binaries: /tmp/gunicorn"),
+        "{yaml}"
+    );
+    assert!(exec_matches(&yaml, "/tmp/gunicorn"));
+    assert!(
+        exec_matches(&yaml, "/usr/bin/nmap"),
+        "known scanners match by name"
+    );
+    assert!(!exec_matches(&yaml, "/usr/local/bin/gunicorn"), "{yaml}");
+
+    // A promotion that does not name what the reviewer saw is refused before it enters history.
+    let blind = ReviewRequest {
+        policy: scanning.into(),
+        by: "alice@example.com".into(),
+        reason: "looks like a scan".into(),
+        timeout_secs: 60,
+        observed: None,
+    };
+    let err = format!(
+        "{:?}",
+        send_review(&env.client, id, blind.clone(), true)
+            .await
+            .unwrap_err()
+    );
+    assert!(
+        err.contains("values taken from findings") && err.contains("/tmp/gunicorn"),
+        "{err}"
+    );
+    let seen = p.observed_digest.clone();
+
+    // New evidence arrives before the promotion: the digest the reviewer saw no longer holds.
+    let end = view.last_sync.clone().unwrap().window.1;
+    let now = past(&end).await?;
+    all.push(scan("f-scan-2", "/var/tmp/.x/scan", now));
+    env.qualys.set_cdr_findings(all.clone());
+    let view = sync_and_wait(&env, id, &end).await?;
+    let p = view.policies.iter().find(|p| p.name == scanning).unwrap();
+    assert_eq!(p.observed.binaries.len(), 2, "{:?}", p.observed);
+    let stale = ReviewRequest {
+        observed: Some(seen),
+        ..blind.clone()
+    };
+    let err = format!(
+        "{:?}",
+        send_review(&env.client, id, stale, true).await.unwrap_err()
+    );
+    assert!(err.contains("not what the reviewer saw"), "{err}");
+
+    // Reviewed as it stands now: exactly those two paths block.
+    let reviewed = ReviewRequest {
+        observed: Some(p.observed_digest.clone()),
+        ..blind.clone()
+    };
+    let promoted = send_review(&env.client, id, reviewed, true).await?;
+    assert_eq!(promoted.enforcement, Enforcement::Enforce);
+    assert_eq!(promoted.approved.as_ref(), Some(&p.observed));
+    let yaml = read(&out, scanning);
+    assert!(yaml.contains("action: Sigkill"), "{yaml}");
+    assert!(exec_matches(&yaml, "/tmp/gunicorn") && exec_matches(&yaml, "/var/tmp/.x/scan"));
+    assert!(!exec_matches(&yaml, "/usr/local/bin/gunicorn"), "{yaml}");
+
+    // Evidence after the promotion is listed but does not widen the kill rule.
+    let end = view.last_sync.clone().unwrap().window.1;
+    let now = past(&end).await?;
+    all.push(scan("f-scan-3", "/dev/shm/payload", now));
+    env.qualys.set_cdr_findings(all.clone());
+    let view = sync_and_wait(&env, id, &end).await?;
+    let p = view.policies.iter().find(|p| p.name == scanning).unwrap();
+    assert_eq!(p.enforcement, Enforcement::Enforce);
+    assert!(p.observed.binaries.contains("/dev/shm/payload"));
+    assert!(p.unreviewed().binaries.contains("/dev/shm/payload"));
+    let yaml = read(&out, scanning);
+    assert!(!exec_matches(&yaml, "/dev/shm/payload"), "{yaml}");
+    assert!(
+        yaml.contains("qflows.io/observed-unreviewed: binaries /dev/shm/payload"),
+        "{yaml}"
+    );
+    record_history(&env.client, id, "cdr_to_policy_limits_observed").await?;
+    Ok(())
+}
+
+/// An outage (5xx beyond the fetch's retry window, then a 403) fails syncs, not the workflow:
+/// the state stays, and the next good sync reads everything since the last good window.
+#[tokio::test]
+async fn a_cdr_outage_over_two_syncs_loses_nothing() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let mut all = findings();
+    env.qualys.set_cdr_findings(all.clone());
+    let worker = worker(&env).start(&env.dir).await?;
+    let out = env.dir.join("policies");
+    let id = "cdr-outage";
+    // Syncing every minute gives each fetch 30 s of retries before the sync gives up.
+    start(
+        &env,
+        &worker.task_queue,
+        id,
+        json!({"policySet": "outage", "lookbackHours": 2, "syncEveryMinutes": 1,
+               "output": {"directory": out.to_str().unwrap()}}),
+    )
+    .await?;
+    let first = wait_for("the first sync", Duration::from_secs(60), || async {
+        policies(&env.client, id)
+            .await
+            .ok()
+            .filter(|v| v.last_sync.is_some())
+    })
+    .await?;
+    let good_end = first.last_sync.clone().unwrap().window.1;
+    let imds = "t1552-005-imds-shop-payments-api";
+    review(&env.client, id, true, imds).await.unwrap();
+
+    // Down: every CDR call answers 5xx.
+    env.qualys.set_faults(qualys_emulator::Faults {
+        error_5xx_rate: 1.0,
+        paths: Some(vec!["/cdr-api".into()]),
+        ..Default::default()
+    });
+    let now = past(&good_end).await?;
+    let imds_finding = |uuid: &str, at: String| {
+        json!({"uuid": uuid, "threatCategory": "Cloud_Credentials_Accessed_By_Network_Utility",
+               "timestamp": at, "processPath": "/usr/bin/python3", "destinationIp": "169.254.170.2",
+               "podLabels": {"app": "payments-api", "io.kubernetes.pod.namespace": "shop"}})
+    };
+    all.push(imds_finding("f-during-5xx", now));
+    env.qualys.set_cdr_findings(all.clone());
+    let failed = sync_and_wait(&env, id, &good_end).await?;
+    let report = failed.last_sync.clone().unwrap();
+    let why = report.fetch_error.clone().expect("a fetch error");
+    assert!(why.contains("Qualys server error"), "{why}");
+    assert_eq!(failed.policies.len(), 3, "the state is kept");
+
+    // Still down, now refusing: a 403 fails the next sync at once.
+    env.qualys.set_cdr_forbidden(true);
+    env.qualys.set_faults(Default::default());
+    let end = report.window.1.clone();
+    let now = past(&end).await?;
+    all.push(imds_finding("f-during-403", now));
+    env.qualys.set_cdr_findings(all.clone());
+    let failed = sync_and_wait(&env, id, &end).await?;
+    let report = failed.last_sync.clone().unwrap();
+    let why = report.fetch_error.clone().expect("a fetch error");
+    assert!(why.contains("403"), "{why}");
+    let p = failed.policies.iter().find(|p| p.name == imds).unwrap();
+    assert_eq!(p.enforcement, Enforcement::Enforce, "review state kept");
+    assert!(read(&out, imds).contains("action: Sigkill"));
+
+    // Back: one sync reads both windows it missed.
+    env.qualys.set_cdr_forbidden(false);
+    let end = report.window.1.clone();
+    past(&end).await?;
+    let view = sync_and_wait(&env, id, &end).await?;
+    let sync = view.last_sync.clone().unwrap();
+    assert_eq!(sync.fetch_error, None, "{sync:?}");
+    assert_eq!(sync.findings.findings, 2, "{sync:?}");
+    assert!(sync.window.0.as_str() > good_end.as_str(), "{sync:?}");
+    let p = view.policies.iter().find(|p| p.name == imds).unwrap();
+    assert_eq!(p.evidence.finding_count, 4);
+    assert_eq!(p.enforcement, Enforcement::Enforce);
+    let yaml = read(&out, imds);
+    assert!(yaml.contains("qflows.io/finding-count: '4'"), "{yaml}");
+    assert!(yaml.contains("action: Sigkill"), "{yaml}");
+    Ok(())
+}
+
+/// A run from before `cdr-limits` continues as new with its records in the input: the new run
+/// stores their evidence, keeps their review state, and an enforced one blocks on its category's
+/// own values only until someone approves what findings added.
+#[tokio::test]
+async fn records_carried_by_an_older_run_are_imported() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    env.qualys.set_cdr_findings(Vec::new());
+    let worker = worker(&env).start(&env.dir).await?;
+    let out = env.dir.join("policies");
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_secs();
+    let name = "t1496-mining-batch-reports";
+    let legacy = json!({
+        "name": name,
+        "key": {"category": "mining",
+                "workload": {"namespace": "batch", "labels": {"app": "reports"}}},
+        "evidence": {"findingCount": 2, "findingIds": ["f-1", "f-2"], "processes": ["/tmp/xmrig"],
+                     "addresses": ["45.9.148.3"], "ports": [3333, 8080], "techniques": ["T1496"],
+                     "firstSeen": minutes_ago(90), "lastSeen": minutes_ago(80), "maxSeverity": 3},
+        "enforcement": "enforce", "changedAt": minutes_ago(70), "changedSecs": now - 4200,
+        "evidenceSecs": now - 4800,
+        "promoted": {"by": "bob@example.com", "reason": "pool traffic", "at": minutes_ago(70),
+                     "atSecs": now - 4200},
+        "hold": false
+    });
+    let id = "cdr-imported";
+    start(
+        &env,
+        &worker.task_queue,
+        id,
+        json!({"policySet": "imported", "syncEveryMinutes": 600,
+               "output": {"directory": out.to_str().unwrap()},
+               "carried": {"policies": [legacy], "windowEndSecs": now - 60}}),
+    )
+    .await?;
+    let view = wait_for("the first sync", Duration::from_secs(60), || async {
+        policies(&env.client, id)
+            .await
+            .ok()
+            .filter(|v| v.last_sync.is_some())
+    })
+    .await?;
+    let p = &view.policies[0];
+    assert_eq!(
+        (p.name.as_str(), p.enforcement),
+        (name, Enforcement::Enforce)
+    );
+    assert_eq!(p.promoted.as_ref().unwrap().by, "bob@example.com");
+    assert_eq!(p.evidence.finding_count, 2);
+    assert_eq!(p.evidence.hash.len(), 64);
+    assert_eq!(p.approved, Some(Default::default()));
+    assert!(p.observed.addresses.contains("45.9.148.3") && p.observed.ports.contains(&8080));
+    let yaml = read(&out, name);
+    assert!(yaml.contains("action: Sigkill"), "{yaml}");
+    let spec = yaml.split("spec:").nth(1).unwrap_or_default();
+    assert!(
+        !spec.contains("45.9.148.3") && !spec.contains("'8080'"),
+        "{yaml}"
+    );
+    assert!(yaml.contains("qflows.io/observed-unreviewed"), "{yaml}");
+    // Approving what the reviewer sees widens it.
+    let approved = review(&env.client, id, true, name).await.unwrap();
+    assert_eq!(approved.approved.as_ref(), Some(&p.observed));
+    let yaml = read(&out, name);
+    assert!(
+        yaml.split("spec:").nth(1).unwrap().contains("45.9.148.3"),
+        "{yaml}"
+    );
+    Ok(())
+}
+
+/// With a server that suggests continue-as-new early, the state (evidence, enforcement, review
+/// notes) crosses runs, and every requested sync is served.
+#[tokio::test]
+async fn the_state_crosses_continue_as_new() -> anyhow::Result<()> {
+    let temporal = qflows_integration::Temporal::start_with_dynamic_config(&[
+        "limit.historyCount.suggestContinueAsNew=40",
+    ])
+    .await?;
+    let env = TestEnv::start_on(temporal, EmulatorConfig::default()).await?;
+    let mut all = findings();
+    env.qualys.set_cdr_findings(all.clone());
+    let worker = worker(&env).start(&env.dir).await?;
+    let out = env.dir.join("policies");
+    let id = "cdr-continued";
+    start(
+        &env,
+        &worker.task_queue,
+        id,
+        json!({"policySet": "continued", "lookbackHours": 2, "syncEveryMinutes": 600,
+               "output": {"directory": out.to_str().unwrap()}}),
+    )
+    .await?;
+    let first = wait_for("the first sync", Duration::from_secs(60), || async {
+        policies(&env.client, id)
+            .await
+            .ok()
+            .filter(|v| v.last_sync.is_some())
+    })
+    .await?;
+    let imds = "t1552-005-imds-shop-payments-api";
+    let first_run = env
+        .client
+        .get_workflow_handle::<CdrToPolicy>(id)
+        .describe(Default::default())
+        .await?
+        .run_id()
+        .to_string();
+    review(&env.client, id, true, imds).await.unwrap();
+    let mut end = first.last_sync.unwrap().window.1;
+    let mut runs = std::collections::BTreeSet::from([first_run]);
+    for i in 0..12 {
+        let now = past(&end).await?;
+        all.push(
+            json!({"uuid": format!("f-more-{i}"), "threatCategory": "Crypto_Mining",
+            "timestamp": now, "destinationIp": "45.9.148.3", "destinationPort": 3333,
+            "namespace": "batch", "podLabels": {"app": "reports"}}),
+        );
+        env.qualys.set_cdr_findings(all.clone());
+        let view = sync_and_wait(&env, id, &end).await?;
+        end = view.last_sync.unwrap().window.1;
+        let run = env
+            .client
+            .get_workflow_handle::<CdrToPolicy>(id)
+            .describe(Default::default())
+            .await?
+            .run_id()
+            .to_string();
+        runs.insert(run);
+    }
+    assert!(runs.len() >= 3, "expected several runs, saw {}", runs.len());
+    let view = policies(&env.client, id).await?;
+    assert_eq!(view.policies.len(), 3);
+    let mining = view
+        .policies
+        .iter()
+        .find(|p| p.name == "t1496-mining-batch-reports")
+        .unwrap();
+    assert_eq!(mining.evidence.finding_count, 13, "every finding, once");
+    let p = view.policies.iter().find(|p| p.name == imds).unwrap();
+    assert_eq!(p.enforcement, Enforcement::Enforce);
+    assert_eq!(p.promoted.as_ref().unwrap().by, "alice@example.com");
+    assert!(read(&out, imds).contains("action: Sigkill"));
+    assert!(read(&out, "t1496-mining-batch-reports").contains("qflows.io/finding-count: '13'"));
+    record_history(&env.client, id, "cdr_to_policy_limits_continued").await?;
+    Ok(())
+}
+
+/// A large window is read page by page with heartbeats; an attempt that breaks midway is retried
+/// from its last checkpoint, and every finding is counted once.
+#[tokio::test]
+async fn a_read_that_breaks_midway_resumes_from_its_checkpoint() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let at = minutes_ago(30);
+    let all: Vec<Value> = (0..6000)
+        .map(|i| {
+            json!({"uuid": format!("f-{i:05}"),
+                   "threatCategory": "Cloud_Credentials_Accessed_By_Network_Utility",
+                   "timestamp": at, "destinationIp": "169.254.169.254",
+                   "namespace": "shop", "podLabels": {"app": format!("svc-{:02}", i % 60)}})
+        })
+        .collect();
+    env.qualys.set_cdr_findings(all);
+    // Page 56 of 60 fails once: the attempt has stored its checkpoint after page 50.
+    env.qualys.fail_cdr_page_once(5500);
+    let worker = worker(&env).start(&env.dir).await?;
+    let id = "cdr-resume";
+    start(
+        &env,
+        &worker.task_queue,
+        id,
+        json!({"policySet": "resume", "lookbackHours": 2, "syncEveryMinutes": 600,
+               "output": {"directory": env.dir.join("policies").to_str().unwrap()}}),
+    )
+    .await?;
+    let view = wait_for("the first sync", Duration::from_secs(120), || async {
+        policies(&env.client, id)
+            .await
+            .ok()
+            .filter(|v| v.last_sync.is_some())
+    })
+    .await?;
+    let sync = view.last_sync.clone().unwrap();
+    assert_eq!(sync.fetch_error, None, "{sync:?}");
+    assert_eq!((sync.findings.findings, sync.findings.used), (6000, 6000));
+    assert_eq!(view.policies.len(), 60);
+    assert!(
+        view.policies
+            .iter()
+            .all(|p| p.evidence.finding_count == 100),
+        "every finding once"
+    );
+    let logs = worker.logs();
+    assert!(logs.contains("resumed_at=5000"), "{logs}");
+    Ok(())
+}
+
+/// The content-addressed documents CdrToPolicy keeps work in every results store the worker
+/// supports: S3 (moto) and Azure Blob Storage (Azurite), and a swapped document is refused.
+#[tokio::test]
+async fn evidence_documents_round_trip_through_s3_and_blob_storage() -> anyhow::Result<()> {
+    use qflows_activities::results::ResultsStore;
+    let moto = qflows_integration::Moto::start().await?;
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&moto.sdk_config().await)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket("qflows-cdr").send().await?;
+    let azurite = qflows_integration::azure::Azurite::start().await?;
+    azurite.create_container("qflows-results").await?;
+    let aws = qflows_activities::aws::Aws::new();
+    let stores = [
+        ResultsStore::S3(qflows_activities::results::S3Results::new(
+            s3.clone(),
+            "qflows-cdr",
+            "prod",
+        )),
+        ResultsStore::from_location(
+            &format!(
+                "{}/qflows-results/prod?{}",
+                azurite.account_url,
+                azurite.sas()
+            ),
+            &aws,
+            "us-east-1",
+        )
+        .await?,
+    ];
+    let doc =
+        br#"{"key":{"category":"imds","workload":{}},"evidence":{"findingCount":1}}"#.to_vec();
+    for store in &stores {
+        let hash = store.put_blob("cdr-evidence", doc.clone()).await?;
+        assert_eq!(hash.len(), 64);
+        assert_eq!(store.put_blob("cdr-evidence", doc.clone()).await?, hash);
+        assert_eq!(store.get_blob("cdr-evidence", &hash).await?, doc);
+        let missing = store
+            .get_blob("cdr-evidence", &"0".repeat(64))
+            .await
+            .unwrap_err();
+        assert!(!missing.is_retryable(), "{missing}");
+    }
+    // Someone replaces the S3 object: reading it is refused.
+    let hash = stores[0].put_blob("cdr-evidence", doc.clone()).await?;
+    let key = format!("prod/blobs/cdr-evidence/{}/{hash}.json", &hash[..2]);
+    s3.put_object()
+        .bucket("qflows-cdr")
+        .key(&key)
+        .body(b"{\"forged\":true}".to_vec().into())
+        .send()
+        .await?;
+    let err = stores[0].get_blob("cdr-evidence", &hash).await.unwrap_err();
+    assert!(err.to_string().contains("does not match"), "{err}");
+    let names = azurite.list_blobs("qflows-results").await?;
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("prod/blobs/cdr-evidence/")),
+        "{names:?}"
     );
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! `GET /cdr-api/rest/v1/findings/` (qualys-api.md §3.1, §3.2): findings between `startAt` and
-//! `endAt`, paged by `offSet`/`limit`, in the `{"content","totalElements"}` envelope.
+//! `endAt`, paged by `offSet`/`limit`, in the `{"content","totalElements"}` envelope; 403 while
+//! [`crate::RunningEmulator::set_cdr_forbidden`] is on, and one 503 for the page
+//! [`crate::RunningEmulator::fail_cdr_page_once`] names.
 
 use crate::http::{ApiError, Query, Reply, bad_request, ok};
 use crate::state::Shared;
@@ -114,7 +116,20 @@ pub(crate) fn findings(shared: &Shared, q: &Query) -> Reply {
         Ok(t) => t.unwrap_or_default(),
         Err(e) => return Err(bad_request(format!("Invalid query: {e}"))),
     };
-    let world = shared.world.lock();
+    let mut world = shared.world.lock();
+    if world.cdr_fail_once_at == Some(offset) {
+        world.cdr_fail_once_at = None;
+        return Err(ApiError {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            message: "CDR findings currently unavailable".into(),
+        });
+    }
+    if world.cdr_forbidden {
+        return Err(ApiError {
+            status: axum::http::StatusCode::FORBIDDEN,
+            message: "The user does not have the CDR permission".into(),
+        });
+    }
     let matching: Vec<&Value> = world
         .cdr_findings
         .iter()

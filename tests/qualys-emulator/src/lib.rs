@@ -224,6 +224,18 @@ impl RunningEmulator {
         self.inner.shared.world.lock().cdr_findings = f;
     }
 
+    /// Makes the CDR endpoint answer 403 Forbidden (as for a user without the CDR permission),
+    /// or serve again.
+    pub fn set_cdr_forbidden(&self, forbidden: bool) {
+        self.inner.shared.world.lock().cdr_forbidden = forbidden;
+    }
+
+    /// Makes the next CDR request for page `offset` answer 503, once (a read that breaks
+    /// midway).
+    pub fn fail_cdr_page_once(&self, offset: u64) {
+        self.inner.shared.world.lock().cdr_fail_once_at = Some(offset as i64);
+    }
+
     /// Adds a sensor (a JSON object; `sensorUuid`, `hostname`, `status`, `registrySensor`, …
     /// are filled when missing) and returns it; `None` if it is not an object.
     pub fn add_sensor(&self, sensor: Value) -> Option<Value> {

@@ -298,6 +298,10 @@ pub(crate) struct World {
     pub digest_vulns: HashMap<String, Vec<Value>>,
     /// What a scan of a tag the registry does not hold finds.
     pub unknown_tags: UnknownTags,
+    /// The CDR endpoint answers 403 (CDR not permitted for the user), when set.
+    pub cdr_forbidden: bool,
+    /// The next CDR request for this `offSet` answers 503 (once).
+    pub cdr_fail_once_at: Option<i64>,
 }
 
 impl World {

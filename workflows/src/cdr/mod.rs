@@ -4,7 +4,7 @@
 pub mod model;
 
 use crate::input::{InputError, Validate};
-use model::{AuditStyle, Enforcement, Evidence, PolicyKey, TetragonVersion};
+use model::{AuditStyle, Enforcement, Evidence, Observed, PolicyKey, TetragonVersion};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -174,10 +174,113 @@ impl Default for ReviewSettings {
     }
 }
 
-/// One policy's durable state in the workflow.
+/// One policy's state in the workflow, as the `policies` query and the review updates show it.
+///
+/// The evidence itself lives in the results store, content-addressed (`evidence.hash`); the
+/// workflow keeps its summary, the observed selector values and the review state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PolicyRecord {
+    /// Stable policy name.
+    pub name: String,
+    /// Category and workload.
+    pub key: PolicyKey,
+    /// The evidence: its summary and where it is stored.
+    pub evidence: EvidenceRef,
+    /// Selector values taken from the findings (the audit form carries them all; the blocking
+    /// form only the `approved` ones).
+    #[serde(default, skip_serializing_if = "Observed::is_empty")]
+    pub observed: Observed,
+    /// Fingerprint of `observed` ([`Observed::digest`]): what a `promote` names.
+    #[serde(default = "empty_digest", skip_serializing_if = "is_empty_digest")]
+    pub observed_digest: String,
+    /// Audit or enforce.
+    pub enforcement: Enforcement,
+    /// When the policy last changed (evidence, enforcement), RFC 3339 workflow time.
+    pub changed_at: String,
+    /// The same, in seconds since the epoch (for the review timers).
+    pub changed_secs: u64,
+    /// When findings last added to the evidence (seconds since the epoch; for pruning).
+    pub evidence_secs: u64,
+    /// Who promoted it and why, when enforced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promoted: Option<ReviewNote>,
+    /// Automatic promotion is held (after a human rollback).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hold: bool,
+    /// When enforced: the observed values its blocking form carries, exactly those its promotion
+    /// approved. Values observed later are listed in `observed` but do not block until promoted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<Observed>,
+    /// Why this policy cannot block (no workload to scope it to, or a namespace or label that
+    /// Kubernetes would refuse); such a policy stays in audit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_refusal: Option<String>,
+    /// Changed since it was last published (the next sync or review publishes it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unpublished: bool,
+}
+
+/// The digest of no observed values (left out of the JSON, like the empty set itself).
+fn empty_digest() -> String {
+    static EMPTY: std::sync::LazyLock<String> =
+        std::sync::LazyLock::new(|| Observed::default().digest());
+    EMPTY.clone()
+}
+
+fn is_empty_digest(d: &String) -> bool {
+    *d == empty_digest()
+}
+
+impl PolicyRecord {
+    /// Observed values that would block but were not approved (empty unless enforced).
+    pub fn unreviewed(&self) -> Observed {
+        match (&self.approved, self.enforcement) {
+            (Some(approved), Enforcement::Enforce) => self.observed.without(approved),
+            (None, Enforcement::Enforce) => self.observed.clone(),
+            (_, Enforcement::Audit) => Observed::default(),
+        }
+    }
+}
+
+/// A policy's evidence as the workflow keeps it: a summary, and the SHA-256 of the stored
+/// document (`{"key", "evidence"}` JSON in the results store under `cdr/`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EvidenceRef {
+    /// SHA-256 (hex) of the stored evidence document.
+    pub hash: String,
+    /// Findings merged into this evidence.
+    pub finding_count: u64,
+    /// Earliest finding time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seen: Option<String>,
+    /// Latest finding time (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<String>,
+    /// Highest severity seen (1 = low … 4 = critical).
+    #[serde(default)]
+    pub max_severity: u8,
+}
+
+impl EvidenceRef {
+    /// The summary of `evidence` stored under `hash`.
+    pub fn of(hash: String, evidence: &Evidence) -> Self {
+        EvidenceRef {
+            hash,
+            finding_count: evidence.finding_count,
+            first_seen: evidence.first_seen.clone(),
+            last_seen: evidence.last_seen.clone(),
+            max_severity: evidence.max_severity,
+        }
+    }
+}
+
+/// One policy's state as runs before `cdr-limits` kept it (evidence included): the form their
+/// activities, updates and continue-as-new inputs carry. Read when such a run continues as new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LegacyPolicyRecord {
     /// Stable policy name.
     pub name: String,
     /// Category and workload.
@@ -227,34 +330,83 @@ pub struct ReviewRequest {
     /// The request lapses when it is not applied within this many seconds (default 300).
     #[serde(default = "default_review_timeout")]
     pub timeout_secs: u64,
+    /// `promote`: the `observedDigest` the reviewer saw. Required when the policy has observed
+    /// values; the promotion is refused if they changed since.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<String>,
 }
 
 fn default_review_timeout() -> u64 {
     300
 }
 
-/// Answer of the `policies` query.
+/// Answer of the `policies` and `policiesPage` queries (and the workflow's result): one page of
+/// policies, at most [`VIEW_PAGE_BYTES`] of them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PoliciesView {
     /// Policy set.
     pub policy_set: String,
-    /// Every policy the workflow manages.
+    /// The policies of this page, by name.
     pub policies: Vec<PolicyRecord>,
     /// The last sync's findings report.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync: Option<SyncReport>,
+    /// Policies matching the query's filters (all pages).
+    #[serde(default)]
+    pub total: usize,
+    /// The `offset` of the next page, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_offset: Option<usize>,
+}
+
+/// Most bytes of policies one query answer holds (the answer stays far below Temporal's limits
+/// whatever the number of policies; page with [`PoliciesQuery::offset`]).
+pub const VIEW_PAGE_BYTES: usize = 256 * 1024;
+
+/// Arguments of the `policiesPage` query.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoliciesQuery {
+    /// Skip this many matching policies.
+    #[serde(default)]
+    pub offset: usize,
+    /// At most this many policies (also bounded by [`VIEW_PAGE_BYTES`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    /// Only the policy of this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Only policies in this enforcement.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enforcement: Option<Enforcement>,
+    /// Only policies with observed values (those waiting for a person before they can block).
+    #[serde(default)]
+    pub observed_only: bool,
 }
 
 /// State carried across continue-as-new.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CarriedState {
-    /// Policies.
-    pub policies: Vec<PolicyRecord>,
+    /// Policies of a run from before `cdr-limits` (records with their evidence).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<LegacyPolicyRecord>,
     /// End of the last findings window read (seconds since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window_end_secs: Option<u64>,
+    /// The policies, as SHA-256 hashes of state chunks in the results store, in name order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub snapshot: Vec<String>,
+    /// A `sync` signal the previous run had not served yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sync_requested: bool,
+    /// The previous run's last sync report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync: Option<SyncReport>,
+    /// Pruned policies whose removal was not published yet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_removals: Vec<String>,
 }
 
 /// Findings query of one sync.
@@ -293,14 +445,14 @@ pub struct FindingsReport {
     pub unknown_categories: BTreeMap<String, u64>,
 }
 
-/// Policies to publish.
+/// Policies to publish (runs from before `cdr-limits`: whole records).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PublishPolicies {
     /// Policy set.
     pub policy_set: String,
     /// Every current policy (unchanged ones are no-ops at the target).
-    pub policies: Vec<PolicyRecord>,
+    pub policies: Vec<LegacyPolicyRecord>,
     /// Names to remove (pruned).
     pub removed: Vec<String>,
     /// Targets.
@@ -325,6 +477,57 @@ pub struct PublishReport {
     pub deleted: Vec<String>,
     /// Policies not published, with the reason (failed validation, unscoped block).
     pub refused: Vec<(String, String)>,
+    /// In a sync report: the lists above hold at most [`REPORT_NAMES`] names each; these are
+    /// the full counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<PublishCounts>,
+}
+
+/// Most names a sync report lists per outcome (the counts are complete).
+pub const REPORT_NAMES: usize = 100;
+
+/// How many policies a sync's publishing created, updated, left unchanged, deleted, refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishCounts {
+    /// Created.
+    pub created: usize,
+    /// Updated.
+    pub updated: usize,
+    /// Unchanged.
+    pub unchanged: usize,
+    /// Deleted.
+    pub deleted: usize,
+    /// Refused.
+    pub refused: usize,
+}
+
+impl PublishReport {
+    /// Adds a batch's report, keeping at most [`REPORT_NAMES`] names per list and full counts.
+    pub fn absorb(&mut self, batch: PublishReport) {
+        let mut counts = self.counts.unwrap_or(PublishCounts {
+            created: self.created.len(),
+            updated: self.updated.len(),
+            unchanged: self.unchanged.len(),
+            deleted: self.deleted.len(),
+            refused: self.refused.len(),
+        });
+        counts.created += batch.created.len();
+        counts.updated += batch.updated.len();
+        counts.unchanged += batch.unchanged.len();
+        counts.deleted += batch.deleted.len();
+        counts.refused += batch.refused.len();
+        fn keep<T>(into: &mut Vec<T>, from: Vec<T>) {
+            let room = REPORT_NAMES.saturating_sub(into.len());
+            into.extend(from.into_iter().take(room));
+        }
+        keep(&mut self.created, batch.created);
+        keep(&mut self.updated, batch.updated);
+        keep(&mut self.unchanged, batch.unchanged);
+        keep(&mut self.deleted, batch.deleted);
+        keep(&mut self.refused, batch.refused);
+        self.counts = Some(counts);
+    }
 }
 
 /// One sync's outcome (the query and the workflow result show the latest).
@@ -340,4 +543,112 @@ pub struct SyncReport {
     /// Why publishing failed (the state is kept; the next sync publishes again).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publish_error: Option<String>,
+    /// Why reading the window's findings failed (the state is kept and the window is read
+    /// again, with everything since, at the next turn).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetch_error: Option<String>,
+}
+
+/// Most bytes of one activity input or output CdrToPolicy exchanges in bulk (merge pages,
+/// publish batches, state chunks): far below Temporal's 2 MB payload limit and its 512 KB warning.
+pub const PAYLOAD_BUDGET: usize = 256 * 1024;
+
+/// Most policies one merge page or publish batch names.
+pub const PAGE_POLICIES: usize = 500;
+
+/// A window's findings read and grouped: `cdr.FetchWindow`'s answer. The grouped evidence is in
+/// the results store (`batch`); the workflow merges it page by page.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WindowBatch {
+    /// SHA-256 of the stored batch (absent when no finding fed a policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<String>,
+    /// Policies the batch has evidence for.
+    pub policies: u64,
+    /// The first names to merge (at most [`PAGE_POLICIES`], in name order).
+    pub first: Vec<String>,
+    /// What was read and skipped.
+    pub report: FindingsReport,
+}
+
+/// `cdr.MergeEvidence`: merge a batch's evidence into these policies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MergeEvidence {
+    /// The batch (from [`WindowBatch::batch`]).
+    pub batch: String,
+    /// Names to merge, in name order, with the evidence each policy has now (absent = new).
+    pub items: Vec<(String, Option<String>)>,
+    /// Tetragon release (whether the blocking form can be scoped).
+    pub tetragon_version: TetragonVersion,
+}
+
+/// What one merge page did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MergedPage {
+    /// One per merged policy.
+    pub updates: Vec<PolicyUpdate>,
+    /// The names to merge next (unmerged ones of this page first); empty when done.
+    pub next: Vec<String>,
+}
+
+/// A policy's evidence after a merge (or an import).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyUpdate {
+    /// Policy name.
+    pub name: String,
+    /// Category and workload.
+    pub key: PolicyKey,
+    /// The merged evidence.
+    pub evidence: EvidenceRef,
+    /// Observed selector values of the merged evidence.
+    pub observed: Observed,
+    /// Why the policy cannot block, if it cannot.
+    pub block_refusal: Option<String>,
+}
+
+/// `cdr.PublishBatch`: render, validate and publish these policies from their stored evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishBatch {
+    /// Policy set.
+    pub policy_set: String,
+    /// Policies to publish.
+    pub items: Vec<PublishItem>,
+    /// Names to remove (pruned).
+    pub removed: Vec<String>,
+    /// Targets.
+    pub output: OutputSettings,
+    /// Tetragon release.
+    pub tetragon_version: TetragonVersion,
+    /// Audit style.
+    pub audit_style: AuditStyle,
+}
+
+/// One policy to publish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PublishItem {
+    /// Policy name.
+    pub name: String,
+    /// SHA-256 of its stored evidence.
+    pub evidence: String,
+    /// Audit or enforce.
+    pub enforcement: Enforcement,
+    /// Enforced: the observed values its blocking form may carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved: Option<Observed>,
+}
+
+/// `cdr.ImportLegacy`: store the evidence of records carried by a run from before `cdr-limits`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImportLegacy {
+    /// Records (a page of them).
+    pub records: Vec<LegacyPolicyRecord>,
+    /// Tetragon release.
+    pub tetragon_version: TetragonVersion,
 }

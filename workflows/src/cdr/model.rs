@@ -262,6 +262,123 @@ impl Evidence {
     }
 }
 
+/// At most this many values of each kind count as observed (see [`Observed`]).
+pub const OBSERVED_LIMIT: usize = 8;
+
+/// Selector values taken from findings rather than from a category's fixed design: binaries by
+/// full path, destination ports, destination addresses. Findings are attacker-controlled, so
+/// these values never reach a blocking policy unreviewed: a blocking form carries only the
+/// observed values a reviewer approved (see `PolicyRecord::approved`), and a policy with observed
+/// values is never promoted automatically.
+///
+/// Each set holds at most [`OBSERVED_LIMIT`] values (the smallest, so the choice does not depend
+/// on the order findings arrived in).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Observed {
+    /// Executables by absolute path (matched exactly, never by basename).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub binaries: BTreeSet<String>,
+    /// Destination ports.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub ports: BTreeSet<u16>,
+    /// Destination addresses.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub addresses: BTreeSet<String>,
+}
+
+impl Observed {
+    /// True when no value was observed.
+    pub fn is_empty(&self) -> bool {
+        self.binaries.is_empty() && self.ports.is_empty() && self.addresses.is_empty()
+    }
+
+    /// Adds a binary path, keeping at most [`OBSERVED_LIMIT`].
+    pub fn add_binary(&mut self, path: &str) {
+        offer_limited(&mut self.binaries, path, OBSERVED_LIMIT);
+    }
+
+    /// Adds a port, keeping at most [`OBSERVED_LIMIT`].
+    pub fn add_port(&mut self, port: u16) {
+        offer_limited(&mut self.ports, &port, OBSERVED_LIMIT);
+    }
+
+    /// Adds an address, keeping at most [`OBSERVED_LIMIT`].
+    pub fn add_address(&mut self, address: &str) {
+        offer_limited(&mut self.addresses, address, OBSERVED_LIMIT);
+    }
+
+    /// The values of `self` that `approved` does not hold.
+    pub fn without(&self, approved: &Observed) -> Observed {
+        Observed {
+            binaries: self
+                .binaries
+                .difference(&approved.binaries)
+                .cloned()
+                .collect(),
+            ports: self.ports.difference(&approved.ports).copied().collect(),
+            addresses: self
+                .addresses
+                .difference(&approved.addresses)
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// A short, stable fingerprint of the values (the first 128 bits of the SHA-256 of their
+    /// canonical JSON, in hex). A `promote` names the fingerprint of what its reviewer saw.
+    pub fn digest(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_vec(self).expect("observed values serialise");
+        Sha256::digest(&json)[..16]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    /// One line for people: `binaries /tmp/x; ports 8080; addresses 45.9.148.3`, or `none`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        let list = |items: Vec<String>| items.join(",");
+        if !self.binaries.is_empty() {
+            parts.push(format!(
+                "binaries {}",
+                list(self.binaries.iter().cloned().collect())
+            ));
+        }
+        if !self.ports.is_empty() {
+            parts.push(format!(
+                "ports {}",
+                list(self.ports.iter().map(u16::to_string).collect())
+            ));
+        }
+        if !self.addresses.is_empty() {
+            parts.push(format!(
+                "addresses {}",
+                list(self.addresses.iter().cloned().collect())
+            ));
+        }
+        if parts.is_empty() {
+            "none".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+fn offer_limited<T: Ord + ?Sized + ToOwned>(set: &mut BTreeSet<T::Owned>, value: &T, limit: usize)
+where
+    T::Owned: Ord + std::borrow::Borrow<T>,
+{
+    if set.contains(value) {
+        return;
+    }
+    set.insert(value.to_owned());
+    if set.len() > limit {
+        set.pop_last();
+    }
+}
+
 /// One usable finding, reduced to what policy generation needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Observation {
@@ -526,6 +643,30 @@ mod tests {
         assert_eq!(forward.first_seen.as_deref(), Some("2026-01-10T10:00:00Z"));
         assert_eq!(forward.last_seen.as_deref(), Some("2026-01-10T10:59:00Z"));
         assert_eq!(forward.priority(), "critical");
+    }
+
+    #[test]
+    fn observed_values_are_bounded_and_fingerprinted_stably() {
+        let mut a = Observed::default();
+        for i in (0..20).rev() {
+            a.add_binary(&format!("/tmp/tool{i:02}"));
+            a.add_port(9000 + i);
+        }
+        assert_eq!(a.binaries.len(), OBSERVED_LIMIT);
+        assert_eq!(a.binaries.first().map(String::as_str), Some("/tmp/tool00"));
+        assert_eq!(a.ports.len(), OBSERVED_LIMIT);
+        let mut b = Observed::default();
+        for i in 0..20 {
+            b.add_port(9000 + i);
+            b.add_binary(&format!("/tmp/tool{i:02}"));
+        }
+        assert_eq!(a, b);
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.digest().len(), 32);
+        b.add_address("45.9.148.3");
+        assert_ne!(a.digest(), b.digest());
+        assert_eq!(b.without(&a).describe(), "addresses 45.9.148.3");
+        assert_eq!(Observed::default().describe(), "none");
     }
 
     #[test]
