@@ -238,14 +238,13 @@ impl S3Results {
             .await
     }
 
-    /// Reads the JSON document at `<prefix><path>`; `None` when there is none.
-    async fn get_path(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let key = format!("{}{path}", self.prefix);
+    /// Reads the object `key`; `None` when there is none.
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         match self
             .client
             .get_object()
             .bucket(&self.bucket)
-            .key(&key)
+            .key(key)
             .send()
             .await
         {
@@ -284,11 +283,16 @@ impl S3Results {
             store: format!("s3://{}", self.bucket),
             message: format!("the document is not JSON: {e}"),
         })?;
+        self.put_bytes(&key, body).await
+    }
+
+    /// Writes the JSON `body` at `key` (SSE-S3), overwriting; returns `s3://bucket/key`.
+    async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<String, StoreError> {
         match self
             .client
             .put_object()
             .bucket(&self.bucket)
-            .key(&key)
+            .key(key)
             .content_type("application/json")
             .server_side_encryption(ServerSideEncryption::Aes256)
             .body(ByteStream::from(body))
@@ -355,31 +359,16 @@ impl BlobResults {
         self.put_key(key, document).await
     }
 
-    /// Reads the blob `<prefix><path>`; `None` when there is none.
-    async fn get_path(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let blob = self.client.blob_client(&format!("{}{path}", self.prefix));
-        let failed = |e: azure_core::Error| {
-            let status = e.http_status().map(u16::from);
-            (
-                status,
-                StoreError::Unavailable {
-                    store: self.container.clone(),
-                    message: match status {
-                        Some(code) => format!("HTTP {code}"),
-                        None => format!("the request failed: {}", without_query(&e.to_string())),
-                    },
-                },
-            )
-        };
+    /// Reads the blob `key`; `None` when there is none.
+    async fn get_bytes(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let blob = self.client.blob_client(key);
         match blob.download(None).await {
             Ok(download) => match download.body.collect().await {
                 Ok(bytes) => Ok(Some(bytes.to_vec())),
-                Err(e) => Err(failed(e).1),
+                Err(e) => Err(blob_error(&self.container, &e)),
             },
-            Err(e) => match failed(e) {
-                (Some(404), _) => Ok(None),
-                (_, err) => Err(err),
-            },
+            Err(e) if e.http_status().map(u16::from) == Some(404) => Ok(None),
+            Err(e) => Err(blob_error(&self.container, &e)),
         }
     }
 
@@ -389,31 +378,37 @@ impl BlobResults {
             store: self.container.clone(),
             message: format!("the document is not JSON: {e}"),
         })?;
-        let blob = self.client.blob_client(&key);
-        match blob
+        self.put_bytes(&key, body).await
+    }
+
+    /// Writes `body` as the block blob `key`, overwriting; returns its URL (without any SAS).
+    async fn put_bytes(&self, key: &str, body: Vec<u8>) -> Result<String, StoreError> {
+        self.client
+            .blob_client(key)
             .upload(azure_core::http::RequestContent::from(body), None)
             .await
-        {
-            Ok(_) => Ok(format!("{}/{key}", self.container)),
-            Err(e) => {
-                // The error text may hold the request URL and with it a SAS: keep only the kind.
-                let status = e.http_status().map(u16::from);
-                let message = match status {
-                    Some(code) => format!("HTTP {code}"),
-                    None => format!("the request failed: {}", without_query(&e.to_string())),
-                };
-                Err(match status {
-                    Some(400 | 401 | 403 | 404 | 409) => StoreError::Denied {
-                        store: self.container.clone(),
-                        message,
-                    },
-                    _ => StoreError::Unavailable {
-                        store: self.container.clone(),
-                        message,
-                    },
-                })
-            }
-        }
+            .map(|_| format!("{}/{key}", self.container))
+            .map_err(|e| blob_error(&self.container, &e))
+    }
+}
+
+/// A Blob Storage failure, classified. The error text may hold the request URL and with it a
+/// SAS: only the status (or the text without queries) is kept.
+fn blob_error(container: &str, e: &azure_core::Error) -> StoreError {
+    let status = e.http_status().map(u16::from);
+    let message = match status {
+        Some(code) => format!("HTTP {code}"),
+        None => format!("the request failed: {}", without_query(&e.to_string())),
+    };
+    match status {
+        Some(400 | 401 | 403 | 404 | 409) => StoreError::Denied {
+            store: container.to_string(),
+            message,
+        },
+        _ => StoreError::Unavailable {
+            store: container.to_string(),
+            message,
+        },
     }
 }
 
@@ -602,19 +597,18 @@ impl ResultsStore {
         }
     }
 
-    /// Writes a small JSON document at `path` (relative to the store's root or prefix),
-    /// overwriting.
-    async fn put_path(&self, path: &str, document: &serde_json::Value) -> Result<(), StoreError> {
+    /// Writes `bytes` at `path` (relative to the store's root or prefix), overwriting (a local
+    /// file through a temporary file and a rename).
+    pub(crate) async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
         match self {
             ResultsStore::Local(local) => {
                 let file = local.root().join(path);
                 let root = local.root().to_path_buf();
-                let bytes = serde_json::to_vec_pretty(document).unwrap_or_default();
                 tokio::task::spawn_blocking(move || {
                     if let Some(dir) = file.parent() {
                         std::fs::create_dir_all(dir)?;
                     }
-                    let tmp = file.with_extension("json.tmp");
+                    let tmp = file.with_extension(format!("{:016x}.tmp", fastrand::u64(..)));
                     std::fs::write(&tmp, bytes)?;
                     std::fs::rename(&tmp, &file)
                 })
@@ -626,31 +620,27 @@ impl ResultsStore {
                 .map_err(|e| StoreError::from_io(&root, e))
             }
             ResultsStore::S3(s3) => s3
-                .put_key(format!("{}{path}", s3.prefix), document)
+                .put_bytes(&format!("{}{path}", s3.prefix), bytes)
                 .await
                 .map(drop),
             ResultsStore::Blob(blob) => blob
-                .put_key(format!("{}{path}", blob.prefix), document)
+                .put_bytes(&format!("{}{path}", blob.prefix), bytes)
                 .await
                 .map(drop),
         }
     }
 
-    /// Reads the JSON document at `path`; `None` when there is none (or it is not JSON).
-    async fn get_path(&self, path: &str) -> Result<Option<serde_json::Value>, StoreError> {
-        let bytes = match self {
-            ResultsStore::Local(local) => {
-                let file = local.root().join(path);
-                match tokio::fs::read(&file).await {
-                    Ok(bytes) => Some(bytes),
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-                    Err(e) => return Err(StoreError::from_io(local.root(), e)),
-                }
-            }
-            ResultsStore::S3(s3) => s3.get_path(path).await?,
-            ResultsStore::Blob(blob) => blob.get_path(path).await?,
-        };
-        Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
+    /// Reads the bytes at `path`; `None` when there is nothing there.
+    pub(crate) async fn get_bytes(&self, path: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            ResultsStore::Local(local) => match tokio::fs::read(local.root().join(path)).await {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(StoreError::from_io(local.root(), e)),
+            },
+            ResultsStore::S3(s3) => s3.get_bytes(&format!("{}{path}", s3.prefix)).await,
+            ResultsStore::Blob(blob) => blob.get_bytes(&format!("{}{path}", blob.prefix)).await,
+        }
     }
 
     /// The path of a digest's verdict record: `verdicts/<digest>.json`.
@@ -666,8 +656,9 @@ impl ResultsStore {
         &self,
         digest: &str,
     ) -> Result<Option<qflows_workflows::scan::model::Verdict>, StoreError> {
-        let record = self.get_path(&Self::verdict_path(digest)).await?;
+        let record = self.get_bytes(&Self::verdict_path(digest)).await?;
         Ok(record
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
             .and_then(|r| r.get("verdict").cloned())
             .and_then(|v| serde_json::from_value(v).ok()))
     }
@@ -695,7 +686,8 @@ impl ResultsStore {
             "scannedAt": scanned_at,
             "resultRef": result_ref,
         });
-        self.put_path(&Self::verdict_path(&input.digest), &record)
+        let record = serde_json::to_vec_pretty(&record).unwrap_or_default();
+        self.put_bytes(&Self::verdict_path(&input.digest), record)
             .await?;
         Ok(qflows_workflows::scan::model::ImageResult {
             digest: input.digest.clone(),
