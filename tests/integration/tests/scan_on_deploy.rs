@@ -218,6 +218,20 @@ async fn events_that_need_no_scan_are_ignored_and_bad_ones_fail_fast() -> anyhow
     assert!(out.reason.unwrap().contains("DELETE"));
     record_history(&env.client, "delete", "scan_on_deploy_ignored").await?;
 
+    // A task on its way to RUNNING is scanned once, when it runs.
+    let text = std::fs::read_to_string(
+        qflows_integration::workspace_root()
+            .join("workflows/tests/data/events/aws-eventbridge-ecs-task-state-change.json"),
+    )?;
+    let mut pending: Value = serde_json::from_str(&text)?;
+    pending["detail"]["lastStatus"] = json!("PENDING");
+    let out = scan_on_deploy(&env.client, &worker.task_queue, "task-pending", pending)
+        .await
+        .unwrap();
+    assert_eq!(out.status, "ignored", "{out:?}");
+    assert!(out.reason.unwrap().contains("when it is running"));
+    record_history(&env.client, "task-pending", "scan_on_deploy_task_pending").await?;
+
     let mut bad = push_event();
     bad["detail"]["image-digest"] = json!("sha256:nothex");
     let failure = scan_on_deploy(&env.client, &worker.task_queue, "bad", bad)

@@ -261,6 +261,120 @@ async fn a_rescan_makes_qualys_scan_again_and_a_new_verdict_alerts() -> anyhow::
 }
 
 #[tokio::test]
+async fn a_digest_deployed_without_a_tag_is_scanned_by_the_tag_ecr_gives_it() -> anyhow::Result<()>
+{
+    let env = TestEnv::start(EmulatorConfig {
+        scan_delay_ms: 500,
+        ..Default::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let worker = worker(&env, &moto).start(&env.dir).await?;
+    // ECS runs `repo@sha256:…`: no tag in the deployment; ECR knows the digest as `v7`.
+    let pushed = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "probe/pinned",
+        "v7",
+        "pinned",
+        vulns(&[2]),
+    )
+    .await?;
+    let pinned = format!("{ECR}/probe/pinned@{}", digest_of(&pushed));
+    let out = scan_on_deploy(
+        &env.client,
+        &worker.task_queue,
+        "pinned-1",
+        json!({"images": [pinned], "account": "123456789012", "region": "us-east-1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.images[0].status, ImageStatus::Scanned, "{out:?}");
+    let schedules = env.qualys.schedules();
+    assert_eq!(
+        schedules[0]["filters"][0]["repoTags"][0],
+        json!({"repo": "probe/pinned", "tag": "v7"}),
+        "scanned by the tag ECR gave"
+    );
+    // A digest ECR holds untagged cannot be selected by a registry scan: skipped, saying why.
+    let ecr = aws_sdk_ecr::Client::new(&moto.sdk_config().await);
+    ecr.batch_delete_image()
+        .repository_name("probe/pinned")
+        .image_ids(
+            aws_sdk_ecr::types::ImageIdentifier::builder()
+                .image_tag("v7")
+                .build(),
+        )
+        .send()
+        .await?;
+    let untagged = format!("{ECR}/probe/pinned@sha256:{}", "e".repeat(64));
+    let out = scan_on_deploy(
+        &env.client,
+        &worker.task_queue,
+        "pinned-2",
+        json!({"images": [untagged], "account": "123456789012", "region": "us-east-1"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(out.images[0].status, ImageStatus::Skipped, "{out:?}");
+    assert!(
+        out.images[0].reason.as_deref().unwrap().contains("no tag"),
+        "{out:?}"
+    );
+    assert_eq!(env.qualys.stats().schedules_created, 1);
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_last_verdict_outlives_the_entity_so_a_new_one_does_not_alert_again()
+-> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig {
+        scan_delay_ms: 300,
+        ..Default::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let hook = WebhookSink::start().await?;
+    // Results stay fresh 3 s: an entity nobody deploys for 3 s ends.
+    let worker = worker(&env, &moto)
+        .env("QFLOWS_SCAN_TTL_SECS", Some("3"))
+        .env("QFLOWS_WEBHOOK_URL", Some(&hook.url))
+        .start(&env.dir)
+        .await?;
+    let event =
+        push_ecr_image(&moto, &env.qualys, "probe/again", "1", "again", vulns(&[5])).await?;
+    let first = scan_on_deploy(&env.client, &worker.task_queue, "again-1", event.clone())
+        .await
+        .unwrap();
+    assert_eq!(first.verdict, Some(Verdict::Fail));
+    let entity = env
+        .client
+        .get_workflow_handle::<ImageScan>(format!("scan-{}", digest_of(&event)));
+    wait_for("the entity to end", Duration::from_secs(60), || async {
+        entity.get_result(Default::default()).await.ok().map(|_| ())
+    })
+    .await?;
+    // A new entity for the digest: same verdict, no second alert.
+    let second = scan_on_deploy(
+        &env.client,
+        &worker.task_queue,
+        "again-2",
+        with_id(event, "again-2"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.verdict, Some(Verdict::Fail));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let alerts = hook.received();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "one verdictChanged alert in all: {alerts:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
 async fn qualys_calls_per_scan_do_not_grow_with_the_repository() -> anyhow::Result<()> {
     let env = TestEnv::start(EmulatorConfig {
         scan_delay_ms: 0,
