@@ -1,6 +1,7 @@
 //! One scan attempt of an `ImageScan` entity, by the backend that fits the image:
 //!
-//! - **registry** (the Fargate design): the tags ECR holds for the digest now → the Qualys
+//! - **registry** (the Fargate design): a tag to select the digest by (the deployment's own, or
+//!   the ones ECR holds for the digest now when there is none or an attempt failed) → the Qualys
 //!   registry connector → Qualys' record for the digest (a first scan may find one) → an
 //!   on-demand schedule → a wait for Qualys to finish (an activity whose retries are the polls)
 //!   → the vulnerabilities, stored, gated;
