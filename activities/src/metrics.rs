@@ -18,6 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 const MAX_ERROR_TYPES: usize = 64;
 
 static SCAN_REQUESTS: AtomicU64 = AtomicU64::new(0);
+static ENTITY_QUERIES: AtomicU64 = AtomicU64::new(0);
 static SUBMITTED_REGISTRY: AtomicU64 = AtomicU64::new(0);
 static SUBMITTED_QSCANNER: AtomicU64 = AtomicU64::new(0);
 /// Failed attempts by (failure type, retryable).
@@ -47,6 +48,16 @@ impl Backend {
             Backend::QScanner => "qscanner",
         }
     }
+}
+
+/// An activity queried an `ImageScan` entity (queries are billed actions on Temporal Cloud).
+pub fn entity_queried() {
+    ENTITY_QUERIES.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Queries of `ImageScan` entities this process made.
+pub fn entity_queries() -> u64 {
+    ENTITY_QUERIES.load(Ordering::Relaxed)
 }
 
 /// A deployment asked for a digest's scan (one per image of each deploy event; most join a

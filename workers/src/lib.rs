@@ -8,6 +8,7 @@ pub mod bridge;
 pub mod chaos;
 pub mod cli;
 pub mod config;
+pub mod cost;
 pub mod dev;
 pub mod overhead;
 pub mod policy;

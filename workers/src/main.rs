@@ -164,6 +164,11 @@ enum BenchCommand {
         #[command(flatten)]
         args: qflows::overhead::OverheadArgs,
     },
+    /// History events and Temporal Cloud actions per deploy event, by kind of event.
+    Cost {
+        #[command(flatten)]
+        args: qflows::cost::CostArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -253,6 +258,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Bench {
             command: BenchCommand::Overhead { args },
         } => qflows::overhead::run(args).await,
+        Command::Bench {
+            command: BenchCommand::Cost { args },
+        } => qflows::cost::run(args).await,
         Command::Policy { command } => match command {
             PolicyCommand::Generate { args } => {
                 let output = args.output.clone();
