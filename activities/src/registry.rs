@@ -18,8 +18,9 @@ use qflows_workflows::registry::{
     RegistryPlan, RegistryRef, RoleChange, ScanRoleRequest,
 };
 use qflows_workflows::{EnsureAwsConnector, EnsureRegistry};
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use temporalio_client::errors::WorkflowGetResultError;
 use temporalio_client::{
     Client, WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions,
@@ -46,6 +47,38 @@ pub struct CanonicalRuns {
     pub temporal: Client,
     /// The task queue of the canonical runs.
     pub task_queue: String,
+    /// Registries ensured lately, by input: a scan of the same account and region within
+    /// [`RECENT_REGISTRY`] reuses the answer instead of starting another `EnsureRegistry` run.
+    recent: Arc<std::sync::Mutex<HashMap<String, (EnsureRegistryOutput, Instant)>>>,
+}
+
+/// How long an ensured registry is reused without asking again (a registry deleted in Qualys
+/// meanwhile fails the scan's submission, which is retried after this).
+const RECENT_REGISTRY: Duration = Duration::from_secs(600);
+
+impl CanonicalRuns {
+    /// Canonical runs started by `temporal` on `task_queue`.
+    pub fn new(temporal: Client, task_queue: String) -> Self {
+        Self {
+            temporal,
+            task_queue,
+            recent: Arc::default(),
+        }
+    }
+
+    fn recent_registry(&self, key: &str) -> Option<EnsureRegistryOutput> {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent
+            .get(key)
+            .filter(|(_, at)| at.elapsed() < RECENT_REGISTRY)
+            .map(|(out, _)| out.clone())
+    }
+
+    fn remember_registry(&self, key: String, output: &EnsureRegistryOutput) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|_, (_, at)| at.elapsed() < RECENT_REGISTRY);
+        recent.insert(key, (output.clone(), Instant::now()));
+    }
 }
 
 /// State shared by the registry activities.
@@ -252,8 +285,15 @@ impl RegistryActivities {
         let id = input.workflow_id();
         let value =
             serde_json::to_value(&input).map_err(|e| temporal_unavailable("encode input", e))?;
-        self.start_or_join(&ctx, EnsureRegistry::run, value, &id)
-            .await
+        let key = value.to_string();
+        if let Some(output) = self.runs.recent_registry(&key) {
+            return Ok(output);
+        }
+        let output = self
+            .start_or_join(&ctx, EnsureRegistry::run, value, &id)
+            .await?;
+        self.runs.remember_registry(key, &output);
+        Ok(output)
     }
 
     /// Runs or joins the account's `EnsureAwsConnector` (`registry-connector-<account>`) and

@@ -13,16 +13,17 @@ use crate::resolve::{Resolver, resolve_request};
 use crate::results::{ResultsStore, SCHEMA_VERSION};
 use qflows_workflows::scan::ImageRef;
 use qflows_workflows::scan::model::{
-    CollectResults, FindImage, ImageResult, ImageScanInput, ImageStatus, ImageTagsRequest,
-    NotifyReason, NotifyRequest, QualysImageState, ResolvedImage, SCAN_PENDING, ScanSettings,
-    StartImageScan, SubmitRegistryScan, Verdict, image_scan_id,
+    Attached, CollectResults, EntityLookup, FindImage, FindOrSubmit, ImageResult, ImageScanInput,
+    ImageStatus, ImageTagsRequest, NotifyReason, NotifyRequest, QualysImageState, ResolvedImage,
+    SCAN_PENDING, ScanFinished, ScanPreparation, ScanSettings, ScanStep, StartImageScan,
+    SubmitRegistryScan, SubmitWhen, image_scan_id,
 };
 use qflows_workflows::scan::{RegistryKind, ScanRequest};
 use qflows_workflows::{ImageScan, contracts};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
-use temporalio_client::{Client, WorkflowStartOptions};
+use temporalio_client::{Client, WorkflowQueryOptions, WorkflowStartOptions};
 use temporalio_macros::activities;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
@@ -34,9 +35,9 @@ pub struct ScanActivities {
     pub qualys: QualysClient,
     /// ECS/ECR resolution.
     pub resolver: Arc<Resolver>,
-    /// Temporal, to start `ImageScan` entities.
+    /// Temporal, to start `ImageScan` entities and query them.
     pub temporal: Client,
-    /// The task queue `ImageScan` entities run on.
+    /// The task queue new `ImageScan` entities run on (`<task queue>-scan`).
     pub task_queue: String,
     /// Poll, timeout and TTL settings for `ImageScan`.
     pub settings: ScanSettings,
@@ -169,58 +170,33 @@ impl ScanActivities {
     }
 }
 
-/// "Not finished yet" from [`ScanActivities::await_scan`]: retryable, so the activity's retry
-/// policy is the poll schedule. Not counted as a failure: it is the normal way to wait.
-fn still_scanning(image: &ImageRef, state: &QualysImageState) -> ActivityError {
-    let seen = match state {
-        QualysImageState::Unknown => "not known to Qualys yet",
-        _ => "scan not finished",
-    };
-    ActivityError::application(
-        ApplicationFailure::builder(format!("{image}: {seen}"))
-            .type_name(SCAN_PENDING.to_string())
-            .build(),
-    )
-}
-
-#[activities]
 impl ScanActivities {
-    /// The worker's scan settings.
-    #[activity(definition = contracts::GetScanSettings)]
-    pub async fn settings(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-    ) -> Result<ScanSettings, ActivityError> {
-        Ok(self.settings.clone())
-    }
-
-    /// Finds every image of the deployment and its digest.
-    #[activity(definition = contracts::ResolveImages)]
-    pub async fn resolve_images(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        request: ScanRequest,
-    ) -> Result<Vec<ResolvedImage>, ActivityError> {
-        resolve_request(&self.resolver, &request)
+    /// The entity's `lookup` answer; `None` when there is no entity running (or it cannot be
+    /// asked now: then the deployment attaches by signal).
+    async fn lookup(&self, digest: &str) -> Option<EntityLookup> {
+        let answer = self
+            .temporal
+            .get_workflow_handle::<ImageScan>(image_scan_id(digest))
+            .query(ImageScan::lookup, (), WorkflowQueryOptions::default())
             .await
-            .map_err(IntoFailure::into_failure)
+            .ok()?;
+        crate::metrics::entity_queried();
+        Some(answer)
     }
 
-    /// Starts the digest's `ImageScan` entity, or signals the running one.
-    #[activity(definition = contracts::StartImageScanEntity)]
-    pub async fn start_image_scan(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        start: StartImageScan,
-    ) -> Result<(), ActivityError> {
+    /// Starts the digest's entity on the entity task queue, or signals the running one
+    /// (signal-with-start: one action either way).
+    async fn attach_one(&self, start: StartImageScan) -> Result<(), ActivityError> {
         let id = image_scan_id(&start.input.digest);
+        let mut options = WorkflowStartOptions::new(self.task_queue.clone(), id.clone()).build();
+        options.memo = Some(design_memo());
         self.temporal
             .signal_with_start_workflow(
                 ImageScan::run,
                 start.input,
                 ImageScan::deployed,
                 start.deployed,
-                WorkflowStartOptions::new(self.task_queue.clone(), id.clone()).build(),
+                options,
             )
             .await
             .map_err(|e| temporal_failure(&format!("signal-with-start {id}"), e))?;
@@ -228,87 +204,8 @@ impl ScanActivities {
         Ok(())
     }
 
-    /// Where Qualys stands on the image (the first `ImageScan` design), matched by digest.
-    #[activity(definition = contracts::FindQualysImage)]
-    pub async fn find_image(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        input: ImageScanInput,
-    ) -> Result<QualysImageState, ActivityError> {
-        self.qualys_state(&input.image, &input.digest, None).await
-    }
-
-    /// Where Qualys stands on the image, matched by digest through the scanned tag.
-    #[activity(definition = contracts::FindQualysImageByDigest)]
-    pub async fn find_image_by_digest(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        find: FindImage,
-    ) -> Result<QualysImageState, ActivityError> {
-        self.qualys_state(&find.image, &find.digest, find.newer_than_ms)
-            .await
-    }
-
-    /// One poll of a submitted scan: `Scanned`, or a retryable "still scanning" failure.
-    #[activity(definition = contracts::AwaitQualysScan)]
-    pub async fn await_scan(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        find: FindImage,
-    ) -> Result<QualysImageState, ActivityError> {
-        let state = self
-            .qualys_state(&find.image, &find.digest, find.newer_than_ms)
-            .await?;
-        match state {
-            QualysImageState::Scanned { .. } => Ok(state),
-            other => Err(still_scanning(&find.image, &other)),
-        }
-    }
-
-    /// The tags ECR holds for the digest now (`None`: the worker may not ask).
-    #[activity(definition = contracts::EcrImageTags)]
-    pub async fn ecr_image_tags(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        request: ImageTagsRequest,
-    ) -> Result<Option<Vec<String>>, ActivityError> {
-        let RegistryKind::Ecr {
-            account_id, region, ..
-        } = request.image.kind()
-        else {
-            return Ok(None);
-        };
-        self.resolver
-            .ecr_image_tags(
-                &account_id,
-                &region,
-                &request.image.repository,
-                &request.digest,
-            )
-            .await
-            .map_err(IntoFailure::into_failure)
-    }
-
-    /// The verdict of the digest's last completed scan, from the results store.
-    #[activity(definition = contracts::LastVerdict)]
-    pub async fn last_verdict(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        digest: String,
-    ) -> Result<Option<Verdict>, ActivityError> {
-        self.results
-            .last_verdict(&digest)
-            .await
-            .map_err(IntoFailure::into_failure)
-    }
-
-    /// Submits an on-demand registry scan for the image's repository and tag.
-    #[activity(definition = contracts::SubmitScan)]
-    pub async fn submit_scan(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        submit: SubmitRegistryScan,
-    ) -> Result<(), ActivityError> {
+    /// Creates the on-demand schedule (`forceScan`) for the image's repository and tag.
+    async fn submit(&self, submit: &SubmitRegistryScan) -> Result<(), ActivityError> {
         let Some(tag) = submit.image.tag.clone() else {
             return Err(ActivityError::application(
                 ApplicationFailure::non_retryable(format!(
@@ -340,12 +237,7 @@ impl ScanActivities {
     }
 
     /// Fetches every vulnerability, stores the full report, applies the gate.
-    #[activity(definition = contracts::CollectScanResults)]
-    pub async fn collect_results(
-        self: Arc<Self>,
-        _ctx: ActivityContext,
-        collect: CollectResults,
-    ) -> Result<ImageResult, ActivityError> {
+    async fn collect(&self, collect: &CollectResults) -> Result<ImageResult, ActivityError> {
         let vulns = self
             .qualys
             .image_vulnerabilities(&collect.sha)
@@ -383,6 +275,258 @@ impl ScanActivities {
             )
             .await
             .map_err(IntoFailure::into_failure)
+    }
+}
+
+/// Starts the digest's entity now, on `task_queue`, unless it runs already — before the deploy
+/// workflow that will attach to it runs its first task: in a burst, a new digest's scan begins
+/// without waiting behind the queue of deploy workflows (`qflows bridge` does this once per
+/// new digest).
+pub async fn start_entity(
+    client: &Client,
+    task_queue: &str,
+    input: ImageScanInput,
+) -> Result<(), temporalio_client::errors::WorkflowStartError> {
+    let id = image_scan_id(&input.digest);
+    let mut options = WorkflowStartOptions::new(task_queue.to_string(), id)
+        .id_conflict_policy(temporalio_client::WorkflowIdConflictPolicy::UseExisting)
+        .build();
+    options.memo = Some(design_memo());
+    client
+        .start_workflow(ImageScan::run, input, options)
+        .await?;
+    Ok(())
+}
+
+/// The memo qflows sets on the workflows it starts: they take the current design without a
+/// patch marker (see `qflows_workflows::scan_on_deploy::DESIGN_MEMO`).
+pub fn design_memo() -> temporalio_common::MemoValues {
+    let mut memo = temporalio_common::MemoValues::new();
+    memo.insert(
+        qflows_workflows::scan_on_deploy::DESIGN_MEMO,
+        qflows_workflows::scan_on_deploy::DESIGN,
+    );
+    memo
+}
+
+/// "Not finished yet" from [`ScanActivities::await_scan`]: retryable, so the activity's retry
+/// policy is the poll schedule. Not counted as a failure: it is the normal way to wait.
+fn still_scanning(image: &ImageRef, state: &QualysImageState) -> ActivityError {
+    let seen = match state {
+        QualysImageState::Unknown => "not known to Qualys yet",
+        _ => "scan not finished",
+    };
+    ActivityError::application(
+        ApplicationFailure::builder(format!("{image}: {seen}"))
+            .type_name(SCAN_PENDING.to_string())
+            .build(),
+    )
+}
+
+#[activities]
+impl ScanActivities {
+    /// The worker's scan settings.
+    #[activity(definition = contracts::GetScanSettings)]
+    pub async fn settings(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+    ) -> Result<ScanSettings, ActivityError> {
+        Ok(self.settings.clone())
+    }
+
+    /// Finds every image of the deployment and its digest.
+    #[activity(definition = contracts::ResolveImages)]
+    pub async fn resolve_images(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: ScanRequest,
+    ) -> Result<Vec<ResolvedImage>, ActivityError> {
+        resolve_request(&self.resolver, &request)
+            .await
+            .map_err(IntoFailure::into_failure)
+    }
+
+    /// Starts the digest's `ImageScan` entity, or signals the running one (`ScanOnDeploy` runs
+    /// from before `scan.Attach`).
+    #[activity(definition = contracts::StartImageScanEntity)]
+    pub async fn start_image_scan(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        start: StartImageScan,
+    ) -> Result<(), ActivityError> {
+        self.attach_one(start).await
+    }
+
+    /// A deployment's digests: a fresh result answers at once (one query); every other entity
+    /// is told of the deployment (signal-with-start), and will answer it.
+    #[activity(definition = contracts::AttachDeployment)]
+    pub async fn attach(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        starts: Vec<StartImageScan>,
+    ) -> Result<Attached, ActivityError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let lookups =
+            futures::future::join_all(starts.iter().map(|s| self.lookup(&s.input.digest))).await;
+        let mut answers = Vec::new();
+        for (start, lookup) in starts.into_iter().zip(lookups) {
+            match lookup.as_ref().and_then(|l| l.fresh_at(now)) {
+                Some(fresh) => {
+                    crate::metrics::scan_requested();
+                    answers.push(fresh.clone());
+                }
+                None => self.attach_one(start).await?,
+            }
+        }
+        Ok(Attached {
+            settings: self.settings.clone(),
+            answers,
+        })
+    }
+
+    /// Where Qualys stands on the image (the first `ImageScan` design), matched by digest.
+    #[activity(definition = contracts::FindQualysImage)]
+    pub async fn find_image(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: ImageScanInput,
+    ) -> Result<QualysImageState, ActivityError> {
+        self.qualys_state(&input.image, &input.digest, None).await
+    }
+
+    /// Looks the digest up in Qualys and submits a scan unless `submit` says it is not needed.
+    #[activity(definition = contracts::FindOrSubmitScan)]
+    pub async fn find_or_submit(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: FindOrSubmit,
+    ) -> Result<ScanStep, ActivityError> {
+        let find = &request.find;
+        let state = match request.submit {
+            SubmitWhen::Always => None,
+            _ => Some(
+                self.qualys_state(&find.image, &find.digest, find.newer_than_ms)
+                    .await?,
+            ),
+        };
+        let submit = match (&state, request.submit) {
+            (Some(QualysImageState::Scanned { sha, scanned_ms }), _) => {
+                return Ok(ScanStep::Scanned {
+                    sha: sha.clone(),
+                    scanned_ms: *scanned_ms,
+                });
+            }
+            (_, SubmitWhen::Always) => true,
+            (_, SubmitWhen::Never) => false,
+            (Some(QualysImageState::Pending { .. }), SubmitWhen::IfUnknown) => false,
+            _ => true,
+        };
+        if !submit {
+            return Ok(ScanStep::Underway);
+        }
+        let submission = SubmitRegistryScan {
+            registry_uuid: request.registry_uuid.clone(),
+            image: find.image.clone(),
+            digest: find.digest.clone(),
+            event_accepted_at_ms: request.event_accepted_at_ms,
+        };
+        self.submit(&submission).await?;
+        Ok(ScanStep::Submitted)
+    }
+
+    /// One poll of a submitted scan; the attempt that finds it finished collects its results.
+    /// Until then a retryable "still scanning" failure: the retry policy is the poll schedule.
+    #[activity(definition = contracts::AwaitScanResults)]
+    pub async fn await_results(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        find: FindImage,
+    ) -> Result<ScanFinished, ActivityError> {
+        let state = self
+            .qualys_state(&find.image, &find.digest, find.newer_than_ms)
+            .await?;
+        let QualysImageState::Scanned { sha, scanned_ms } = state else {
+            return Err(still_scanning(&find.image, &state));
+        };
+        let collect = CollectResults {
+            sha,
+            input: ImageScanInput {
+                digest: find.digest.clone(),
+                image: find.image.clone(),
+                event_accepted_at_ms: None,
+                carried: None,
+            },
+            scanned_at: qflows_workflows::clock::rfc3339(SystemTime::now()),
+        };
+        Ok(ScanFinished {
+            result: self.collect(&collect).await?,
+            qualys_scanned_ms: scanned_ms,
+        })
+    }
+
+    /// The tags ECR holds for the digest now (`None`: the worker may not ask).
+    #[activity(definition = contracts::EcrImageTags)]
+    pub async fn ecr_image_tags(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: ImageTagsRequest,
+    ) -> Result<Option<Vec<String>>, ActivityError> {
+        let RegistryKind::Ecr {
+            account_id, region, ..
+        } = request.image.kind()
+        else {
+            return Ok(None);
+        };
+        self.resolver
+            .ecr_image_tags(
+                &account_id,
+                &region,
+                &request.image.repository,
+                &request.digest,
+            )
+            .await
+            .map_err(IntoFailure::into_failure)
+    }
+
+    /// The worker's settings now, and the digest's last verdict from the results store.
+    #[activity(definition = contracts::PrepareScan)]
+    pub async fn prepare(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        digest: String,
+    ) -> Result<ScanPreparation, ActivityError> {
+        let last_verdict = self
+            .results
+            .last_verdict(&digest)
+            .await
+            .map_err(IntoFailure::into_failure)?;
+        Ok(ScanPreparation {
+            settings: self.settings.clone(),
+            last_verdict,
+        })
+    }
+
+    /// Submits an on-demand registry scan for the image's repository and tag.
+    #[activity(definition = contracts::SubmitScan)]
+    pub async fn submit_scan(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        submit: SubmitRegistryScan,
+    ) -> Result<(), ActivityError> {
+        self.submit(&submit).await
+    }
+
+    /// Fetches every vulnerability, stores the full report, applies the gate.
+    #[activity(definition = contracts::CollectScanResults)]
+    pub async fn collect_results(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        collect: CollectResults,
+    ) -> Result<ImageResult, ActivityError> {
+        self.collect(&collect).await
     }
 
     /// Reports a result to SNS and/or the webhook (a no-op when neither is configured). Kept

@@ -44,9 +44,15 @@ pub struct CostArgs {
     /// The `temporal` CLI (default: PATH, then .venv).
     #[arg(long, env = "QFLOWS_TEMPORAL_BIN")]
     pub temporal_bin: Option<PathBuf>,
+    /// Also list each case's history events (what the actions are).
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 const TASK_QUEUE: &str = "qflows-bench";
+
+/// `--verbose`: histories are listed as they are read.
+static VERBOSE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// History events and actions of some histories.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -108,10 +114,12 @@ pub fn tally(events: &[HistoryEvent]) -> Tally {
             }
             Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => {
                 t.actions += 1;
-                if a.activity_type
-                    .as_ref()
-                    .is_some_and(|ty| ty.name == "qualys.AwaitScan")
-                {
+                if a.activity_type.as_ref().is_some_and(|ty| {
+                    matches!(
+                        ty.name.as_str(),
+                        "qualys.AwaitScan" | "qualys.AwaitScanResults"
+                    )
+                }) {
                     await_scans.insert(e.event_id);
                 }
             }
@@ -193,6 +201,28 @@ pub async fn workflow_tally(client: &Client, workflow_id: &str) -> anyhow::Resul
     let mut run = String::new();
     loop {
         let (events, previous) = run_history(client, workflow_id, &run).await?;
+        if VERBOSE.load(std::sync::atomic::Ordering::Relaxed) {
+            let kinds: Vec<String> = events
+                .iter()
+                .map(|e| {
+                    let name = format!("{:?}", e.event_type());
+                    let name = name.trim_start_matches("WorkflowExecution").to_string();
+                    match &e.attributes {
+                        Some(Attributes::ActivityTaskScheduledEventAttributes(a)) => format!(
+                            "{name}({})",
+                            a.activity_type.as_ref().map_or("", |t| t.name.as_str())
+                        ),
+                        Some(Attributes::ActivityTaskStartedEventAttributes(a))
+                            if a.attempt > 1 =>
+                        {
+                            format!("{name}(attempt {})", a.attempt)
+                        }
+                        _ => name,
+                    }
+                })
+                .collect();
+            println!("    {workflow_id}: {}", kinds.join(" "));
+        }
         total = total + tally(&events);
         match previous {
             Some(p) => run = p,
@@ -223,6 +253,7 @@ impl Case {
 
 /// Runs the cases and prints them.
 pub async fn run(args: CostArgs) -> anyhow::Result<()> {
+    VERBOSE.store(args.verbose, std::sync::atomic::Ordering::Relaxed);
     let env = BenchEnv::start(
         args.temporal_bin.as_deref(),
         EmulatorConfig {
@@ -260,14 +291,19 @@ pub async fn run(args: CostArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts one `ScanOnDeploy` as the bridge would and waits for it.
+/// Starts one `ScanOnDeploy` as the bridge does and waits for it.
 async fn deploy(client: &Client, id: &str, event: Value) -> anyhow::Result<()> {
+    let options = match qflows_workflows::scan::classify(&event) {
+        Ok(qflows_workflows::scan::Classified::Scan(request)) => {
+            let attributes = crate::temporal::missing_search_attributes(client)
+                .await
+                .is_ok_and(|m| m.is_empty());
+            crate::bridge::starter::start_options(TASK_QUEUE, id, &request, attributes)
+        }
+        _ => WorkflowStartOptions::new(TASK_QUEUE, id).build(),
+    };
     let handle = client
-        .start_workflow(
-            ScanOnDeploy::run,
-            event,
-            WorkflowStartOptions::new(TASK_QUEUE, id).build(),
-        )
+        .start_workflow(ScanOnDeploy::run, event, options)
         .await?;
     handle
         .get_result(WorkflowGetResultOptions::default())

@@ -207,10 +207,7 @@ pub async fn run(
     let rescan_queue = format!("{}-rescan", config.worker.task_queue);
     let registry_queue = format!("{}-registry", config.worker.task_queue);
     let qscanner_queue = format!("{}-qscanner", config.worker.task_queue);
-    let canonical_runs = CanonicalRuns {
-        temporal: client.clone(),
-        task_queue: registry_queue.clone(),
-    };
+    let canonical_runs = CanonicalRuns::new(client.clone(), registry_queue.clone());
     let registry = || {
         RegistryActivities::new(
             qualys.clone(),
@@ -254,11 +251,12 @@ pub async fn run(
                 )
             })
     };
+    let entity_queue = qflows_workflows::scan::model::entity_task_queue(&config.worker.task_queue);
     let scan = || ScanActivities {
         qualys: qualys.clone(),
         resolver: resolver.clone(),
         temporal: client.clone(),
-        task_queue: config.worker.task_queue.clone(),
+        task_queue: entity_queue.clone(),
         settings: settings.clone(),
         gate: config.scan.gate.clone(),
         results: results.clone(),
@@ -307,6 +305,20 @@ pub async fn run(
         rescan_options.graceful_shutdown_period(grace).build(),
     )?;
 
+    // The ImageScan entities (and their alerts): their own queue, so a burst of deploy
+    // workflows never delays a first scan's next step. Their deploy-time activities run here.
+    // (The main queue serves ImageScan too, for entities started before.)
+    let entity_options = WorkerOptions::new(entity_queue.clone())
+        .register_workflow::<ImageScan>()?
+        .register_workflow::<ScanAlert>()?
+        .register_activities(scan())
+        .register_activities(registry());
+    let mut entity_worker = Worker::new(
+        &runtime,
+        client.clone(),
+        entity_options.graceful_shutdown_period(grace).build(),
+    )?;
+
     // EnsureRegistry as scans start it: its own queue, so it is never starved by a burst.
     // (The main queue serves it too, for `qflows registry ensure` and runs started before.)
     let registry_options = WorkerOptions::new(registry_queue.clone())
@@ -335,6 +347,7 @@ pub async fn run(
 
     let mut stops = vec![
         worker.shutdown_handle(),
+        entity_worker.shutdown_handle(),
         rescan_worker.shutdown_handle(),
         registry_worker.shutdown_handle(),
     ];
@@ -348,6 +361,7 @@ pub async fn run(
     });
     info!(
         task_queue = %config.worker.task_queue,
+        entity_task_queue = %entity_queue,
         rescan_task_queue = %rescan_queue,
         registry_task_queue = %registry_queue,
         qscanner_task_queue = qscanner_slots.map(|_| qscanner_queue.as_str()),
@@ -361,13 +375,15 @@ pub async fn run(
             None => Ok(()),
         }
     };
-    let (deploys, rescans, registries, qscans) = tokio::join!(
+    let (deploys, entities, rescans, registries, qscans) = tokio::join!(
         worker.run(),
+        entity_worker.run(),
         rescan_worker.run(),
         registry_worker.run(),
         qscans
     );
     deploys?;
+    entities?;
     rescans?;
     registries?;
     qscans?;

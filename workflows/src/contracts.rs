@@ -18,9 +18,9 @@ use crate::registry::{
 };
 use crate::scan::ScanRequest;
 use crate::scan::model::{
-    CollectResults, FindImage, ImageResult, ImageScanInput, ImageTagsRequest, NotifyRequest,
-    QScannerScan, QualysImageState, ResolvedImage, ScanSettings, StartImageScan,
-    SubmitRegistryScan, Verdict,
+    Attached, CollectResults, FindImage, FindOrSubmit, ImageResult, ImageScanInput,
+    ImageTagsRequest, NotifyRequest, QScannerScan, QualysImageState, ResolvedImage, ScanFinished,
+    ScanPreparation, ScanSettings, ScanStep, StartImageScan, SubmitRegistryScan,
 };
 use temporalio_common::ActivityDefinition;
 
@@ -119,23 +119,30 @@ activity_contract!(
     NotifyWebhook = "notify.Webhook": NotifyRequest => ()
 );
 activity_contract!(
-    /// Where Qualys stands on an image, matched by its digest (the tag narrows the listing).
-    FindQualysImageByDigest = "qualys.FindImageByDigest": FindImage => QualysImageState
+    /// Looks the digest up in Qualys and submits a registry scan unless Qualys has it (or is
+    /// scanning it), as `submit` says.
+    FindOrSubmitScan = "qualys.FindOrSubmitScan": FindOrSubmit => ScanStep
 );
 activity_contract!(
-    /// Waits for Qualys to finish scanning an image: each attempt polls once, and answers
-    /// "not yet" with a retryable failure, so the retry policy is the poll schedule and the
-    /// schedule-to-close timeout the scan timeout (polls add no history events).
-    AwaitQualysScan = "qualys.AwaitScan": FindImage => QualysImageState
+    /// Waits for Qualys to finish the scan, then collects it: each attempt polls once and
+    /// answers "not yet" with a retryable failure, so the retry policy is the poll schedule and
+    /// the schedule-to-close timeout the scan timeout (polls add no history events); the attempt
+    /// that finds the scan finished fetches the vulnerabilities, stores the report and gates it.
+    AwaitScanResults = "qualys.AwaitScanResults": FindImage => ScanFinished
 );
 activity_contract!(
     /// The tags ECR holds for a digest now; `None` when the worker may not ask ECR.
     EcrImageTags = "aws.EcrImageTags": ImageTagsRequest => Option<Vec<String>>
 );
 activity_contract!(
-    /// The verdict of a digest's last completed scan, from the results store (so verdict
-    /// changes alert correctly across entity runs); `None` when it was never scanned.
-    LastVerdict = "scan.LastVerdict": String => Option<Verdict>
+    /// The settings for an attempt, and the verdict of the digest's last completed scan from the
+    /// results store (verdict changes alert correctly across entity runs).
+    PrepareScan = "scan.Prepare": String => ScanPreparation
+);
+activity_contract!(
+    /// A deployment's digests: each entity with a fresh result answers at once (a query); the
+    /// others are told of the deployment (signal-with-start). A local activity of `ScanOnDeploy`.
+    AttachDeployment = "scan.Attach": Vec<StartImageScan> => Attached
 );
 
 activity_contract!(

@@ -375,14 +375,15 @@ async fn non_ecr_images_are_scanned_by_qscanner_when_configured() -> anyhow::Res
     Ok(())
 }
 
-/// The inputs of every `qualys.SubmitRegistryScan` an `ImageScan` history scheduled.
+/// The inputs of every `qualys.FindOrSubmitScan` (the lookup-then-submit step) an `ImageScan`
+/// history scheduled.
 fn submit_inputs(history: &str) -> anyhow::Result<Vec<Value>> {
     let history: Value = serde_json::from_str(history)?;
     let events = history["events"].as_array().cloned().unwrap_or_default();
     events
         .iter()
         .map(|e| &e["attributes"]["ActivityTaskScheduledEventAttributes"])
-        .filter(|a| a["activity_type"]["name"] == "qualys.SubmitRegistryScan")
+        .filter(|a| a["activity_type"]["name"] == "qualys.FindOrSubmitScan")
         .map(|a| Ok(serde_json::from_str(&decoded_payloads(&a["input"]))?))
         .collect()
 }

@@ -13,7 +13,9 @@ use crate::temporal;
 use futures::FutureExt;
 use futures::future::{BoxFuture, Shared};
 use qflows_workflows::ScanOnDeploy;
-use qflows_workflows::scan::{Classified, classify};
+use qflows_workflows::scan::model::{ImageScanInput, entity_task_queue};
+use qflows_workflows::scan::{Classified, ScanRequest, classify, search};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -50,12 +52,56 @@ pub trait Starter: Send + Sync + 'static {
     fn ready(&self) -> impl Future<Output = bool> + Send;
 }
 
-/// Classifies an event as `ScanOnDeploy` would: `Ok(None)` means ignored.
-pub fn check(event: &Event) -> Result<Option<String>, StartError> {
-    match classify(&event.body) {
-        Ok(Classified::Scan(_)) => Ok(None),
-        Ok(Classified::Ignored { reason }) => Ok(Some(reason)),
-        Err(e) => Err(StartError::Invalid(format!("event {}: {e}", event.id))),
+/// Classifies an event as `ScanOnDeploy` will (a refusal names the field).
+pub fn check(event: &Event) -> Result<Classified, StartError> {
+    classify(&event.body).map_err(|e| StartError::Invalid(format!("event {}: {e}", event.id)))
+}
+
+/// How qflows starts a `ScanOnDeploy` for an event: under its workflow ID, refusing any ID that
+/// ever ran (a redelivery is a duplicate), with the design memo and — when the namespace has
+/// them (`search_attributes`) — the search attributes the event gives, set at start where they
+/// cost nothing.
+pub fn start_options(
+    task_queue: &str,
+    workflow_id: &str,
+    request: &ScanRequest,
+    search_attributes: bool,
+) -> WorkflowStartOptions {
+    let mut options = WorkflowStartOptions::new(task_queue.to_string(), workflow_id.to_string())
+        .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+        .build();
+    options.memo = Some(qflows_activities::scan::design_memo());
+    if search_attributes {
+        options.search_attributes = search::at_start(request);
+    }
+    options
+}
+
+/// Digests the bridge started an entity for lately: the first event of a digest starts its
+/// scan at once; later ones need not (the deploy workflow attaches to the running entity).
+#[derive(Default)]
+struct RecentDigests {
+    seen: HashMap<String, Instant>,
+}
+
+impl RecentDigests {
+    /// How long a digest counts as recent, and how many are kept.
+    const FOR: Duration = Duration::from_secs(600);
+    const MAX: usize = 10_000;
+
+    /// True the first time `digest` is seen within [`Self::FOR`].
+    fn first(&mut self, digest: &str, now: Instant) -> bool {
+        if self.seen.get(digest).is_some_and(|t| now < *t + Self::FOR) {
+            return false;
+        }
+        if self.seen.len() >= Self::MAX {
+            self.seen.retain(|_, t| now < *t + Self::FOR);
+            if self.seen.len() >= Self::MAX {
+                self.seen.clear();
+            }
+        }
+        self.seen.insert(digest.to_string(), now);
+        true
     }
 }
 
@@ -85,6 +131,9 @@ pub struct TemporalStarter {
     probe_timeout: Duration,
     connect_timeout: Duration,
     connection: Arc<Mutex<Connection>>,
+    /// Whether the namespace has qflows' search attributes (asked once per client).
+    search_attributes: tokio::sync::OnceCell<bool>,
+    recent: Mutex<RecentDigests>,
 }
 
 fn lock(connection: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
@@ -118,6 +167,57 @@ impl TemporalStarter {
                 slot: Slot::Empty,
                 attempts: 0,
             })),
+            search_attributes: tokio::sync::OnceCell::new(),
+            recent: Mutex::new(RecentDigests::default()),
+        }
+    }
+
+    /// Whether starts may set qflows' search attributes (setting unregistered ones fails).
+    async fn search_attributes(&self, client: &Client) -> bool {
+        *self
+            .search_attributes
+            .get_or_init(|| async {
+                temporal::missing_search_attributes(client)
+                    .await
+                    .is_ok_and(|missing| missing.is_empty())
+            })
+            .await
+    }
+
+    /// Starts the entity of each digest the event names that this bridge has not seen lately,
+    /// so its scan begins before the deploy workflow's first task runs (best effort: the deploy
+    /// workflow attaches to or starts it anyway).
+    async fn start_new_digests(&self, client: &Client, request: &ScanRequest, deadline: Instant) {
+        let now = Instant::now();
+        let accepted_at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()
+            .map(|d| d.as_millis() as u64);
+        let new: Vec<_> = {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            request
+                .images
+                .iter()
+                .filter(|i| i.digest.as_deref().is_some_and(|d| recent.first(d, now)))
+                .cloned()
+                .collect()
+        };
+        let queue = entity_task_queue(&self.task_queue);
+        for image in new {
+            let input = ImageScanInput {
+                digest: image.digest.clone().unwrap_or_default(),
+                image,
+                event_accepted_at_ms: accepted_at_ms,
+                carried: None,
+            };
+            let started = tokio::time::timeout_at(
+                deadline,
+                qflows_activities::scan::start_entity(client, &queue, input),
+            )
+            .await;
+            if !matches!(started, Ok(Ok(()))) {
+                tracing::debug!("could not start an entity ahead; its deploy workflow will");
+            }
         }
     }
 
@@ -185,15 +285,17 @@ impl TemporalStarter {
 
 impl Starter for TemporalStarter {
     async fn start(&self, event: &Event, deadline: Instant) -> Result<EventOutcome, StartError> {
-        if let Some(reason) = check(event)? {
-            tracing::info!(event_id = %event.id, %reason, "event ignored");
-            return Ok(EventOutcome::Ignored);
-        }
+        let request = match check(event)? {
+            Classified::Ignored { reason } => {
+                tracing::info!(event_id = %event.id, %reason, "event ignored");
+                return Ok(EventOutcome::Ignored);
+            }
+            Classified::Scan(request) => request,
+        };
         let client = self.client(deadline).await?;
-        // Any run under this ID, open or closed, means the event was delivered before.
-        let options = WorkflowStartOptions::new(self.task_queue.clone(), event.workflow_id.clone())
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .build();
+        self.start_new_digests(&client, &request, deadline).await;
+        let attributes = self.search_attributes(&client).await;
+        let options = start_options(&self.task_queue, &event.workflow_id, &request, attributes);
         let started = tokio::time::timeout_at(
             deadline,
             client.start_workflow(ScanOnDeploy::run, event.body.clone(), options),

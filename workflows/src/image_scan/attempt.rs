@@ -15,15 +15,15 @@ use super::{ImageScan, InFlight, Limit, answer_waiting, has_news, now_secs, take
 use super::{continue_as_new, time_to_continue};
 use crate::clock::{epoch_ms, rfc3339};
 use crate::contracts::{
-    AwaitQualysScan, CollectScanResults, EcrImageTags, EnsureRegistryShared,
-    FindQualysImageByDigest, GetScanSettings, QScanImage, SubmitScan,
+    AwaitScanResults, CollectScanResults, EcrImageTags, EnsureRegistryShared, FindOrSubmitScan,
+    PrepareScan, QScanImage,
 };
 use crate::failure::{failure_type, is_timeout, root_message};
 use crate::options;
 use crate::registry::EnsureRegistryInput;
 use crate::scan::model::{
-    CollectResults, FindImage, ImageResult, ImageScanInput, ImageStatus, ImageTagsRequest,
-    QScannerScan, QualysImageState, SCAN_PENDING, ScanSettings, SubmitRegistryScan,
+    CollectResults, FindImage, FindOrSubmit, ImageResult, ImageScanInput, ImageStatus,
+    ImageTagsRequest, QScannerScan, SCAN_PENDING, ScanSettings, ScanStep, SubmitWhen,
 };
 use crate::scan::{ImageRef, RegistryKind, search};
 use std::time::Duration;
@@ -82,15 +82,23 @@ async fn finish(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings, outco
 }
 
 /// The worker's scan settings, read anew for every attempt (a changed configuration reaches
-/// entities that live for months); the last ones read if the worker cannot be asked.
+/// entities that live for months), with the digest's last verdict from the results store the
+/// first time; the last settings read if the worker cannot be asked.
 async fn settings(ctx: &WorkflowContext<ImageScan>) -> ScanSettings {
+    let digest = ctx.state(|s| s.input.digest.clone());
     let read = ctx
-        .execute_activity(GetScanSettings, (), options::retrying(60, 3600))
+        .execute_activity(PrepareScan, digest, options::retrying(60, 3600))
         .await;
     match read {
-        Ok(settings) => {
-            ctx.state_mut(|s| s.entity.settings = Some(settings.clone()));
-            settings
+        Ok(prepared) => {
+            ctx.state_mut(|s| {
+                s.entity.settings = Some(prepared.settings.clone());
+                if !s.entity.verdict_loaded {
+                    s.entity.last_verdict = prepared.last_verdict;
+                    s.entity.verdict_loaded = true;
+                }
+            });
+            prepared.settings
         }
         Err(_) => ctx.state(|s| {
             s.entity
@@ -250,47 +258,21 @@ async fn registry_scan(
         Ok(registry) => registry,
         Err(e) => return Ok(failed(ctx, "ensure the Qualys registry", &e)),
     };
-    let find = FindImage {
-        digest: digest.clone(),
-        image: reference.clone(),
-        newer_than_ms: None,
+    // A rescan submits anew and waits for a scan newer than the last one Qualys reported (its
+    // own clock), or, when that is unknown, newer than ten minutes before now. Otherwise Qualys
+    // may have the image already (another deployment, a registry schedule), or be scanning it:
+    // a scan submitted less than a scan timeout ago (by an attempt that timed out) is left to
+    // finish, and so is one Qualys shows as pending, until waiting for it timed out twice.
+    let (failures, last_submitted) =
+        ctx.state(|s| (s.entity.failures, s.entity.last_submitted_secs));
+    let now = now_secs(ctx);
+    let recent = last_submitted.is_some_and(|t| now.saturating_sub(t) < settings.scan_timeout_secs);
+    let submit = match (forced, recent, failures >= 2) {
+        (true, _, _) => SubmitWhen::Always,
+        (false, true, _) => SubmitWhen::Never,
+        (false, false, true) => SubmitWhen::IfNotScanned,
+        (false, false, false) => SubmitWhen::IfUnknown,
     };
-    let mut submit = true;
-    if !forced {
-        // Qualys may have scanned it already (another deployment, a registry schedule), or be
-        // scanning it: a scan submitted less than a scan timeout ago (by an attempt that timed
-        // out) is left to finish, and so is one Qualys shows as pending, until waiting for it
-        // has timed out twice.
-        match ctx
-            .execute_activity(FindQualysImageByDigest, find, call(settings, urgent))
-            .await
-        {
-            Ok(QualysImageState::Scanned { sha, scanned_ms }) => {
-                return Ok(collect(ctx, settings, &reference, sha, scanned_ms, urgent).await);
-            }
-            Ok(state) => {
-                let (failures, last) =
-                    ctx.state(|s| (s.entity.failures, s.entity.last_submitted_secs));
-                let recent = last
-                    .is_some_and(|t| now_secs(ctx).saturating_sub(t) < settings.scan_timeout_secs);
-                let pending = matches!(state, QualysImageState::Pending { .. });
-                submit = !recent && (!pending || failures >= 2);
-            }
-            Err(e) => return Ok(failed(ctx, "look the image up in Qualys", &e)),
-        }
-    }
-    let submitted_at = now_secs(ctx);
-    if submit
-        && let Err(outcome) =
-            submit_scan(ctx, settings, &registry.registry_uuid, &reference, urgent).await?
-    {
-        return Ok(outcome);
-    }
-    if submit {
-        ctx.state_mut(|s| s.entity.last_submitted_secs = Some(submitted_at));
-    }
-    // A rescan waits for a scan newer than the last one Qualys reported (its own clock), or,
-    // when that is unknown, newer than ten minutes before the submission.
     let newer_than_ms = forced.then(|| {
         ctx.state(|s| s.entity.qualys_scanned_ms)
             .unwrap_or_else(|| {
@@ -299,35 +281,44 @@ async fn registry_scan(
                     .saturating_sub(600_000)
             })
     });
+    let request = FindOrSubmit {
+        registry_uuid: registry.registry_uuid,
+        find: FindImage {
+            digest,
+            image: reference.clone(),
+            newer_than_ms,
+        },
+        submit,
+        event_accepted_at_ms: ctx.state(|s| s.entity.event_accepted_at_ms),
+    };
+    let step = ctx
+        .execute_activity(FindOrSubmitScan, request, call(settings, urgent))
+        .await;
+    match step {
+        Ok(ScanStep::Scanned { sha, scanned_ms }) => {
+            return Ok(collect(ctx, settings, &reference, sha, scanned_ms, urgent).await);
+        }
+        Ok(ScanStep::Submitted) => {
+            ctx.state_mut(|s| s.entity.last_submitted_secs = Some(now));
+        }
+        Ok(ScanStep::Underway) => {}
+        Err(e) => {
+            return Ok(failed(
+                ctx,
+                "look the image up in Qualys or submit its scan",
+                &e,
+            ));
+        }
+    }
     ctx.state_mut(|s| {
         s.entity.in_flight = Some(InFlight::Registry {
             reference,
-            submitted_secs: submitted_at,
+            submitted_secs: now,
             newer_than_ms,
             urgent,
         })
     });
     await_and_collect(ctx, settings).await
-}
-
-/// Submits an on-demand registry scan of `reference` (`forceScan`).
-async fn submit_scan(
-    ctx: &WorkflowContext<ImageScan>,
-    settings: &ScanSettings,
-    registry_uuid: &str,
-    reference: &ImageRef,
-    urgent: bool,
-) -> WorkflowResult<Result<(), Outcome>> {
-    let submit = SubmitRegistryScan {
-        registry_uuid: registry_uuid.to_string(),
-        image: reference.clone(),
-        digest: ctx.state(|s| s.input.digest.clone()),
-        event_accepted_at_ms: ctx.state(|s| s.entity.event_accepted_at_ms),
-    };
-    Ok(ctx
-        .execute_activity(SubmitScan, submit, call(settings, urgent))
-        .await
-        .map_err(|e| failed(ctx, "submit the Qualys scan", &e)))
 }
 
 /// Waits for the submitted registry scan (within what is left of the scan timeout), then
@@ -362,15 +353,12 @@ async fn await_and_collect(
     };
     let find = FindImage {
         digest: ctx.state(|s| s.input.digest.clone()),
-        image: reference.clone(),
+        image: reference,
         newer_than_ms,
     };
-    let wait = ctx.execute_activity(AwaitQualysScan, find, polling(settings, left, urgent));
+    let wait = ctx.execute_activity(AwaitScanResults, find, polling(settings, left, urgent));
     match interruptible(ctx, wait, Limit::Soft).await? {
-        Ok(QualysImageState::Scanned { sha, scanned_ms }) => {
-            Ok(collect(ctx, settings, &reference, sha, scanned_ms, urgent).await)
-        }
-        Ok(_) => Ok(failed_unexpected(ctx)),
+        Ok(finished) => Ok((finished.result, finished.qualys_scanned_ms)),
         // The deadline passed: during an attempt (a timeout) or between two polls (the server
         // schedules no retry past it and reports the last "not finished yet").
         Err(e) if is_timeout(&e) || failure_type(&e).as_deref() == Some(SCAN_PENDING) => {
@@ -380,12 +368,7 @@ async fn await_and_collect(
     }
 }
 
-fn failed_unexpected(ctx: &WorkflowContext<ImageScan>) -> Outcome {
-    let reason = "the Qualys wait ended without a finished scan";
-    (finished(ctx, ImageStatus::Failed, reason), None)
-}
-
-/// The poll schedule of [`AwaitQualysScan`]: its retry policy (doubling from
+/// The poll schedule of [`AwaitScanResults`]: its retry policy (doubling from
 /// `poll_initial_secs` to `poll_max_secs`), bounded by what is left of the scan timeout.
 fn polling(settings: &ScanSettings, left_secs: u64, urgent: bool) -> ActivityOptions {
     let options =

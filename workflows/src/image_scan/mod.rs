@@ -34,9 +34,9 @@ mod v1;
 pub use entity::{Entity, InFlight, Next};
 
 use crate::alert::{AlertInput, ScanAlert};
-use crate::contracts::LastVerdict;
-use crate::options;
-use crate::scan::model::{DeployedAt, ImageResult, ImageScanInput, NotifyRequest, ScanSettings};
+use crate::scan::model::{
+    DeployedAt, EntityLookup, ImageResult, ImageScanInput, NotifyRequest, ScanSettings,
+};
 use crate::scan_on_deploy::ScanOnDeploy;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -107,18 +107,20 @@ impl ImageScan {
     /// Scans, answers deployments, alerts on changes, holds the result, continues as new.
     #[run(name = "ImageScan")]
     pub async fn run(ctx: &mut WorkflowContext<Self>) -> WorkflowResult<ImageResult> {
-        if !ctx.patched(DESIGN_PATCH) {
+        // The current design: a run it continued, an entity qflows started with the design
+        // memo (no patch marker: its search-attribute upsert would cost an action), or the patch.
+        let input = ctx.state(|s| s.input.clone());
+        let current = input.carried.is_some()
+            || ctx.memo().contains_key(crate::scan_on_deploy::DESIGN_MEMO)
+            || ctx.patched(DESIGN_PATCH);
+        if !current {
             return v1::run(ctx).await;
         }
-        let input = ctx.state(|s| s.input.clone());
         let now = now_secs(ctx);
         ctx.state_mut(|s| {
             s.current = true;
             s.entity = Entity::resume(&input, now);
         });
-        if !ctx.state(|s| s.entity.verdict_loaded) {
-            load_last_verdict(ctx, &input.digest).await;
-        }
         let timers = ctx.clone();
         let mut hold = Hold::default();
         loop {
@@ -157,9 +159,27 @@ impl ImageScan {
         self.rescan_reason = Some(reason);
     }
 
+    /// What a new deployment would be answered with, and until when it is fresh: a deployment
+    /// with a fresh answer need not signal the entity (see `scan.Attach`).
+    #[query(name = "lookup")]
+    pub fn lookup(&self, _ctx: &WorkflowContextView) -> EntityLookup {
+        let e = &self.entity;
+        let fresh = self.current && e.retry_at_secs.is_none() && e.rescan.is_none();
+        EntityLookup {
+            result: self.latest_result(),
+            fresh_until_secs: if fresh { e.fresh_until_secs } else { 0 },
+        }
+    }
+
     /// The latest result, if a scan has finished.
     #[query(name = "result")]
     pub fn result(&self, _ctx: &WorkflowContextView) -> Option<ImageResult> {
+        self.latest_result()
+    }
+}
+
+impl ImageScan {
+    fn latest_result(&self) -> Option<ImageResult> {
         if self.current {
             self.entity.latest.clone()
         } else {
@@ -270,20 +290,6 @@ fn hand_over_from_v1(ctx: &WorkflowContext<ImageScan>) -> WorkflowResult<ImageRe
     Err(ending(
         ctx.continue_as_new(next, ContinueAsNewOptions::default()),
     ))
-}
-
-/// Reads the verdict of the digest's last completed scan from the results store, so that the
-/// first scan of a new entity alerts only when the verdict really changed.
-async fn load_last_verdict(ctx: &WorkflowContext<ImageScan>, digest: &str) {
-    let verdict = ctx
-        .execute_activity(LastVerdict, digest.to_string(), options::retrying(60, 600))
-        .await
-        // The store unreadable for ten minutes: alert as for a digest never seen.
-        .unwrap_or(None);
-    ctx.state_mut(|s| {
-        s.entity.last_verdict = verdict;
-        s.entity.verdict_loaded = true;
-    });
 }
 
 /// Sends the result on hand to the waiting deployments, in batches of concurrent signals. It

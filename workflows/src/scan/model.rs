@@ -165,6 +165,12 @@ pub fn image_scan_id(digest: &str) -> String {
     format!("scan-{digest}")
 }
 
+/// The task queue `ImageScan` entities run on, for a worker serving `task_queue`: their own, so
+/// their workflow tasks never wait behind a burst of deploy workflows.
+pub fn entity_task_queue(task_queue: &str) -> String {
+    format!("{task_queue}-scan")
+}
+
 /// Scan behaviour configured on the worker, read once per `ImageScan` run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -308,6 +314,111 @@ pub struct FindImage {
     /// rescan waits for the new scan instead of reading the old one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub newer_than_ms: Option<u64>,
+}
+
+/// What an `ImageScan` entity reads before each attempt (`scan.Prepare`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanPreparation {
+    /// The worker's scan settings now.
+    pub settings: ScanSettings,
+    /// The verdict of the digest's last completed scan, from the results store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verdict: Option<Verdict>,
+}
+
+/// When `qualys.FindOrSubmitScan` submits a registry scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SubmitWhen {
+    /// Always, without looking first (a rescan).
+    Always,
+    /// Unless Qualys knows the image (scanned or being scanned).
+    IfUnknown,
+    /// Unless Qualys has scanned it (a pending record is resubmitted).
+    IfNotScanned,
+    /// Never: a scan submitted recently is still Qualys' to finish.
+    Never,
+}
+
+/// Look the digest up in Qualys and submit a registry scan unless it is not needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FindOrSubmit {
+    /// Qualys registry UUID.
+    pub registry_uuid: String,
+    /// The image, its reference and (for a rescan) the scan to be newer than.
+    pub find: FindImage,
+    /// When to submit.
+    pub submit: SubmitWhen,
+    /// When the deploy event that asked for this scan reached Temporal (ms since the epoch):
+    /// the event→submitted latency metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_accepted_at_ms: Option<u64>,
+}
+
+/// What `qualys.FindOrSubmitScan` found or did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", tag = "step")]
+pub enum ScanStep {
+    /// Qualys has scanned the image: collect its results.
+    Scanned {
+        /// Qualys image id.
+        sha: String,
+        /// Its `lastScanned` (epoch ms), when Qualys says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scanned_ms: Option<u64>,
+    },
+    /// A scan was submitted now.
+    Submitted,
+    /// Nothing submitted: Qualys (or an earlier submission) is scanning it.
+    Underway,
+}
+
+/// A registry scan's results once Qualys has finished it (`qualys.AwaitScanResults`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScanFinished {
+    /// The stored, gated result.
+    pub result: ImageResult,
+    /// Qualys' `lastScanned` of that scan (epoch ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qualys_scanned_ms: Option<u64>,
+}
+
+/// Answer of an `ImageScan` entity's `lookup` query: what a new deployment of the digest would
+/// be answered with, and until when it is fresh.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EntityLookup {
+    /// The result on hand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<ImageResult>,
+    /// A completed scan's result answers new deployments until then (seconds since the epoch);
+    /// 0: no fresh result (a deployment must attach to the entity).
+    #[serde(default)]
+    pub fresh_until_secs: u64,
+}
+
+impl EntityLookup {
+    /// The result, if it may answer a deployment at `now_secs` without the entity.
+    pub fn fresh_at(&self, now_secs: u64) -> Option<&ImageResult> {
+        self.result
+            .as_ref()
+            .filter(|r| r.status == ImageStatus::Scanned && now_secs < self.fresh_until_secs)
+    }
+}
+
+/// What `scan.Attach` did for one deployment's digests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Attached {
+    /// The worker's scan settings.
+    pub settings: ScanSettings,
+    /// Fresh results that answer the deployment at once, by digest; every other digest's entity
+    /// was told of the deployment and will signal its answer.
+    #[serde(default)]
+    pub answers: Vec<ImageResult>,
 }
 
 /// Which tags ECR holds for a digest.

@@ -14,8 +14,11 @@
 //! The worker checks at start-up and, when they are missing, says so and does not set them
 //! (setting an unregistered attribute would stall every scan).
 
+use crate::scan::ScanRequest;
 use crate::scan::model::{ImageResult, Verdict};
-use temporalio_common::search_attributes::{SearchAttributeKey, SearchAttributeUpdate};
+use temporalio_common::search_attributes::{
+    SearchAttributeKey, SearchAttributeUpdate, SearchAttributes,
+};
 
 /// Image digests a workflow scanned.
 pub const IMAGE_DIGESTS: SearchAttributeKey<Vec<String>> =
@@ -84,4 +87,31 @@ pub fn updates(results: &[ImageResult], account: Option<&str>) -> Vec<SearchAttr
         out.push(ACCOUNT.value_set(account.to_string()));
     }
     out
+}
+
+/// The attributes a deploy event gives its `ScanOnDeploy` when it is started (free, where an
+/// upsert is a billed action): the digests the event names, their repositories, the account.
+/// `None` when the event names no digest (they are known only once resolved).
+pub fn at_start(request: &ScanRequest) -> Option<SearchAttributes> {
+    let mut digests: Vec<String> = request
+        .images
+        .iter()
+        .filter_map(|i| i.digest.clone())
+        .collect();
+    if digests.is_empty() {
+        return None;
+    }
+    digests.sort();
+    digests.dedup();
+    let mut repositories: Vec<String> = request.images.iter().map(|i| i.name()).collect();
+    repositories.sort();
+    repositories.dedup();
+    let mut updates = vec![
+        IMAGE_DIGESTS.value_set(digests),
+        REPOSITORIES.value_set(repositories),
+    ];
+    if let Some(account) = &request.account_id {
+        updates.push(ACCOUNT.value_set(account.clone()));
+    }
+    Some(SearchAttributes::new(updates))
 }
