@@ -16,8 +16,9 @@
 //! - every bulk exchange is paged ([`PAYLOAD_BUDGET`], [`PAGE_POLICIES`]) and the queries answer
 //!   pages of at most [`crate::cdr::VIEW_PAGE_BYTES`];
 //! - it continues as new when the server suggests it (or after 200 turns), carrying the state as
-//!   chunks in the store, after serving every accepted review request; a pending `sync` carries
-//!   over;
+//!   chunks in the store, after serving every accepted review request; a pending `sync` and the
+//!   schedule (next sync, fetch retry, end of the review window) carry over, so continuing adds
+//!   no sync;
 //! - a failed fetch (an outage, a 403) is reported in the sync report and read again, with
 //!   everything since, at the next turn: it never fails the workflow or loses state.
 //!
@@ -39,7 +40,7 @@ use crate::cdr::{
     CarriedState, CdrToPolicyInput, EvidenceRef, FetchFindings, ImportLegacy, LegacyPolicyRecord,
     MergeEvidence, PAGE_POLICIES, PAYLOAD_BUDGET, PoliciesQuery, PoliciesView, PolicyRecord,
     PolicyUpdate, PublishBatch, PublishItem, PublishReport, ReviewNote, ReviewRequest, SyncReport,
-    VIEW_PAGE_BYTES, WindowBatch,
+    SyncSchedule, VIEW_PAGE_BYTES, WindowBatch,
 };
 use crate::clock::rfc3339;
 use crate::contracts::{
@@ -59,6 +60,12 @@ type UpdateError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Patch marking runs that keep evidence out of history (every run started by this code).
 const LIMITS_PATCH: &str = "cdr-limits";
+/// Patch marking runs whose periodic syncs are due `syncEveryMinutes` after the last sync
+/// (before, the interval restarted at every review request, so a busy review could starve
+/// syncs) and that hand their schedule to the next run (before, every continued run synced on
+/// start, racing findings that arrived in that second, and a sync-once run's review window
+/// restarted).
+const SYNC_SCHEDULE_PATCH: &str = "cdr-sync-schedule";
 
 /// Most loop turns of one run.
 const TURNS_PER_RUN: u32 = 200;
@@ -110,6 +117,10 @@ pub struct CdrToPolicy {
     sync_requested: bool,
     /// When a failed fetch is tried again (if no sync comes first).
     retry_fetch_at: Option<u64>,
+    /// Syncs follow their own schedule (`cdr-sync-schedule`).
+    scheduled: bool,
+    /// When the next periodic sync is due (scheduled runs).
+    next_sync_at: Option<u64>,
 }
 
 #[workflow_methods]
@@ -406,7 +417,14 @@ async fn run_within_limits(
     mut input: CdrToPolicyInput,
 ) -> WorkflowResult<PoliciesView> {
     let carried = input.carried.take().unwrap_or_default();
+    let scheduled = ctx.patched(SYNC_SCHEDULE_PATCH);
+    let schedule = carried.schedule.clone().filter(|_| scheduled);
     ctx.state_mut(|s| {
+        s.scheduled = scheduled;
+        if let Some(schedule) = &schedule {
+            s.next_sync_at = schedule.next_sync_secs;
+            s.retry_fetch_at = schedule.retry_fetch_secs;
+        }
         s.limits = true;
         s.input = Some(input.clone());
         s.window_end_secs = carried.window_end_secs;
@@ -416,12 +434,23 @@ async fn run_within_limits(
     });
     load(ctx, &input, carried.snapshot, carried.policies).await?;
     let started = now_secs(ctx);
-    let mut sync_due = true;
+    let close_at = match input.sync_every_minutes {
+        Some(_) => None,
+        None => Some(
+            schedule
+                .as_ref()
+                .and_then(|s| s.close_secs)
+                .unwrap_or(started + u64::from(input.review.open_hours) * 3600),
+        ),
+    };
+    // The first run syncs on start; a continued one keeps its predecessor's schedule.
+    let mut sync_due = schedule.is_none();
     let mut turns = 0u32;
     loop {
         let now = now_secs(ctx);
         let retry_due = ctx.state(|s| s.retry_fetch_at.is_some_and(|t| now >= t));
-        if sync_due || retry_due || ctx.state(|s| s.sync_requested) {
+        let periodic_due = ctx.state(|s| s.next_sync_at.is_some_and(|t| now >= t));
+        if sync_due || retry_due || periodic_due || ctx.state(|s| s.sync_requested) {
             sync(ctx, &input).await;
             sync_due = false;
         }
@@ -430,10 +459,6 @@ async fn run_within_limits(
         turns += 1;
 
         let now = now_secs(ctx);
-        let close_at = match input.sync_every_minutes {
-            Some(_) => None,
-            None => Some(started + u64::from(input.review.open_hours) * 3600),
-        };
         if close_at.is_some_and(|c| now >= c) {
             // Requests already accepted are served before the workflow ends.
             serve_review_requests(ctx, &input).await;
@@ -454,6 +479,11 @@ async fn run_within_limits(
                         sync_requested: s.sync_requested,
                         last_sync: s.last_sync.clone(),
                         pending_removals: s.pending_removals.iter().cloned().collect(),
+                        schedule: scheduled.then(|| SyncSchedule {
+                            next_sync_secs: s.next_sync_at,
+                            retry_fetch_secs: s.retry_fetch_at,
+                            close_secs: close_at,
+                        }),
                     }));
                     let next = serde_json::to_value(&next).expect("the input serialises");
                     ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
@@ -473,7 +503,11 @@ async fn run_within_limits(
                 .filter_map(|p| rule_deadline(p, &input))
                 .min()
         });
-        let next_sync = input.sync_every_minutes.map(|m| now + u64::from(m) * 60);
+        let next_sync = if scheduled {
+            ctx.state(|s| s.next_sync_at)
+        } else {
+            input.sync_every_minutes.map(|m| now + u64::from(m) * 60)
+        };
         let retry = ctx.state(|s| s.retry_fetch_at);
         let wake_at = [next_rule, next_sync, close_at, retry]
             .into_iter()
@@ -611,6 +645,9 @@ async fn sync(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) 
     ctx.state_mut(|s| {
         s.sync_requested = false;
         s.retry_fetch_at = None;
+        if s.scheduled {
+            s.next_sync_at = input.sync_every_minutes.map(|m| now + u64::from(m) * 60);
+        }
     });
     let (start_at, end_at) = match (&input.start_at, &input.end_at) {
         (Some(s), Some(e)) => (s.clone(), e.clone()),

@@ -98,9 +98,10 @@ async fn scan_alert_histories_replay() {
 async fn cdr_to_policy_histories_replay() {
     let recorded = histories("cdr_to_policy");
     assert!(
-        recorded.len() >= 6,
+        recorded.len() >= 10,
         "expected recorded CdrToPolicy histories: from before cdr-limits (one-shot, review with \
-         promote and rollback) and after it (the same two, observed values, continue-as-new)"
+         promote and rollback), after it (the same two, observed values, continue-as-new), and \
+         the same four after cdr-sync-schedule"
     );
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<qflows_workflows::CdrToPolicy>()

@@ -407,6 +407,26 @@ pub struct CarriedState {
     /// Pruned policies whose removal was not published yet.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_removals: Vec<String>,
+    /// When the previous run's next sync, retry and end were due (absent when a run from before
+    /// `cdr-sync-schedule` continued: the new run then syncs on start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<SyncSchedule>,
+}
+
+/// What a run hands its successor about time, so that continuing as new neither adds a sync nor
+/// moves one (seconds since the epoch).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncSchedule {
+    /// The next periodic sync (`syncEveryMinutes` after the last one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_sync_secs: Option<u64>,
+    /// When a failed fetch is read again, if no sync comes first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_fetch_secs: Option<u64>,
+    /// When a sync-once workflow closes its review window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub close_secs: Option<u64>,
 }
 
 /// Findings query of one sync.
