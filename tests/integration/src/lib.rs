@@ -134,29 +134,40 @@ impl Temporal {
 
     /// Starts an in-memory dev server with dynamic config values (`KEY=VALUE`).
     pub async fn start_with_dynamic_config(values: &[&str]) -> anyhow::Result<Self> {
-        let port = free_port();
-        let mut temporal = Self {
-            address: format!("127.0.0.1:{port}"),
-            port,
-            db: None,
-            dynamic_config: values.iter().map(|v| v.to_string()).collect(),
-            child: None,
-        };
-        temporal.restart().await?;
-        Ok(temporal)
+        let values = values.iter().map(|v| v.to_string()).collect();
+        Self::start_on_free_port(None, values).await
     }
 
     async fn start_with(db: Option<PathBuf>) -> anyhow::Result<Self> {
-        let port = free_port();
-        let mut temporal = Self {
-            address: format!("127.0.0.1:{port}"),
-            port,
-            db,
-            dynamic_config: Vec::new(),
-            child: None,
-        };
-        temporal.restart().await?;
-        Ok(temporal)
+        Self::start_on_free_port(db, Vec::new()).await
+    }
+
+    /// Starts the server on a port that was free a moment ago; another process may take it
+    /// between [`free_port`] and the server's bind (the server then exits at once), so a
+    /// failed start is tried again on another port.
+    async fn start_on_free_port(
+        db: Option<PathBuf>,
+        dynamic_config: Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let mut attempt = 1;
+        loop {
+            let port = free_port();
+            let mut temporal = Self {
+                address: format!("127.0.0.1:{port}"),
+                port,
+                db: db.clone(),
+                dynamic_config: dynamic_config.clone(),
+                child: None,
+            };
+            match temporal.restart().await {
+                Ok(()) => return Ok(temporal),
+                Err(e) if attempt < 3 => {
+                    eprintln!("temporal did not start on port {port} ({e:#}); another port");
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Kills the server (as a crash would) and waits until it is gone.

@@ -39,7 +39,9 @@ async fn overhead_compares_scans_with_as_many_noop_activities() -> anyhow::Resul
         .filter_map(|n| n.parse().ok())
         .collect();
     let steps = numbers[0] + numbers[1] + numbers[3] + numbers[4];
-    assert!(numbers[0] > 0 && numbers[3] > 0, "{counted}");
+    // The deploy workflow only attaches (a local activity, no resolve when the event names the
+    // digest); the entity does the scan's work.
+    assert!(numbers[0] + numbers[1] > 0 && numbers[3] > 0, "{counted}");
     line(&out, &format!("BenchNoop x{steps} "));
     let ratio: f64 = line(&out, "ratio")
         .split_whitespace()

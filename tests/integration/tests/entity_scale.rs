@@ -32,9 +32,10 @@ fn push(i: usize) -> Value {
 
 #[tokio::test]
 async fn thousands_of_deployments_of_one_digest_keep_the_entity_bounded() -> anyhow::Result<()> {
-    // Qualys takes 20 s: most deployments arrive while the scan runs and wait for it.
+    // Qualys takes 90 s: the deployments arrive while the scan runs (the worker starts their
+    // ScanOnDeploy runs well after the bridge took them) and wait for it.
     let env = TestEnv::start(EmulatorConfig {
-        scan_delay_ms: 20_000,
+        scan_delay_ms: 90_000,
         ..Default::default()
     })
     .await?;
