@@ -148,6 +148,10 @@ pub(crate) fn worker_config(
         scan_role_name: qflows_workflows::registry::DEFAULT_SCAN_ROLE_NAME.into(),
         iam_propagation_wait_secs: 1,
         shutdown_grace_secs: 2,
+        max_cached_workflows: 1000,
+        workflow_task_slots: 100,
+        activity_slots: 100,
+        pollers: None,
     };
     let scan_args = ScanArgs {
         scan_poll_initial_secs: 1,

@@ -255,6 +255,83 @@ pub struct WorkerArgs {
     /// Time in-flight activities get to finish on SIGTERM before the worker exits.
     #[arg(long, env = "QFLOWS_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+    /// Workflows kept in memory per task queue (the worker serves four: the main queue,
+    /// `-scan`, `-rescan` and `-registry`); 0 turns the cache off. A workflow that is not
+    /// cached is replayed from its history on its next task.
+    #[arg(long, env = "QFLOWS_MAX_CACHED_WORKFLOWS", default_value_t = 1000)]
+    pub max_cached_workflows: usize,
+    /// Workflow tasks processed at once, per task queue.
+    #[arg(long, env = "QFLOWS_WORKFLOW_TASK_SLOTS", default_value_t = 100)]
+    pub workflow_task_slots: usize,
+    /// Activities (and, separately, local activities) run at once, per task queue.
+    #[arg(long, env = "QFLOWS_ACTIVITY_SLOTS", default_value_t = 100)]
+    pub activity_slots: usize,
+    /// Long polls open per task queue and kind of task: a number, or `auto` / `auto:MIN-MAX`
+    /// for the SDK's poller autoscaling (scaled on the server's feedback). Unset: the SDK's
+    /// default (5, autoscaling where the namespace offers it).
+    #[arg(long, env = "QFLOWS_POLLERS")]
+    pub pollers: Option<String>,
+}
+
+/// How many workflows the worker caches, how many tasks it runs at once and how it polls,
+/// per task queue (validated from [`WorkerArgs`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WorkerTuning {
+    /// Workflows cached per queue (0: none).
+    pub max_cached_workflows: usize,
+    /// Workflow task slots per queue.
+    pub workflow_task_slots: usize,
+    /// Activity slots per queue (local activities get as many).
+    pub activity_slots: usize,
+    /// How the queues are polled (`None`: the SDK's default).
+    pub pollers: Option<Pollers>,
+}
+
+/// How a task queue is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pollers {
+    /// At most this many polls at once.
+    Fixed(usize),
+    /// The SDK's autoscaling between these bounds.
+    Auto {
+        /// Polls always open.
+        minimum: usize,
+        /// Polls never exceeded.
+        maximum: usize,
+    },
+}
+
+impl std::str::FromStr for Pollers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let number = |v: &str| {
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("`{v}` is not a positive number"))
+        };
+        match s.trim() {
+            "auto" => Ok(Pollers::Auto {
+                minimum: 1,
+                maximum: 100,
+            }),
+            v => match v.strip_prefix("auto:") {
+                Some(range) => {
+                    let (minimum, maximum) = range
+                        .split_once('-')
+                        .ok_or_else(|| format!("`{v}` is not auto:MIN-MAX"))?;
+                    let (minimum, maximum) = (number(minimum)?, number(maximum)?);
+                    if minimum > maximum {
+                        return Err(format!("`{v}`: the minimum exceeds the maximum"));
+                    }
+                    Ok(Pollers::Auto { minimum, maximum })
+                }
+                None => number(v).map(Pollers::Fixed),
+            },
+        }
+    }
 }
 
 impl WorkerArgs {
@@ -270,6 +347,53 @@ impl WorkerArgs {
                 variable: "QFLOWS_METRICS_LISTEN",
                 problem: format!("`{}` is not host:port (or `off`)", self.metrics_listen),
             })
+    }
+
+    /// The validated cache, slot and poller settings.
+    pub fn tuning(&self) -> Result<WorkerTuning, ConfigError> {
+        let invalid = |variable, problem: String| ConfigError::Invalid { variable, problem };
+        let pollers = match &self.pollers {
+            None => None,
+            Some(p) => Some(p.parse::<Pollers>().map_err(|p| {
+                invalid(
+                    "QFLOWS_POLLERS",
+                    format!("{p} (a number, `auto` or `auto:MIN-MAX`)"),
+                )
+            })?),
+        };
+        if self.workflow_task_slots == 0 {
+            return Err(invalid(
+                "QFLOWS_WORKFLOW_TASK_SLOTS",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.activity_slots == 0 {
+            return Err(invalid(
+                "QFLOWS_ACTIVITY_SLOTS",
+                "must be at least 1".into(),
+            ));
+        }
+        // The SDK polls a cached worker's sticky and normal queues at once.
+        if self.max_cached_workflows > 0 {
+            if self.workflow_task_slots < 2 {
+                return Err(invalid(
+                    "QFLOWS_WORKFLOW_TASK_SLOTS",
+                    "must be at least 2 while workflows are cached (QFLOWS_MAX_CACHED_WORKFLOWS > 0)".into(),
+                ));
+            }
+            if pollers == Some(Pollers::Fixed(1)) {
+                return Err(invalid(
+                    "QFLOWS_POLLERS",
+                    "must be at least 2 while workflows are cached (QFLOWS_MAX_CACHED_WORKFLOWS > 0)".into(),
+                ));
+            }
+        }
+        Ok(WorkerTuning {
+            max_cached_workflows: self.max_cached_workflows,
+            workflow_task_slots: self.workflow_task_slots,
+            activity_slots: self.activity_slots,
+            pollers,
+        })
     }
 
     /// Defaults the registry activities apply to inputs.
@@ -552,6 +676,10 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_SCAN_ROLE_NAME",
     "QFLOWS_IAM_PROPAGATION_WAIT_SECS",
     "QFLOWS_SHUTDOWN_GRACE_SECS",
+    "QFLOWS_MAX_CACHED_WORKFLOWS",
+    "QFLOWS_WORKFLOW_TASK_SLOTS",
+    "QFLOWS_ACTIVITY_SLOTS",
+    "QFLOWS_POLLERS",
     "QFLOWS_TEMPORAL_BIN",
     "QFLOWS_SCAN_POLL_INITIAL_SECS",
     "QFLOWS_SCAN_POLL_MAX_SECS",
@@ -624,6 +752,54 @@ fn env_nonempty(name: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn worker_args(cached: usize, slots: usize, pollers: &str) -> WorkerArgs {
+        let pollers = (!pollers.is_empty()).then(|| pollers.to_string());
+        WorkerArgs {
+            task_queue: "q".into(),
+            metrics_listen: "off".into(),
+            scan_role_name: DEFAULT_SCAN_ROLE_NAME.into(),
+            iam_propagation_wait_secs: 1,
+            shutdown_grace_secs: 1,
+            max_cached_workflows: cached,
+            workflow_task_slots: slots,
+            activity_slots: 10,
+            pollers,
+        }
+    }
+
+    #[test]
+    fn tuning_is_validated_and_names_the_variable() {
+        let tuning = worker_args(200, 20, "auto:2-20").tuning().unwrap();
+        assert_eq!(
+            tuning.pollers,
+            Some(Pollers::Auto {
+                minimum: 2,
+                maximum: 20
+            })
+        );
+        assert_eq!(worker_args(10, 10, "").tuning().unwrap().pollers, None);
+        assert_eq!(tuning.max_cached_workflows, 200);
+        assert_eq!(
+            worker_args(0, 1, "1").tuning().unwrap().pollers,
+            Some(Pollers::Fixed(1))
+        );
+        assert!(matches!(
+            worker_args(10, 10, "auto").tuning().unwrap().pollers,
+            Some(Pollers::Auto { minimum: 1, .. })
+        ));
+        for (args, variable) in [
+            (worker_args(10, 10, "auto:5-2"), "QFLOWS_POLLERS"),
+            (worker_args(10, 10, "many"), "QFLOWS_POLLERS"),
+            (worker_args(10, 10, "0"), "QFLOWS_POLLERS"),
+            (worker_args(10, 10, "1"), "QFLOWS_POLLERS"),
+            (worker_args(10, 1, "5"), "QFLOWS_WORKFLOW_TASK_SLOTS"),
+            (worker_args(0, 0, "5"), "QFLOWS_WORKFLOW_TASK_SLOTS"),
+        ] {
+            let err = args.tuning().unwrap_err().to_string();
+            assert!(err.starts_with(variable), "{err}");
+        }
+    }
 
     fn args() -> QualysArgs {
         QualysArgs {

@@ -44,6 +44,9 @@ enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         scan: ScanArgs,
+        /// Also serve `BenchNoop`, the baseline of `qflows bench burst` (for benchmarks only).
+        #[arg(long, hide = true)]
+        bench_baseline: bool,
     },
     /// Run a local Temporal dev server, the worker and (without credentials) the Qualys emulator.
     Dev {
@@ -225,9 +228,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
             qualys,
             worker: args,
             scan,
+            bench_baseline,
         } => {
-            let config =
+            let mut config =
                 WorkerConfig::from_args(temporal, &qualys.with_env_secrets(), args, &scan)?;
+            config.bench_baseline = bench_baseline;
             worker::run(config, worker::shutdown_signal()).await
         }
         Command::Dev {

@@ -1,6 +1,9 @@
 //! `qflows worker`: serves qflows' workflows and activities on a task queue.
 
-use crate::config::{ConfigError, QScannerMode, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs};
+use crate::config::{
+    ConfigError, Pollers, QScannerMode, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs,
+    WorkerTuning,
+};
 use crate::{telemetry, temporal};
 use qflows_activities::SensorActivities;
 use qflows_activities::aws::Aws;
@@ -40,7 +43,9 @@ pub struct WorkerConfig {
     pub registry: RegistryDefaults,
     /// Deploy-time scans.
     pub scan: ScanConfig,
-    /// Also serve `BenchNoop` (set by `qflows bench overhead` only, never from configuration).
+    /// Cache, slots and pollers of every task queue.
+    pub tuning: WorkerTuning,
+    /// Also serve `BenchNoop` (set by `qflows bench` only, never from configuration).
     pub bench_baseline: bool,
 }
 
@@ -92,6 +97,7 @@ impl WorkerConfig {
     ) -> Result<Self, ConfigError> {
         worker.metrics_addr()?;
         Ok(Self {
+            tuning: worker.tuning()?,
             scan: ScanConfig {
                 settings: scan.settings()?,
                 gate: scan.gate()?,
@@ -263,6 +269,7 @@ pub async fn run(
         notifier: notifier.clone(),
     };
     let grace = Duration::from_secs(config.worker.shutdown_grace_secs);
+    let tuning = config.tuning;
 
     // Deploy-time work: the workflows and every activity.
     let mut options = WorkerOptions::new(config.worker.task_queue.clone())
@@ -288,7 +295,7 @@ pub async fn run(
     let mut worker = Worker::new(
         &runtime,
         client.clone(),
-        options.graceful_shutdown_period(grace).build(),
+        tuned(options.graceful_shutdown_period(grace).build(), &tuning),
     )?;
 
     // Rescans: the same activities on their own queue and slots.
@@ -302,7 +309,10 @@ pub async fn run(
     let mut rescan_worker = Worker::new(
         &runtime,
         client.clone(),
-        rescan_options.graceful_shutdown_period(grace).build(),
+        tuned(
+            rescan_options.graceful_shutdown_period(grace).build(),
+            &tuning,
+        ),
     )?;
 
     // The ImageScan entities (and their alerts): their own queue, so a burst of deploy
@@ -316,7 +326,10 @@ pub async fn run(
     let mut entity_worker = Worker::new(
         &runtime,
         client.clone(),
-        entity_options.graceful_shutdown_period(grace).build(),
+        tuned(
+            entity_options.graceful_shutdown_period(grace).build(),
+            &tuning,
+        ),
     )?;
 
     // EnsureRegistry as scans start it: its own queue, so it is never starved by a burst.
@@ -328,13 +341,16 @@ pub async fn run(
     let mut registry_worker = Worker::new(
         &runtime,
         client.clone(),
-        registry_options.graceful_shutdown_period(grace).build(),
+        tuned(
+            registry_options.graceful_shutdown_period(grace).build(),
+            &tuning,
+        ),
     )?;
 
     // QScanner runs: their own queue with a fixed number of slots, so a burst of new digests
     // waits in Temporal instead of pulling dozens of images at once into this worker.
     let qscanner_options = WorkerOptions::new(qscanner_queue.clone())
-        .tuner(fixed_slots(qscanner_slots.unwrap_or(1)))
+        .tuner(slots(&tuning, qscanner_slots.unwrap_or(1)))
         .graceful_shutdown_period(grace);
     let qscanner_options = match qscanner() {
         Some(q) => qscanner_options.register_activities(q),
@@ -391,13 +407,39 @@ pub async fn run(
     Ok(())
 }
 
-/// A tuner with `activities` activity slots (and the SDK's default for the rest).
-fn fixed_slots(activities: usize) -> temporalio_sdk::runtime::worker_tuner::TunerHolder {
+/// `options` with the configured cache, slots and pollers.
+fn tuned(mut options: WorkerOptions, tuning: &WorkerTuning) -> WorkerOptions {
+    use temporalio_sdk::runtime::{AutoscalingOptions, PollerBehavior};
+    options.max_cached_workflows = tuning.max_cached_workflows;
+    options.tuner = slots(tuning, tuning.activity_slots).into();
+    if let Some(pollers) = tuning.pollers {
+        let behavior = match pollers {
+            Pollers::Fixed(n) => PollerBehavior::SimpleMaximum(n),
+            Pollers::Auto { minimum, maximum } => PollerBehavior::Autoscaling(
+                AutoscalingOptions::builder()
+                    .minimum(minimum)
+                    .maximum(maximum)
+                    .initial(5.clamp(minimum, maximum))
+                    .build(),
+            ),
+        };
+        options.workflow_task_poller_behavior = Some(behavior);
+        options.activity_task_poller_behavior = Some(behavior);
+    }
+    options
+}
+
+/// A tuner with the configured workflow-task slots and `activities` activity (and local
+/// activity) slots.
+fn slots(
+    tuning: &WorkerTuning,
+    activities: usize,
+) -> temporalio_sdk::runtime::worker_tuner::TunerHolder {
     use temporalio_sdk::runtime::worker_tuner::{FixedSizeSlotSupplier, TunerHolder};
     TunerHolder::builder()
-        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(10))
+        .workflow_task_slot_supplier(FixedSizeSlotSupplier::new(tuning.workflow_task_slots))
         .activity_task_slot_supplier(FixedSizeSlotSupplier::new(activities.max(1)))
-        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(10))
+        .local_activity_task_slot_supplier(FixedSizeSlotSupplier::new(tuning.activity_slots))
         .nexus_task_slot_supplier(FixedSizeSlotSupplier::new(10))
         .build()
 }
