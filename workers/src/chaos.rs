@@ -14,18 +14,19 @@ use crate::dev::{find_temporal, start_temporal};
 use crate::scraped::ScrapedHistogram;
 use crate::telemetry::SUBMIT_LATENCY;
 use clap::Args;
-use qflows_workflows::ScanOnDeploy;
+use futures::StreamExt;
 use qflows_workflows::scan::model::ImageStatus;
+use qflows_workflows::{BenchNoop, ScanOnDeploy};
 use qualys_emulator::{Emulator, EmulatorConfig};
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use temporalio_client::WorkflowGetResultOptions;
+use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
 use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
 
 /// Flags of `qflows bench chaos`.
 #[derive(Debug, Clone, Args)]
@@ -93,6 +94,13 @@ impl From<BurstArgs> for ChaosArgs {
 
 const KEY: &str = "chaos-bridge-key-0123456789";
 const TASK_QUEUE: &str = "qflows-chaos";
+/// Passed on to the worker from the benchmark's own environment.
+const TUNING: [&str; 4] = [
+    "QFLOWS_MAX_CACHED_WORKFLOWS",
+    "QFLOWS_WORKFLOW_TASK_SLOTS",
+    "QFLOWS_ACTIVITY_SLOTS",
+    "QFLOWS_POLLERS",
+];
 
 /// A small xorshift generator: chaos needs unpredictability, not cryptography.
 struct Rng(u64);
@@ -131,7 +139,7 @@ impl WorkerProcess {
             .append(true)
             .open(&self.log)?;
         let child = Command::new(std::env::current_exe()?)
-            .arg("worker")
+            .args(["worker", "--bench-baseline"])
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -217,6 +225,12 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
+        // The worker's tuning, when the benchmark is given one.
+        .chain(
+            TUNING
+                .iter()
+                .filter_map(|k| Some((k.to_string(), std::env::var(k).ok()?))),
+        )
         .collect(),
         log: dir.join("worker.log"),
         child: None,
@@ -245,52 +259,20 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
 
     let began = Instant::now();
     // Senders: every event delivered until the bridge answers 2xx, as EventBridge retries.
-    // (event number, when its first delivery was attempted, ms since the epoch)
-    let accepted = Arc::new(Mutex::new(Vec::<(usize, u64)>::new()));
-    let redeliveries = Arc::new(AtomicUsize::new(0));
-    let next = Arc::new(AtomicUsize::new(0));
     let http = reqwest::Client::new();
-    let senders: Vec<_> = (0..50)
-        .map(|_| {
-            let (accepted, redeliveries, next, http, url) = (
-                accepted.clone(),
-                redeliveries.clone(),
-                next.clone(),
-                http.clone(),
-                url.clone(),
-            );
-            let (events, digests, rate) = (args.events, args.digests, args.events_per_sec.max(1));
-            tokio::spawn(async move {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= events {
-                        break;
-                    }
-                    let due = began + Duration::from_millis(i as u64 * 1000 / rate);
-                    tokio::time::sleep_until(due.into()).await;
-                    let first_attempt = epoch_ms();
-                    loop {
-                        let answer = http
-                            .post(&url)
-                            .header("x-api-key", KEY)
-                            .json(&event(i, digests))
-                            .send()
-                            .await;
-                        match answer {
-                            Ok(r) if r.status().is_success() => {
-                                accepted.lock().await.push((i, first_attempt));
-                                break;
-                            }
-                            _ => {
-                                redeliveries.fetch_add(1, Ordering::Relaxed);
-                                tokio::time::sleep(Duration::from_millis(250)).await;
-                            }
-                        }
-                    }
-                }
-            })
-        })
-        .collect();
+    let digests = args.digests;
+    let senders = offer(began, args.events, args.events_per_sec, move |i| {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let answer = http
+                .post(&url)
+                .header("x-api-key", KEY)
+                .json(&event(i, digests))
+                .send()
+                .await;
+            matches!(answer, Ok(r) if r.status().is_success())
+        }
+    });
 
     // Chaos: SIGKILL the worker at random moments; restart Temporal once, half-way.
     let mut rng = Rng::seeded();
@@ -308,62 +290,47 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
             temporal_restarts += 1;
         }
     }
-    for sender in senders {
-        sender.await?;
-    }
+    let (accepted, redeliveries) = senders.await?;
     let delivered_at = began.elapsed();
 
     // Let it finish; a worker that died by itself is started again.
     let client = crate::temporal::connect(&temporal_args, "qflows-chaos").await?;
-    let accepted = accepted.lock().await.clone();
     let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
-    let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
     let mut revived = 0;
-    for id in accepted
+    let ids = accepted
         .iter()
         .map(|(i, _)| format!("deploy-aws-bench-{i}"))
-    {
-        loop {
-            if worker.revive()? {
-                revived += 1;
-            }
-            let handle = client.get_workflow_handle::<ScanOnDeploy>(id.clone());
-            let wait = handle.get_result(WorkflowGetResultOptions::default());
-            // Past the deadline, only look: don't wait per workflow.
-            let patience = if Instant::now() < deadline {
-                Duration::from_secs(5)
-            } else {
-                Duration::from_millis(100)
-            };
-            match tokio::time::timeout(patience, wait).await {
-                Ok(Ok(output)) => {
-                    let all_scanned = output
+        .collect();
+    let scan_result = |id: String| {
+        let handle = client.get_workflow_handle::<ScanOnDeploy>(id);
+        async move {
+            match handle.get_result(WorkflowGetResultOptions::default()).await {
+                Ok(output)
+                    if output
                         .images
                         .iter()
-                        .all(|i| i.status == ImageStatus::Scanned);
-                    let label = if all_scanned {
-                        "completed, scanned"
-                    } else {
-                        "completed, not scanned"
-                    };
-                    *outcomes.entry(label.into()).or_default() += 1;
-                    break;
+                        .all(|i| i.status == ImageStatus::Scanned) =>
+                {
+                    "completed, scanned".to_string()
                 }
-                Ok(Err(e)) => {
-                    *outcomes.entry(format!("failed: {e}")).or_default() += 1;
-                    break;
-                }
-                Err(_) if Instant::now() < deadline => continue,
-                Err(_) => {
-                    *outcomes
-                        .entry("not finished by the deadline".into())
-                        .or_default() += 1;
-                    break;
-                }
+                Ok(_) => "completed, not scanned".to_string(),
+                Err(e) => format!("failed: {e}"),
             }
         }
-    }
-    let elapsed = began.elapsed();
+    };
+    let (outcomes, finished) = await_all(ids, began, deadline, scan_result, || {
+        revived += usize::from(worker.revive()?);
+        Ok(())
+    })
+    .await?;
+    // The floor: on the same server and worker, as many workflows of one no-op activity,
+    // started at the same rate by as many senders.
+    let floor = if chaos {
+        None
+    } else {
+        Some(floor(&client, &args, &mut worker).await?)
+    };
+    let elapsed = finished;
     sampler.abort();
     let usage = *usage.lock().unwrap_or_else(|e| e.into_inner());
 
@@ -403,10 +370,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         "  worker starts          {} ({revived} after exiting by itself)",
         worker.starts
     );
-    println!(
-        "  bridge redeliveries    {}",
-        redeliveries.load(Ordering::Relaxed)
-    );
+    println!("  bridge redeliveries    {redeliveries}");
     println!("  events accepted        {}", accepted.len());
     println!("  lost events            {lost}");
     println!("  outcomes               {outcomes:?}");
@@ -423,6 +387,20 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         delivered_at.as_secs_f64()
     );
     println!("  all finished after     {:.1} s", elapsed.as_secs_f64());
+    if let Some(floor) = &floor {
+        println!(
+            "  floor                  {} BenchNoop workflows of one no-op activity each, started \
+             by the client (StartWorkflow, as the bridge does) at the same rate: all finished \
+             after {:.1} s, {} completed",
+            floor.started,
+            floor.finished.as_secs_f64(),
+            floor.completed
+        );
+        println!(
+            "  finish time / floor    {:.2}x (target <= 2x)",
+            elapsed.as_secs_f64() / floor.finished.as_secs_f64().max(0.001)
+        );
+    }
     println!(
         "  delivered events/s     {:.1} (accepted by the bridge); completed workflows/s {:.1}",
         accepted.len() as f64 / delivered_at.as_secs_f64(),
@@ -470,6 +448,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         .as_ref()
         .is_none_or(|h| h.count == schedules.len() as f64);
     let ok = lost == 0
+        && floor.as_ref().is_none_or(|f| f.completed == f.started)
         && histogram_agrees
         && completed == accepted.len()
         && duplicates == 0
@@ -482,6 +461,149 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     }
     anyhow::ensure!(ok, "chaos found lost, unfinished or duplicated work");
     Ok(())
+}
+
+/// Offers `events` deliveries at `rate` per second from 50 senders; each is attempted again
+/// every 250 ms until `deliver` succeeds, as EventBridge redelivers. Resolves to every
+/// delivered event with its first attempt (ms since the epoch), and the redeliveries.
+fn offer<F, Fut>(
+    began: Instant,
+    events: usize,
+    rate: u64,
+    deliver: F,
+) -> tokio::task::JoinHandle<(Vec<(usize, u64)>, usize)>
+where
+    F: Fn(usize) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let rate = rate.max(1);
+    let next = Arc::new(AtomicUsize::new(0));
+    let redeliveries = Arc::new(AtomicUsize::new(0));
+    let senders: Vec<_> = (0..50)
+        .map(|_| {
+            let (next, redeliveries, deliver) =
+                (next.clone(), redeliveries.clone(), deliver.clone());
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= events {
+                        return accepted;
+                    }
+                    let due = began + Duration::from_millis(i as u64 * 1000 / rate);
+                    tokio::time::sleep_until(due.into()).await;
+                    let first_attempt = epoch_ms();
+                    while !deliver(i).await {
+                        redeliveries.fetch_add(1, Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    accepted.push((i, first_attempt));
+                }
+            })
+        })
+        .collect();
+    tokio::spawn(async move {
+        let mut accepted = Vec::new();
+        for sender in senders {
+            // A sender only ends by returning.
+            accepted.extend(sender.await.unwrap_or_default());
+        }
+        accepted.sort_unstable();
+        (accepted, redeliveries.load(Ordering::Relaxed))
+    })
+}
+
+/// Waits for the workflows `ids` (256 at a time) until `deadline`, calling `revive` every
+/// second meanwhile. Returns the outcomes by label and when the last one ended (since
+/// `began`).
+async fn await_all<F, Fut>(
+    ids: Vec<String>,
+    began: Instant,
+    deadline: Instant,
+    wait: F,
+    mut revive: impl FnMut() -> anyhow::Result<()>,
+) -> anyhow::Result<(BTreeMap<String, usize>, Duration)>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = String>,
+{
+    let mut waits = futures::stream::iter(ids)
+        .map(|id| {
+            let wait = wait(id);
+            async move {
+                match tokio::time::timeout_at(deadline.into(), wait).await {
+                    Ok(label) => (label, Some(began.elapsed())),
+                    Err(_) => ("not finished by the deadline".to_string(), None),
+                }
+            }
+        })
+        .buffer_unordered(256);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut outcomes = BTreeMap::new();
+    let mut last = Duration::ZERO;
+    loop {
+        tokio::select! {
+            next = waits.next() => match next {
+                Some((label, ended)) => {
+                    *outcomes.entry(label).or_default() += 1;
+                    last = last.max(ended.unwrap_or_default());
+                }
+                None => break,
+            },
+            _ = tick.tick() => revive()?,
+        }
+    }
+    Ok((outcomes, last))
+}
+
+/// What the floor of `bench burst` measured.
+struct Floor {
+    started: usize,
+    completed: usize,
+    finished: Duration,
+}
+
+/// Starts `args.events` `BenchNoop` workflows of one no-op activity at the burst's rate and
+/// waits for them: the least the same server and worker need for as many workflows.
+async fn floor(
+    client: &temporalio_client::Client,
+    args: &ChaosArgs,
+    worker: &mut WorkerProcess,
+) -> anyhow::Result<Floor> {
+    let began = Instant::now();
+    let starter = client.clone();
+    let senders = offer(began, args.events, args.events_per_sec, move |i| {
+        let client = starter.clone();
+        async move {
+            let options = WorkflowStartOptions::new(TASK_QUEUE, format!("floor-{i}")).build();
+            // Already started (a retried start that had gone through) counts as started.
+            match client.start_workflow(BenchNoop::run, 1, options).await {
+                Ok(_) => true,
+                Err(e) => e.to_string().contains("already"),
+            }
+        }
+    });
+    let (started, _) = senders.await?;
+    let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
+    let ids = started.iter().map(|(i, _)| format!("floor-{i}")).collect();
+    let noop_result = |id: String| {
+        let handle = client.get_workflow_handle::<BenchNoop>(id);
+        async move {
+            match handle.get_result(WorkflowGetResultOptions::default()).await {
+                Ok(_) => "completed".to_string(),
+                Err(e) => format!("failed: {e}"),
+            }
+        }
+    };
+    let (outcomes, finished) = await_all(ids, began, deadline, noop_result, || {
+        worker.revive().map(|_| ())
+    })
+    .await?;
+    Ok(Floor {
+        started: started.len(),
+        completed: outcomes.get("completed").copied().unwrap_or(0),
+        finished,
+    })
 }
 
 /// Reads the worker's event→submitted histogram once it has all `scans` observations (it

@@ -479,7 +479,7 @@ async fn run_within_limits(
                         sync_requested: s.sync_requested,
                         last_sync: s.last_sync.clone(),
                         pending_removals: s.pending_removals.iter().cloned().collect(),
-                        schedule: scheduled.then(|| SyncSchedule {
+                        schedule: scheduled.then_some(SyncSchedule {
                             next_sync_secs: s.next_sync_at,
                             retry_fetch_secs: s.retry_fetch_at,
                             close_secs: close_at,
