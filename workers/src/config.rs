@@ -579,6 +579,8 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_DEV_DIR",
     "QFLOWS_AZURE_ARM_ENDPOINT",
     "QFLOWS_AZURE_ACR_ENDPOINT",
+    // Fault injection for the tests that kill a worker mid-step (activities/src/sensor).
+    "QFLOWS_FAULT_EXIT_AFTER",
     "QFLOWS_BRIDGE_LISTEN",
     "QFLOWS_BRIDGE_KEY",
     "QFLOWS_BRIDGE_KEY_FILE",

@@ -371,6 +371,9 @@ pub struct SensorRun {
     pub input: DeploySensorInput,
     /// What was recorded before any write.
     pub plan: SensorPlan,
+    /// Set once the apply reported it changed nothing: sensors registered before count then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
 }
 
 /// A look at the roll-out: its status, or why the cluster could not be observed (that is not a
@@ -448,7 +451,10 @@ mod tests {
             kube("https://API.Example:443/"),
             "sensor-kube-api.example:443"
         );
-        assert_eq!(kube("https://api.example:443"), kube("https://api.example:443/"));
+        assert_eq!(
+            kube("https://api.example:443"),
+            kube("https://api.example:443/")
+        );
     }
 
     #[test]

@@ -152,10 +152,11 @@ pub fn owners_of(object: &Value, manager: &str, paths: &BTreeSet<String>) -> Vec
         if name == manager {
             continue;
         }
-        if leaves(&entry["fieldsV1"])
-            .iter()
-            .any(|l| paths.iter().any(|p| l == p || l.starts_with(&format!("{p}."))))
-        {
+        if leaves(&entry["fieldsV1"]).iter().any(|l| {
+            paths
+                .iter()
+                .any(|p| l == p || l.starts_with(&format!("{p}.")))
+        }) {
             owners.insert(name.to_string());
         }
     }

@@ -60,7 +60,9 @@ fn resource(manifest: &Value) -> Resource {
     };
     let ar =
         ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural);
-    let namespace = manifest["metadata"]["namespace"].as_str().map(str::to_string);
+    let namespace = manifest["metadata"]["namespace"]
+        .as_str()
+        .map(str::to_string);
     let base = if group.is_empty() {
         format!("/api/{version}")
     } else {
@@ -140,7 +142,11 @@ async fn manifests(
         client.list_api_group_resources("policy/v1"),
     )
     .await
-    .map(|list| list.resources.iter().any(|r| r.name == "poddisruptionbudgets"));
+    .map(|list| {
+        list.resources
+            .iter()
+            .any(|r| r.name == "poddisruptionbudgets")
+    });
     let pdb_v1 = match pdb_v1 {
         Ok(served) => served,
         Err(PolicyOutputError::Kube {
@@ -361,10 +367,7 @@ pub async fn prepare(
         });
     }
     if !refusals.is_empty() {
-        return Err(SensorError::Preflight {
-            refusals,
-            warnings,
-        });
+        return Err(SensorError::Preflight { refusals, warnings });
     }
     Ok(Prepared { objects, warnings })
 }
@@ -545,9 +548,9 @@ pub async fn rollback(client: &kube::Client, run: &SensorRun) -> (RollbackReport
             Ok(Restored::Done(text)) => report.restored.push(text),
             Ok(Restored::Untouched) => {}
             Ok(Restored::Drifted(text)) => report.remaining.push(format!("{what}: {text}")),
-            Ok(Restored::Retry) => report
-                .remaining
-                .push(format!("{what}: it kept changing while it was being restored")),
+            Ok(Restored::Retry) => report.remaining.push(format!(
+                "{what}: it kept changing while it was being restored"
+            )),
             Err(e) => {
                 transient |= matches!(&e, SensorError::Kube(k) if unobservable(k));
                 report.remaining.push(format!("{what}: {e}"));
@@ -567,11 +570,7 @@ enum Restored {
 }
 
 fn shown(paths: &std::collections::BTreeSet<String>) -> String {
-    let list: Vec<String> = paths
-        .iter()
-        .take(3)
-        .map(|p| p.replace("f:", ""))
-        .collect();
+    let list: Vec<String> = paths.iter().take(3).map(|p| p.replace("f:", "")).collect();
     let more = paths.len().saturating_sub(3);
     if more > 0 {
         format!("{} and {more} more", list.join(", "))
@@ -651,8 +650,8 @@ async fn restore(client: &kube::Client, s: &ObjectSnapshot) -> Result<Restored, 
             if let Some(t) = template.as_object_mut() {
                 t.remove("$patch");
             }
-            let from_revision = project(&json!({"spec": {"template": template}}), &paths)
-                .unwrap_or(Value::Null);
+            let from_revision =
+                project(&json!({"spec": {"template": template}}), &paths).unwrap_or(Value::Null);
             if let Some(t) = from_revision.get("spec").and_then(|s| s.get("template")) {
                 previous["spec"]["template"] = t.clone();
             }
@@ -672,7 +671,13 @@ async fn restore(client: &kube::Client, s: &ObjectSnapshot) -> Result<Restored, 
     // A precondition: the object as read above, or nothing.
     body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
     let params = PatchParams::apply(FIELD_MANAGER);
-    match within("restore", &what, api.patch(&s.name, &params, &Patch::Apply(&body))).await {
+    match within(
+        "restore",
+        &what,
+        api.patch(&s.name, &params, &Patch::Apply(&body)),
+    )
+    .await
+    {
         Ok(_) => {}
         Err(PolicyOutputError::Kube {
             source: kube::Error::Api(st),

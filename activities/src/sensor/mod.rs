@@ -269,12 +269,16 @@ impl SensorActivities {
                     input: run.input.clone(),
                     applied: SensorApplied {
                         changed: true,
-                        applied: ecs::find_service(&client, &run.input.cluster, run.input.service_name())
-                            .await
-                            .ok()
-                            .flatten()
-                            .and_then(|s| s.task_definition().map(str::to_string))
-                            .unwrap_or_default(),
+                        applied: ecs::find_service(
+                            &client,
+                            &run.input.cluster,
+                            run.input.service_name(),
+                        )
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|s| s.task_definition().map(str::to_string))
+                        .unwrap_or_default(),
                         previous: None,
                         created: false,
                     },
@@ -329,7 +333,9 @@ impl SensorActivities {
                 {
                     Ok(service) => (
                         None,
-                        service.map(|s| s.running_count().max(0) as u64).unwrap_or(0),
+                        service
+                            .map(|s| s.running_count().max(0) as u64)
+                            .unwrap_or(0),
                     ),
                     Err(e) => return Ok(unobservable(e.to_string())),
                 }
@@ -348,16 +354,14 @@ impl SensorActivities {
                 }
             }
         };
-        let sensors = match tokio::time::timeout(
-            std::time::Duration::from_secs(25),
-            self.qualys.sensors(),
-        )
-        .await
-        {
-            Ok(Ok(sensors)) => sensors,
-            Ok(Err(e)) => return Ok(unobservable(format!("Qualys: {e}"))),
-            Err(_) => return Ok(unobservable("Qualys: no answer within 25 s".into())),
-        };
+        let sensors =
+            match tokio::time::timeout(std::time::Duration::from_secs(25), self.qualys.sensors())
+                .await
+            {
+                Ok(Ok(sensors)) => sensors,
+                Ok(Err(e)) => return Ok(unobservable(format!("Qualys: {e}"))),
+                Err(_) => return Ok(unobservable("Qualys: no answer within 25 s".into())),
+            };
         Ok(verify::count(&run, &sensors, nodes.as_deref(), ready))
     }
 

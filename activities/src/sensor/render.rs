@@ -482,7 +482,8 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
 }
 
 /// The readiness check: both credentials non-empty, the data directory writable.
-pub const READINESS_CHECK: &str = r#"test -n "$ACTIVATIONID" && test -n "$CUSTOMERID" && test -w /usr/local/qualys/qpa/data"#;
+pub const READINESS_CHECK: &str =
+    r#"test -n "$ACTIVATIONID" && test -n "$CUSTOMERID" && test -w /usr/local/qualys/qpa/data"#;
 
 /// What `qflows sensor render` prints: the task definition as JSON for ECS, the manifests as a
 /// multi-document YAML stream for Kubernetes.
@@ -658,7 +659,12 @@ mod kube_tests {
             json!({"path": HOST_SENSOR_DATA, "type": "DirectoryOrCreate"})
         );
         let probe = &pod["containers"][0]["readinessProbe"]["exec"]["command"];
-        assert!(probe[2].as_str().unwrap().contains(r#"test -n "$ACTIVATIONID""#));
+        assert!(
+            probe[2]
+                .as_str()
+                .unwrap()
+                .contains(r#"test -n "$ACTIVATIONID""#)
+        );
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //!   in after the plan was made (a pod re-created on its node keeps its identity on the host
 //!   path, so an upgraded sensor is the same sensor, checking in anew).
 //!
-//! At least as many such sensors as ready pods (running tasks), and at least one.
+//! At least as many such sensors as ready pods (running tasks), and at least one. When the apply
+//! changed nothing, the sensors already registered on this version count (nothing new runs).
 
 use crate::qualys::Sensor;
 use qflows_workflows::sensor::{SensorRun, VerifyObservation};
@@ -82,8 +83,11 @@ pub fn count(
         .map(String::as_str)
         .collect();
     let since = run.plan.prepared_at_ms;
-    let wanted: Option<BTreeSet<String>> =
-        nodes.map(|n| n.iter().flat_map(|h| [h.to_ascii_lowercase(), short(h)]).collect());
+    let wanted: Option<BTreeSet<String>> = nodes.map(|n| {
+        n.iter()
+            .flat_map(|h| [h.to_ascii_lowercase(), short(h)])
+            .collect()
+    });
     let (mut other_hosts, mut other_version, mut old) = (0, 0, 0);
     let mut matched: BTreeSet<String> = BTreeSet::new();
     for s in sensors.iter().filter(|s| is_registry(s)) {
@@ -101,10 +105,10 @@ pub fn count(
             other_version += 1;
             continue;
         }
-        let new = s
-            .sensor_uuid
-            .as_deref()
-            .is_none_or(|id| !baseline.contains(id))
+        let new = run.unchanged
+            || s.sensor_uuid
+                .as_deref()
+                .is_none_or(|id| !baseline.contains(id))
             || millis(s.extra.get("created")).is_some_and(|t| t >= since)
             || millis(s.extra.get("lastCheckedIn")).is_some_and(|t| t >= since);
         if !new {
@@ -155,31 +159,47 @@ mod tests {
 
     #[test]
     fn only_this_clusters_new_sensors_on_this_version_count() {
-        let nodes = ["node-1".to_string(), "ip-10-0-1-17.ec2.internal".to_string()];
+        let nodes = [
+            "node-1".to_string(),
+            "ip-10-0-1-17.ec2.internal".to_string(),
+        ];
         let sensors = [
             // Another cluster's sensor, active, right version: not ours.
-            sensor(json!({"sensorUuid": "x", "hostname": "other-node", "registrySensor": true,
-                "status": "ACTIVE", "sensorVersion": "1.41.0-2", "created": "2000"})),
+            sensor(
+                json!({"sensorUuid": "x", "hostname": "other-node", "registrySensor": true,
+                "status": "ACTIVE", "sensorVersion": "1.41.0-2", "created": "2000"}),
+            ),
             // Ours but still the old version.
-            sensor(json!({"sensorUuid": "old-1", "hostname": "node-1", "registrySensor": true,
-                "status": "ACTIVE", "sensorVersion": "1.40.1-0", "lastCheckedIn": "900"})),
+            sensor(
+                json!({"sensorUuid": "old-1", "hostname": "node-1", "registrySensor": true,
+                "status": "ACTIVE", "sensorVersion": "1.40.1-0", "lastCheckedIn": "900"}),
+            ),
         ];
         let seen = count(&run(), &sensors, Some(&nodes), 2);
         assert_eq!((seen.matched, seen.needed), (0, 2), "{}", seen.detail);
         assert!(seen.detail.contains("1 registry sensor(s) on other hosts"));
         let mut sensors = sensors.to_vec();
         // The upgraded sensor checks in (same identity), and a new node registers.
-        sensors[1].extra.insert("sensorVersion".into(), json!("1.41.0-2"));
-        sensors[1].extra.insert("lastCheckedIn".into(), json!("1500"));
-        sensors.push(sensor(json!({"sensorUuid": "n", "hostname": "ip-10-0-1-17",
-            "registrySensor": true, "status": "ACTIVE", "sensorVersion": "1.41.0-2"})));
+        sensors[1]
+            .extra
+            .insert("sensorVersion".into(), json!("1.41.0-2"));
+        sensors[1]
+            .extra
+            .insert("lastCheckedIn".into(), json!("1500"));
+        sensors.push(sensor(
+            json!({"sensorUuid": "n", "hostname": "ip-10-0-1-17",
+            "registrySensor": true, "status": "ACTIVE", "sensorVersion": "1.41.0-2"}),
+        ));
         let seen = count(&run(), &sensors, Some(&nodes), 2);
         assert_eq!((seen.matched, seen.needed), (2, 2), "{}", seen.detail);
     }
 
     #[test]
     fn versions_come_from_version_tags_only() {
-        assert_eq!(image_version("docker.io/qualys/qcs-sensor:1.40.1-0"), Some("1.40.1-0"));
+        assert_eq!(
+            image_version("docker.io/qualys/qcs-sensor:1.40.1-0"),
+            Some("1.40.1-0")
+        );
         assert_eq!(image_version("registry:5000/qcs-sensor:latest"), None);
         assert_eq!(image_version("registry:5000/qcs-sensor"), None);
         assert_eq!(image_version("r/qcs-sensor@sha256:ab"), None);

@@ -114,9 +114,10 @@ async fn run_planned(
         .execute_activity(PrepareSensor, input.clone(), call(rollout_bound, 120))
         .await
         .map_err(|e| activity_failed("prepare sensor", e))?;
-    let run = SensorRun {
+    let mut run = SensorRun {
         input: input.clone(),
         plan,
+        unchanged: false,
     };
 
     // 2. Apply; 3. wait for the roll-out.
@@ -127,10 +128,17 @@ async fn run_planned(
     let mut problem = None;
     let mut applied: Option<SensorApplied> = None;
     match ctx
-        .execute_activity(ApplyPlannedSensor, run.clone(), call(rollout_bound, 120))
+        .execute_activity(
+            ApplyPlannedSensor,
+            run.clone(),
+            call(rollout_bound.max(120), 120),
+        )
         .await
     {
-        Ok(a) => applied = Some(a),
+        Ok(a) => {
+            run.unchanged = !a.changed;
+            applied = Some(a);
+        }
         Err(e) => problem = Some(format!("apply: {}", root_message(&e))),
     }
     let mut unobservable = None;
@@ -233,7 +241,11 @@ async fn run_planned(
     if let Some(problem) = problem {
         let rollback_bound = rollout_bound.max(300);
         let report = ctx
-            .execute_activity(RollbackPlannedSensor, run.clone(), call(rollback_bound, 120))
+            .execute_activity(
+                RollbackPlannedSensor,
+                run.clone(),
+                call(rollback_bound, 120),
+            )
             .await;
         return Err(match report {
             Ok(r) if r.remaining.is_empty() => fail(
