@@ -225,6 +225,16 @@ pub async fn run(
         settings.qscanner_task_queue = Some(qscanner_queue.clone());
     }
     let qscanner_template = config.scan.qscanner.map(|q| {
+        // What QScanner runs of a worker that died left behind (their locks are free).
+        if let Err(e) = qflows_activities::qscanner::sweep_work_dir(&q.work_dir) {
+            tracing::warn!(work_dir = %q.work_dir.display(), error = %e, "cannot sweep the QScanner work directory");
+        }
+        if std::process::id() == 1 {
+            tracing::warn!(
+                "qflows runs as PID 1 without an init: processes QScanner leaves behind would \
+                 not be reaped; the image runs qflows under tini (deploy/Dockerfile)"
+            );
+        }
         let gateway = config
             .qualys
             .gateway
