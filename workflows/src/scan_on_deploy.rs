@@ -33,6 +33,9 @@ pub const AZURE_RESOURCE_ID_PATCH: &str = "azure-resource-id-checks";
 /// How long a deployment waits for all its images' scans.
 const WAIT_FOR_SCANS: Duration = Duration::from_secs(6 * 3600);
 
+/// Marks runs that ignore ACR pushes of non-image artifacts (Helm charts, cosign signatures).
+pub const ACR_ARTIFACTS_PATCH: &str = "acr-artifacts-ignored";
+
 /// Marks runs that scan an ECS task once, at RUNNING (see [`Rules`]).
 pub const TASK_RUNNING_ONLY_PATCH: &str = "scan-ecs-tasks-once-running";
 
@@ -78,6 +81,17 @@ impl ScanOnDeploy {
         {
             let rules = Rules {
                 scan_tasks_before_running: true,
+                ..Rules::default()
+            };
+            classified = classify_with(&event, rules).map_err(invalid_input)?;
+        }
+        // Runs started before the artifact rule scanned every ACR push.
+        if matches!(classified, Classified::Ignored { .. })
+            && crate::scan::is_acr_artifact_push(&event)
+            && !ctx.patched(ACR_ARTIFACTS_PATCH)
+        {
+            let rules = Rules {
+                scan_acr_artifacts: true,
                 ..Rules::default()
             };
             classified = classify_with(&event, rules).map_err(invalid_input)?;

@@ -115,7 +115,7 @@ async fn deploy_sensor_histories_replay() {
     assert!(
         recorded.len() >= 9,
         "expected recorded DeploySensor histories of both designs: before sensor-real-clusters \
-         (deploy_sensor_{ecs,eks}_*) and after it (deploy_sensor_planned_*: created, rolled back, \
+         (deploy_sensor_ecs_*, deploy_sensor_eks_*) and after it (deploy_sensor_planned_*: created, rolled back, \
          retried apply, drift)"
     );
     let options = WorkflowReplayerOptions::new()
