@@ -227,12 +227,14 @@ fn acr_pushes_of_signatures_and_charts_are_ignored_and_images_are_scanned() {
     ));
     assert!(reason.contains("artifact"), "{reason}");
     for media_type in qflows_workflows::scan::IMAGE_MEDIA_TYPES {
-        scan(&acr_push_with(json!({"mediaType": media_type, "tag": "1.2.0"})));
+        scan(&acr_push_with(
+            json!({"mediaType": media_type, "tag": "1.2.0"}),
+        ));
     }
     // What the patch `acr-artifacts-ignored` changed, for runs started before it.
-    assert!(qflows_workflows::scan::is_acr_artifact_push(&acr_push_with(
-        json!({"tag": format!("sha256-{digest}.att")})
-    )));
+    assert!(qflows_workflows::scan::is_acr_artifact_push(
+        &acr_push_with(json!({"tag": format!("sha256-{digest}.att")}))
+    ));
     assert!(!qflows_workflows::scan::is_acr_artifact_push(&sample(
         "eventgrid-acr-image-pushed.json"
     )));

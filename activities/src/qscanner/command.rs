@@ -126,7 +126,12 @@ pub(crate) fn build(cfg: &QScannerConfig, job: &ScanJob) -> CommandSpec {
 
 /// Builds the command writing into `out_dir`, with `TMPDIR=tmp`. It does not validate the job:
 /// [`validate_job`] does, before running.
-pub(crate) fn build_in(cfg: &QScannerConfig, job: &ScanJob, out_dir: &Path, tmp: &Path) -> CommandSpec {
+pub(crate) fn build_in(
+    cfg: &QScannerConfig,
+    job: &ScanJob,
+    out_dir: &Path,
+    tmp: &Path,
+) -> CommandSpec {
     let out_dir = out_dir.to_path_buf();
     let mut args: Vec<String> = Vec::new();
     let flag = |args: &mut Vec<String>, name: &str, value: String| {

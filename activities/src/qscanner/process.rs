@@ -76,7 +76,10 @@ async fn collect(task: Option<JoinHandle<Vec<u8>>>) -> String {
 /// (qflows forbids `unsafe`; rustix wraps the call safely, and the distroless image has no
 /// `kill(1)` to shell out to). ESRCH (the group is already gone) is fine.
 fn kill_group(pgid: u32) {
-    let Some(pid) = i32::try_from(pgid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return;
     };
     match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {

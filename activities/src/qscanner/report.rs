@@ -349,7 +349,11 @@ impl Props {
             })
             .collect();
         if out.is_empty()
-            && let Some(name) = self.packageName.0.clone().or_else(|| self.package.0.clone())
+            && let Some(name) = self
+                .packageName
+                .0
+                .clone()
+                .or_else(|| self.package.0.clone())
         {
             out.push(VulnerablePackage {
                 name,
@@ -511,12 +515,11 @@ fn sarif_report(doc: SarifDoc, label: &str) -> SarifReport {
             report.image_digest = p.imageDigest.0.clone().or_else(|| p.digest.0.clone());
         }
         if report.os.is_none() {
-            report.os = p
-                .os
-                .0
-                .clone()
-                .or_else(|| p.operatingSystem.0.clone())
-                .or_else(|| p.OS.0.clone());
+            report.os =
+                p.os.0
+                    .clone()
+                    .or_else(|| p.operatingSystem.0.clone())
+                    .or_else(|| p.OS.0.clone());
         }
         let rules_list = run.tool.0.driver.0.rules.items;
         let rules: BTreeMap<&str, &Rule> = rules_list

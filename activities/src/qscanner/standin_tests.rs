@@ -144,7 +144,11 @@ async fn get_report_with_vulnerabilities_and_a_secret() {
     let id = outcome.image_id.clone().unwrap();
     assert_eq!(id.len(), 64);
     // The attempt directory (outputs, TMPDIR) is gone once the run returned.
-    assert!(!outcome.output_dir.exists(), "{}", outcome.output_dir.display());
+    assert!(
+        !outcome.output_dir.exists(),
+        "{}",
+        outcome.output_dir.display()
+    );
     h.assert_no_attempt_left();
     assert!(
         outcome
@@ -201,7 +205,10 @@ async fn get_report_with_vulnerabilities_and_a_secret() {
     );
     shown[at] = attempt.clone();
     assert_eq!(argv, shown);
-    assert_eq!(call["tmpdir"].as_str(), Some(format!("{attempt}/tmp").as_str()));
+    assert_eq!(
+        call["tmpdir"].as_str(),
+        Some(format!("{attempt}/tmp").as_str())
+    );
     let env = names(call, "env");
     assert!(env.contains(&"QUALYS_ACCESS_TOKEN".to_string()), "{env:?}");
     // The child saw only the runner's variables: nothing of this test process (cargo sets

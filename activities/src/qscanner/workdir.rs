@@ -40,8 +40,9 @@ impl AttemptDir {
             .map_err(|e| QScannerError::io("creating the attempt directory", &e))?;
         let lock = File::create(path.join(LOCK_FILE))
             .map_err(|e| QScannerError::io("creating the attempt lock", &e))?;
-        flock(&lock, FlockOperation::NonBlockingLockExclusive)
-            .map_err(|e| QScannerError::io("locking the attempt directory", &std::io::Error::from(e)))?;
+        flock(&lock, FlockOperation::NonBlockingLockExclusive).map_err(|e| {
+            QScannerError::io("locking the attempt directory", &std::io::Error::from(e))
+        })?;
         Ok(Self { path, _lock: lock })
     }
 
@@ -73,7 +74,9 @@ fn is_attempt_name(name: &str) -> bool {
     };
     let parts: Vec<&str> = unique.split('-').collect();
     parts.len() == 3
-        && parts[..2].iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        && parts[..2]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
         && parts[2].len() == 8
         && parts[2].bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -100,7 +103,9 @@ pub fn sweep(work_dir: &Path) -> std::io::Result<usize> {
         let stale = match File::open(path.join(LOCK_FILE)) {
             Ok(lock) => flock(&lock, FlockOperation::NonBlockingLockExclusive).is_ok(),
             // Created by an attempt that died before it took its lock.
-            Err(e) => e.kind() == std::io::ErrorKind::NotFound && is_attempt_name(&name.to_string_lossy()),
+            Err(e) => {
+                e.kind() == std::io::ErrorKind::NotFound && is_attempt_name(&name.to_string_lossy())
+            }
         };
         if stale && std::fs::remove_dir_all(&path).is_ok() {
             removed += 1;

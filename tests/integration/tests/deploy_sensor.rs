@@ -286,7 +286,9 @@ async fn deploys_once_then_changes_nothing_then_rolls_back() -> anyhow::Result<(
     .unwrap_err();
     assert_eq!(failed.type_name.as_deref(), Some("SensorRolledBack"));
     assert!(
-        failed.message.contains("0 of the 1 sensors this run started registered")
+        failed
+            .message
+            .contains("0 of the 1 sensors this run started registered")
             && failed
                 .message
                 .contains(&format!("restored to task definition {}", first.applied)),
