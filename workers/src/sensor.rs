@@ -233,7 +233,7 @@ fn refuse(id: &str, running: &serde_json::Value, wanted: &DeploySensorInput) -> 
         .as_str()
         .unwrap_or(qflows_workflows::sensor::DEFAULT_SENSOR_IMAGE);
     anyhow::anyhow!(
-        "DeploySensor {id} is already running for this target with a different input (image          {image}; you asked for {}). Wait for it (`temporal workflow result -w {id}`) or cancel          it (`temporal workflow cancel -w {id}`), then deploy again",
+        "DeploySensor {id} is already running for this target with a different input (image {image}; you asked for {}). Wait for it (`temporal workflow result -w {id}`) or cancel it (`temporal workflow cancel -w {id}`), then deploy again",
         wanted.image()
     )
 }
