@@ -407,9 +407,12 @@ struct Folded {
     message: Option<String>,
 }
 
-/// A run's results, folded as they are read: key (rule id, rule index, the result's own QID).
+/// The key results are folded by: rule id, rule index, the result's own QID.
+type ResultKey = (Option<String>, Option<u64>, Option<u64>);
+
+/// A run's results, folded as they are read (by [`ResultKey`]).
 #[derive(Default)]
-struct Results(BTreeMap<(Option<String>, Option<u64>, Option<u64>), Folded>);
+struct Results(BTreeMap<ResultKey, Folded>);
 
 impl<'de> Deserialize<'de> for Results {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

@@ -307,7 +307,7 @@ pub const HOST_AGENT_DATA: &str = "/etc/qualys";
 /// A CPU quantity in the API server's canonical form (`4`, `250m`), so what is applied compares
 /// equal to what is stored.
 fn cpu(milli: u64) -> String {
-    if milli % 1000 == 0 {
+    if milli.is_multiple_of(1000) {
         format!("{}", milli / 1000)
     } else {
         format!("{milli}m")
@@ -316,7 +316,7 @@ fn cpu(milli: u64) -> String {
 
 /// A memory quantity in canonical form (`512Mi`, `8Gi`).
 fn memory(mib: u64) -> String {
-    if mib % 1024 == 0 {
+    if mib.is_multiple_of(1024) {
         format!("{}Gi", mib / 1024)
     } else {
         format!("{mib}Mi")

@@ -123,7 +123,7 @@ pub fn count(
     }
     let needed = ready.max(1);
     let nodes_text = match nodes {
-        Some(n) if n.is_empty() => "no Ready sensor pod yet".to_string(),
+        Some([]) => "no Ready sensor pod yet".to_string(),
         Some(n) => format!("nodes {}", n.join(", ")),
         None => format!("{ready} running tasks"),
     };
