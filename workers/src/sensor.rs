@@ -219,12 +219,20 @@ async fn running_input(
     }
     let history: serde_json::Value =
         serde_json::from_slice(&handle.fetch_history(Default::default()).to_json().await?)?;
-    let data = history["events"][0]["workflowExecutionStartedEventAttributes"]["input"]["payloads"]
-        [0]["data"]
+    // The SDK's history JSON nests the event's attributes under `attributes.<type>`; the
+    // protobuf JSON form (the `temporal` CLI's) names them directly.
+    let first = &history["events"][0];
+    let started = first
+        .get("workflowExecutionStartedEventAttributes")
+        .or_else(|| first["attributes"].get("WorkflowExecutionStartedEventAttributes"))
+        .ok_or_else(|| anyhow::anyhow!("workflow {id}: its first event is not its start"))?;
+    let data = started["input"]["payloads"][0]["data"]
         .as_str()
-        .unwrap_or_default();
+        .ok_or_else(|| anyhow::anyhow!("workflow {id}: its start holds no input"))?;
     let bytes = base64::engine::general_purpose::STANDARD.decode(data)?;
-    Ok(Some(serde_json::from_slice(&bytes)?))
+    let input = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("workflow {id}: its input is not JSON: {e}"))?;
+    Ok(Some(input))
 }
 
 /// Why a running deployment is not the one asked for.

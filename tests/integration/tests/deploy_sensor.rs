@@ -503,3 +503,98 @@ async fn two_clusters_named_default_in_two_regions_deploy_independently() -> any
     }
     Ok(())
 }
+
+/// `qflows sensor deploy` for an ECS target, without AWS (the account is given).
+fn deploy_cli(
+    env: &TestEnv,
+    task_queue: &str,
+    cluster: &str,
+    image: &str,
+) -> anyhow::Result<tokio::process::Command> {
+    let mut cli = tokio::process::Command::new(qflows_bin()?);
+    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("QFLOWS_")) {
+        cli.env_remove(key);
+    }
+    cli.args([
+        "sensor",
+        "deploy",
+        "--temporal-address",
+        &env.temporal.address,
+    ])
+    .args([
+        "--task-queue",
+        task_queue,
+        "--target",
+        "ecs",
+        "--cluster",
+        cluster,
+    ])
+    .args([
+        "--region",
+        "us-east-1",
+        "--account-id",
+        "123456789012",
+        "--image",
+        image,
+    ])
+    .args([
+        "--activation-id-ref",
+        ACTIVATION,
+        "--customer-id-ref",
+        CUSTOMER,
+    ]);
+    Ok(cli)
+}
+
+#[tokio::test]
+async fn a_second_deploy_with_another_image_is_refused_while_one_runs() -> anyhow::Result<()> {
+    use temporalio_client::{WorkflowIdConflictPolicy, WorkflowStartOptions};
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    // No worker polls this queue: the runs started below stay running.
+    let queue = format!("no-worker-{}", qflows_integration::free_port());
+    let v1 = "docker.io/qualys/qcs-sensor:1.40.1-0";
+    let v2 = "docker.io/qualys/qcs-sensor:1.41.0-0";
+    for (id, cluster) in [
+        // Under the target's ID, and under the ID earlier versions used.
+        ("sensor-ecs-123456789012-us-east-1-default", "default"),
+        ("sensor-ecs-legacy", "legacy"),
+    ] {
+        let mut running = input(v1);
+        running["cluster"] = cluster.into();
+        env.client
+            .start_workflow(
+                qflows_workflows::DeploySensor::run,
+                running,
+                WorkflowStartOptions::new(queue.as_str(), id)
+                    .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+                    .build(),
+            )
+            .await?;
+        let out = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            deploy_cli(&env, &queue, cluster, v2)?.output(),
+        )
+        .await??;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{id}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "DeploySensor {id} is already running for this target with a different input \
+                 (image {v1}; you asked for {v2})"
+            )),
+            "{id}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("temporal workflow cancel -w {id}")),
+            "{stderr}"
+        );
+        // The running deployment is untouched: still its one run, with its own input.
+        let history: serde_json::Value =
+            serde_json::from_str(&history_json(&env.client, id).await?)?;
+        assert!(
+            history["events"].as_array().is_some_and(|e| e.len() <= 3),
+            "{id}: {history}"
+        );
+    }
+    Ok(())
+}
