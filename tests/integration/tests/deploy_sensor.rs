@@ -598,3 +598,103 @@ async fn a_second_deploy_with_another_image_is_refused_while_one_runs() -> anyho
     }
     Ok(())
 }
+
+/// Makes Qualys answer every sensor listing with 429 once the service in us-east-1 runs a task
+/// definition of `image` (after the run's plan listed the sensors it knew).
+async fn throttle_sensors_when_running(
+    moto_endpoint: String,
+    image: &'static str,
+    qualys: qualys_emulator::RunningEmulator,
+) {
+    let creds = aws_credential_types::Credentials::from_keys("testing", "testing", None);
+    let config = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(creds)
+        .endpoint_url(moto_endpoint)
+        .load()
+        .await;
+    let ecs = aws_sdk_ecs::Client::new(&config);
+    loop {
+        if let Ok(out) = ecs
+            .describe_services()
+            .cluster("sensors")
+            .services("qualys-registry-sensor")
+            .send()
+            .await
+            && let Some(td) = out.services().first().and_then(|s| s.task_definition())
+            && let Ok(d) = ecs
+                .describe_task_definition()
+                .task_definition(td)
+                .send()
+                .await
+            && d.task_definition()
+                .and_then(|t| t.container_definitions().first())
+                .and_then(|c| c.image())
+                == Some(image)
+        {
+            qualys.set_faults(qualys_emulator::Faults {
+                throttle_429_rate: 1.0,
+                paths: Some(vec!["/csapi/v1.3/sensors".into()]),
+                ..Default::default()
+            });
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn qualys_throttling_during_verify_is_unobservable_and_rolls_nothing_back()
+-> anyhow::Result<()> {
+    let moto = Moto::start().await?;
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    ecs.create_cluster().cluster_name("sensors").send().await?;
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let worker = env.worker().aws(&moto).start(&env.dir).await?;
+    let v1 = "docker.io/qualys/qcs-sensor:1.40.1-0";
+    tokio::spawn(throttle_sensors_when_running(
+        moto.endpoint.clone(),
+        v1,
+        env.qualys.clone(),
+    ));
+    let failed = deploy_sensor(
+        &env.client,
+        &worker.task_queue,
+        "sensor-throttled",
+        input(v1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        failed.type_name.as_deref(),
+        Some("SensorUnobservable"),
+        "{}\n{}",
+        failed.message,
+        worker.logs()
+    );
+    assert!(
+        failed.message.contains("not rolled back"),
+        "{}",
+        failed.message
+    );
+    // A roll-back would have deleted the service this run created: it still runs v1.
+    let svc = service(&ecs).await;
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(svc.task_definition().unwrap())
+        .send()
+        .await?
+        .task_definition
+        .unwrap();
+    assert_eq!(td.container_definitions()[0].image(), Some(v1));
+    let history = history_json(&env.client, "sensor-throttled").await?;
+    assert!(
+        !history.contains("sensor.RollbackPlanned"),
+        "a roll-back ran"
+    );
+    assert!(
+        history.contains("sensor.VerifyRegistered"),
+        "verify never ran"
+    );
+    Ok(())
+}
