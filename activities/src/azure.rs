@@ -6,10 +6,18 @@
 //! App Service and Container Apps, with `AZURE_CLIENT_ID` picking a user-assigned one). Tokens
 //! stay in memory: never logged, never in workflow history.
 //!
-//! ACR: an Entra ID access token is exchanged for an ACR refresh token
-//! (`POST /oauth2/exchange`), that for a repository-scoped access token (`POST /oauth2/token`),
-//! which reads the manifest digest (`HEAD /v2/<repository>/manifests/<tag>`). QScanner pulls
-//! with the refresh token as the password of the all-zero user, as `az acr login` does.
+//! Clouds: the Resource Manager audience follows the endpoint (`management.azure.com`,
+//! `management.usgovcloudapi.net`, `management.chinacloudapi.cn`), or the configured cloud
+//! ([`AzureCloud`]) for any other endpoint (a proxy); the client-secret and workload-identity
+//! credentials sign in at that cloud's authority.
+//!
+//! ACR: an Entra ID access token for ACR's own audience (`containerregistry.azure.net`; the ARM
+//! audience only when that one is refused, so registries that disable
+//! `azureADAuthenticationAsArmPolicy` work) is exchanged for an ACR refresh token
+//! (`POST /oauth2/exchange`), kept per registry until shortly before it expires; that for a
+//! repository-scoped access token (`POST /oauth2/token`), which reads the manifest digest
+//! (`HEAD /v2/<repository>/manifests/<tag>`). QScanner pulls with the refresh token as the
+//! password of the all-zero user, as `az acr login` does.
 
 use crate::failure::{IntoFailure, failure};
 use azure_core::credentials::TokenCredential;
@@ -18,8 +26,72 @@ use std::sync::Arc;
 use std::time::Duration;
 use temporalio_sdk::activities::ActivityError;
 
-/// The Resource Manager audience.
-const ARM_SCOPE: &str = "https://management.azure.com/.default";
+/// ACR's own Entra ID audience (the same in every cloud).
+const ACR_SCOPE: &str = "https://containerregistry.azure.net/.default";
+/// An ACR refresh token is used until this long before it expires.
+const ACR_TOKEN_MARGIN: Duration = Duration::from_secs(300);
+/// How long a refresh token whose expiry cannot be read is kept (ACR issues them for 3 hours).
+const ACR_TOKEN_DEFAULT_LIFETIME: Duration = Duration::from_secs(1800);
+
+/// An Azure cloud: its Resource Manager and its Entra ID authority.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AzureCloud {
+    /// Azure (public).
+    #[default]
+    Public,
+    /// Azure US Government.
+    UsGovernment,
+    /// Azure operated by 21Vianet (China).
+    China,
+}
+
+impl AzureCloud {
+    /// `public`, `usgovernment` (or `usgov`), `china` (Azure CLI's names work too:
+    /// `AzureCloud`, `AzureUSGovernment`, `AzureChinaCloud`).
+    pub fn parse(name: &str) -> Result<Self, String> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "public" | "azurecloud" | "azurepublic" => Ok(Self::Public),
+            "usgovernment" | "usgov" | "azureusgovernment" => Ok(Self::UsGovernment),
+            "china" | "azurechina" | "azurechinacloud" => Ok(Self::China),
+            other => Err(format!(
+                "unknown Azure cloud `{other}`: public, usgovernment or china"
+            )),
+        }
+    }
+
+    /// Its Resource Manager endpoint.
+    pub fn arm_endpoint(self) -> &'static str {
+        match self {
+            Self::Public => "https://management.azure.com",
+            Self::UsGovernment => "https://management.usgovcloudapi.net",
+            Self::China => "https://management.chinacloudapi.cn",
+        }
+    }
+
+    /// The cloud whose Resource Manager `endpoint` is, if it is one of theirs.
+    pub fn of_arm_endpoint(endpoint: &str) -> Option<Self> {
+        let host = url::Url::parse(endpoint)
+            .ok()?
+            .host_str()?
+            .to_ascii_lowercase();
+        [Self::Public, Self::UsGovernment, Self::China]
+            .into_iter()
+            .find(|c| {
+                url::Url::parse(c.arm_endpoint())
+                    .ok()
+                    .and_then(|u| u.host_str().map(str::to_string))
+                    == Some(host.clone())
+            })
+    }
+
+    fn identity(self) -> azure_core::cloud::CloudConfiguration {
+        match self {
+            Self::Public => azure_core::cloud::CloudConfiguration::AzurePublic,
+            Self::UsGovernment => azure_core::cloud::CloudConfiguration::AzureGovernment,
+            Self::China => azure_core::cloud::CloudConfiguration::AzureChina,
+        }
+    }
+}
 /// Documented, stable API versions.
 const ACI_API_VERSION: &str = "2023-05-01";
 const APPS_API_VERSION: &str = "2024-03-01";
@@ -34,6 +106,9 @@ pub struct AzureSettings {
     /// Send ACR registry calls here instead of `https://<login server>` (a proxy, or the tests'
     /// contract fake).
     pub acr_endpoint: Option<String>,
+    /// The cloud, when configured: its audience for an endpoint that is not a known Resource
+    /// Manager (a proxy), and its sign-in authority.
+    pub cloud: Option<AzureCloud>,
 }
 
 impl Default for AzureSettings {
@@ -41,7 +116,23 @@ impl Default for AzureSettings {
         Self {
             arm_endpoint: "https://management.azure.com".into(),
             acr_endpoint: None,
+            cloud: None,
         }
+    }
+}
+
+impl AzureSettings {
+    /// The cloud: the endpoint's when it is a known Resource Manager, else the configured one,
+    /// else public.
+    pub fn effective_cloud(&self) -> AzureCloud {
+        AzureCloud::of_arm_endpoint(&self.arm_endpoint)
+            .or(self.cloud)
+            .unwrap_or_default()
+    }
+
+    /// The Resource Manager scope: `<its audience>/.default`.
+    pub fn arm_scope(&self) -> String {
+        format!("{}/.default", self.effective_cloud().arm_endpoint())
     }
 }
 
@@ -120,6 +211,9 @@ pub struct Azure {
     http: reqwest::Client,
     credential: Arc<dyn TokenCredential>,
     settings: AzureSettings,
+    /// ACR refresh tokens by login server, with when to stop using them.
+    acr_tokens:
+        Arc<parking_lot::Mutex<std::collections::HashMap<String, (String, std::time::Instant)>>>,
 }
 
 impl std::fmt::Debug for Azure {
@@ -130,12 +224,30 @@ impl std::fmt::Debug for Azure {
     }
 }
 
-/// The credential the environment calls for (see the module doc).
+/// The credential the environment calls for, signing in at the public cloud's authority (or
+/// `AZURE_AUTHORITY_HOST`): the results store's.
 pub fn credential_from_env() -> Result<Arc<dyn TokenCredential>, AzureError> {
+    credential_from_env_in(AzureCloud::Public)
+}
+
+/// The credential the environment calls for (see the module doc), signing in at `cloud`'s
+/// authority (managed identity needs none).
+pub fn credential_from_env_in(cloud: AzureCloud) -> Result<Arc<dyn TokenCredential>, AzureError> {
+    let client_options = || azure_core::http::ClientOptions {
+        cloud: Some(Arc::new(cloud.identity())),
+        ..Default::default()
+    };
     let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
     let credential: Arc<dyn TokenCredential> = if env("AZURE_FEDERATED_TOKEN_FILE").is_some() {
-        azure_identity::WorkloadIdentityCredential::new(None)
-            .map_err(|e| AzureError::Credentials(format!("workload identity: {e}")))?
+        azure_identity::WorkloadIdentityCredential::new(Some(
+            azure_identity::WorkloadIdentityCredentialOptions {
+                credential_options: azure_identity::ClientAssertionCredentialOptions {
+                    client_options: client_options(),
+                },
+                ..Default::default()
+            },
+        ))
+        .map_err(|e| AzureError::Credentials(format!("workload identity: {e}")))?
     } else if let Some(secret) = env("AZURE_CLIENT_SECRET") {
         let tenant = env("AZURE_TENANT_ID").ok_or_else(|| {
             AzureError::Credentials("AZURE_CLIENT_SECRET is set but AZURE_TENANT_ID is not".into())
@@ -143,8 +255,15 @@ pub fn credential_from_env() -> Result<Arc<dyn TokenCredential>, AzureError> {
         let client = env("AZURE_CLIENT_ID").ok_or_else(|| {
             AzureError::Credentials("AZURE_CLIENT_SECRET is set but AZURE_CLIENT_ID is not".into())
         })?;
-        azure_identity::ClientSecretCredential::new(&tenant, client, secret.into(), None)
-            .map_err(|e| AzureError::Credentials(format!("client secret: {e}")))?
+        azure_identity::ClientSecretCredential::new(
+            &tenant,
+            client,
+            secret.into(),
+            Some(azure_identity::ClientSecretCredentialOptions {
+                client_options: client_options(),
+            }),
+        )
+        .map_err(|e| AzureError::Credentials(format!("client secret: {e}")))?
     } else {
         let options = azure_identity::ManagedIdentityCredentialOptions {
             user_assigned_id: env("AZURE_CLIENT_ID").map(azure_identity::UserAssignedId::ClientId),
@@ -159,7 +278,10 @@ pub fn credential_from_env() -> Result<Arc<dyn TokenCredential>, AzureError> {
 impl Azure {
     /// A client with the credential the environment calls for (see the module doc).
     pub fn from_env(settings: AzureSettings) -> Result<Self, AzureError> {
-        Ok(Self::new(credential_from_env()?, settings))
+        Ok(Self::new(
+            credential_from_env_in(settings.effective_cloud())?,
+            settings,
+        ))
     }
 
     /// A client with a given credential.
@@ -172,6 +294,7 @@ impl Azure {
             http,
             credential,
             settings,
+            acr_tokens: Default::default(),
         }
     }
 
@@ -187,6 +310,16 @@ impl Azure {
     /// The images of a container group, container app or container app job, as Resource
     /// Manager returns them (init containers included), in order, without duplicates.
     pub async fn resource_images(&self, resource_id: &str) -> Result<Vec<String>, AzureError> {
+        Ok(self.resource_deployment(resource_id).await?.0)
+    }
+
+    /// [`Azure::resource_images`], and the registries the resource pulls from with credentials
+    /// of its own (ACI `imageRegistryCredentials[].server`, Container Apps
+    /// `configuration.registries[].server`), lower-cased.
+    pub async fn resource_deployment(
+        &self,
+        resource_id: &str,
+    ) -> Result<(Vec<String>, Vec<String>), AzureError> {
         let lower = resource_id.to_ascii_lowercase();
         let (api_version, aci) = if lower.contains("/providers/microsoft.containerinstance/") {
             (ACI_API_VERSION, true)
@@ -195,7 +328,7 @@ impl Azure {
         };
         let url = arm_url(&self.settings.arm_endpoint, resource_id, api_version)?;
         let what = format!("GET {resource_id}");
-        let token = self.token(ARM_SCOPE).await?;
+        let token = self.token(&self.settings.arm_scope()).await?;
         let response = self
             .http
             .get(&url)
@@ -234,7 +367,22 @@ impl Azure {
                 message: "the resource lists no container images".into(),
             });
         }
-        Ok(images)
+        let credentials = if aci {
+            &properties["imageRegistryCredentials"]
+        } else {
+            &properties["configuration"]["registries"]
+        };
+        let mut servers: Vec<String> = credentials
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["server"].as_str())
+            .map(|s| s.trim().trim_end_matches('/').to_ascii_lowercase())
+            .filter(|s| !s.is_empty())
+            .collect();
+        servers.sort();
+        servers.dedup();
+        Ok((images, servers))
     }
 
     fn registry_base(&self, login_server: &str) -> String {
@@ -244,10 +392,48 @@ impl Azure {
         }
     }
 
-    /// An ACR refresh token for `login_server`, from the Entra ID token (`POST /oauth2/exchange`).
+    /// An ACR refresh token for `login_server` (see the module doc): cached until shortly
+    /// before it expires, else exchanged from an Entra ID token for ACR's audience, or for the
+    /// Resource Manager's when that is refused.
     pub async fn acr_refresh_token(&self, login_server: &str) -> Result<String, AzureError> {
+        let now = std::time::Instant::now();
+        if let Some((token, until)) = self.acr_tokens.lock().get(login_server)
+            && *until > now
+        {
+            return Ok(token.clone());
+        }
+        let refresh = match self.exchange(login_server, ACR_SCOPE).await {
+            Ok(token) => token,
+            Err(first) => {
+                let arm = self.settings.arm_scope();
+                tracing::info!(registry = %login_server, error = %first,
+                    "ACR refused a token for its own audience; trying the Resource Manager audience");
+                self.exchange(login_server, &arm).await.map_err(|e| match e {
+                    AzureError::Refused { what, status, message } => AzureError::Refused {
+                        what,
+                        status,
+                        message: format!("{message} (a token for ACR's own audience was refused too: {first})"),
+                    },
+                    other => other,
+                })?
+            }
+        };
+        let lifetime = jwt_expiry(&refresh)
+            .and_then(|exp| {
+                let left = exp.duration_since(std::time::SystemTime::now()).ok()?;
+                left.checked_sub(ACR_TOKEN_MARGIN)
+            })
+            .unwrap_or(ACR_TOKEN_DEFAULT_LIFETIME);
+        self.acr_tokens
+            .lock()
+            .insert(login_server.to_string(), (refresh.clone(), now + lifetime));
+        Ok(refresh)
+    }
+
+    /// `POST /oauth2/exchange` with an Entra ID token for `scope`.
+    async fn exchange(&self, login_server: &str, scope: &str) -> Result<String, AzureError> {
         let what = format!("ACR token exchange with {login_server}");
-        let aad = self.token(ARM_SCOPE).await?;
+        let aad = self.token(scope).await?;
         let response = self
             .http
             .post(format!(
@@ -329,6 +515,19 @@ impl Azure {
         check(&what, login_server, response).await?;
         Ok(digest.ok_or_else(|| "ACR answered without Docker-Content-Digest".to_string()))
     }
+}
+
+/// The `exp` of a JWT (its payload read, its signature not checked: only to know when to stop
+/// using it).
+fn jwt_expiry(token: &str) -> Option<std::time::SystemTime> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims["exp"].as_u64()?;
+    Some(std::time::UNIX_EPOCH + Duration::from_secs(exp))
 }
 
 /// The Resource Manager URL of a resource, or [`AzureError::InvalidInput`] when the ID could
@@ -427,6 +626,54 @@ mod tests {
     use super::*;
 
     const ID: &str = "/subscriptions/0f1e2d3c/resourceGroups/apps-rg/providers/Microsoft.App/containerApps/web-api";
+
+    #[test]
+    fn the_arm_audience_follows_the_endpoint_or_the_cloud() {
+        let settings = |endpoint: &str, cloud| AzureSettings {
+            arm_endpoint: endpoint.into(),
+            acr_endpoint: None,
+            cloud,
+        };
+        assert_eq!(
+            settings("https://management.azure.com", None).arm_scope(),
+            "https://management.azure.com/.default"
+        );
+        assert_eq!(
+            settings("https://management.usgovcloudapi.net/", None).arm_scope(),
+            "https://management.usgovcloudapi.net/.default"
+        );
+        assert_eq!(
+            settings(
+                "https://management.chinacloudapi.cn",
+                Some(AzureCloud::Public)
+            )
+            .arm_scope(),
+            "https://management.chinacloudapi.cn/.default"
+        );
+        // A proxy: the configured cloud says whose token it wants.
+        assert_eq!(
+            settings("https://arm-proxy.internal", Some(AzureCloud::UsGovernment)).arm_scope(),
+            "https://management.usgovcloudapi.net/.default"
+        );
+        assert_eq!(
+            AzureCloud::parse("AzureUSGovernment"),
+            Ok(AzureCloud::UsGovernment)
+        );
+        assert!(AzureCloud::parse("mars").is_err());
+    }
+
+    #[test]
+    fn a_jwt_says_when_it_expires() {
+        use base64::Engine;
+        let payload =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":2000000000}"#);
+        let token = format!("eyJhbGciOiJSUzI1NiJ9.{payload}.sig");
+        assert_eq!(
+            jwt_expiry(&token),
+            Some(std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000))
+        );
+        assert_eq!(jwt_expiry("opaque"), None);
+    }
 
     #[test]
     fn arm_urls_keep_the_resource_path() {

@@ -395,10 +395,14 @@ pub async fn resolve_request(
         message: format!("the event names no {what}"),
     };
     let mut images = request.images.clone();
+    // Registries the Azure resource pulls from with credentials of its own.
+    let mut credentialed: Vec<String> = Vec::new();
     if images.is_empty()
         && let Some(resource) = &request.azure_resource
     {
-        for image in resolver.azure()?.resource_images(resource).await? {
+        let (found, servers) = resolver.azure()?.resource_deployment(resource).await?;
+        credentialed = servers;
+        for image in found {
             let parsed = ImageRef::parse(&image).map_err(|e| AzureError::BadResponse {
                 what: format!("GET {resource}"),
                 message: format!("image `{image}`: {e}"),
@@ -454,6 +458,20 @@ pub async fn resolve_request(
     }
     let mut resolved = Vec::with_capacity(images.len());
     for image in images {
+        // A private registry that needs the deployment's own credentials: qflows has none for
+        // it (ACR is pulled with qflows' own identity), so a scan could only fail.
+        let host = image.registry.to_ascii_lowercase();
+        if !matches!(image.kind(), RegistryKind::Acr { .. }) && credentialed.contains(&host) {
+            resolved.push(ResolvedImage {
+                skipped: Some(format!(
+                    "the deployment pulls {host} with registry credentials of its own, which \
+                     qflows does not have: not scanned"
+                )),
+                image,
+                digest: None,
+            });
+            continue;
+        }
         let (digest, skipped) = match (&image.digest, image.kind(), &image.tag) {
             (Some(d), _, _) => (Some(d.clone()), None),
             (

@@ -179,6 +179,7 @@ pub(crate) fn worker_config(
         qscanner_work_dir: None,
         azure_arm_endpoint: "https://management.azure.com".into(),
         azure_acr_endpoint: None,
+        azure_cloud: None,
     };
     Ok(WorkerConfig::from_args(
         temporal.clone(),

@@ -506,6 +506,11 @@ pub struct ScanArgs {
     /// Send ACR registry calls to this base URL instead of `https://<login server>` (a proxy).
     #[arg(long, env = "QFLOWS_AZURE_ACR_ENDPOINT")]
     pub azure_acr_endpoint: Option<String>,
+    /// The Azure cloud: `public`, `usgovernment` or `china`. Sets the Resource Manager endpoint
+    /// (unless given), the token audience for an endpoint that is not a known Resource Manager,
+    /// and the sign-in authority.
+    #[arg(long, env = "QFLOWS_AZURE_CLOUD")]
+    pub azure_cloud: Option<String>,
 }
 
 /// The backend for ECR images.
@@ -707,6 +712,9 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_DEV_DIR",
     "QFLOWS_AZURE_ARM_ENDPOINT",
     "QFLOWS_AZURE_ACR_ENDPOINT",
+    "QFLOWS_AZURE_CLOUD",
+    // Fault injection for the tests that kill a worker mid-step (activities/src/sensor).
+    "QFLOWS_FAULT_EXIT_AFTER",
     "QFLOWS_BRIDGE_LISTEN",
     "QFLOWS_BRIDGE_KEY",
     "QFLOWS_BRIDGE_KEY_FILE",

@@ -4,6 +4,7 @@
 //! binaries can run the same code.
 
 pub mod bench;
+pub mod bench_qscanner;
 pub mod bridge;
 pub mod chaos;
 pub mod cli;

@@ -141,6 +141,12 @@ enum BenchCommand {
         #[command(flatten)]
         args: BenchScanArgs,
     },
+    /// Write a QScanner SARIF report of a given size, read it as the worker does; print the
+    /// time and the peak RSS (and the first reader's, for comparison).
+    QscannerReport {
+        #[command(flatten)]
+        args: qflows::bench_qscanner::BenchQScannerReportArgs,
+    },
     /// Generate policies from synthetic CDR findings; print findings/s and peak memory.
     Policy {
         #[command(flatten)]
@@ -248,6 +254,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Registry {
             command: RegistryCommand::Ensure { temporal, args },
         } => cli::ensure_registry(&temporal, args).await,
+        Command::Bench {
+            command: BenchCommand::QscannerReport { args },
+        } => qflows::bench_qscanner::run(args).await,
         Command::Bench {
             command: BenchCommand::Policy { args },
         } => policy::bench_policy(args),

@@ -7,7 +7,9 @@ use clap::{Args, ValueEnum};
 use qflows_activities::sensor::render;
 use qflows_workflows::DeploySensor;
 use qflows_workflows::input::parse;
-use qflows_workflows::sensor::DeploySensorInput;
+use qflows_workflows::sensor::{
+    DeploySensorInput, SensorScope, SensorTarget, legacy_workflow_id, sensor_workflow_id,
+};
 use temporalio_client::{WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions};
 
 /// `--target`.
@@ -59,6 +61,13 @@ pub struct SensorArgs {
     /// ECS service name.
     #[arg(long)]
     pub service_name: Option<String>,
+    /// Extra egress ports of the sensor's NetworkPolicy (Kubernetes), e.g. `5000`, `8443/TCP`,
+    /// `3128`: private registries or a proxy.
+    #[arg(long = "extra-egress-port", value_name = "PORT[/PROTOCOL]")]
+    pub extra_egress_ports: Vec<String>,
+    /// The AWS account of the ECS cluster (part of the workflow ID); asked of STS when absent.
+    #[arg(long)]
+    pub account_id: Option<String>,
 }
 
 impl SensorArgs {
@@ -82,6 +91,20 @@ impl SensorArgs {
             "executionRoleArn": self.execution_role_arn,
             "serviceName": self.service_name,
         });
+        if !self.extra_egress_ports.is_empty() {
+            let ports: Vec<serde_json::Value> = self
+                .extra_egress_ports
+                .iter()
+                .map(|p| {
+                    let (port, protocol) = p.split_once('/').unwrap_or((p, "TCP"));
+                    serde_json::json!({
+                        "port": port.trim().parse::<u32>().unwrap_or(0),
+                        "protocol": protocol.trim().to_ascii_uppercase(),
+                    })
+                })
+                .collect();
+            input["extraEgressPorts"] = ports.into();
+        }
         if let Some(d) = timeouts {
             input["rolloutTimeoutSecs"] = d.rollout_timeout_secs.into();
             input["verifyTimeoutSecs"] = d.verify_timeout_secs.into();
@@ -119,7 +142,113 @@ pub fn render(args: &SensorArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts `DeploySensor` (workflow ID `sensor-<target>-<cluster>`) and prints its result.
+/// The workflow ID of the input's real target ([`sensor_workflow_id`]): the account (from
+/// `--account-id`, else STS) and region of an ECS cluster, the API server URL of a kube context.
+async fn workflow_id(args: &SensorArgs, input: &DeploySensorInput) -> anyhow::Result<String> {
+    let scope = match input.target {
+        SensorTarget::Ecs => {
+            let region = input.region.clone().unwrap_or_default();
+            let account_id = match &args.account_id {
+                Some(a) => a.clone(),
+                None => {
+                    let aws = qflows_activities::aws::Aws::new();
+                    let sts = aws_sdk_sts::Client::new(&aws.config(&region).await);
+                    sts.get_caller_identity()
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "the AWS account of the cluster is part of the workflow ID: pass                                  --account-id, or AWS credentials for sts:GetCallerIdentity ({})",
+                                aws_sdk_sts::error::DisplayErrorContext(&e)
+                            )
+                        })?
+                        .account()
+                        .map(str::to_string)
+                        .ok_or_else(|| anyhow::anyhow!("STS answered without an account"))?
+                }
+            };
+            SensorScope::Ecs {
+                account_id,
+                region,
+                cluster: input.cluster.clone(),
+            }
+        }
+        _ => {
+            let kubeconfig = match &input.kubeconfig {
+                Some(path) => kube::config::Kubeconfig::read_from(path)?,
+                None => kube::config::Kubeconfig::read()?,
+            };
+            let context_name = input
+                .kube_context
+                .clone()
+                .or_else(|| kubeconfig.current_context.clone())
+                .ok_or_else(|| anyhow::anyhow!("the kubeconfig has no current context"))?;
+            let context = kubeconfig
+                .contexts
+                .iter()
+                .find(|c| c.name == context_name)
+                .and_then(|c| c.context.as_ref())
+                .ok_or_else(|| anyhow::anyhow!("no context `{context_name}` in the kubeconfig"))?;
+            let server = kubeconfig
+                .clusters
+                .iter()
+                .find(|c| c.name == context.cluster)
+                .and_then(|c| c.cluster.as_ref())
+                .and_then(|c| c.server.clone())
+                .ok_or_else(|| {
+                    anyhow::anyhow!("context `{context_name}` names no cluster with a server URL")
+                })?;
+            SensorScope::Kube { server }
+        }
+    };
+    Ok(sensor_workflow_id(&scope))
+}
+
+/// The input of the workflow `id`, when a run of it is running.
+async fn running_input(
+    client: &temporalio_client::Client,
+    id: &str,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    use base64::Engine;
+    let handle = client.get_workflow_handle::<DeploySensor>(id);
+    let Ok(description) = handle.describe(Default::default()).await else {
+        return Ok(None);
+    };
+    if description.status() != temporalio_client::WorkflowExecutionStatus::Running {
+        return Ok(None);
+    }
+    let history: serde_json::Value =
+        serde_json::from_slice(&handle.fetch_history(Default::default()).to_json().await?)?;
+    // The SDK's history JSON nests the event's attributes under `attributes.<type>`; the
+    // protobuf JSON form (the `temporal` CLI's) names them directly.
+    let first = &history["events"][0];
+    let started = first
+        .get("workflowExecutionStartedEventAttributes")
+        .or_else(|| first["attributes"].get("WorkflowExecutionStartedEventAttributes"))
+        .ok_or_else(|| anyhow::anyhow!("workflow {id}: its first event is not its start"))?;
+    let data = started["input"]["payloads"][0]["data"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("workflow {id}: its start holds no input"))?;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(data)?;
+    let input = serde_json::from_slice(&bytes)
+        .map_err(|e| anyhow::anyhow!("workflow {id}: its input is not JSON: {e}"))?;
+    Ok(Some(input))
+}
+
+/// Why a running deployment is not the one asked for.
+fn refuse(id: &str, running: &serde_json::Value, wanted: &DeploySensorInput) -> anyhow::Error {
+    let image = running["image"]
+        .as_str()
+        .unwrap_or(qflows_workflows::sensor::DEFAULT_SENSOR_IMAGE);
+    anyhow::anyhow!(
+        "DeploySensor {id} is already running for this target with a different input (image {image}; you asked for {}). Wait for it (`temporal workflow result -w {id}`) or cancel it (`temporal workflow cancel -w {id}`), then deploy again",
+        wanted.image()
+    )
+}
+
+/// Starts `DeploySensor` under the target's workflow ID ([`sensor_workflow_id`]) and prints its
+/// result. A run for the same target with the same input (under this ID or the ID of earlier
+/// versions, `sensor-<target>-<cluster>`) is waited for; one with a different input is refused.
 pub async fn deploy(
     temporal: &TemporalArgs,
     args: &SensorArgs,
@@ -127,22 +256,54 @@ pub async fn deploy(
 ) -> anyhow::Result<()> {
     let input = args.input(Some(&deploy));
     let typed: DeploySensorInput = parse(input.clone())?;
-    let workflow_id = format!("sensor-{}-{}", typed.target.as_str(), typed.cluster);
+    let workflow_id = workflow_id(args, &typed).await?;
     let client = temporal::connect(temporal, "qflows-cli").await?;
-    let handle = client
-        .start_workflow(
-            DeploySensor::run,
-            input,
-            WorkflowStartOptions::new(deploy.task_queue, workflow_id.clone())
-                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-                .build(),
-        )
-        .await?;
-    eprintln!("workflow {workflow_id} started (or already running)");
-    let output = handle
+    let same = |running: &serde_json::Value| {
+        serde_json::from_value::<DeploySensorInput>(running.clone())
+            .ok()
+            .as_ref()
+            == Some(&typed)
+    };
+    let legacy = legacy_workflow_id(&typed);
+    let mut attach = None;
+    if let Some(running) = running_input(&client, &legacy).await? {
+        if !same(&running) {
+            return Err(refuse(&legacy, &running, &typed));
+        }
+        attach = Some(legacy);
+    }
+    let id = match attach {
+        Some(id) => id,
+        None => {
+            let started = client
+                .start_workflow(
+                    DeploySensor::run,
+                    input,
+                    WorkflowStartOptions::new(deploy.task_queue, workflow_id.clone())
+                        .id_conflict_policy(WorkflowIdConflictPolicy::Fail)
+                        .build(),
+                )
+                .await;
+            match started {
+                Ok(_) => eprintln!("workflow {workflow_id} started"),
+                Err(temporalio_client::errors::WorkflowStartError::AlreadyStarted { .. }) => {
+                    match running_input(&client, &workflow_id).await? {
+                        Some(running) if !same(&running) => {
+                            return Err(refuse(&workflow_id, &running, &typed));
+                        }
+                        _ => eprintln!("workflow {workflow_id} already running: waiting for it"),
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+            workflow_id
+        }
+    };
+    let output = client
+        .get_workflow_handle::<DeploySensor>(&id)
         .get_result(WorkflowGetResultOptions::default())
         .await
-        .map_err(|e| anyhow::anyhow!("DeploySensor {workflow_id} failed: {e:?}"))?;
+        .map_err(|e| anyhow::anyhow!("DeploySensor {id} failed: {e:?}"))?;
     println!("{}", serde_json::to_string_pretty(&output)?);
     Ok(())
 }

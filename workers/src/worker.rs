@@ -70,6 +70,33 @@ pub struct ScanConfig {
     pub qscanner: Option<QScannerSetup>,
 }
 
+/// Azure endpoints and cloud: `QFLOWS_AZURE_CLOUD` picks the cloud's Resource Manager unless
+/// `QFLOWS_AZURE_ARM_ENDPOINT` names another than the public one.
+fn azure_settings(scan: &ScanArgs) -> Result<qflows_activities::azure::AzureSettings, ConfigError> {
+    use qflows_activities::azure::AzureCloud;
+    let cloud = scan
+        .azure_cloud
+        .as_deref()
+        .map(AzureCloud::parse)
+        .transpose()
+        .map_err(|problem| ConfigError::Invalid {
+            variable: "QFLOWS_AZURE_CLOUD",
+            problem,
+        })?;
+    let public = AzureCloud::Public.arm_endpoint();
+    let arm_endpoint = match cloud {
+        Some(c) if scan.azure_arm_endpoint.trim_end_matches('/') == public => {
+            c.arm_endpoint().to_string()
+        }
+        _ => scan.azure_arm_endpoint.clone(),
+    };
+    Ok(qflows_activities::azure::AzureSettings {
+        arm_endpoint,
+        acr_endpoint: scan.azure_acr_endpoint.clone(),
+        cloud,
+    })
+}
+
 /// The QScanner backend's configuration.
 #[derive(Debug)]
 pub struct QScannerSetup {
@@ -108,10 +135,7 @@ impl WorkerConfig {
                     .as_deref()
                     .and_then(|u| url::Url::parse(u).ok()),
                 cross_account_role_name: scan.cross_account_role_name.clone(),
-                azure: qflows_activities::azure::AzureSettings {
-                    arm_endpoint: scan.azure_arm_endpoint.clone(),
-                    acr_endpoint: scan.azure_acr_endpoint.clone(),
-                },
+                azure: azure_settings(scan)?,
                 qscanner: match scan.qscanner_bin.clone() {
                     None => None,
                     Some(binary) => Some(QScannerSetup {
@@ -228,6 +252,16 @@ pub async fn run(
         settings.qscanner_task_queue = Some(qscanner_queue.clone());
     }
     let qscanner_template = config.scan.qscanner.map(|q| {
+        // What QScanner runs of a worker that died left behind (their locks are free).
+        if let Err(e) = qflows_activities::qscanner::sweep_work_dir(&q.work_dir) {
+            tracing::warn!(work_dir = %q.work_dir.display(), error = %e, "cannot sweep the QScanner work directory");
+        }
+        if std::process::id() == 1 {
+            tracing::warn!(
+                "qflows runs as PID 1 without an init: processes QScanner leaves behind would \
+                 not be reaped; the image runs qflows under tini (deploy/Dockerfile)"
+            );
+        }
         let gateway = config
             .qualys
             .gateway

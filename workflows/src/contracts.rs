@@ -197,6 +197,29 @@ activity_contract!(
     CountRegistrySensors = "qualys.CountRegistrySensors": () => u64
 );
 activity_contract!(
+    /// Before any write: refuses clusters the sensor cannot run on (GKE Autopilot), checks the
+    /// credentials (non-empty), dry-runs every object (refusals fail it, warnings are kept),
+    /// records the previous state of everything the run may change and the sensors Qualys knows.
+    PrepareSensor = "sensor.Prepare": crate::sensor::DeploySensorInput => crate::sensor::SensorPlan
+);
+activity_contract!(
+    /// Applies the planned sensor (comparing first); what to restore comes from the plan.
+    ApplyPlannedSensor = "sensor.ApplyPlanned": crate::sensor::SensorRun => crate::sensor::SensorApplied
+);
+activity_contract!(
+    /// Looks at the roll-out: its status, or that the cluster cannot be observed.
+    ObserveSensorRollout = "sensor.ObserveRollout": crate::sensor::SensorRun => crate::sensor::RolloutObservation
+);
+activity_contract!(
+    /// Counts the sensors this run brought up that registered with Qualys.
+    VerifySensorRegistered = "sensor.VerifyRegistered": crate::sensor::SensorRun => crate::sensor::VerifyObservation
+);
+activity_contract!(
+    /// Restores every object the run changed or created, from the plan, touching only qflows'
+    /// fields and leaving drifted objects alone.
+    RollbackPlannedSensor = "sensor.RollbackPlanned": crate::sensor::SensorRun => crate::sensor::RollbackReport
+);
+activity_contract!(
     /// Does nothing: the unit of `BenchNoop`, the benchmark's baseline.
     Noop = "bench.Noop": () => ()
 );

@@ -40,6 +40,9 @@ use temporalio_sdk::{
 /// The patch that refuses Azure resource IDs with path tricks (`.`/`..` segments…).
 pub const AZURE_RESOURCE_ID_PATCH: &str = "azure-resource-id-checks";
 
+/// Marks runs that ignore ACR pushes of non-image artifacts (Helm charts, cosign signatures).
+pub const ACR_ARTIFACTS_PATCH: &str = "acr-artifacts-ignored";
+
 /// Marks runs that scan an ECS task once, at RUNNING (see [`Rules`]).
 pub const TASK_RUNNING_ONLY_PATCH: &str = "scan-ecs-tasks-once-running";
 
@@ -129,6 +132,17 @@ fn read(
     {
         let rules = Rules {
             scan_tasks_before_running: true,
+            ..Rules::default()
+        };
+        return classify_with(event, rules).map_err(invalid_input);
+    }
+    // Runs started before the artifact rule scanned every ACR push.
+    if matches!(classified, Classified::Ignored { .. })
+        && crate::scan::is_acr_artifact_push(event)
+        && !ctx.patched(ACR_ARTIFACTS_PATCH)
+    {
+        let rules = Rules {
+            scan_acr_artifacts: true,
             ..Rules::default()
         };
         return classify_with(event, rules).map_err(invalid_input);

@@ -77,7 +77,29 @@ pub struct DeploySensorInput {
     /// Time between status polls (default 15 s).
     #[serde(default = "default_poll_interval_secs")]
     pub poll_interval_secs: u64,
+    /// Egress the sensor's NetworkPolicy allows besides DNS (53), HTTPS (443) and the API
+    /// server (6443): private registries on 5000 or 8443, a proxy on 3128 (Kubernetes only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_egress_ports: Vec<EgressPort>,
 }
+
+/// One extra egress port of the sensor's NetworkPolicy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EgressPort {
+    /// The port, 1–65535.
+    pub port: u32,
+    /// `TCP` (default), `UDP` or `SCTP`.
+    #[serde(default = "default_protocol")]
+    pub protocol: String,
+}
+
+fn default_protocol() -> String {
+    "TCP".into()
+}
+
+/// Most extra egress ports an input may name.
+pub const MAX_EXTRA_EGRESS_PORTS: usize = 20;
 
 fn default_rollout_timeout_secs() -> u64 {
     900
@@ -134,6 +156,32 @@ impl Validate for DeploySensorInput {
         }
         if self.target == SensorTarget::Ecs && self.region.is_none() {
             return Err(InputError::field("region", "is required for target `ecs`"));
+        }
+        if self.extra_egress_ports.len() > MAX_EXTRA_EGRESS_PORTS {
+            return Err(InputError::field(
+                "extraEgressPorts",
+                format!("at most {MAX_EXTRA_EGRESS_PORTS} ports"),
+            ));
+        }
+        for (i, p) in self.extra_egress_ports.iter().enumerate() {
+            if !(1..=65535).contains(&p.port) {
+                return Err(InputError::field(
+                    format!("extraEgressPorts[{i}].port"),
+                    format!("{} is not a port (1-65535)", p.port),
+                ));
+            }
+            if !matches!(p.protocol.as_str(), "TCP" | "UDP" | "SCTP") {
+                return Err(InputError::field(
+                    format!("extraEgressPorts[{i}].protocol"),
+                    format!("`{}` must be TCP, UDP or SCTP", p.protocol),
+                ));
+            }
+        }
+        if self.target == SensorTarget::Ecs && !self.extra_egress_ports.is_empty() {
+            return Err(InputError::field(
+                "extraEgressPorts",
+                "applies to Kubernetes targets only (ECS has no NetworkPolicy)",
+            ));
         }
         Ok(())
     }
@@ -193,11 +241,221 @@ pub struct DeploySensorOutput {
     pub sensors: u64,
 }
 
+/// The workflow ID of the deployment to one real target: `sensor-ecs-<account>-<region>-<cluster>`
+/// for ECS (two clusters named `default` in two regions or accounts are two targets), and
+/// `sensor-kube-<API server host:port/path>` for Kubernetes (every kube context, target name or
+/// cluster name that reaches one API server is one target). `qflows sensor deploy` starts runs
+/// under this ID; before it, the ID was `sensor-<target>-<cluster>` ([`legacy_workflow_id`]).
+pub fn sensor_workflow_id(target: &SensorScope) -> String {
+    match target {
+        SensorScope::Ecs {
+            account_id,
+            region,
+            cluster,
+        } => format!("sensor-ecs-{account_id}-{region}-{cluster}"),
+        SensorScope::Kube { server } => format!("sensor-kube-{}", normalize_server(server)),
+    }
+}
+
+/// The workflow ID `qflows sensor deploy` used before [`sensor_workflow_id`].
+pub fn legacy_workflow_id(input: &DeploySensorInput) -> String {
+    format!("sensor-{}-{}", input.target.as_str(), input.cluster)
+}
+
+/// `https://API.example:443/` → `api.example:443`: the scheme and a trailing `/` dropped, the
+/// host lower-cased.
+pub fn normalize_server(server: &str) -> String {
+    let rest = server
+        .split_once("://")
+        .map(|(_, r)| r)
+        .unwrap_or(server)
+        .trim_end_matches('/');
+    match rest.split_once('/') {
+        Some((host, path)) => format!("{}/{path}", host.to_ascii_lowercase()),
+        None => rest.to_ascii_lowercase(),
+    }
+}
+
+/// What one sensor deployment targets, for its workflow ID.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SensorScope {
+    /// An ECS cluster.
+    Ecs {
+        /// The AWS account.
+        account_id: String,
+        /// The region.
+        region: String,
+        /// The cluster name.
+        cluster: String,
+    },
+    /// A Kubernetes cluster, by its API server URL.
+    Kube {
+        /// The API server URL.
+        server: String,
+    },
+}
+
+/// One Kubernetes object as it was before the run changed anything, and the fields the run's
+/// apply gives qflows (read from the server's dry run). Values are kept only for the fields
+/// qflows owned before or is about to own, so other managers' fields (an env value someone
+/// else set, say) never enter history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObjectSnapshot {
+    /// `apps/v1`, `v1`, …
+    pub api_version: String,
+    /// `DaemonSet`, …
+    pub kind: String,
+    /// Name.
+    pub name: String,
+    /// Namespace, for namespaced objects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Whether the object existed before the run.
+    pub existed: bool,
+    /// Its UID when it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// The previous values of the fields in `managed_before` ∪ `managed_after` (an object in the
+    /// object's own shape; `Null` when it did not exist).
+    pub previous: serde_json::Value,
+    /// qflows' managed fields (`fieldsV1`) before the run.
+    pub managed_before: serde_json::Value,
+    /// qflows' managed fields after the run's apply, as the dry run answered.
+    pub managed_after: serde_json::Value,
+    /// The DaemonSet's current ControllerRevision (`name`), when the controller had written one:
+    /// its template is what a roll-back restores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+}
+
+/// The ECS service before the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EcsSnapshot {
+    /// Whether the service existed.
+    pub service_existed: bool,
+    /// The task definition it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_task_definition: Option<String>,
+}
+
+/// What `sensor.Prepare` recorded before the first write: the previous state of everything the
+/// run may change, the pre-flight's warnings, and the sensors Qualys knew. In history, so a
+/// retried apply can never lose what to roll back to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SensorPlan {
+    /// Kubernetes objects, in apply order (empty on ECS).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ObjectSnapshot>,
+    /// The ECS service (ECS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ecs: Option<EcsSnapshot>,
+    /// Warnings of the pre-flight (dry run): the API server's `Warning` headers, named by object.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// UUIDs of the registry sensors Qualys listed before the run.
+    pub baseline_sensors: Vec<String>,
+    /// When the plan was made (worker clock, ms since the epoch): sensors this run brought up
+    /// registered or checked in after it.
+    pub prepared_at_ms: u64,
+}
+
+/// A planned deployment: what the later activities get.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SensorRun {
+    /// The workflow input.
+    pub input: DeploySensorInput,
+    /// What was recorded before any write.
+    pub plan: SensorPlan,
+    /// Set once the apply reported it changed nothing: sensors registered before count then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchanged: bool,
+}
+
+/// A look at the roll-out: its status, or why the cluster could not be observed (that is not a
+/// reason to roll back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutObservation {
+    /// The status, when the cluster answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<RolloutStatus>,
+    /// Why the cluster could not be observed (unreachable, timed out, 5xx, 401/403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unobservable: Option<String>,
+    /// Why pods are not coming up, when the cluster says (e.g. a `FailedCreate` event: the pod
+    /// was refused by Pod Security admission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// A look at Qualys: how many of this run's sensors registered, or why Qualys could not be
+/// asked (401, 429, an outage: not a reason to roll back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerifyObservation {
+    /// Why Qualys could not be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unobservable: Option<String>,
+    /// Sensors registered (or checked in) after the plan, on this cluster's nodes, on this image's
+    /// version.
+    pub matched: u64,
+    /// How many are needed: the ready pods (running tasks), at least one.
+    pub needed: u64,
+    /// What was seen, for messages (counts of other sensors, hostnames wanted).
+    pub detail: String,
+}
+
+/// What a roll-back did and what it could not do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackReport {
+    /// What was restored or removed.
+    pub restored: Vec<String>,
+    /// What remains to restore, and why (an error, or a drift: someone else changed the object
+    /// since the apply, so it was left as they made it).
+    pub remaining: Vec<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::input::parse;
     use serde_json::json;
+
+    #[test]
+    fn one_target_is_one_workflow_id() {
+        let ecs = |region: &str| SensorScope::Ecs {
+            account_id: "123456789012".into(),
+            region: region.into(),
+            cluster: "default".into(),
+        };
+        assert_ne!(
+            sensor_workflow_id(&ecs("us-east-1")),
+            sensor_workflow_id(&ecs("eu-west-1"))
+        );
+        assert_eq!(
+            sensor_workflow_id(&ecs("us-east-1")),
+            "sensor-ecs-123456789012-us-east-1-default"
+        );
+        let kube = |server: &str| {
+            sensor_workflow_id(&SensorScope::Kube {
+                server: server.into(),
+            })
+        };
+        assert_eq!(
+            kube("https://API.Example:443/"),
+            "sensor-kube-api.example:443"
+        );
+        assert_eq!(
+            kube("https://api.example:443"),
+            kube("https://api.example:443/")
+        );
+    }
 
     #[test]
     fn ecs_needs_references_and_a_region() {

@@ -199,3 +199,43 @@ fn runs_started_before_the_checks_classify_as_they_did() {
         Ok(Classified::Scan(_))
     ));
 }
+
+/// An ACR push with `target` changed.
+fn acr_push_with(target: Value) -> Value {
+    let mut event = sample("eventgrid-acr-image-pushed.json");
+    let data = event["data"].as_object_mut().unwrap();
+    let t = data["target"].as_object_mut().unwrap();
+    for (k, v) in target.as_object().unwrap() {
+        t.insert(k.clone(), v.clone());
+    }
+    event
+}
+
+#[test]
+fn acr_pushes_of_signatures_and_charts_are_ignored_and_images_are_scanned() {
+    let digest = "a".repeat(64);
+    // cosign pushes its signature as an OCI image manifest tagged sha256-<digest>.sig.
+    let reason = ignored(&acr_push_with(json!({
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "tag": format!("sha256-{digest}.sig")})));
+    assert!(reason.contains("cosign sig"), "{reason}");
+    let reason = ignored(&acr_push_with(json!({
+        "mediaType": "application/vnd.cncf.helm.chart.content.v1.tar+gzip", "tag": "1.2.0"})));
+    assert!(reason.contains("not a container image"), "{reason}");
+    let reason = ignored(&acr_push_with(
+        json!({"mediaType": "application/vnd.oci.artifact.manifest.v1+json"}),
+    ));
+    assert!(reason.contains("artifact"), "{reason}");
+    for media_type in qflows_workflows::scan::IMAGE_MEDIA_TYPES {
+        scan(&acr_push_with(
+            json!({"mediaType": media_type, "tag": "1.2.0"}),
+        ));
+    }
+    // What the patch `acr-artifacts-ignored` changed, for runs started before it.
+    assert!(qflows_workflows::scan::is_acr_artifact_push(
+        &acr_push_with(json!({"tag": format!("sha256-{digest}.att")}))
+    ));
+    assert!(!qflows_workflows::scan::is_acr_artifact_push(&sample(
+        "eventgrid-acr-image-pushed.json"
+    )));
+}

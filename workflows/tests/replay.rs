@@ -114,8 +114,10 @@ async fn cdr_to_policy_histories_replay() {
 async fn deploy_sensor_histories_replay() {
     let recorded = histories("deploy_sensor");
     assert!(
-        recorded.len() >= 2,
-        "expected recorded DeploySensor histories (ECS created, ECS rolled back)"
+        recorded.len() >= 9,
+        "expected recorded DeploySensor histories of both designs: before sensor-real-clusters \
+         (deploy_sensor_ecs_*, deploy_sensor_eks_*) and after it (deploy_sensor_planned_*: created, rolled back, \
+         retried apply, drift)"
     );
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<qflows_workflows::DeploySensor>()

@@ -6,7 +6,7 @@ use crate::qualys::Secret;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Environment variables passed through from the worker, besides `PATH` and `TMPDIR`: proxy
+/// Environment variables passed through from the worker, besides `PATH`: proxy
 /// and CA settings QScanner needs to reach the gateway and the registry. Nothing else of the
 /// worker's environment reaches QScanner.
 pub const PASSTHROUGH_ENV: [&str; 8] = [
@@ -116,9 +116,23 @@ pub(crate) fn output_dir(cfg: &QScannerConfig, job: &ScanJob) -> PathBuf {
     cfg.work_dir.join(&job.scan_id)
 }
 
-/// Builds the command. It does not validate the job: [`validate_job`] does, before running.
+/// Builds the command with `<work_dir>/<scan_id>` as the output directory and its `tmp/` as
+/// `TMPDIR` (what [`super::QScanner::command`] shows; a run uses its own attempt directory).
 pub(crate) fn build(cfg: &QScannerConfig, job: &ScanJob) -> CommandSpec {
     let out_dir = output_dir(cfg, job);
+    let tmp = out_dir.join("tmp");
+    build_in(cfg, job, &out_dir, &tmp)
+}
+
+/// Builds the command writing into `out_dir`, with `TMPDIR=tmp`. It does not validate the job:
+/// [`validate_job`] does, before running.
+pub(crate) fn build_in(
+    cfg: &QScannerConfig,
+    job: &ScanJob,
+    out_dir: &Path,
+    tmp: &Path,
+) -> CommandSpec {
+    let out_dir = out_dir.to_path_buf();
     let mut args: Vec<String> = Vec::new();
     let flag = |args: &mut Vec<String>, name: &str, value: String| {
         args.push(name.to_string());
@@ -167,7 +181,8 @@ pub(crate) fn build(cfg: &QScannerConfig, job: &ScanJob) -> CommandSpec {
     spec.set("PATH", Secret::new(path));
     // FAQ Q7: HOME (or XDG_CONFIG_HOME) must be set; QScanner's defaults live under it.
     spec.set("HOME", Secret::new(path_arg(&cfg.work_dir)));
-    spec.set("TMPDIR", Secret::new(path_arg(&std::env::temp_dir())));
+    // The attempt's own temporary directory, removed with it: never the worker's shared one.
+    spec.set("TMPDIR", Secret::new(path_arg(tmp)));
     for name in PASSTHROUGH_ENV {
         if let Ok(value) = std::env::var(name)
             && !value.is_empty()

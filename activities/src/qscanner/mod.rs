@@ -28,9 +28,13 @@
 //!
 //! # Run
 //!
-//! The output directory `<work_dir>/<scan_id>` is emptied first, so that files of an earlier
-//! attempt can never be mistaken for this one's. The process leads its own process group, is
-//! killed on drop, and its stdout and stderr are captured (the last 64 KiB of each), redacted of
+//! Each attempt gets its own directory `<work_dir>/<scan_id>.<unique>/` (QScanner's
+//! `--output-dir`, with `TMPDIR` inside it), locked while it runs and removed when the run
+//! returns, on every path; [`sweep_work_dir`] removes what dead workers left (call it at
+//! start-up). Files of another attempt can never be mistaken for this one's, and a retry never
+//! deletes a running attempt's files. The reports are read as a stream into typed structs, with
+//! a size cap. The process leads its own process group, which is killed (`kill(2)` through
+//! `rustix`) when the run ends on any path, and its stdout and stderr are captured (the last 64 KiB of each), redacted of
 //! every credential of the job, logged only at `debug`, and quoted (last lines) in errors.
 //! `heartbeat` is called at start and every [`QScannerConfig::heartbeat_interval`] (default 5 s)
 //! while it runs, and once more before the outputs are parsed. When
@@ -94,6 +98,7 @@ mod outcome;
 mod process;
 mod registries;
 mod report;
+mod workdir;
 
 #[cfg(test)]
 mod standin_tests;
@@ -106,6 +111,7 @@ pub use exit::{ExitCodeInfo, ExitDisposition, FailureCategory, exit_code_info};
 pub use outcome::{Finding, PolicyVerdict, ScanOutcome, SecretFinding, VulnerablePackage};
 pub use process::CAPTURE_LIMIT;
 pub use registries::{DEFAULT_REGISTRIES, RegistryAllowlist};
+pub use workdir::sweep as sweep_work_dir;
 
 use crate::qualys::{Pod, Secret};
 use serde::{Deserialize, Serialize};
@@ -351,9 +357,15 @@ impl QScanner {
         cancel: impl Future<Output = ()> + Send,
     ) -> Result<ScanOutcome, QScannerError> {
         command::validate_job(job)?;
-        let spec = self.command(job);
+        // Removed when this function returns, whichever way it does.
+        let attempt = workdir::AttemptDir::create(&self.cfg.work_dir, &job.scan_id)?;
+        if let Some(cache) = &self.cfg.cache_dir {
+            tokio::fs::create_dir_all(cache)
+                .await
+                .map_err(|e| QScannerError::io("creating the cache directory", &e))?;
+        }
+        let spec = command::build_in(&self.cfg, job, attempt.path(), &attempt.tmp());
         let out_dir = spec.current_dir.clone();
-        prepare_dirs(&self.cfg, &out_dir).await?;
         let redactor = Redactor::for_job(&self.cfg, job);
         info!(
             scan_id = %job.scan_id,
@@ -467,9 +479,7 @@ impl QScanner {
                 message: format!("no *-ScanResult.json after exit {code}"),
             });
         };
-        let label = report::file_label(&result_path);
-        let scan_result =
-            report::parse_scan_result(&report::read_json(&result_path).await?, &label)?;
+        let scan_result = report::read_scan_result(&result_path).await?;
         warnings.extend(scan_result.warnings);
         for wanted in expected_scans(&self.cfg.scan_types) {
             if !scan_result
@@ -485,11 +495,7 @@ impl QScanner {
 
         let sarif = match files.sarif {
             Some(path) if info.disposition != ExitDisposition::ReportUnavailable => {
-                let label = report::file_label(&path);
-                Some(report::parse_sarif(
-                    &report::read_json(&path).await?,
-                    &label,
-                )?)
+                Some(report::read_sarif(&path).await?)
             }
             Some(_) => None,
             None if report_expected => {
@@ -542,6 +548,14 @@ impl QScanner {
     }
 }
 
+/// The vulnerabilities of a `*-Report.sarif.json` file and the warnings reading it gave, read
+/// exactly as [`QScanner::run`] reads them (streamed into typed structs, with the size cap):
+/// for `qflows bench qscanner-report`.
+pub async fn read_sarif_file(path: &Path) -> Result<(Vec<Finding>, Vec<String>), QScannerError> {
+    let report = report::read_sarif(path).await?;
+    Ok((report.findings, report.warnings))
+}
+
 /// The `ScansPerformed` types the configured `--scan-types` should produce (`pkg` = `os` +
 /// `sca`).
 fn expected_scans(scan_types: &[String]) -> Vec<&str> {
@@ -558,25 +572,6 @@ fn expected_scans(scan_types: &[String]) -> Vec<&str> {
         }
     }
     out
-}
-
-/// Empties the output directory (files of an earlier attempt must not be read as this one's)
-/// and creates it, the work directory and the cache directory.
-async fn prepare_dirs(cfg: &QScannerConfig, out_dir: &Path) -> Result<(), QScannerError> {
-    match tokio::fs::remove_dir_all(out_dir).await {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(QScannerError::io("emptying the output directory", &e)),
-    }
-    tokio::fs::create_dir_all(out_dir)
-        .await
-        .map_err(|e| QScannerError::io("creating the output directory", &e))?;
-    if let Some(cache) = &cfg.cache_dir {
-        tokio::fs::create_dir_all(cache)
-            .await
-            .map_err(|e| QScannerError::io("creating the cache directory", &e))?;
-    }
-    Ok(())
 }
 
 /// Removes every credential of a job from text.

@@ -91,7 +91,8 @@ pub struct ScanOutcome {
     /// Things worth knowing that did not fail the scan (partial results, failed sub-scans,
     /// missing fields).
     pub warnings: Vec<String>,
-    /// The per-scan output directory, `<work_dir>/<scan_id>`. The caller removes it when done.
+    /// The attempt directory QScanner wrote into; it is removed when the run returns (read
+    /// what is needed from this outcome, not from the files).
     pub output_dir: PathBuf,
     /// How long QScanner ran.
     pub duration: Duration,

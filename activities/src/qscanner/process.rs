@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::warn;
 
 /// At most this many bytes of each of stdout and stderr are kept (the last ones).
 pub const CAPTURE_LIMIT: usize = 64 * 1024;
@@ -72,26 +72,42 @@ async fn collect(task: Option<JoinHandle<Vec<u8>>>) -> String {
     }
 }
 
-/// Kills the process and its process group, then reaps it.
-///
-/// The child leads its own process group (`process_group(0)`), so anything it started goes
-/// too. The group is killed with the `kill` utility (no `unsafe` signal call here); if that is
-/// unavailable, the child alone is killed.
+/// Sends SIGKILL to the process group `pgid` with the `kill(2)` system call, through `rustix`
+/// (qflows forbids `unsafe`; rustix wraps the call safely, and the distroless image has no
+/// `kill(1)` to shell out to). ESRCH (the group is already gone) is fine.
+fn kill_group(pgid: u32) {
+    let Some(pid) = i32::try_from(pgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return;
+    };
+    match rustix::process::kill_process_group(pid, rustix::process::Signal::KILL) {
+        Ok(()) => {}
+        Err(e) if e == rustix::io::Errno::SRCH => {}
+        Err(e) => warn!(pgid, error = %e, "killing the qscanner process group failed"),
+    }
+}
+
+/// Kills QScanner's process group when dropped, so nothing QScanner started outlives the run
+/// on any path: a timeout, a cancellation, a dropped future, or a QScanner that exited and left
+/// children behind (they would be orphans of the worker, which may be PID 1).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.0.take() {
+            kill_group(pgid);
+        }
+    }
+}
+
+/// Kills the process and its process group, then reaps it. The child leads its own process
+/// group (`process_group(0)`): the group id is its pid, which cannot be reused before the child
+/// is reaped below.
 async fn kill(child: &mut Child) {
     if let Some(pid) = child.id() {
-        // The child is not reaped yet, so its pid (= the group id) cannot have been reused.
-        let group = Command::new("kill")
-            .arg("-KILL")
-            .arg("--")
-            .arg(format!("-{pid}"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await;
-        if let Err(e) = group {
-            debug!(error = %e, "cannot run kill(1); killing the qscanner process alone");
-        }
+        kill_group(pid);
     }
     if let Err(e) = child.kill().await {
         warn!(error = %e, "killing qscanner failed");
@@ -128,6 +144,7 @@ pub(crate) async fn run(
         }
         _ => QScannerError::io("spawning qscanner", &e),
     })?;
+    let _group = GroupGuard(child.id());
     let stdout = child.stdout.take().map(|s| tokio::spawn(capture(s)));
     let stderr = child.stderr.take().map(|s| tokio::spawn(capture(s)));
     let progress = |stage| Progress {

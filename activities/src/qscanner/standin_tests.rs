@@ -81,6 +81,21 @@ impl Harness {
         }
     }
 
+    /// No attempt directory is left under the work directory.
+    fn assert_no_attempt_left(&self) {
+        let work = self.dir.0.join("work");
+        let left: Vec<String> = std::fs::read_dir(&work)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(left.is_empty(), "left in {}: {left:?}", work.display());
+    }
+
     fn invocations(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
@@ -128,12 +143,13 @@ async fn get_report_with_vulnerabilities_and_a_secret() {
     assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
     let id = outcome.image_id.clone().unwrap();
     assert_eq!(id.len(), 64);
+    // The attempt directory (outputs, TMPDIR) is gone once the run returned.
     assert!(
-        outcome
-            .output_dir
-            .join(format!("{id}-Report.sarif.json"))
-            .is_file()
+        !outcome.output_dir.exists(),
+        "{}",
+        outcome.output_dir.display()
     );
+    h.assert_no_attempt_left();
     assert!(
         outcome
             .image_digest
@@ -179,7 +195,20 @@ async fn get_report_with_vulnerabilities_and_a_secret() {
     assert_eq!(call["token_in_argv"], false);
     let argv = names(call, "argv");
     assert!(argv.iter().all(|a| !a.contains(TOKEN)), "{argv:?}");
-    assert_eq!(argv, h.scanner().command(&job).args);
+    // The same command, writing into this attempt's own directory, with TMPDIR inside it.
+    let mut shown = h.scanner().command(&job).args;
+    let at = shown.iter().position(|a| a == "--output-dir").unwrap() + 1;
+    let attempt = argv[at].clone();
+    assert!(
+        attempt.starts_with(&format!("{}/scan-1.", h.dir.0.join("work").display())),
+        "{attempt}"
+    );
+    shown[at] = attempt.clone();
+    assert_eq!(argv, shown);
+    assert_eq!(
+        call["tmpdir"].as_str(),
+        Some(format!("{attempt}/tmp").as_str())
+    );
     let env = names(call, "env");
     assert!(env.contains(&"QUALYS_ACCESS_TOKEN".to_string()), "{env:?}");
     // The child saw only the runner's variables: nothing of this test process (cargo sets
@@ -429,6 +458,7 @@ async fn timeout_kills_a_slow_scan() {
     assert_eq!(calls.len(), 1);
     let pid = calls[0]["pid"].as_u64().unwrap();
     assert!(process_gone(pid), "qscanner {pid} still runs");
+    h.assert_no_attempt_left();
 }
 
 #[tokio::test]
@@ -449,6 +479,7 @@ async fn cancel_kills_the_scan() {
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     let pid = h.invocations()[0]["pid"].as_u64().unwrap();
     assert!(process_gone(pid), "qscanner {pid} still runs");
+    h.assert_no_attempt_left();
 }
 
 #[tokio::test]
@@ -524,4 +555,35 @@ async fn timeout_kills_the_whole_process_group() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("grandchild {pid} survived the timeout");
+}
+
+#[tokio::test]
+async fn a_failed_scan_leaves_no_directory_and_start_up_sweeps_dead_attempts() {
+    let h = Harness::new("failed", json!({"broken": {"exit_code": 6}}));
+    let job = h.job("registry.example/broken:1", ScanMode::GetReport);
+    let err = h
+        .scanner()
+        .run(&job, |_| {}, std::future::pending())
+        .await
+        .unwrap_err();
+    assert_eq!(err.type_name(), "QScannerArtifactFailed", "{err}");
+    h.assert_no_attempt_left();
+
+    // What a worker killed mid-scan leaves: an attempt directory whose lock nobody holds, and
+    // one created before its lock. A live attempt (its lock held) and QScanner's cache stay.
+    let work = h.dir.0.join("work");
+    let dead = work.join("scan-9.4242-0-0000beef");
+    std::fs::create_dir_all(dead.join("tmp")).unwrap();
+    std::fs::write(dead.join(".lock"), b"").unwrap();
+    std::fs::write(dead.join("tmp/layer.tar"), b"x").unwrap();
+    let unlocked = work.join("scan-8.4242-1-0000cafe");
+    std::fs::create_dir_all(&unlocked).unwrap();
+    let cache = work.join(".cache/qualys/qscanner");
+    std::fs::create_dir_all(&cache).unwrap();
+    let live = workdir::AttemptDir::create(&work, "scan-7").unwrap();
+    assert_eq!(sweep_work_dir(&work).unwrap(), 2);
+    assert!(!dead.exists() && !unlocked.exists());
+    assert!(live.path().is_dir() && cache.is_dir());
+    drop(live);
+    h.assert_no_attempt_left();
 }

@@ -278,3 +278,162 @@ pub async fn rollback(client: &Client, deployment: &SensorDeployment) -> Result<
     info!(%cluster, service = %name, %report, "sensor rolled back");
     Ok(report)
 }
+
+// ---------------------------------------------------------------------------------------------
+// The planned design (`sensor-real-clusters`): the previous task definition is recorded before
+// any change, and the roll-back restores it only when the service still runs what this run
+// applied.
+
+use qflows_workflows::sensor::{EcsSnapshot, RollbackReport, SensorRun};
+
+/// The service as it is before the run.
+pub async fn snapshot(client: &Client, input: &DeploySensorInput) -> Result<EcsSnapshot, AwsError> {
+    let service = find_service(client, &input.cluster, input.service_name()).await?;
+    Ok(EcsSnapshot {
+        service_existed: service.is_some(),
+        previous_task_definition: service
+            .as_ref()
+            .and_then(|s| s.task_definition())
+            .map(str::to_string),
+    })
+}
+
+/// Registers and rolls out the rendered task definition (comparing first).
+pub async fn apply_planned(client: &Client, run: &SensorRun) -> Result<SensorApplied, AwsError> {
+    let input = &run.input;
+    let td = render::ecs_task_definition(input);
+    let wanted = td.container_definitions[0].docker_labels[SPEC_LABEL].clone();
+    let (cluster, name) = (input.cluster.as_str(), input.service_name());
+    let service = find_service(client, cluster, name).await?;
+    let previous = run
+        .plan
+        .ecs
+        .as_ref()
+        .and_then(|e| e.previous_task_definition.clone());
+    let created = run.plan.ecs.as_ref().is_some_and(|e| !e.service_existed);
+    if let Some(current) = service.as_ref().and_then(|s| s.task_definition())
+        && spec_digest(client, current).await?.as_deref() == Some(wanted.as_str())
+    {
+        info!(%cluster, service = %name, task_definition = %current, "sensor unchanged");
+        return Ok(SensorApplied {
+            changed: previous.as_deref() != Some(current),
+            applied: current.to_string(),
+            previous,
+            created,
+        });
+    }
+    let arn = register(client, &td).await?;
+    if service.is_some() {
+        client
+            .update_service()
+            .cluster(cluster)
+            .service(name)
+            .task_definition(&arn)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:UpdateService", e))?;
+    } else {
+        client
+            .create_service()
+            .cluster(cluster)
+            .service_name(name)
+            .task_definition(&arn)
+            .launch_type(LaunchType::Ec2)
+            .scheduling_strategy(SchedulingStrategy::Daemon)
+            .deployment_configuration(
+                DeploymentConfiguration::builder()
+                    .maximum_percent(100)
+                    .minimum_healthy_percent(0)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:CreateService", e))?;
+    }
+    super::kube_plan::fault_point("sensor-ecs-service-updated");
+    info!(%cluster, service = %name, task_definition = %arn, "sensor applied");
+    Ok(SensorApplied {
+        changed: true,
+        applied: arn,
+        previous,
+        created,
+    })
+}
+
+/// Puts the task definition of the plan back (or deletes the service the run created), unless
+/// the service runs something this run did not apply; deregisters what the run registered.
+pub async fn rollback_planned(client: &Client, run: &SensorRun) -> RollbackReport {
+    let mut report = RollbackReport::default();
+    let input = &run.input;
+    let (cluster, name) = (input.cluster.as_str(), input.service_name());
+    let snapshot = run.plan.ecs.clone().unwrap_or(EcsSnapshot {
+        service_existed: false,
+        previous_task_definition: None,
+    });
+    let wanted = render::ecs_task_definition(input).container_definitions[0].docker_labels
+        [SPEC_LABEL]
+        .clone();
+    let result: Result<(), AwsError> = async {
+        let Some(service) = find_service(client, cluster, name).await? else {
+            if snapshot.service_existed {
+                report.remaining.push(format!(
+                    "service {name}: deleted since the apply; not re-created"
+                ));
+            }
+            return Ok(());
+        };
+        let current = service.task_definition().unwrap_or_default().to_string();
+        if snapshot.previous_task_definition.as_deref() == Some(current.as_str()) {
+            return Ok(());
+        }
+        if spec_digest(client, &current).await?.as_deref() != Some(wanted.as_str()) {
+            report.remaining.push(format!(
+                "service {name}: runs task definition {current}, which this run did not apply \
+                 (changed since); left as it is"
+            ));
+            return Ok(());
+        }
+        match &snapshot.previous_task_definition {
+            Some(previous) if snapshot.service_existed => {
+                client
+                    .update_service()
+                    .cluster(cluster)
+                    .service(name)
+                    .task_definition(previous)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("ecs:UpdateService", e))?;
+                report.restored.push(format!(
+                    "service {name} restored to task definition {previous} (was {current})"
+                ));
+            }
+            _ => {
+                client
+                    .delete_service()
+                    .cluster(cluster)
+                    .service(name)
+                    .force(true)
+                    .send()
+                    .await
+                    .map_err(|e| AwsError::from_sdk("ecs:DeleteService", e))?;
+                report
+                    .restored
+                    .push(format!("service {name} deleted (it did not exist before)"));
+            }
+        }
+        client
+            .deregister_task_definition()
+            .task_definition(&current)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:DeregisterTaskDefinition", e))?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        report.remaining.push(format!("service {name}: {e}"));
+    }
+    info!(%cluster, service = %name, restored = ?report.restored, remaining = ?report.remaining,
+        "sensor rolled back");
+    report
+}

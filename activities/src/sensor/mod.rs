@@ -5,8 +5,11 @@
 #![allow(missing_docs)]
 
 pub mod ecs;
+pub mod fields;
 pub mod kube;
+pub mod kube_plan;
 pub mod render;
+pub mod verify;
 
 use crate::aws::Aws;
 use crate::failure::IntoFailure;
@@ -14,7 +17,8 @@ use crate::policies::PolicyOutputError;
 use crate::qualys::QualysClient;
 use qflows_workflows::contracts;
 use qflows_workflows::sensor::{
-    DeploySensorInput, RolloutStatus, SensorApplied, SensorDeployment, SensorTarget,
+    DeploySensorInput, RollbackReport, RolloutObservation, RolloutStatus, SensorApplied,
+    SensorDeployment, SensorPlan, SensorRun, SensorTarget, VerifyObservation,
 };
 use std::sync::Arc;
 use temporalio_macros::activities;
@@ -50,6 +54,25 @@ pub enum SensorError {
         /// What is missing and how to fix it.
         problem: String,
     },
+    /// The cluster cannot run the sensor (GKE Autopilot); nothing was written.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The API server refused objects in the pre-flight dry run; nothing was written.
+    #[error("the API server refused the sensor in a dry run, so nothing was written: {}{}",
+        refusals.join("; "),
+        if warnings.is_empty() { String::new() } else { format!(" (warnings: {})", warnings.join("; ")) })]
+    Preflight {
+        /// Each refusal, named by object.
+        refusals: Vec<String>,
+        /// The dry run's warnings.
+        warnings: Vec<String>,
+    },
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] crate::aws::AwsError),
+    /// A Qualys call failed.
+    #[error(transparent)]
+    Qualys(#[from] crate::qualys::QualysError),
 }
 
 impl IntoFailure for SensorError {
@@ -60,9 +83,22 @@ impl IntoFailure for SensorError {
             e @ SensorError::MissingCredential { .. } => {
                 crate::failure::failure(e, "SensorCredentialsMissing", false, None)
             }
+            e @ SensorError::Unsupported(_) => {
+                crate::failure::failure(e, "SensorUnsupportedCluster", false, None)
+            }
+            e @ SensorError::Preflight { .. } => {
+                crate::failure::failure(e, "SensorPreflightRefused", false, None)
+            }
+            SensorError::Aws(e) => e.into_failure(),
+            SensorError::Qualys(e) => e.into_failure(),
         }
     }
 }
+
+/// A roll-back that stopped because the cluster could not be reached; names what remains.
+#[derive(Debug, thiserror::Error)]
+#[error("remaining: {0}")]
+struct RollbackIncomplete(String);
 
 async fn ecs_client(aws: &Aws, input: &DeploySensorInput) -> aws_sdk_ecs::Client {
     let region = input.region.as_deref().unwrap_or("us-east-1");
@@ -142,6 +178,221 @@ impl SensorActivities {
                 kube::rollback(&client, &deployment)
                     .await
                     .map_err(IntoFailure::into_failure)
+            }
+        }
+    }
+
+    /// Pre-flight and snapshot before any write (see [`kube_plan`]).
+    #[activity(definition = contracts::PrepareSensor)]
+    pub async fn prepare(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        input: DeploySensorInput,
+    ) -> Result<SensorPlan, ActivityError> {
+        let prepared_at_ms = verify::now_ms();
+        let (objects, ecs, warnings) = match input.target {
+            SensorTarget::Ecs => {
+                let client = ecs_client(&self.aws, &input).await;
+                let snapshot = ecs::snapshot(&client, &input)
+                    .await
+                    .map_err(IntoFailure::into_failure)?;
+                (Vec::new(), Some(snapshot), Vec::new())
+            }
+            _ => {
+                let client = kube::client(&input)
+                    .await
+                    .map_err(IntoFailure::into_failure)?;
+                let prepared = kube_plan::prepare(&client, &input)
+                    .await
+                    .map_err(IntoFailure::into_failure)?;
+                for w in &prepared.warnings {
+                    tracing::warn!(warning = %w, "sensor pre-flight warning");
+                }
+                (prepared.objects, None, prepared.warnings)
+            }
+        };
+        let sensors = self
+            .qualys
+            .sensors()
+            .await
+            .map_err(IntoFailure::into_failure)?;
+        Ok(SensorPlan {
+            objects,
+            ecs,
+            warnings,
+            baseline_sensors: verify::registry_sensor_ids(&sensors),
+            prepared_at_ms,
+        })
+    }
+
+    /// Applies the planned sensor.
+    #[activity(definition = contracts::ApplyPlannedSensor)]
+    pub async fn apply_planned(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        run: SensorRun,
+    ) -> Result<SensorApplied, ActivityError> {
+        match run.input.target {
+            SensorTarget::Ecs => {
+                let client = ecs_client(&self.aws, &run.input).await;
+                ecs::apply_planned(&client, &run)
+                    .await
+                    .map_err(IntoFailure::into_failure)
+            }
+            _ => {
+                let client = kube::client(&run.input)
+                    .await
+                    .map_err(IntoFailure::into_failure)?;
+                kube_plan::apply(&client, &run)
+                    .await
+                    .map_err(IntoFailure::into_failure)
+            }
+        }
+    }
+
+    /// Looks at the roll-out; an unreachable cluster is an answer, not a failure.
+    #[activity(definition = contracts::ObserveSensorRollout)]
+    pub async fn observe_rollout(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        run: SensorRun,
+    ) -> Result<RolloutObservation, ActivityError> {
+        let unobservable = |why: String| RolloutObservation {
+            status: None,
+            unobservable: Some(why),
+            reason: None,
+        };
+        Ok(match run.input.target {
+            SensorTarget::Ecs => {
+                let client = ecs_client(&self.aws, &run.input).await;
+                let deployment = SensorDeployment {
+                    input: run.input.clone(),
+                    applied: SensorApplied {
+                        changed: true,
+                        applied: ecs::find_service(
+                            &client,
+                            &run.input.cluster,
+                            run.input.service_name(),
+                        )
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|s| s.task_definition().map(str::to_string))
+                        .unwrap_or_default(),
+                        previous: None,
+                        created: false,
+                    },
+                };
+                match ecs::rollout_status(&client, &deployment).await {
+                    Ok(status) => RolloutObservation {
+                        status: Some(status),
+                        unobservable: None,
+                        reason: None,
+                    },
+                    Err(e) if e.is_retryable() || e.type_name() == "AwsAccessDenied" => {
+                        unobservable(e.to_string())
+                    }
+                    Err(e) => RolloutObservation {
+                        status: Some(RolloutStatus {
+                            desired: 0,
+                            ready: 0,
+                            updated: 0,
+                            done: false,
+                        }),
+                        unobservable: None,
+                        reason: Some(e.to_string()),
+                    },
+                }
+            }
+            _ => match kube::client(&run.input).await {
+                Ok(client) => kube_plan::observe(&client).await,
+                Err(e) => unobservable(e.to_string()),
+            },
+        })
+    }
+
+    /// Counts this run's sensors that registered with Qualys; Qualys not answering is an
+    /// answer, not a failure.
+    #[activity(definition = contracts::VerifySensorRegistered)]
+    pub async fn verify_registered(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        run: SensorRun,
+    ) -> Result<VerifyObservation, ActivityError> {
+        let unobservable = |why: String| VerifyObservation {
+            unobservable: Some(why),
+            matched: 0,
+            needed: 0,
+            detail: String::new(),
+        };
+        // The nodes (Kubernetes) and how many sensors must have registered.
+        let (nodes, ready) = match run.input.target {
+            SensorTarget::Ecs => {
+                let client = ecs_client(&self.aws, &run.input).await;
+                match ecs::find_service(&client, &run.input.cluster, run.input.service_name()).await
+                {
+                    Ok(service) => (
+                        None,
+                        service
+                            .map(|s| s.running_count().max(0) as u64)
+                            .unwrap_or(0),
+                    ),
+                    Err(e) => return Ok(unobservable(e.to_string())),
+                }
+            }
+            _ => {
+                let nodes = match kube::client(&run.input).await {
+                    Ok(client) => kube_plan::ready_nodes(&client).await,
+                    Err(e) => Err(e),
+                };
+                match nodes {
+                    Ok(nodes) => {
+                        let n = nodes.len() as u64;
+                        (Some(nodes), n)
+                    }
+                    Err(e) => return Ok(unobservable(e.to_string())),
+                }
+            }
+        };
+        let sensors =
+            match tokio::time::timeout(std::time::Duration::from_secs(25), self.qualys.sensors())
+                .await
+            {
+                Ok(Ok(sensors)) => sensors,
+                Ok(Err(e)) => return Ok(unobservable(format!("Qualys: {e}"))),
+                Err(_) => return Ok(unobservable("Qualys: no answer within 25 s".into())),
+            };
+        Ok(verify::count(&run, &sensors, nodes.as_deref(), ready))
+    }
+
+    /// Restores everything the plan recorded.
+    #[activity(definition = contracts::RollbackPlannedSensor)]
+    pub async fn rollback_planned(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        run: SensorRun,
+    ) -> Result<RollbackReport, ActivityError> {
+        match run.input.target {
+            SensorTarget::Ecs => {
+                let client = ecs_client(&self.aws, &run.input).await;
+                Ok(ecs::rollback_planned(&client, &run).await)
+            }
+            _ => {
+                let client = kube::client(&run.input)
+                    .await
+                    .map_err(IntoFailure::into_failure)?;
+                let (report, transient) = kube_plan::rollback(&client, &run).await;
+                // An unreachable cluster is worth another attempt (restored objects are left
+                // alone the next time); drift is final.
+                if transient {
+                    return Err(crate::failure::failure(
+                        RollbackIncomplete(report.remaining.join("; ")),
+                        "SensorRollbackIncomplete",
+                        true,
+                        None,
+                    ));
+                }
+                Ok(report)
             }
         }
     }

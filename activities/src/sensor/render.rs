@@ -282,10 +282,67 @@ fn secret_key_ref(reference: &str) -> Value {
     json!({"secretKeyRef": {"name": name, "key": key}})
 }
 
-/// The sensor's Kubernetes objects, in apply order: namespace, ServiceAccount, ClusterRole and
-/// binding, NetworkPolicy (egress DNS, HTTPS and the API server only; no ingress),
-/// ResourceQuota, LimitRange, PodDisruptionBudget and the hardened DaemonSet (last). The credentials are `secretKeyRef`s
-/// to a Secret the operator manages: their values never pass through qflows.
+/// CPU the sensor container requests, in millicores (as the nelssec manifests, research §5).
+pub const SENSOR_CPU_REQUEST_MILLI: u64 = 250;
+/// Memory the sensor container requests, in MiB.
+pub const SENSOR_MEMORY_REQUEST_MIB: u64 = 512;
+/// The sensor container's CPU limit, in millicores.
+pub const SENSOR_CPU_LIMIT_MILLI: u64 = 500;
+/// The sensor container's memory limit, in MiB.
+pub const SENSOR_MEMORY_LIMIT_MIB: u64 = 1024;
+/// Sensor pods the namespace's ResourceQuota admits: one per node of the largest cluster
+/// Kubernetes supports (5,000 nodes), plus room for the pods a rolling update is replacing
+/// (a terminating pod counts until it is gone). A DaemonSet must never meet its quota: a pod it
+/// cannot create leaves a node unscanned, silently.
+pub const QUOTA_SENSOR_PODS: u64 = 5_100;
+/// Seconds a new sensor pod must stay Ready before the DaemonSet counts it available (a
+/// container that starts and dies within this is caught by the roll-out, not by Qualys).
+pub const MIN_READY_SECONDS: u64 = 30;
+/// Host directory of the sensor's data (its identity and scan state), as on ECS and in
+/// Qualys' own DaemonSet: a pod re-created on the node is the same sensor to Qualys.
+pub const HOST_SENSOR_DATA: &str = "/usr/local/qualys/sensor/data";
+/// Host directory of the agent data (host ID) mounted under the data directory.
+pub const HOST_AGENT_DATA: &str = "/etc/qualys";
+
+/// A CPU quantity in the API server's canonical form (`4`, `250m`), so what is applied compares
+/// equal to what is stored.
+fn cpu(milli: u64) -> String {
+    if milli.is_multiple_of(1000) {
+        format!("{}", milli / 1000)
+    } else {
+        format!("{milli}m")
+    }
+}
+
+/// A memory quantity in canonical form (`512Mi`, `8Gi`).
+fn memory(mib: u64) -> String {
+    if mib.is_multiple_of(1024) {
+        format!("{}Gi", mib / 1024)
+    } else {
+        format!("{mib}Mi")
+    }
+}
+
+/// The labels that let the namespace run the sensor under Pod Security Admission: it needs a
+/// hostPath socket and SYS_ADMIN, which `baseline` and `restricted` refuse. `audit` and `warn`
+/// follow, so a cluster-wide default cannot make the API server warn about or audit it either.
+pub fn pod_security_labels() -> Value {
+    json!({
+        "pod-security.kubernetes.io/enforce": "privileged",
+        "pod-security.kubernetes.io/enforce-version": "latest",
+        "pod-security.kubernetes.io/audit": "privileged",
+        "pod-security.kubernetes.io/audit-version": "latest",
+        "pod-security.kubernetes.io/warn": "privileged",
+        "pod-security.kubernetes.io/warn-version": "latest",
+    })
+}
+
+/// The sensor's Kubernetes objects, in apply order: namespace (Pod Security `privileged`),
+/// ServiceAccount, ClusterRole and binding, NetworkPolicy (egress DNS, HTTPS, the API server
+/// and the input's extra ports only; no ingress), ResourceQuota (sized never to bind on the
+/// DaemonSet, [`QUOTA_SENSOR_PODS`]), LimitRange, PodDisruptionBudget and the hardened
+/// DaemonSet (last). The credentials are `secretKeyRef`s to a Secret the operator manages: their
+/// values never pass through qflows.
 pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
     let p = provider(input.target);
     let ns = KUBE_NAMESPACE;
@@ -298,6 +355,13 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
         }
         m
     };
+    let mut namespace_labels = labels.clone();
+    if let (Some(all), Some(psa)) = (
+        namespace_labels.as_object_mut(),
+        pod_security_labels().as_object(),
+    ) {
+        all.extend(psa.clone());
+    }
     let node_selector = p.node_selector.clone();
     // No host network, PID or IPC: left unset (false), as the API server stores them; and no
     // ingress rules with policy type Ingress denies all ingress.
@@ -308,9 +372,23 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
     if let Some(pod_url) = &input.pod_url {
         env.push(json!({"name": "POD_URL", "value": pod_url}));
     }
+    let mut egress = vec![
+        json!({"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}),
+        json!({"ports": [{"protocol": "TCP", "port": 443}]}),
+        json!({"ports": [{"protocol": "TCP", "port": 6443}]}),
+    ];
+    if !input.extra_egress_ports.is_empty() {
+        let ports: Vec<Value> = input
+            .extra_egress_ports
+            .iter()
+            .map(|e| json!({"protocol": e.protocol, "port": e.port}))
+            .collect();
+        egress.push(json!({ "ports": ports }));
+    }
+    let pods = QUOTA_SENSOR_PODS;
     let mut manifests = vec![
         json!({"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ns, "labels": labels}}),
+            "metadata": {"name": ns, "labels": namespace_labels}}),
         json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(true),
             "automountServiceAccountToken": true}),
         json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(false),
@@ -323,18 +401,18 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
         "spec": {
             "podSelector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}},
             "policyTypes": ["Ingress", "Egress"],
-            "egress": [
-                {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
-                {"ports": [{"protocol": "TCP", "port": 443}]},
-                {"ports": [{"protocol": "TCP", "port": 6443}]}
-            ]}}),
+            "egress": egress}}),
         json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta(true),
-            "spec": {"hard": {"requests.cpu": "4", "requests.memory": "8Gi",
-                              "limits.cpu": "8", "limits.memory": "16Gi", "pods": "200"}}}),
+            "spec": {"hard": {
+                "requests.cpu": cpu(pods * SENSOR_CPU_REQUEST_MILLI),
+                "requests.memory": memory(pods * SENSOR_MEMORY_REQUEST_MIB),
+                "limits.cpu": cpu(pods * SENSOR_CPU_LIMIT_MILLI),
+                "limits.memory": memory(pods * SENSOR_MEMORY_LIMIT_MIB),
+                "pods": pods.to_string()}}}),
         json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": meta(true),
             "spec": {"limits": [{"type": "Container",
-                "default": {"cpu": "500m", "memory": "1Gi"},
-                "defaultRequest": {"cpu": "250m", "memory": "512Mi"}}]}}),
+                "default": {"cpu": cpu(SENSOR_CPU_LIMIT_MILLI), "memory": memory(SENSOR_MEMORY_LIMIT_MIB)},
+                "defaultRequest": {"cpu": cpu(SENSOR_CPU_REQUEST_MILLI), "memory": memory(SENSOR_MEMORY_REQUEST_MIB)}}]}}),
         // Voluntary disruptions (node drains, upgrades) take at most one sensor pod at a time.
         json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(true),
             "spec": {"maxUnavailable": 1,
@@ -343,6 +421,7 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
         "spec": {
             "selector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}},
             "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+            "minReadySeconds": MIN_READY_SECONDS,
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
@@ -356,8 +435,19 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
                         "args": ["--k8s-mode", "--registry-sensor", "--container-runtime", p.runtime,
                                  "--enable-console-logs"],
                         "env": env,
-                        "resources": {"requests": {"cpu": "250m", "memory": "512Mi"},
-                                      "limits": {"cpu": "500m", "memory": "1Gi"}},
+                        "resources": {"requests": {"cpu": cpu(SENSOR_CPU_REQUEST_MILLI),
+                                                   "memory": memory(SENSOR_MEMORY_REQUEST_MIB)},
+                                      "limits": {"cpu": cpu(SENSOR_CPU_LIMIT_MILLI),
+                                                 "memory": memory(SENSOR_MEMORY_LIMIT_MIB)}},
+                        // Not Ready while a credential is empty (an External Secrets template
+                        // that rendered nothing) or the data directory is not writable: such a
+                        // pod would start and never register.
+                        "readinessProbe": {
+                            "exec": {"command": ["/bin/sh", "-c", READINESS_CHECK]},
+                            "initialDelaySeconds": 5,
+                            "periodSeconds": 20,
+                            "failureThreshold": 3
+                        },
                         "securityContext": {
                             "privileged": false,
                             "allowPrivilegeEscalation": false,
@@ -367,12 +457,14 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
                         },
                         "volumeMounts": [
                             {"name": "runtime-socket", "mountPath": p.runtime_socket, "readOnly": true},
-                            {"name": "persistent-volume", "mountPath": "/usr/local/qualys/qpa/data"}
+                            {"name": "persistent-volume", "mountPath": "/usr/local/qualys/qpa/data"},
+                            {"name": "agent-volume", "mountPath": "/usr/local/qualys/qpa/data/conf/agent-data"}
                         ]
                     }],
                     "volumes": [
                         {"name": "runtime-socket", "hostPath": {"path": p.runtime_socket, "type": "Socket"}},
-                        {"name": "persistent-volume", "emptyDir": {}}
+                        {"name": "persistent-volume", "hostPath": {"path": HOST_SENSOR_DATA, "type": "DirectoryOrCreate"}},
+                        {"name": "agent-volume", "hostPath": {"path": HOST_AGENT_DATA, "type": "DirectoryOrCreate"}}
                     ]
                 }
             }
@@ -388,6 +480,10 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
     }
     manifests
 }
+
+/// The readiness check: both credentials non-empty, the data directory writable.
+pub const READINESS_CHECK: &str =
+    r#"test -n "$ACTIVATIONID" && test -n "$CUSTOMERID" && test -w /usr/local/qualys/qpa/data"#;
 
 /// What `qflows sensor render` prints: the task definition as JSON for ECS, the manifests as a
 /// multi-document YAML stream for Kubernetes.
@@ -496,5 +592,105 @@ mod kube_tests {
         }
         let yaml = render(&input("gke")).unwrap();
         assert_eq!(yaml.matches("---\n").count(), 9);
+    }
+
+    /// `250m` → 250, `4` → 4000 (millicores); `512Mi` → 512, `8Gi` → 8192 (MiB).
+    fn milli(q: &str) -> u64 {
+        match q.strip_suffix('m') {
+            Some(m) => m.parse().unwrap(),
+            None => q.parse::<u64>().unwrap() * 1000,
+        }
+    }
+    fn mib(q: &str) -> u64 {
+        match (q.strip_suffix("Mi"), q.strip_suffix("Gi")) {
+            (Some(m), _) => m.parse().unwrap(),
+            (_, Some(g)) => g.parse::<u64>().unwrap() * 1024,
+            _ => panic!("unexpected quantity {q}"),
+        }
+    }
+
+    #[test]
+    fn the_quota_admits_a_sensor_on_every_node_of_a_large_cluster() {
+        let manifests = kube_manifests(&input("eks"));
+        let quota = &manifests[5]["spec"]["hard"];
+        let pod = &manifests[8]["spec"]["template"]["spec"]["containers"][0]["resources"];
+        for nodes in [17, 500, 5_000] {
+            assert!(quota["pods"].as_str().unwrap().parse::<u64>().unwrap() > nodes);
+            for (bound, key) in [("requests", "cpu"), ("limits", "cpu")] {
+                let each = milli(pod[bound][key].as_str().unwrap());
+                let hard = milli(quota[format!("{bound}.{key}")].as_str().unwrap());
+                // One pod more than nodes: the one a rolling update is replacing.
+                assert!((nodes + 1) * each <= hard, "{nodes} nodes: {bound}.{key}");
+            }
+            for bound in ["requests", "limits"] {
+                let each = mib(pod[bound]["memory"].as_str().unwrap());
+                let hard = mib(quota[format!("{bound}.memory")].as_str().unwrap());
+                assert!((nodes + 1) * each <= hard, "{nodes} nodes: {bound}.memory");
+            }
+        }
+        // The quantities are in the API server's canonical form (so a re-apply writes nothing).
+        assert_eq!(quota["requests.cpu"], "1275");
+        assert_eq!(quota["requests.memory"], "2550Gi");
+        assert_eq!(pod["requests"]["cpu"], "250m");
+        assert_eq!(pod["limits"]["memory"], "1Gi");
+    }
+
+    #[test]
+    fn the_namespace_is_privileged_and_the_sensor_keeps_its_identity_on_the_node() {
+        let manifests = kube_manifests(&input("aks"));
+        let labels = &manifests[0]["metadata"]["labels"];
+        for mode in ["enforce", "audit", "warn"] {
+            assert_eq!(
+                labels[format!("pod-security.kubernetes.io/{mode}")],
+                "privileged"
+            );
+        }
+        let ds = &manifests[8]["spec"];
+        assert_eq!(ds["minReadySeconds"], MIN_READY_SECONDS);
+        let pod = &ds["template"]["spec"];
+        let volumes = pod["volumes"].as_array().unwrap();
+        assert!(volumes.iter().all(|v| v.get("emptyDir").is_none()));
+        let data = volumes
+            .iter()
+            .find(|v| v["name"] == "persistent-volume")
+            .unwrap();
+        assert_eq!(
+            data["hostPath"],
+            json!({"path": HOST_SENSOR_DATA, "type": "DirectoryOrCreate"})
+        );
+        let probe = &pod["containers"][0]["readinessProbe"]["exec"]["command"];
+        assert!(
+            probe[2]
+                .as_str()
+                .unwrap()
+                .contains(r#"test -n "$ACTIVATIONID""#)
+        );
+    }
+
+    #[test]
+    fn extra_egress_ports_open_only_what_is_named() {
+        let mut with_ports = input("eks");
+        with_ports.extra_egress_ports = vec![
+            qflows_workflows::sensor::EgressPort {
+                port: 5000,
+                protocol: "TCP".into(),
+            },
+            qflows_workflows::sensor::EgressPort {
+                port: 3128,
+                protocol: "TCP".into(),
+            },
+        ];
+        let egress = &kube_manifests(&with_ports)[4]["spec"]["egress"];
+        assert_eq!(egress.as_array().unwrap().len(), 4);
+        assert_eq!(
+            egress[3],
+            json!({"ports": [{"protocol": "TCP", "port": 5000}, {"protocol": "TCP", "port": 3128}]})
+        );
+        let plain = &kube_manifests(&input("eks"))[4]["spec"]["egress"];
+        assert_eq!(plain.as_array().unwrap().len(), 3);
+        let bad: Result<DeploySensorInput, _> = qflows_workflows::input::parse(json!({
+            "target": "eks", "cluster": "c", "activationIdRef": "s:a", "customerIdRef": "s:c",
+            "extraEgressPorts": [{"port": 70000}]}));
+        assert_eq!(bad.unwrap_err().field, "extraEgressPorts[0].port");
     }
 }

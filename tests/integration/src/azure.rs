@@ -9,6 +9,13 @@
 //! `{"error": {"code", "message"}}` and 429 with `Retry-After`, and ACR's `/oauth2/exchange`,
 //! `/oauth2/token` and `/v2/<repository>/manifests/<reference>` with `Docker-Content-Digest` and
 //! `{"errors": [{"code", "message"}]}`.
+//!
+//! Entra ID tokens are per audience, as in Azure: Resource Manager accepts only a token for its
+//! audience (public by default; [`AzureFake::expect_arm_audience`] for a sovereign cloud), and
+//! ACR's exchange accepts one for ACR's own audience (`https://containerregistry.azure.net`) or
+//! for Resource Manager's, unless told to refuse the latter
+//! ([`AzureFake::refuse_arm_audience_for_acr`], a registry with `azureADAuthenticationAsArmPolicy`
+//! disabled).
 
 use crate::{find_tool, free_port, wait_for};
 use anyhow::Context;
@@ -186,6 +193,12 @@ struct FakeState {
     aad_token: String,
     /// Answer the next N ARM reads with 429.
     throttle_arm: AtomicU32,
+    /// The audience Resource Manager accepts tokens for.
+    arm_audience: Mutex<String>,
+    /// ACR's exchange refuses Resource Manager tokens.
+    acr_refuses_arm: std::sync::atomic::AtomicBool,
+    /// The `resource` of every managed-identity token request, in order.
+    token_resources: Mutex<Vec<String>>,
     /// Calls by route.
     calls: Mutex<BTreeMap<String, u64>>,
 }
@@ -198,6 +211,24 @@ impl FakeState {
             .unwrap()
             .entry(route.to_string())
             .or_default() += 1;
+    }
+}
+
+/// Resource Manager's audience in the public cloud.
+pub const ARM_PUBLIC: &str = "https://management.azure.com";
+/// ACR's own audience.
+pub const ACR_AUDIENCE: &str = "https://containerregistry.azure.net";
+
+impl FakeState {
+    /// The token the fake's identity gets for `resource`.
+    fn token_for(&self, resource: &str) -> String {
+        let host = resource
+            .trim_end_matches('/')
+            .rsplit('/')
+            .next()
+            .unwrap_or(resource)
+            .to_string();
+        format!("{}-for-{host}", self.aad_token)
     }
 }
 
@@ -215,6 +246,7 @@ impl AzureFake {
         let state = Arc::new(FakeState {
             identity_header: "fake-identity-header".into(),
             aad_token: format!("aad-token-{}", free_port()),
+            arm_audience: Mutex::new(ARM_PUBLIC.into()),
             ..Default::default()
         });
         let app = Router::new()
@@ -262,6 +294,22 @@ impl AzureFake {
             .lock()
             .unwrap()
             .insert((repository.into(), tag.into()), digest.into());
+    }
+
+    /// Resource Manager accepts only tokens for `audience` from now on (e.g.
+    /// `https://management.usgovcloudapi.net`).
+    pub fn expect_arm_audience(&self, audience: &str) {
+        *self.state.arm_audience.lock().unwrap() = audience.trim_end_matches('/').to_string();
+    }
+
+    /// ACR's exchange refuses tokens for Resource Manager's audience from now on.
+    pub fn refuse_arm_audience_for_acr(&self) {
+        self.state.acr_refuses_arm.store(true, Ordering::SeqCst);
+    }
+
+    /// The `resource` of every managed-identity token request so far.
+    pub fn token_resources(&self) -> Vec<String> {
+        self.state.token_resources.lock().unwrap().clone()
     }
 
     /// Answers the next `n` Resource Manager reads with 429.
@@ -314,12 +362,13 @@ async fn msi_token(
     let Some(resource) = query.get("resource") else {
         return (StatusCode::BAD_REQUEST, "resource is required").into_response();
     };
+    state.token_resources.lock().unwrap().push(resource.clone());
     let expires = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() + 3600)
         .unwrap_or(0);
     axum::Json(json!({
-        "access_token": state.aad_token,
+        "access_token": state.token_for(resource),
         "expires_on": expires.to_string(),
         "resource": resource,
         "token_type": "Bearer",
@@ -345,11 +394,15 @@ async fn acr_exchange(State(state): State<Arc<FakeState>>, body: Bytes) -> Respo
             "grant_type must be access_token",
         );
     }
-    if form.get("access_token") != Some(&state.aad_token) {
+    let arm = state.token_for(&state.arm_audience.lock().unwrap());
+    let accepted = form.get("access_token") == Some(&state.token_for(ACR_AUDIENCE))
+        || (form.get("access_token") == Some(&arm)
+            && !state.acr_refuses_arm.load(Ordering::SeqCst));
+    if !accepted {
         return acr_error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
-            "invalid Entra ID token",
+            "invalid Entra ID token for this registry's audience",
         );
     }
     let service = form.get("service").cloned().unwrap_or_default();
@@ -429,7 +482,8 @@ async fn resource_or_registry(State(state): State<Arc<FakeState>>, request: Requ
         return arm_error(StatusCode::NOT_FOUND, "NotFound", "no such route");
     }
     state.count("arm");
-    if bearer(&headers) != Some(state.aad_token.as_str()) {
+    let wanted = state.token_for(&state.arm_audience.lock().unwrap());
+    if bearer(&headers) != Some(wanted.as_str()) {
         return arm_error(
             StatusCode::UNAUTHORIZED,
             "AuthenticationFailed",

@@ -29,8 +29,17 @@ struct Setup {
 }
 
 async fn setup() -> anyhow::Result<Setup> {
+    setup_with(|_| {}, &[]).await
+}
+
+/// [`setup`], with the fake configured by `prepare` and more worker variables.
+async fn setup_with(
+    prepare: impl FnOnce(&AzureFake),
+    worker_env: &[(&str, &str)],
+) -> anyhow::Result<Setup> {
     let env = TestEnv::start(EmulatorConfig::default()).await?;
     let fake = AzureFake::start().await?;
+    prepare(&fake);
     fake.put_resource(ACI, sample("arm-container-group.json"));
     let digest = format!("sha256:{}", "a7".repeat(32));
     fake.put_manifest("reports/worker", "7.0.1", &digest);
@@ -49,6 +58,9 @@ async fn setup() -> anyhow::Result<Setup> {
         .env("QFLOWS_SCAN_POLL_INITIAL_SECS", Some("1"));
     for (key, value) in fake.worker_env() {
         builder = builder.env(key, Some(&value));
+    }
+    for (key, value) in worker_env {
+        builder = builder.env(key, Some(value));
     }
     let worker = builder.start(&env.dir).await?;
     Ok(Setup {
@@ -209,5 +221,140 @@ async fn an_acr_push_is_scanned_by_its_pushed_digest() -> anyhow::Result<()> {
         "{:?}",
         fake.calls()
     );
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_us_government_worker_asks_for_its_own_audience() -> anyhow::Result<()> {
+    let gov = "https://management.usgovcloudapi.net";
+    let Setup {
+        env,
+        fake,
+        worker,
+        digest,
+        // Azurite stops when dropped: keep it for the whole test.
+        azurite: _azurite,
+    } = setup_with(
+        |fake| fake.expect_arm_audience(gov),
+        &[("QFLOWS_AZURE_CLOUD", "usgovernment")],
+    )
+    .await?;
+    let out = scan_on_deploy(
+        &env.client,
+        &worker.task_queue,
+        "aci-usgov",
+        sample("eventgrid-aci-resource-write-success.json"),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}\n{}", worker.logs()))?;
+    assert_eq!(out.status, "scanned", "{out:?}");
+    assert_eq!(out.images[0].digest, digest);
+    let resources = fake.token_resources();
+    assert!(resources.iter().any(|r| r == gov), "{resources:?}");
+    assert!(
+        !resources.iter().any(|r| r.contains("management.azure.com")),
+        "{resources:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn an_acr_refusing_the_arm_audience_still_resolves_once_per_registry() -> anyhow::Result<()> {
+    let Setup {
+        env,
+        fake,
+        worker,
+        digest,
+        // Azurite stops when dropped: keep it for the whole test.
+        azurite: _azurite,
+    } = setup_with(|fake| fake.refuse_arm_audience_for_acr(), &[]).await?;
+    let out = scan_on_deploy(
+        &env.client,
+        &worker.task_queue,
+        "aci-acr-audience",
+        sample("eventgrid-aci-resource-write-success.json"),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}\n{}", worker.logs()))?;
+    assert_eq!(out.images[0].digest, digest, "{out:?}");
+    assert_eq!(out.images[0].status, ImageStatus::Scanned, "{out:?}");
+    // The tag lookup and QScanner's pull share one refresh token: one exchange.
+    assert_eq!(
+        fake.calls().get("oauth2/exchange"),
+        Some(&1),
+        "{:?}",
+        fake.calls()
+    );
+    assert!(
+        fake.token_resources()
+            .iter()
+            .any(|r| r == qflows_integration::azure::ACR_AUDIENCE)
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn signatures_are_ignored_and_privately_pulled_images_skipped() -> anyhow::Result<()> {
+    let Setup {
+        env,
+        fake,
+        worker,
+        azurite: _azurite,
+        ..
+    } = setup().await?;
+    // A cosign signature pushed next to the image: nothing to scan.
+    let mut event = sample("azure-eventgrid-acr-imagepushed-data-as-string.json");
+    let mut data: Value = serde_json::from_str(event["data"].as_str().unwrap())?;
+    data["target"]["tag"] = format!("sha256-{}.sig", "d8".repeat(32)).into();
+    data["target"]["mediaType"] = "application/vnd.oci.image.manifest.v1+json".into();
+    event["data"] = data.to_string().into();
+    let out = scan_on_deploy(&env.client, &worker.task_queue, "acr-cosign", event)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e:?}\n{}", worker.logs()))?;
+    assert_eq!(out.status, "ignored", "{out:?}");
+    assert!(
+        out.reason.as_deref().unwrap_or("").contains("cosign"),
+        "{out:?}"
+    );
+    record_history(
+        &env.client,
+        "acr-cosign",
+        "scan_on_deploy_acr_signature_ignored",
+    )
+    .await?;
+
+    // A container group pulling from a private registry with its own credentials.
+    let private = format!("registry.example.com/team/app@sha256:{}", "b3".repeat(32));
+    let mut group = sample("arm-container-group.json");
+    group["properties"]["containers"][1]["properties"]["image"] = private.clone().into();
+    group["properties"]["imageRegistryCredentials"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"server": "registry.example.com", "username": "ci"}));
+    fake.put_resource(ACI, group);
+    let out = scan_on_deploy(
+        &env.client,
+        &worker.task_queue,
+        "aci-private",
+        sample("eventgrid-aci-resource-write-success.json"),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("{e:?}\n{}", worker.logs()))?;
+    let skipped = out
+        .images
+        .iter()
+        .find(|i| i.image.starts_with("registry.example.com/"))
+        .expect("the private image is reported");
+    assert_eq!(skipped.status, ImageStatus::Skipped, "{skipped:?}");
+    assert!(
+        skipped
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("registry credentials of its own"),
+        "{skipped:?}"
+    );
+    // The ACR image is still scanned with qflows' identity.
+    assert_eq!(out.images[0].status, ImageStatus::Scanned, "{out:?}");
     Ok(())
 }

@@ -47,6 +47,13 @@ const EXIT_POLICY_EVALUATION_AUDIT: u8 = 43;
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     record_invocation(&argv);
+    // Like QScanner unpacking layers: scratch files in TMPDIR, which the runner must clean up.
+    if let Some(tmp) = env_nonempty("TMPDIR") {
+        let _ = std::fs::write(
+            std::path::Path::new(&tmp).join("qscanner-standin-layer.tmp"),
+            b"layer",
+        );
+    }
     match args::parse(&argv) {
         Err(e) => {
             eprintln!("ERROR\tinvalid parameter: {e}");
@@ -99,6 +106,7 @@ fn record_invocation(argv: &[String]) {
         "access_token_set": token.is_some(),
         "token_in_argv": token_in_argv,
         "home": env_nonempty("HOME"),
+        "tmpdir": env_nonempty("TMPDIR"),
     });
     let written = std::fs::OpenOptions::new()
         .create(true)

@@ -106,10 +106,45 @@ pub(super) enum Checks {
     BeforeResourceIdChecks,
 }
 
-/// Classifies one Event Grid event or CloudEvent.
+/// Manifest types of container images (and image indexes): an ACR push of anything else — a
+/// Helm chart, a cosign signature or attestation, an SBOM, any other OCI artifact — is ignored.
+pub const IMAGE_MEDIA_TYPES: [&str; 4] = [
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+];
+
+/// Why an ACR push is not of a container image, if it is not: its `target.mediaType` is not an
+/// image manifest, or its tag is cosign's (`sha256-<digest>.sig`, `.att`, `.sbom`; cosign pushes
+/// those as OCI image manifests).
+fn not_an_image(data: &serde_json::Map<String, Value>) -> Option<String> {
+    let target = data.get("target")?.as_object()?;
+    if let Some(media_type) = target.get("mediaType").and_then(Value::as_str)
+        && !media_type.is_empty()
+        && !IMAGE_MEDIA_TYPES.contains(&media_type)
+    {
+        return Some(format!(
+            "ACR push of a `{media_type}` artifact, not a container image: nothing to scan"
+        ));
+    }
+    let tag = target.get("tag").and_then(Value::as_str)?;
+    let (digest, suffix) = tag.strip_prefix("sha256-")?.rsplit_once('.')?;
+    (digest.len() == 64
+        && digest.bytes().all(|b| b.is_ascii_hexdigit())
+        && matches!(suffix, "sig" | "att" | "sbom"))
+    .then(|| {
+        format!("ACR push of a cosign {suffix} (`{tag}`), not a container image: nothing to scan")
+    })
+}
+
+/// Classifies one Event Grid event or CloudEvent. With `scan_artifacts` (runs of `ScanOnDeploy`
+/// from before patch `acr-artifacts-ignored`), ACR pushes of non-image artifacts are scanned as
+/// they were.
 pub(super) fn classify(
     event: &serde_json::Map<String, Value>,
     checks: Checks,
+    scan_artifacts: bool,
 ) -> Result<Classified, InputError> {
     let cloud_event = event.contains_key("specversion");
     let type_field = if cloud_event { "type" } else { "eventType" };
@@ -123,6 +158,9 @@ pub(super) fn classify(
             let data = data(event)?;
             if checks == Checks::All && topic.starts_with("/subscriptions/") {
                 check_arm_resource_id(topic_field, topic)?;
+            }
+            if !scan_artifacts && let Some(reason) = not_an_image(&data) {
+                return ignored(reason);
             }
             acr_push(&data, id, topic)
         }

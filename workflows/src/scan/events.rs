@@ -147,6 +147,9 @@ pub struct Rules {
     /// Accept Azure resource IDs with `.`/`..` segments and other path tricks, as qflows did
     /// at first (see [`classify_before_resource_id_checks`]).
     pub skip_azure_resource_id_checks: bool,
+    /// Scan ACR pushes of Helm charts, cosign signatures and other non-image artifacts, as
+    /// qflows did at first (they fail: there is no image to scan).
+    pub scan_acr_artifacts: bool,
 }
 
 /// Reads a deploy event and says what it asks to scan.
@@ -188,7 +191,7 @@ pub fn classify_with(event: &Value, rules: Rules) -> Result<Classified, InputErr
         ));
     };
     if super::azure::is_azure(obj) {
-        super::azure::classify(obj, checks)
+        super::azure::classify(obj, checks, rules.scan_acr_artifacts)
     } else if ["detail-type", "source", "detail"]
         .iter()
         .any(|k| obj.contains_key(*k))

@@ -17,7 +17,18 @@ pub mod image_ref;
 pub mod model;
 pub mod search;
 
-pub use azure::check_arm_resource_id;
+pub use azure::{IMAGE_MEDIA_TYPES, check_arm_resource_id};
+
+/// Whether `event` is an ACR push that [`classify`] ignores as not an image (a Helm chart, a
+/// cosign signature): what `ScanOnDeploy`'s `acr-artifacts-ignored` patch changed.
+pub fn is_acr_artifact_push(event: &serde_json::Value) -> bool {
+    let old = Rules {
+        scan_acr_artifacts: true,
+        ..Rules::default()
+    };
+    matches!(classify(event), Ok(Classified::Ignored { .. }))
+        && matches!(classify_with(event, old), Ok(Classified::Scan(_)))
+}
 pub use events::{
     Classified, EcsServiceRef, EventSource, Rules, ScanRequest, classify,
     classify_before_resource_id_checks, classify_with,

@@ -1,0 +1,107 @@
+//! Runs that began before `sensor-real-clusters`: apply, wait, count any registry sensor,
+//! restore the DaemonSet spec or task definition apply saw. Kept unchanged so such runs and
+//! their recorded histories replay.
+
+use super::{DeploySensor, SENSOR_ROLLED_BACK};
+use crate::contracts::{ApplySensor, CountRegistrySensors, RollbackSensor, SensorRolloutStatus};
+use crate::failure::{activity_failed, root_message};
+use crate::options;
+use crate::sensor::{DeploySensorInput, DeploySensorOutput, SensorDeployment};
+use std::time::Duration;
+use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
+
+/// The run of a workflow that began before the patch.
+pub(super) async fn run(
+    ctx: &mut WorkflowContext<DeploySensor>,
+    input: DeploySensorInput,
+) -> WorkflowResult<DeploySensorOutput> {
+    let opts = options::retrying(120, 1800);
+
+    let applied = ctx
+        .execute_activity(ApplySensor, input.clone(), opts.clone())
+        .await
+        .map_err(|e| activity_failed("apply sensor", e))?;
+    let deployment = SensorDeployment {
+        input: input.clone(),
+        applied: applied.clone(),
+    };
+    let poll = Duration::from_secs(input.poll_interval_secs);
+
+    // Wait for the roll-out: desired = ready = updated, polled on durable timers.
+    let mut problem = None;
+    let mut waited = 0;
+    loop {
+        match ctx
+            .execute_activity(SensorRolloutStatus, deployment.clone(), opts.clone())
+            .await
+        {
+            Ok(status) if status.done => break,
+            Ok(status) if waited >= input.rollout_timeout_secs => {
+                problem = Some(format!(
+                    "roll-out did not complete within {} s (desired {}, ready {}, updated {})",
+                    input.rollout_timeout_secs, status.desired, status.ready, status.updated
+                ));
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                problem = Some(format!("roll-out status: {}", root_message(&e)));
+                break;
+            }
+        }
+        ctx.timer(poll).await;
+        waited += input.poll_interval_secs;
+    }
+
+    // Verify: the running sensor registers itself with Qualys.
+    let mut sensors = 0;
+    if problem.is_none() {
+        let mut waited = 0;
+        loop {
+            match ctx
+                .execute_activity(CountRegistrySensors, (), opts.clone())
+                .await
+            {
+                Ok(n) if n > 0 => {
+                    sensors = n;
+                    break;
+                }
+                Ok(_) if waited >= input.verify_timeout_secs => {
+                    problem = Some(format!(
+                        "no registry sensor registered with Qualys within {} s",
+                        input.verify_timeout_secs
+                    ));
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    problem = Some(format!("verify with Qualys: {}", root_message(&e)));
+                    break;
+                }
+            }
+            ctx.timer(poll).await;
+            waited += input.poll_interval_secs;
+        }
+    }
+
+    if let Some(problem) = problem {
+        let report = ctx
+            .execute_activity(RollbackSensor, deployment, opts)
+            .await
+            .map_err(|e| activity_failed(&format!("{problem}; roll back"), e))?;
+        return Err(
+            ApplicationFailure::builder(format!("{problem}; rolled back: {report}"))
+                .type_name(SENSOR_ROLLED_BACK.to_string())
+                .non_retryable(true)
+                .build()
+                .into(),
+        );
+    }
+    Ok(DeploySensorOutput {
+        target: input.target,
+        cluster: input.cluster,
+        changed: applied.changed,
+        applied: applied.applied,
+        sensors,
+    })
+}
