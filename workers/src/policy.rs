@@ -661,10 +661,10 @@ pub fn bench_policy(args: BenchPolicyArgs) -> anyhow::Result<()> {
     }
     let size_mib = std::fs::metadata(&file)?.len() as f64 / 1_048_576.0;
     let rss_before = peak_rss_mib().unwrap_or(0.0);
-    let out = dir.join("policies");
     let mut totals = Vec::with_capacity(args.runs);
     for run in 1..=args.runs {
-        std::fs::remove_dir_all(&out).ok();
+        // A fresh directory per run: every run creates its policy files, as the first does.
+        let out = dir.join(format!("policies-{run}"));
         let began = Instant::now();
         let summary = generate_offline(GenerateArgs {
             findings: file.clone(),
