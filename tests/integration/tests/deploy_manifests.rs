@@ -813,7 +813,8 @@ async fn keda_scaled_object_passes_a_dry_run_and_scales_the_worker_on_its_queues
     );
 
     // Broken copies are refused.
-    let broken: [(&str, fn(&mut Value)); 5] = [
+    type Breakage = (&'static str, fn(&mut Value));
+    let broken: [Breakage; 5] = [
         ("maxReplicaCount 0", |o| {
             o["spec"]["maxReplicaCount"] = json!(0)
         }),
