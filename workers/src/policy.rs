@@ -6,14 +6,12 @@ use crate::config::TemporalArgs;
 use crate::temporal;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use qflows_activities::cdr::findings::{Skipped, read_document};
+use qflows_activities::cdr::findings::read_document_grouped;
 use qflows_activities::cdr::render::RenderOptions;
 use qflows_activities::cdr::{Generation, Grouper, generate};
 use qflows_activities::policies::{Outcome, write_file};
 use qflows_workflows::CdrToPolicy;
-use qflows_workflows::cdr::model::{
-    AuditStyle, Enforcement, Observation, TetragonVersion, dns_label,
-};
+use qflows_workflows::cdr::model::{AuditStyle, Enforcement, TetragonVersion, dns_label};
 use qflows_workflows::cdr::{
     CdrToPolicyInput, FindingsReport, KubeTarget, OutputSettings, PoliciesQuery, PoliciesView,
     PolicyRecord, ReviewRequest, ReviewSettings,
@@ -118,28 +116,10 @@ pub fn generate_from_file(
     let t0 = Instant::now();
     let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let t1 = Instant::now();
-    // Parsing and grouping overlap: this thread parses, a second one groups, in batches.
-    type Batch = Vec<Result<Observation, Skipped>>;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Batch>(8);
-    let grouping = std::thread::spawn(move || {
-        let mut grouper = Grouper::default();
-        for batch in rx {
-            batch.into_iter().for_each(|o| grouper.add(o));
-        }
-        grouper
-    });
-    let mut batch = Vec::with_capacity(4096);
-    let parsed = read_document(&bytes, |o| {
-        batch.push(o);
-        if batch.len() == 4096 {
-            let _ = tx.send(std::mem::replace(&mut batch, Vec::with_capacity(4096)));
-        }
-    });
-    let _ = tx.send(batch);
-    drop(tx);
-    let grouper = grouping
-        .join()
-        .map_err(|_| anyhow::anyhow!("the grouping thread panicked"))?;
+    // One pass: each finding is read with its strings borrowed from `bytes` and recorded
+    // into its group at once (no per-finding allocation, no second thread to feed).
+    let mut grouper = Grouper::default();
+    let parsed = read_document_grouped(&bytes, &mut grouper);
     parsed.with_context(|| {
         format!(
             "{} is not a findings document (a JSON array of findings, or {{\"content\": [...]}})",
