@@ -5,13 +5,13 @@
 //! as the API answers, or a bare array). Files are read element by element with borrowed strings,
 //! so a million findings pass through in constant memory.
 
+use super::Grouper;
 use crate::qualys::{CdrFinding, Severity, techniques};
 use qflows_workflows::cdr::model::{Category, Observation, Workload};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -66,7 +66,7 @@ impl SkipReason {
 /// The fields of a finding qflows reads, borrowed from the input where possible.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     #[serde(borrow, default)]
     uuid: Lenient<'a>,
     #[serde(borrow, default)]
@@ -75,8 +75,8 @@ struct Fields<'a> {
     severity: Lenient<'a>,
     #[serde(borrow, default)]
     timestamp: Lenient<'a>,
-    #[serde(default)]
-    mitre_rules_info: Mitre,
+    #[serde(borrow, default)]
+    mitre_rules_info: Mitre<'a>,
     #[serde(borrow, default)]
     process_path: Lenient<'a>,
     #[serde(borrow, default)]
@@ -95,13 +95,45 @@ struct Fields<'a> {
     image_name: Lenient<'a>,
 }
 
-/// A scalar read as text whatever its JSON type; objects, arrays and null read as absent.
+/// A scalar read as text whatever its JSON type; objects, arrays, booleans and null read as
+/// absent. Numbers stay numbers until their text is asked for (most never are).
 #[derive(Debug, Default)]
-struct Lenient<'a>(Option<Cow<'a, str>>);
+enum Lenient<'a> {
+    #[default]
+    Absent,
+    Text(Cow<'a, str>),
+    Unsigned(u64),
+    Signed(i64),
+    Float(f64),
+}
 
-impl<'a> Lenient<'a> {
-    fn get(&self) -> Option<&str> {
-        self.0.as_deref().map(str::trim).filter(|s| !s.is_empty())
+impl Lenient<'_> {
+    /// The value as text, trimmed; `None` when absent or empty.
+    fn get(&self) -> Option<Cow<'_, str>> {
+        match self {
+            Lenient::Absent => None,
+            Lenient::Text(s) => Some(s.trim()).filter(|s| !s.is_empty()).map(Cow::Borrowed),
+            Lenient::Unsigned(n) => Some(Cow::Owned(n.to_string())),
+            Lenient::Signed(n) => Some(Cow::Owned(n.to_string())),
+            Lenient::Float(n) => Some(Cow::Owned(n.to_string())),
+        }
+    }
+
+    /// `get().parse::<u16>()`, without the text for integers.
+    fn get_u16(&self) -> Option<u16> {
+        match self {
+            Lenient::Unsigned(n) => u16::try_from(*n).ok(),
+            Lenient::Signed(_) => None,
+            _ => self.get()?.parse().ok(),
+        }
+    }
+
+    /// `get().and_then(Severity::from_text)`, without the text for integers.
+    fn get_severity(&self) -> Option<Severity> {
+        match self {
+            Lenient::Unsigned(n) => Severity::from_number(*n),
+            _ => Severity::from_text(&self.get()?),
+        }
     }
 }
 
@@ -114,42 +146,65 @@ impl<'de: 'a, 'a> Deserialize<'de> for Lenient<'a> {
                 f.write_str("any JSON value")
             }
             fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Cow::Borrowed(v))))
+                Ok(Lenient::Text(Cow::Borrowed(v)))
             }
             fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Cow::Owned(v.to_string()))))
+                Ok(Lenient::Text(Cow::Owned(v.to_string())))
             }
             fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Cow::Owned(v.to_string()))))
+                Ok(Lenient::Unsigned(v))
             }
             fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Cow::Owned(v.to_string()))))
+                Ok(Lenient::Signed(v))
             }
             fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(Lenient(Some(Cow::Owned(v.to_string()))))
+                Ok(Lenient::Float(v))
             }
             fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
+                Ok(Lenient::Absent)
             }
             fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
+                Ok(Lenient::Absent)
             }
             fn visit_none<E>(self) -> Result<Self::Value, E> {
-                Ok(Lenient(None))
+                Ok(Lenient::Absent)
             }
             fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
                 d.deserialize_any(self)
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
                 while a.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Lenient(None))
+                Ok(Lenient::Absent)
             }
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
                 while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Lenient(None))
+                Ok(Lenient::Absent)
             }
         }
         d.deserialize_any(V)
+    }
+}
+
+/// An object key, borrowed from the input unless it has escapes (serde's own `Cow<str>` always
+/// copies).
+struct Key<'a>(Cow<'a, str>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -167,7 +222,7 @@ impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
                 let mut out = Vec::new();
-                while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+                while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
                     out.push((k, a.next_value::<Lenient<'de>>()?));
                 }
                 Ok(Labels(out))
@@ -202,50 +257,59 @@ impl<'de: 'a, 'a> Deserialize<'de> for Labels<'a> {
 /// `mitreRulesInfo`: technique IDs as object keys, an array of strings or `{technique}`
 /// objects, or a comma-separated string.
 #[derive(Debug, Default)]
-struct Mitre(Vec<String>);
+struct Mitre<'a>(Vec<Cow<'a, str>>);
 
-impl<'de> Deserialize<'de> for Mitre {
+impl<'de: 'a, 'a> Deserialize<'de> for Mitre<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         // Streamed rather than through a `Value`: this runs once per finding.
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = Mitre;
+            type Value = Mitre<'de>;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("technique IDs")
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Mitre, A::Error> {
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Mitre<'de>, A::Error> {
                 let mut out = Vec::new();
-                while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+                while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
                     a.next_value::<IgnoredAny>()?;
-                    out.push(k.into_owned());
+                    out.push(k);
                 }
                 Ok(Mitre(out))
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Mitre, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Mitre<'de>, A::Error> {
                 let mut out = Vec::new();
                 while let Some(v) = a.next_element::<Value>()? {
-                    out.extend(techniques(&Value::Array(vec![v])).unwrap_or_default());
+                    out.extend(
+                        techniques(&Value::Array(vec![v]))
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(Cow::Owned),
+                    );
                 }
                 Ok(Mitre(out))
             }
-            fn visit_str<E>(self, v: &str) -> Result<Mitre, E> {
+            fn visit_str<E>(self, v: &str) -> Result<Mitre<'de>, E> {
                 Ok(Mitre(
-                    techniques(&Value::String(v.to_string())).unwrap_or_default(),
+                    techniques(&Value::String(v.to_string()))
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(Cow::Owned)
+                        .collect(),
                 ))
             }
-            fn visit_u64<E>(self, _: u64) -> Result<Mitre, E> {
+            fn visit_u64<E>(self, _: u64) -> Result<Mitre<'de>, E> {
                 Ok(Mitre::default())
             }
-            fn visit_i64<E>(self, _: i64) -> Result<Mitre, E> {
+            fn visit_i64<E>(self, _: i64) -> Result<Mitre<'de>, E> {
                 Ok(Mitre::default())
             }
-            fn visit_f64<E>(self, _: f64) -> Result<Mitre, E> {
+            fn visit_f64<E>(self, _: f64) -> Result<Mitre<'de>, E> {
                 Ok(Mitre::default())
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Mitre, E> {
+            fn visit_bool<E>(self, _: bool) -> Result<Mitre<'de>, E> {
                 Ok(Mitre::default())
             }
-            fn visit_unit<E>(self) -> Result<Mitre, E> {
+            fn visit_unit<E>(self) -> Result<Mitre<'de>, E> {
                 Ok(Mitre::default())
             }
         }
@@ -253,8 +317,9 @@ impl<'de> Deserialize<'de> for Mitre {
     }
 }
 
-/// The image repository of a reference: without tag or digest (`repo:tag`, `repo@sha256:…`).
-fn repository(image: &str) -> Option<String> {
+/// The image repository of a reference: without tag or digest (`repo:tag`, `repo@sha256:…`),
+/// lower-cased (borrowed when it already is).
+fn repository(image: &str) -> Option<Cow<'_, str>> {
     let no_digest = image.split('@').next()?;
     let last_slash = no_digest.rfind('/').map_or(0, |i| i + 1);
     let repo = match no_digest[last_slash..].find(':') {
@@ -266,16 +331,23 @@ fn repository(image: &str) -> Option<String> {
         && repo
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_' | b'/' | b':'));
-    ok.then(|| repo.to_ascii_lowercase())
+    if !ok {
+        None
+    } else if repo.bytes().any(|b| b.is_ascii_uppercase()) {
+        Some(Cow::Owned(repo.to_ascii_lowercase()))
+    } else {
+        Some(Cow::Borrowed(repo))
+    }
 }
 
-/// Labels that identify a workload stably across its pods (never `pod-template-hash`).
-const STABLE_LABELS: [&str; 5] = [
-    "app.kubernetes.io/name",
-    "app.kubernetes.io/instance",
+/// Labels that identify a workload stably across its pods (never `pod-template-hash`), in the
+/// order a `BTreeMap` keeps them.
+pub(crate) const STABLE_LABELS: [&str; 5] = [
     "app",
-    "k8s-app",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/name",
     "component",
+    "k8s-app",
 ];
 
 /// Namespace keys Kubernetes and Cilium put into pod labels.
@@ -304,80 +376,163 @@ fn category_of(name: &str) -> Option<Category> {
     })
 }
 
+/// A usable finding as the [`Grouper`] records it, borrowed from its parsed fields (the one
+/// reading of a finding: [`Observation`]s are made from it).
+#[derive(Debug)]
+pub(crate) struct Seen<'s> {
+    pub(crate) id: Option<Cow<'s, str>>,
+    pub(crate) category: Category,
+    /// Sorted, without duplicates.
+    pub(crate) techniques: &'s [Cow<'s, str>],
+    pub(crate) namespace: Option<Cow<'s, str>>,
+    /// The value of each of [`STABLE_LABELS`], in that order.
+    pub(crate) labels: [Option<Cow<'s, str>>; STABLE_LABELS.len()],
+    pub(crate) image_repository: Option<Cow<'s, str>>,
+    pub(crate) process: Option<Cow<'s, str>>,
+    pub(crate) address: Option<Cow<'s, str>>,
+    pub(crate) port: Option<u16>,
+    pub(crate) timestamp: Option<Cow<'s, str>>,
+    pub(crate) severity: u8,
+}
+
+impl<'s> Seen<'s> {
+    /// The stable labels present, as `(key, value)` in key order.
+    pub(crate) fn labels<'x>(&'x self) -> impl Iterator<Item = (&'x str, &'x str)> + 'x {
+        STABLE_LABELS
+            .iter()
+            .zip(&self.labels)
+            .filter_map(|(k, v)| Some((*k, v.as_deref()?)))
+    }
+
+    fn to_observation(&self) -> Observation {
+        Observation {
+            id: self.id.as_deref().map(String::from),
+            category: Some(self.category),
+            techniques: self.techniques.iter().map(|t| t.to_string()).collect(),
+            workload: Workload {
+                namespace: self.namespace.as_deref().map(String::from),
+                labels: self
+                    .labels()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                image_repository: self.image_repository.as_deref().map(String::from),
+            },
+            process: self.process.as_deref().map(String::from),
+            address: self.address.as_deref().map(String::from),
+            port: self.port,
+            timestamp: self.timestamp.as_deref().map(String::from),
+            severity: self.severity,
+        }
+    }
+}
+
+/// Why a finding is skipped, with the unknown category's name as the finding gave it.
+#[derive(Debug)]
+pub(crate) struct SkippedRef<'s> {
+    pub(crate) reason: SkipReason,
+    pub(crate) category: Option<Cow<'s, str>>,
+}
+
+/// `name` cut to its first 128 characters, as reports keep unknown category names.
+pub(crate) fn report_name(name: &str) -> &str {
+    name.char_indices()
+        .nth(128)
+        .map_or(name, |(end, _)| &name[..end])
+}
+
 impl Fields<'_> {
-    fn observe(&self) -> Result<Observation, Skipped> {
-        let mut techniques = self.mitre_rules_info.0.clone();
+    /// What qflows reads of the finding (sorting its techniques in place).
+    fn seen(&mut self) -> Result<Seen<'_>, SkippedRef<'_>> {
+        let techniques = &mut self.mitre_rules_info.0;
         techniques.sort();
         techniques.dedup();
-        let category = match self.threat_category.get() {
-            Some(c) => category_of(c)
-                .or_else(|| techniques.iter().find_map(|t| Category::from_technique(t))),
-            None => techniques.iter().find_map(|t| Category::from_technique(t)),
+        let this = &*self;
+        let techniques = &this.mitre_rules_info.0[..];
+        let threat_category = this.threat_category.get();
+        let by_technique = || techniques.iter().find_map(|t| Category::from_technique(t));
+        let category = match threat_category.as_deref() {
+            Some(c) => category_of(c).or_else(by_technique),
+            None => by_technique(),
         };
         let Some(category) = category else {
-            return Err(match self.threat_category.get() {
-                Some(c) => Skipped {
-                    reason: SkipReason::UnknownCategory,
-                    category: Some(c.chars().take(128).collect()),
+            return Err(SkippedRef {
+                reason: match threat_category {
+                    Some(_) => SkipReason::UnknownCategory,
+                    None => SkipReason::NoCategory,
                 },
-                None => SkipReason::NoCategory.into(),
+                category: threat_category,
             });
         };
-        let mut labels = BTreeMap::new();
+        let mut labels = [const { None }; STABLE_LABELS.len()];
         let mut label_ns = None;
-        for (k, v) in &self.pod_labels.0 {
+        for (k, v) in &this.pod_labels.0 {
             let Some(v) = v.get() else { continue };
             if NAMESPACE_LABELS.contains(&k.as_ref()) {
-                label_ns = Some(v.to_string());
-            } else if STABLE_LABELS.contains(&k.as_ref()) {
-                labels.insert(k.to_string(), v.to_string());
+                label_ns = Some(v);
+            } else if let Some(i) = STABLE_LABELS.iter().position(|s| *s == k.as_ref()) {
+                labels[i] = Some(v);
             }
         }
-        let namespace = self
+        let namespace = this
             .namespace
             .get()
-            .or(self.pod_namespace.get())
-            .map(String::from)
+            .or_else(|| this.pod_namespace.get())
             .or(label_ns);
-        let process = self
+        let process = this
             .process_path
             .get()
             .filter(|p| p.starts_with('/'))
-            .or(self.process_name.get())
-            .filter(|p| p.len() <= 255 && !p.contains(','))
-            .map(String::from);
-        let address = self
-            .destination_ip
-            .get()
-            .and_then(|a| a.parse::<IpAddr>().ok())
-            .map(|ip| ip.to_string());
-        Ok(Observation {
-            id: self
+            .or_else(|| this.process_name.get())
+            .filter(|p| p.len() <= 255 && !p.contains(','));
+        Ok(Seen {
+            id: this
                 .uuid
                 .get()
-                .filter(|s| s.len() <= 64 && !s.contains(','))
-                .map(String::from),
-            category: Some(category),
+                .filter(|s| s.len() <= 64 && !s.contains(',')),
+            category,
             techniques,
-            workload: Workload {
-                namespace,
-                labels,
-                image_repository: self.image_name.get().and_then(repository),
-            },
+            namespace,
+            labels,
+            image_repository: this.image_name.get().and_then(|i| derived(i, repository)),
             process,
-            address,
-            port: self
-                .destination_port
+            address: this
+                .destination_ip
                 .get()
-                .and_then(|p| p.parse().ok())
-                .filter(|p| *p > 0),
-            timestamp: self.timestamp.get().map(String::from),
-            severity: self
-                .severity
-                .get()
-                .and_then(Severity::from_text)
-                .map_or(0, Severity::rank),
+                .and_then(|a| derived(a, canonical_ip)),
+            port: this.destination_port.get_u16().filter(|p| *p > 0),
+            timestamp: this.timestamp.get(),
+            severity: this.severity.get_severity().map_or(0, Severity::rank),
         })
+    }
+}
+
+/// `f` of a text that is either borrowed (the result may borrow it too) or owned (the result
+/// is copied).
+fn derived<'s>(text: Cow<'s, str>, f: fn(&str) -> Option<Cow<'_, str>>) -> Option<Cow<'s, str>> {
+    match text {
+        Cow::Borrowed(s) => f(s),
+        Cow::Owned(s) => f(&s).map(|r| Cow::Owned(r.into_owned())),
+    }
+}
+
+/// A valid IPv4 or IPv6 address in its canonical form. IPv4 text that parses is already
+/// canonical (the parser refuses leading zeros and anything but four decimal octets), so it is
+/// kept as given; IPv6 is rewritten (`::ffff:…`, zero runs, case).
+fn canonical_ip(a: &str) -> Option<Cow<'_, str>> {
+    match a.parse::<IpAddr>().ok()? {
+        IpAddr::V4(_) => Some(Cow::Borrowed(a)),
+        ip @ IpAddr::V6(_) => Some(Cow::Owned(ip.to_string())),
+    }
+}
+
+impl Fields<'_> {
+    fn observe(&mut self) -> Result<Observation, Skipped> {
+        self.seen()
+            .map(|seen| seen.to_observation())
+            .map_err(|skipped| Skipped {
+                reason: skipped.reason,
+                category: skipped.category.map(|c| report_name(&c).to_string()),
+            })
     }
 }
 
@@ -428,42 +583,87 @@ pub fn observe_value(v: &Value) -> Result<Observation, Skipped> {
         .observe()
 }
 
+/// Where the elements of a findings document go: each object's fields, or `None` for an
+/// element that is not an object.
+trait Sink {
+    fn finding(&mut self, fields: Option<&mut Fields<'_>>);
+}
+
+/// [`read_document`]'s callback.
+struct Each<F>(F);
+
+impl<F: FnMut(Result<Observation, Skipped>)> Sink for Each<F> {
+    fn finding(&mut self, fields: Option<&mut Fields<'_>>) {
+        (self.0)(match fields {
+            Some(fields) => fields.observe(),
+            None => Err(SkipReason::NotAnObject.into()),
+        })
+    }
+}
+
+impl Sink for Grouper {
+    fn finding(&mut self, fields: Option<&mut Fields<'_>>) {
+        match fields {
+            Some(fields) => self.add_seen(fields.seen()),
+            None => self.add_seen(Err(SkippedRef {
+                reason: SkipReason::NotAnObject,
+                category: None,
+            })),
+        }
+    }
+}
+
 /// Calls `each` for every finding of a findings document: `{"content": [...]}` (the API's
 /// answer), `{"findings": [...]}` or a bare array. Errors only when the document itself is not
 /// JSON of one of those shapes; a bad element is passed on as `Err(SkipReason)`.
 pub fn read_document(
     json: &[u8],
-    mut each: impl FnMut(Result<Observation, Skipped>),
+    each: impl FnMut(Result<Observation, Skipped>),
 ) -> Result<u64, serde_json::Error> {
+    read_into(json, &mut Each(each))
+}
+
+/// [`read_document`] straight into `grouper`, as `read_document(json, |o| grouper.add(o))`
+/// would, without making an [`Observation`] per finding: values are borrowed from `json` and
+/// copied only into the evidence that keeps them.
+pub fn read_document_grouped(json: &[u8], grouper: &mut Grouper) -> Result<u64, serde_json::Error> {
+    read_into(json, grouper)
+}
+
+fn read_into<S: Sink>(json: &[u8], sink: &mut S) -> Result<u64, serde_json::Error> {
     let mut de = serde_json::Deserializer::from_slice(json);
-    let n = de.deserialize_any(DocVisitor { each: &mut each })?;
+    let n = de.deserialize_any(DocVisitor { sink })?;
     de.end()?;
     Ok(n)
 }
 
-struct DocVisitor<'f, F> {
-    each: &'f mut F,
+struct DocVisitor<'f, S> {
+    sink: &'f mut S,
 }
 
-impl<'de, F: FnMut(Result<Observation, Skipped>)> Visitor<'de> for DocVisitor<'_, F> {
+impl<'de, S: Sink> Visitor<'de> for DocVisitor<'_, S> {
     type Value = u64;
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
         f.write_str(r#"an array of findings or an object with "content": [findings]"#)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<u64, A::Error> {
         let mut n = 0;
-        while let Some(r) = a.next_element_seed(ElementSeed)? {
+        while a
+            .next_element_seed(ElementSeed {
+                sink: &mut *self.sink,
+            })?
+            .is_some()
+        {
             n += 1;
-            (self.each)(r);
         }
         Ok(n)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<u64, A::Error> {
         let mut n = None;
-        while let Some(k) = a.next_key::<Cow<'de, str>>()? {
+        while let Some(Key(k)) = a.next_key::<Key<'de>>()? {
             if matches!(k.as_ref(), "content" | "findings") && n.is_none() {
                 n = Some(a.next_value_seed(SeqSeed {
-                    each: &mut *self.each,
+                    sink: &mut *self.sink,
                 })?);
             } else {
                 a.next_value::<IgnoredAny>()?;
@@ -473,15 +673,15 @@ impl<'de, F: FnMut(Result<Observation, Skipped>)> Visitor<'de> for DocVisitor<'_
     }
 }
 
-struct SeqSeed<'f, F> {
-    each: &'f mut F,
+struct SeqSeed<'f, S> {
+    sink: &'f mut S,
 }
 
-impl<'de, F: FnMut(Result<Observation, Skipped>)> DeserializeSeed<'de> for SeqSeed<'_, F> {
+impl<'de, S: Sink> DeserializeSeed<'de> for SeqSeed<'_, S> {
     type Value = u64;
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
-        struct SeqOnly<'f, F>(DocVisitor<'f, F>);
-        impl<'de, F: FnMut(Result<Observation, Skipped>)> Visitor<'de> for SeqOnly<'_, F> {
+        struct SeqOnly<'f, S>(DocVisitor<'f, S>);
+        impl<'de, S: Sink> Visitor<'de> for SeqOnly<'_, S> {
             type Value = u64;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an array of findings")
@@ -490,50 +690,60 @@ impl<'de, F: FnMut(Result<Observation, Skipped>)> DeserializeSeed<'de> for SeqSe
                 self.0.visit_seq(a)
             }
         }
-        d.deserialize_seq(SeqOnly(DocVisitor { each: self.each }))
+        d.deserialize_seq(SeqOnly(DocVisitor { sink: self.sink }))
     }
 }
 
-/// One element: an object is read leniently; anything else is skipped, not an error.
-struct ElementSeed;
+/// One element, handed to the sink: an object is read leniently; anything else is skipped, not
+/// an error.
+struct ElementSeed<'f, S> {
+    sink: &'f mut S,
+}
 
-impl<'de> DeserializeSeed<'de> for ElementSeed {
-    type Value = Result<Observation, Skipped>;
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Result<Observation, Skipped>;
+impl<'de, S: Sink> DeserializeSeed<'de> for ElementSeed<'_, S> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        struct V<'f, S>(&'f mut S);
+        impl<S: Sink> V<'_, S> {
+            fn not_an_object<E>(self) -> Result<(), E> {
+                self.0.finding(None);
+                Ok(())
+            }
+        }
+        impl<'de, S: Sink> Visitor<'de> for V<'_, S> {
+            type Value = ();
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("a finding")
             }
-            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<Self::Value, A::Error> {
-                let fields = Fields::deserialize(de::value::MapAccessDeserializer::new(a))?;
-                Ok(fields.observe())
+            fn visit_map<A: MapAccess<'de>>(self, a: A) -> Result<(), A::Error> {
+                let mut fields = Fields::deserialize(de::value::MapAccessDeserializer::new(a))?;
+                self.0.finding(Some(&mut fields));
+                Ok(())
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
                 while a.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Err(SkipReason::NotAnObject.into()))
+                self.not_an_object()
             }
-            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-                Ok(Err(SkipReason::NotAnObject.into()))
+            fn visit_str<E>(self, _: &str) -> Result<(), E> {
+                self.not_an_object()
             }
-            fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-                Ok(Err(SkipReason::NotAnObject.into()))
+            fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+                self.not_an_object()
             }
-            fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-                Ok(Err(SkipReason::NotAnObject.into()))
+            fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+                self.not_an_object()
             }
-            fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-                Ok(Err(SkipReason::NotAnObject.into()))
+            fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+                self.not_an_object()
             }
-            fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-                Ok(Err(SkipReason::NotAnObject.into()))
+            fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+                self.not_an_object()
             }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(Err(SkipReason::NotAnObject.into()))
+            fn visit_unit<E>(self) -> Result<(), E> {
+                self.not_an_object()
             }
         }
-        d.deserialize_any(V)
+        d.deserialize_any(V(self.sink))
     }
 }
 
@@ -541,6 +751,7 @@ impl<'de> DeserializeSeed<'de> for ElementSeed {
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     #[test]
     fn reads_the_documented_shapes_and_tolerates_the_rest() {

@@ -11,80 +11,243 @@ pub mod render;
 
 use crate::tetragon::policy::TracingPolicy;
 use crate::tetragon::schema;
-use findings::Skipped;
+use findings::{SkipReason, Skipped};
 use qflows_workflows::cdr::FindingsReport;
-use qflows_workflows::cdr::model::{Enforcement, Evidence, Observation, Observed, PolicyKey};
+use qflows_workflows::cdr::model::{
+    Category, Enforcement, Evidence, Facts, Observation, Observed, PolicyKey, Workload,
+};
 use render::RenderOptions;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 
 /// At most this many distinct unknown category names are reported.
 const UNKNOWN_NAMES: usize = 50;
 
 /// Collects observations into evidence per policy key, and counts what was skipped.
+///
+/// Groups are found by a keyed hash of their key (never by comparing whole workloads in a
+/// tree), so a finding is grouped without building its key; keys are sorted once, at the end.
 #[derive(Debug, Default)]
 pub struct Grouper {
-    groups: BTreeMap<PolicyKey, Evidence>,
+    /// In order of first appearance.
+    groups: Vec<(PolicyKey, Evidence)>,
+    /// Key hash → positions in `groups` (almost always one).
+    index: HashMap<u64, Vec<usize>, BuildHasherDefault<Prehashed>>,
+    hasher: RandomState,
     report: FindingsReport,
 }
 
+/// The hasher of [`Grouper::index`], whose keys are already keyed hashes ([`RandomState`]: an
+/// attacker who controls findings cannot choose colliding workloads).
+#[derive(Debug, Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A policy key seen through borrowed parts: what both an owned [`PolicyKey`] and a finding
+/// being read ([`findings::Seen`]) offer, so both hash and compare the same way.
+trait KeyParts {
+    fn category(&self) -> Category;
+    fn namespace(&self) -> Option<&str>;
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)>;
+    fn image_repository(&self) -> Option<&str>;
+}
+
+impl KeyParts for PolicyKey {
+    fn category(&self) -> Category {
+        self.category
+    }
+    fn namespace(&self) -> Option<&str> {
+        self.workload.namespace.as_deref()
+    }
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.workload
+            .labels
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+    fn image_repository(&self) -> Option<&str> {
+        self.workload.image_repository.as_deref()
+    }
+}
+
+impl KeyParts for findings::Seen<'_> {
+    fn category(&self) -> Category {
+        self.category
+    }
+    fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
+    }
+    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
+        findings::Seen::labels(self)
+    }
+    fn image_repository(&self) -> Option<&str> {
+        self.image_repository.as_deref()
+    }
+}
+
+fn same_key(a: &impl KeyParts, b: &impl KeyParts) -> bool {
+    a.category() == b.category()
+        && a.namespace() == b.namespace()
+        && a.image_repository() == b.image_repository()
+        && a.labels().eq(b.labels())
+}
+
 impl Grouper {
+    fn hash_key(&self, key: &impl KeyParts) -> u64 {
+        let mut h = self.hasher.build_hasher();
+        key.category().hash(&mut h);
+        key.namespace().hash(&mut h);
+        key.image_repository().hash(&mut h);
+        for (k, v) in key.labels() {
+            k.hash(&mut h);
+            v.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// The position of `key`'s group, if it has one, and its hash.
+    fn find(&self, key: &impl KeyParts) -> (Option<usize>, u64) {
+        let hash = self.hash_key(key);
+        let found = self.index.get(&hash).and_then(|at| {
+            at.iter()
+                .copied()
+                .find(|&i| same_key(&self.groups[i].0, key))
+        });
+        (found, hash)
+    }
+
+    fn insert(&mut self, hash: u64, key: PolicyKey) -> usize {
+        let i = self.groups.len();
+        self.groups.push((key, Evidence::default()));
+        self.index.entry(hash).or_default().push(i);
+        i
+    }
+
     /// Adds one finding's observation (or the reason it was skipped).
     pub fn add(&mut self, observation: Result<Observation, Skipped>) {
-        self.report.findings += 1;
         match observation {
             Ok(mut o) => {
+                self.report.findings += 1;
                 let Some(category) = o.category else { return };
                 self.report.used += 1;
                 let key = PolicyKey {
                     category,
                     workload: std::mem::take(&mut o.workload),
                 };
-                match self.groups.get_mut(&key) {
-                    Some(evidence) => evidence.record(&o),
-                    None => self.groups.entry(key).or_default().record(&o),
-                }
+                let i = match self.find(&key) {
+                    (Some(i), _) => i,
+                    (None, hash) => self.insert(hash, key),
+                };
+                self.groups[i].1.record(&o);
             }
+            Err(skipped) => self.skip(skipped.reason, skipped.category.as_deref()),
+        }
+    }
+
+    /// [`Grouper::add`] for a finding being read (`Err`: why it is skipped).
+    pub(crate) fn add_seen(&mut self, seen: Result<findings::Seen<'_>, findings::SkippedRef<'_>>) {
+        let seen = match seen {
+            Ok(seen) => seen,
             Err(skipped) => {
-                *self
-                    .report
-                    .skipped
-                    .entry(skipped.reason.as_str().to_string())
-                    .or_default() += 1;
-                if let Some(name) = skipped.category {
-                    let known = self.report.unknown_categories.len();
-                    if let Some(n) = self.report.unknown_categories.get_mut(&name) {
-                        *n += 1;
-                    } else if known < UNKNOWN_NAMES {
-                        self.report.unknown_categories.insert(name, 1);
-                    }
-                }
+                return self.skip(
+                    skipped.reason,
+                    skipped.category.as_deref().map(findings::report_name),
+                );
+            }
+        };
+        self.report.findings += 1;
+        self.report.used += 1;
+        let i = match self.find(&seen) {
+            (Some(i), _) => i,
+            (None, hash) => {
+                let key = PolicyKey {
+                    category: seen.category,
+                    workload: Workload {
+                        namespace: seen.namespace.as_deref().map(String::from),
+                        labels: seen
+                            .labels()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
+                        image_repository: seen.image_repository.as_deref().map(String::from),
+                    },
+                };
+                self.insert(hash, key)
+            }
+        };
+        self.groups[i].1.record_facts(&Facts {
+            id: seen.id.as_deref(),
+            process: seen.process.as_deref(),
+            address: seen.address.as_deref(),
+            port: seen.port,
+            techniques: seen.techniques,
+            timestamp: seen.timestamp.as_deref(),
+            severity: seen.severity,
+        });
+    }
+
+    /// Counts a skipped finding (`category`: the unknown category's name, as reported).
+    fn skip(&mut self, reason: SkipReason, category: Option<&str>) {
+        self.report.findings += 1;
+        match self.report.skipped.get_mut(reason.as_str()) {
+            Some(n) => *n += 1,
+            None => {
+                self.report.skipped.insert(reason.as_str().to_string(), 1);
+            }
+        }
+        if let Some(name) = category {
+            let known = self.report.unknown_categories.len();
+            if let Some(n) = self.report.unknown_categories.get_mut(name) {
+                *n += 1;
+            } else if known < UNKNOWN_NAMES {
+                self.report.unknown_categories.insert(name.to_string(), 1);
             }
         }
     }
 
     /// The evidence per key (sorted) and the report.
-    pub fn finish(self) -> (Vec<(PolicyKey, Evidence)>, FindingsReport) {
-        (self.groups.into_iter().collect(), self.report)
+    pub fn finish(mut self) -> (Vec<(PolicyKey, Evidence)>, FindingsReport) {
+        self.groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        (self.groups, self.report)
     }
 
     /// What has been grouped so far, to resume from ([`Grouper::resume`]).
     pub fn checkpoint(&self) -> GrouperCheckpoint {
+        let mut groups = self.groups.clone();
+        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         GrouperCheckpoint {
-            groups: self
-                .groups
-                .iter()
-                .map(|(k, e)| (k.clone(), e.clone()))
-                .collect(),
+            groups,
             report: self.report.clone(),
         }
     }
 
     /// A grouper that continues from `checkpoint`.
     pub fn resume(checkpoint: GrouperCheckpoint) -> Self {
-        Self {
-            groups: checkpoint.groups.into_iter().collect(),
+        let mut grouper = Self {
             report: checkpoint.report,
+            ..Self::default()
+        };
+        // (A key twice, which checkpoints never hold: the later one counts, as in a map.)
+        for (key, evidence) in checkpoint.groups {
+            let i = match grouper.find(&key) {
+                (Some(i), _) => i,
+                (None, hash) => grouper.insert(hash, key),
+            };
+            grouper.groups[i].1 = evidence;
         }
+        grouper
     }
 }
 
@@ -180,3 +343,6 @@ pub fn generate_with<'a>(
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod reading_tests;

@@ -697,16 +697,18 @@ impl Severity {
         if let Ok(n) = s.parse::<u64>() {
             return Self::from_number(n);
         }
-        match s.to_ascii_uppercase().as_str() {
-            "LOW" => Some(Severity::Low),
-            "MEDIUM" => Some(Severity::Medium),
-            "HIGH" => Some(Severity::High),
-            "CRITICAL" => Some(Severity::Critical),
-            _ => None,
-        }
+        [
+            ("LOW", Severity::Low),
+            ("MEDIUM", Severity::Medium),
+            ("HIGH", Severity::High),
+            ("CRITICAL", Severity::Critical),
+        ]
+        .into_iter()
+        .find_map(|(name, severity)| s.eq_ignore_ascii_case(name).then_some(severity))
     }
 
-    fn from_number(n: u64) -> Option<Severity> {
+    /// The severity of a number: 1 (low) to 4 or 5 (critical).
+    pub(crate) fn from_number(n: u64) -> Option<Severity> {
         match n {
             1 => Some(Severity::Low),
             2 => Some(Severity::Medium),

@@ -292,9 +292,20 @@ current-context: {CONTEXT}
     /// `activities/src/tetragon/crds/`), minus what a 1.20 API server does not know, by server-side apply, and
     /// waits until both are `Established`.
     pub async fn install_tetragon_crds(&self) -> anyhow::Result<()> {
+        self.install_crds(tetragon_crds_for_1_20()?).await
+    }
+
+    /// Installs KEDA's `ScaledObject` CRD ([`keda_scaled_object_crd`]) and waits until it is
+    /// `Established`.
+    pub async fn install_keda_crd(&self) -> anyhow::Result<()> {
+        self.install_crds(vec![keda_scaled_object_crd()?]).await
+    }
+
+    /// Applies `crds` (server-side) and waits until each is `Established`.
+    async fn install_crds(&self, crds: Vec<Value>) -> anyhow::Result<()> {
         let api: Api<CustomResourceDefinition> = Api::all(self.client().await?);
         let mut names = Vec::new();
-        for crd in tetragon_crds_for_1_20()? {
+        for crd in crds {
             let name = crd["metadata"]["name"]
                 .as_str()
                 .context("CRD without metadata.name")?
@@ -325,6 +336,18 @@ current-context: {CONTEXT}
         }
         Ok(())
     }
+}
+
+/// KEDA's `ScaledObject` CRD as vendored in `tests/integration/crds/` (KEDA 2.20.2, see the
+/// README there), minus what a 1.20 API server does not know (its CEL rule).
+pub fn keda_scaled_object_crd() -> anyhow::Result<Value> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/keda.sh_scaledobjects.yaml");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut crd: Value =
+        serde_yaml_ng::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    strip_for_1_20(&mut crd);
+    Ok(crd)
 }
 
 /// Tetragon's CRDs as JSON values, without what kube-apiserver 1.20 rejects: the CEL rules

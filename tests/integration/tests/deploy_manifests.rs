@@ -554,3 +554,328 @@ async fn kubernetes_manifests_pass_a_server_side_dry_run_and_are_locked_down() -
     );
     Ok(())
 }
+
+/// The trigger metadata keys of KEDA's `temporal` scaler (kedacore/keda v2.20,
+/// pkg/scalers/temporal_scaler.go: its own keys, and `<key>FromEnv` for those it also resolves
+/// from the target container's environment). KEDA ignores keys it does not know, so a misspelt
+/// one would silently fall back to a default: only these may appear.
+const TEMPORAL_TRIGGER_PARAMETERS: [&str; 25] = [
+    "endpoint",
+    "endpointFromEnv",
+    "namespace",
+    "namespaceFromEnv",
+    "activationTargetQueueSize",
+    "targetQueueSize",
+    "taskQueue",
+    "taskQueueFromEnv",
+    "queueTypes",
+    "buildId",
+    "buildIdFromEnv",
+    "workerDeploymentName",
+    "workerDeploymentNameFromEnv",
+    "workerDeploymentBuildId",
+    "workerDeploymentBuildIdFromEnv",
+    "selectAllActive",
+    "selectUnversioned",
+    "includeRunningWorkflowCount",
+    "workflowTaskQueueForCount",
+    "workflowTaskQueueForCountFromEnv",
+    "apiKeyFromEnv",
+    "minConnectTimeout",
+    "enableTLS",
+    "unsafeSsl",
+    "tlsServerName",
+];
+
+/// The queues `qflows worker` polls for a `QFLOWS_TASK_QUEUE` (workers/src/worker.rs): deploys,
+/// the ImageScan entities, rescans, EnsureRegistry and QScanner runs.
+/// `dashboard_metrics_and_autoscaler_queues_are_a_live_worker_s` in tests/operations.rs checks
+/// the triggers against the pollers of a running worker.
+fn worker_task_queues(task_queue: &str) -> Vec<String> {
+    vec![
+        task_queue.to_string(),
+        qflows_workflows::scan::model::entity_task_queue(task_queue),
+        format!("{task_queue}-rescan"),
+        format!("{task_queue}-registry"),
+        format!("{task_queue}-qscanner"),
+    ]
+}
+
+/// The value of `name` in the worker container as KEDA resolves it: its `env` (literal, or a
+/// Secret reference, reported as `secret:<name>/<key>`), then its `envFrom` ConfigMaps.
+fn resolve_env(manifests: &[Manifest], container: &Value, name: &str) -> Option<String> {
+    if let Some(env) = container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|e| e["name"] == json!(name))
+    {
+        if let Some(value) = env["value"].as_str() {
+            return Some(value.to_string());
+        }
+        let secret = &env["valueFrom"]["secretKeyRef"];
+        return Some(format!(
+            "secret:{}/{}",
+            secret["name"].as_str()?,
+            secret["key"].as_str()?
+        ));
+    }
+    container["envFrom"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|source| source["configMapRef"]["name"].as_str())
+        .find_map(|map| {
+            find(manifests, "ConfigMap", map)["data"][name]
+                .as_str()
+                .map(str::to_string)
+        })
+}
+
+/// `value` with every JSON-patch `remove` of `patch` (a YAML list of operations) applied; any
+/// other operation, or a path that does not exist (which kustomize refuses), is an error.
+fn apply_removals(value: &Value, patch: &str) -> anyhow::Result<Value> {
+    let mut value = value.clone();
+    let operations: Vec<Value> = serde_yaml_ng::from_str(patch)?;
+    anyhow::ensure!(!operations.is_empty(), "an empty patch");
+    for operation in operations {
+        anyhow::ensure!(
+            operation["op"] == json!("remove"),
+            "only `remove` is expected: {operation}"
+        );
+        let path = operation["path"].as_str().unwrap_or_default();
+        let (parent, last) = path
+            .rsplit_once('/')
+            .ok_or_else(|| anyhow::anyhow!("not a JSON pointer: {path}"))?;
+        let removed = value
+            .pointer_mut(parent)
+            .and_then(Value::as_object_mut)
+            .and_then(|object| object.remove(last));
+        anyhow::ensure!(removed.is_some(), "{path} does not exist in the base");
+    }
+    Ok(value)
+}
+
+/// The path of the first value of `given` that `answer` lacks or holds differently (objects may
+/// have more keys in `answer`).
+fn missing(given: &Value, answer: &Value, path: &str) -> Option<String> {
+    match (given, answer) {
+        (Value::Object(given), Value::Object(answer)) => given.iter().find_map(|(k, v)| {
+            let path = format!("{path}.{k}");
+            match answer.get(k) {
+                Some(a) => missing(v, a, &path),
+                None => Some(path),
+            }
+        }),
+        (Value::Array(given), Value::Array(answer)) if given.len() == answer.len() => given
+            .iter()
+            .zip(answer)
+            .enumerate()
+            .find_map(|(i, (g, a))| missing(g, a, &format!("{path}[{i}]"))),
+        _ => (given != answer).then(|| path.to_string()),
+    }
+}
+
+#[tokio::test]
+async fn keda_scaled_object_passes_a_dry_run_and_scales_the_worker_on_its_queues()
+-> anyhow::Result<()> {
+    let (manifests, _) = read_manifests()?;
+    let keda_dir = manifests_dir().join("keda");
+
+    // The overlay: the base, the ScaledObject, and the worker without a fixed replica count.
+    let kustomization: Value = serde_yaml_ng::from_str(&std::fs::read_to_string(
+        keda_dir.join("kustomization.yaml"),
+    )?)?;
+    assert_eq!(
+        kustomization["resources"],
+        json!(["..", "worker-scaledobject.yaml"])
+    );
+    let mut files: Vec<String> = std::fs::read_dir(&keda_dir)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    files.sort();
+    assert_eq!(files, ["kustomization.yaml", "worker-scaledobject.yaml"]);
+    let patches = kustomization["patches"].as_array().expect("patches");
+    assert_eq!(patches.len(), 1, "{patches:?}");
+    assert_eq!(
+        patches[0]["target"],
+        json!({ "group": "apps", "version": "v1", "kind": "Deployment", "name": "qflows-worker" })
+    );
+    let base_worker = find(&manifests, "Deployment", "qflows-worker");
+    let worker = apply_removals(base_worker, patches[0]["patch"].as_str().expect("patch"))?;
+    assert!(worker["spec"].get("replicas").is_none());
+
+    let text = std::fs::read_to_string(keda_dir.join("worker-scaledobject.yaml"))?;
+    let scaled_object: Value = serde_yaml_ng::from_str(&text)?;
+    assert_eq!(scaled_object["apiVersion"], json!("keda.sh/v1alpha1"));
+    assert_eq!(scaled_object["kind"], json!("ScaledObject"));
+    assert_eq!(scaled_object["metadata"]["namespace"], json!(NAMESPACE));
+    let spec = &scaled_object["spec"];
+
+    // It scales the worker Deployment and reads the worker container's environment.
+    let container = &worker["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(
+        spec["scaleTargetRef"],
+        json!({
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": worker["metadata"]["name"],
+            "envSourceContainerName": container["name"],
+        })
+    );
+    // KEDA's CEL rule (1.20 has no CEL) and the bounds deploy/README.md promises: never to zero.
+    let min = spec["minReplicaCount"].as_i64().expect("minReplicaCount");
+    let max = spec["maxReplicaCount"].as_i64().expect("maxReplicaCount");
+    assert!(1 <= min && min <= max, "replicas {min}..{max}");
+    let fallback = spec["fallback"]["replicas"].as_i64().expect("fallback");
+    assert!((min..=max).contains(&fallback), "fallback {fallback}");
+
+    // One `temporal` trigger per queue the worker polls, with parameters KEDA documents.
+    let shared = find(&manifests, "ConfigMap", "qflows");
+    let task_queue = shared["data"]["QFLOWS_TASK_QUEUE"].as_str().expect("queue");
+    let mut queues = Vec::new();
+    for trigger in spec["triggers"].as_array().expect("triggers") {
+        assert_eq!(trigger["type"], json!("temporal"), "{trigger}");
+        let metadata = trigger["metadata"].as_object().expect("metadata");
+        for key in metadata.keys() {
+            assert!(
+                TEMPORAL_TRIGGER_PARAMETERS.contains(&key.as_str()),
+                "{key} is not a parameter of KEDA's temporal scaler"
+            );
+        }
+        let param = |key: &str| metadata.get(key).and_then(Value::as_str);
+        // The endpoint and the API key as the worker has them.
+        assert!(param("endpoint").is_none(), "endpoint: use endpointFromEnv");
+        let endpoint = resolve_env(&manifests, container, param("endpointFromEnv").unwrap())
+            .expect("endpointFromEnv names no variable of the worker");
+        assert_eq!(
+            Some(endpoint.as_str()),
+            shared["data"]["TEMPORAL_ADDRESS"].as_str()
+        );
+        let port = endpoint.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+        assert!(matches!(port, Some(Ok(_))), "not host:port: {endpoint}");
+        assert_eq!(
+            resolve_env(&manifests, container, param("apiKeyFromEnv").unwrap()).as_deref(),
+            Some("secret:qflows-temporal/TEMPORAL_API_KEY")
+        );
+        assert_eq!(
+            param("namespace"),
+            shared["data"]["TEMPORAL_NAMESPACE"].as_str()
+        );
+        for key in ["targetQueueSize", "activationTargetQueueSize"] {
+            let n: u64 = param(key).unwrap_or("missing").parse()?;
+            assert!(key != "targetQueueSize" || n > 0, "{key} {n}");
+        }
+        let types: Vec<&str> = param("queueTypes")
+            .expect("queueTypes")
+            .split(',')
+            .collect();
+        assert!(!types.is_empty());
+        for t in &types {
+            assert!(["workflow", "activity"].contains(t), "queue type {t}");
+        }
+        queues.push(param("taskQueue").expect("taskQueue").to_string());
+    }
+    let mut expected = worker_task_queues(task_queue);
+    expected.sort();
+    queues.sort();
+    assert_eq!(queues, expected, "one trigger per queue the worker polls");
+
+    let server = KubeApiServer::start().await?;
+    server.install_keda_crd().await?;
+    let client = server.client().await?;
+    let namespace =
+        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NAMESPACE } });
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            NAMESPACE,
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&namespace),
+        )
+        .await?;
+
+    // The patched worker, and the ScaledObject as written: a 1.20 server silently prunes
+    // fields a CRD does not know, so a field missing from the answer means KEDA would not have
+    // read it. (The answer may add the CRD's defaults, e.g. `fallback.behavior: static`.)
+    let answer = dry_run_apply(&client, &worker).await?;
+    assert_eq!(answer["spec"]["replicas"], json!(1), "the server's default");
+    let answer = dry_run_apply(&client, &scaled_object).await?;
+    if let Some(path) = missing(&scaled_object["spec"], &answer["spec"], "spec") {
+        panic!("{path} was pruned: {answer}");
+    }
+    let mut misspelt = scaled_object.clone();
+    misspelt["spec"]["minReplicas"] = json!(2);
+    let answer = dry_run_apply(&client, &misspelt).await?;
+    assert_eq!(
+        missing(&misspelt["spec"], &answer["spec"], "spec").as_deref(),
+        Some("spec.minReplicas"),
+        "the check can fail: an unknown field is pruned"
+    );
+
+    // Broken copies are refused.
+    type Breakage = (&'static str, fn(&mut Value));
+    let broken: [Breakage; 5] = [
+        ("maxReplicaCount 0", |o| {
+            o["spec"]["maxReplicaCount"] = json!(0)
+        }),
+        ("a number as metadata", |o| {
+            o["spec"]["triggers"][0]["metadata"]["targetQueueSize"] = json!(50)
+        }),
+        ("a trigger without type", |o| {
+            o["spec"]["triggers"][0]["type"] = json!("")
+        }),
+        ("no triggers", |o| o["spec"]["triggers"] = json!([])),
+        ("no target", |o| {
+            o["spec"]["scaleTargetRef"]
+                .as_object_mut()
+                .unwrap()
+                .remove("name");
+        }),
+    ];
+    for (what, breaks) in broken {
+        let mut copy = scaled_object.clone();
+        breaks(&mut copy);
+        assert_eq!(
+            refused_status(dry_run_apply(&client, &copy).await),
+            422,
+            "{what}"
+        );
+    }
+
+    // The HPA behaviour KEDA copies into the HPA it creates: the server's HPA accepts it as is
+    // (autoscaling/v2beta2 on 1.20; its `behavior` is the one autoscaling/v2 kept).
+    let behavior = &spec["advanced"]["horizontalPodAutoscalerConfig"]["behavior"];
+    assert!(behavior["scaleDown"].is_object() && behavior["scaleUp"].is_object());
+    let hpa = json!({
+        "apiVersion": "autoscaling/v2beta2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": { "name": "keda-hpa-qflows-worker", "namespace": NAMESPACE },
+        "spec": {
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": "qflows-worker" },
+            "minReplicas": min,
+            "maxReplicas": max,
+            "metrics": [{
+                "type": "External",
+                "external": {
+                    "metric": { "name": "s0-temporal-default-qflows" },
+                    "target": { "type": "AverageValue", "averageValue": "50" },
+                },
+            }],
+            "behavior": behavior,
+        },
+    });
+    let answer = dry_run_apply(&client, &hpa).await?;
+    for direction in ["scaleUp", "scaleDown"] {
+        let given = &behavior[direction];
+        let stored = &answer["spec"]["behavior"][direction];
+        assert_eq!(
+            stored["stabilizationWindowSeconds"],
+            given["stabilizationWindowSeconds"]
+        );
+        assert_eq!(stored["policies"], given["policies"], "{direction}");
+    }
+    let mut bad_hpa = hpa.clone();
+    bad_hpa["spec"]["behavior"]["scaleDown"]["policies"][0]["periodSeconds"] = json!(3600);
+    assert_eq!(refused_status(dry_run_apply(&client, &bad_hpa).await), 422);
+    Ok(())
+}

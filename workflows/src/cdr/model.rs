@@ -168,6 +168,26 @@ pub struct Evidence {
     pub max_severity: u8,
 }
 
+/// What [`Evidence::record_facts`] reads of one finding: the parts of an [`Observation`] that
+/// are evidence, borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a, T> {
+    /// Finding ID.
+    pub id: Option<&'a str>,
+    /// Process path or name.
+    pub process: Option<&'a str>,
+    /// Destination address.
+    pub address: Option<&'a str>,
+    /// Destination port.
+    pub port: Option<u16>,
+    /// Techniques.
+    pub techniques: &'a [T],
+    /// Finding time.
+    pub timestamp: Option<&'a str>,
+    /// Severity 1..=4 (0 unknown).
+    pub severity: u8,
+}
+
 fn insert_bounded<T: Ord>(set: &mut BTreeSet<T>, value: T) {
     set.insert(value);
     if set.len() > EVIDENCE_LIMIT {
@@ -180,12 +200,13 @@ fn offer<T: Ord + ?Sized + ToOwned>(set: &mut BTreeSet<T::Owned>, value: &T)
 where
     T::Owned: Ord + std::borrow::Borrow<T>,
 {
+    // A full set keeps only values below its largest: one comparison rejects most offers.
     let full = set.len() >= EVIDENCE_LIMIT;
-    if set.contains(value)
-        || (full
-            && set
-                .last()
-                .is_some_and(|l| value >= std::borrow::Borrow::<T>::borrow(l)))
+    if (full
+        && set
+            .last()
+            .is_some_and(|l| value >= std::borrow::Borrow::<T>::borrow(l)))
+        || set.contains(value)
     {
         return;
     }
@@ -195,23 +216,36 @@ where
 impl Evidence {
     /// Records one finding's facts.
     pub fn record(&mut self, finding: &Observation) {
+        self.record_facts(&Facts {
+            id: finding.id.as_deref(),
+            process: finding.process.as_deref(),
+            address: finding.address.as_deref(),
+            port: finding.port,
+            techniques: &finding.techniques,
+            timestamp: finding.timestamp.as_deref(),
+            severity: finding.severity,
+        });
+    }
+
+    /// [`Evidence::record`] of a finding's facts borrowed from wherever they were read.
+    pub fn record_facts<T: AsRef<str>>(&mut self, finding: &Facts<'_, T>) {
         self.finding_count += 1;
-        if let Some(id) = &finding.id {
-            offer(&mut self.finding_ids, id.as_str());
+        if let Some(id) = finding.id {
+            offer(&mut self.finding_ids, id);
         }
-        if let Some(p) = &finding.process {
-            offer(&mut self.processes, p.as_str());
+        if let Some(p) = finding.process {
+            offer(&mut self.processes, p);
         }
-        if let Some(a) = &finding.address {
-            offer(&mut self.addresses, a.as_str());
+        if let Some(a) = finding.address {
+            offer(&mut self.addresses, a);
         }
         if let Some(p) = finding.port {
             offer(&mut self.ports, &p);
         }
-        for t in &finding.techniques {
-            offer(&mut self.techniques, t.as_str());
+        for t in finding.techniques {
+            offer(&mut self.techniques, t.as_ref());
         }
-        if let Some(ts) = &finding.timestamp {
+        if let Some(ts) = finding.timestamp {
             self.observe_time(ts, ts);
         }
         self.max_severity = self.max_severity.max(finding.severity);
