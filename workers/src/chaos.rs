@@ -95,7 +95,8 @@ impl From<BurstArgs> for ChaosArgs {
 const KEY: &str = "chaos-bridge-key-0123456789";
 const TASK_QUEUE: &str = "qflows-chaos";
 /// Passed on to the worker from the benchmark's own environment.
-const TUNING: [&str; 4] = [
+const TUNING: [&str; 5] = [
+    "QUALYS_MAX_IN_FLIGHT",
     "QFLOWS_MAX_CACHED_WORKFLOWS",
     "QFLOWS_WORKFLOW_TASK_SLOTS",
     "QFLOWS_ACTIVITY_SLOTS",
@@ -411,6 +412,19 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         percentile(&latencies, 50.0),
         percentile(&latencies, 99.0)
     );
+    // Where the last first scan spent its time before Qualys got it.
+    let last_submitted = schedules
+        .iter()
+        .max_by_key(|s| s["createdMs"].as_u64().unwrap_or(0))
+        .and_then(|s| s["name"].as_str()?.strip_prefix("qflows-"))
+        .map(|hex| format!("sha256:{hex}{}", "0".repeat(52)));
+    if let (false, Some(digest)) = (chaos, last_submitted) {
+        let entity = qflows_workflows::scan::model::image_scan_id(&digest);
+        match crate::cost::timeline(&client, &entity, "FindOrSubmitScan").await {
+            Ok(steps) => println!("  last scan submitted    {entity}: {steps}"),
+            Err(e) => println!("  last scan submitted    {entity}: history not read ({e})"),
+        }
+    }
     if let Some(histogram) = &histogram {
         let seconds = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{v} s"));
         println!(

@@ -231,6 +231,57 @@ pub async fn workflow_tally(client: &Client, workflow_id: &str) -> anyhow::Resul
     }
 }
 
+/// Where the first run of `workflow_id` spent its time until `until` (an activity type)
+/// completed: each activity's wait in its task queue and its run, and the workflow tasks'
+/// waits in theirs, in seconds from the run's start.
+pub async fn timeline(client: &Client, workflow_id: &str, until: &str) -> anyhow::Result<String> {
+    let (events, _) = run_history(client, workflow_id, "").await?;
+    let at = |e: &HistoryEvent| {
+        e.event_time
+            .as_ref()
+            .map_or(0.0, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
+    };
+    let start = events.first().map(at).unwrap_or_default();
+    let by_id = |id: i64| events.iter().find(|e| e.event_id == id);
+    let (mut steps, mut task_waits, mut tasks) = (Vec::new(), 0.0, 0);
+    for e in &events {
+        match &e.attributes {
+            Some(Attributes::WorkflowTaskStartedEventAttributes(a)) => {
+                if let Some(scheduled) = by_id(a.scheduled_event_id) {
+                    task_waits += at(e) - at(scheduled);
+                    tasks += 1;
+                }
+            }
+            Some(Attributes::ActivityTaskCompletedEventAttributes(a)) => {
+                let Some(scheduled) = by_id(a.scheduled_event_id) else {
+                    continue;
+                };
+                let name = match &scheduled.attributes {
+                    Some(Attributes::ActivityTaskScheduledEventAttributes(s)) => {
+                        s.activity_type.as_ref().map_or("?", |t| t.name.as_str())
+                    }
+                    _ => "?",
+                };
+                let started = by_id(a.started_event_id).map_or(at(scheduled), at);
+                steps.push(format!(
+                    "{name} at +{:.1} s (queued {:.1} s, ran {:.1} s)",
+                    at(scheduled) - start,
+                    started - at(scheduled),
+                    at(e) - started
+                ));
+                if name.ends_with(until) {
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(format!(
+        "{}; its {tasks} workflow tasks before that queued {task_waits:.1} s in all",
+        steps.join(", ")
+    ))
+}
+
 /// The worker's query count (its activities' queries are actions too).
 fn queries() -> i64 {
     qflows_activities::metrics::entity_queries() as i64
