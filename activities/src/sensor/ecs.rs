@@ -137,6 +137,44 @@ pub async fn register(client: &Client, td: &TaskDefinition) -> Result<String, Aw
         .ok_or_else(|| invalid(OP, "the response has no task definition ARN"))
 }
 
+/// Points the sensor's daemon service at `arn`: updated when it `exists`, created otherwise.
+async fn run_task_definition(
+    client: &Client,
+    cluster: &str,
+    name: &str,
+    exists: bool,
+    arn: &str,
+) -> Result<(), AwsError> {
+    if exists {
+        client
+            .update_service()
+            .cluster(cluster)
+            .service(name)
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:UpdateService", e))?;
+    } else {
+        client
+            .create_service()
+            .cluster(cluster)
+            .service_name(name)
+            .task_definition(arn)
+            .launch_type(LaunchType::Ec2)
+            .scheduling_strategy(SchedulingStrategy::Daemon)
+            .deployment_configuration(
+                DeploymentConfiguration::builder()
+                    .maximum_percent(100)
+                    .minimum_healthy_percent(0)
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ecs:CreateService", e))?;
+    }
+    Ok(())
+}
+
 /// Registers the task definition (unless the service already runs this spec) and creates or
 /// updates the DAEMON service.
 pub async fn apply(client: &Client, input: &DeploySensorInput) -> Result<SensorApplied, AwsError> {
@@ -160,33 +198,7 @@ pub async fn apply(client: &Client, input: &DeploySensorInput) -> Result<SensorA
         });
     }
     let arn = register(client, &td).await?;
-    if service.is_some() {
-        client
-            .update_service()
-            .cluster(cluster)
-            .service(name)
-            .task_definition(&arn)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecs:UpdateService", e))?;
-    } else {
-        client
-            .create_service()
-            .cluster(cluster)
-            .service_name(name)
-            .task_definition(&arn)
-            .launch_type(LaunchType::Ec2)
-            .scheduling_strategy(SchedulingStrategy::Daemon)
-            .deployment_configuration(
-                DeploymentConfiguration::builder()
-                    .maximum_percent(100)
-                    .minimum_healthy_percent(0)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecs:CreateService", e))?;
-    }
+    run_task_definition(client, cluster, name, service.is_some(), &arn).await?;
     info!(%cluster, service = %name, task_definition = %arn, "sensor applied");
     Ok(SensorApplied {
         changed: true,
@@ -323,33 +335,7 @@ pub async fn apply_planned(client: &Client, run: &SensorRun) -> Result<SensorApp
         });
     }
     let arn = register(client, &td).await?;
-    if service.is_some() {
-        client
-            .update_service()
-            .cluster(cluster)
-            .service(name)
-            .task_definition(&arn)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecs:UpdateService", e))?;
-    } else {
-        client
-            .create_service()
-            .cluster(cluster)
-            .service_name(name)
-            .task_definition(&arn)
-            .launch_type(LaunchType::Ec2)
-            .scheduling_strategy(SchedulingStrategy::Daemon)
-            .deployment_configuration(
-                DeploymentConfiguration::builder()
-                    .maximum_percent(100)
-                    .minimum_healthy_percent(0)
-                    .build(),
-            )
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecs:CreateService", e))?;
-    }
+    run_task_definition(client, cluster, name, service.is_some(), &arn).await?;
     super::kube_plan::fault_point("sensor-ecs-service-updated");
     info!(%cluster, service = %name, task_definition = %arn, "sensor applied");
     Ok(SensorApplied {
