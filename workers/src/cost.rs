@@ -231,7 +231,7 @@ pub async fn workflow_tally(client: &Client, workflow_id: &str) -> anyhow::Resul
     }
 }
 
-/// Where the first run of `workflow_id` spent its time until `until` (an activity type)
+/// Where the first run of `workflow_id` spent its time until an activity whose type ends with `until`
 /// completed: each activity's wait in its task queue and its run, and the workflow tasks'
 /// waits in theirs, in seconds from the run's start.
 pub async fn timeline(client: &Client, workflow_id: &str, until: &str) -> anyhow::Result<String> {

@@ -248,14 +248,7 @@ pub async fn rollback(client: &Client, deployment: &SensorDeployment) -> Result<
     let applied = &deployment.applied;
     let report = match (&applied.previous, applied.created) {
         (Some(previous), _) if previous != &applied.applied => {
-            client
-                .update_service()
-                .cluster(cluster)
-                .service(name)
-                .task_definition(previous)
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ecs:UpdateService", e))?;
+            run_task_definition(client, cluster, name, true, previous).await?;
             format!(
                 "service {name} restored to task definition {previous} (was {})",
                 applied.applied
@@ -381,14 +374,7 @@ pub async fn rollback_planned(client: &Client, run: &SensorRun) -> RollbackRepor
         }
         match &snapshot.previous_task_definition {
             Some(previous) if snapshot.service_existed => {
-                client
-                    .update_service()
-                    .cluster(cluster)
-                    .service(name)
-                    .task_definition(previous)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("ecs:UpdateService", e))?;
+                run_task_definition(client, cluster, name, true, previous).await?;
                 report.restored.push(format!(
                     "service {name} restored to task definition {previous} (was {current})"
                 ));
