@@ -381,7 +381,7 @@ async fn dashboard_metrics_and_autoscaler_queues_are_a_live_worker_s() -> anyhow
     // activity fails, is retried, and succeeds once Qualys is back.
     env.qualys.set_faults(Faults {
         error_5xx_rate: 0.5,
-        throttle_429_rate: 0.5,
+        throttle_429_rate: 1.0,
         paths: Some(vec!["/csapi".into()]),
         ..Default::default()
     });
