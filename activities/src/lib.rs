@@ -9,6 +9,7 @@
 //! - [`qscanner`]: running QScanner and reading its reports.
 //! - [`sensor`]: the activities behind `DeploySensor` (rendering, ECS, Kubernetes, roll-back).
 //! - [`failure`]: how errors become Temporal failures (retryable or not, with a bounded type).
+//! - [`heartbeat`]: heartbeating while an activity waits, so a dead worker's attempt is retried soon.
 //!
 //! Activity types and their inputs and outputs are declared in
 //! [`qflows_workflows::contracts`]; this crate implements them.
@@ -19,6 +20,7 @@ pub mod bench;
 pub mod cdr;
 pub mod failure;
 pub mod gate;
+pub mod heartbeat;
 pub mod metrics;
 pub mod notify;
 pub mod policies;

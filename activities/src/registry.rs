@@ -10,6 +10,7 @@
 
 use crate::aws::{Aws, ensure_scan_role};
 use crate::failure::IntoFailure;
+use crate::heartbeat;
 use crate::qualys::{CreateAwsConnector, CreateEcrRegistry, QualysClient, Registry};
 use backon::{ExponentialBuilder, Retryable};
 use qflows_workflows::contracts;
@@ -32,7 +33,6 @@ use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::{info, warn};
 
 /// How often a caller waiting on a canonical run heartbeats.
-const HEARTBEAT: Duration = Duration::from_secs(10);
 /// Runs of another role of the same account a connector caller waits out before giving up (the
 /// activity is then retried).
 const MAX_CONNECTOR_ROUNDS: usize = 5;
@@ -132,20 +132,10 @@ impl RegistryActivities {
             )
             .await
             .map_err(|e| temporal_unavailable(&format!("start {id}"), e))?;
-        // Heartbeat while waiting, so a killed worker's attempt is retried within the
-        // heartbeat timeout rather than at the end of the attempt's time limit.
         let wait = handle.get_result(WorkflowGetResultOptions::default());
-        tokio::pin!(wait);
-        let mut beat = tokio::time::interval(HEARTBEAT);
-        let result = loop {
-            tokio::select! {
-                result = &mut wait => break result,
-                _ = beat.tick() => {
-                    let _ = ctx.record_heartbeat(format!("waiting for {id}")).await;
-                }
-            }
-        };
-        result.map_err(|e| canonical_failed(id, e))
+        heartbeat::beating(ctx, &format!("waiting for {id}"), wait)
+            .await
+            .map_err(|e| canonical_failed(id, e))
     }
 }
 

@@ -7,6 +7,7 @@
 
 use crate::failure::IntoFailure;
 use crate::gate::{GateItem, GatePolicy, evaluate};
+use crate::heartbeat;
 use crate::notify::{Notification, NotificationKind, Notifier};
 use crate::qualys::{Image, OnDemandSchedule, QualysClient, RepoTag};
 use crate::resolve::{Resolver, resolve_request};
@@ -276,6 +277,65 @@ impl ScanActivities {
             .await
             .map_err(IntoFailure::into_failure)
     }
+
+    /// [`Self::find_or_submit`]'s work.
+    async fn find_or_submit_now(&self, request: FindOrSubmit) -> Result<ScanStep, ActivityError> {
+        let find = &request.find;
+        let state = match request.submit {
+            SubmitWhen::Always => None,
+            _ => Some(
+                self.qualys_state(&find.image, &find.digest, find.newer_than_ms)
+                    .await?,
+            ),
+        };
+        let submit = match (&state, request.submit) {
+            (Some(QualysImageState::Scanned { sha, scanned_ms }), _) => {
+                return Ok(ScanStep::Scanned {
+                    sha: sha.clone(),
+                    scanned_ms: *scanned_ms,
+                });
+            }
+            (_, SubmitWhen::Always) => true,
+            (_, SubmitWhen::Never) => false,
+            (Some(QualysImageState::Pending { .. }), SubmitWhen::IfUnknown) => false,
+            _ => true,
+        };
+        if !submit {
+            return Ok(ScanStep::Underway);
+        }
+        let submission = SubmitRegistryScan {
+            registry_uuid: request.registry_uuid.clone(),
+            image: find.image.clone(),
+            digest: find.digest.clone(),
+            event_accepted_at_ms: request.event_accepted_at_ms,
+        };
+        self.submit(&submission).await?;
+        Ok(ScanStep::Submitted)
+    }
+
+    /// [`Self::await_results`]'s work.
+    async fn await_results_now(&self, find: FindImage) -> Result<ScanFinished, ActivityError> {
+        let state = self
+            .qualys_state(&find.image, &find.digest, find.newer_than_ms)
+            .await?;
+        let QualysImageState::Scanned { sha, scanned_ms } = state else {
+            return Err(still_scanning(&find.image, &state));
+        };
+        let collect = CollectResults {
+            sha,
+            input: ImageScanInput {
+                digest: find.digest.clone(),
+                image: find.image.clone(),
+                event_accepted_at_ms: None,
+                carried: None,
+            },
+            scanned_at: qflows_workflows::clock::rfc3339(SystemTime::now()),
+        };
+        Ok(ScanFinished {
+            result: self.collect(&collect).await?,
+            qualys_scanned_ms: scanned_ms,
+        })
+    }
 }
 
 /// Starts the digest's entity now, on `task_queue`, unless it runs already — before the deploy
@@ -401,40 +461,10 @@ impl ScanActivities {
     #[activity(definition = contracts::FindOrSubmitScan)]
     pub async fn find_or_submit(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         request: FindOrSubmit,
     ) -> Result<ScanStep, ActivityError> {
-        let find = &request.find;
-        let state = match request.submit {
-            SubmitWhen::Always => None,
-            _ => Some(
-                self.qualys_state(&find.image, &find.digest, find.newer_than_ms)
-                    .await?,
-            ),
-        };
-        let submit = match (&state, request.submit) {
-            (Some(QualysImageState::Scanned { sha, scanned_ms }), _) => {
-                return Ok(ScanStep::Scanned {
-                    sha: sha.clone(),
-                    scanned_ms: *scanned_ms,
-                });
-            }
-            (_, SubmitWhen::Always) => true,
-            (_, SubmitWhen::Never) => false,
-            (Some(QualysImageState::Pending { .. }), SubmitWhen::IfUnknown) => false,
-            _ => true,
-        };
-        if !submit {
-            return Ok(ScanStep::Underway);
-        }
-        let submission = SubmitRegistryScan {
-            registry_uuid: request.registry_uuid.clone(),
-            image: find.image.clone(),
-            digest: find.digest.clone(),
-            event_accepted_at_ms: request.event_accepted_at_ms,
-        };
-        self.submit(&submission).await?;
-        Ok(ScanStep::Submitted)
+        heartbeat::beating(&ctx, "asking Qualys", self.find_or_submit_now(request)).await
     }
 
     /// One poll of a submitted scan; the attempt that finds it finished collects its results.
@@ -442,29 +472,10 @@ impl ScanActivities {
     #[activity(definition = contracts::AwaitScanResults)]
     pub async fn await_results(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         find: FindImage,
     ) -> Result<ScanFinished, ActivityError> {
-        let state = self
-            .qualys_state(&find.image, &find.digest, find.newer_than_ms)
-            .await?;
-        let QualysImageState::Scanned { sha, scanned_ms } = state else {
-            return Err(still_scanning(&find.image, &state));
-        };
-        let collect = CollectResults {
-            sha,
-            input: ImageScanInput {
-                digest: find.digest.clone(),
-                image: find.image.clone(),
-                event_accepted_at_ms: None,
-                carried: None,
-            },
-            scanned_at: qflows_workflows::clock::rfc3339(SystemTime::now()),
-        };
-        Ok(ScanFinished {
-            result: self.collect(&collect).await?,
-            qualys_scanned_ms: scanned_ms,
-        })
+        heartbeat::beating(&ctx, "polling Qualys", self.await_results_now(find)).await
     }
 
     /// The tags ECR holds for the digest now (`None`: the worker may not ask).
@@ -523,10 +534,10 @@ impl ScanActivities {
     #[activity(definition = contracts::CollectScanResults)]
     pub async fn collect_results(
         self: Arc<Self>,
-        _ctx: ActivityContext,
+        ctx: ActivityContext,
         collect: CollectResults,
     ) -> Result<ImageResult, ActivityError> {
-        self.collect(&collect).await
+        heartbeat::beating(&ctx, "collecting results", self.collect(&collect)).await
     }
 
     /// Reports a result to SNS and/or the webhook (a no-op when neither is configured). Kept

@@ -5,7 +5,7 @@ use qflows_integration::{
     TestEnv, WebhookSink, decoded_payloads, history_json, record_history, scan_on_deploy, wait_for,
 };
 use qflows_workflows::scan::model::{ImageStatus, Verdict};
-use qualys_emulator::EmulatorConfig;
+use qualys_emulator::{EmulatorConfig, Faults};
 use serde_json::{Value, json};
 use std::time::Duration;
 
@@ -260,8 +260,17 @@ async fn events_that_need_no_scan_are_ignored_and_bad_ones_fail_fast() -> anyhow
 #[tokio::test]
 async fn a_worker_killed_while_scans_poll_loses_nothing_and_submits_nothing_twice()
 -> anyhow::Result<()> {
+    // Every image read takes 3 s, so the kill lands in the middle of Qualys calls: their
+    // heartbeats stop, and the attempts are retried within the 20-s heartbeat timeout rather than
+    // after the 2-minute attempt limit (which outlasts this test's 120-s wait).
     let env = TestEnv::start(EmulatorConfig {
         scan_delay_ms: 8000,
+        faults: Faults {
+            latency_ms: 3000,
+            latency_rate: 1.0,
+            paths: Some(vec!["/csapi/v1.3/images".to_string()]),
+            ..Default::default()
+        },
         ..Default::default()
     })
     .await?;

@@ -183,9 +183,11 @@ fn on_queue(
     options
 }
 
-/// A Qualys or AWS call: retried while transient, for up to an hour.
+/// A Qualys call: retried while transient, for up to an hour. It heartbeats, so the attempt of
+/// a worker that died is retried within 20 s; a live attempt may take its 2 minutes (throttling,
+/// a big report's pages).
 fn call(settings: &ScanSettings, urgent: bool) -> ActivityOptions {
-    on_queue(options::retrying(120, 3600), settings, urgent)
+    options::heartbeating(on_queue(options::retrying(120, 3600), settings, urgent), 20)
 }
 
 async fn registry_scan(
@@ -389,7 +391,8 @@ fn polling(settings: &ScanSettings, left_secs: u64, urgent: bool) -> ActivityOpt
                 .build(),
         )
         .build();
-    on_queue(options, settings, urgent)
+    // One poll heartbeats like a [`call`]: a dead worker's poll is retried within 20 s.
+    options::heartbeating(on_queue(options, settings, urgent), 20)
 }
 
 /// Fetches every vulnerability, stores the report, applies the gate.
