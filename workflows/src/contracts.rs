@@ -12,6 +12,7 @@ use crate::cdr::{
     EvidenceBatch, FetchFindings, ImportLegacy, MergeEvidence, MergedPage, PolicyRecord,
     PolicyUpdate, PublishBatch, PublishPolicies, PublishReport, WindowBatch,
 };
+use crate::inventory::{InventoryInput, InventorySummary};
 use crate::registry::{
     ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, QualysAwsBase, RegistryPlan,
     RegistryRef, RoleChange, ScanRoleRequest,
@@ -129,6 +130,11 @@ activity_contract!(
     /// the schedule-to-close timeout the scan timeout (polls add no history events); the attempt
     /// that finds the scan finished fetches the vulnerabilities, stores the report and gates it.
     AwaitScanResults = "qualys.AwaitScanResults": FindImage => ScanFinished
+);
+activity_contract!(
+    /// Lists what runs in a scope, stores the inventory, and tells each running digest's entity
+    /// (`running`, signal-with-start). Heartbeats while it works.
+    TakeInventory = "inventory.Take": InventoryInput => InventorySummary
 );
 activity_contract!(
     /// The tags ECR holds for a digest now; `None` when the worker may not ask ECR.

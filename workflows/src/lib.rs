@@ -10,6 +10,7 @@
 //! | `EnsureAwsConnector` (one per AWS account) | [`ensure_registry`] |
 //! | `ScanOnDeploy` | [`scan_on_deploy`] |
 //! | `ImageScan` (one per digest) | [`image_scan`] |
+//! | `Inventory` (one per scope and firing) | [`inventory`] |
 //! | `ScanAlert` (one per alert of an `ImageScan`) | [`alert`] |
 //! | `CdrToPolicy` | [`cdr_to_policy`] |
 //! | `DeploySensor` | [`deploy_sensor`] |
@@ -26,6 +27,7 @@ pub mod ensure_registry;
 pub mod failure;
 pub mod image_scan;
 pub mod input;
+pub mod inventory;
 pub mod options;
 pub mod registry;
 pub mod scan;
@@ -38,6 +40,7 @@ pub use cdr_to_policy::CdrToPolicy;
 pub use deploy_sensor::DeploySensor;
 pub use ensure_registry::{EnsureAwsConnector, EnsureRegistry};
 pub use image_scan::ImageScan;
+pub use inventory::Inventory;
 pub use scan_on_deploy::ScanOnDeploy;
 
 /// The default task queue the qflows worker serves.
