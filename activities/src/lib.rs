@@ -5,6 +5,7 @@
 //! - [`registry`]: the activities behind `EnsureRegistry`.
 //! - [`scan`], [`gate`], [`results`]: the activities behind `ScanOnDeploy`/`ImageScan`, the severity
 //!   gate, and the results store.
+//! - [`inventory`]: the activity behind `Inventory` (what runs where, told to the entities).
 //! - [`resolve`]: deployments to images and digests (ECS, ECR, cross-account roles).
 //! - [`qscanner`]: running QScanner and reading its reports.
 //! - [`sensor`]: the activities behind `DeploySensor` (rendering, ECS, Kubernetes, roll-back).
@@ -21,6 +22,7 @@ pub mod cdr;
 pub mod failure;
 pub mod gate;
 pub mod heartbeat;
+pub mod inventory;
 pub mod metrics;
 pub mod notify;
 pub mod policies;

@@ -1,0 +1,3 @@
+//! The activity behind `Inventory`: list what runs in a scope, store it, tell the entities.
+
+pub mod list;
