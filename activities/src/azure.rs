@@ -339,26 +339,9 @@ impl Azure {
         let body = check(&what, resource_id, response).await?;
         let properties = &body["properties"];
         let mut images: Vec<String> = Vec::new();
-        let lists = if aci {
-            [&properties["initContainers"], &properties["containers"]]
-        } else {
-            [
-                &properties["template"]["initContainers"],
-                &properties["template"]["containers"],
-            ]
-        };
-        for list in lists {
-            for container in list.as_array().into_iter().flatten() {
-                let image = if aci {
-                    &container["properties"]["image"]
-                } else {
-                    &container["image"]
-                };
-                if let Some(image) = image.as_str().filter(|i| !i.is_empty())
-                    && !images.iter().any(|i| i == image)
-                {
-                    images.push(image.to_string());
-                }
+        for (_, image) in resource_containers(&body, aci) {
+            if !images.contains(&image) {
+                images.push(image);
             }
         }
         if images.is_empty() {
@@ -517,6 +500,132 @@ impl Azure {
     }
 }
 
+/// What a subscription-wide Resource Manager list reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArmListKind {
+    /// `Microsoft.ContainerInstance/containerGroups`.
+    ContainerGroups,
+    /// `Microsoft.App/containerApps`.
+    ContainerApps,
+    /// `Microsoft.App/jobs`.
+    Jobs,
+}
+
+impl ArmListKind {
+    /// The provider path under `/subscriptions/<id>/providers/`, and its API version.
+    fn path_and_version(self) -> (&'static str, &'static str) {
+        match self {
+            ArmListKind::ContainerGroups => (
+                "Microsoft.ContainerInstance/containerGroups",
+                ACI_API_VERSION,
+            ),
+            ArmListKind::ContainerApps => ("Microsoft.App/containerApps", APPS_API_VERSION),
+            ArmListKind::Jobs => ("Microsoft.App/jobs", APPS_API_VERSION),
+        }
+    }
+
+    /// Whether its resources are container groups (ACI's shape) rather than Container Apps'.
+    pub fn is_aci(self) -> bool {
+        self == ArmListKind::ContainerGroups
+    }
+}
+
+impl Azure {
+    /// One page of a subscription-wide list (`GET /subscriptions/<id>/providers/<type>`): its
+    /// `value` items, and the `nextLink` to the next page. `next` is the previous page's
+    /// `nextLink`: it is followed only when it points at the same Resource Manager endpoint and
+    /// the same list path (a page may not send the worker anywhere else).
+    pub async fn list_page(
+        &self,
+        subscription_id: &str,
+        kind: ArmListKind,
+        next: Option<&str>,
+    ) -> Result<(Vec<Value>, Option<String>), AzureError> {
+        let (provider, api_version) = kind.path_and_version();
+        let path = format!("/subscriptions/{subscription_id}/providers/{provider}");
+        qflows_workflows::scan::check_arm_resource_id("subscriptionId", &path)
+            .map_err(|e| AzureError::InvalidInput(e.to_string()))?;
+        let base = self.settings.arm_endpoint.trim_end_matches('/');
+        let first = format!("{base}{path}?api-version={api_version}");
+        let url = match next {
+            None => first.clone(),
+            Some(link) => same_list(&first, link).ok_or_else(|| {
+                AzureError::InvalidInput(format!(
+                    "Resource Manager's nextLink for {provider} does not continue the same list \
+                     on the same endpoint; not followed: `{}`",
+                    link.chars().take(200).collect::<String>()
+                ))
+            })?,
+        };
+        let what = format!("GET {path}");
+        let token = self.token(&self.settings.arm_scope()).await?;
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| unavailable(&what, &e))?;
+        let body = check(&what, &path, response).await?;
+        let Some(items) = body["value"].as_array() else {
+            return Err(AzureError::BadResponse {
+                what,
+                message: "no `value` list".into(),
+            });
+        };
+        let next = match &body["nextLink"] {
+            Value::String(link) if !link.is_empty() => Some(link.clone()),
+            _ => None,
+        };
+        Ok((items.clone(), next))
+    }
+}
+
+/// `link` when it has the scheme, host, port and path of `first` (a later page of the same
+/// list), else `None`.
+fn same_list(first: &str, link: &str) -> Option<String> {
+    let first = url::Url::parse(first).ok()?;
+    let parsed = url::Url::parse(link).ok()?;
+    let same = parsed.scheme() == first.scheme()
+        && parsed.host_str().map(str::to_ascii_lowercase)
+            == first.host_str().map(str::to_ascii_lowercase)
+        && parsed.port_or_known_default() == first.port_or_known_default()
+        && parsed.path().eq_ignore_ascii_case(first.path())
+        && parsed.username().is_empty()
+        && parsed.password().is_none()
+        && parsed.fragment().is_none();
+    same.then(|| parsed.to_string())
+}
+
+/// The containers of a container group (`aci`) or container app / job body, init containers
+/// first: (name, image), in order, as Resource Manager lists them (empty images left out).
+pub fn resource_containers(body: &Value, aci: bool) -> Vec<(String, String)> {
+    let properties = &body["properties"];
+    let lists = if aci {
+        [&properties["initContainers"], &properties["containers"]]
+    } else {
+        [
+            &properties["template"]["initContainers"],
+            &properties["template"]["containers"],
+        ]
+    };
+    let mut out = Vec::new();
+    for list in lists {
+        for container in list.as_array().into_iter().flatten() {
+            let image = if aci {
+                &container["properties"]["image"]
+            } else {
+                &container["image"]
+            };
+            if let Some(image) = image.as_str().filter(|i| !i.is_empty()) {
+                let name = container["name"].as_str().unwrap_or_default();
+                out.push((name.to_string(), image.to_string()));
+            }
+        }
+    }
+    out
+}
+
 /// The `exp` of a JWT (its payload read, its signature not checked: only to know when to stop
 /// using it).
 fn jwt_expiry(token: &str) -> Option<std::time::SystemTime> {
@@ -673,6 +782,46 @@ mod tests {
             Some(std::time::UNIX_EPOCH + Duration::from_secs(2_000_000_000))
         );
         assert_eq!(jwt_expiry("opaque"), None);
+    }
+
+    #[test]
+    fn next_links_continue_the_same_list_only() {
+        let first = "https://management.azure.com/subscriptions/s/providers/Microsoft.App/jobs?api-version=2024-03-01";
+        let next = "https://management.azure.com/subscriptions/s/providers/Microsoft.App/jobs?api-version=2024-03-01&$skiptoken=abc";
+        assert_eq!(same_list(first, next).as_deref(), Some(next));
+        for bad in [
+            "https://evil.example/subscriptions/s/providers/Microsoft.App/jobs?$skiptoken=abc",
+            "http://management.azure.com/subscriptions/s/providers/Microsoft.App/jobs?x=1",
+            "https://management.azure.com:8443/subscriptions/s/providers/Microsoft.App/jobs",
+            "https://management.azure.com/subscriptions/other/providers/Microsoft.App/jobs",
+            "https://user:pw@management.azure.com/subscriptions/s/providers/Microsoft.App/jobs",
+            "https://management.azure.com/subscriptions/s/providers/Microsoft.App/jobs/../x",
+            "/subscriptions/s/providers/Microsoft.App/jobs?$skiptoken=abc",
+            "not a url",
+        ] {
+            assert_eq!(same_list(first, bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn containers_of_groups_and_apps() {
+        let group = serde_json::json!({"properties": {
+            "initContainers": [{"name": "init", "properties": {"image": "busybox"}}],
+            "containers": [{"name": "web", "properties": {"image": "nginx:1.27"}},
+                           {"name": "empty", "properties": {"image": ""}}]}});
+        assert_eq!(
+            resource_containers(&group, true),
+            vec![
+                ("init".to_string(), "busybox".to_string()),
+                ("web".to_string(), "nginx:1.27".to_string())
+            ]
+        );
+        let app = serde_json::json!({"properties": {"template": {
+            "containers": [{"name": "api", "image": "r.azurecr.io/api:2"}]}}});
+        assert_eq!(
+            resource_containers(&app, false),
+            vec![("api".to_string(), "r.azurecr.io/api:2".to_string())]
+        );
     }
 
     #[test]

@@ -50,7 +50,7 @@ pub struct Resolver {
     azure: Option<Azure>,
     settings: ResolverSettings,
     own_account: OnceCell<String>,
-    assumed: Mutex<HashMap<(String, String), Credentials>>,
+    assumed: Mutex<HashMap<(String, String, String), Credentials>>,
 }
 
 /// Why a deployment's images could not be resolved.
@@ -94,7 +94,23 @@ impl Resolver {
 
     /// Configuration for calls into `account` in `region`.
     async fn config_for(&self, account: &str, region: &str) -> Result<SdkConfig, AwsError> {
+        self.account_config(account, region, None).await
+    }
+
+    /// Configuration for calls into `account` in `region`: through `role_arn` when given (an
+    /// inventory scope's own role), else as ScanOnDeploy reads it (the configured
+    /// cross-account role in an account that is not the worker's own, else the worker's own
+    /// credentials). Assumed credentials are cached per account, region and role.
+    pub async fn account_config(
+        &self,
+        account: &str,
+        region: &str,
+        role_arn: Option<&str>,
+    ) -> Result<SdkConfig, AwsError> {
         let base = self.aws.config(region).await;
+        if let Some(role_arn) = role_arn {
+            return self.assumed_config(base, account, region, role_arn).await;
+        }
         let Some(role_name) = &self.settings.cross_account_role_name else {
             return Ok(base);
         };
@@ -121,7 +137,24 @@ impl Resolver {
         if own == account {
             return Ok(base);
         }
-        let key = (account.to_string(), region.to_string());
+        let role_arn = format!("arn:{}:iam::{account}:role/{role_name}", partition(region));
+        self.assumed_config(base, account, region, &role_arn).await
+    }
+
+    /// `base` with the credentials of `role_arn` (assumed, or cached until shortly before they
+    /// expire).
+    async fn assumed_config(
+        &self,
+        base: SdkConfig,
+        account: &str,
+        region: &str,
+        role_arn: &str,
+    ) -> Result<SdkConfig, AwsError> {
+        let key = (
+            account.to_string(),
+            region.to_string(),
+            role_arn.to_string(),
+        );
         let mut cache = self.assumed.lock().await;
         let fresh = |c: &Credentials| {
             c.expiry()
@@ -130,10 +163,9 @@ impl Resolver {
         let credentials = match cache.get(&key).filter(|c| fresh(c)) {
             Some(c) => c.clone(),
             None => {
-                let role_arn = format!("arn:{}:iam::{account}:role/{role_name}", partition(region));
                 let mut request = aws_sdk_sts::Client::new(&base)
                     .assume_role()
-                    .role_arn(&role_arn)
+                    .role_arn(role_arn)
                     .role_session_name(&self.settings.session_name)
                     .duration_seconds(3600);
                 if let Some(external_id) = &self.settings.external_id {
@@ -252,7 +284,21 @@ impl Resolver {
         repository: &str,
         tag: &str,
     ) -> Result<Result<String, String>, AwsError> {
-        let ecr = aws_sdk_ecr::Client::new(&self.config_for(account, region).await?);
+        self.ecr_digest_as(account, region, repository, tag, None)
+            .await
+    }
+
+    /// [`Resolver::ecr_digest`] through `role_arn` when given (see
+    /// [`Resolver::account_config`]).
+    pub async fn ecr_digest_as(
+        &self,
+        account: &str,
+        region: &str,
+        repository: &str,
+        tag: &str,
+        role_arn: Option<&str>,
+    ) -> Result<Result<String, String>, AwsError> {
+        let ecr = aws_sdk_ecr::Client::new(&self.account_config(account, region, role_arn).await?);
         let response = ecr
             .describe_images()
             .registry_id(account)

@@ -201,6 +201,10 @@ struct FakeState {
     token_resources: Mutex<Vec<String>>,
     /// Calls by route.
     calls: Mutex<BTreeMap<String, u64>>,
+    /// `http://127.0.0.1:PORT`, for `nextLink`s.
+    base_url: String,
+    /// Items per page of a subscription-wide list (0: 100).
+    list_page_size: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeState {
@@ -243,10 +247,13 @@ pub struct AzureFake {
 impl AzureFake {
     /// Starts the fake.
     pub async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}", listener.local_addr()?);
         let state = Arc::new(FakeState {
             identity_header: "fake-identity-header".into(),
             aad_token: format!("aad-token-{}", free_port()),
             arm_audience: Mutex::new(ARM_PUBLIC.into()),
+            base_url: url.clone(),
             ..Default::default()
         });
         let app = Router::new()
@@ -255,8 +262,6 @@ impl AzureFake {
             .route("/oauth2/token", post(acr_token))
             .fallback(resource_or_registry)
             .with_state(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -315,6 +320,12 @@ impl AzureFake {
     /// Answers the next `n` Resource Manager reads with 429.
     pub fn throttle_arm(&self, n: u32) {
         self.state.throttle_arm.store(n, Ordering::SeqCst);
+    }
+
+    /// Subscription-wide lists (`GET /subscriptions/<id>/providers/<namespace>/<type>`) answer
+    /// `n` items a page, with a `nextLink` (`$skiptoken`) to the next (default 100).
+    pub fn set_list_page_size(&self, n: usize) {
+        self.state.list_page_size.store(n, Ordering::SeqCst);
     }
 
     /// Calls served, by route.
@@ -535,6 +546,11 @@ async fn resource_or_registry(State(state): State<Arc<FakeState>>, request: Requ
             .insert("retry-after", axum::http::HeaderValue::from_static("1"));
         return response;
     }
+    let segments: Vec<&str> = lower.trim_matches('/').split('/').collect();
+    if segments.len() == 5 && segments[2] == "providers" {
+        state.count("arm/list");
+        return list_page(&state, &path, &segments, &query);
+    }
     match state.resources.lock().unwrap().get(&lower) {
         Some(body) => axum::Json(body.clone()).into_response(),
         None => arm_error(
@@ -543,4 +559,56 @@ async fn resource_or_registry(State(state): State<Arc<FakeState>>, request: Requ
             &format!("The Resource '{path}' was not found."),
         ),
     }
+}
+
+/// One page of a subscription-wide list, as Resource Manager pages them: `value`, and a
+/// `nextLink` carrying a `$skiptoken` while more remain.
+fn list_page(
+    state: &FakeState,
+    path: &str,
+    segments: &[&str],
+    query: &HashMap<String, String>,
+) -> Response {
+    let prefix = format!("/subscriptions/{}/", segments[1]);
+    let kind = format!("/providers/{}/{}/", segments[3], segments[4]);
+    let mut matching: Vec<(String, Value)> = state
+        .resources
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, _)| id.starts_with(&prefix) && id.contains(&kind))
+        .map(|(id, body)| (id.clone(), body.clone()))
+        .collect();
+    matching.sort_by(|a, b| a.0.cmp(&b.0));
+    let skip: usize = match query.get("$skiptoken").map(|t| t.parse()) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidSkipToken",
+                "The skip token is invalid.",
+            );
+        }
+    };
+    let size = match state.list_page_size.load(Ordering::SeqCst) {
+        0 => 100,
+        n => n,
+    };
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(skip)
+        .take(size)
+        .map(|(_, body)| body.clone())
+        .collect();
+    let mut body = json!({ "value": page });
+    if skip + size < matching.len() {
+        body["nextLink"] = json!(format!(
+            "{}{path}?api-version={}&$skiptoken={}",
+            state.base_url,
+            query.get("api-version").cloned().unwrap_or_default(),
+            skip + size
+        ));
+    }
+    axum::Json(body).into_response()
 }
