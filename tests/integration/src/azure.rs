@@ -283,6 +283,12 @@ impl AzureFake {
         ]
     }
 
+    /// The Entra ID token the fake's identity gets for `resource` (an audience such as
+    /// [`ARM_PUBLIC`] or [`ACR_AUDIENCE`]), for a test's own credential.
+    pub fn token_for(&self, resource: &str) -> String {
+        self.state.token_for(resource)
+    }
+
     /// Serves `body` for the resource `id`.
     pub fn put_resource(&self, id: &str, body: Value) {
         self.state

@@ -83,20 +83,30 @@ impl KubeApiServer {
     ///
     /// Fails with a pointer to `scripts/kube-testbed` when the binaries are not installed.
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[]).await
+    }
+
+    /// [`KubeApiServer::start`] with more kube-apiserver flags, e.g.
+    /// `--feature-gates=EphemeralContainers=true` (alpha, off by default in 1.20).
+    pub async fn start_with(extra_args: &[&str]) -> anyhow::Result<Self> {
         let etcd = binary("QFLOWS_ETCD")?;
         let apiserver = binary("QFLOWS_KUBE_APISERVER")?;
         // A free port can be taken by someone else between our probe and the server's bind
         // (parallel tests): start over on fresh ports then.
         let mut attempt = 1;
         loop {
-            match Self::try_start(&etcd, &apiserver).await {
+            match Self::try_start(&etcd, &apiserver, extra_args).await {
                 Err(e) if attempt < 3 && e.downcast_ref::<PortTaken>().is_some() => attempt += 1,
                 result => return result,
             }
         }
     }
 
-    async fn try_start(etcd_bin: &Path, apiserver_bin: &Path) -> anyhow::Result<Self> {
+    async fn try_start(
+        etcd_bin: &Path,
+        apiserver_bin: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let dir = ScratchDir::new()?;
         let root = dir.path();
 
@@ -170,7 +180,8 @@ impl KubeApiServer {
                 .args(["--service-account-issuer", "https://kubernetes.default.svc"])
                 .args(["--service-cluster-ip-range", "10.0.0.0/24"])
                 .args(["--disable-admission-plugins", "ServiceAccount"])
-                .args(["--enable-priority-and-fairness=false", "--profiling=false"]),
+                .args(["--enable-priority-and-fairness=false", "--profiling=false"])
+                .args(extra_args),
             root.join("kube-apiserver.log"),
         )?;
 
