@@ -801,6 +801,8 @@ async fn azure_lists_every_page_of_groups_apps_and_jobs() -> anyhow::Result<()> 
     let resolver =
         Resolver::new(Arc::new(Aws::new()), ResolverSettings::default()).with_azure(azure);
     let lister = Lister::new(Arc::new(resolver), ListerSettings::default());
+    // The first page is throttled (429, Retry-After: 1): asked again, not a failed listing.
+    fake.throttle_arm(1);
     let (calls, report) = progress();
     let listed = lister
         .list(
@@ -829,6 +831,12 @@ async fn azure_lists_every_page_of_groups_apps_and_jobs() -> anyhow::Result<()> 
     assert_eq!(gone.unresolved.as_deref(), Some("tag not found in ACR"));
     // Three container groups at two a page: two pages through nextLink; one each for apps and jobs.
     assert_eq!(fake.calls().get("arm/list"), Some(&4), "{:?}", fake.calls());
+    assert_eq!(
+        fake.calls().get("arm"),
+        Some(&5),
+        "one throttled: {:?}",
+        fake.calls()
+    );
     assert_eq!(calls.0.load(Ordering::SeqCst), 5);
     Ok(())
 }

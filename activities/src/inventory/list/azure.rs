@@ -1,6 +1,7 @@
 //! Azure: the subscription's container groups, container apps and container app jobs, from
 //! Resource Manager's subscription-wide list endpoints, every `nextLink` page (followed only on
-//! the same endpoint and list path). Images are read as ScanOnDeploy reads one resource (init
+//! the same endpoint and list path; a throttled or failing page is asked again, after its
+//! `Retry-After`, up to [`super::PAGE_ATTEMPTS`] times). Images are read as ScanOnDeploy reads one resource (init
 //! containers included). Place: `aci:<resource group>/<group>/<container>` for a container
 //! group, `aca:<resource group>/<app or job>` for a container app or job.
 //!
@@ -8,7 +9,7 @@
 //! providers/<namespace>/<type>/<name>` (odd segments, another subscription) is not trusted:
 //! its containers are listed as unresolved, with the reason.
 
-use super::{ListError, Lister, Seen, check_size};
+use super::{ListError, Lister, Seen, check_size, retrying};
 use crate::azure::{ArmListKind, resource_containers};
 use serde_json::Value;
 
@@ -30,9 +31,12 @@ pub(crate) async fn list(
     ] {
         let mut next: Option<String> = None;
         loop {
-            let (items, link) = azure
-                .list_page(subscription_id, kind, next.as_deref())
-                .await?;
+            let (items, link) = retrying(|| async {
+                Ok(azure
+                    .list_page(subscription_id, kind, next.as_deref())
+                    .await?)
+            })
+            .await?;
             for item in &items {
                 containers_of(subscription_id, kind, item, &mut seen);
             }

@@ -5,8 +5,12 @@
 //! `ephemeralContainerStatuses[]` entry's `imageID` (`docker-pullable://repo@sha256:…`,
 //! `repo@sha256:…`). An `imageID` without `@` (`sha256:…` alone is the image's config ID, not
 //! its manifest digest) is not used. Place: `k8s:<namespace>/<pod>/<container>`.
+//!
+//! A page that fails with 429, a 5xx or a network error is asked again (up to
+//! [`super::PAGE_ATTEMPTS`] times, backing off); an expired `continue` token (410) starts the
+//! listing over once.
 
-use super::{ListError, Lister, Seen, check_size};
+use super::{ListError, Lister, Seen, check_size, retrying};
 use crate::policies::{PolicyOutputError, kube_client};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, ListParams};
@@ -33,6 +37,7 @@ pub(crate) async fn list(
     let pods: Api<Pod> = Api::all(client);
     let mut seen = Vec::new();
     let mut token: Option<String> = None;
+    let mut restarted = false;
     loop {
         let mut params = ListParams::default()
             .fields(NOT_FINISHED)
@@ -40,10 +45,25 @@ pub(crate) async fn list(
         if let Some(t) = token.take() {
             params = params.continue_token(&t);
         }
-        let page = pods.list(&params).await.map_err(|source| ListError::Kube {
-            what: "list pods",
-            source,
-        })?;
+        let page = match retrying(|| async {
+            pods.list(&params).await.map_err(|source| ListError::Kube {
+                what: "list pods",
+                source,
+            })
+        })
+        .await
+        {
+            Ok(page) => page,
+            // The `continue` token expired (the listing took longer than etcd keeps its
+            // revision): start over once, from the first page.
+            Err(e) if e.type_name() == "KubeListExpired" && !restarted => {
+                tracing::info!(error = %e, "inventory: pod listing expired; starting over");
+                restarted = true;
+                seen.clear();
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         for pod in &page.items {
             containers_of(pod, &mut seen);
         }

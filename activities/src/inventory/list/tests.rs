@@ -262,3 +262,48 @@ async fn an_invalid_scope_is_refused_before_any_call() {
         .unwrap_err();
     assert_eq!(err.type_name(), "InventoryUnsupported");
 }
+
+#[tokio::test]
+async fn pages_are_asked_again_only_when_that_can_help() {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    let calls = AtomicU32::new(0);
+    let throttled = || {
+        ListError::Azure(AzureError::Unavailable {
+            what: "GET list".into(),
+            message: "429".into(),
+            retry_after_secs: Some(0),
+        })
+    };
+    let result: Result<(), _> = retrying(|| async {
+        calls.fetch_add(1, Ordering::SeqCst);
+        Err(throttled())
+    })
+    .await;
+    assert_eq!(result.unwrap_err().type_name(), "AzureUnavailable");
+    assert_eq!(calls.load(Ordering::SeqCst), PAGE_ATTEMPTS);
+
+    calls.store(0, Ordering::SeqCst);
+    let result = retrying(|| async {
+        if calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            Err(throttled())
+        } else {
+            Ok(7)
+        }
+    })
+    .await;
+    assert_eq!(result.unwrap(), 7);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    for err in [kube_error(403), kube_error(410)] {
+        calls.store(0, Ordering::SeqCst);
+        let name = err.type_name();
+        let once = std::sync::Mutex::new(Some(err));
+        let result: Result<(), _> = retrying(|| async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Err(once.lock().unwrap().take().unwrap_or(ListError::TooLarge))
+        })
+        .await;
+        assert_eq!(result.unwrap_err().type_name(), name);
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{name}");
+    }
+}
