@@ -275,15 +275,14 @@ impl Lister {
         }
 
         // Second pass: each distinct tag once, a few at a time.
-        let resolved: HashMap<String, Result<String, String>> =
-            futures::stream::iter(pending.into_iter())
-                .map(|(key, image)| async move {
-                    let answer = self.resolve_tag(&image, role).await?;
-                    Ok::<_, ListError>((key, answer))
-                })
-                .buffer_unordered(self.settings.concurrency.max(1))
-                .try_collect()
-                .await?;
+        let resolved: HashMap<String, Result<String, String>> = futures::stream::iter(pending)
+            .map(|(key, image)| async move {
+                let answer = self.resolve_tag(&image, role).await?;
+                Ok::<_, ListError>((key, answer))
+            })
+            .buffer_unordered(self.settings.concurrency.max(1))
+            .try_collect()
+            .await?;
 
         Ok(seen
             .into_iter()
