@@ -408,6 +408,22 @@ async fn an_aws_scope_is_listed_through_its_role() -> anyhow::Result<()> {
     assert_eq!(listed.len(), 1, "{listed:?}");
     assert_eq!(listed[0].digest.as_deref(), Some(digest("redis").as_str()));
     assert_eq!(listed[0].place, "ecs:spoke/family:spoke-app");
+
+    // Without a role the worker's own credentials reach its own account, whose tasks must not
+    // be reported as the spoke's.
+    let err = lister
+        .list(
+            &InventoryScope::Aws {
+                account_id: SPOKE.into(),
+                region: REGION.into(),
+                role_arn: None,
+            },
+            &|_| {},
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.type_name(), "InventoryWrongAccount", "{err}");
+    assert!(!err.is_retryable());
     Ok(())
 }
 

@@ -5,7 +5,8 @@
 //! `family:batch`), or `ecs:<cluster>/<task ID>` for a task without a group.
 //!
 //! Calls run in the scope's account through its `roleArn`, else as ScanOnDeploy's resolver
-//! reaches that account, with the SDK's standard retry mode (throttling and 5xx retried with
+//! reaches that account (checked first with `sts:GetCallerIdentity`: credentials of another
+//! account would list that account's tasks), with the SDK's standard retry mode (throttling and 5xx retried with
 //! backoff).
 
 use super::{ListError, Lister, Seen, check_size};
@@ -29,6 +30,19 @@ pub(crate) async fn list(
         .resolver()
         .account_config(account, region, role_arn)
         .await?;
+    // ECS lists whatever account the credentials belong to: make sure it is the scope's.
+    let identity = aws_sdk_sts::Client::new(&config)
+        .get_caller_identity()
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("sts:GetCallerIdentity", e))?;
+    let reached = identity.account().unwrap_or_default();
+    if reached != account {
+        return Err(ListError::WrongAccount {
+            scope: account.to_string(),
+            reached: reached.to_string(),
+        });
+    }
     let ecs = aws_sdk_ecs::Client::from_conf(
         aws_sdk_ecs::config::Builder::from(&config)
             .retry_config(RetryConfig::standard().with_max_attempts(5))

@@ -62,6 +62,18 @@ pub enum ListError {
         /// Cause.
         source: ::kube::Error,
     },
+    /// The credentials reach another AWS account than the scope's (no role for it): listing
+    /// would report that account's tasks as the scope's.
+    #[error(
+        "the worker's AWS credentials reach account {reached}, not the scope's {scope}: give the \
+         scope a roleArn, or set QFLOWS_CROSS_ACCOUNT_ROLE_NAME"
+    )]
+    WrongAccount {
+        /// The scope's account.
+        scope: String,
+        /// The account the credentials belong to.
+        reached: String,
+    },
     /// More containers than [`MAX_CONTAINERS`].
     #[error("the scope lists more than {MAX_CONTAINERS} containers; listing stopped")]
     TooLarge,
@@ -97,6 +109,7 @@ impl ListError {
                 ::kube::Error::SerdeError(_) => "KubeBadResponse",
                 _ => "KubeUnavailable",
             },
+            ListError::WrongAccount { .. } => "InventoryWrongAccount",
             ListError::TooLarge => "InventoryTooLarge",
         }
     }

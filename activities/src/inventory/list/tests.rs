@@ -91,6 +91,14 @@ fn errors_say_whether_a_retry_can_help() {
         ),
         (ListError::TooLarge, "InventoryTooLarge", false),
         (
+            ListError::WrongAccount {
+                scope: "210987654321".into(),
+                reached: "123456789012".into(),
+            },
+            "InventoryWrongAccount",
+            false,
+        ),
+        (
             ListError::InvalidScope(InputError::field("scope.region", "bad")),
             INVALID_INPUT,
             false,
