@@ -240,17 +240,21 @@ impl Lister {
                 (azure::list(self, subscription_id, progress).await?, None)
             }
         };
-        let listed = self.finish(seen, role).await?;
+        let listed = self.finish(seen, role, progress).await?;
         progress(listed.len() as u64);
         Ok(listed)
     }
 
-    /// Settles each container's digest (see the module doc) and cuts what was read.
+    /// Settles each container's digest (see the module doc) and cuts what was read. `progress`
+    /// is called again (with the same count) after each tag resolved, so a long resolution
+    /// keeps the activity heartbeating.
     pub(crate) async fn finish(
         &self,
         seen: Vec<Seen>,
         role: Option<EcrRole<'_>>,
+        progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<Vec<RunningContainer>, ListError> {
+        let listed = seen.len() as u64;
         // First pass: what the platform and the references say; tags left to resolve.
         enum Next {
             Done(Result<String, String>),
@@ -294,6 +298,7 @@ impl Lister {
                 Ok::<_, ListError>((key, answer))
             })
             .buffer_unordered(self.settings.concurrency.max(1))
+            .inspect(|_| progress(listed))
             .try_collect()
             .await?;
 

@@ -183,6 +183,7 @@ async fn digests_come_from_the_platform_then_the_reference_and_nothing_is_invent
                 },
             ],
             None,
+            &|_| {},
         )
         .await
         .unwrap();
