@@ -427,6 +427,9 @@ pub struct ScanArgs {
     /// How long an image's result stays fresh (then it is rescanned if still deployed).
     #[arg(long, env = "QFLOWS_SCAN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub scan_ttl_secs: u64,
+    /// An image an inventory sees running is rescanned this often (while it keeps running).
+    #[arg(long, env = "QFLOWS_RESCAN_RUNNING_SECS", default_value_t = 86_400)]
+    pub rescan_running_secs: u64,
     /// First retry of a failed, timed-out or skipped scan (doubling each time).
     #[arg(long, env = "QFLOWS_SCAN_RETRY_INITIAL_SECS", default_value_t = 300)]
     pub scan_retry_initial_secs: u64,
@@ -642,6 +645,7 @@ impl ScanArgs {
             retry_max_secs: self.scan_retry_max_secs,
             alert_sns: self.sns_topic_arn.is_some(),
             alert_webhook: self.webhook_url.is_some(),
+            rescan_running_secs: self.rescan_running_secs.max(1),
             unscanned_verdict: match self.gate_unscanned.to_ascii_lowercase().as_str() {
                 "pass" => Some(Verdict::Pass),
                 "audit" => Some(Verdict::Audit),
@@ -690,6 +694,7 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_SCAN_POLL_MAX_SECS",
     "QFLOWS_SCAN_TIMEOUT_SECS",
     "QFLOWS_SCAN_TTL_SECS",
+    "QFLOWS_RESCAN_RUNNING_SECS",
     "QFLOWS_SCAN_RETRY_INITIAL_SECS",
     "QFLOWS_SCAN_RETRY_MAX_SECS",
     "QFLOWS_QSCANNER_MAX_CONCURRENT",
