@@ -598,8 +598,9 @@ impl ResultsStore {
     }
 
     /// Writes `bytes` at `path` (relative to the store's root or prefix), overwriting (a local
-    /// file through a temporary file and a rename).
-    pub(crate) async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    /// file through a temporary file and a rename); returns its reference (a file path, an
+    /// `s3://` or blob URL).
+    pub(crate) async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<String, StoreError> {
         match self {
             ResultsStore::Local(local) => {
                 let file = local.root().join(path);
@@ -610,7 +611,8 @@ impl ResultsStore {
                     }
                     let tmp = file.with_extension(format!("{:016x}.tmp", fastrand::u64(..)));
                     std::fs::write(&tmp, bytes)?;
-                    std::fs::rename(&tmp, &file)
+                    std::fs::rename(&tmp, &file)?;
+                    Ok(file.display().to_string())
                 })
                 .await
                 .map_err(|e| StoreError::Unavailable {
@@ -619,14 +621,11 @@ impl ResultsStore {
                 })?
                 .map_err(|e| StoreError::from_io(&root, e))
             }
-            ResultsStore::S3(s3) => s3
-                .put_bytes(&format!("{}{path}", s3.prefix), bytes)
-                .await
-                .map(drop),
-            ResultsStore::Blob(blob) => blob
-                .put_bytes(&format!("{}{path}", blob.prefix), bytes)
-                .await
-                .map(drop),
+            ResultsStore::S3(s3) => s3.put_bytes(&format!("{}{path}", s3.prefix), bytes).await,
+            ResultsStore::Blob(blob) => {
+                blob.put_bytes(&format!("{}{path}", blob.prefix), bytes)
+                    .await
+            }
         }
     }
 

@@ -34,3 +34,9 @@ impl Lister {
         }))
     }
 }
+
+impl crate::failure::IntoFailure for ListError {
+    fn into_failure(self) -> temporalio_sdk::activities::ActivityError {
+        crate::failure::failure(self, "InventoryUnsupported", false, None)
+    }
+}
