@@ -548,6 +548,20 @@ impl ResultsLocation {
     }
 }
 
+/// What `verdicts/<digest>.json` holds: the verdict of the digest's last completed scan.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VerdictRecord {
+    /// The verdict.
+    pub verdict: qflows_workflows::scan::model::Verdict,
+    /// When that scan finished (RFC 3339).
+    #[serde(default)]
+    pub scanned_at: Option<String>,
+    /// Where its report is.
+    #[serde(default)]
+    pub result_ref: Option<String>,
+}
+
 /// The results store: a local directory or an S3 bucket.
 #[derive(Debug, Clone)]
 pub enum ResultsStore {
@@ -655,11 +669,42 @@ impl ResultsStore {
         &self,
         digest: &str,
     ) -> Result<Option<qflows_workflows::scan::model::Verdict>, StoreError> {
+        Ok(self.verdict_record(digest).await?.map(|r| r.verdict))
+    }
+
+    /// The digest's verdict record (`verdicts/<digest>.json`), if one was stored and reads.
+    pub async fn verdict_record(&self, digest: &str) -> Result<Option<VerdictRecord>, StoreError> {
         let record = self.get_bytes(&Self::verdict_path(digest)).await?;
-        Ok(record
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|r| r.get("verdict").cloned())
-            .and_then(|v| serde_json::from_value(v).ok()))
+        Ok(record.and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Stores a scope's inventory at `inventory/<scope id>/<taken at>.json` and as its
+    /// `latest.json`; returns the reference of the first.
+    pub async fn store_inventory(
+        &self,
+        record: &qflows_workflows::inventory::InventoryRecord,
+    ) -> Result<String, StoreError> {
+        let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+        let scope = safe_key_segment(&record.scope_id);
+        let stamp = safe_key_segment(&record.taken_at.replace(':', "-"));
+        let reference = self
+            .put_bytes(&format!("inventory/{scope}/{stamp}.json"), bytes.clone())
+            .await?;
+        self.put_bytes(&format!("inventory/{scope}/latest.json"), bytes)
+            .await?;
+        Ok(reference)
+    }
+
+    /// The latest inventory of a scope (`inventory/<scope id>/latest.json`), if one was stored.
+    pub async fn latest_inventory(
+        &self,
+        scope_id: &str,
+    ) -> Result<Option<qflows_workflows::inventory::InventoryRecord>, StoreError> {
+        let path = format!("inventory/{}/latest.json", safe_key_segment(scope_id));
+        Ok(self
+            .get_bytes(&path)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
     /// Stores a finished scan's report and returns the small result workflows keep. The

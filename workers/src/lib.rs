@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod cost;
 pub mod dev;
+pub mod inventory;
 pub mod overhead;
 pub mod policy;
 pub mod scraped;

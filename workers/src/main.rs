@@ -8,6 +8,7 @@ use qflows::config::{
     LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
 };
 use qflows::dev::{self, DevArgs};
+use qflows::inventory::{self, InventoryRunArgs, ReportArgs, ScheduleInventoryArgs};
 use qflows::policy::{self, BenchPolicyArgs, GenerateArgs, ListArgs, ReviewArgs, ScheduleCdrArgs};
 use qflows::sensor::{self, DeployArgs, SensorArgs};
 use qflows::telemetry;
@@ -91,6 +92,31 @@ enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// What runs where: list a scope once and tell each running image's entity (runs Inventory).
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
+    /// What runs where and its verdict, failing first (from the latest inventories).
+    Report {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        scan: ScanArgs,
+        #[command(flatten)]
+        args: ReportArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InventoryCommand {
+    /// Take one scope's inventory now (or join the one under way) and print its summary.
+    Run {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: InventoryRunArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +151,13 @@ enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 enum ScheduleCommand {
+    /// Take a scope's inventory on a fixed interval (overlapping runs are skipped).
+    Inventory {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ScheduleInventoryArgs,
+    },
     /// Run CdrToPolicy on a fixed interval (replaces the CDR policy operator's CronJob).
     Cdr {
         #[command(flatten)]
@@ -298,8 +331,19 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 deploy,
             } => sensor::deploy(&temporal, &args, deploy).await,
         },
-        Command::Schedule {
-            command: ScheduleCommand::Cdr { temporal, args },
-        } => policy::schedule_cdr(&temporal, args).await,
+        Command::Schedule { command } => match command {
+            ScheduleCommand::Cdr { temporal, args } => policy::schedule_cdr(&temporal, args).await,
+            ScheduleCommand::Inventory { temporal, args } => {
+                inventory::schedule(&temporal, args).await
+            }
+        },
+        Command::Inventory {
+            command: InventoryCommand::Run { temporal, args },
+        } => inventory::run(&temporal, args).await,
+        Command::Report {
+            temporal,
+            scan,
+            args,
+        } => inventory::report(&temporal, &scan, args).await,
     }
 }

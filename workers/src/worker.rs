@@ -8,10 +8,10 @@ use crate::{telemetry, temporal};
 use qflows_activities::SensorActivities;
 use qflows_activities::aws::Aws;
 use qflows_activities::gate::GatePolicy;
-use qflows_activities::notify::Notifier;
-use qflows_activities::policies::CdrActivities;
 use qflows_activities::inventory::InventoryActivities;
 use qflows_activities::inventory::list::Lister;
+use qflows_activities::notify::Notifier;
+use qflows_activities::policies::CdrActivities;
 use qflows_activities::qscanner::{QScannerConfig, RegistryAllowlist, ScanMode};
 use qflows_activities::qualys::{Pod, Secret};
 use qflows_activities::qualys::{QualysClient, QualysConfig};
@@ -19,12 +19,12 @@ use qflows_activities::registry::CanonicalRuns;
 use qflows_activities::resolve::{Resolver, ResolverSettings};
 use qflows_activities::results::ResultsStore;
 use qflows_activities::{QScannerActivities, RegistryActivities, ScanActivities};
-use qflows_workflows::{DeploySensor, Inventory};
 use qflows_workflows::registry::RegistryDefaults;
 use qflows_workflows::scan::model::ScanSettings;
 use qflows_workflows::{
     CdrToPolicy, EnsureAwsConnector, EnsureRegistry, ImageScan, ScanAlert, ScanOnDeploy,
 };
+use qflows_workflows::{DeploySensor, Inventory};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;

@@ -58,7 +58,12 @@ pub struct InventoryActivities {
 impl InventoryActivities {
     /// Activities that list with `lister`, start entities on `entity_queue` and store records
     /// in `results`.
-    pub fn new(lister: Lister, temporal: Client, entity_queue: String, results: ResultsStore) -> Self {
+    pub fn new(
+        lister: Lister,
+        temporal: Client,
+        entity_queue: String,
+        results: ResultsStore,
+    ) -> Self {
         Self {
             lister,
             temporal,
@@ -120,10 +125,18 @@ impl InventoryActivities {
         .await
         .map_err(IntoFailure::into_failure)?;
         let now = SystemTime::now();
-        let record = group(&input.scope, containers, qflows_workflows::clock::rfc3339(now));
-        let record_ref = heartbeat::beating(&ctx, "storing the inventory", store(&self.results, &record))
-            .await
-            .map_err(IntoFailure::into_failure)?;
+        let record = group(
+            &input.scope,
+            containers,
+            qflows_workflows::clock::rfc3339(now),
+        );
+        let record_ref = heartbeat::beating(
+            &ctx,
+            "storing the inventory",
+            self.results.store_inventory(&record),
+        )
+        .await
+        .map_err(IntoFailure::into_failure)?;
         let seen_secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let stale_after = input
             .stale_after_secs
@@ -171,25 +184,13 @@ impl InventoryActivities {
     }
 }
 
-/// Writes the record at its time-stamped path and as the scope's latest; returns the first.
-async fn store(
-    results: &ResultsStore,
-    record: &InventoryRecord,
-) -> Result<String, crate::results::StoreError> {
-    let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
-    let stamp = record.taken_at.replace(':', "-");
-    let path = format!("inventory/{}/{stamp}.json", record.scope_id);
-    let reference = results.put_bytes(&path, bytes.clone()).await?;
-    results
-        .put_bytes(&format!("inventory/{}/latest.json", record.scope_id), bytes)
-        .await?;
-    Ok(reference)
-}
-
 /// Whether `digest` is exactly `sha256:` and 64 lowercase hex digits.
 pub fn is_digest(digest: &str) -> bool {
     digest.strip_prefix("sha256:").is_some_and(|hex| {
-        hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
     })
 }
 
@@ -212,12 +213,18 @@ pub fn group(
     let mut unresolved_count = 0u64;
     for c in containers {
         let reason = match c.digest.as_deref() {
-            Some(d) if !is_digest(d) => Some("the listed digest is not sha256:<64 hex>".to_string()),
+            Some(d) if !is_digest(d) => {
+                Some("the listed digest is not sha256:<64 hex>".to_string())
+            }
             Some(_) if ImageRef::parse(&c.image).is_err() => {
                 Some("the image reference does not parse".to_string())
             }
             Some(_) => None,
-            None => Some(c.unresolved.clone().unwrap_or_else(|| "no digest listed".into())),
+            None => Some(
+                c.unresolved
+                    .clone()
+                    .unwrap_or_else(|| "no digest listed".into()),
+            ),
         };
         if let Some(reason) = reason {
             unresolved_count += 1;
@@ -300,13 +307,21 @@ mod tests {
             .map(|i| {
                 container(
                     Some(digest((i % 80) as u8)),
-                    if i % 3 == 0 { "nginx:1.27" } else { "docker.io/library/nginx:1.27" },
+                    if i % 3 == 0 {
+                        "nginx:1.27"
+                    } else {
+                        "docker.io/library/nginx:1.27"
+                    },
                     &format!("k8s:ns/pod/p{i}/c"),
                 )
             })
             .collect();
         containers.push(container(None, "ghcr.io/x/y:1", "k8s:ns/pod/q/c"));
-        containers.push(container(Some("sha256:XYZ".into()), "a:1", "k8s:ns/pod/r/c"));
+        containers.push(container(
+            Some("sha256:XYZ".into()),
+            "a:1",
+            "k8s:ns/pod/r/c",
+        ));
         let record = group(&scope(), containers, "2026-12-01T00:00:00Z".into());
         assert_eq!(record.containers, 3002);
         assert_eq!(record.digests.len(), 80);
@@ -315,7 +330,13 @@ mod tests {
         assert!(record.digests.windows(2).all(|w| w[0].count >= w[1].count));
         assert_eq!(record.unresolved_count, 2);
         assert_eq!(record.unresolved.len(), 2);
-        assert!(record.unresolved[1].unresolved.as_deref().unwrap().contains("sha256"));
+        assert!(
+            record.unresolved[1]
+                .unresolved
+                .as_deref()
+                .unwrap()
+                .contains("sha256")
+        );
         // The reference listed most often, without its digest.
         let first = &record.digests[0];
         assert_eq!(first.image.repository, "library/nginx");
