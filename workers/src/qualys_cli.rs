@@ -130,7 +130,12 @@ pub fn render_registries(registries: &[Registry]) -> String {
         })
         .collect();
     let mut out = table(&header, &rows);
-    out.push_str(&format!("{} registries\n", registries.len()));
+    let noun = if registries.len() == 1 {
+        "registry"
+    } else {
+        "registries"
+    };
+    out.push_str(&format!("{} {noun}\n", registries.len()));
     out
 }
 

@@ -362,6 +362,13 @@ async fn image_report(store: &ResultsStore, result: ImageResult, top: usize) -> 
     };
     match store.read_report(&reference).await {
         Ok(Some(document)) => {
+            // A verdict record carries neither: the report does.
+            if report.result.summary.is_none() {
+                report.result.summary = serde_json::from_value(document["summary"].clone()).ok();
+            }
+            if report.result.backend.is_none() {
+                report.result.backend = document["backend"].as_str().map(str::to_string);
+            }
             let all = findings::from_report(&document);
             report.findings_total = all.len();
             report.findings = findings::worst(all, top);
@@ -545,7 +552,11 @@ pub fn digest_of(target: &str) -> anyhow::Result<String> {
 
 /// Where `qflows scan status` found its answer.
 #[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase", tag = "kind")]
+#[serde(
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase",
+    tag = "kind"
+)]
 pub enum Source {
     /// The running `ImageScan` entity's `result` query.
     Entity {
