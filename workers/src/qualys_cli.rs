@@ -175,7 +175,8 @@ pub struct QualysInfo {
     /// The login name (password mode).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    /// Whether Qualys accepted the credentials, or why not.
+    /// Whether Qualys accepted the credentials (a login, or a ready token's first request), or
+    /// why not.
     pub auth: Result<(), String>,
     /// The claims of the bearer token, when it is a JWT (never the token itself).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -282,15 +283,20 @@ pub async fn info(qualys: &QualysArgs, args: QualysOutputArgs) -> anyhow::Result
         Ok(token) => (Ok(()), Some(token_info(token.expose(), SystemTime::now()))),
         Err(e) => (Err(e.to_string()), None),
     };
+    let mut auth = auth;
     let aws_base = match &auth {
-        Ok(()) => client
-            .aws_base()
-            .await
-            .map(|b| AwsBaseInfo {
+        Ok(()) => match client.aws_base().await {
+            Ok(b) => Ok(AwsBaseInfo {
                 account_id: clean(&b.account_id, 40),
                 external_id: clean(&b.external_id, 80),
-            })
-            .map_err(|e| e.to_string()),
+            }),
+            // A ready token is only tried by its first request.
+            Err(e) if e.kind() == "auth" => {
+                auth = Err(e.to_string());
+                Err("not read: Qualys refused the credentials".into())
+            }
+            Err(e) => Err(e.to_string()),
+        },
         Err(_) => Err("not asked: the login failed".into()),
     };
     let rate_limits = client
@@ -376,6 +382,9 @@ pub fn render_info(info: &QualysInfo) -> String {
     };
     let _ = writeln!(out, "auth          {mode}");
     match &info.auth {
+        Ok(()) if info.auth_mode == "token" => {
+            let _ = writeln!(out, "login         ok (Qualys accepted the token)");
+        }
         Ok(()) => {
             let _ = writeln!(out, "login         ok");
         }

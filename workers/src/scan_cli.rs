@@ -802,7 +802,7 @@ mod tests {
         let pass = result(Scanned, Some(Verdict::Pass));
         let audit = result(Scanned, Some(Verdict::Audit));
         let fail = result(Scanned, Some(Verdict::Fail));
-        assert_eq!(outcome(&[pass.clone()]), ("pass", 0));
+        assert_eq!(outcome(std::slice::from_ref(&pass)), ("pass", 0));
         assert_eq!(outcome(&[pass.clone(), audit.clone()]), ("audit", 0));
         assert_eq!(outcome(&[pass.clone(), fail.clone()]), ("fail", 1));
         // The worker's unscanned policy may say audit or even pass: not scanned is not a pass.

@@ -453,6 +453,29 @@ async fn qualys_info_shows_the_connection_and_never_a_secret() -> anyhow::Result
     );
     assert!(run.stdout.contains("not a JWT"), "{}", run.stdout);
     assert!(!run.stdout.contains(token) && !run.stderr.contains(token));
+    // A token Qualys does not know: refused, exit 1.
+    let unknown: Vec<(String, String)> = token_vars
+        .iter()
+        .map(|(k, v)| {
+            let v = if k == "QUALYS_API_TOKEN" {
+                "not-a-known-token-77".to_string()
+            } else {
+                v.clone()
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    let run = qflows(&unknown, &["qualys", "info"]).await?;
+    assert_eq!(run.code, 1);
+    assert!(
+        run.stdout.contains("login         FAILED"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        !run.stdout.contains("not-a-known-token-77")
+            && !run.stderr.contains("not-a-known-token-77")
+    );
 
     // Wrong credentials: exit 1, said plainly, still no secret.
     let wrong: Vec<(String, String)> = vars
