@@ -6,7 +6,7 @@
 //! running entity, then from the results store once there is none; `scan rescan` makes Qualys
 //! scan again; `registry list` and `qualys info` print what Qualys holds without any secret.
 
-use qflows_integration::{TestEnv, Worker, qflows_bin, wait_for};
+use qflows_integration::{Moto, TestEnv, Worker, push_ecr_image, qflows_bin, wait_for};
 use qualys_emulator::{Emulator, EmulatorConfig, PushedImage};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -142,8 +142,11 @@ async fn scan_status_rescan_and_registry_list_as_a_person_runs_them() -> anyhow:
     })
     .await?;
     let results: PathBuf = env.dir.join("results");
+    // ECR (moto) resolves tags for references without a digest.
+    let moto = Moto::start().await?;
     let worker = env
         .worker()
+        .aws(&moto)
         .env("QFLOWS_SCAN_POLL_INITIAL_SECS", Some("1"))
         .env("QFLOWS_SCAN_POLL_MAX_SECS", Some("2"))
         .env("QFLOWS_RESULTS", Some(results.to_str().unwrap()))
@@ -276,6 +279,29 @@ async fn scan_status_rescan_and_registry_list_as_a_person_runs_them() -> anyhow:
         run.stdout
     );
 
+    // A tag alone, as one would type it: ScanOnDeploy resolves it to its digest in ECR.
+    let pushed = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "web/app",
+        "1.4",
+        "web",
+        critical_findings(),
+    )
+    .await?;
+    let pushed_digest = pushed["detail"]["image-digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let tagged = format!(
+        "{}.dkr.ecr.us-east-1.amazonaws.com/web/app:1.4",
+        qflows_integration::MOTO_ACCOUNT
+    );
+    let run = qflows(&vars, &["scan", &tagged, "--top", "1"]).await?;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(run.stdout.contains(&pushed_digest), "{}", run.stdout);
+    assert!(run.stdout.contains(CVE), "{}", run.stdout);
+
     // Two identical commands at once join one run: one scan.
     let twice = reference("team/twice", "3.0", &twice_digest);
     let args = ["scan", twice.as_str(), "--format", "json"];
@@ -283,7 +309,7 @@ async fn scan_status_rescan_and_registry_list_as_a_person_runs_them() -> anyhow:
     let (a, b) = (a?, b?);
     assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.stderr, b.stderr);
     assert_eq!(a.json()["workflowId"], b.json()["workflowId"]);
-    assert_eq!(env.qualys.stats().schedules_created, 3);
+    assert_eq!(env.qualys.stats().schedules_created, 4);
 
     // `scan status`: the running entity answers.
     let run = qflows(&vars, &["scan", "status", &bad_digest]).await?;
@@ -377,14 +403,19 @@ async fn scan_status_rescan_and_registry_list_as_a_person_runs_them() -> anyhow:
         "{}",
         run.stdout
     );
-    assert!(run.stdout.contains("\n1 registry\n"), "{}", run.stdout);
+    assert!(run.stdout.contains("\n2 registries\n"), "{}", run.stdout);
     no_secret(&run);
     let run = qflows(&vars, &["registry", "list", "--format", "json"]).await?;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let list = run.json();
-    assert_eq!(list.as_array().unwrap().len(), 1);
-    assert_eq!(list[0]["awsAccountId"], "111122223333");
-    assert!(list[0]["registryUuid"].is_string());
+    let list = list.as_array().unwrap();
+    assert_eq!(list.len(), 2);
+    let ours = list
+        .iter()
+        .find(|r| r["awsAccountId"] == "111122223333")
+        .unwrap_or_else(|| panic!("{list:?}"));
+    assert!(ours["registryUuid"].is_string());
+    assert_eq!(ours["totalImages"], 3);
     no_secret(&run);
     Ok(())
 }
