@@ -6,12 +6,11 @@
 //! digest's verdict is its `ImageScan` entity's `result` query — or, for an entity that has
 //! ended, the verdict record the results store keeps.
 
-use crate::config::{ScanArgs, TemporalArgs};
+use crate::config::{ResultsArgs, TemporalArgs};
 use crate::policy::parse_every;
 use crate::temporal;
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
-use qflows_activities::aws::Aws;
 use qflows_activities::results::ResultsStore;
 use qflows_workflows::inventory::{
     InventoryInput, InventoryRecord, InventoryScope, InventorySummary,
@@ -254,6 +253,9 @@ pub struct ReportArgs {
     /// Only images whose verdict is `fail`, or that have no verdict.
     #[arg(long)]
     pub failing: bool,
+    /// The results store the worker writes (where the inventories are).
+    #[command(flatten)]
+    pub results: ResultsArgs,
 }
 
 /// One running digest in one scope, with its verdict.
@@ -293,17 +295,9 @@ pub struct ReportRow {
 
 /// `qflows report`: what runs where, with digest, verdict, severity counts and age, failing
 /// first.
-pub async fn report(
-    temporal: &TemporalArgs,
-    scan: &ScanArgs,
-    args: ReportArgs,
-) -> anyhow::Result<()> {
+pub async fn report(temporal: &TemporalArgs, args: ReportArgs) -> anyhow::Result<()> {
     let client = temporal::connect(temporal, "qflows-cli").await?;
-    let aws = Aws::new();
-    let region = std::env::var("AWS_REGION").unwrap_or_else(|_| "us-east-1".into());
-    let results = ResultsStore::from_location(&scan.results, &aws, &region)
-        .await
-        .map_err(|e| anyhow::anyhow!("QFLOWS_RESULTS: {e}"))?;
+    let results = args.results.store().await?;
     let scopes = if args.scopes.is_empty() {
         inventoried_scopes(&client).await?
     } else {
@@ -443,18 +437,18 @@ async fn verdict_of(
     if let Ok(Some(result)) = asked {
         return (Some(result), "entity");
     }
-    match results.verdict_record(digest).await {
+    match results.last_scan(digest).await {
         Ok(Some(record)) => (
             Some(ImageResult {
                 digest: digest.to_string(),
-                image: String::new(),
+                image: record.image,
                 status: ImageStatus::Scanned,
                 verdict: Some(record.verdict),
                 summary: None,
-                result_ref: record.result_ref,
+                result_ref: (!record.result_ref.is_empty()).then_some(record.result_ref),
                 reason: None,
                 backend: None,
-                scanned_at: record.scanned_at,
+                scanned_at: (!record.scanned_at.is_empty()).then_some(record.scanned_at),
             }),
             "store",
         ),
