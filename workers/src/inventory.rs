@@ -337,7 +337,7 @@ fn rank(row: &ReportRow) -> u8 {
 }
 
 /// The scopes `Inventory` ran for, from the workflow IDs visibility lists.
-async fn inventoried_scopes(
+pub async fn inventoried_scopes(
     client: &temporalio_client::Client,
 ) -> anyhow::Result<BTreeSet<String>> {
     let mut listed =

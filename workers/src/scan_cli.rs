@@ -127,11 +127,21 @@ pub struct StatusArgs {
 #[derive(Debug, Clone, Args)]
 pub struct RescanArgs {
     /// The digest (`sha256:…`) or a reference that carries it (`repo:tag@sha256:…`).
-    #[arg(value_name = "IMAGE-REF|DIGEST")]
-    pub target: String,
+    #[arg(value_name = "IMAGE-REF|DIGEST", required_unless_present = "running")]
+    pub target: Option<String>,
+    /// Instead: every digest the latest inventories list as running.
+    #[arg(long, conflicts_with = "target")]
+    pub running: bool,
+    /// With --running: only these scopes (`aws-<account>-<region>`, `k8s-<cluster>`,
+    /// `azure-<subscription>`; default: every scope an inventory ran for).
+    #[arg(long = "scope", requires = "running")]
+    pub scopes: Vec<String>,
     /// Why (kept in the entity's history; at most 500 characters).
     #[arg(long)]
     pub reason: Option<String>,
+    /// Where the inventories are (with --running).
+    #[command(flatten)]
+    pub results: ResultsArgs,
 }
 
 /// `qflows scan …`: runs the command and turns its outcome into the exit code (errors: 2).
@@ -727,24 +737,30 @@ pub fn render_status(report: &StatusReport, colour: bool) -> String {
     out
 }
 
-async fn rescan(temporal: &TemporalArgs, args: RescanArgs) -> anyhow::Result<u8> {
-    let digest = digest_of(&args.target)?;
-    let reason = match args.reason {
-        None => "requested with qflows scan rescan".to_string(),
-        Some(reason) => {
-            let reason = reason.trim().to_string();
-            if reason.is_empty() {
-                anyhow::bail!("--reason: must not be empty");
-            }
-            if reason.chars().count() > MAX_REASON_CHARS {
-                anyhow::bail!("--reason: at most {MAX_REASON_CHARS} characters");
-            }
-            if reason.chars().any(char::is_control) {
-                anyhow::bail!("--reason: must not contain control characters");
-            }
-            reason
-        }
+/// `--reason`, checked (or the default).
+fn rescan_reason(reason: Option<String>) -> anyhow::Result<String> {
+    let Some(reason) = reason else {
+        return Ok("requested with qflows scan rescan".to_string());
     };
+    let reason = reason.trim().to_string();
+    if reason.is_empty() {
+        anyhow::bail!("--reason: must not be empty");
+    }
+    if reason.chars().count() > MAX_REASON_CHARS {
+        anyhow::bail!("--reason: at most {MAX_REASON_CHARS} characters");
+    }
+    if reason.chars().any(char::is_control) {
+        anyhow::bail!("--reason: must not contain control characters");
+    }
+    Ok(reason)
+}
+
+async fn rescan(temporal: &TemporalArgs, args: RescanArgs) -> anyhow::Result<u8> {
+    let reason = rescan_reason(args.reason.clone())?;
+    if args.running {
+        return rescan_running(temporal, args, reason).await;
+    }
+    let digest = digest_of(args.target.as_deref().unwrap_or_default())?;
     let client = temporal::connect(temporal, "qflows-cli").await?;
     let workflow_id = image_scan_id(&digest);
     let no_entity = |entity: &str| {
@@ -774,6 +790,64 @@ async fn rescan(temporal: &TemporalArgs, args: RescanArgs) -> anyhow::Result<u8>
     println!(
         "rescan requested: {workflow_id} (reason: {reason}); `qflows scan status {digest}` shows \
          the new result once Qualys has scanned it"
+    );
+    Ok(EXIT_PASS)
+}
+
+/// `qflows scan rescan --running`: a rescan of every digest the latest inventories list, 16
+/// signals at a time. A digest whose entity does not run is counted and left alone: the next
+/// inventory starts it, and it scans then.
+async fn rescan_running(
+    temporal: &TemporalArgs,
+    args: RescanArgs,
+    reason: String,
+) -> anyhow::Result<u8> {
+    let client = temporal::connect(temporal, "qflows-cli").await?;
+    let results = args.results.store().await?;
+    let scopes = if args.scopes.is_empty() {
+        crate::inventory::inventoried_scopes(&client).await?
+    } else {
+        args.scopes.iter().cloned().collect()
+    };
+    let mut digests = std::collections::BTreeSet::new();
+    for scope in &scopes {
+        match results.latest_inventory(scope).await? {
+            Some(record) => digests.extend(record.digests.into_iter().map(|d| d.digest)),
+            None => eprintln!("{scope}: no inventory stored yet"),
+        }
+    }
+    if digests.is_empty() {
+        anyhow::bail!("no running digest: no inventory lists one (run `qflows inventory run`)");
+    }
+    let signals = digests.iter().map(|digest| {
+        let (client, reason) = (&client, reason.clone());
+        async move {
+            client
+                .get_workflow_handle::<ImageScan>(image_scan_id(digest))
+                .signal(ImageScan::request_rescan, reason, Default::default())
+                .await
+        }
+    });
+    use futures::StreamExt;
+    let outcomes: Vec<_> = futures::stream::iter(signals)
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    let not_running = outcomes
+        .iter()
+        .filter(|o| matches!(o, Err(WorkflowInteractionError::NotFound(_))))
+        .count();
+    if let Some(Err(e)) = outcomes
+        .iter()
+        .find(|o| matches!(o, Err(e) if !matches!(e, WorkflowInteractionError::NotFound(_))))
+    {
+        anyhow::bail!("signalling the entities: {e}");
+    }
+    println!(
+        "rescan requested for {} running digest(s) over {} scope(s); {not_running} had no entity \
+         running (the next inventory starts them)",
+        digests.len() - not_running,
+        scopes.len()
     );
     Ok(EXIT_PASS)
 }

@@ -266,6 +266,16 @@ async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Re
     let md = qflows(&env, &["report", "--format", "markdown"]).await?;
     assert!(md.starts_with("| SCOPE |"), "{md}");
     println!("qflows report:\n{table}\n{md}");
+    let rescan = qflows(
+        &env,
+        &["scan", "rescan", "--running", "--reason", "KB update"],
+    )
+    .await?;
+    assert!(
+        rescan
+            .contains("rescan requested for 2 running digest(s) over 1 scope(s); 0 had no entity"),
+        "{rescan}"
+    );
 
     // The web pods go away: the next inventory no longer lists that digest; once its last
     // sighting lapses (30 s) its entity ends, and Qualys is not asked again.
