@@ -13,10 +13,12 @@ use temporalio_sdk::activities::ActivityContext;
 /// give (20 s), and the SDK throttles what reaches the server anyway.
 pub const EVERY: Duration = Duration::from_secs(5);
 
-/// Runs `work` to its end, heartbeating `detail` every [`EVERY`] meanwhile.
+/// Runs `work` to its end, heartbeating `detail` every [`EVERY`] meanwhile. The first beat
+/// comes after [`EVERY`], not at once: a call that ends sooner sends none (a heartbeat that
+/// reaches the server is a billed action).
 pub async fn beating<F: Future>(ctx: &ActivityContext, detail: &str, work: F) -> F::Output {
     tokio::pin!(work);
-    let mut beat = tokio::time::interval(EVERY);
+    let mut beat = tokio::time::interval_at(tokio::time::Instant::now() + EVERY, EVERY);
     loop {
         tokio::select! {
             done = &mut work => return done,

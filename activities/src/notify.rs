@@ -113,6 +113,9 @@ pub struct Notification {
     /// When the scan finished (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanned_at: Option<String>,
+    /// Where inventories see the image running now (`<scope>: <place>`, a sample).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running_in: Vec<String>,
     /// The same on every channel and every retry of one alert: receivers drop duplicates by it
     /// (SNS: the `qflows.id` message attribute and, on FIFO topics, the deduplication ID).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -146,6 +149,7 @@ impl Notification {
             result_ref: None,
             error: None,
             scanned_at: None,
+            running_in: Vec::new(),
             id: None,
         }
     }
@@ -555,6 +559,7 @@ pub fn sns_message(n: &Notification) -> (String, String) {
                 "secrets": n.summary.map(|s| s.secrets),
                 "account_id": n.account_id,
                 "region": n.region,
+                "running_in": n.running_in,
             });
             (subject, body)
         }
@@ -641,6 +646,12 @@ fn webhook_text(n: &Notification) -> String {
             }
             if let Some(previous) = n.previous_verdict {
                 text.push_str(&format!(" (was {})", verdict_word(previous)));
+            }
+            if let Some(first) = n.running_in.first() {
+                text.push_str(&format!(" — running in {}", slack_escape(first)));
+                if n.running_in.len() > 1 {
+                    text.push_str(&format!(" and {} more", n.running_in.len() - 1));
+                }
             }
             text
         }
@@ -775,6 +786,7 @@ mod tests {
             )),
             error: None,
             scanned_at: Some("2026-11-22T19:32:17Z".into()),
+            running_in: Vec::new(),
             ..Notification::new(
                 kind,
                 "111122223333.dkr.ecr.us-east-1.amazonaws.com/payments/api:1.14.2",
@@ -979,6 +991,26 @@ mod tests {
         assert_eq!(body["notification"]["previousVerdict"], "pass");
         let back: Notification = serde_json::from_value(body["notification"].clone()).unwrap();
         assert_eq!(back, sample(NotificationKind::VerdictChanged));
+
+        // Where it runs comes from inventories (attacker-controlled names): escaped.
+        let mut running = sample(NotificationKind::VerdictChanged);
+        running.running_in = vec![
+            "k8s-prod: k8s:shop/pod/<@channel>/web".into(),
+            "aws-111122223333-us-east-1: ecs:prod/service:web".into(),
+        ];
+        let text = webhook_body(&running)["text"].as_str().unwrap().to_string();
+        assert!(
+            text.ends_with(
+                "(was pass) — running in k8s-prod: k8s:shop/pod/&lt;@channel&gt;/web and 1 more"
+            ),
+            "{text}"
+        );
+        let (_, sns) = sns_message(&running);
+        let sns: Value = serde_json::from_str(&sns).unwrap();
+        assert_eq!(
+            sns["running_in"][1],
+            "aws-111122223333-us-east-1: ecs:prod/service:web"
+        );
 
         let mut failed = sample(NotificationKind::ScanFailed);
         failed.error = Some("boom <@channel>\nsecond line & more".into());

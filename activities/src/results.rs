@@ -106,9 +106,9 @@ pub enum StoreError {
         /// What happened (no credentials).
         message: String,
     },
-    /// The store refused the write (access denied, no such bucket, a read-only directory, an
+    /// The store refused a read or write (access denied, no such bucket, a read-only directory, an
     /// invalid request): retrying will not help until someone fixes the configuration.
-    #[error("results store {store} refused the write: {message}")]
+    #[error("results store {store} refused: {message}")]
     Denied {
         /// The store: a directory, or `s3://bucket`.
         store: String,
@@ -548,6 +548,26 @@ impl ResultsLocation {
     }
 }
 
+/// A digest's verdict record (`verdicts/<digest>.json`), as [`ResultsStore::store_scan`]
+/// writes it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastScan {
+    /// The digest.
+    pub digest: String,
+    /// The image as scanned.
+    #[serde(default)]
+    pub image: String,
+    /// The gate's verdict.
+    pub verdict: qflows_workflows::scan::model::Verdict,
+    /// When the scan finished (RFC 3339, workflow time).
+    #[serde(default)]
+    pub scanned_at: String,
+    /// Where the full report is.
+    #[serde(default)]
+    pub result_ref: String,
+}
+
 /// The results store: a local directory or an S3 bucket.
 #[derive(Debug, Clone)]
 pub enum ResultsStore {
@@ -598,8 +618,9 @@ impl ResultsStore {
     }
 
     /// Writes `bytes` at `path` (relative to the store's root or prefix), overwriting (a local
-    /// file through a temporary file and a rename).
-    pub(crate) async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<(), StoreError> {
+    /// file through a temporary file and a rename); returns its reference (a file path, an
+    /// `s3://` or blob URL).
+    pub(crate) async fn put_bytes(&self, path: &str, bytes: Vec<u8>) -> Result<String, StoreError> {
         match self {
             ResultsStore::Local(local) => {
                 let file = local.root().join(path);
@@ -610,7 +631,8 @@ impl ResultsStore {
                     }
                     let tmp = file.with_extension(format!("{:016x}.tmp", fastrand::u64(..)));
                     std::fs::write(&tmp, bytes)?;
-                    std::fs::rename(&tmp, &file)
+                    std::fs::rename(&tmp, &file)?;
+                    Ok(file.display().to_string())
                 })
                 .await
                 .map_err(|e| StoreError::Unavailable {
@@ -619,14 +641,11 @@ impl ResultsStore {
                 })?
                 .map_err(|e| StoreError::from_io(&root, e))
             }
-            ResultsStore::S3(s3) => s3
-                .put_bytes(&format!("{}{path}", s3.prefix), bytes)
-                .await
-                .map(drop),
-            ResultsStore::Blob(blob) => blob
-                .put_bytes(&format!("{}{path}", blob.prefix), bytes)
-                .await
-                .map(drop),
+            ResultsStore::S3(s3) => s3.put_bytes(&format!("{}{path}", s3.prefix), bytes).await,
+            ResultsStore::Blob(blob) => {
+                blob.put_bytes(&format!("{}{path}", blob.prefix), bytes)
+                    .await
+            }
         }
     }
 
@@ -656,11 +675,105 @@ impl ResultsStore {
         &self,
         digest: &str,
     ) -> Result<Option<qflows_workflows::scan::model::Verdict>, StoreError> {
+        Ok(self.last_scan(digest).await?.map(|r| r.verdict))
+    }
+
+    /// Stores a scope's inventory at `inventory/<scope id>/<taken at>.json` and as its
+    /// `latest.json`; returns the reference of the first.
+    pub async fn store_inventory(
+        &self,
+        record: &qflows_workflows::inventory::InventoryRecord,
+    ) -> Result<String, StoreError> {
+        let bytes = serde_json::to_vec_pretty(record).unwrap_or_default();
+        let scope = safe_key_segment(&record.scope_id);
+        let stamp = safe_key_segment(&record.taken_at.replace(':', "-"));
+        let reference = self
+            .put_bytes(&format!("inventory/{scope}/{stamp}.json"), bytes.clone())
+            .await?;
+        self.put_bytes(&format!("inventory/{scope}/latest.json"), bytes)
+            .await?;
+        Ok(reference)
+    }
+
+    /// The latest inventory of a scope (`inventory/<scope id>/latest.json`), if one was stored.
+    pub async fn latest_inventory(
+        &self,
+        scope_id: &str,
+    ) -> Result<Option<qflows_workflows::inventory::InventoryRecord>, StoreError> {
+        let path = format!("inventory/{}/latest.json", safe_key_segment(scope_id));
+        Ok(self
+            .get_bytes(&path)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// The digest's verdict record (`verdicts/<digest>.json`), if one was stored: the verdict
+    /// of its last completed scan, when, and where the report is.
+    pub async fn last_scan(&self, digest: &str) -> Result<Option<LastScan>, StoreError> {
         let record = self.get_bytes(&Self::verdict_path(digest)).await?;
-        Ok(record
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|r| r.get("verdict").cloned())
-            .and_then(|v| serde_json::from_value(v).ok()))
+        Ok(record.and_then(|b| serde_json::from_slice::<LastScan>(&b).ok()))
+    }
+
+    /// Reads the report a result's `result_ref` names, if this store holds it: a file under
+    /// the store's directory, an object of its bucket, a blob of its container. A reference
+    /// outside the store is refused (it came from workflow state, not from this store's
+    /// configuration); a report that is gone is `None`.
+    pub async fn read_report(
+        &self,
+        result_ref: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let outside = || StoreError::Denied {
+            store: self.describe(),
+            message: format!("`{result_ref}` is not in this results store (QFLOWS_RESULTS)"),
+        };
+        let relative = match self {
+            ResultsStore::Local(local) => {
+                let path = Path::new(result_ref);
+                let inside = path
+                    .strip_prefix(local.root())
+                    .ok()
+                    .filter(|rest| {
+                        rest.components()
+                            .all(|c| matches!(c, std::path::Component::Normal(_)))
+                    })
+                    .ok_or_else(outside)?;
+                inside.to_string_lossy().to_string()
+            }
+            ResultsStore::S3(s3) => {
+                let key = result_ref
+                    .strip_prefix("s3://")
+                    .and_then(|rest| rest.strip_prefix(s3.bucket.as_str()))
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .ok_or_else(outside)?;
+                key.strip_prefix(s3.prefix.as_str())
+                    .ok_or_else(outside)?
+                    .to_string()
+            }
+            ResultsStore::Blob(blob) => {
+                let key = result_ref
+                    .strip_prefix(blob.container.as_str())
+                    .and_then(|rest| rest.strip_prefix('/'))
+                    .ok_or_else(outside)?;
+                key.strip_prefix(blob.prefix.as_str())
+                    .ok_or_else(outside)?
+                    .to_string()
+            }
+        };
+        if relative
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
+        {
+            return Err(outside());
+        }
+        let Some(bytes) = self.get_bytes(&relative).await? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| StoreError::Denied {
+                store: self.describe(),
+                message: format!("`{result_ref}` is not a JSON report: {e}"),
+            })
     }
 
     /// Stores a finished scan's report and returns the small result workflows keep. The
@@ -776,6 +889,52 @@ pub mod blobs;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn reads_reports_and_verdicts_only_from_inside_the_store() {
+        let dir = std::env::temp_dir().join(format!("qflows-read-{}", std::process::id()));
+        let store = ResultsStore::Local(LocalResults::new(&dir));
+        let input = qflows_workflows::scan::model::ImageScanInput {
+            digest: format!("sha256:{}", "a".repeat(64)),
+            image: qflows_workflows::scan::ImageRef::parse("example.com/team/app:1").unwrap(),
+            event_accepted_at_ms: None,
+            carried: None,
+            backfill: false,
+        };
+        let result = store
+            .store_scan(
+                &input,
+                "registry",
+                "2026-12-01T17:00:00Z",
+                qflows_workflows::scan::model::Verdict::Fail,
+                Default::default(),
+                &serde_json::json!({"vulnerabilities": [{"qid": 1}]}),
+            )
+            .await
+            .unwrap();
+        let reference = result.result_ref.unwrap();
+        let report = store.read_report(&reference).await.unwrap().unwrap();
+        assert_eq!(report["vulnerabilities"][0]["qid"], 1);
+        let last = store.last_scan(&input.digest).await.unwrap().unwrap();
+        assert_eq!(last.verdict, qflows_workflows::scan::model::Verdict::Fail);
+        assert_eq!(last.result_ref, reference);
+        assert_eq!(last.scanned_at, "2026-12-01T17:00:00Z");
+        assert!(store.last_scan("sha256:none").await.unwrap().is_none());
+        for outside in [
+            "/etc/passwd".to_string(),
+            format!("{}/../x.json", dir.display()),
+            "s3://bucket/scan-results/x.json".to_string(),
+        ] {
+            let err = store.read_report(&outside).await.unwrap_err();
+            assert!(
+                err.to_string().contains("not in this results store"),
+                "{err}"
+            );
+        }
+        let gone = format!("{}/scan-results/none.json", dir.display());
+        assert!(store.read_report(&gone).await.unwrap().is_none());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn writes_idempotently_under_safe_paths() {

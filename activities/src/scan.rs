@@ -328,6 +328,7 @@ impl ScanActivities {
                 image: find.image.clone(),
                 event_accepted_at_ms: None,
                 carried: None,
+                backfill: false,
             },
             scanned_at: qflows_workflows::clock::rfc3339(SystemTime::now()),
         };
@@ -625,6 +626,7 @@ fn notification(request: &NotifyRequest) -> Notification {
         .then(|| result.reason.clone())
         .flatten();
     n.scanned_at = result.scanned_at.clone();
+    n.running_in = request.running.clone();
     n.id = Some(format!(
         "{}/{}/{}",
         result.digest,

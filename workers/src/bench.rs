@@ -158,6 +158,7 @@ pub(crate) fn worker_config(
         scan_poll_max_secs: 2,
         scan_timeout_secs: 600,
         scan_ttl_secs: 3600,
+        rescan_running_secs: 86_400,
         scan_retry_initial_secs: 300,
         scan_retry_max_secs: 6 * 3600,
         results: results.display().to_string(),

@@ -412,6 +412,48 @@ impl WorkerArgs {
     }
 }
 
+/// Where the worker writes full reports when `QFLOWS_RESULTS` is not set.
+pub const DEFAULT_RESULTS: &str = "qflows-results";
+
+/// The results store, for commands that only read it (`qflows scan`): the same
+/// `QFLOWS_RESULTS` as [`ScanArgs::results`], without the worker's scan and gate settings
+/// (which would do nothing there).
+#[derive(Debug, Clone, Args)]
+pub struct ResultsArgs {
+    /// Where the worker writes full scan reports: a directory, `s3://bucket/prefix` or an
+    /// Azure Blob container URL (the worker's QFLOWS_RESULTS).
+    #[arg(long, env = "QFLOWS_RESULTS", default_value = DEFAULT_RESULTS)]
+    pub results: String,
+}
+
+impl ResultsArgs {
+    /// The store, checked; S3 clients use the AWS SDK's region chain (default us-east-1).
+    pub async fn store(&self) -> Result<qflows_activities::results::ResultsStore, ConfigError> {
+        use qflows_activities::results::{ResultsLocation, ResultsStore};
+        let invalid = |problem: String| ConfigError::Invalid {
+            variable: "QFLOWS_RESULTS",
+            problem,
+        };
+        let kind =
+            ResultsStore::location_kind(&self.results).map_err(|e| invalid(e.to_string()))?;
+        let region = match kind {
+            ResultsLocation::S3 { .. } => {
+                aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .load()
+                    .await
+                    .region()
+                    .map(|r| r.to_string())
+            }
+            _ => None,
+        }
+        .unwrap_or_else(|| "us-east-1".to_string());
+        let aws = qflows_activities::aws::Aws::new();
+        ResultsStore::from_location(&self.results, &aws, &region)
+            .await
+            .map_err(|e| invalid(e.to_string()))
+    }
+}
+
 /// How deploy-time scans run and are judged.
 #[derive(Debug, Clone, Args)]
 pub struct ScanArgs {
@@ -427,6 +469,9 @@ pub struct ScanArgs {
     /// How long an image's result stays fresh (then it is rescanned if still deployed).
     #[arg(long, env = "QFLOWS_SCAN_TTL_SECS", default_value_t = 7 * 24 * 3600)]
     pub scan_ttl_secs: u64,
+    /// An image an inventory sees running is rescanned this often (while it keeps running).
+    #[arg(long, env = "QFLOWS_RESCAN_RUNNING_SECS", default_value_t = 86_400)]
+    pub rescan_running_secs: u64,
     /// First retry of a failed, timed-out or skipped scan (doubling each time).
     #[arg(long, env = "QFLOWS_SCAN_RETRY_INITIAL_SECS", default_value_t = 300)]
     pub scan_retry_initial_secs: u64,
@@ -434,7 +479,7 @@ pub struct ScanArgs {
     #[arg(long, env = "QFLOWS_SCAN_RETRY_MAX_SECS", default_value_t = 6 * 3600)]
     pub scan_retry_max_secs: u64,
     /// Where full scan reports are written: a directory, or `s3://bucket/prefix`.
-    #[arg(long, env = "QFLOWS_RESULTS", default_value = "qflows-results")]
+    #[arg(long, env = "QFLOWS_RESULTS", default_value = DEFAULT_RESULTS)]
     pub results: String,
     /// SNS topic for alerts (Fargate-scanner-compatible subjects and bodies).
     #[arg(long, env = "QFLOWS_SNS_TOPIC_ARN")]
@@ -642,6 +687,7 @@ impl ScanArgs {
             retry_max_secs: self.scan_retry_max_secs,
             alert_sns: self.sns_topic_arn.is_some(),
             alert_webhook: self.webhook_url.is_some(),
+            rescan_running_secs: self.rescan_running_secs.max(1),
             unscanned_verdict: match self.gate_unscanned.to_ascii_lowercase().as_str() {
                 "pass" => Some(Verdict::Pass),
                 "audit" => Some(Verdict::Audit),
@@ -690,6 +736,7 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_SCAN_POLL_MAX_SECS",
     "QFLOWS_SCAN_TIMEOUT_SECS",
     "QFLOWS_SCAN_TTL_SECS",
+    "QFLOWS_RESCAN_RUNNING_SECS",
     "QFLOWS_SCAN_RETRY_INITIAL_SECS",
     "QFLOWS_SCAN_RETRY_MAX_SECS",
     "QFLOWS_QSCANNER_MAX_CONCURRENT",

@@ -8,7 +8,10 @@ use qflows::config::{
     LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
 };
 use qflows::dev::{self, DevArgs};
+use qflows::inventory::{self, InventoryRunArgs, ReportArgs, ScheduleInventoryArgs};
 use qflows::policy::{self, BenchPolicyArgs, GenerateArgs, ListArgs, ReviewArgs, ScheduleCdrArgs};
+use qflows::qualys_cli::{self, QualysOutputArgs};
+use qflows::scan_cli::{self, ScanCommand, ScanImagesArgs};
 use qflows::sensor::{self, DeployArgs, SensorArgs};
 use qflows::telemetry;
 use qflows::worker::{self, WorkerConfig};
@@ -71,10 +74,26 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Scan images by hand (runs ScanOnDeploy and waits, like `trivy image`), read a
+    /// digest's verdict, or ask for a rescan. Exit 0 pass/audit, 1 fail, 2 error or not scanned.
+    #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+    Scan {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ScanImagesArgs,
+        #[command(subcommand)]
+        command: Option<ScanCommand>,
+    },
     /// Qualys registry connectors.
     Registry {
         #[command(subcommand)]
         command: RegistryCommand,
+    },
+    /// How qflows reaches Qualys.
+    Qualys {
+        #[command(subcommand)]
+        command: QualysCommand,
     },
     /// Tetragon TracingPolicies from Qualys CDR findings.
     Policy {
@@ -90,6 +109,29 @@ enum Command {
     Schedule {
         #[command(subcommand)]
         command: ScheduleCommand,
+    },
+    /// What runs where: list a scope once and tell each running image's entity (runs Inventory).
+    Inventory {
+        #[command(subcommand)]
+        command: InventoryCommand,
+    },
+    /// What runs where and its verdict, failing first (from the latest inventories).
+    Report {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ReportArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum InventoryCommand {
+    /// Take one scope's inventory now (or join the one under way) and print its summary.
+    Run {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: InventoryRunArgs,
     },
 }
 
@@ -125,6 +167,13 @@ enum PolicyCommand {
 
 #[derive(Debug, Subcommand)]
 enum ScheduleCommand {
+    /// Take a scope's inventory on a fixed interval (overlapping runs are skipped).
+    Inventory {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ScheduleInventoryArgs,
+    },
     /// Run CdrToPolicy on a fixed interval (replaces the CDR policy operator's CronJob).
     Cdr {
         #[command(flatten)]
@@ -181,7 +230,26 @@ enum BenchCommand {
 }
 
 #[derive(Debug, Subcommand)]
+enum QualysCommand {
+    /// The gateway, the auth mode, the token's expiry, Qualys' AWS account and external ID,
+    /// and the rate-limit state (no secret is printed).
+    Info {
+        #[command(flatten)]
+        qualys: QualysArgs,
+        #[command(flatten)]
+        args: QualysOutputArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 enum RegistryCommand {
+    /// Every registry of the Qualys subscription.
+    List {
+        #[command(flatten)]
+        qualys: QualysArgs,
+        #[command(flatten)]
+        args: QualysOutputArgs,
+    },
     /// Find or create the registry for an AWS account and region (runs EnsureRegistry).
     Ensure {
         #[command(flatten)]
@@ -217,17 +285,42 @@ async fn main() -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
+    // `qflows scan` keeps 1 for "failed the gate": its errors exit 2.
+    let failure = match cli.command {
+        Command::Scan { .. } => ExitCode::from(scan_cli::EXIT_ERROR),
+        _ => ExitCode::FAILURE,
+    };
     match run(cli.command).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            failure
         }
     }
 }
 
-async fn run(command: Command) -> anyhow::Result<()> {
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
     check_unknown_variables(std::env::vars().map(|(k, _)| k))?;
+    let command = match command {
+        Command::Scan {
+            temporal,
+            args,
+            command,
+        } => return Ok(scan_cli::run(temporal, args, command).await),
+        Command::Registry {
+            command: RegistryCommand::List { qualys, args },
+        } => {
+            qualys_cli::registry_list(&qualys.with_env_secrets(), args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Qualys {
+            command: QualysCommand::Info { qualys, args },
+        } => {
+            qualys_cli::info(&qualys.with_env_secrets(), args).await?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => other,
+    };
     match command {
         Command::Worker {
             temporal,
@@ -298,8 +391,21 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 deploy,
             } => sensor::deploy(&temporal, &args, deploy).await,
         },
-        Command::Schedule {
-            command: ScheduleCommand::Cdr { temporal, args },
-        } => policy::schedule_cdr(&temporal, args).await,
-    }
+        Command::Schedule { command } => match command {
+            ScheduleCommand::Cdr { temporal, args } => policy::schedule_cdr(&temporal, args).await,
+            ScheduleCommand::Inventory { temporal, args } => {
+                inventory::schedule(&temporal, args).await
+            }
+        },
+        Command::Inventory {
+            command: InventoryCommand::Run { temporal, args },
+        } => inventory::run(&temporal, args).await,
+        Command::Report { temporal, args } => inventory::report(&temporal, args).await,
+        Command::Scan { .. }
+        | Command::Qualys { .. }
+        | Command::Registry {
+            command: RegistryCommand::List { .. },
+        } => unreachable!("dispatched above"),
+    }?;
+    Ok(ExitCode::SUCCESS)
 }

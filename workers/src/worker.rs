@@ -8,6 +8,8 @@ use crate::{telemetry, temporal};
 use qflows_activities::SensorActivities;
 use qflows_activities::aws::Aws;
 use qflows_activities::gate::GatePolicy;
+use qflows_activities::inventory::InventoryActivities;
+use qflows_activities::inventory::list::{Lister, ListerSettings};
 use qflows_activities::notify::Notifier;
 use qflows_activities::policies::CdrActivities;
 use qflows_activities::qscanner::{QScannerConfig, RegistryAllowlist, ScanMode};
@@ -17,12 +19,12 @@ use qflows_activities::registry::CanonicalRuns;
 use qflows_activities::resolve::{Resolver, ResolverSettings};
 use qflows_activities::results::ResultsStore;
 use qflows_activities::{QScannerActivities, RegistryActivities, ScanActivities};
-use qflows_workflows::DeploySensor;
 use qflows_workflows::registry::RegistryDefaults;
 use qflows_workflows::scan::model::ScanSettings;
 use qflows_workflows::{
     CdrToPolicy, EnsureAwsConnector, EnsureRegistry, ImageScan, ScanAlert, ScanOnDeploy,
 };
+use qflows_workflows::{DeploySensor, Inventory};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -314,7 +316,14 @@ pub async fn run(
         .register_workflow::<ScanAlert>()?
         .register_workflow::<CdrToPolicy>()?
         .register_workflow::<DeploySensor>()?
+        .register_workflow::<Inventory>()?
         .register_activities(registry())
+        .register_activities(InventoryActivities::new(
+            Lister::new(resolver.clone(), ListerSettings::default()),
+            client.clone(),
+            entity_queue.clone(),
+            results.clone(),
+        ))
         .register_activities(CdrActivities::new(qualys.clone(), results.clone()))
         .register_activities(SensorActivities::new(qualys.clone(), aws.clone()))
         .register_activities(scan());

@@ -213,6 +213,7 @@ fn entity_starts(
                 image: image.image.clone(),
                 event_accepted_at_ms: accepted_at_ms,
                 carried: None,
+                backfill: false,
             },
             deployed: DeployedAt {
                 requester: ctx.workflow_id().to_string(),

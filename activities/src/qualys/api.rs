@@ -161,6 +161,12 @@ impl QualysClient {
         Ok(registries.into_iter().find(matches))
     }
 
+    /// Every registry of the subscription (`GET /csapi/v1.3/registry`, all pages).
+    pub async fn registries(&self) -> Result<Vec<Registry>, QualysError> {
+        self.cs_list(REGISTRY, None, None, |_: &Registry| false)
+            .await
+    }
+
     /// Creates an ECR registry (`POST /csapi/v1.3/registry`). Returns its UUID when the answer
     /// carries one (`{"registryUuid"}`, a bare string, or plain text); `None` otherwise, and
     /// the caller looks it up with [`QualysClient::find_registry_by_uri`].

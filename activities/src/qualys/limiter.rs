@@ -31,6 +31,36 @@ struct FamilyState {
     window: Duration,
     sends: VecDeque<Instant>,
     hold_until: Option<Instant>,
+    /// The last `X-RateLimit-Remaining` Qualys sent, and when.
+    remaining: Option<(u64, Instant)>,
+    /// The limit came from the server's headers (not the configured table).
+    advertised: bool,
+}
+
+/// What the client knows of one family's rate limit now (see [`Limiter::snapshot`]).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RateLimitState {
+    /// The family ([`Family::as_str`]).
+    pub family: &'static str,
+    /// Requests allowed per window (`None`: not limited).
+    pub limit: Option<u32>,
+    /// The window, in seconds.
+    pub window_secs: f64,
+    /// Whether Qualys advertised the limit (`X-RateLimit-Limit`/`-Window-Sec`); false: the
+    /// documented table.
+    pub advertised: bool,
+    /// Requests this client sent within the current window.
+    pub sent_in_window: usize,
+    /// The last `X-RateLimit-Remaining` Qualys answered, and how many seconds ago.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u64>,
+    /// Seconds since that answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining_age_secs: Option<f64>,
+    /// Seconds the family is still held (Qualys said none are left, or throttled).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub held_for_secs: Option<f64>,
 }
 
 /// The per-family limiter.
@@ -49,6 +79,8 @@ impl Limiter {
                 window: Duration::from_secs(60),
                 sends: VecDeque::new(),
                 hold_until: None,
+                remaining: None,
+                advertised: false,
             })
             .collect();
         for l in limits.iter().filter(|l| l.limit > 0) {
@@ -129,6 +161,10 @@ impl Limiter {
                     s.limit = Some(limit);
                     s.window = window;
                 }
+                s.advertised = true;
+            }
+            if let Some(r) = remaining.filter(|r| *r >= 0.0) {
+                s.remaining = Some((r.min(u64::MAX as f64) as u64, now));
             }
             if !throttled && remaining.is_some_and(|r| r <= 0.0) {
                 let until = now + s.window;
@@ -140,6 +176,37 @@ impl Limiter {
                 );
             }
         });
+    }
+
+    /// Every family's limit, its use in the current window and what Qualys last said.
+    pub(crate) fn snapshot(&self, now: Instant) -> Vec<RateLimitState> {
+        let families = self.families.lock().unwrap_or_else(|e| e.into_inner());
+        Family::ALL
+            .iter()
+            .zip(families.iter())
+            .map(|(family, s)| {
+                let span = s.window + SAFETY_MARGIN;
+                RateLimitState {
+                    family: family.as_str(),
+                    limit: s.limit,
+                    window_secs: s.window.as_secs_f64(),
+                    advertised: s.advertised,
+                    sent_in_window: s
+                        .sends
+                        .iter()
+                        .filter(|t| now.duration_since(**t) < span)
+                        .count(),
+                    remaining: s.remaining.map(|(r, _)| r),
+                    remaining_age_secs: s
+                        .remaining
+                        .map(|(_, at)| now.duration_since(at).as_secs_f64()),
+                    held_for_secs: s
+                        .hold_until
+                        .filter(|until| *until > now)
+                        .map(|until| (until - now).as_secs_f64()),
+                }
+            })
+            .collect()
     }
 
     #[cfg(test)]
@@ -193,6 +260,41 @@ mod tests {
         assert_eq!(l.try_reserve(Family::Registry, third), Ok(()));
         let later = t0 + Duration::from_millis(1250);
         assert_eq!(l.try_reserve(Family::Images, later), Ok(()));
+    }
+
+    #[test]
+    fn the_snapshot_tells_what_was_sent_and_what_qualys_said() {
+        let l = limiter(2, 1000);
+        let t0 = Instant::now();
+        l.try_reserve(Family::Images, t0).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert("X-RateLimit-Limit", HeaderValue::from_static("1000"));
+        h.insert("X-RateLimit-Window-Sec", HeaderValue::from_static("60"));
+        h.insert("X-RateLimit-Remaining", HeaderValue::from_static("0"));
+        l.observe(Family::Registry, &h, false, t0);
+        let at = t0 + Duration::from_secs(1);
+        let snapshot = l.snapshot(at);
+        let of = |name: &str| snapshot.iter().find(|s| s.family == name).unwrap().clone();
+        let images = of("images");
+        assert_eq!(
+            (images.limit, images.sent_in_window, images.advertised),
+            (Some(2), 1, false)
+        );
+        assert_eq!(images.remaining, None);
+        let registry = of("registry");
+        assert_eq!((registry.limit, registry.advertised), (Some(1000), true));
+        assert_eq!(registry.remaining, Some(0));
+        assert_eq!(registry.remaining_age_secs, Some(1.0));
+        assert_eq!(registry.held_for_secs, Some(59.0), "no requests left: held");
+        let later = l.snapshot(t0 + Duration::from_secs(2));
+        assert_eq!(
+            later
+                .iter()
+                .find(|s| s.family == "images")
+                .unwrap()
+                .sent_in_window,
+            0
+        );
     }
 
     #[test]

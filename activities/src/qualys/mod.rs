@@ -44,6 +44,7 @@ mod tests;
 
 pub use config::{Family, ParsePodError, Pod, QualysAuth, QualysConfig, RateLimit, Secret};
 pub use error::{QualysError, redact};
+pub use limiter::RateLimitState;
 pub use metrics::ClientMetrics;
 pub use paging::CdrPage;
 pub(crate) use types::techniques;
@@ -237,6 +238,18 @@ impl QualysClient {
             .await
             .map(|b| b.token)
             .map_err(|e| self.inner.metrics.error(e))
+    }
+
+    /// What the client knows of each endpoint family's rate limit: the configured or
+    /// advertised limit, its own sends in the window, the last `X-RateLimit-Remaining` and any
+    /// hold. Learned from answers, so empty of server facts until a request was made.
+    pub fn rate_limits(&self) -> Vec<RateLimitState> {
+        self.inner.limiter.snapshot(Instant::now())
+    }
+
+    /// The gateway the client sends to.
+    pub fn gateway(&self) -> &url::Url {
+        &self.inner.cfg.gateway
     }
 
     /// A snapshot of the client's counters.

@@ -209,6 +209,7 @@ impl TemporalStarter {
                 image,
                 event_accepted_at_ms: accepted_at_ms,
                 carried: None,
+                backfill: false,
             };
             let started = tokio::time::timeout_at(
                 deadline,

@@ -167,6 +167,7 @@ fn image_input(ctx: &WorkflowContext<ImageScan>, image: ImageRef) -> ImageScanIn
         image,
         event_accepted_at_ms: s.entity.event_accepted_at_ms,
         carried: None,
+        backfill: false,
     })
 }
 

@@ -8,6 +8,7 @@
 //!
 //! [`ImageScanInput::carried`]: crate::scan::model::ImageScanInput::carried
 
+use crate::inventory::RunningAt;
 use crate::scan::model::{
     DeployedAt, ImageResult, ImageScanInput, ImageStatus, NotifyReason, NotifyRequest,
     ScanSettings, Verdict, notify_reason,
@@ -17,6 +18,9 @@ use serde::{Deserialize, Serialize};
 
 /// At most this many references are kept per digest (the most recently deployed).
 pub const MAX_REFERENCES: usize = 16;
+
+/// At most this many scopes are kept where the digest runs (the most recently seen).
+pub const MAX_RUNNING_SCOPES: usize = 32;
 
 /// A deployment that arrives within this many seconds of a failed attempt (or within the first
 /// retry interval, when that is shorter) is answered with that failure instead of starting
@@ -102,6 +106,15 @@ pub struct Entity {
     /// The settings of the last attempt (used if the worker cannot be asked for them).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settings: Option<ScanSettings>,
+    /// Where inventories last saw the digest running, one entry per scope (at most
+    /// [`MAX_RUNNING_SCOPES`]): while one is current the entity stays alive and rescans every
+    /// `rescan_running_secs`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<RunningAt>,
+    /// Started by an inventory and never deployed since: its scans run on the rescan queue
+    /// (a backfill never delays the scans deployments wait for).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 /// A scan attempt under way across continue-as-new.
@@ -162,6 +175,7 @@ impl Entity {
                 let mut entity = Entity {
                     last_deployed_secs: now_secs,
                     event_accepted_at_ms: input.event_accepted_at_ms,
+                    backfill: input.backfill,
                     ..Entity::default()
                 };
                 entity.remember(&input.image);
@@ -179,8 +193,49 @@ impl Entity {
             .is_some_and(|r| r.status == ImageStatus::Scanned)
     }
 
+    /// An inventory saw the digest running: keep where (one entry per scope, the newest).
+    pub fn seen_running(&mut self, at: RunningAt) {
+        self.running.retain(|r| r.scope_id != at.scope_id);
+        self.running.push(at);
+        if self.running.len() > MAX_RUNNING_SCOPES {
+            self.running.sort_by_key(|r| r.seen_secs);
+            self.running.remove(0);
+        }
+    }
+
+    /// Whether an inventory saw the digest running recently enough to count (the latest time
+    /// one still counts, if any).
+    pub fn running_until(&self, now_secs: u64) -> Option<u64> {
+        self.running
+            .iter()
+            .map(|r| r.until_secs)
+            .filter(|until| *until > now_secs)
+            .max()
+    }
+
+    /// Where it runs, for an alert: `<scope>: <place>` for a sample of current places.
+    pub fn running_places(&self, now_secs: u64) -> Vec<String> {
+        self.running
+            .iter()
+            .filter(|r| r.until_secs > now_secs)
+            .flat_map(|r| r.places.iter().map(move |p| format!("{}: {p}", r.scope_id)))
+            .take(crate::inventory::model::MAX_PLACES)
+            .collect()
+    }
+
+    /// How often a running image is rescanned (from the last settings read).
+    fn rescan_running_secs(&self) -> u64 {
+        self.settings
+            .as_ref()
+            .map_or(crate::scan::model::DEFAULT_RESCAN_RUNNING_SECS, |s| {
+                s.rescan_running_secs
+            })
+            .max(1)
+    }
+
     /// A deployment arrived.
     pub fn arrive(&mut self, deployed: DeployedAt, now_secs: u64) {
+        self.backfill = false;
         self.deployments += 1;
         self.last_deployed_secs = now_secs;
         if let Some(image) = &deployed.image {
@@ -248,10 +303,11 @@ impl Entity {
             return Next::Resume;
         }
         let waiting = !self.waiting.is_empty();
+        let running_until = self.running_until(now_secs);
         if self.latest.is_none() {
             return Next::Scan {
                 forced: false,
-                urgent: true,
+                urgent: waiting || !self.backfill,
             };
         }
         if self.rescan.is_some() {
@@ -279,7 +335,9 @@ impl Entity {
                 return Next::Answer;
             }
             if now_secs >= retry_at {
-                if now_secs.saturating_sub(self.last_deployed_secs) >= self.ttl_secs {
+                let deployed_lately =
+                    now_secs.saturating_sub(self.last_deployed_secs) < self.ttl_secs;
+                if !deployed_lately && running_until.is_none() {
                     return Next::End;
                 }
                 return Next::Scan {
@@ -294,18 +352,34 @@ impl Entity {
         if waiting {
             return Next::Answer;
         }
+        let rescan = Next::Scan {
+            forced: true,
+            urgent: false,
+        };
         if now_secs >= self.fresh_until_secs {
             if self.deployments > 0 {
-                return Next::Scan {
-                    forced: true,
-                    urgent: false,
-                };
+                return rescan;
             }
-            return Next::End;
+            if running_until.is_none() {
+                return Next::End;
+            }
         }
-        Next::Wait {
-            until_secs: self.fresh_until_secs,
+        // Running somewhere: a rescan every `rescan_running_secs` from the last completed scan,
+        // for as long as an inventory keeps seeing it.
+        let Some(running_until) = running_until else {
+            return Next::Wait {
+                until_secs: self.fresh_until_secs,
+            };
+        };
+        let due = self.last_attempt_secs + self.rescan_running_secs();
+        if now_secs >= due {
+            return rescan;
         }
+        let mut until = due.min(running_until);
+        if self.fresh_until_secs > now_secs {
+            until = until.min(self.fresh_until_secs);
+        }
+        Next::Wait { until_secs: until }
     }
 
     /// An attempt begins: deployments and a rescan request count from here.
@@ -363,6 +437,7 @@ impl Entity {
             result,
             previous_verdict: previous,
             deployed,
+            running: self.running_places(now_secs),
         })
     }
 }
@@ -395,6 +470,7 @@ mod tests {
             retry_max_secs: 6 * 3600,
             alert_sns: true,
             alert_webhook: true,
+            rescan_running_secs: 5000,
         }
     }
 
@@ -404,6 +480,7 @@ mod tests {
             image: image(&format!("{ECR}/app:1.0")),
             event_accepted_at_ms: Some(5),
             carried: None,
+            backfill: false,
         }
     }
 
@@ -655,5 +732,148 @@ mod tests {
         assert_eq!(resumed.last_verdict, Some(Verdict::Fail));
         assert_eq!(resumed.qualys_scanned_ms, Some(9));
         assert_eq!(resumed.runs, 2);
+    }
+
+    fn running(scope: &str, seen: u64, until: u64) -> RunningAt {
+        RunningAt {
+            scope_id: scope.into(),
+            count: 3,
+            places: vec!["ecs:prod/service:web".into()],
+            seen_secs: seen,
+            until_secs: until,
+        }
+    }
+
+    #[test]
+    fn a_running_image_is_rescanned_every_interval_and_ends_once_nobody_sees_it() {
+        let s = settings();
+        let mut e = Entity::resume(&input(), 100);
+        e.begin_attempt(&s);
+        e.settings = Some(s.clone());
+        e.record(
+            result(ImageStatus::Scanned, Some(Verdict::Pass)),
+            None,
+            &s,
+            100,
+        );
+        // Not running, not deployed since: it would end after its TTL (1,000 s).
+        assert_eq!(e.next(1100), Next::End);
+        // An inventory sees it until 20,000: it holds past its TTL and rescans at 100 + 5,000.
+        e.seen_running(running("aws-1-us-east-1", 900, 20_000));
+        assert_eq!(e.next(500), Next::Wait { until_secs: 1100 });
+        assert_eq!(e.next(1100), Next::Wait { until_secs: 5100 });
+        assert_eq!(
+            e.next(5100),
+            Next::Scan {
+                forced: true,
+                urgent: false
+            },
+            "a rescan of a running image runs on the rescan queue"
+        );
+        e.begin_attempt(&s);
+        e.record(
+            result(ImageStatus::Scanned, Some(Verdict::Pass)),
+            None,
+            &s,
+            5200,
+        );
+        assert_eq!(e.next(6200), Next::Wait { until_secs: 10_200 });
+        // The next inventory no longer lists it: once its last sighting lapses, it ends.
+        assert_eq!(e.next(20_000), Next::End);
+    }
+
+    #[test]
+    fn a_running_image_that_fails_to_scan_is_retried_past_its_ttl() {
+        let s = settings();
+        let mut e = Entity::resume(&input(), 100);
+        e.begin_attempt(&s);
+        e.record(result(ImageStatus::Failed, None), None, &s, 100);
+        let retry_at = e.retry_at_secs.unwrap();
+        e.seen_running(running("k8s-prod", 100, retry_at + 10_000));
+        assert_eq!(
+            e.next(retry_at + 2000),
+            Next::Scan {
+                forced: false,
+                urgent: false
+            }
+        );
+        e.running.clear();
+        assert_eq!(e.next(retry_at + 2000), Next::End);
+    }
+
+    #[test]
+    fn a_backfill_scans_off_the_deploy_queue_until_a_deployment_waits() {
+        let backfill = ImageScanInput {
+            backfill: true,
+            event_accepted_at_ms: None,
+            ..input()
+        };
+        let mut e = Entity::resume(&backfill, 100);
+        assert_eq!(
+            e.next(100),
+            Next::Scan {
+                forced: false,
+                urgent: false
+            }
+        );
+        e.arrive(deployed("d1", &format!("{ECR}/app:1.0")), 100);
+        assert!(!e.backfill, "deployed: no longer a backfill");
+        assert_eq!(
+            e.next(100),
+            Next::Scan {
+                forced: false,
+                urgent: true
+            }
+        );
+    }
+
+    #[test]
+    fn running_scopes_are_one_entry_each_and_bounded() {
+        let mut e = Entity::resume(&input(), 100);
+        e.seen_running(running("k8s-a", 1, 10));
+        e.seen_running(running("k8s-a", 2, 20));
+        assert_eq!(e.running.len(), 1);
+        assert_eq!(e.running_until(5), Some(20));
+        for i in 0..(MAX_RUNNING_SCOPES as u64 + 5) {
+            e.seen_running(running(&format!("k8s-{i}"), 100 + i, 1000));
+        }
+        assert_eq!(e.running.len(), MAX_RUNNING_SCOPES);
+        assert!(
+            e.running.iter().all(|r| r.scope_id != "k8s-a"),
+            "the oldest went"
+        );
+        assert_eq!(
+            e.running_places(0).len(),
+            crate::inventory::model::MAX_PLACES,
+            "an alert names a bounded sample"
+        );
+    }
+
+    #[test]
+    fn a_running_image_whose_verdict_turns_fail_alerts_naming_where_it_runs() {
+        let s = settings();
+        let mut e = Entity::resume(&input(), 100);
+        e.begin_attempt(&s);
+        e.record(
+            result(ImageStatus::Scanned, Some(Verdict::Pass)),
+            None,
+            &s,
+            100,
+        );
+        e.seen_running(running("aws-1-us-east-1", 200, 50_000));
+        e.begin_attempt(&s);
+        let alert = e
+            .record(
+                result(ImageStatus::Scanned, Some(Verdict::Fail)),
+                None,
+                &s,
+                5100,
+            )
+            .expect("a verdict change alerts");
+        assert_eq!(alert.reason, NotifyReason::VerdictChanged);
+        assert_eq!(
+            alert.running,
+            vec!["aws-1-us-east-1: ecs:prod/service:web".to_string()]
+        );
     }
 }

@@ -34,6 +34,7 @@ mod v1;
 pub use entity::{Entity, InFlight, Next};
 
 use crate::alert::{AlertInput, ScanAlert};
+use crate::inventory::RunningAt;
 use crate::scan::model::{
     DeployedAt, EntityLookup, ImageResult, ImageScanInput, NotifyRequest, ScanSettings,
 };
@@ -79,6 +80,8 @@ pub struct ImageScan {
     rescan: bool,
     /// The reason of the last `rescan` signal.
     rescan_reason: Option<String>,
+    /// Inventories' `running` signals not yet taken in.
+    running: Vec<RunningAt>,
     /// Signals this run received.
     signals: u64,
     /// This run follows the current design.
@@ -98,6 +101,7 @@ impl ImageScan {
             latest: None,
             rescan: false,
             rescan_reason: None,
+            running: Vec::new(),
             signals: 0,
             current: false,
             entity: Entity::default(),
@@ -159,6 +163,17 @@ impl ImageScan {
         self.rescan_reason = Some(reason);
     }
 
+    /// An inventory saw the digest running (sent with signal-with-start: an inventory starts
+    /// the entity of a digest never scanned). Keeps the entity alive and rescanning while
+    /// inventories keep seeing it.
+    #[signal(name = "running")]
+    pub fn running(&mut self, _ctx: &mut SyncWorkflowContext<Self>, at: RunningAt) {
+        self.signals += 1;
+        // Only the latest word per scope matters: a backlog of signals stays small.
+        self.running.retain(|r| r.scope_id != at.scope_id);
+        self.running.push(at);
+    }
+
     /// What a new deployment would be answered with, and until when it is fresh: a deployment
     /// with a fresh answer need not signal the entity (see `scan.Attach`).
     #[query(name = "lookup")]
@@ -209,12 +224,15 @@ fn take_in_signals(ctx: &WorkflowContext<ImageScan>) {
         if std::mem::take(&mut s.rescan) {
             s.entity.rescan = Some(s.rescan_reason.take().unwrap_or_default());
         }
+        for at in std::mem::take(&mut s.running) {
+            s.entity.seen_running(at);
+        }
     });
 }
 
 /// Whether a signal or rescan request is waiting to be taken in.
 fn has_news(s: &ImageScan) -> bool {
-    !s.waiting.is_empty() || s.rescan
+    !s.waiting.is_empty() || s.rescan || !s.running.is_empty()
 }
 
 /// How much a run may grow before it hands over to a new one.
@@ -280,6 +298,9 @@ fn hand_over_from_v1(ctx: &WorkflowContext<ImageScan>) -> WorkflowResult<ImageRe
         }
         for deployed in &s.waiting {
             entity.arrive(deployed.clone(), now);
+        }
+        for at in &s.running {
+            entity.seen_running(at.clone());
         }
         ImageScanInput {
             event_accepted_at_ms: None,

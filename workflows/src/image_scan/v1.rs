@@ -94,6 +94,7 @@ async fn notify_if_changed(
         result: result.clone(),
         previous_verdict: previous,
         deployed,
+        running: Vec::new(),
     };
     // Deployments already have their answer; a notifier that stays down for ten minutes loses
     // this one alert rather than stalling the entity.

@@ -128,6 +128,9 @@ pub struct ImageScanInput {
     /// What the previous run knew, when this run continues it (set by the workflow itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub carried: Option<Box<crate::image_scan::Entity>>,
+    /// Started by an inventory, not a deployment: the first scan runs on the rescan queue.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub backfill: bool,
 }
 
 /// "This image was deployed here too": the signal that attaches a deployment to an `ImageScan`.
@@ -219,6 +222,16 @@ pub struct ScanSettings {
     /// Alerts go to the webhook.
     #[serde(default)]
     pub alert_webhook: bool,
+    /// An image an inventory sees running is rescanned this often (`QFLOWS_RESCAN_RUNNING_SECS`).
+    #[serde(default = "default_rescan_running")]
+    pub rescan_running_secs: u64,
+}
+
+/// Default of [`ScanSettings::rescan_running_secs`]: a day.
+pub const DEFAULT_RESCAN_RUNNING_SECS: u64 = 86_400;
+
+fn default_rescan_running() -> u64 {
+    DEFAULT_RESCAN_RUNNING_SECS
 }
 
 fn yes() -> bool {
@@ -252,6 +265,7 @@ impl ScanSettings {
             retry_max_secs: default_retry_max(),
             alert_sns: false,
             alert_webhook: false,
+            rescan_running_secs: DEFAULT_RESCAN_RUNNING_SECS,
         }
     }
 
@@ -506,6 +520,9 @@ pub struct NotifyRequest {
     /// The deployment that triggered the scan, if known.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deployed: Option<DeployedAt>,
+    /// Where inventories see the image running now (`<scope>: <place>`, a sample).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub running: Vec<String>,
 }
 
 /// Whether (and why) a new result is worth a notification, given the previous verdict: only

@@ -1,0 +1,450 @@
+//! Inventory end to end: pods in a real kube-apiserver, ECR in moto, the Qualys emulator, the real
+//! Temporal server and the `qflows` binary (worker, `inventory run`, `report`).
+//!
+//! - What runs keeps a fresh verdict: a digest never scanned is scanned from the inventory, a
+//!   running one is rescanned every `QFLOWS_RESCAN_RUNNING_SECS` with no deploy event, a failing
+//!   one alerts naming where it runs, and one no scope lists any more stops being rescanned.
+//! - `qflows report` in every format.
+//! - The benchmark (ignored; run it by name): 3,000 pods over 80 digests, one inventory run, the
+//!   Temporal actions it cost and its time.
+
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use qflows_integration::kube::KubeApiServer;
+use qflows_integration::{
+    Moto, TestEnv, WebhookSink, WorkerBuilder, push_ecr_image, qflows_bin, record_history, wait_for,
+};
+use qflows_workflows::ImageScan;
+use qflows_workflows::inventory::InventorySummary;
+use qflows_workflows::scan::model::{ImageResult, Verdict};
+use qualys_emulator::EmulatorConfig;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
+
+fn vulns(severities: &[u8]) -> Vec<Value> {
+    severities
+        .iter()
+        .enumerate()
+        .map(|(i, s)| json!({"qid": 2000 + i, "severity": s, "title": format!("severity {s}")}))
+        .collect()
+}
+
+fn digest_of(event: &Value) -> String {
+    event["detail"]["image-digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A worker that reads the test cluster's kubeconfig, with fast polls and short rescans.
+fn worker(env: &TestEnv, moto: &Moto, kube: &KubeApiServer) -> WorkerBuilder {
+    let results = env.dir.join("results");
+    env.worker()
+        .aws(moto)
+        .env("KUBECONFIG", Some(kube.kubeconfig_path().to_str().unwrap()))
+        .env("QFLOWS_SCAN_POLL_INITIAL_SECS", Some("1"))
+        .env("QFLOWS_SCAN_POLL_MAX_SECS", Some("2"))
+        .env("QFLOWS_RESULTS", Some(results.to_str().unwrap()))
+}
+
+/// Creates `count` pods in `namespace` running `image` (by tag) with `digest` reported by the
+/// kubelet, through the status subresource (no kubelet runs here).
+async fn run_pods(
+    kube: &kube::Client,
+    namespace: &str,
+    prefix: &str,
+    image: &str,
+    digest: &str,
+    count: usize,
+) -> anyhow::Result<()> {
+    let namespaces: Api<Namespace> = Api::all(kube.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": namespace}}))?;
+    let _ = namespaces.create(&PostParams::default(), &ns).await;
+    let pods: Api<Pod> = Api::namespaced(kube.clone(), namespace);
+    let repository = image.split(':').next().unwrap_or(image);
+    for i in 0..count {
+        let name = format!("{prefix}-{i}");
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "spec": {"containers": [{"name": "app", "image": image}]}
+        }))?;
+        pods.create(&PostParams::default(), &pod).await?;
+        let status = json!({"status": {"phase": "Running", "containerStatuses": [{
+            "name": "app", "image": image, "imageID": format!("{repository}@{digest}"),
+            "ready": true, "restartCount": 0, "state": {"running": {}}}]}});
+        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+            .await?;
+    }
+    Ok(())
+}
+
+/// `qflows <args>` as a person runs it, against the test's Temporal; stdout on success.
+async fn qflows(env: &TestEnv, args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(qflows_bin()?)
+        .args(["--log", "warn"])
+        .args(args)
+        .env("TEMPORAL_ADDRESS", &env.temporal.address)
+        .env("QFLOWS_RESULTS", env.dir.join("results"))
+        .output()
+        .await?;
+    let stdout = String::from_utf8(out.stdout)?;
+    anyhow::ensure!(
+        out.status.success(),
+        "qflows {args:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(stdout)
+}
+
+/// Takes the test cluster's inventory once through the CLI.
+async fn inventory(
+    env: &TestEnv,
+    kube: &KubeApiServer,
+    task_queue: &str,
+    stale_after: &str,
+) -> anyhow::Result<InventorySummary> {
+    let out = qflows(
+        env,
+        &[
+            "inventory",
+            "run",
+            "--kube-cluster",
+            "test",
+            "--kube-context",
+            kube.context(),
+            "--stale-after",
+            stale_after,
+            "--task-queue",
+            task_queue,
+        ],
+    )
+    .await?;
+    Ok(serde_json::from_str(&out)?)
+}
+
+async fn result_of(env: &TestEnv, digest: &str) -> Option<ImageResult> {
+    env.client
+        .get_workflow_handle::<ImageScan>(format!("scan-{digest}"))
+        .query(ImageScan::result, (), Default::default())
+        .await
+        .ok()
+        .flatten()
+}
+
+#[tokio::test]
+async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig {
+        scan_delay_ms: 500,
+        ..Default::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let kube = KubeApiServer::start().await?;
+    let hook = WebhookSink::start().await?;
+    let worker = worker(&env, &moto, &kube)
+        .env("QFLOWS_RESCAN_RUNNING_SECS", Some("8"))
+        .env("QFLOWS_SCAN_TTL_SECS", Some("5"))
+        .env("QFLOWS_WEBHOOK_URL", Some(&hook.url))
+        .start(&env.dir)
+        .await?;
+    let tq = worker.task_queue.clone();
+
+    // Two images that were running before qflows was installed: no deploy event ever came.
+    let clean = push_ecr_image(&moto, &env.qualys, "shop/web", "1.0", "web", vulns(&[2])).await?;
+    let vulnerable = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "shop/cart",
+        "2.1",
+        "cart",
+        vulns(&[5, 4]),
+    )
+    .await?;
+    let client = kube.client().await?;
+    run_pods(
+        &client,
+        "shop",
+        "web",
+        &format!("{ECR}/shop/web:1.0"),
+        &digest_of(&clean),
+        3,
+    )
+    .await?;
+    run_pods(
+        &client,
+        "shop",
+        "cart",
+        &format!("{ECR}/shop/cart:2.1"),
+        &digest_of(&vulnerable),
+        2,
+    )
+    .await?;
+
+    let summary = inventory(&env, &kube, &tq, "30s").await?;
+    assert_eq!(summary.scope_id, "k8s-test");
+    assert_eq!(summary.containers, 5, "{summary:?}");
+    assert_eq!(summary.digests, 2, "{summary:?}");
+    assert_eq!(summary.signalled, 2, "{summary:?}");
+
+    // Both are scanned from the inventory (on the rescan queue), once each.
+    for (event, verdict) in [(&clean, Verdict::Pass), (&vulnerable, Verdict::Fail)] {
+        let digest = digest_of(event);
+        let result = wait_for(
+            "a verdict from the inventory",
+            Duration::from_secs(60),
+            || async {
+                result_of(&env, &digest)
+                    .await
+                    .filter(|r| r.verdict.is_some())
+            },
+        )
+        .await?;
+        assert_eq!(result.verdict, Some(verdict), "{result:?}");
+    }
+    assert_eq!(
+        env.qualys.stats().schedules_created,
+        2,
+        "one scan per digest never scanned"
+    );
+
+    // The failing one alerted, naming where it runs.
+    let alerts = wait_for("the fail alert", Duration::from_secs(30), || async {
+        let got = hook.received();
+        (!got.is_empty()).then_some(got)
+    })
+    .await?;
+    let text = alerts[0]["text"].as_str().unwrap_or_default();
+    assert!(
+        text.contains("FAIL") && text.contains("running in k8s-test: k8s:shop/"),
+        "{text}"
+    );
+
+    // No deploy event, ever: the running images are rescanned (a new Qualys scan each) past
+    // their 5-s TTL, every 8 s, for as long as the inventory sees them.
+    let before = result_of(&env, &digest_of(&clean)).await.unwrap();
+    wait_for(
+        "rescans of the running images",
+        Duration::from_secs(60),
+        || async { (env.qualys.stats().schedules_created >= 4).then_some(()) },
+    )
+    .await?;
+    let after = wait_for("a newer verdict", Duration::from_secs(30), || async {
+        result_of(&env, &digest_of(&clean))
+            .await
+            .filter(|r| r.scanned_at > before.scanned_at)
+    })
+    .await?;
+    assert_eq!(after.verdict, Some(Verdict::Pass));
+
+    // The report, in every format.
+    let table = qflows(&env, &["report"]).await?;
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("SCOPE"), "{table}");
+    assert!(
+        lines[1].contains("shop/cart") && lines[1].contains("fail"),
+        "failing first:\n{table}"
+    );
+    assert!(
+        lines[2].contains("shop/web") && lines[2].contains("pass"),
+        "{table}"
+    );
+    let json: Value = serde_json::from_str(&qflows(&env, &["report", "--format", "json"]).await?)?;
+    assert_eq!(json.as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(json[0]["critical"], 1, "{json}");
+    assert_eq!(json[0]["running"], 2);
+    assert_eq!(json[0]["source"], "entity");
+    let csv = qflows(&env, &["report", "--format", "csv", "--failing"]).await?;
+    assert_eq!(
+        csv.lines().count(),
+        2,
+        "header and the failing image:\n{csv}"
+    );
+    let md = qflows(&env, &["report", "--format", "markdown"]).await?;
+    assert!(md.starts_with("| SCOPE |"), "{md}");
+    println!("qflows report:\n{table}\n{md}");
+    let rescan = qflows(
+        &env,
+        &["scan", "rescan", "--running", "--reason", "KB update"],
+    )
+    .await?;
+    assert!(
+        rescan
+            .contains("rescan requested for 2 running digest(s) over 1 scope(s); 0 had no entity"),
+        "{rescan}"
+    );
+
+    // The web pods go away: the next inventory no longer lists that digest; once its last
+    // sighting lapses (30 s) its entity ends, and Qualys is not asked again.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    for i in 0..3 {
+        pods.delete(
+            &format!("web-{i}"),
+            &DeleteParams::default().grace_period(0),
+        )
+        .await?;
+    }
+    let summary = inventory(&env, &kube, &tq, "30s").await?;
+    assert_eq!(summary.digests, 1, "{summary:?}");
+    let web = env
+        .client
+        .get_workflow_handle::<ImageScan>(format!("scan-{}", digest_of(&clean)));
+    let started = Instant::now();
+    web.get_result(Default::default()).await?;
+    let ended_after = started.elapsed();
+    let scans = env.qualys.stats().schedules_created;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let cart_rescans = env.qualys.stats().schedules_created - scans;
+    assert!(
+        cart_rescans <= 2,
+        "only the still-running image is rescanned"
+    );
+    println!("the removed image's entity ended {ended_after:?} after the last inventory");
+
+    record_history(&env.client, "inventory-k8s-test", "inventory_kubernetes").await?;
+    record_history(
+        &env.client,
+        &format!("scan-{}", digest_of(&clean)),
+        "image_scan_running_backfill",
+    )
+    .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_bad_scope_is_refused_before_anything_runs() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let out = tokio::process::Command::new(qflows_bin()?)
+        .args([
+            "inventory",
+            "run",
+            "--aws-account",
+            "12345",
+            "--region",
+            "us-east-1",
+        ])
+        .env("TEMPORAL_ADDRESS", &env.temporal.address)
+        .output()
+        .await?;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("scope.accountId"), "{stderr}");
+    // Started by hand with a bad input, the workflow itself refuses it, naming the field.
+    let worker = env.worker().start(&env.dir).await?;
+    let handle = env
+        .client
+        .start_workflow(
+            qflows_workflows::Inventory::run,
+            json!({"scope": {"kind": "kubernetes", "cluster": "../etc"}}),
+            temporalio_client::WorkflowStartOptions::new(
+                worker.task_queue.clone(),
+                "inventory-bad".to_string(),
+            )
+            .build(),
+        )
+        .await?;
+    let failure = handle
+        .get_result(Default::default())
+        .await
+        .expect_err("an invalid scope fails the run");
+    assert!(
+        format!("{failure:?}").contains("scope.cluster"),
+        "{failure:?}"
+    );
+    record_history(&env.client, "inventory-bad", "inventory_invalid").await?;
+    Ok(())
+}
+
+/// The benchmark: `cargo test -p qflows-integration --test inventory -- --ignored --nocapture`
+/// (sizes: `QFLOWS_BENCH_PODS`, default 3,000, over `QFLOWS_BENCH_DIGESTS`, default 80).
+#[tokio::test]
+#[ignore = "a benchmark: it prints figures for the README"]
+async fn bench_one_inventory_of_thousands_of_pods() -> anyhow::Result<()> {
+    let pods: usize = std::env::var("QFLOWS_BENCH_PODS").map_or(3000, |v| v.parse().unwrap());
+    let digests: usize = std::env::var("QFLOWS_BENCH_DIGESTS").map_or(80, |v| v.parse().unwrap());
+    let env = TestEnv::start(EmulatorConfig {
+        scan_delay_ms: 500,
+        ..Default::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let kube = KubeApiServer::start().await?;
+    let worker = worker(&env, &moto, &kube).start(&env.dir).await?;
+    let client = kube.client().await?;
+    let mut pushed = Vec::new();
+    for d in 0..digests {
+        let repo = format!("bench/app-{d}");
+        let event = push_ecr_image(&moto, &env.qualys, &repo, "1.0", &repo, vulns(&[3])).await?;
+        pushed.push((repo, digest_of(&event)));
+    }
+    let created = Instant::now();
+    for (d, (repo, digest)) in pushed.iter().enumerate() {
+        let n = pods / digests + usize::from(d < pods % digests);
+        run_pods(
+            &client,
+            &format!("ns-{}", d % 10),
+            &format!("app-{d}"),
+            &format!("{ECR}/{repo}:1.0"),
+            digest,
+            n,
+        )
+        .await?;
+    }
+    println!(
+        "created {pods} pods over {digests} digests in {:?}",
+        created.elapsed()
+    );
+
+    let started = Instant::now();
+    let summary = inventory(&env, &kube, &worker.task_queue, "2d").await?;
+    let took = started.elapsed();
+    assert_eq!(summary.containers, pods as u64);
+    assert_eq!(summary.digests, digests as u64);
+    let scanned = Instant::now();
+    for (_, digest) in &pushed {
+        wait_for(
+            "every running digest has a result",
+            Duration::from_secs(600),
+            || async { result_of(&env, digest).await },
+        )
+        .await?;
+    }
+    let inventory_cost = qflows::cost::workflow_tally(&env.client, "inventory-k8s-test").await?;
+    let mut entities = qflows::cost::Tally::default();
+    for (_, digest) in &pushed {
+        entities =
+            entities + qflows::cost::workflow_tally(&env.client, &format!("scan-{digest}")).await?;
+    }
+    let stats = env.qualys.stats();
+    println!("inventory of {pods} pods over {digests} digests (debug build):");
+    println!(
+        "  inventory run           {:.1} s (listing, store, {} signal-with-starts)",
+        took.as_secs_f64(),
+        summary.signalled
+    );
+    println!(
+        "  Inventory workflow      {} history events, {} actions",
+        inventory_cost.events, inventory_cost.actions
+    );
+    println!(
+        "  entity starts           {} actions (one signal-with-start per digest)",
+        summary.signalled
+    );
+    println!(
+        "  all digests scanned     {:.1} s after the run",
+        scanned.elapsed().as_secs_f64()
+    );
+    println!(
+        "  entities in all         {} history events, {} actions (scans included)",
+        entities.events, entities.actions
+    );
+    println!(
+        "  Qualys scans            {} for {} digests never scanned",
+        stats.schedules_created, digests
+    );
+    assert_eq!(stats.schedules_created, digests as u64);
+    Ok(())
+}
