@@ -7,7 +7,7 @@
 //! ended, the verdict record the results store keeps.
 
 use crate::config::{ResultsArgs, TemporalArgs};
-use crate::policy::parse_every;
+use crate::policy::{parse_duration, parse_every};
 use crate::temporal;
 use clap::{Args, ValueEnum};
 use futures::StreamExt;
@@ -116,7 +116,7 @@ pub struct InventoryRunArgs {
     #[command(flatten)]
     pub scope: ScopeArgs,
     /// How long what this run sees counts as running without being seen again (default 2d).
-    #[arg(long, value_parser = parse_every)]
+    #[arg(long, value_parser = parse_duration)]
     pub stale_after: Option<Duration>,
     /// Task queue of the workers.
     #[arg(long, env = "QFLOWS_TASK_QUEUE", default_value = qflows_workflows::DEFAULT_TASK_QUEUE)]

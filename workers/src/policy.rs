@@ -433,7 +433,7 @@ pub async fn list(temporal: &TemporalArgs, args: ListArgs) -> anyhow::Result<()>
 }
 
 /// Parses `90s`, `30m`, `1h`, `1h30m`, `1d`.
-pub fn parse_every(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let mut total = 0u64;
     let mut num = String::new();
     for c in s.trim().chars() {
@@ -454,12 +454,21 @@ pub fn parse_every(s: &str) -> Result<Duration, String> {
         total += n * unit;
         num.clear();
     }
-    if !num.is_empty() || total < 60 {
+    if !num.is_empty() || total == 0 {
+        return Err(format!("{s:?}: use a duration like 30s, 30m, 1h30m or 2d"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// [`parse_duration`], at least a minute.
+pub fn parse_every(s: &str) -> Result<Duration, String> {
+    let every = parse_duration(s)?;
+    if every < Duration::from_secs(60) {
         return Err(format!(
             "{s:?}: use a duration of at least 1m like 30m, 1h or 1h30m"
         ));
     }
-    Ok(Duration::from_secs(total))
+    Ok(every)
 }
 
 /// Flags of `qflows schedule cdr`.

@@ -125,3 +125,19 @@ async fn deploy_sensor_histories_replay() {
         .build();
     replay_all(recorded, options).await;
 }
+
+/// `inventory_kubernetes.json`: a run that listed a cluster and told its entities;
+/// `inventory_invalid.json`: a run refused for its scope.
+#[tokio::test]
+async fn inventory_histories_replay() {
+    let recorded = histories("inventory");
+    assert!(
+        recorded.len() >= 2,
+        "expected recorded Inventory histories (a taken inventory, a refused scope)"
+    );
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<qflows_workflows::Inventory>()
+        .expect("register")
+        .build();
+    replay_all(recorded, options).await;
+}
