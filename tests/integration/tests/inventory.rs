@@ -398,52 +398,160 @@ async fn bench_one_inventory_of_thousands_of_pods() -> anyhow::Result<()> {
         created.elapsed()
     );
 
+    let flags = ["--kube-cluster", "test", "--kube-context", kube.context()];
+    measure(&env, &worker.task_queue, &flags, "k8s-test", pods, &pushed).await
+}
+
+/// The ECS benchmark: `cargo test -p qflows-integration --test inventory -- --ignored
+/// --nocapture ecs` (3 clusters, 40 services, `QFLOWS_BENCH_TASKS` tasks, default 2,000, over
+/// `QFLOWS_BENCH_DIGESTS`, default 60, in moto).
+#[tokio::test]
+#[ignore = "a benchmark: it prints figures for the README"]
+async fn bench_one_inventory_of_thousands_of_ecs_tasks() -> anyhow::Result<()> {
+    use aws_sdk_ecs::types::{ContainerDefinition, LaunchType};
+    let tasks: usize = std::env::var("QFLOWS_BENCH_TASKS").map_or(2000, |v| v.parse().unwrap());
+    let digests: usize = std::env::var("QFLOWS_BENCH_DIGESTS").map_or(60, |v| v.parse().unwrap());
+    let (clusters, services) = (3usize, 40usize);
+    let env = TestEnv::start(EmulatorConfig {
+        scan_delay_ms: 500,
+        ..Default::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let worker = env
+        .worker()
+        .aws(&moto)
+        .env("QFLOWS_SCAN_POLL_INITIAL_SECS", Some("1"))
+        .env("QFLOWS_SCAN_POLL_MAX_SECS", Some("2"))
+        .env(
+            "QFLOWS_RESULTS",
+            Some(env.dir.join("results").to_str().unwrap()),
+        )
+        .start(&env.dir)
+        .await?;
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    let created = Instant::now();
+    let mut pushed = Vec::new();
+    let mut definitions = Vec::new();
+    for d in 0..digests {
+        let repo = format!("bench/svc-{d}");
+        let event = push_ecr_image(&moto, &env.qualys, &repo, "1.0", &repo, vulns(&[3])).await?;
+        let registered = ecs
+            .register_task_definition()
+            .family(format!("bench-{d}"))
+            .container_definitions(
+                ContainerDefinition::builder()
+                    .name("app")
+                    .image(format!("{ECR}/{repo}:1.0"))
+                    .memory(128)
+                    .build(),
+            )
+            .send()
+            .await?;
+        definitions.push(
+            registered
+                .task_definition()
+                .and_then(|t| t.task_definition_arn())
+                .unwrap_or_default()
+                .to_string(),
+        );
+        pushed.push((repo, digest_of(&event)));
+    }
+    for c in 0..clusters {
+        ecs.create_cluster()
+            .cluster_name(format!("bench-{c}"))
+            .send()
+            .await?;
+    }
+    // moto's CreateService starts no tasks: run them as the services' deployments would, with
+    // the service's group. Task j runs in service j % 40 with image j % digests.
+    let mut groups = std::collections::BTreeMap::<(usize, usize), i32>::new();
+    for j in 0..tasks {
+        *groups.entry((j % services, j % digests)).or_default() += 1;
+    }
+    for ((s, d), n) in groups {
+        let mut left = n;
+        while left > 0 {
+            let count = left.min(10);
+            left -= count;
+            ecs.run_task()
+                .cluster(format!("bench-{}", s % clusters))
+                .task_definition(&definitions[d])
+                .group(format!("service:svc-{s}"))
+                .count(count)
+                .launch_type(LaunchType::Fargate)
+                .send()
+                .await?;
+        }
+    }
+    println!(
+        "created {tasks} tasks in {services} services over {digests} digests in {:?}",
+        created.elapsed()
+    );
+    let flags = ["--aws-account", "123456789012", "--region", "us-east-1"];
+    let scope = "aws-123456789012-us-east-1";
+    measure(&env, &worker.task_queue, &flags, scope, tasks, &pushed).await
+}
+
+/// Runs one inventory of `scope` through the CLI, waits until every digest has a result, and
+/// prints what it cost: time, Temporal actions of the Inventory run and of the entities, scans.
+async fn measure(
+    env: &TestEnv,
+    task_queue: &str,
+    scope_flags: &[&str],
+    scope: &str,
+    containers: usize,
+    pushed: &[(String, String)],
+) -> anyhow::Result<()> {
+    let digests = pushed.len();
+    let mut args = vec!["inventory", "run", "--task-queue", task_queue];
+    args.extend_from_slice(scope_flags);
     let started = Instant::now();
-    let summary = inventory(&env, &kube, &worker.task_queue, "2d").await?;
+    let summary: InventorySummary = serde_json::from_str(&qflows(env, &args).await?)?;
     let took = started.elapsed();
-    assert_eq!(summary.containers, pods as u64);
-    assert_eq!(summary.digests, digests as u64);
-    let scanned = Instant::now();
-    for (_, digest) in &pushed {
+    assert_eq!(summary.containers, containers as u64, "{summary:?}");
+    assert_eq!(summary.digests, digests as u64, "{summary:?}");
+    for (_, digest) in pushed {
         wait_for(
             "every running digest has a result",
-            Duration::from_secs(600),
-            || async { result_of(&env, digest).await },
+            Duration::from_secs(900),
+            || async { result_of(env, digest).await },
         )
         .await?;
     }
-    let inventory_cost = qflows::cost::workflow_tally(&env.client, "inventory-k8s-test").await?;
+    let all_scanned = started.elapsed();
+    let run = qflows::cost::workflow_tally(&env.client, &format!("inventory-{scope}")).await?;
     let mut entities = qflows::cost::Tally::default();
-    for (_, digest) in &pushed {
+    for (_, digest) in pushed {
         entities =
             entities + qflows::cost::workflow_tally(&env.client, &format!("scan-{digest}")).await?;
     }
     let stats = env.qualys.stats();
-    println!("inventory of {pods} pods over {digests} digests (debug build):");
+    println!("inventory of {scope}: {containers} containers over {digests} digests (debug build)");
     println!(
-        "  inventory run           {:.1} s (listing, store, {} signal-with-starts)",
+        "  inventory run          {:.1} s (list, store, {} signal-with-starts)",
         took.as_secs_f64(),
         summary.signalled
     );
     println!(
-        "  Inventory workflow      {} history events, {} actions",
-        inventory_cost.events, inventory_cost.actions
+        "  Inventory workflow     {} history events, {} actions",
+        run.events, run.actions
     );
     println!(
-        "  entity starts           {} actions (one signal-with-start per digest)",
+        "  entity starts          {} actions (one per digest)",
         summary.signalled
     );
     println!(
-        "  all digests scanned     {:.1} s after the run",
-        scanned.elapsed().as_secs_f64()
+        "  every digest scanned   {:.1} s after the start",
+        all_scanned.as_secs_f64()
     );
     println!(
-        "  entities in all         {} history events, {} actions (scans included)",
+        "  the entities, in all   {} history events, {} actions (their start and scans included)",
         entities.events, entities.actions
     );
     println!(
-        "  Qualys scans            {} for {} digests never scanned",
-        stats.schedules_created, digests
+        "  Qualys scans           {} for {digests} digests never scanned",
+        stats.schedules_created
     );
     assert_eq!(stats.schedules_created, digests as u64);
     Ok(())
