@@ -443,6 +443,17 @@ async fn kubernetes_manifests_pass_a_server_side_dry_run_and_are_locked_down() -
         binding["subjects"],
         json!([{ "kind": "ServiceAccount", "name": "qflows-worker", "namespace": NAMESPACE }])
     );
+    // The inventory of this cluster may list pods, and do nothing else.
+    let binding = find(&manifests, "ClusterRoleBinding", "qflows-inventory");
+    assert_eq!(
+        binding["subjects"],
+        json!([{ "kind": "ServiceAccount", "name": "qflows-worker", "namespace": NAMESPACE }])
+    );
+    let role = find(&manifests, "ClusterRole", "qflows-inventory");
+    assert_eq!(
+        role["rules"],
+        json!([{ "apiGroups": [""], "resources": ["pods"], "verbs": ["list"] }])
+    );
 
     // Bridge: `qflows bridge` on 0.0.0.0:8089, /healthz and /readyz, key from a Secret.
     let pod = &bridge["spec"]["template"]["spec"];

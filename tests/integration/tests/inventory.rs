@@ -359,12 +359,12 @@ async fn a_bad_scope_is_refused_before_anything_runs() -> anyhow::Result<()> {
 }
 
 /// The benchmark: `cargo test -p qflows-integration --test inventory -- --ignored --nocapture`
-/// (sizes: `QFLOWS_BENCH_PODS`, default 3,000, over `QFLOWS_BENCH_DIGESTS`, default 80).
+/// (sizes: `INVENTORY_BENCH_PODS`, default 3,000, over `INVENTORY_BENCH_DIGESTS`, default 80).
 #[tokio::test]
 #[ignore = "a benchmark: it prints figures for the README"]
 async fn bench_one_inventory_of_thousands_of_pods() -> anyhow::Result<()> {
-    let pods: usize = std::env::var("QFLOWS_BENCH_PODS").map_or(3000, |v| v.parse().unwrap());
-    let digests: usize = std::env::var("QFLOWS_BENCH_DIGESTS").map_or(80, |v| v.parse().unwrap());
+    let pods: usize = std::env::var("INVENTORY_BENCH_PODS").map_or(3000, |v| v.parse().unwrap());
+    let digests: usize = std::env::var("INVENTORY_BENCH_DIGESTS").map_or(80, |v| v.parse().unwrap());
     let env = TestEnv::start(EmulatorConfig {
         scan_delay_ms: 500,
         ..Default::default()
@@ -403,14 +403,14 @@ async fn bench_one_inventory_of_thousands_of_pods() -> anyhow::Result<()> {
 }
 
 /// The ECS benchmark: `cargo test -p qflows-integration --test inventory -- --ignored
-/// --nocapture ecs` (3 clusters, 40 services, `QFLOWS_BENCH_TASKS` tasks, default 2,000, over
-/// `QFLOWS_BENCH_DIGESTS`, default 60, in moto).
+/// --nocapture ecs` (3 clusters, 40 services, `INVENTORY_BENCH_TASKS` tasks, default 2,000, over
+/// `INVENTORY_BENCH_DIGESTS`, default 60, in moto).
 #[tokio::test]
 #[ignore = "a benchmark: it prints figures for the README"]
 async fn bench_one_inventory_of_thousands_of_ecs_tasks() -> anyhow::Result<()> {
     use aws_sdk_ecs::types::{ContainerDefinition, LaunchType};
-    let tasks: usize = std::env::var("QFLOWS_BENCH_TASKS").map_or(2000, |v| v.parse().unwrap());
-    let digests: usize = std::env::var("QFLOWS_BENCH_DIGESTS").map_or(60, |v| v.parse().unwrap());
+    let tasks: usize = std::env::var("INVENTORY_BENCH_TASKS").map_or(2000, |v| v.parse().unwrap());
+    let digests: usize = std::env::var("INVENTORY_BENCH_DIGESTS").map_or(60, |v| v.parse().unwrap());
     let (clusters, services) = (3usize, 40usize);
     let env = TestEnv::start(EmulatorConfig {
         scan_delay_ms: 500,
@@ -554,5 +554,61 @@ async fn measure(
         stats.schedules_created
     );
     assert_eq!(stats.schedules_created, digests as u64);
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_schedule_per_scope_skips_overlaps_and_catches_up_for_an_hour() -> anyhow::Result<()> {
+    let env = TestEnv::start(EmulatorConfig::default()).await?;
+    let out = tokio::process::Command::new(qflows_bin()?)
+        .args(["--log", "warn", "schedule", "inventory", "--every", "2h"])
+        .args(["--kube-cluster", "prod-eu", "--task-queue", "qflows-sched"])
+        .env("TEMPORAL_ADDRESS", &env.temporal.address)
+        .output()
+        .await?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("schedule inventory-k8s-prod-eu created"),
+        "{stderr}"
+    );
+    let described = env
+        .client
+        .get_schedule_handle("inventory-k8s-prod-eu")
+        .describe(Default::default())
+        .await?;
+    let schedule = described.raw().schedule.clone().unwrap_or_default();
+    let policies = schedule.policies.unwrap_or_default();
+    // SCHEDULE_OVERLAP_POLICY_SKIP = 1.
+    assert_eq!(policies.overlap_policy, 1, "{policies:?}");
+    assert_eq!(
+        policies.catchup_window.map(|d| d.seconds),
+        Some(3600),
+        "{policies:?}"
+    );
+    let temporalio_client::schedules::ScheduleDescriptionAction::StartWorkflow(action) =
+        described.action()
+    else {
+        panic!("the schedule starts a workflow");
+    };
+    assert_eq!(action.workflow_type(), "Inventory");
+    assert_eq!(action.task_queue(), "qflows-sched");
+    // What one run sees counts as running for three intervals.
+    let input: Option<Value> = action.args().await?;
+    assert_eq!(
+        input,
+        Some(
+            json!({"scope": {"kind": "kubernetes", "cluster": "prod-eu"}, "staleAfterSecs": 21600})
+        )
+    );
+    // A second schedule for the same scope is refused, naming it.
+    let again = tokio::process::Command::new(qflows_bin()?)
+        .args(["--log", "warn", "schedule", "inventory", "--every", "2h"])
+        .args(["--kube-cluster", "prod-eu"])
+        .env("TEMPORAL_ADDRESS", &env.temporal.address)
+        .output()
+        .await?;
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("inventory-k8s-prod-eu"));
     Ok(())
 }
