@@ -327,16 +327,7 @@ impl Azure {
             (APPS_API_VERSION, false)
         };
         let url = arm_url(&self.settings.arm_endpoint, resource_id, api_version)?;
-        let what = format!("GET {resource_id}");
-        let token = self.token(&self.settings.arm_scope()).await?;
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| unavailable(&what, &e))?;
-        let body = check(&what, resource_id, response).await?;
+        let body = self.arm_get(&url, resource_id).await?;
         let properties = &body["properties"];
         let mut images: Vec<String> = Vec::new();
         for (_, image) in resource_containers(&body, aci) {
@@ -346,7 +337,7 @@ impl Azure {
         }
         if images.is_empty() {
             return Err(AzureError::BadResponse {
-                what,
+                what: format!("GET {resource_id}"),
                 message: "the resource lists no container images".into(),
             });
         }
@@ -531,6 +522,21 @@ impl ArmListKind {
 }
 
 impl Azure {
+    /// `GET url` on Resource Manager with the worker's token; `resource` names what is read in
+    /// errors (a resource ID or a list path, never the URL with its query).
+    async fn arm_get(&self, url: &str, resource: &str) -> Result<Value, AzureError> {
+        let what = format!("GET {resource}");
+        let token = self.token(&self.settings.arm_scope()).await?;
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| unavailable(&what, &e))?;
+        check(&what, resource, response).await
+    }
+
     /// One page of a subscription-wide list (`GET /subscriptions/<id>/providers/<type>`): its
     /// `value` items, and the `nextLink` to the next page. `next` is the previous page's
     /// `nextLink`: it is followed only when it points at the same Resource Manager endpoint and
@@ -558,15 +564,7 @@ impl Azure {
             })?,
         };
         let what = format!("GET {path}");
-        let token = self.token(&self.settings.arm_scope()).await?;
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| unavailable(&what, &e))?;
-        let body = check(&what, &path, response).await?;
+        let body = self.arm_get(&url, &path).await?;
         let Some(items) = body["value"].as_array() else {
             return Err(AzureError::BadResponse {
                 what,

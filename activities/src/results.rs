@@ -568,6 +568,24 @@ pub struct LastScan {
     pub result_ref: String,
 }
 
+impl LastScan {
+    /// The record as the result an entity would answer with (no counts: the record keeps the
+    /// verdict only; the report has the rest).
+    pub fn into_result(self) -> qflows_workflows::scan::model::ImageResult {
+        qflows_workflows::scan::model::ImageResult {
+            digest: self.digest,
+            image: self.image,
+            status: qflows_workflows::scan::model::ImageStatus::Scanned,
+            verdict: Some(self.verdict),
+            summary: None,
+            result_ref: (!self.result_ref.is_empty()).then_some(self.result_ref),
+            reason: None,
+            backend: None,
+            scanned_at: (!self.scanned_at.is_empty()).then_some(self.scanned_at),
+        }
+    }
+}
+
 /// The results store: a local directory or an S3 bucket.
 #[derive(Debug, Clone)]
 pub enum ResultsStore {

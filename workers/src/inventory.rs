@@ -438,20 +438,7 @@ async fn verdict_of(
         return (Some(result), "entity");
     }
     match results.last_scan(digest).await {
-        Ok(Some(record)) => (
-            Some(ImageResult {
-                digest: digest.to_string(),
-                image: record.image,
-                status: ImageStatus::Scanned,
-                verdict: Some(record.verdict),
-                summary: None,
-                result_ref: (!record.result_ref.is_empty()).then_some(record.result_ref),
-                reason: None,
-                backend: None,
-                scanned_at: (!record.scanned_at.is_empty()).then_some(record.scanned_at),
-            }),
-            "store",
-        ),
+        Ok(Some(record)) => (Some(record.into_result()), "store"),
         _ => (None, "none"),
     }
 }

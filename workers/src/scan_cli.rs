@@ -668,17 +668,7 @@ async fn status(temporal: &TemporalArgs, args: StatusArgs) -> anyhow::Result<u8>
         };
         match store.last_scan(&digest).await? {
             Some(last) => {
-                let result = ImageResult {
-                    digest: last.digest,
-                    image: last.image,
-                    status: ImageStatus::Scanned,
-                    verdict: Some(last.verdict),
-                    summary: None,
-                    result_ref: (!last.result_ref.is_empty()).then_some(last.result_ref),
-                    reason: None,
-                    backend: None,
-                    scanned_at: (!last.scanned_at.is_empty()).then_some(last.scanned_at),
-                };
+                let result = last.into_result();
                 let (outcome, exit_code) = outcome(std::slice::from_ref(&result));
                 StatusReport {
                     digest: digest.clone(),

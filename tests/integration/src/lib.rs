@@ -692,6 +692,23 @@ impl WebhookSink {
 /// The account moto's ECR registry belongs to.
 pub const MOTO_ACCOUNT: &str = "123456789012";
 
+/// Vulnerabilities of the given Qualys severities (5 = critical), for [`push_ecr_image`].
+pub fn vulnerabilities(severities: &[u8]) -> Vec<serde_json::Value> {
+    severities
+        .iter()
+        .enumerate()
+        .map(|(i, s)| serde_json::json!({"qid": 1000 + i, "severity": s, "title": format!("severity {s}")}))
+        .collect()
+}
+
+/// The digest an `ECR Image Action` event (from [`push_ecr_image`]) names.
+pub fn pushed_digest(event: &serde_json::Value) -> String {
+    event["detail"]["image-digest"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Pushes an image to moto's ECR (`repository:tag`, content named by `content`; the tag moves
 /// if it was on another image), tells the Qualys emulator the registry now holds it (with
 /// `vulnerabilities` for its scans; empty: generated), and returns the `ECR Image Action` event

@@ -13,7 +13,8 @@ use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use qflows_integration::kube::KubeApiServer;
 use qflows_integration::{
-    Moto, TestEnv, WebhookSink, WorkerBuilder, push_ecr_image, qflows_bin, record_history, wait_for,
+    Moto, TestEnv, WebhookSink, WorkerBuilder, push_ecr_image, pushed_digest, qflows_bin,
+    record_history, vulnerabilities, wait_for,
 };
 use qflows_workflows::ImageScan;
 use qflows_workflows::inventory::InventorySummary;
@@ -23,21 +24,6 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
 const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
-
-fn vulns(severities: &[u8]) -> Vec<Value> {
-    severities
-        .iter()
-        .enumerate()
-        .map(|(i, s)| json!({"qid": 2000 + i, "severity": s, "title": format!("severity {s}")}))
-        .collect()
-}
-
-fn digest_of(event: &Value) -> String {
-    event["detail"]["image-digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
-}
 
 /// A worker that reads the test cluster's kubeconfig, with fast polls and short rescans.
 fn worker(env: &TestEnv, moto: &Moto, kube: &KubeApiServer) -> WorkerBuilder {
@@ -154,14 +140,22 @@ async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Re
     let tq = worker.task_queue.clone();
 
     // Two images that were running before qflows was installed: no deploy event ever came.
-    let clean = push_ecr_image(&moto, &env.qualys, "shop/web", "1.0", "web", vulns(&[2])).await?;
+    let clean = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "shop/web",
+        "1.0",
+        "web",
+        vulnerabilities(&[2]),
+    )
+    .await?;
     let vulnerable = push_ecr_image(
         &moto,
         &env.qualys,
         "shop/cart",
         "2.1",
         "cart",
-        vulns(&[5, 4]),
+        vulnerabilities(&[5, 4]),
     )
     .await?;
     let client = kube.client().await?;
@@ -170,7 +164,7 @@ async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Re
         "shop",
         "web",
         &format!("{ECR}/shop/web:1.0"),
-        &digest_of(&clean),
+        &pushed_digest(&clean),
         3,
     )
     .await?;
@@ -179,7 +173,7 @@ async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Re
         "shop",
         "cart",
         &format!("{ECR}/shop/cart:2.1"),
-        &digest_of(&vulnerable),
+        &pushed_digest(&vulnerable),
         2,
     )
     .await?;
@@ -192,7 +186,7 @@ async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Re
 
     // Both are scanned from the inventory (on the rescan queue), once each.
     for (event, verdict) in [(&clean, Verdict::Pass), (&vulnerable, Verdict::Fail)] {
-        let digest = digest_of(event);
+        let digest = pushed_digest(event);
         let result = wait_for(
             "a verdict from the inventory",
             Duration::from_secs(60),
@@ -225,7 +219,7 @@ async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Re
 
     // No deploy event, ever: the running images are rescanned (a new Qualys scan each) past
     // their 5-s TTL, every 8 s, for as long as the inventory sees them.
-    let before = result_of(&env, &digest_of(&clean)).await.unwrap();
+    let before = result_of(&env, &pushed_digest(&clean)).await.unwrap();
     wait_for(
         "rescans of the running images",
         Duration::from_secs(60),
@@ -233,7 +227,7 @@ async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Re
     )
     .await?;
     let after = wait_for("a newer verdict", Duration::from_secs(30), || async {
-        result_of(&env, &digest_of(&clean))
+        result_of(&env, &pushed_digest(&clean))
             .await
             .filter(|r| r.scanned_at > before.scanned_at)
     })
@@ -291,7 +285,7 @@ async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Re
     assert_eq!(summary.digests, 1, "{summary:?}");
     let web = env
         .client
-        .get_workflow_handle::<ImageScan>(format!("scan-{}", digest_of(&clean)));
+        .get_workflow_handle::<ImageScan>(format!("scan-{}", pushed_digest(&clean)));
     let started = Instant::now();
     web.get_result(Default::default()).await?;
     let ended_after = started.elapsed();
@@ -307,7 +301,7 @@ async fn what_runs_keeps_a_fresh_verdict_until_no_scope_lists_it() -> anyhow::Re
     record_history(&env.client, "inventory-k8s-test", "inventory_kubernetes").await?;
     record_history(
         &env.client,
-        &format!("scan-{}", digest_of(&clean)),
+        &format!("scan-{}", pushed_digest(&clean)),
         "image_scan_running_backfill",
     )
     .await?;
@@ -378,8 +372,16 @@ async fn bench_one_inventory_of_thousands_of_pods() -> anyhow::Result<()> {
     let mut pushed = Vec::new();
     for d in 0..digests {
         let repo = format!("bench/app-{d}");
-        let event = push_ecr_image(&moto, &env.qualys, &repo, "1.0", &repo, vulns(&[3])).await?;
-        pushed.push((repo, digest_of(&event)));
+        let event = push_ecr_image(
+            &moto,
+            &env.qualys,
+            &repo,
+            "1.0",
+            &repo,
+            vulnerabilities(&[3]),
+        )
+        .await?;
+        pushed.push((repo, pushed_digest(&event)));
     }
     let created = Instant::now();
     for (d, (repo, digest)) in pushed.iter().enumerate() {
@@ -437,7 +439,15 @@ async fn bench_one_inventory_of_thousands_of_ecs_tasks() -> anyhow::Result<()> {
     let mut definitions = Vec::new();
     for d in 0..digests {
         let repo = format!("bench/svc-{d}");
-        let event = push_ecr_image(&moto, &env.qualys, &repo, "1.0", &repo, vulns(&[3])).await?;
+        let event = push_ecr_image(
+            &moto,
+            &env.qualys,
+            &repo,
+            "1.0",
+            &repo,
+            vulnerabilities(&[3]),
+        )
+        .await?;
         let registered = ecs
             .register_task_definition()
             .family(format!("bench-{d}"))
@@ -457,7 +467,7 @@ async fn bench_one_inventory_of_thousands_of_ecs_tasks() -> anyhow::Result<()> {
                 .unwrap_or_default()
                 .to_string(),
         );
-        pushed.push((repo, digest_of(&event)));
+        pushed.push((repo, pushed_digest(&event)));
     }
     for c in 0..clusters {
         ecs.create_cluster()

@@ -3,8 +3,8 @@
 //! Temporal server, through the `qflows worker` binary.
 
 use qflows_integration::{
-    Moto, TestEnv, WebhookSink, WorkerBuilder, push_ecr_image, record_history, scan_on_deploy,
-    wait_for,
+    Moto, TestEnv, WebhookSink, WorkerBuilder, push_ecr_image, pushed_digest, record_history,
+    scan_on_deploy, vulnerabilities, wait_for,
 };
 use qflows_workflows::ImageScan;
 use qflows_workflows::scan::model::{ImageStatus, Verdict};
@@ -24,21 +24,6 @@ fn worker(env: &TestEnv, moto: &Moto) -> WorkerBuilder {
         .env("QFLOWS_SCAN_POLL_MAX_SECS", Some("2"))
         .env("QFLOWS_SCAN_RETRY_INITIAL_SECS", Some("2"))
         .env("QFLOWS_RESULTS", Some(results.to_str().unwrap()))
-}
-
-fn vulns(severities: &[u8]) -> Vec<Value> {
-    severities
-        .iter()
-        .enumerate()
-        .map(|(i, s)| json!({"qid": 1000 + i, "severity": s, "title": format!("severity {s}")}))
-        .collect()
-}
-
-fn digest_of(event: &Value) -> String {
-    event["detail"]["image-digest"]
-        .as_str()
-        .unwrap()
-        .to_string()
 }
 
 fn with_id(mut event: Value, id: &str) -> Value {
@@ -74,7 +59,7 @@ async fn a_tag_moved_to_a_new_digest_gets_a_new_scan_and_its_own_verdict() -> an
         "probe/moving",
         "latest",
         "clean",
-        vulns(&[1]),
+        vulnerabilities(&[1]),
     )
     .await?;
     let monday = scan_on_deploy(&env.client, tq, "moving-1", clean.clone())
@@ -90,15 +75,15 @@ async fn a_tag_moved_to_a_new_digest_gets_a_new_scan_and_its_own_verdict() -> an
         "probe/moving",
         "latest",
         "vulnerable",
-        vulns(&[5, 3]),
+        vulnerabilities(&[5, 3]),
     )
     .await?;
-    assert_ne!(digest_of(&clean), digest_of(&vulnerable));
+    assert_ne!(pushed_digest(&clean), pushed_digest(&vulnerable));
     let tuesday = scan_on_deploy(&env.client, tq, "moving-2", vulnerable.clone())
         .await
         .unwrap();
     let image = &tuesday.images[0];
-    assert_eq!(image.digest, digest_of(&vulnerable));
+    assert_eq!(image.digest, pushed_digest(&vulnerable));
     assert_eq!(image.status, ImageStatus::Scanned, "{image:?}");
     assert_eq!(image.verdict, Some(Verdict::Fail), "{image:?}");
     assert_eq!(image.summary.unwrap().critical, 1, "Tuesday's findings");
@@ -109,7 +94,7 @@ async fn a_tag_moved_to_a_new_digest_gets_a_new_scan_and_its_own_verdict() -> an
     // Monday's digest keeps Monday's verdict.
     let monday_entity = env
         .client
-        .get_workflow_handle::<ImageScan>(format!("scan-{}", digest_of(&clean)));
+        .get_workflow_handle::<ImageScan>(format!("scan-{}", pushed_digest(&clean)));
     let kept = monday_entity
         .query(ImageScan::result, (), Default::default())
         .await?
@@ -117,7 +102,7 @@ async fn a_tag_moved_to_a_new_digest_gets_a_new_scan_and_its_own_verdict() -> an
     assert_eq!(kept.verdict, Some(Verdict::Pass));
     record_history(
         &env.client,
-        &format!("scan-{}", digest_of(&vulnerable)),
+        &format!("scan-{}", pushed_digest(&vulnerable)),
         "image_scan_bounded_moved_tag",
     )
     .await?;
@@ -141,8 +126,15 @@ async fn a_scan_that_timed_out_is_scanned_for_the_next_deployment_once_qualys_fi
         .start(&env.dir)
         .await?;
     let tq = &worker.task_queue;
-    let event =
-        push_ecr_image(&moto, &env.qualys, "probe/slow", "1.0", "slow", vulns(&[2])).await?;
+    let event = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "probe/slow",
+        "1.0",
+        "slow",
+        vulnerabilities(&[2]),
+    )
+    .await?;
     let first = scan_on_deploy(&env.client, tq, "slow-1", event.clone())
         .await
         .unwrap();
@@ -203,7 +195,15 @@ async fn a_rescan_makes_qualys_scan_again_and_a_new_verdict_alerts() -> anyhow::
         .env("QFLOWS_WEBHOOK_URL", Some(&hook.url))
         .start(&env.dir)
         .await?;
-    let event = push_ecr_image(&moto, &env.qualys, "probe/kb", "1.0", "kb", vulns(&[2])).await?;
+    let event = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "probe/kb",
+        "1.0",
+        "kb",
+        vulnerabilities(&[2]),
+    )
+    .await?;
     let out = scan_on_deploy(&env.client, &worker.task_queue, "kb-1", event.clone())
         .await
         .unwrap();
@@ -213,12 +213,12 @@ async fn a_rescan_makes_qualys_scan_again_and_a_new_verdict_alerts() -> anyhow::
         registry: ECR.into(),
         repository: "probe/kb".into(),
         tag: "1.0".into(),
-        digest: digest_of(&event),
-        vulnerabilities: vulns(&[5, 2]),
+        digest: pushed_digest(&event),
+        vulnerabilities: vulnerabilities(&[5, 2]),
     });
     let entity = env
         .client
-        .get_workflow_handle::<ImageScan>(format!("scan-{}", digest_of(&event)));
+        .get_workflow_handle::<ImageScan>(format!("scan-{}", pushed_digest(&event)));
     entity
         .signal(
             ImageScan::request_rescan,
@@ -253,7 +253,7 @@ async fn a_rescan_makes_qualys_scan_again_and_a_new_verdict_alerts() -> anyhow::
     assert_eq!(alerts[0]["notification"]["verdict"], "fail");
     record_history(
         &env.client,
-        &format!("scan-{}", digest_of(&event)),
+        &format!("scan-{}", pushed_digest(&event)),
         "image_scan_bounded_rescan",
     )
     .await?;
@@ -277,10 +277,10 @@ async fn a_digest_deployed_without_a_tag_is_scanned_by_the_tag_ecr_gives_it() ->
         "probe/pinned",
         "v7",
         "pinned",
-        vulns(&[2]),
+        vulnerabilities(&[2]),
     )
     .await?;
-    let pinned = format!("{ECR}/probe/pinned@{}", digest_of(&pushed));
+    let pinned = format!("{ECR}/probe/pinned@{}", pushed_digest(&pushed));
     let out = scan_on_deploy(
         &env.client,
         &worker.task_queue,
@@ -341,15 +341,22 @@ async fn the_last_verdict_outlives_the_entity_so_a_new_one_does_not_alert_again(
         .env("QFLOWS_WEBHOOK_URL", Some(&hook.url))
         .start(&env.dir)
         .await?;
-    let event =
-        push_ecr_image(&moto, &env.qualys, "probe/again", "1", "again", vulns(&[5])).await?;
+    let event = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "probe/again",
+        "1",
+        "again",
+        vulnerabilities(&[5]),
+    )
+    .await?;
     let first = scan_on_deploy(&env.client, &worker.task_queue, "again-1", event.clone())
         .await
         .unwrap();
     assert_eq!(first.verdict, Some(Verdict::Fail));
     let entity = env
         .client
-        .get_workflow_handle::<ImageScan>(format!("scan-{}", digest_of(&event)));
+        .get_workflow_handle::<ImageScan>(format!("scan-{}", pushed_digest(&event)));
     wait_for("the entity to end", Duration::from_secs(60), || async {
         entity.get_result(Default::default()).await.ok().map(|_| ())
     })
@@ -469,8 +476,15 @@ async fn a_webhook_that_is_down_never_makes_sns_send_an_alert_twice() -> anyhow:
         .unwrap_or(30);
     hook.go_down_for(Duration::from_secs(down));
     let down_since = Instant::now();
-    let event =
-        push_ecr_image(&moto, &env.qualys, "probe/alert", "1", "alert", vulns(&[4])).await?;
+    let event = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "probe/alert",
+        "1",
+        "alert",
+        vulnerabilities(&[4]),
+    )
+    .await?;
     let out = scan_on_deploy(&env.client, &worker.task_queue, "alert-1", event)
         .await
         .unwrap();
