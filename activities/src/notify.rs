@@ -805,7 +805,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         // The samples live in the shared research folder; fall back to their key sets as
-        // documented there (qualys-api.md §6.1, §6.2) when it is not beside the repository.
+        // documented there (docs/qualys-api.md §6.1, §6.2) when it is not beside the repository.
         let Ok(text) = std::fs::read_to_string(&path) else {
             return BTreeSet::new();
         };

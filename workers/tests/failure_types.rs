@@ -120,7 +120,10 @@ fn the_alert_rules_name_only_failure_types() {
             }
         }
     }
-    assert!(named > 0, "the rules name no error_type at all: the parser is broken");
+    assert!(
+        named > 0,
+        "the rules name no error_type at all: the parser is broken"
+    );
     assert!(
         unknown.is_empty(),
         "alert rules name error types qflows never records: {unknown:?}"

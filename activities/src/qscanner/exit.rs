@@ -1,4 +1,4 @@
-//! QScanner's exit codes: the official table (qualys-api.md §4.4, QScanner 4.8.0 README
+//! QScanner's exit codes: the official table (docs/qualys-api.md §4.4, QScanner 4.8.0 README
 //! l.2728-2775), and what each one means for a scan.
 //!
 //! Not the tables some seed projects carry (qualys-jenkins' "20 = auth failed, 50 = threshold
