@@ -174,3 +174,58 @@ fn the_citation_parser_reads_every_form() {
     let found: Vec<String> = sections(doc).into_iter().collect();
     assert_eq!(found, ["2", "2.1", "2.1 #6", "2.2"]);
 }
+
+/// `a/{b,c}.rs` → `a/b.rs`, `a/c.rs`.
+fn expand(path: &str) -> Vec<String> {
+    match (path.find('{'), path.find('}')) {
+        (Some(open), Some(close)) if open < close => path[open + 1..close]
+            .split(',')
+            .map(|alt| format!("{}{alt}{}", &path[..open], &path[close + 1..]))
+            .collect(),
+        _ => vec![path.to_string()],
+    }
+}
+
+#[test]
+fn every_path_architecture_md_names_exists() {
+    let root = workspace();
+    let text = std::fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let tops = [
+        "workflows/",
+        "activities/",
+        "workers/",
+        "tests/",
+        "deploy/",
+        "docs/",
+    ];
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    let links = text
+        .split("](")
+        .skip(1)
+        .filter_map(|s| s.split(')').next())
+        .map(|l| l.split('#').next().unwrap_or_default());
+    for path in text.split('`').skip(1).step_by(2).chain(links) {
+        if path.is_empty() || path.contains("://") {
+            continue;
+        }
+        let is_path = tops.iter().any(|t| path.starts_with(t)) || path.ends_with(".md");
+        if !is_path {
+            continue;
+        }
+        for path in expand(path) {
+            checked += 1;
+            if !root.join(&path).exists() {
+                missing.push(path);
+            }
+        }
+    }
+    assert!(
+        checked > 20,
+        "only {checked} paths found: the parser is broken"
+    );
+    assert!(
+        missing.is_empty(),
+        "ARCHITECTURE.md names paths that do not exist: {missing:?}"
+    );
+}
