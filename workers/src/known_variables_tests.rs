@@ -131,8 +131,9 @@ fn every_variable_read_directly_is_known() {
             }
         }
     }
-    // The scripts and tests export variables the binaries they start inherit.
-    for dir in ["scripts", ".ci", "tests"] {
+    // The scripts and tests export variables the binaries they start inherit; deploy/ sets
+    // them for the worker and the bridge.
+    for dir in ["scripts", ".ci", "tests", "deploy"] {
         for file in files(&root.join(dir), "") {
             let text = std::fs::read_to_string(&file).unwrap_or_default();
             for name in all_names(&text) {
