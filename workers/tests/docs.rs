@@ -88,11 +88,11 @@ fn citations(text: &str) -> Vec<String> {
             continue;
         };
         out.push(first.clone());
-        if let Some(after) = rest.strip_prefix('–') {
-            if let Some((last, r)) = number(after.trim_start_matches('§')) {
-                out.push(last);
-                rest = r;
-            }
+        if let Some(after) = rest.strip_prefix('–')
+            && let Some((last, r)) = number(after.trim_start_matches('§'))
+        {
+            out.push(last);
+            rest = r;
         }
         let mut rows = rest.strip_prefix(" #");
         while let Some(r) = rows {
