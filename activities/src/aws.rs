@@ -7,6 +7,7 @@
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
+use qflows_workflows::FailureType;
 use qflows_workflows::registry::{QualysAwsBase, RoleChange, parse_role_arn};
 use serde_json::{Value, json};
 use std::fmt::Debug;
@@ -55,11 +56,11 @@ impl AwsError {
     }
 
     /// Bounded failure type name for Temporal and metrics.
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> FailureType {
         match self {
-            AwsError::AccessDenied { .. } => "AwsAccessDenied",
-            AwsError::Invalid { .. } => "AwsInvalidRequest",
-            AwsError::Transient { .. } => "AwsUnavailable",
+            AwsError::AccessDenied { .. } => FailureType::AwsAccessDenied,
+            AwsError::Invalid { .. } => FailureType::AwsInvalidRequest,
+            AwsError::Transient { .. } => FailureType::AwsUnavailable,
         }
     }
 

@@ -21,6 +21,7 @@
 
 use crate::failure::{IntoFailure, failure};
 use azure_core::credentials::TokenCredential;
+use qflows_workflows::FailureType;
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,18 +189,18 @@ pub enum AzureError {
 impl IntoFailure for AzureError {
     fn into_failure(self) -> ActivityError {
         let (kind, retryable, retry_after) = match &self {
-            AzureError::Credentials(_) => ("AzureCredentials", false, None),
-            AzureError::NotFound { .. } => ("AzureNotFound", false, None),
-            AzureError::Refused { .. } => ("AzureRefused", false, None),
+            AzureError::Credentials(_) => (FailureType::AzureCredentials, false, None),
+            AzureError::NotFound { .. } => (FailureType::AzureNotFound, false, None),
+            AzureError::Refused { .. } => (FailureType::AzureRefused, false, None),
             AzureError::Unavailable {
                 retry_after_secs, ..
             } => (
-                "AzureUnavailable",
+                FailureType::AzureUnavailable,
                 true,
                 retry_after_secs.map(Duration::from_secs),
             ),
-            AzureError::BadResponse { .. } => ("AzureBadResponse", true, None),
-            AzureError::InvalidInput(_) => (qflows_workflows::input::INVALID_INPUT, false, None),
+            AzureError::BadResponse { .. } => (FailureType::AzureBadResponse, true, None),
+            AzureError::InvalidInput(_) => (FailureType::InvalidInput, false, None),
         };
         failure(self, kind, retryable, retry_after)
     }

@@ -2,43 +2,46 @@
 //! marked non-retryable when retrying cannot help.
 //!
 //! Type names (`QualysAuthFailed`, `QualysRateLimited`, …) are a public contract: they appear in
-//! workflow histories and failure messages, and alerting can match on them.
+//! workflow histories and failure messages, and alerting can match on them. They are the
+//! variants of [`FailureType`]; every mapping here and in the error types is exhaustive.
 
 use crate::aws::AwsError;
 use crate::qualys::QualysError;
+use qflows_workflows::FailureType;
 use temporalio_sdk::ApplicationFailure;
 use temporalio_sdk::activities::ActivityError;
 
 /// A failure type name and whether Temporal should retry it.
 pub(crate) fn failure(
     err: impl std::error::Error + Send + Sync + 'static,
-    type_name: &str,
+    type_name: FailureType,
     retryable: bool,
     retry_after: Option<std::time::Duration>,
 ) -> ActivityError {
-    crate::metrics::failed(type_name, retryable);
+    crate::metrics::failed(type_name.as_str(), retryable);
     ActivityError::application(
         ApplicationFailure::builder(err)
-            .type_name(type_name.to_string())
+            .type_name(type_name.into())
             .non_retryable(!retryable)
             .maybe_next_retry_delay(retry_after)
             .build(),
     )
 }
 
-/// The failure type name for a Qualys error kind.
-pub fn qualys_type_name(err: &QualysError) -> &'static str {
-    match err.kind() {
-        "auth" => "QualysAuthFailed",
-        "forbidden" => "QualysForbidden",
-        "bad_request" => "QualysBadRequest",
-        "not_found" => "QualysNotFound",
-        "rate_limited" => "QualysRateLimited",
-        "server" => "QualysServerError",
-        "timeout" => "QualysTimeout",
-        "transport" => "QualysUnreachable",
-        "decode" => "QualysBadResponse",
-        _ => "QualysConfigError",
+/// The failure type of a Qualys error: one arm per [`QualysError`] variant, so a new variant
+/// must be given its own type rather than alerting as another.
+pub fn qualys_type_name(err: &QualysError) -> FailureType {
+    match err {
+        QualysError::Auth { .. } => FailureType::QualysAuthFailed,
+        QualysError::Forbidden { .. } => FailureType::QualysForbidden,
+        QualysError::BadRequest { .. } => FailureType::QualysBadRequest,
+        QualysError::NotFound { .. } => FailureType::QualysNotFound,
+        QualysError::RateLimited { .. } => FailureType::QualysRateLimited,
+        QualysError::Server { .. } => FailureType::QualysServerError,
+        QualysError::Timeout { .. } => FailureType::QualysTimeout,
+        QualysError::Transport { .. } => FailureType::QualysUnreachable,
+        QualysError::Decode { .. } => FailureType::QualysBadResponse,
+        QualysError::Config { .. } => FailureType::QualysConfigError,
     }
 }
 

@@ -165,6 +165,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_failure_type_fits_under_the_cap() {
+        // Past the cap a type counts as `other` and alerts on its name stop matching.
+        let n = qflows_workflows::FailureType::ALL.len();
+        assert!(
+            n < MAX_ERROR_TYPES,
+            "{n} failure types, {MAX_ERROR_TYPES} label values: raise the cap"
+        );
+    }
+
+    #[test]
     fn failure_types_are_capped() {
         for i in 0..(MAX_ERROR_TYPES + 10) {
             failed(&format!("TestType{i}"), true);

@@ -14,6 +14,7 @@
 
 use crate::aws::AwsError;
 use aws_sdk_sns::types::MessageAttributeValue;
+use qflows_workflows::FailureType;
 use qflows_workflows::scan::model::{SeveritySummary, Verdict};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -188,10 +189,10 @@ impl NotifyError {
     }
 
     /// Bounded failure type name for Temporal and metrics.
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> FailureType {
         match self {
-            NotifyError::Unavailable { .. } => "NotifyUnavailable",
-            NotifyError::Rejected { .. } => "NotifyRejected",
+            NotifyError::Unavailable { .. } => FailureType::NotifyUnavailable,
+            NotifyError::Rejected { .. } => FailureType::NotifyRejected,
         }
     }
 
@@ -211,7 +212,7 @@ impl crate::failure::IntoFailure for NotifyError {
         let retry_after = self.retry_after();
         ActivityError::application(
             ApplicationFailure::builder(self)
-                .type_name(type_name.to_string())
+                .type_name(type_name.into())
                 .non_retryable(!retryable)
                 .maybe_next_retry_delay(retry_after)
                 .build(),
@@ -804,7 +805,7 @@ mod tests {
             env!("CARGO_MANIFEST_DIR")
         );
         // The samples live in the shared research folder; fall back to their key sets as
-        // documented there (qualys-api.md §6.1, §6.2) when it is not beside the repository.
+        // documented there (docs/qualys-api.md §6.1, §6.2) when it is not beside the repository.
         let Ok(text) = std::fs::read_to_string(&path) else {
             return BTreeSet::new();
         };

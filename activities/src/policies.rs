@@ -21,6 +21,7 @@ use kube::api::{
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use parking_lot::Mutex;
+use qflows_workflows::FailureType;
 use qflows_workflows::cdr::model::{Evidence, PolicyKey, TetragonVersion};
 use qflows_workflows::cdr::{
     EvidenceBatch, EvidenceRef, FetchFindings, ImportLegacy, KubeTarget, MergeEvidence, MergedPage,
@@ -69,22 +70,25 @@ pub enum PolicyOutputError {
 
 impl PolicyOutputError {
     /// Stable failure type name.
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> FailureType {
         match self {
-            PolicyOutputError::Io { .. } => "PolicyDirectoryError",
-            PolicyOutputError::KubeConfig(_) => "KubeConfigError",
+            PolicyOutputError::Io { .. } => FailureType::PolicyDirectoryError,
+            PolicyOutputError::KubeConfig(_) => FailureType::KubeConfigError,
             PolicyOutputError::Kube { source, .. } => match source {
-                kube::Error::Api(s) if s.code == 401 || s.code == 403 => "KubeForbidden",
-                kube::Error::Api(s) if s.code == 404 => "KubeNotFound",
-                kube::Error::Api(s) if s.code == 422 || s.code == 400 => "KubeRejected",
-                _ => "KubeUnavailable",
+                kube::Error::Api(s) if s.code == 401 || s.code == 403 => FailureType::KubeForbidden,
+                kube::Error::Api(s) if s.code == 404 => FailureType::KubeNotFound,
+                kube::Error::Api(s) if s.code == 422 || s.code == 400 => FailureType::KubeRejected,
+                _ => FailureType::KubeUnavailable,
             },
         }
     }
 
     /// Whether retrying may help (outages, conflicts; not refusals or bad configuration).
     pub fn is_retryable(&self) -> bool {
-        matches!(self.type_name(), "KubeUnavailable" | "PolicyDirectoryError")
+        matches!(
+            self.type_name(),
+            FailureType::KubeUnavailable | FailureType::PolicyDirectoryError
+        )
     }
 }
 
@@ -379,7 +383,7 @@ pub async fn publish(
                 }
                 // Refused for this policy alone (its namespace is gone, an admission webhook
                 // said no): report it and go on with the others.
-                Err(e) if !e.is_retryable() && e.type_name() != "KubeForbidden" => {
+                Err(e) if !e.is_retryable() && e.type_name() != FailureType::KubeForbidden => {
                     report.refused.push((g.name.clone(), e.to_string()));
                     failed.insert(g.name.clone());
                 }

@@ -13,6 +13,7 @@ use crate::failure::IntoFailure;
 use crate::heartbeat;
 use crate::qualys::{CreateAwsConnector, CreateEcrRegistry, QualysClient, Registry};
 use backon::{ExponentialBuilder, Retryable};
+use qflows_workflows::FailureType;
 use qflows_workflows::contracts;
 use qflows_workflows::registry::{
     ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, QualysAwsBase, RegistryDefaults,
@@ -142,7 +143,7 @@ impl RegistryActivities {
 fn temporal_unavailable(what: &str, err: impl std::fmt::Display) -> ActivityError {
     ActivityError::application(
         ApplicationFailure::builder(format!("{what}: {err}"))
-            .type_name("TemporalUnavailable".to_string())
+            .type_name(FailureType::TemporalUnavailable.into())
             .build(),
     )
 }
@@ -165,7 +166,7 @@ fn canonical_failed(id: &str, err: WorkflowGetResultError) -> ActivityError {
     };
     ActivityError::application(
         ApplicationFailure::builder(format!("{id} failed: {reason}"))
-            .type_name("EnsureRegistryFailed".to_string())
+            .type_name(FailureType::EnsureRegistryFailed.into())
             .non_retryable(true)
             .build(),
     )
@@ -176,7 +177,7 @@ fn canonical_failed(id: &str, err: WorkflowGetResultError) -> ActivityError {
 fn exists_but_unlisted(what: String) -> ActivityError {
     ActivityError::application(
         ApplicationFailure::builder(what)
-            .type_name("QualysNotListedYet".to_string())
+            .type_name(FailureType::QualysNotListedYet.into())
             .build(),
     )
 }

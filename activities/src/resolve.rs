@@ -13,6 +13,7 @@ use crate::qualys::Secret;
 use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
 use aws_sdk_ecr::types::ImageIdentifier;
+use qflows_workflows::FailureType;
 use qflows_workflows::registry::partition;
 use qflows_workflows::scan::model::ResolvedImage;
 use qflows_workflows::scan::{ImageRef, RegistryKind, ScanRequest};
@@ -74,7 +75,7 @@ impl IntoFailure for ResolveError {
             ResolveError::Aws(e) => e.into_failure(),
             ResolveError::Azure(e) => e.into_failure(),
             e @ ResolveError::NoAzure(_) => {
-                crate::failure::failure(e, "AzureCredentials", false, None)
+                crate::failure::failure(e, FailureType::AzureCredentials, false, None)
             }
         }
     }

@@ -15,6 +15,7 @@
 use crate::aws::{Aws, AwsError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::ServerSideEncryption;
+use qflows_workflows::FailureType;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -124,10 +125,10 @@ impl StoreError {
     }
 
     /// Bounded failure type name for Temporal and metrics.
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> FailureType {
         match self {
-            StoreError::Unavailable { .. } => "ResultsStoreUnavailable",
-            StoreError::Denied { .. } => "ResultsStoreDenied",
+            StoreError::Unavailable { .. } => FailureType::ResultsStoreUnavailable,
+            StoreError::Denied { .. } => FailureType::ResultsStoreDenied,
         }
     }
 

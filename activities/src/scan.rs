@@ -12,12 +12,13 @@ use crate::notify::{Notification, NotificationKind, Notifier};
 use crate::qualys::{Image, OnDemandSchedule, QualysClient, RepoTag};
 use crate::resolve::{Resolver, resolve_request};
 use crate::results::{ResultsStore, SCHEMA_VERSION};
+use qflows_workflows::FailureType;
 use qflows_workflows::scan::ImageRef;
 use qflows_workflows::scan::model::{
     Attached, CollectResults, EntityLookup, FindImage, FindOrSubmit, ImageResult, ImageScanInput,
     ImageStatus, ImageTagsRequest, NotifyReason, NotifyRequest, QualysImageState, ResolvedImage,
-    SCAN_PENDING, ScanFinished, ScanPreparation, ScanSettings, ScanStep, StartImageScan,
-    SubmitRegistryScan, SubmitWhen, image_scan_id,
+    ScanFinished, ScanPreparation, ScanSettings, ScanStep, StartImageScan, SubmitRegistryScan,
+    SubmitWhen, image_scan_id,
 };
 use qflows_workflows::scan::{RegistryKind, ScanRequest};
 use qflows_workflows::{ImageScan, contracts};
@@ -53,7 +54,7 @@ pub struct ScanActivities {
 fn temporal_failure(what: &str, err: impl std::fmt::Display) -> ActivityError {
     ActivityError::application(
         ApplicationFailure::builder(format!("{what}: {err}"))
-            .type_name("TemporalUnavailable".to_string())
+            .type_name(FailureType::TemporalUnavailable.into())
             .build(),
     )
 }
@@ -379,7 +380,7 @@ fn still_scanning(image: &ImageRef, state: &QualysImageState) -> ActivityError {
     };
     ActivityError::application(
         ApplicationFailure::builder(format!("{image}: {seen}"))
-            .type_name(SCAN_PENDING.to_string())
+            .type_name(FailureType::QualysScanPending.into())
             .build(),
     )
 }

@@ -11,6 +11,7 @@ use clap::{Args, ValueEnum};
 use qflows_activities::qualys::{Pod, QualysAuth, QualysConfig, Secret};
 use qflows_workflows::registry::{DEFAULT_SCAN_ROLE_NAME, RegistryDefaults};
 use qflows_workflows::scan::model::Verdict;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 use url::Url;
@@ -718,60 +719,18 @@ impl ScanArgs {
     }
 }
 
-/// Every `QFLOWS_*` variable qflows reads.
-pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
-    "QFLOWS_LOG_FORMAT",
-    "QFLOWS_LOG",
-    "QFLOWS_TASK_QUEUE",
-    "QFLOWS_METRICS_LISTEN",
-    "QFLOWS_SCAN_ROLE_NAME",
-    "QFLOWS_IAM_PROPAGATION_WAIT_SECS",
-    "QFLOWS_SHUTDOWN_GRACE_SECS",
-    "QFLOWS_MAX_CACHED_WORKFLOWS",
-    "QFLOWS_WORKFLOW_TASK_SLOTS",
-    "QFLOWS_ACTIVITY_SLOTS",
-    "QFLOWS_POLLERS",
-    "QFLOWS_TEMPORAL_BIN",
-    "QFLOWS_SCAN_POLL_INITIAL_SECS",
-    "QFLOWS_SCAN_POLL_MAX_SECS",
-    "QFLOWS_SCAN_TIMEOUT_SECS",
-    "QFLOWS_SCAN_TTL_SECS",
-    "QFLOWS_RESCAN_RUNNING_SECS",
-    "QFLOWS_SCAN_RETRY_INITIAL_SECS",
-    "QFLOWS_SCAN_RETRY_MAX_SECS",
-    "QFLOWS_QSCANNER_MAX_CONCURRENT",
-    "QFLOWS_QSCANNER_REGISTRIES",
-    "QFLOWS_RESULTS",
-    "QFLOWS_SNS_TOPIC_ARN",
-    "QFLOWS_WEBHOOK_URL",
-    "QFLOWS_GATE_FAIL_SEVERITY",
-    "QFLOWS_GATE_MAX_HIGH",
-    "QFLOWS_GATE_FIXABLE_ONLY",
-    "QFLOWS_GATE_ALLOWLIST_FILE",
-    "QFLOWS_GATE_UNSCANNED",
-    "QFLOWS_CROSS_ACCOUNT_ROLE_NAME",
-    "QFLOWS_SCAN_BACKEND",
-    "QFLOWS_QSCANNER_BIN",
-    "QFLOWS_QSCANNER_MODE",
-    "QFLOWS_QSCANNER_POLICY_TAGS",
-    "QFLOWS_QSCANNER_TIMEOUT_SECS",
-    "QFLOWS_QSCANNER_WORK_DIR",
-    "QFLOWS_DEV_DIR",
-    "QFLOWS_AZURE_ARM_ENDPOINT",
-    "QFLOWS_AZURE_ACR_ENDPOINT",
-    "QFLOWS_AZURE_CLOUD",
+/// `QFLOWS_*` variables qflows reads without a command-line flag (every other one is the
+/// `env = "…"` of a flag, found by [`known_variables`]).
+pub const VARIABLES_WITHOUT_FLAG: &[&str] = &[
+    // A secret: read by [`bridge_key_from_env`], never shown in `--help`.
+    "QFLOWS_BRIDGE_KEY",
     // Fault injection for the tests that kill a worker mid-step (activities/src/sensor).
     "QFLOWS_FAULT_EXIT_AFTER",
-    "QFLOWS_BRIDGE_LISTEN",
-    "QFLOWS_BRIDGE_KEY",
-    "QFLOWS_BRIDGE_KEY_FILE",
-    "QFLOWS_BRIDGE_API_KEY_HEADER",
-    "QFLOWS_BRIDGE_MAX_BODY_BYTES",
-    "QFLOWS_BRIDGE_START_TIMEOUT_SECS",
-    "QFLOWS_BRIDGE_AZURE_TIMEOUT_SECS",
-    "QFLOWS_BRIDGE_START_CONCURRENCY",
-    "QFLOWS_BRIDGE_SQS_QUEUE_URL",
-    // Read by scripts/ and the integration tests, not by qflows.
+];
+
+/// `QFLOWS_*` variables read by scripts/ and the integration tests, not by qflows: they may be
+/// set where qflows runs.
+pub const TOOLING_VARIABLES: &[&str] = &[
     "QFLOWS_BIN_DIR",
     "QFLOWS_VENV",
     "QFLOWS_CACHE",
@@ -782,14 +741,57 @@ pub const KNOWN_QFLOWS_VARIABLES: &[&str] = &[
     "QFLOWS_MOTO_BIN",
     "QFLOWS_RECORD_HISTORIES",
     "QFLOWS_TEST_WEBHOOK_DOWN_SECS",
+    "QFLOWS_AZURITE_BIN",
+    "QFLOWS_CDR_SCALE_POLICIES",
+    "QFLOWS_CDR_SCALE_SYNCS",
+    "QFLOWS_INVENTORY_ECS_TASKS",
+    "QFLOWS_INVENTORY_PODS",
 ];
 
-/// Rejects `QFLOWS_*` variables qflows does not know: a typo should not silently fall back to a default.
-pub fn check_unknown_variables(vars: impl IntoIterator<Item = String>) -> Result<(), ConfigError> {
+/// The `QFLOWS_*` variables of `command`'s flags: the `env = "…"` of every argument of the
+/// command and of its subcommands, recursively.
+pub fn flag_variables(command: &clap::Command) -> BTreeSet<String> {
+    fn walk(command: &clap::Command, found: &mut BTreeSet<String>) {
+        for arg in command.get_arguments() {
+            if let Some(name) = arg.get_env().and_then(|v| v.to_str())
+                && name.starts_with("QFLOWS_")
+            {
+                found.insert(name.to_string());
+            }
+        }
+        for sub in command.get_subcommands() {
+            walk(sub, found);
+        }
+    }
+    let mut found = BTreeSet::new();
+    walk(command, &mut found);
+    found
+}
+
+/// Every `QFLOWS_*` variable `command` knows: its [`flag_variables`], then
+/// [`VARIABLES_WITHOUT_FLAG`] and [`TOOLING_VARIABLES`].
+pub fn known_variables(command: &clap::Command) -> BTreeSet<String> {
+    let mut known = flag_variables(command);
+    known.extend(
+        VARIABLES_WITHOUT_FLAG
+            .iter()
+            .chain(TOOLING_VARIABLES)
+            .map(|v| v.to_string()),
+    );
+    known
+}
+
+/// Rejects `QFLOWS_*` variables `command` does not know ([`known_variables`]): a typo should not
+/// silently fall back to a default.
+pub fn check_unknown_variables(
+    command: &clap::Command,
+    vars: impl IntoIterator<Item = String>,
+) -> Result<(), ConfigError> {
+    let known = known_variables(command);
     for name in vars {
-        if name.starts_with("QFLOWS_") && !KNOWN_QFLOWS_VARIABLES.contains(&name.as_str()) {
+        if name.starts_with("QFLOWS_") && !known.contains(&name) {
             let squash = |s: &str| s.replace('_', "");
-            let hint = KNOWN_QFLOWS_VARIABLES
+            let hint = known
                 .iter()
                 .find(|k| squash(k) == squash(&name))
                 .map(|k| format!(" (did you mean {k}?)"))
@@ -798,6 +800,11 @@ pub fn check_unknown_variables(vars: impl IntoIterator<Item = String>) -> Result
         }
     }
     Ok(())
+}
+
+/// The bridge's key from `QFLOWS_BRIDGE_KEY`, trimmed; `None` when unset or blank.
+pub fn bridge_key_from_env() -> Option<String> {
+    env_nonempty("QFLOWS_BRIDGE_KEY").map(|k| k.trim().to_string())
 }
 
 fn env_nonempty(name: &str) -> Option<String> {
@@ -923,13 +930,56 @@ mod tests {
         );
     }
 
+    /// A command shaped like qflows': flags with `env` at two levels of subcommands.
+    fn command() -> clap::Command {
+        use clap::{Arg, Command};
+        Command::new("qflows")
+            .arg(Arg::new("log").long("log").env("QFLOWS_LOG"))
+            .subcommand(
+                Command::new("worker")
+                    .arg(
+                        Arg::new("queue")
+                            .long("task-queue")
+                            .env("QFLOWS_TASK_QUEUE"),
+                    )
+                    .arg(Arg::new("home").long("home").env("HOME")),
+            )
+            .subcommand(Command::new("schedule").subcommand(
+                Command::new("cdr").arg(Arg::new("every").long("every").env("QFLOWS_DEEP")),
+            ))
+    }
+
+    #[test]
+    fn known_variables_come_from_every_subcommand() {
+        let known = known_variables(&command());
+        for name in [
+            "QFLOWS_LOG",
+            "QFLOWS_TASK_QUEUE",
+            "QFLOWS_DEEP",
+            "QFLOWS_BRIDGE_KEY",
+        ] {
+            assert!(known.contains(name), "{name} missing from {known:?}");
+        }
+        assert!(!known.contains("HOME"), "only QFLOWS_ variables: {known:?}");
+        assert!(!known.contains("QFLOWS_TASKQUEUE"));
+    }
+
     #[test]
     fn unknown_qflows_variables_are_rejected_with_a_hint() {
-        let err = check_unknown_variables(["QFLOWS_TASKQUEUE".to_string()]).unwrap_err();
+        let err =
+            check_unknown_variables(&command(), ["QFLOWS_TASKQUEUE".to_string()]).unwrap_err();
         assert!(
             err.to_string().contains("did you mean QFLOWS_TASK_QUEUE"),
             "{err}"
         );
-        check_unknown_variables(["QFLOWS_TASK_QUEUE".to_string(), "HOME".to_string()]).unwrap();
+        check_unknown_variables(
+            &command(),
+            [
+                "QFLOWS_TASK_QUEUE".to_string(),
+                "HOME".to_string(),
+                "QFLOWS_DEEP".to_string(),
+            ],
+        )
+        .unwrap();
     }
 }

@@ -271,7 +271,7 @@ async fn start_bridge(
     temporal: TemporalArgs,
     task_queue: &str,
 ) -> anyhow::Result<(crate::bridge::Bridge, Option<String>)> {
-    let from_env = std::env::var("QFLOWS_BRIDGE_KEY").is_ok_and(|k| !k.trim().is_empty());
+    let from_env = crate::config::bridge_key_from_env().is_some();
     let (key_file, shown) = if from_env {
         (None, None)
     } else {

@@ -1,6 +1,6 @@
 //! `qflows`: Temporal workers that run Qualys container-security automation as durable workflows.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use qflows::bench::{self, BenchScanArgs};
 use qflows::bridge::{self, BridgeArgs};
 use qflows::cli::{self, EnsureRegistryArgs};
@@ -300,7 +300,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
-    check_unknown_variables(std::env::vars().map(|(k, _)| k))?;
+    check_unknown_variables(&Cli::command(), std::env::vars().map(|(k, _)| k))?;
     let command = match command {
         Command::Scan {
             temporal,
@@ -409,3 +409,6 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
     }?;
     Ok(ExitCode::SUCCESS)
 }
+
+#[cfg(test)]
+mod known_variables_tests;

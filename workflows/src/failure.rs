@@ -5,14 +5,16 @@
 //! `temporal workflow show` and the UI print e.g. `QualysAuthFailed: Qualys rejected the
 //! username/password` rather than a generic wrapper.
 
-use crate::input::{INVALID_INPUT, InputError};
+use crate::FailureType;
+use crate::input::InputError;
 use temporalio_common::error::IncomingError;
 use temporalio_sdk::{ActivityExecutionError, ApplicationFailure, WorkflowTermination};
 
-/// Ends a workflow because its input was malformed: non-retryable, type [`INVALID_INPUT`].
+/// Ends a workflow because its input was malformed: non-retryable, type
+/// [`FailureType::InvalidInput`].
 pub fn invalid_input(err: InputError) -> WorkflowTermination {
     ApplicationFailure::builder(err)
-        .type_name(INVALID_INPUT.to_string())
+        .type_name(FailureType::InvalidInput.into())
         .non_retryable(true)
         .build()
         .into()
@@ -44,10 +46,10 @@ pub fn is_timeout(err: &ActivityExecutionError) -> bool {
     matches!(err.cause(), Some(IncomingError::Timeout(_)))
 }
 
-/// The application failure type of an activity's last failure, if it has one.
-pub fn failure_type(err: &ActivityExecutionError) -> Option<String> {
+/// The application failure type of an activity's last failure, if it is one of qflows'.
+pub fn failure_type(err: &ActivityExecutionError) -> Option<FailureType> {
     match err.cause() {
-        Some(IncomingError::Application(app)) => app.type_name().map(str::to_string),
+        Some(IncomingError::Application(app)) => app.type_name().and_then(FailureType::from_name),
         _ => None,
     }
 }
@@ -60,7 +62,7 @@ fn describe(cause: &IncomingError) -> (String, Option<String>) {
         ),
         IncomingError::Timeout(_) => (
             format!("timed out ({})", cause.failure().message),
-            Some("ActivityTimeout".to_string()),
+            Some(FailureType::ActivityTimeout.into()),
         ),
         other => (other.failure().message.clone(), None),
     }

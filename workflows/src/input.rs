@@ -8,9 +8,6 @@
 use serde::de::DeserializeOwned;
 use std::fmt;
 
-/// Failure type name for a malformed workflow input (a public contract for alerting and the CLI).
-pub const INVALID_INPUT: &str = "InvalidInput";
-
 /// Why an input was rejected: which field and what was wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputError {

@@ -1,7 +1,7 @@
 //! The data `EnsureRegistry` exchanges, and the pure rules that name things.
 //!
-//! Names follow the Fargate scanner's conventions (`qualys-api.md` §6.2): the Qualys registry for an
-//! AWS account and region is `ecr-<account>-<region>`, its URI is the ECR registry host.
+//! Names follow the Fargate scanner's conventions (`docs/qualys-api.md` §6.2): the Qualys registry
+//! for an AWS account and region is `ecr-<account>-<region>`, its URI is the ECR registry host.
 
 use crate::input::{InputError, Validate};
 use serde::{Deserialize, Serialize};

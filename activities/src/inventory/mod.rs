@@ -23,6 +23,7 @@ use crate::results::ResultsStore;
 use crate::scan::design_memo;
 use futures::StreamExt;
 use list::Lister;
+use qflows_workflows::FailureType;
 use qflows_workflows::ImageScan;
 use qflows_workflows::contracts;
 use qflows_workflows::inventory::model::{
@@ -95,7 +96,7 @@ impl InventoryActivities {
                         "tell {} it runs: {e}",
                         image_scan_id(&digest.digest)
                     ))
-                    .type_name("TemporalUnavailable".to_string())
+                    .type_name(FailureType::TemporalUnavailable.into())
                     .build(),
                 )
             })

@@ -1,4 +1,4 @@
-//! The exact QScanner command line and environment of a scan (qualys-api.md §4.1–4.3).
+//! The exact QScanner command line and environment of a scan (docs/qualys-api.md §4.1–4.3).
 
 use super::error::QScannerError;
 use super::{QScannerConfig, ScanJob, ScanMode};

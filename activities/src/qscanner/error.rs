@@ -1,6 +1,7 @@
 //! Errors of a QScanner run, and the Temporal failures they become.
 
 use super::exit::FailureCategory;
+use qflows_workflows::FailureType;
 use std::path::PathBuf;
 use std::time::Duration;
 use temporalio_sdk::ApplicationFailure;
@@ -113,16 +114,16 @@ impl QScannerError {
     /// `QScannerBadOutput`, or for exit codes `QScannerFailed`, `QScannerInvalidParameter`,
     /// `QScannerArtifactFailed`, `QScannerScanFailed`, `QScannerUploadFailed`,
     /// `QScannerPolicyUnavailable`, `QScannerKilled`.
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> FailureType {
         match self {
-            QScannerError::NotFound { .. } => "QScannerNotFound",
-            QScannerError::Config { .. } => "QScannerConfigError",
-            QScannerError::InvalidJob { .. } => "QScannerInvalidInput",
-            QScannerError::Io { .. } => "QScannerIoError",
+            QScannerError::NotFound { .. } => FailureType::QScannerNotFound,
+            QScannerError::Config { .. } => FailureType::QScannerConfigError,
+            QScannerError::InvalidJob { .. } => FailureType::QScannerInvalidInput,
+            QScannerError::Io { .. } => FailureType::QScannerIoError,
             QScannerError::Exit { category, .. } => category.type_name(),
-            QScannerError::Timeout { .. } => "QScannerTimeout",
-            QScannerError::Cancelled => "QScannerCancelled",
-            QScannerError::BadOutput { .. } => "QScannerBadOutput",
+            QScannerError::Timeout { .. } => FailureType::QScannerTimeout,
+            QScannerError::Cancelled => FailureType::QScannerCancelled,
+            QScannerError::BadOutput { .. } => FailureType::QScannerBadOutput,
         }
     }
 
@@ -141,11 +142,11 @@ impl crate::failure::IntoFailure for QScannerError {
         if matches!(self, QScannerError::Cancelled) {
             return ActivityError::cancelled();
         }
-        let type_name = self.type_name().to_string();
+        let type_name = self.type_name();
         let retryable = self.is_retryable();
         ActivityError::application(
             ApplicationFailure::builder(self)
-                .type_name(type_name)
+                .type_name(type_name.into())
                 .non_retryable(!retryable)
                 .build(),
         )

@@ -1,9 +1,10 @@
-//! QScanner's exit codes: the official table (qualys-api.md §4.4, QScanner 4.8.0 README
+//! QScanner's exit codes: the official table (docs/qualys-api.md §4.4, QScanner 4.8.0 README
 //! l.2728-2775), and what each one means for a scan.
 //!
 //! Not the tables some seed projects carry (qualys-jenkins' "20 = auth failed, 50 = threshold
 //! exceeded", qualys-aci's "1 = vulnerabilities found"): those are wrong.
 
+use qflows_workflows::FailureType;
 use serde::{Deserialize, Serialize};
 
 /// What an exit code means for the scan.
@@ -49,15 +50,15 @@ pub enum FailureCategory {
 
 impl FailureCategory {
     /// The Temporal failure type name of this category.
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> FailureType {
         match self {
-            FailureCategory::Generic => "QScannerFailed",
-            FailureCategory::InvalidParameter => "QScannerInvalidParameter",
-            FailureCategory::Artifact => "QScannerArtifactFailed",
-            FailureCategory::Scan => "QScannerScanFailed",
-            FailureCategory::Upload => "QScannerUploadFailed",
-            FailureCategory::PolicyResult => "QScannerPolicyUnavailable",
-            FailureCategory::Killed => "QScannerKilled",
+            FailureCategory::Generic => FailureType::QScannerFailed,
+            FailureCategory::InvalidParameter => FailureType::QScannerInvalidParameter,
+            FailureCategory::Artifact => FailureType::QScannerArtifactFailed,
+            FailureCategory::Scan => FailureType::QScannerScanFailed,
+            FailureCategory::Upload => FailureType::QScannerUploadFailed,
+            FailureCategory::PolicyResult => FailureType::QScannerPolicyUnavailable,
+            FailureCategory::Killed => FailureType::QScannerKilled,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Running Qualys QScanner (the proprietary `qscanner` CLI) on a container image, and reading
-//! what it writes. Every rule comes from `/work/shared/research/qualys-api.md` §4.
+//! what it writes. Every rule comes from `docs/qualys-api.md` §4.
 //!
 //! # Command (§4.1–4.3)
 //!

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The verdict of `--mode evaluate-policy` (qualys-api.md §4.1).
+/// The verdict of `--mode evaluate-policy` (docs/qualys-api.md §4.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum PolicyVerdict {

@@ -1,4 +1,4 @@
-//! Reading what QScanner writes into `--output-dir` (qualys-api.md §4.5).
+//! Reading what QScanner writes into `--output-dir` (docs/qualys-api.md §4.5).
 //!
 //! - `<imageId>-Report.sarif.json`: the vulnerabilities. Rules (`runs[].tool.driver.rules[]`)
 //!   carry severity, CVEs and QDS; results (`runs[].results[]`) carry the QID and the vulnerable

@@ -1,4 +1,4 @@
-//! The endpoints qflows uses (qualys-api.md §2.1, §3.1).
+//! The endpoints qflows uses (docs/qualys-api.md §2.1, §3.1).
 
 use super::types::{
     AwsBase, AwsConnector, CdrFinding, CdrQuery, CreateAwsConnector, CreateEcrRegistry, Image,

@@ -1,4 +1,4 @@
-//! Gateway JWT login and the cached bearer token (qualys-api.md §1.1).
+//! Gateway JWT login and the cached bearer token (docs/qualys-api.md §1.1).
 //!
 //! - Password mode: `POST {gateway}/auth` with the form `username`, `password`, `token=true`;
 //!   200 or 201 with the raw JWT as text (a JSON `{"access_token"}` is accepted too). The token

@@ -36,7 +36,7 @@ impl fmt::Display for Secret {
     }
 }
 
-/// A Qualys platform (POD), from the official table (qualys-api.md §1.2).
+/// A Qualys platform (POD), from the official table (docs/qualys-api.md §1.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Pod {
     /// US Platform 1.
@@ -104,9 +104,9 @@ impl Pod {
         }
     }
 
-    /// The gateway (JWT, csapi, cdr-api) of the POD: the official column of qualys-api.md §1.2,
-    /// not the wrong values some seed projects carry (EU3 is `qualys.it`, KSA1 `qualysksa.com`,
-    /// CA1 `qg1`).
+    /// The gateway (JWT, csapi, cdr-api) of the POD: the official column of docs/qualys-api.md
+    /// §1.2, not the wrong values some seed projects carry (EU3 is `qualys.it`, KSA1
+    /// `qualysksa.com`, CA1 `qg1`).
     pub fn gateway_url(&self) -> &'static str {
         match self {
             Pod::US1 => "https://gateway.qg1.apps.qualys.com",
@@ -164,7 +164,7 @@ impl FromStr for Pod {
     }
 }
 
-/// How the client authenticates (qualys-api.md §1.1).
+/// How the client authenticates (docs/qualys-api.md §1.1).
 #[derive(Debug, Clone)]
 pub enum QualysAuth {
     /// JWT login at `POST {gateway}/auth`, renewed before it expires and after a 401.
@@ -178,7 +178,7 @@ pub enum QualysAuth {
     Token(Secret),
 }
 
-/// A group of endpoints that share a rate limit (qualys-api.md §2.6).
+/// A group of endpoints that share a rate limit (docs/qualys-api.md §2.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Family {
@@ -279,7 +279,7 @@ pub struct RateLimit {
 }
 
 impl RateLimit {
-    /// The documented csapi limits (qualys-api.md §2.6), plus a conservative 600 per 60 s for
+    /// The documented csapi limits (docs/qualys-api.md §2.6), plus a conservative 600 per 60 s for
     /// the CDR API, whose limit is undocumented.
     pub fn documented() -> Vec<RateLimit> {
         let minute = Duration::from_secs(60);

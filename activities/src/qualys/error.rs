@@ -1,5 +1,5 @@
 //! Errors, their classification (retryable or not), and the redaction of error text
-//! (qualys-api.md §2.5).
+//! (docs/qualys-api.md §2.5).
 
 use super::config::Family;
 use regex::Regex;
@@ -215,7 +215,7 @@ static KEY_VALUE: LazyLock<Regex> = LazyLock::new(|| {
 static LONG_RUN: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(r"[A-Za-z0-9_\-\.]{32,}").expect("valid regex"));
 
-/// Removes credentials from text: the rules of qualys-api.md §2.5
+/// Removes credentials from text: the rules of docs/qualys-api.md §2.5
 /// (`(token|password|secret|key|authorization)[\s:=]+\S+` and any run of 32+ token characters).
 pub fn redact(text: &str) -> String {
     let text = KEY_VALUE.replace_all(text, "${1}${2}=[redacted]");

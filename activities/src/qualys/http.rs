@@ -6,12 +6,12 @@ use reqwest::header::HeaderMap;
 use std::time::Duration;
 use url::Url;
 
-/// Cap of the exponential throttle backoff (qualys-api.md §2.6).
+/// Cap of the exponential throttle backoff (docs/qualys-api.md §2.6).
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// `{gateway}{template}` with each `{…}` segment of `template` replaced by the next of `args`
 /// (percent-encoded as a path segment) and `query` appended (form-encoded). Every value is
-/// encoded exactly once (qualys-api.md §2.3).
+/// encoded exactly once (docs/qualys-api.md §2.3).
 pub(crate) fn build_url(
     gateway: &Url,
     template: &str,

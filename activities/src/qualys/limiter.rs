@@ -1,4 +1,4 @@
-//! Client-side rate limiting per endpoint family (qualys-api.md §2.6).
+//! Client-side rate limiting per endpoint family (docs/qualys-api.md §2.6).
 //!
 //! A sliding window per [`Family`]: a send is allowed when fewer than `limit` sends happened in
 //! the last `window + 250 ms` (the margin absorbs clock and network skew between client and

@@ -1,6 +1,6 @@
 //! The one Qualys HTTP client: gateway JWT auth, rate limits, paging and error classification.
 //!
-//! Every rule here comes from `/work/shared/research/qualys-api.md` (§ numbers below):
+//! Every rule here comes from `docs/qualys-api.md` (§ numbers below):
 //!
 //! - **Platforms** (§1.2): [`Pod`] maps the 13 official PODs to their gateways; a gateway URL
 //!   can be given directly instead (emulators, engineering pods).

@@ -1,4 +1,4 @@
-//! Paging (qualys-api.md §2.3 csapi, §3.1 CDR).
+//! Paging (docs/qualys-api.md §2.3 csapi, §3.1 CDR).
 //!
 //! - csapi: 1-based `pageNumber` (configurable name) + `pageSize`, answers `{"data":[…],"count":N}`
 //!   (a bare array is accepted; 204 = nothing). Stop on an empty or short page, or once `count`

@@ -1,4 +1,4 @@
-//! Request bodies and tolerant response types (qualys-api.md §2.1, §3.2, samples/qualys/).
+//! Request bodies and tolerant response types (docs/qualys-api.md §2.1, §3.2, samples/qualys/).
 //!
 //! Response types read what they model from several spellings and types (numbers as strings,
 //! nulls, arrays or objects), keep every other field in `extra`, and never fail on a field's
@@ -295,7 +295,7 @@ pub struct RepoTag {
 
 /// An on-demand registry scan (`POST /registry/{id}/schedule`). Serialises to
 /// `{"filters":[{"repoTags":[…],"days":null}],"name","onDemand":true,"schedule":"00:00",
-/// "forceScan","registryType"}` (qualys-api.md §2.1 #10, §2.2).
+/// "forceScan","registryType"}` (docs/qualys-api.md §2.1 #10, §2.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "ScheduleBody", from = "ScheduleBody")]
 pub struct OnDemandSchedule {
@@ -484,7 +484,7 @@ pub struct Image {
     /// Repository digests.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub repo_digests: Vec<RepoDigest>,
-    /// Scan status; `SUCCESS` means done (qualys-api.md §2.4).
+    /// Scan status; `SUCCESS` means done (docs/qualys-api.md §2.4).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scan_status: Option<String>,
     /// Vulnerability counts.
@@ -668,7 +668,7 @@ impl Sensor {
 deserialize_from_object!(Sensor, Sensor::from_object);
 
 /// CDR severity. Findings carry an int (1 = LOW, 2 = MEDIUM, 3 = HIGH, 4 and 5 = CRITICAL, per
-/// the seeds) or the query parameter's names (qualys-api.md §3.1, §3.2).
+/// the seeds) or the query parameter's names (docs/qualys-api.md §3.1, §3.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum Severity {
@@ -791,7 +791,7 @@ impl Default for CdrQuery {
     }
 }
 
-/// A CDR finding (qualys-api.md §3.2). Only the fields below are typed; everything else
+/// A CDR finding (docs/qualys-api.md §3.2). Only the fields below are typed; everything else
 /// (`resourceType`, `processName`, `mitreRulesInfo`, …) stays in `extra`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]

@@ -15,6 +15,7 @@ use crate::aws::Aws;
 use crate::failure::IntoFailure;
 use crate::policies::PolicyOutputError;
 use crate::qualys::QualysClient;
+use qflows_workflows::FailureType;
 use qflows_workflows::contracts;
 use qflows_workflows::sensor::{
     DeploySensorInput, RollbackReport, RolloutObservation, RolloutStatus, SensorApplied,
@@ -81,13 +82,13 @@ impl IntoFailure for SensorError {
             SensorError::Kube(e) => e.into_failure(),
             // The operator must create the Secret: retrying cannot help.
             e @ SensorError::MissingCredential { .. } => {
-                crate::failure::failure(e, "SensorCredentialsMissing", false, None)
+                crate::failure::failure(e, FailureType::SensorCredentialsMissing, false, None)
             }
             e @ SensorError::Unsupported(_) => {
-                crate::failure::failure(e, "SensorUnsupportedCluster", false, None)
+                crate::failure::failure(e, FailureType::SensorUnsupportedCluster, false, None)
             }
             e @ SensorError::Preflight { .. } => {
-                crate::failure::failure(e, "SensorPreflightRefused", false, None)
+                crate::failure::failure(e, FailureType::SensorPreflightRefused, false, None)
             }
             SensorError::Aws(e) => e.into_failure(),
             SensorError::Qualys(e) => e.into_failure(),
@@ -289,7 +290,7 @@ impl SensorActivities {
                         unobservable: None,
                         reason: None,
                     },
-                    Err(e) if e.is_retryable() || e.type_name() == "AwsAccessDenied" => {
+                    Err(e) if e.is_retryable() || e.type_name() == FailureType::AwsAccessDenied => {
                         unobservable(e.to_string())
                     }
                     Err(e) => RolloutObservation {
@@ -387,7 +388,7 @@ impl SensorActivities {
                 if transient {
                     return Err(crate::failure::failure(
                         RollbackIncomplete(report.remaining.join("; ")),
-                        "SensorRollbackIncomplete",
+                        FailureType::SensorRollbackIncomplete,
                         true,
                         None,
                     ));

@@ -122,8 +122,8 @@ pub struct HostPath {
     pub source_path: String,
 }
 
-/// The sensor's ECS task definition (research §5: the official definition with the registry
-/// arguments, the docker socket and docker root mounts, awslogs).
+/// The sensor's ECS task definition (docs/qualys-api.md §5: the official definition with the
+/// registry arguments, the docker socket and docker root mounts, awslogs).
 pub fn ecs_task_definition(input: &DeploySensorInput) -> TaskDefinition {
     let region = input.region.clone().unwrap_or_default();
     let volumes = [
@@ -282,7 +282,8 @@ fn secret_key_ref(reference: &str) -> Value {
     json!({"secretKeyRef": {"name": name, "key": key}})
 }
 
-/// CPU the sensor container requests, in millicores (as the nelssec manifests, research §5).
+/// CPU the sensor container requests, in millicores (as the nelssec manifests,
+/// docs/qualys-api.md §5).
 pub const SENSOR_CPU_REQUEST_MILLI: u64 = 250;
 /// Memory the sensor container requests, in MiB.
 pub const SENSOR_MEMORY_REQUEST_MIB: u64 = 512;

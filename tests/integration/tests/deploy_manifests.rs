@@ -530,7 +530,7 @@ async fn kubernetes_manifests_pass_a_server_side_dry_run_and_are_locked_down() -
     }
     // Every variable the manifests set is one qflows reads: it rejects unknown QFLOWS_* names
     // at start-up, so a typo here would crash-loop the pods.
-    let mut variables: Vec<String> = Vec::new();
+    let mut variables: Vec<(String, Option<String>)> = Vec::new();
     for manifest in &manifests {
         if manifest.kind() == "ConfigMap" {
             variables.extend(
@@ -538,7 +538,7 @@ async fn kubernetes_manifests_pass_a_server_side_dry_run_and_are_locked_down() -
                     .as_object()
                     .into_iter()
                     .flatten()
-                    .map(|(k, _)| k.clone()),
+                    .map(|(k, v)| (k.clone(), v.as_str().map(str::to_owned))),
             );
         }
         for container in manifest.object["spec"]["template"]["spec"]["containers"]
@@ -551,12 +551,15 @@ async fn kubernetes_manifests_pass_a_server_side_dry_run_and_are_locked_down() -
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter_map(|e| e["name"].as_str().map(str::to_owned)),
+                    .filter_map(|e| {
+                        let name = e["name"].as_str()?.to_owned();
+                        Some((name, e["value"].as_str().map(str::to_owned)))
+                    }),
             );
         }
     }
-    assert!(variables.iter().any(|v| v == "QFLOWS_BRIDGE_KEY"));
-    qflows::config::check_unknown_variables(variables)?;
+    assert!(variables.iter().any(|(v, _)| v == "QFLOWS_BRIDGE_KEY"));
+    assert_variables_known(&variables)?;
 
     // No Secret objects with values in git.
     assert!(
@@ -564,6 +567,46 @@ async fn kubernetes_manifests_pass_a_server_side_dry_run_and_are_locked_down() -
         "deploy/kubernetes holds a Secret"
     );
     Ok(())
+}
+
+/// Runs `qflows` with `variables` set (their manifest values, or a placeholder for those from a
+/// Secret) and checks it gets past its unknown-variable check: the known variables come from its
+/// command line, so only the binary can tell. `policy generate` of a missing file is an offline
+/// command that fails right after the check.
+fn assert_variables_known(variables: &[(String, Option<String>)]) -> anyhow::Result<()> {
+    let dir = tempfile_dir()?;
+    let mut command = std::process::Command::new(qflows_integration::qflows_bin()?);
+    command
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["policy", "generate", "--findings"])
+        .arg(dir.join("absent.json"))
+        .arg("--output")
+        .arg(dir.join("out"));
+    for (name, value) in variables {
+        command.env(name, value.as_deref().unwrap_or("placeholder"));
+    }
+    let out = command.output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "policy generate of a missing file succeeded"
+    );
+    assert!(
+        !stderr.contains("unknown variable"),
+        "qflows refuses a variable the manifests set: {stderr}"
+    );
+    assert!(
+        stderr.contains("absent.json"),
+        "qflows stopped before reading the findings (not the error expected): {stderr}"
+    );
+    Ok(())
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("qflows-manifest-vars-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }
 
 /// The trigger metadata keys of KEDA's `temporal` scaler (kedacore/keda v2.20,

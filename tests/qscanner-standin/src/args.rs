@@ -1,5 +1,5 @@
 //! QScanner's command line: `qscanner <global_options> command <command_options> target`,
-//! flags as `--flag value` or `--flag=value` (qualys-api.md §4.1).
+//! flags as `--flag value` or `--flag=value` (docs/qualys-api.md §4.1).
 
 use std::fmt;
 

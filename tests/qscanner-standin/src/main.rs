@@ -1,6 +1,6 @@
 //! `qscanner`: a stand-in for the proprietary Qualys QScanner 4.8 CLI, for tests.
 //!
-//! It honours the documented interface (qualys-api.md §4): global flags, then `image <ref>`;
+//! It honours the documented interface (docs/qualys-api.md §4): global flags, then `image <ref>`;
 //! `--pod`/`--gateway-url` and a token (`QUALYS_ACCESS_TOKEN`, `--access-token`, or client id
 //! and secret) are required outside `inventory-only` mode (FAQ Q1; missing → exit 2);
 //! `HOME` or `XDG_CONFIG_HOME` must be set (FAQ Q7); `--version` prints `4.8.0-2`. It writes

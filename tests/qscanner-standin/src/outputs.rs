@@ -1,4 +1,4 @@
-//! The files QScanner writes into `--output-dir` (qualys-api.md §4.5), in the shapes of the
+//! The files QScanner writes into `--output-dir` (docs/qualys-api.md §4.5), in the shapes of the
 //! samples in `/work/shared/research/samples/qualys/`.
 
 use crate::args::Options;

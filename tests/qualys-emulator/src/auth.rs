@@ -1,4 +1,4 @@
-//! `POST /auth` (qualys-api.md §1.1): a form login that answers 201 with a raw JWT, and the
+//! `POST /auth` (docs/qualys-api.md §1.1): a form login that answers 201 with a raw JWT, and the
 //! bearer check every other endpoint makes.
 
 use crate::http::{self, Reply, parse_pairs};

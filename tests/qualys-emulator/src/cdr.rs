@@ -1,5 +1,5 @@
-//! `GET /cdr-api/rest/v1/findings/` (qualys-api.md §3.1, §3.2): findings between `startAt` and
-//! `endAt`, paged by `offSet`/`limit`, in the `{"content","totalElements"}` envelope; 403 while
+//! `GET /cdr-api/rest/v1/findings/` (docs/qualys-api.md §3.1, §3.2): findings between `startAt`
+//! and `endAt`, paged by `offSet`/`limit`, in the `{"content","totalElements"}` envelope; 403 while
 //! [`crate::RunningEmulator::set_cdr_forbidden`] is on, and one 503 for the page
 //! [`crate::RunningEmulator::fail_cdr_page_once`] names.
 

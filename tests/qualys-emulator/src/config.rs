@@ -17,8 +17,8 @@ pub struct EmulatorConfig {
     /// Pre-issued bearer tokens that are accepted without a login and never expire
     /// (default none).
     pub api_tokens: Vec<String>,
-    /// Lifetime of the JWTs `POST /auth` issues, in seconds (default 14400 = 4 h, qualys-api.md
-    /// §1.1). A request with an expired token gets 401.
+    /// Lifetime of the JWTs `POST /auth` issues, in seconds (default 14400 = 4 h,
+    /// docs/qualys-api.md §1.1). A request with an expired token gets 401.
     pub token_ttl_secs: u64,
     /// Milliseconds from an on-demand schedule to the image being scanned (default 2000). The
     /// image is unknown (404) for the first half of it and `PENDING` for the second half.
@@ -79,7 +79,7 @@ impl EmulatorConfig {
 
 /// The body of a successful `POST /csapi/v1.3/registry`. Swagger 1.1 declares a plain string,
 /// a seed reads `{"registryUuid"}`, and clients must also cope with an empty body
-/// (qualys-api.md §2.1 #6).
+/// (docs/qualys-api.md §2.1 #6).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegistryCreateResponse {
@@ -165,7 +165,7 @@ impl PushedImage {
     }
 }
 
-/// The envelope of `GET /images/{sha}/vuln` (qualys-api.md §2.1 #14).
+/// The envelope of `GET /images/{sha}/vuln` (docs/qualys-api.md §2.1 #14).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum VulnShape {
@@ -178,7 +178,7 @@ pub enum VulnShape {
     Data,
 }
 
-/// A sliding-window limit for one endpoint family (qualys-api.md §2.6).
+/// A sliding-window limit for one endpoint family (docs/qualys-api.md §2.6).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitRule {
@@ -201,8 +201,8 @@ impl RateLimitRule {
         }
     }
 
-    /// The documented csapi table (qualys-api.md §2.6) plus `cdr` at 600 per 60 s, which is not
-    /// documented.
+    /// The documented csapi table (docs/qualys-api.md §2.6) plus `cdr` at 600 per 60 s, which is
+    /// not documented.
     pub fn documented() -> Vec<Self> {
         vec![
             Self::new("containers_list", 120, 60),
@@ -249,7 +249,7 @@ pub struct Seed {
     /// Images: scanned ones are visible at once, the others are what a registry scan of their
     /// registry/repository/tag finds.
     pub images: Vec<SeedImage>,
-    /// CDR findings, raw JSON objects (qualys-api.md §3.2).
+    /// CDR findings, raw JSON objects (docs/qualys-api.md §3.2).
     pub cdr_findings: Vec<Value>,
 }
 
@@ -272,7 +272,7 @@ pub struct SeedImage {
     /// derived from registry, repository and tag.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
-    /// Vulnerabilities in the official `details` shape (qualys-api.md §2.1 #14). Empty:
+    /// Vulnerabilities in the official `details` shape (docs/qualys-api.md §2.1 #14). Empty:
     /// deterministic ones are generated from the SHA.
     #[serde(default)]
     pub vulnerabilities: Vec<Value>,

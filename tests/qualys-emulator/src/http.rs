@@ -1,4 +1,4 @@
-//! Response builders (the standard Qualys error body, qualys-api.md §2.5), query-string and
+//! Response builders (the standard Qualys error body, docs/qualys-api.md §2.5), query-string and
 //! form parsing, and paging.
 
 use axum::body::Body;
@@ -163,7 +163,7 @@ impl Query {
     }
 
     /// A QQL filter: `filter`, decoded once more if a client encoded it twice (a seed does,
-    /// qualys-api.md §2.3).
+    /// docs/qualys-api.md §2.3).
     pub(crate) fn filter(&self) -> Option<String> {
         let f = self.get("filter")?.trim();
         if f.is_empty() {

@@ -193,7 +193,7 @@ const CATALOGUE: &[Known] = &[
     },
 ];
 
-/// A vulnerability in the official `details` shape (qualys-api.md §2.1 #14, sample
+/// A vulnerability in the official `details` shape (docs/qualys-api.md §2.1 #14, sample
 /// csapi-image-vuln.official.response.json) plus `qid`, `title`, `cveids` and `software`.
 fn details_item(k: &Known, found_ms: u64) -> Value {
     let result = format!(

@@ -1,4 +1,4 @@
-//! csapi image and sensor endpoints (qualys-api.md §2.1 #12–#15, §2.3, §2.4).
+//! csapi image and sensor endpoints (docs/qualys-api.md §2.1 #12–#15, §2.3, §2.4).
 
 use crate::config::VulnShape;
 use crate::http::{self, ApiError, Query, Reply, bad_request, not_found, ok};
@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use std::time::Instant;
 
 /// The `scanStatus` of an image that is known but not yet scanned (no enum is documented;
-/// only `SUCCESS` is confirmed, qualys-api.md §2.4).
+/// only `SUCCESS` is confirmed, docs/qualys-api.md §2.4).
 const PENDING: &str = "PENDING";
 
 fn status_name(state: ImageState) -> &'static str {

@@ -1,7 +1,7 @@
 //! A stateful emulator of the Qualys gateway APIs qflows uses, for integration tests and for
 //! `qflows dev` when no Qualys credentials exist.
 //!
-//! It follows the facts and samples collected in `/work/shared/research/qualys-api.md` and
+//! It follows the facts and samples collected in `docs/qualys-api.md` and
 //! `samples/qualys/` (the section numbers below refer to that document):
 //!
 //! - **Auth (§1.1)**: `POST /auth` with the form `username`, `password`, `token=true` answers

@@ -1,4 +1,4 @@
-//! Per-family sliding-window rate limits (qualys-api.md §2.6) and their headers.
+//! Per-family sliding-window rate limits (docs/qualys-api.md §2.6) and their headers.
 
 use crate::config::RateLimitRule;
 use crate::http;

@@ -1,5 +1,5 @@
-//! Just enough QQL for the filters clients send (qualys-api.md §2.3): `key:value` terms joined
-//! by whitespace or `and`, values bare, `"quoted"` (with `\` escapes), `'quoted'` or a
+//! Just enough QQL for the filters clients send (docs/qualys-api.md §2.3): `key:value` terms
+//! joined by whitespace or `and`, values bare, `"quoted"` (with `\` escapes), `'quoted'` or a
 //! `[range]`.
 
 /// The `(key, value)` terms of `filter`, or why it is not understood.

@@ -1,4 +1,4 @@
-//! csapi registry endpoints (qualys-api.md §2.1 #1–#11, §2.2): the AWS base, connectors,
+//! csapi registry endpoints (docs/qualys-api.md §2.1 #1–#11, §2.2): the AWS base, connectors,
 //! registries and their schedules.
 
 use crate::config::{Duplicates, RegistryCreateResponse};

@@ -2,7 +2,7 @@
 
 use axum::http::Method;
 
-/// The emulated endpoints (qualys-api.md §1.1, §2.1, §3.1).
+/// The emulated endpoints (docs/qualys-api.md §1.1, §2.1, §3.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Route {
     /// `POST /auth`.

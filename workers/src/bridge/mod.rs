@@ -84,10 +84,7 @@ impl BridgeArgs {
                 (text.trim().to_string(), "QFLOWS_BRIDGE_KEY_FILE")
             }
             None => (
-                std::env::var("QFLOWS_BRIDGE_KEY")
-                    .unwrap_or_default()
-                    .trim()
-                    .to_string(),
+                crate::config::bridge_key_from_env().unwrap_or_default(),
                 "QFLOWS_BRIDGE_KEY",
             ),
         };

@@ -27,6 +27,7 @@
 
 mod v1;
 
+use crate::FailureType;
 use crate::contracts::{
     ApplyPlannedSensor, ObserveSensorRollout, PrepareSensor, RollbackPlannedSensor,
     VerifySensorRegistered,
@@ -40,14 +41,6 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     ActivityCloseTimeouts, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowResult,
 };
-
-/// Failure type of a deployment that was rolled back (a public contract).
-pub const SENSOR_ROLLED_BACK: &str = "SensorRolledBack";
-/// Failure type of a roll-back that could not restore everything (its message names what remains).
-pub const SENSOR_ROLLBACK_FAILED: &str = "SensorRollbackFailed";
-/// Failure type of a run that could not observe the cluster or Qualys within its deadline; the
-/// sensor is left as applied.
-pub const SENSOR_UNOBSERVABLE: &str = "SensorUnobservable";
 
 /// Patch marking runs of this design (every run started by this code).
 pub const REAL_CLUSTERS_PATCH: &str = "sensor-real-clusters";
@@ -94,9 +87,9 @@ fn call(left: u64, per_call: u64) -> ActivityOptions {
     .build()
 }
 
-fn fail(type_name: &str, message: String) -> temporalio_sdk::WorkflowTermination {
+fn fail(type_name: FailureType, message: String) -> temporalio_sdk::WorkflowTermination {
     ApplicationFailure::builder(message)
-        .type_name(type_name.to_string())
+        .type_name(type_name.into())
         .non_retryable(true)
         .build()
         .into()
@@ -181,7 +174,7 @@ async fn run_planned(
     }
     if let Some(why) = unobservable {
         return Err(fail(
-            SENSOR_UNOBSERVABLE,
+            FailureType::SensorUnobservable,
             format!(
                 "the cluster could not be observed within {rollout_bound} s ({why}); the sensor \
                  is left as applied, not rolled back: run the deployment again once the cluster \
@@ -228,7 +221,7 @@ async fn run_planned(
         }
         if let Some(why) = unobservable {
             return Err(fail(
-                SENSOR_UNOBSERVABLE,
+                FailureType::SensorUnobservable,
                 format!(
                     "Qualys could not be asked within {verify_bound} s whether the sensor \
                      registered ({why}); the sensor is left as applied, not rolled back"
@@ -249,11 +242,11 @@ async fn run_planned(
             .await;
         return Err(match report {
             Ok(r) if r.remaining.is_empty() => fail(
-                SENSOR_ROLLED_BACK,
+                FailureType::SensorRolledBack,
                 format!("{problem}; rolled back: {}", r.restored.join("; ")),
             ),
             Ok(r) => fail(
-                SENSOR_ROLLBACK_FAILED,
+                FailureType::SensorRollbackFailed,
                 format!(
                     "{problem}; the roll-back could not restore everything. Remaining: {}. \
                      Restored: {}",
@@ -280,7 +273,7 @@ async fn run_planned(
                         .collect()
                 };
                 fail(
-                    SENSOR_ROLLBACK_FAILED,
+                    FailureType::SensorRollbackFailed,
                     format!(
                         "{problem}; the roll-back failed ({}). Remaining: {}",
                         root_message(&e),

@@ -2,7 +2,8 @@
 //! restore the DaemonSet spec or task definition apply saw. Kept unchanged so such runs and
 //! their recorded histories replay.
 
-use super::{DeploySensor, SENSOR_ROLLED_BACK};
+use super::DeploySensor;
+use crate::FailureType;
 use crate::contracts::{ApplySensor, CountRegistrySensors, RollbackSensor, SensorRolloutStatus};
 use crate::failure::{activity_failed, root_message};
 use crate::options;
@@ -91,7 +92,7 @@ pub(super) async fn run(
             .map_err(|e| activity_failed(&format!("{problem}; roll back"), e))?;
         return Err(
             ApplicationFailure::builder(format!("{problem}; rolled back: {report}"))
-                .type_name(SENSOR_ROLLED_BACK.to_string())
+                .type_name(FailureType::SensorRolledBack.into())
                 .non_retryable(true)
                 .build()
                 .into(),

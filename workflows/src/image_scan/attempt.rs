@@ -13,6 +13,7 @@
 
 use super::{ImageScan, InFlight, Limit, answer_waiting, has_news, now_secs, take_in_signals};
 use super::{continue_as_new, time_to_continue};
+use crate::FailureType;
 use crate::clock::{epoch_ms, rfc3339};
 use crate::contracts::{
     AwaitScanResults, CollectScanResults, EcrImageTags, EnsureRegistryShared, FindOrSubmitScan,
@@ -23,7 +24,7 @@ use crate::options;
 use crate::registry::EnsureRegistryInput;
 use crate::scan::model::{
     CollectResults, FindImage, FindOrSubmit, ImageResult, ImageScanInput, ImageStatus,
-    ImageTagsRequest, QScannerScan, SCAN_PENDING, ScanSettings, ScanStep, SubmitWhen,
+    ImageTagsRequest, QScannerScan, ScanSettings, ScanStep, SubmitWhen,
 };
 use crate::scan::{ImageRef, RegistryKind, search};
 use std::time::Duration;
@@ -364,7 +365,7 @@ async fn await_and_collect(
         Ok(finished) => Ok((finished.result, finished.qualys_scanned_ms)),
         // The deadline passed: during an attempt (a timeout) or between two polls (the server
         // schedules no retry past it and reports the last "not finished yet").
-        Err(e) if is_timeout(&e) || failure_type(&e).as_deref() == Some(SCAN_PENDING) => {
+        Err(e) if is_timeout(&e) || failure_type(&e) == Some(FailureType::QualysScanPending) => {
             Ok(timed_out())
         }
         Err(e) => Ok(failed(ctx, "wait for the Qualys scan", &e)),

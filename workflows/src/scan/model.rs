@@ -311,10 +311,6 @@ pub enum QualysImageState {
     },
 }
 
-/// The failure type of a poll that found a Qualys scan not finished yet: retried by the wait's
-/// retry policy, and when the scan timeout runs out first, the scan is `timed_out`.
-pub const SCAN_PENDING: &str = "QualysScanPending";
-
 /// Look an image up in Qualys by its digest, through the tag a registry scan selects it by.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -14,6 +14,7 @@ use super::{ListError, Lister, Seen, check_size, retrying};
 use crate::policies::{PolicyOutputError, kube_client};
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, ListParams};
+use qflows_workflows::FailureType;
 use qflows_workflows::cdr::KubeTarget;
 
 /// Pods that have finished are not running anything.
@@ -56,7 +57,7 @@ pub(crate) async fn list(
             Ok(page) => page,
             // The `continue` token expired (the listing took longer than etcd keeps its
             // revision): start over once, from the first page.
-            Err(e) if e.type_name() == "KubeListExpired" && !restarted => {
+            Err(e) if e.type_name() == FailureType::KubeListExpired && !restarted => {
                 tracing::info!(error = %e, "inventory: pod listing expired; starting over");
                 restarted = true;
                 seen.clear();

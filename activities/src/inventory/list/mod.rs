@@ -18,7 +18,8 @@ use crate::azure::AzureError;
 use crate::failure::{IntoFailure, failure};
 use crate::resolve::Resolver;
 use futures::{StreamExt, TryStreamExt};
-use qflows_workflows::input::{INVALID_INPUT, InputError};
+use qflows_workflows::FailureType;
+use qflows_workflows::input::InputError;
 use qflows_workflows::inventory::InventoryScope;
 use qflows_workflows::inventory::model::{RunningContainer, bounded_place};
 use qflows_workflows::scan::{ImageRef, RegistryKind};
@@ -81,36 +82,40 @@ pub enum ListError {
 
 impl ListError {
     /// Bounded failure type name for Temporal and metrics.
-    pub fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> FailureType {
         match self {
-            ListError::Unsupported(_) => "InventoryUnsupported",
-            ListError::InvalidScope(_) => INVALID_INPUT,
+            ListError::Unsupported(_) => FailureType::InventoryUnsupported,
+            ListError::InvalidScope(_) => FailureType::InvalidInput,
             ListError::Aws(e) => e.type_name(),
             ListError::Azure(e) => match e {
-                AzureError::Credentials(_) => "AzureCredentials",
-                AzureError::NotFound { .. } => "AzureNotFound",
-                AzureError::Refused { .. } => "AzureRefused",
-                AzureError::Unavailable { .. } => "AzureUnavailable",
-                AzureError::BadResponse { .. } => "AzureBadResponse",
-                AzureError::InvalidInput(_) => INVALID_INPUT,
+                AzureError::Credentials(_) => FailureType::AzureCredentials,
+                AzureError::NotFound { .. } => FailureType::AzureNotFound,
+                AzureError::Refused { .. } => FailureType::AzureRefused,
+                AzureError::Unavailable { .. } => FailureType::AzureUnavailable,
+                AzureError::BadResponse { .. } => FailureType::AzureBadResponse,
+                AzureError::InvalidInput(_) => FailureType::InvalidInput,
             },
-            ListError::KubeConfig(_) => "KubeConfigError",
+            ListError::KubeConfig(_) => FailureType::KubeConfigError,
             ListError::Kube { source, .. } => match source {
-                ::kube::Error::Api(s) if s.code == 401 || s.code == 403 => "KubeForbidden",
-                ::kube::Error::Api(s) if s.code == 404 => "KubeNotFound",
-                // An expired `continue` token: a new listing from the start will do.
-                ::kube::Error::Api(s) if s.code == 410 => "KubeListExpired",
-                ::kube::Error::Api(s) if s.code == 429 || s.code >= 500 => "KubeUnavailable",
-                ::kube::Error::Api(_) => "KubeRejected",
-                ::kube::Error::Auth(_) => "KubeAuthFailed",
-                ::kube::Error::InferConfig(_) | ::kube::Error::InferKubeconfig(_) => {
-                    "KubeConfigError"
+                ::kube::Error::Api(s) if s.code == 401 || s.code == 403 => {
+                    FailureType::KubeForbidden
                 }
-                ::kube::Error::SerdeError(_) => "KubeBadResponse",
-                _ => "KubeUnavailable",
+                ::kube::Error::Api(s) if s.code == 404 => FailureType::KubeNotFound,
+                // An expired `continue` token: a new listing from the start will do.
+                ::kube::Error::Api(s) if s.code == 410 => FailureType::KubeListExpired,
+                ::kube::Error::Api(s) if s.code == 429 || s.code >= 500 => {
+                    FailureType::KubeUnavailable
+                }
+                ::kube::Error::Api(_) => FailureType::KubeRejected,
+                ::kube::Error::Auth(_) => FailureType::KubeAuthFailed,
+                ::kube::Error::InferConfig(_) | ::kube::Error::InferKubeconfig(_) => {
+                    FailureType::KubeConfigError
+                }
+                ::kube::Error::SerdeError(_) => FailureType::KubeBadResponse,
+                _ => FailureType::KubeUnavailable,
             },
-            ListError::WrongAccount { .. } => "InventoryWrongAccount",
-            ListError::TooLarge => "InventoryTooLarge",
+            ListError::WrongAccount { .. } => FailureType::InventoryWrongAccount,
+            ListError::TooLarge => FailureType::InventoryTooLarge,
         }
     }
 
@@ -121,11 +126,11 @@ impl ListError {
             ListError::Aws(e) => e.is_retryable(),
             other => matches!(
                 other.type_name(),
-                "AzureUnavailable"
-                    | "AzureBadResponse"
-                    | "KubeUnavailable"
-                    | "KubeListExpired"
-                    | "KubeBadResponse"
+                FailureType::AzureUnavailable
+                    | FailureType::AzureBadResponse
+                    | FailureType::KubeUnavailable
+                    | FailureType::KubeListExpired
+                    | FailureType::KubeBadResponse
             ),
         }
     }
@@ -412,7 +417,7 @@ where
             // An expired `continue` token fails again on the same page: the caller restarts.
             Err(e)
                 if e.is_retryable()
-                    && e.type_name() != "KubeListExpired"
+                    && e.type_name() != FailureType::KubeListExpired
                     && attempt < PAGE_ATTEMPTS =>
             {
                 let backoff = std::time::Duration::from_secs(1 << (attempt - 1));
