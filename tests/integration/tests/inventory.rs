@@ -364,7 +364,8 @@ async fn a_bad_scope_is_refused_before_anything_runs() -> anyhow::Result<()> {
 #[ignore = "a benchmark: it prints figures for the README"]
 async fn bench_one_inventory_of_thousands_of_pods() -> anyhow::Result<()> {
     let pods: usize = std::env::var("INVENTORY_BENCH_PODS").map_or(3000, |v| v.parse().unwrap());
-    let digests: usize = std::env::var("INVENTORY_BENCH_DIGESTS").map_or(80, |v| v.parse().unwrap());
+    let digests: usize =
+        std::env::var("INVENTORY_BENCH_DIGESTS").map_or(80, |v| v.parse().unwrap());
     let env = TestEnv::start(EmulatorConfig {
         scan_delay_ms: 500,
         ..Default::default()
@@ -410,7 +411,8 @@ async fn bench_one_inventory_of_thousands_of_pods() -> anyhow::Result<()> {
 async fn bench_one_inventory_of_thousands_of_ecs_tasks() -> anyhow::Result<()> {
     use aws_sdk_ecs::types::{ContainerDefinition, LaunchType};
     let tasks: usize = std::env::var("INVENTORY_BENCH_TASKS").map_or(2000, |v| v.parse().unwrap());
-    let digests: usize = std::env::var("INVENTORY_BENCH_DIGESTS").map_or(60, |v| v.parse().unwrap());
+    let digests: usize =
+        std::env::var("INVENTORY_BENCH_DIGESTS").map_or(60, |v| v.parse().unwrap());
     let (clusters, services) = (3usize, 40usize);
     let env = TestEnv::start(EmulatorConfig {
         scan_delay_ms: 500,
@@ -520,11 +522,12 @@ async fn measure(
         .await?;
     }
     let all_scanned = started.elapsed();
-    let run = qflows::cost::workflow_tally(&env.client, &format!("inventory-{scope}")).await?;
-    let mut entities = qflows::cost::Tally::default();
+    let run =
+        qflows_bench::cost::workflow_tally(&env.client, &format!("inventory-{scope}")).await?;
+    let mut entities = qflows_bench::cost::Tally::default();
     for (_, digest) in pushed {
-        entities =
-            entities + qflows::cost::workflow_tally(&env.client, &format!("scan-{digest}")).await?;
+        entities = entities
+            + qflows_bench::cost::workflow_tally(&env.client, &format!("scan-{digest}")).await?;
     }
     let stats = env.qualys.stats();
     println!("inventory of {scope}: {containers} containers over {digests} digests (debug build)");
