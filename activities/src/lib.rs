@@ -17,7 +17,6 @@
 
 pub mod aws;
 pub mod azure;
-pub mod bench;
 pub mod cdr;
 pub mod failure;
 pub mod gate;

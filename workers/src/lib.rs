@@ -3,21 +3,16 @@
 //! `main.rs` only parses the command line and dispatches here, so integration tests and other
 //! binaries can run the same code.
 
-pub mod bench;
-pub mod bench_qscanner;
 pub mod bridge;
-pub mod chaos;
 pub mod cli;
 pub mod config;
-pub mod cost;
+#[cfg(feature = "dev")]
 pub mod dev;
 pub mod findings;
 pub mod inventory;
-pub mod overhead;
 pub mod policy;
 pub mod qualys_cli;
 pub mod scan_cli;
-pub mod scraped;
 pub mod sensor;
 pub mod telemetry;
 pub mod temporal;

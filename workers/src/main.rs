@@ -1,15 +1,15 @@
 //! `qflows`: Temporal workers that run Qualys container-security automation as durable workflows.
 
 use clap::{CommandFactory, Parser, Subcommand};
-use qflows::bench::{self, BenchScanArgs};
 use qflows::bridge::{self, BridgeArgs};
 use qflows::cli::{self, EnsureRegistryArgs};
 use qflows::config::{
     LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
 };
+#[cfg(feature = "dev")]
 use qflows::dev::{self, DevArgs};
 use qflows::inventory::{self, InventoryRunArgs, ReportArgs, ScheduleInventoryArgs};
-use qflows::policy::{self, BenchPolicyArgs, GenerateArgs, ListArgs, ReviewArgs, ScheduleCdrArgs};
+use qflows::policy::{self, GenerateArgs, ListArgs, ReviewArgs, ScheduleCdrArgs};
 use qflows::qualys_cli::{self, QualysOutputArgs};
 use qflows::scan_cli::{self, ScanCommand, ScanImagesArgs};
 use qflows::sensor::{self, DeployArgs, SensorArgs};
@@ -18,7 +18,7 @@ use qflows::worker::{self, WorkerConfig};
 use std::process::ExitCode;
 
 // Findings parsing and the worker allocate many small objects; mimalloc is markedly faster at
-// that than glibc malloc (see `qflows bench policy`).
+// that than glibc malloc (see `qflows-bench policy`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -35,6 +35,8 @@ struct Cli {
     command: Command,
 }
 
+// Without `dev`, `Worker` is the only variant with every flag group; the enum is parsed once.
+#[cfg_attr(not(feature = "dev"), allow(clippy::large_enum_variant))]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve qflows' workflows and activities on a Temporal task queue.
@@ -47,11 +49,9 @@ enum Command {
         worker: WorkerArgs,
         #[command(flatten)]
         scan: ScanArgs,
-        /// Also serve `BenchNoop`, the baseline of `qflows bench burst` (for benchmarks only).
-        #[arg(long, hide = true)]
-        bench_baseline: bool,
     },
     /// Run a local Temporal dev server, the worker and (without credentials) the Qualys emulator.
+    #[cfg(feature = "dev")]
     Dev {
         #[command(flatten)]
         dev: DevArgs,
@@ -62,17 +62,20 @@ enum Command {
         #[command(flatten)]
         scan: ScanArgs,
     },
+    /// Not in this build: `qflows` was built without its `dev` feature (as the container image
+    /// is). `cargo run -p qflows -- dev` builds it with the feature.
+    #[cfg(not(feature = "dev"))]
+    Dev {
+        /// Ignored.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// Turn EventBridge, Event Grid, CloudEvents and SQS deliveries into ScanOnDeploy workflows.
     Bridge {
         #[command(flatten)]
         temporal: TemporalArgs,
         #[command(flatten)]
         args: BridgeArgs,
-    },
-    /// Benchmarks that print figures.
-    Bench {
-        #[command(subcommand)]
-        command: BenchCommand,
     },
     /// Scan images by hand (runs ScanOnDeploy and waits, like `trivy image`), read a
     /// digest's verdict, or ask for a rescan. Exit 0 pass/audit, 1 fail, 2 error or not scanned.
@@ -184,52 +187,6 @@ enum ScheduleCommand {
 }
 
 #[derive(Debug, Subcommand)]
-enum BenchCommand {
-    /// Replay ECR push events over a set of digests; print scans submitted, calls and latencies.
-    Scan {
-        #[command(flatten)]
-        args: BenchScanArgs,
-    },
-    /// Write a QScanner SARIF report of a given size, read it as the worker does; print the
-    /// time and the peak RSS (and the first reader's, for comparison).
-    QscannerReport {
-        #[command(flatten)]
-        args: qflows::bench_qscanner::BenchQScannerReportArgs,
-    },
-    /// Generate policies from synthetic CDR findings; print findings/s and peak memory.
-    Policy {
-        #[command(flatten)]
-        args: BenchPolicyArgs,
-    },
-    /// SIGKILL the worker and restart Temporal during a burst; count lost and doubled work.
-    Chaos {
-        #[command(flatten)]
-        args: qflows::chaos::ChaosArgs,
-    },
-    /// Deliver events through the bridge into Temporal; print accepted events/s and latency.
-    Bridge {
-        #[command(flatten)]
-        args: bridge::bench::BenchBridgeArgs,
-    },
-    /// A burst of deploy events through the bridge to a worker process; print throughput,
-    /// latency, Qualys calls, and the worker's memory and CPU.
-    Burst {
-        #[command(flatten)]
-        args: qflows::chaos::BurstArgs,
-    },
-    /// ScanOnDeploy against a no-op workflow with as many activities: qflows' own cost.
-    Overhead {
-        #[command(flatten)]
-        args: qflows::overhead::OverheadArgs,
-    },
-    /// History events and Temporal Cloud actions per deploy event, by kind of event.
-    Cost {
-        #[command(flatten)]
-        args: qflows::cost::CostArgs,
-    },
-}
-
-#[derive(Debug, Subcommand)]
 enum QualysCommand {
     /// The gateway, the auth mode, the token's expiry, Qualys' AWS account and external ID,
     /// and the rate-limit state (no secret is printed).
@@ -327,47 +284,29 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             qualys,
             worker: args,
             scan,
-            bench_baseline,
         } => {
-            let mut config =
+            let config =
                 WorkerConfig::from_args(temporal, &qualys.with_env_secrets(), args, &scan)?;
-            config.bench_baseline = bench_baseline;
             worker::run(config, worker::shutdown_signal()).await
         }
+        #[cfg(feature = "dev")]
         Command::Dev {
             dev: args,
             qualys,
             worker,
             scan,
         } => dev::run(args, qualys.with_env_secrets(), worker, scan).await,
+        #[cfg(not(feature = "dev"))]
+        Command::Dev { .. } => Err(anyhow::anyhow!(
+            "this qflows was built without the `dev` feature, so it has no dev loop and no Qualys \
+             emulator (the container image is built so). Run it from a checkout with the default \
+             features: `cargo run -p qflows -- dev` (or `cargo install --path workers` for a \
+             `qflows` that has it)"
+        )),
         Command::Bridge { temporal, args } => bridge::run(temporal, args).await,
-        Command::Bench {
-            command: BenchCommand::Scan { args },
-        } => bench::scan(args).await,
         Command::Registry {
             command: RegistryCommand::Ensure { temporal, args },
         } => cli::ensure_registry(&temporal, args).await,
-        Command::Bench {
-            command: BenchCommand::QscannerReport { args },
-        } => qflows::bench_qscanner::run(args).await,
-        Command::Bench {
-            command: BenchCommand::Policy { args },
-        } => policy::bench_policy(args),
-        Command::Bench {
-            command: BenchCommand::Bridge { args },
-        } => bridge::bench::run(args).await,
-        Command::Bench {
-            command: BenchCommand::Chaos { args },
-        } => qflows::chaos::run(args).await,
-        Command::Bench {
-            command: BenchCommand::Burst { args },
-        } => qflows::chaos::run(args.into()).await,
-        Command::Bench {
-            command: BenchCommand::Overhead { args },
-        } => qflows::overhead::run(args).await,
-        Command::Bench {
-            command: BenchCommand::Cost { args },
-        } => qflows::cost::run(args).await,
         Command::Policy { command } => match command {
             PolicyCommand::Generate { args } => {
                 let output = args.output.clone();

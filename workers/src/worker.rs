@@ -47,8 +47,6 @@ pub struct WorkerConfig {
     pub scan: ScanConfig,
     /// Cache, slots and pollers of every task queue.
     pub tuning: WorkerTuning,
-    /// Also serve `BenchNoop` (set by `qflows bench` only, never from configuration).
-    pub bench_baseline: bool,
 }
 
 /// Validated scan configuration.
@@ -162,7 +160,6 @@ impl WorkerConfig {
             registry: worker.registry_defaults()?,
             temporal,
             worker,
-            bench_baseline: false,
         })
     }
 }
@@ -330,11 +327,6 @@ pub async fn run(
     if let Some(q) = qscanner() {
         options = options.register_activities(q);
     }
-    if config.bench_baseline {
-        options = options
-            .register_workflow::<qflows_workflows::BenchNoop>()?
-            .register_activities(qflows_activities::bench::BenchActivities);
-    }
     let mut worker = Worker::new(
         &runtime,
         client.clone(),
@@ -450,8 +442,9 @@ pub async fn run(
     Ok(())
 }
 
-/// `options` with the configured cache, slots and pollers.
-fn tuned(mut options: WorkerOptions, tuning: &WorkerTuning) -> WorkerOptions {
+/// `options` with the configured cache, slots and pollers (also what `qflows-bench`'s baseline
+/// worker applies to its own queue, so the baseline runs as tuned as the product).
+pub fn tuned(mut options: WorkerOptions, tuning: &WorkerTuning) -> WorkerOptions {
     use temporalio_sdk::runtime::{AutoscalingOptions, PollerBehavior};
     options.max_cached_workflows = tuning.max_cached_workflows;
     options.tuner = slots(tuning, tuning.activity_slots).into();

@@ -225,7 +225,3 @@ activity_contract!(
     /// fields and leaving drifted objects alone.
     RollbackPlannedSensor = "sensor.RollbackPlanned": crate::sensor::SensorRun => crate::sensor::RollbackReport
 );
-activity_contract!(
-    /// Does nothing: the unit of `BenchNoop`, the benchmark's baseline.
-    Noop = "bench.Noop": () => ()
-);

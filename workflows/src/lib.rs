@@ -14,10 +14,8 @@
 //! | `ScanAlert` (one per alert of an `ImageScan`) | [`alert`] |
 //! | `CdrToPolicy` | [`cdr_to_policy`] |
 //! | `DeploySensor` | [`deploy_sensor`] |
-//! | `BenchNoop` (benchmark baseline only) | [`bench_noop`] |
 
 pub mod alert;
-pub mod bench_noop;
 pub mod cdr;
 pub mod cdr_to_policy;
 pub mod clock;
@@ -36,7 +34,6 @@ pub mod scan_on_deploy;
 pub mod sensor;
 
 pub use alert::ScanAlert;
-pub use bench_noop::BenchNoop;
 pub use cdr_to_policy::CdrToPolicy;
 pub use deploy_sensor::DeploySensor;
 pub use ensure_registry::{EnsureAwsConnector, EnsureRegistry};

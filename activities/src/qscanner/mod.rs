@@ -550,7 +550,7 @@ impl QScanner {
 
 /// The vulnerabilities of a `*-Report.sarif.json` file and the warnings reading it gave, read
 /// exactly as [`QScanner::run`] reads them (streamed into typed structs, with the size cap):
-/// for `qflows bench qscanner-report`.
+/// for `qflows-bench qscanner-report`.
 pub async fn read_sarif_file(path: &Path) -> Result<(Vec<Finding>, Vec<String>), QScannerError> {
     let report = report::read_sarif(path).await?;
     Ok((report.findings, report.warnings))

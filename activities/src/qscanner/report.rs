@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 /// Output files larger than this are refused. Reports are read as a stream into typed structs
 /// (only the fields used are kept), so memory follows the distinct vulnerabilities, not the file:
-/// `qflows bench qscanner-report` measured a 100 MB report under the 256 MiB the README gives
+/// `qflows-bench qscanner-report` measured a 100 MB report under the 256 MiB the README gives
 /// QScanner's share of the worker's 512 Mi limit. The cap keeps a runaway file from taking the
 /// worker's time.
 pub(crate) const MAX_FILE_BYTES: u64 = 192 * 1024 * 1024;

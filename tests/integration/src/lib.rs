@@ -70,6 +70,17 @@ pub fn find_tool(name: &str, variable: &str) -> anyhow::Result<PathBuf> {
 
 /// The `qflows` binary built next to this test executable.
 pub fn qflows_bin() -> anyhow::Result<PathBuf> {
+    built_bin("qflows")
+}
+
+/// The `qflows-bench` binary (the benchmark harness, package `qflows-bench`) built next to this
+/// test executable.
+pub fn qflows_bench_bin() -> anyhow::Result<PathBuf> {
+    built_bin("qflows-bench")
+}
+
+/// A workspace binary built next to this test executable.
+fn built_bin(name: &str) -> anyhow::Result<PathBuf> {
     // QFLOWS_BIN_DIR: binaries built elsewhere (e.g. copied out of a target dir that several
     // checkouts share); otherwise the target dir this test executable was built in.
     let dir = match std::env::var_os("QFLOWS_BIN_DIR") {
@@ -82,10 +93,10 @@ pub fn qflows_bin() -> anyhow::Result<PathBuf> {
                 .to_path_buf()
         }
     };
-    let bin = dir.join("qflows");
+    let bin = dir.join(name);
     if !bin.is_file() {
         bail!(
-            "{} not found: build it first (`cargo build -p qflows --bins`; scripts/test does)",
+            "{} not found: build it first (`cargo build --workspace --bins`; scripts/test does)",
             bin.display()
         );
     }

@@ -1,13 +1,13 @@
 //! The benchmark commands still run and still check what they claim, at a tiny scale (their
 //! figures are for the README, not for assertions here).
 
-use qflows_integration::{find_tool, qflows_bin};
+use qflows_integration::{find_tool, qflows_bench_bin};
 
-/// Runs `qflows bench <args>` and returns its standard output; fails with its output if it fails.
+/// Runs `qflows-bench <args>` and returns its standard output; fails with its output if it fails.
 async fn bench(args: &[&str]) -> anyhow::Result<String> {
     let temporal = find_tool("temporal", "QFLOWS_TEMPORAL_BIN")?;
-    let out = tokio::process::Command::new(qflows_bin()?)
-        .args(["--log", "warn", "bench"])
+    let out = tokio::process::Command::new(qflows_bench_bin()?)
+        .args(["--log", "warn"])
         .args(args)
         .env("QFLOWS_TEMPORAL_BIN", temporal)
         .output()
@@ -15,7 +15,7 @@ async fn bench(args: &[&str]) -> anyhow::Result<String> {
     let stdout = String::from_utf8(out.stdout)?;
     anyhow::ensure!(
         out.status.success(),
-        "qflows bench {args:?} failed:\n{stdout}\n{}",
+        "qflows-bench {args:?} failed:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
     Ok(stdout)

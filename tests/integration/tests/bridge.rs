@@ -4,8 +4,8 @@
 
 use qflows::bridge::Bridge;
 use qflows::config::TemporalArgs;
-use qflows::scraped::ScrapedHistogram;
 use qflows::telemetry::SUBMIT_LATENCY;
+use qflows_bench::scraped::ScrapedHistogram;
 use qflows_integration::bridge::{KEY, Sender, args, start as bridge};
 use qflows_integration::{Temporal, TestEnv, wait_for, workspace_root};
 use qflows_workflows::ScanOnDeploy;

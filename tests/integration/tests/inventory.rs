@@ -532,11 +532,12 @@ async fn measure(
         .await?;
     }
     let all_scanned = started.elapsed();
-    let run = qflows::cost::workflow_tally(&env.client, &format!("inventory-{scope}")).await?;
-    let mut entities = qflows::cost::Tally::default();
+    let run =
+        qflows_bench::cost::workflow_tally(&env.client, &format!("inventory-{scope}")).await?;
+    let mut entities = qflows_bench::cost::Tally::default();
     for (_, digest) in pushed {
-        entities =
-            entities + qflows::cost::workflow_tally(&env.client, &format!("scan-{digest}")).await?;
+        entities = entities
+            + qflows_bench::cost::workflow_tally(&env.client, &format!("scan-{digest}")).await?;
     }
     let stats = env.qualys.stats();
     println!("inventory of {scope}: {containers} containers over {digests} digests (debug build)");

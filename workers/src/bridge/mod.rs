@@ -14,7 +14,6 @@
 //! deadline ([`http`]); connecting to Temporal holds no lock ([`starter`]).
 //! [`sqs`] is the same for a queue.
 
-pub mod bench;
 pub mod delivery;
 pub mod http;
 pub mod metrics;

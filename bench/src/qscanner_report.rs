@@ -1,4 +1,4 @@
-//! `qflows bench qscanner-report`: writes a QScanner SARIF report of a given size (a big Java
+//! `qflows-bench qscanner-report`: writes a QScanner SARIF report of a given size (a big Java
 //! image's shape: thousands of QIDs, each found in several jars, many results per QID with long
 //! messages), then reads it as the worker does and prints the peak resident memory of this
 //! process, and, for comparison, what reading it into a `serde_json::Value` (the first reader)
@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-/// Flags of `qflows bench qscanner-report`.
+/// Flags of `qflows-bench qscanner-report`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchQScannerReportArgs {
     /// Size of the generated report, in MB (10^6 bytes).

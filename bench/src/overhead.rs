@@ -1,4 +1,4 @@
-//! `qflows bench overhead`: how much of a deploy scan is qflows' own work and how much is the
+//! `qflows-bench overhead`: how much of a deploy scan is qflows' own work and how much is the
 //! engine's.
 //!
 //! One run, one in-memory dev server, one worker in this process, the Qualys emulator with
@@ -8,12 +8,12 @@
 //! the same concurrency. The ratio of the two is what qflows adds on top of the engine: its
 //! emulated Qualys calls, its durable timers between polls, its result and notification I/O.
 
-use crate::bench::{BenchEnv, event, percentile};
-use crate::worker;
+use crate::noop::{BenchNoop, baseline_queue};
+use crate::scan::{BenchEnv, event, percentile};
 use clap::Args;
 use futures::StreamExt;
+use qflows_workflows::ScanOnDeploy;
 use qflows_workflows::scan::model::{ImageStatus, image_scan_id};
-use qflows_workflows::{BenchNoop, ScanOnDeploy};
 use qualys_emulator::EmulatorConfig;
 use serde_json::Value;
 use std::future::Future;
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use temporalio_client::{Client, WorkflowGetResultOptions, WorkflowStartOptions};
 
-/// Flags of `qflows bench overhead`.
+/// Flags of `qflows-bench overhead`.
 #[derive(Debug, Clone, Args)]
 pub struct OverheadArgs {
     /// Workflows of each kind.
@@ -116,7 +116,7 @@ pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
     let BenchEnv {
         temporal,
         emulator,
-        mut config,
+        config,
         results,
         _server,
     } = BenchEnv::start(
@@ -127,16 +127,15 @@ pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    crate::bench::push_all(&emulator, args.workflows + 1);
-    config.bench_baseline = true;
+    crate::scan::push_all(&emulator, args.workflows + 1);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let worker = worker::run(config, async move {
+    let worker = crate::worker::run(config, async move {
         let _ = stop_rx.await;
     });
 
     let n = args.workflows;
     let load = async {
-        let client = crate::temporal::connect(&temporal, "qflows-bench").await?;
+        let client = qflows::temporal::connect(&temporal, "qflows-bench").await?;
         // Event i scans digest i: every measured workflow takes the whole path.
         let scan = |i: usize| {
             let client = client.clone();
@@ -186,7 +185,7 @@ pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
                     .start_workflow(
                         BenchNoop::run,
                         steps,
-                        WorkflowStartOptions::new(TASK_QUEUE, id.clone()).build(),
+                        WorkflowStartOptions::new(baseline_queue(TASK_QUEUE), id.clone()).build(),
                     )
                     .await?;
                 handle
@@ -210,7 +209,7 @@ pub async fn run(args: OverheadArgs) -> anyhow::Result<()> {
     emulator.shutdown().await;
     let _ = std::fs::remove_dir_all(&results);
 
-    println!("qflows bench overhead");
+    println!("qflows-bench overhead");
     println!(
         "  workflows of each kind {n}, {} at a time",
         args.concurrency

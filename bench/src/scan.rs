@@ -1,15 +1,15 @@
-//! `qflows bench scan`: replays a burst of deploy events and prints what it cost.
+//! `qflows-bench scan`: replays a burst of deploy events and prints what it cost.
 //!
 //! Everything runs on this machine: an in-memory Temporal dev server, the Qualys emulator (with a
 //! configurable scan time) and the qflows worker in this process. Events are ECR pushes over a set
 //! of unique digests, duplicates interleaved, started in concurrent bursts, so the figures show
 //! the one-scan-per-digest guarantee under load, not just its happy path.
 
-use crate::config::{QualysArgs, ScanArgs, TemporalArgs, WorkerArgs};
-use crate::dev::{find_temporal, start_temporal};
-use crate::worker::{self, WorkerConfig};
 use clap::Args;
 use futures::future::join_all;
+use qflows::config::{QualysArgs, ScanArgs, TemporalArgs, WorkerArgs};
+use qflows::dev::{find_temporal, start_temporal};
+use qflows::worker::{self, WorkerConfig};
 use qflows_workflows::ScanOnDeploy;
 use qflows_workflows::scan::model::{ImageStatus, ScanOnDeployOutput};
 use qualys_emulator::{Emulator, EmulatorConfig};
@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
 
-/// Flags of `qflows bench scan`.
+/// Flags of `qflows-bench scan`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchScanArgs {
     /// Deploy events to replay.
@@ -170,9 +170,9 @@ pub(crate) fn worker_config(
         gate_unscanned: "audit".into(),
         gate_allowlist_file: None,
         cross_account_role_name: None,
-        scan_backend: crate::config::ScanBackend::Registry,
+        scan_backend: qflows::config::ScanBackend::Registry,
         qscanner_bin: None,
-        qscanner_mode: crate::config::QScannerMode::GetReport,
+        qscanner_mode: qflows::config::QScannerMode::GetReport,
         qscanner_policy_tags: Vec::new(),
         qscanner_timeout_secs: 600,
         qscanner_max_concurrent: 2,
@@ -276,13 +276,9 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
     let bridge = if args.via_bridge {
         let key_file =
             std::env::temp_dir().join(format!("qflows-bench-key-{}", std::process::id()));
-        let (_bridge, url) = crate::bridge::bench::start_local(
-            temporal.clone(),
-            BRIDGE_KEY,
-            key_file,
-            "qflows-bench",
-        )
-        .await?;
+        let (_bridge, url) =
+            crate::bridge::start_local(temporal.clone(), BRIDGE_KEY, key_file, "qflows-bench")
+                .await?;
         Some(url)
     } else {
         None
@@ -290,7 +286,7 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
 
     let load = async {
-        let client = crate::temporal::connect(&temporal, "qflows-bench").await?;
+        let client = qflows::temporal::connect(&temporal, "qflows-bench").await?;
         let began = Instant::now();
         let mut starts: Vec<(usize, u64)> = Vec::with_capacity(args.events);
         let mut outputs: Vec<anyhow::Result<ScanOnDeployOutput>> = Vec::new();
@@ -372,7 +368,7 @@ pub async fn scan(args: BenchScanArgs) -> anyhow::Result<()> {
         .count();
     let latencies = submit_latencies(&emulator.schedules(), &starts, args.digests);
     let calls: u64 = stats.calls.values().sum();
-    println!("qflows bench scan");
+    println!("qflows-bench scan");
     println!("  events                 {}", args.events);
     println!("  unique digests         {}", args.digests);
     println!("  burst                  {}", args.burst);

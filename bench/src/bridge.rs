@@ -1,14 +1,14 @@
-//! `qflows bench bridge`: sustained deliveries through the bridge into a real Temporal.
+//! `qflows-bench bridge`: sustained deliveries through the bridge into a real Temporal.
 //!
 //! An in-memory Temporal dev server and the bridge run on this machine; concurrent senders POST
 //! unique ECR push events (and redeliver a share of them) over HTTP with the API key, as
 //! EventBridge does. It prints accepted events/s and the accept latency each sender saw — the
 //! time until Temporal held the workflow, which is what the sender waits for.
 
-use super::{Bridge, BridgeArgs};
-use crate::config::TemporalArgs;
-use crate::dev::{find_temporal, start_temporal};
 use clap::Args;
+use qflows::bridge::{Bridge, BridgeArgs};
+use qflows::config::TemporalArgs;
+use qflows::dev::{find_temporal, start_temporal};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -39,7 +39,7 @@ pub(crate) async fn start_local(
     Ok((bridge, url))
 }
 
-/// Flags of `qflows bench bridge`.
+/// Flags of `qflows-bench bridge`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchBridgeArgs {
     /// Unique events to deliver.
@@ -154,11 +154,11 @@ pub async fn run(args: BenchBridgeArgs) -> anyhow::Result<()> {
     };
     let started = bridge
         .metrics
-        .events_total(super::metrics::EventOutcome::Started);
+        .events_total(qflows::bridge::metrics::EventOutcome::Started);
     let duplicates = bridge
         .metrics
-        .events_total(super::metrics::EventOutcome::Duplicate);
-    println!("qflows bench bridge");
+        .events_total(qflows::bridge::metrics::EventOutcome::Duplicate);
+    println!("qflows-bench bridge");
     println!("  unique events          {}", args.events);
     println!("  redeliveries           {redelivered}");
     println!("  concurrent senders     {}", args.concurrency);

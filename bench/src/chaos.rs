@@ -1,6 +1,6 @@
-//! `qflows bench chaos`: deploy events through the bridge while the worker is SIGKILLed again and
+//! `qflows-bench chaos`: deploy events through the bridge while the worker is SIGKILLed again and
 //! again and the Temporal dev server is restarted once — then count what was lost or doubled.
-//! `qflows bench burst` is the same run without the chaos, at 10,000 events, to measure
+//! `qflows-bench burst` is the same run without the chaos, at 10,000 events, to measure
 //! throughput, latency and the worker process's memory and CPU.
 //!
 //! Everything is real and on this machine: a dev server with its database on disk
@@ -8,15 +8,16 @@
 //! that is killed with SIGKILL (no drain, no goodbye) at random moments and started again.
 //! Senders behave like EventBridge: they deliver again until the bridge answers 2xx.
 
-use crate::bench::{event, free_port, percentile, push_all, submit_latencies};
-use crate::config::TemporalArgs;
-use crate::dev::{find_temporal, start_temporal};
+use crate::noop::{BenchNoop, baseline_queue};
+use crate::scan::{event, free_port, percentile, push_all, submit_latencies};
 use crate::scraped::ScrapedHistogram;
-use crate::telemetry::SUBMIT_LATENCY;
 use clap::Args;
 use futures::StreamExt;
+use qflows::config::TemporalArgs;
+use qflows::dev::{find_temporal, start_temporal};
+use qflows::telemetry::SUBMIT_LATENCY;
+use qflows_workflows::ScanOnDeploy;
 use qflows_workflows::scan::model::ImageStatus;
-use qflows_workflows::{BenchNoop, ScanOnDeploy};
 use qualys_emulator::{Emulator, EmulatorConfig};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use temporalio_client::{WorkflowGetResultOptions, WorkflowStartOptions};
 use tokio::process::{Child, Command};
 
-/// Flags of `qflows bench chaos`.
+/// Flags of `qflows-bench chaos`.
 #[derive(Debug, Clone, Args)]
 pub struct ChaosArgs {
     /// Deploy events (each becomes one workflow).
@@ -55,7 +56,7 @@ pub struct ChaosArgs {
     pub temporal_bin: Option<PathBuf>,
 }
 
-/// Flags of `qflows bench burst`: the same run without the chaos, at burst scale.
+/// Flags of `qflows-bench burst`: the same run without the chaos, at burst scale.
 #[derive(Debug, Clone, Args)]
 pub struct BurstArgs {
     /// Deploy events (each becomes one workflow).
@@ -140,7 +141,7 @@ impl WorkerProcess {
             .append(true)
             .open(&self.log)?;
         let child = Command::new(std::env::current_exe()?)
-            .args(["worker", "--bench-baseline"])
+            .arg("worker")
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .envs(self.env.iter().map(|(k, v)| (k, v)))
@@ -250,7 +251,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         namespace: Some("default".into()),
         profile: None,
     };
-    let (_bridge, url) = crate::bridge::bench::start_local(
+    let (_bridge, url) = crate::bridge::start_local(
         temporal_args.clone(),
         KEY,
         dir.join("bridge.key"),
@@ -295,7 +296,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
     let delivered_at = began.elapsed();
 
     // Let it finish; a worker that died by itself is started again.
-    let client = crate::temporal::connect(&temporal_args, "qflows-chaos").await?;
+    let client = qflows::temporal::connect(&temporal_args, "qflows-chaos").await?;
     let deadline = Instant::now() + Duration::from_secs(args.deadline_secs);
     let mut revived = 0;
     let ids = accepted
@@ -352,7 +353,7 @@ pub async fn run(args: ChaosArgs) -> anyhow::Result<()> {
         Some(addr) => Some(submit_histogram(addr, schedules.len()).await),
         None => None,
     };
-    println!("qflows bench {}", if chaos { "chaos" } else { "burst" });
+    println!("qflows-bench {}", if chaos { "chaos" } else { "burst" });
     println!("  events                 {}", args.events);
     println!("  unique digests         {}", args.digests);
     if chaos {
@@ -589,7 +590,8 @@ async fn floor(
     let senders = offer(began, args.events, args.events_per_sec, move |i| {
         let client = starter.clone();
         async move {
-            let options = WorkflowStartOptions::new(TASK_QUEUE, format!("floor-{i}")).build();
+            let options =
+                WorkflowStartOptions::new(baseline_queue(TASK_QUEUE), format!("floor-{i}")).build();
             // Already started (a retried start that had gone through) counts as started.
             match client.start_workflow(BenchNoop::run, 1, options).await {
                 Ok(_) => true,

@@ -1,4 +1,4 @@
-//! `qflows bench cost`: what one deploy event costs on the Temporal side, read from the
+//! `qflows-bench cost`: what one deploy event costs on the Temporal side, read from the
 //! histories of real runs.
 //!
 //! One in-memory dev server, the Qualys emulator and the worker in this process. It runs one
@@ -19,9 +19,9 @@
 //! that reach the server are not counted. Beside them: the Fargate scanner's Step Functions
 //! state transitions for the same case (5 for a cache hit, 7 + 3·polls for a scan).
 
-use crate::bench::{BenchEnv, event};
-use crate::worker;
+use crate::scan::{BenchEnv, event};
 use clap::Args;
+use qflows::worker;
 use qflows_workflows::ScanOnDeploy;
 use qflows_workflows::scan::model::image_scan_id;
 use qualys_emulator::EmulatorConfig;
@@ -35,7 +35,7 @@ use temporalio_common::protos::temporal::api::history::v1::HistoryEvent;
 use temporalio_common::protos::temporal::api::history::v1::history_event::Attributes;
 use temporalio_common::protos::temporal::api::workflowservice::v1::GetWorkflowExecutionHistoryRequest;
 
-/// Flags of `qflows bench cost`.
+/// Flags of `qflows-bench cost`.
 #[derive(Debug, Clone, Args)]
 pub struct CostArgs {
     /// How long the emulator takes to scan an image (more polls with a longer scan).
@@ -313,7 +313,7 @@ pub async fn run(args: CostArgs) -> anyhow::Result<()> {
         },
     )
     .await?;
-    crate::bench::push_all(&env.emulator, 4);
+    crate::scan::push_all(&env.emulator, 4);
     let BenchEnv {
         temporal,
         emulator,
@@ -326,7 +326,7 @@ pub async fn run(args: CostArgs) -> anyhow::Result<()> {
         let _ = stop_rx.await;
     });
     let load = async {
-        let client = crate::temporal::connect(&temporal, "qflows-bench").await?;
+        let client = qflows::temporal::connect(&temporal, "qflows-bench").await?;
         measure(&client).await
     };
     let (worker_result, cases) = tokio::join!(worker, async {
@@ -346,10 +346,10 @@ pub async fn run(args: CostArgs) -> anyhow::Result<()> {
 async fn deploy(client: &Client, id: &str, event: Value) -> anyhow::Result<()> {
     let options = match qflows_workflows::scan::classify(&event) {
         Ok(qflows_workflows::scan::Classified::Scan(request)) => {
-            let attributes = crate::temporal::missing_search_attributes(client)
+            let attributes = qflows::temporal::missing_search_attributes(client)
                 .await
                 .is_ok_and(|m| m.is_empty());
-            crate::bridge::starter::start_options(TASK_QUEUE, id, &request, attributes)
+            qflows::bridge::starter::start_options(TASK_QUEUE, id, &request, attributes)
         }
         _ => WorkflowStartOptions::new(TASK_QUEUE, id).build(),
     };
@@ -439,7 +439,7 @@ async fn measure(client: &Client) -> anyhow::Result<Vec<Case>> {
 }
 
 fn print(cases: &[Case]) {
-    println!("qflows bench cost (per deploy event; actions as Temporal Cloud bills them)");
+    println!("qflows-bench cost (per deploy event; actions as Temporal Cloud bills them)");
     println!(
         "  {:<46} {:>7} {:>8}   {:>17} {:>17}   {:>8}",
         "case", "events", "actions", "ScanOnDeploy", "ImageScan", "Fargate"
