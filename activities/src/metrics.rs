@@ -25,6 +25,7 @@ static SUBMITTED_QSCANNER: AtomicU64 = AtomicU64::new(0);
 static FAILURES: Mutex<BTreeMap<(String, bool), u64>> = Mutex::new(BTreeMap::new());
 static POLICIES_PROMOTED: AtomicU64 = AtomicU64::new(0);
 static POLICIES_REVERTED: AtomicU64 = AtomicU64::new(0);
+static PROFILE_RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
 /// Event→submitted latencies not yet exported.
 static SUBMIT_LATENCIES: Mutex<Vec<(Backend, Duration)>> = Mutex::new(Vec::new());
 /// At most this many latencies wait for the exporter (a worker without one keeps the first
@@ -107,6 +108,11 @@ pub fn policy_enforcement_changed(before: &str, after: &str) {
     .fetch_add(1, Ordering::Relaxed);
 }
 
+/// A changed gate profiles file was refused (the previous profiles stay in force).
+pub fn profiles_reload_failed() {
+    PROFILE_RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
+}
+
 /// An activity failed with this failure type; `retryable: false` means Temporal will not try
 /// again (the workflow sees the failure and, usually, a person has to act).
 pub fn failed(error_type: &str, retryable: bool) {
@@ -136,6 +142,8 @@ pub struct Snapshot {
     pub failures: BTreeMap<(String, bool), u64>,
     /// Policy enforcement changes published, by `promoted` / `reverted`.
     pub policy_changes: BTreeMap<&'static str, u64>,
+    /// Changed gate profiles files refused.
+    pub profile_reload_failures: u64,
 }
 
 /// Reads every counter.
@@ -157,6 +165,7 @@ pub fn snapshot() -> Snapshot {
             ("promoted", POLICIES_PROMOTED.load(Ordering::Relaxed)),
             ("reverted", POLICIES_REVERTED.load(Ordering::Relaxed)),
         ]),
+        profile_reload_failures: PROFILE_RELOAD_FAILURES.load(Ordering::Relaxed),
     }
 }
 

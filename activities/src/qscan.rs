@@ -5,7 +5,8 @@
 #![allow(missing_docs)]
 
 use crate::failure::IntoFailure;
-use crate::gate::{GateItem, GatePolicy, evaluate};
+use crate::gate::judge::Judge;
+use crate::gate::{GateItem, evaluate};
 use crate::qscanner::{
     PolicyVerdict, Progress, QScanner, QScannerConfig, RegistryAllowlist, RegistryCredentials,
     ScanJob, ScanMode,
@@ -28,7 +29,7 @@ pub struct QScannerActivities {
     mode: ScanMode,
     qualys: QualysClient,
     resolver: Arc<Resolver>,
-    gate: GatePolicy,
+    judge: Arc<Judge>,
     results: ResultsStore,
     registries: RegistryAllowlist,
 }
@@ -41,7 +42,7 @@ impl QScannerActivities {
         mode: ScanMode,
         qualys: QualysClient,
         resolver: Arc<Resolver>,
-        gate: GatePolicy,
+        judge: Arc<Judge>,
         results: ResultsStore,
         registries: RegistryAllowlist,
     ) -> Self {
@@ -50,7 +51,7 @@ impl QScannerActivities {
             mode,
             qualys,
             resolver,
-            gate,
+            judge,
             results,
             registries,
         }
@@ -71,6 +72,7 @@ impl QScannerActivities {
         if let Some(reason) = self.registries.refusal(&input.image) {
             tracing::warn!(image = %input.image, "QScanner scan refused: {reason}");
             return Ok(ImageResult {
+                profile: None,
                 digest: input.digest.clone(),
                 image: input.image.to_string(),
                 status: ImageStatus::Skipped,
@@ -161,8 +163,9 @@ impl QScannerActivities {
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let secrets = outcome.secrets.len() as u64;
+        let gate = self.judge.profiles().default_profile().gate.clone();
         let (mut verdict, summary) = evaluate(
-            &self.gate,
+            &gate,
             outcome.vulnerabilities.iter().map(GateItem::from),
             secrets,
             now,
@@ -184,7 +187,8 @@ impl QScannerActivities {
             "scannedAt": request.scanned_at,
             "verdict": verdict,
             "summary": summary,
-            "gate": self.gate,
+            "gate": gate,
+            "profile": qflows_workflows::scan::profile::DEFAULT_PROFILE,
             "policy": outcome.policy,
             "reportAvailable": outcome.report_available,
             "os": outcome.os,

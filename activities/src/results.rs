@@ -574,6 +574,7 @@ impl LastScan {
     /// verdict only; the report has the rest).
     pub fn into_result(self) -> qflows_workflows::scan::model::ImageResult {
         qflows_workflows::scan::model::ImageResult {
+            profile: None,
             digest: self.digest,
             image: self.image,
             status: qflows_workflows::scan::model::ImageStatus::Scanned,
@@ -822,6 +823,7 @@ impl ResultsStore {
         self.put_bytes(&Self::verdict_path(&input.digest), record)
             .await?;
         Ok(qflows_workflows::scan::model::ImageResult {
+            profile: Some(qflows_workflows::scan::profile::DEFAULT_PROFILE.into()),
             digest: input.digest.clone(),
             image: input.image.to_string(),
             status: qflows_workflows::scan::model::ImageStatus::Scanned,

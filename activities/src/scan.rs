@@ -6,7 +6,8 @@
 #![allow(missing_docs)]
 
 use crate::failure::IntoFailure;
-use crate::gate::{GateItem, GatePolicy, evaluate};
+use crate::gate::judge::Judge;
+use crate::gate::{GateItem, evaluate};
 use crate::heartbeat;
 use crate::notify::{Notification, NotificationKind, Notifier};
 use crate::qualys::{Image, OnDemandSchedule, QualysClient, RepoTag};
@@ -20,6 +21,7 @@ use qflows_workflows::scan::model::{
     ScanFinished, ScanPreparation, ScanSettings, ScanStep, StartImageScan, SubmitRegistryScan,
     SubmitWhen, image_scan_id,
 };
+use qflows_workflows::scan::profile::{JudgeImages, Judged};
 use qflows_workflows::scan::{RegistryKind, ScanRequest};
 use qflows_workflows::{ImageScan, contracts};
 use serde_json::json;
@@ -43,8 +45,9 @@ pub struct ScanActivities {
     pub task_queue: String,
     /// Poll, timeout and TTL settings for `ImageScan`.
     pub settings: ScanSettings,
-    /// The severity gate.
-    pub gate: GatePolicy,
+    /// The gate profiles: `default` gives the entity's verdicts, the scope's profile a
+    /// deployment's (`gate.Judge`).
+    pub judge: Arc<Judge>,
     /// Where full reports go.
     pub results: ResultsStore,
     /// Alert channels.
@@ -249,7 +252,8 @@ impl ScanActivities {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let (verdict, summary) = evaluate(&self.gate, vulns.iter().map(GateItem::from), 0, now);
+        let gate = self.judge.profiles().default_profile().gate.clone();
+        let (verdict, summary) = evaluate(&gate, vulns.iter().map(GateItem::from), 0, now);
         let input = &collect.input;
         let document = json!({
             "schemaVersion": SCHEMA_VERSION,
@@ -263,7 +267,8 @@ impl ScanActivities {
             "scannedAt": collect.scanned_at,
             "verdict": verdict,
             "summary": summary,
-            "gate": self.gate,
+            "gate": gate,
+            "profile": qflows_workflows::scan::profile::DEFAULT_PROFILE,
             "vulnerabilities": vulns,
         });
         self.results
@@ -394,6 +399,19 @@ impl ScanActivities {
         _ctx: ActivityContext,
     ) -> Result<ScanSettings, ActivityError> {
         Ok(self.settings.clone())
+    }
+
+    /// A deployment's images under its scope's gate profile, from their stored reports.
+    #[activity(definition = contracts::JudgeDeployment)]
+    pub async fn judge(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: JudgeImages,
+    ) -> Result<Judged, ActivityError> {
+        self.judge
+            .judge_images(request)
+            .await
+            .map_err(IntoFailure::into_failure)
     }
 
     /// Finds every image of the deployment and its digest.

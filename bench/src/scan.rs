@@ -169,6 +169,7 @@ pub(crate) fn worker_config(
         gate_fixable_only: false,
         gate_unscanned: "audit".into(),
         gate_allowlist_file: None,
+        gate_profiles_file: None,
         cross_account_role_name: None,
         scan_backend: qflows::config::ScanBackend::Registry,
         qscanner_bin: None,

@@ -500,6 +500,10 @@ pub struct ScanArgs {
     /// Gate: the verdict for images that could not be scanned (`pass`, `audit`, `fail`, or `none`).
     #[arg(long, env = "QFLOWS_GATE_UNSCANNED", default_value = "audit")]
     pub gate_unscanned: String,
+    /// Gate profiles: a YAML or JSON file of named profiles and the selectors that pick one
+    /// per scope (README "Gate profiles"); re-read when it changes. Unset: only `default`.
+    #[arg(long, env = "QFLOWS_GATE_PROFILES_FILE")]
+    pub gate_profiles_file: Option<std::path::PathBuf>,
     /// Gate: a JSON file of accepted CVEs, `[{"cve": "CVE-…", "expiresAt": <unix secs>, "reason": "…"}]`.
     #[arg(long, env = "QFLOWS_GATE_ALLOWLIST_FILE")]
     pub gate_allowlist_file: Option<String>,
@@ -607,6 +611,25 @@ impl ScanArgs {
         })
     }
 
+    /// The gate profiles: the built-in `default` from the `QFLOWS_GATE_*` settings, and the
+    /// profiles file's, read now (a file that does not parse fails start-up, naming the key).
+    pub fn profiles(&self) -> Result<qflows_activities::gate::judge::Profiles, ConfigError> {
+        use qflows_activities::gate::judge::Profiles;
+        use qflows_activities::gate::profiles::{GateProfiles, Profile, ProfilesFile};
+        let default = Profile::builtin(self.gate()?, self.settings()?.unscanned_verdict);
+        match &self.gate_profiles_file {
+            None => Ok(Profiles::Builtin(std::sync::Arc::new(
+                GateProfiles::builtin(default),
+            ))),
+            Some(path) => ProfilesFile::open(path, default)
+                .map(Profiles::File)
+                .map_err(|e| ConfigError::Invalid {
+                    variable: "QFLOWS_GATE_PROFILES_FILE",
+                    problem: e.to_string(),
+                }),
+        }
+    }
+
     /// Poll and freshness settings for `ImageScan`.
     pub fn settings(&self) -> Result<qflows_workflows::scan::model::ScanSettings, ConfigError> {
         if self.scan_poll_initial_secs == 0 || self.scan_poll_max_secs < self.scan_poll_initial_secs
@@ -689,6 +712,7 @@ impl ScanArgs {
             alert_sns: self.sns_topic_arn.is_some(),
             alert_webhook: self.webhook_url.is_some(),
             rescan_running_secs: self.rescan_running_secs.max(1),
+            gate_profiles: self.gate_profiles_file.is_some(),
             unscanned_verdict: match self.gate_unscanned.to_ascii_lowercase().as_str() {
                 "pass" => Some(Verdict::Pass),
                 "audit" => Some(Verdict::Audit),

@@ -848,6 +848,7 @@ mod tests {
 
     fn result(status: ImageStatus, verdict: Option<Verdict>) -> ImageResult {
         ImageResult {
+            profile: None,
             digest: format!("sha256:{}", "a".repeat(64)),
             image: "example.com/app:1".into(),
             status,

@@ -150,6 +150,7 @@ struct ScanCounters {
     submit_latency: HistogramF64,
     failures: Counter,
     policy_changes: Counter,
+    profile_reloads_refused: Counter,
 }
 
 impl ScanCounters {
@@ -186,6 +187,10 @@ impl ScanCounters {
             policy_changes: counter(
                 "qflows_policy_enforcement_changes_total",
                 "Published policy enforcement changes: promoted (audit to enforce) or reverted",
+            ),
+            profile_reloads_refused: counter(
+                "qflows_gate_profile_reloads_refused_total",
+                "Changes of the gate profiles file refused as invalid (the previous profiles stay)",
             ),
             meter,
         }
@@ -226,6 +231,11 @@ fn export_scan_metrics(counters: &ScanCounters, last: &mut metrics::Snapshot) {
             &counters.attributes("change", change),
         );
     }
+    counters.profile_reloads_refused.add(
+        now.profile_reload_failures
+            .saturating_sub(last.profile_reload_failures),
+        &counters.meter.new_attributes(NewAttributes::from(vec![])),
+    );
     for (key @ (error_type, retryable), value) in &now.failures {
         let before = last.failures.get(key).copied().unwrap_or(0);
         let labels = counters.meter.new_attributes(NewAttributes::from(vec![

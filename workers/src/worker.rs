@@ -7,7 +7,7 @@ use crate::config::{
 use crate::{telemetry, temporal};
 use qflows_activities::SensorActivities;
 use qflows_activities::aws::Aws;
-use qflows_activities::gate::GatePolicy;
+use qflows_activities::gate::judge::{Judge, Profiles};
 use qflows_activities::inventory::InventoryActivities;
 use qflows_activities::inventory::list::{Lister, ListerSettings};
 use qflows_activities::notify::Notifier;
@@ -54,8 +54,8 @@ pub struct WorkerConfig {
 pub struct ScanConfig {
     /// Poll and freshness settings.
     pub settings: ScanSettings,
-    /// The gate.
-    pub gate: GatePolicy,
+    /// The gate profiles (`default` from the `QFLOWS_GATE_*` settings).
+    pub profiles: Arc<Profiles>,
     /// Where reports go (directory or `s3://bucket/prefix`).
     pub results: String,
     /// SNS topic for alerts.
@@ -127,7 +127,7 @@ impl WorkerConfig {
             tuning: worker.tuning()?,
             scan: ScanConfig {
                 settings: scan.settings()?,
-                gate: scan.gate()?,
+                profiles: Arc::new(scan.profiles()?),
                 results: scan.results.clone(),
                 sns_topic_arn: scan.sns_topic_arn.clone(),
                 webhook_url: scan
@@ -224,6 +224,7 @@ pub async fn run(
     let results = ResultsStore::from_location(&config.scan.results, &aws, &region)
         .await
         .map_err(|e| anyhow::anyhow!("QFLOWS_RESULTS: {e}"))?;
+    let judge = Arc::new(Judge::new(config.scan.profiles.clone(), results.clone()));
     let sns = match &config.scan.sns_topic_arn {
         // An SNS topic lives in the region its ARN names.
         Some(arn) => {
@@ -284,7 +285,7 @@ pub async fn run(
                     mode,
                     qualys.clone(),
                     resolver.clone(),
-                    config.scan.gate.clone(),
+                    judge.clone(),
                     results.clone(),
                     registries,
                 )
@@ -297,7 +298,7 @@ pub async fn run(
         temporal: client.clone(),
         task_queue: entity_queue.clone(),
         settings: settings.clone(),
-        gate: config.scan.gate.clone(),
+        judge: judge.clone(),
         results: results.clone(),
         notifier: notifier.clone(),
     };

@@ -23,6 +23,7 @@ use crate::scan::model::{
     ImageTagsRequest, NotifyRequest, QScannerScan, QualysImageState, ResolvedImage, ScanFinished,
     ScanPreparation, ScanSettings, ScanStep, StartImageScan, SubmitRegistryScan,
 };
+use crate::scan::profile::{JudgeImages, Judged};
 use temporalio_common::ActivityDefinition;
 
 macro_rules! activity_contract {
@@ -149,6 +150,11 @@ activity_contract!(
     /// A deployment's digests: each entity with a fresh result answers at once (a query); the
     /// others are told of the deployment (signal-with-start). A local activity of `ScanOnDeploy`.
     AttachDeployment = "scan.Attach": Vec<StartImageScan> => Attached
+);
+activity_contract!(
+    /// A deployment's results under its scope's gate profile (re-read from the stored reports,
+    /// so a changed profiles file needs no rescan). A local activity of `ScanOnDeploy`.
+    JudgeDeployment = "gate.Judge": JudgeImages => Judged
 );
 
 activity_contract!(

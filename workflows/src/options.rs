@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 use temporalio_common::RetryPolicy;
-use temporalio_sdk::{ActivityCloseTimeouts, ActivityOptions};
+use temporalio_sdk::{ActivityCloseTimeouts, ActivityOptions, LocalActivityOptions};
 
 /// Exponential backoff from 1 s to 60 s, without an attempt limit: transient failures
 /// (throttling, 5xx, timeouts) are retried; activities mark permanent ones non-retryable.
@@ -30,4 +30,14 @@ pub fn retrying(start_to_close_secs: u64, schedule_to_close_secs: u64) -> Activi
 pub fn heartbeating(mut options: ActivityOptions, heartbeat_timeout_secs: u64) -> ActivityOptions {
     options.heartbeat_timeout = Some(Duration::from_secs(heartbeat_timeout_secs));
     options
+}
+
+/// A local activity with [`backoff`], `start_to_close_secs` per attempt and
+/// `schedule_to_close_secs` in all.
+pub fn local(start_to_close_secs: u64, schedule_to_close_secs: u64) -> LocalActivityOptions {
+    LocalActivityOptions::builder()
+        .start_to_close_timeout(Duration::from_secs(start_to_close_secs))
+        .schedule_to_close_timeout(Duration::from_secs(schedule_to_close_secs))
+        .retry_policy(backoff())
+        .build()
 }

@@ -18,13 +18,16 @@
 #![allow(missing_docs)]
 
 use crate::clock::epoch_ms;
-use crate::contracts::{AttachDeployment, GetScanSettings, ResolveImages, StartImageScanEntity};
+use crate::contracts::{
+    AttachDeployment, GetScanSettings, JudgeDeployment, ResolveImages, StartImageScanEntity,
+};
 use crate::failure::{activity_failed, invalid_input};
 use crate::options;
 use crate::scan::model::{
     DeployedAt, ImageResult, ImageScanInput, ImageStatus, ResolvedImage, ScanOnDeployOutput,
     ScanSettings, StartImageScan,
 };
+use crate::scan::profile::{GateScope, JudgeImages};
 use crate::scan::{
     Classified, Rules, ScanRequest, classify, classify_before_resource_id_checks, classify_with,
     search,
@@ -50,6 +53,10 @@ pub const TASK_RUNNING_ONLY_PATCH: &str = "scan-ecs-tasks-once-running";
 /// names the digests, no signal round trip for a fresh result), when they were started without
 /// [`DESIGN_MEMO`].
 pub const CHEAP_PATH_PATCH: &str = "scan-on-deploy-attach";
+
+/// Marks runs that ask `gate.Judge` for their verdicts under their scope's gate profile (only
+/// when the worker has a profiles file, so runs without one are unchanged).
+pub const GATE_PROFILES_PATCH: &str = "gate-profiles";
 
 /// The memo key qflows' own starts (the bridge, the CLI) set: such a run takes the current path
 /// without a patch marker, whose search-attribute upsert would cost an action per event.
@@ -90,11 +97,17 @@ impl ScanOnDeploy {
         let settings = attach(ctx, &starts).await?;
         wait_for_answers(ctx, &starts).await;
         let images = gather(ctx, &resolved, &settings);
+        let (profile, images) = judge(ctx, &request, &settings, images).await?;
         let already_set = !ctx.search_attributes().is_empty();
         if settings.search_attributes && !already_set {
             ctx.upsert_search_attributes(search::updates(&images, request.account_id.as_deref()));
+        } else if settings.search_attributes && profile.is_some() {
+            ctx.upsert_search_attributes(search::verdict_updates(&images));
         }
-        Ok(output(&request, images))
+        Ok(ScanOnDeployOutput {
+            profile,
+            ..output(&request, images)
+        })
     }
 
     /// An `ImageScan` entity's answer.
@@ -161,6 +174,7 @@ fn is_task_before_running(event: &serde_json::Value) -> bool {
 
 fn ignored(reason: String) -> ScanOnDeployOutput {
     ScanOnDeployOutput {
+        profile: None,
         status: "ignored".into(),
         reason: Some(reason),
         source: None,
@@ -289,6 +303,7 @@ fn gather(
                     ..result
                 },
                 (None, digest) => ImageResult {
+                    profile: None,
                     digest: digest.clone().unwrap_or_default(),
                     image: image.image.to_string(),
                     status: if digest.is_some() {
@@ -318,8 +333,31 @@ fn gather(
         .collect()
 }
 
+/// The images' verdicts under the deployment's gate profile, when the worker has profiles
+/// (`gate.Judge`, a local activity); else as the entities gave them, under `default`.
+async fn judge(
+    ctx: &WorkflowContext<ScanOnDeploy>,
+    request: &ScanRequest,
+    settings: &ScanSettings,
+    images: Vec<ImageResult>,
+) -> WorkflowResult<(Option<String>, Vec<ImageResult>)> {
+    if !settings.gate_profiles || !ctx.patched(GATE_PROFILES_PATCH) {
+        return Ok((None, images));
+    }
+    let judge = JudgeImages {
+        scope: GateScope::of_request(request),
+        images,
+    };
+    let judged = ctx
+        .execute_local_activity(JudgeDeployment, judge, options::local(30, 3600))
+        .await
+        .map_err(|e| activity_failed("judge the images under their gate profile", e))?;
+    Ok((Some(judged.profile), judged.images))
+}
+
 fn output(request: &ScanRequest, images: Vec<ImageResult>) -> ScanOnDeployOutput {
     ScanOnDeployOutput {
+        profile: None,
         status: "scanned".into(),
         reason: None,
         source: Some(request.source),

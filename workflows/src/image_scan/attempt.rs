@@ -141,6 +141,7 @@ fn backend(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings) -> Backend
 /// A result that is not a completed scan.
 fn finished(ctx: &WorkflowContext<ImageScan>, status: ImageStatus, reason: &str) -> ImageResult {
     ctx.state(|s| ImageResult {
+        profile: None,
         digest: s.input.digest.clone(),
         image: s
             .entity

@@ -455,6 +455,7 @@ mod tests {
 
     fn settings() -> ScanSettings {
         ScanSettings {
+            gate_profiles: false,
             poll_initial_secs: 10,
             poll_max_secs: 120,
             scan_timeout_secs: 3600,
@@ -486,6 +487,7 @@ mod tests {
 
     fn result(status: ImageStatus, verdict: Option<Verdict>) -> ImageResult {
         ImageResult {
+            profile: None,
             digest: input().digest,
             image: input().image.to_string(),
             status,

@@ -277,6 +277,7 @@ async fn qscanner_scan(
 
 fn finished(input: &ImageScanInput, status: ImageStatus, reason: &str) -> ImageResult {
     ImageResult {
+        profile: None,
         digest: input.digest.clone(),
         image: input.image.to_string(),
         status,

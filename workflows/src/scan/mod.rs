@@ -15,6 +15,7 @@ pub mod azure;
 pub mod events;
 pub mod image_ref;
 pub mod model;
+pub mod profile;
 pub mod search;
 
 pub use azure::{IMAGE_MEDIA_TYPES, check_arm_resource_id};

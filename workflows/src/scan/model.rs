@@ -96,6 +96,10 @@ pub struct ImageResult {
     /// When the scan finished (RFC 3339, workflow time).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scanned_at: Option<String>,
+    /// The gate profile that produced `verdict` (absent: the worker's built-in `default`, in
+    /// results from before profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
 }
 
 /// An image with its digest, as resolution found it.
@@ -225,6 +229,10 @@ pub struct ScanSettings {
     /// An image an inventory sees running is rescanned this often (`QFLOWS_RESCAN_RUNNING_SECS`).
     #[serde(default = "default_rescan_running")]
     pub rescan_running_secs: u64,
+    /// The worker has a gate profiles file (`QFLOWS_GATE_PROFILES_FILE`): deployments get
+    /// their verdicts under their scope's profile (activity `gate.Judge`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub gate_profiles: bool,
 }
 
 /// Default of [`ScanSettings::rescan_running_secs`]: a day.
@@ -266,6 +274,7 @@ impl ScanSettings {
             alert_sns: false,
             alert_webhook: false,
             rescan_running_secs: DEFAULT_RESCAN_RUNNING_SECS,
+            gate_profiles: false,
         }
     }
 
@@ -485,6 +494,9 @@ pub struct ScanOnDeployOutput {
     /// Worst verdict over all images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<Verdict>,
+    /// The gate profile the deployment's scope selected (set when the worker has profiles).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
     /// One entry per image of the deployment.
     #[serde(default)]
     pub images: Vec<ImageResult>,
@@ -544,6 +556,7 @@ mod tests {
 
     fn scanned(verdict: Verdict, secrets: u64) -> ImageResult {
         ImageResult {
+            profile: None,
             digest: "sha256:a".into(),
             image: "x".into(),
             status: ImageStatus::Scanned,

@@ -33,8 +33,13 @@ pub const WORST_SEVERITY: SearchAttributeKey<i64> = SearchAttributeKey::int("Qfl
 /// Gate result: `pass`, `audit` or `fail`.
 pub const GATE_RESULT: SearchAttributeKey<String> = SearchAttributeKey::keyword("QflowsGateResult");
 
+/// The gate profile that produced the verdict (see [`crate::scan::profile`]).
+pub const GATE_PROFILE: SearchAttributeKey<String> =
+    SearchAttributeKey::keyword("QflowsGateProfile");
+
 /// Every attribute with its type name, for registration.
-pub const ALL: [(&str, &str); 5] = [
+pub const ALL: [(&str, &str); 6] = [
+    ("QflowsGateProfile", "Keyword"),
     ("QflowsImageDigests", "KeywordList"),
     ("QflowsRepositories", "KeywordList"),
     ("QflowsAccount", "Keyword"),
@@ -75,6 +80,29 @@ pub fn updates(results: &[ImageResult], account: Option<&str>) -> Vec<SearchAttr
         REPOSITORIES.value_set(repositories),
         WORST_SEVERITY.value_set(worst),
     ];
+    out.extend(verdict(results));
+    if let Some(account) = account {
+        out.push(ACCOUNT.value_set(account.to_string()));
+    }
+    out
+}
+
+/// The verdict attributes of results judged under a gate profile, for a run whose other
+/// attributes were set at start: the worst severity, the gate result, the profile.
+pub fn verdict_updates(results: &[ImageResult]) -> Vec<SearchAttributeUpdate> {
+    let worst = results
+        .iter()
+        .filter_map(|r| r.summary.map(|s| i64::from(s.worst())))
+        .max()
+        .unwrap_or(0);
+    let mut out = vec![WORST_SEVERITY.value_set(worst)];
+    out.extend(verdict(results));
+    out
+}
+
+/// The worst verdict and the profile(s) that produced it.
+fn verdict(results: &[ImageResult]) -> Vec<SearchAttributeUpdate> {
+    let mut out = Vec::new();
     if let Some(verdict) = results.iter().filter_map(|r| r.verdict).max() {
         let text = match verdict {
             Verdict::Pass => "pass",
@@ -83,8 +111,8 @@ pub fn updates(results: &[ImageResult], account: Option<&str>) -> Vec<SearchAttr
         };
         out.push(GATE_RESULT.value_set(text.to_string()));
     }
-    if let Some(account) = account {
-        out.push(ACCOUNT.value_set(account.to_string()));
+    if let Some(profile) = results.iter().find_map(|r| r.profile.clone()) {
+        out.push(GATE_PROFILE.value_set(profile));
     }
     out
 }

@@ -2,6 +2,9 @@
 //!
 //! Pure functions over the Qualys findings, so the policy is unit-tested without I/O.
 
+pub mod judge;
+pub mod profiles;
+
 use crate::qscanner::Finding;
 use crate::qualys::Vulnerability;
 use qflows_workflows::scan::model::{SeveritySummary, Verdict};
