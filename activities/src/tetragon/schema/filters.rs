@@ -3,11 +3,10 @@
 
 use serde_json::Value;
 
-use super::Violation;
+use super::context::{ArgInfo, HookState, Item, Policy, arr, str_of};
 use super::goparse::{is_addr_or_cidr, parse_int, parse_uint};
-use super::hooks::{ArgInfo, Policy, arr, str_of};
 use super::names::{FAMILIES, FILE_TYPES, PROTOCOLS, TCP_STATES, is_capability};
-use super::selectors::{HookState, Item};
+use super::violation::Violation;
 
 /// `MAX_MATCH_VALUES` for numeric operators.
 const MAX_MATCH_VALUES: usize = 4;

@@ -5,11 +5,11 @@
 
 use serde_json::Value;
 
-use super::Violation;
+use super::context::{Hook, HookKind, HookState, Item, Policy, arr, str_of};
 use super::filters::{Lookup, POSTFIX_MAX, PREFIX_MAX, check_filter};
 use super::goparse::{is_rate_limit, parse_uint};
-use super::hooks::{Hook, HookKind, Policy, arr, str_of};
 use super::names::{NAMESPACES, is_capability};
+use super::violation::Violation;
 
 /// `MaxSelectors`.
 const MAX_SELECTORS: usize = 5;
@@ -41,19 +41,6 @@ const FIELDS: [&str; 12] = [
 pub(super) struct Summary {
     /// CelExpr filters in this hook.
     pub cel_exprs: usize,
-}
-
-/// Per-hook counters shared by its selectors.
-#[derive(Default)]
-pub(super) struct HookState {
-    pub(super) cel_exprs: usize,
-    pub(super) substrings: usize,
-}
-
-/// One selector entry with the path it came from (the selector itself or a macro).
-pub(super) struct Item<'a> {
-    pub(super) v: &'a Value,
-    pub(super) path: String,
 }
 
 /// A selector with its macros applied.

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::Violation;
+use super::violation::Violation;
 use super::cel::{self, Rule};
 
 /// The cluster-scoped CRD (`tracingpolicies.cilium.io`).
