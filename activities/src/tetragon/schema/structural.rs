@@ -7,8 +7,8 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::violation::Violation;
 use super::cel::{self, Rule};
+use super::violation::Violation;
 
 /// The cluster-scoped CRD (`tracingpolicies.cilium.io`).
 pub(super) static TRACING_POLICY: LazyLock<Crd> = LazyLock::new(|| {
