@@ -13,7 +13,7 @@ use super::violation::Violation;
 /// The cluster-scoped CRD (`tracingpolicies.cilium.io`).
 pub(super) static TRACING_POLICY: LazyLock<Crd> = LazyLock::new(|| {
     Crd::parse(
-        include_str!("../crds/cilium.io_tracingpolicies.yaml"),
+        include_str!("../../crds/cilium.io_tracingpolicies.yaml"),
         false,
     )
 });
@@ -21,7 +21,7 @@ pub(super) static TRACING_POLICY: LazyLock<Crd> = LazyLock::new(|| {
 /// The namespaced CRD (`tracingpoliciesnamespaced.cilium.io`).
 pub(super) static TRACING_POLICY_NAMESPACED: LazyLock<Crd> = LazyLock::new(|| {
     Crd::parse(
-        include_str!("../crds/cilium.io_tracingpoliciesnamespaced.yaml"),
+        include_str!("../../crds/cilium.io_tracingpoliciesnamespaced.yaml"),
         true,
     )
 });
