@@ -11,6 +11,8 @@
 //! - [`sensor`]: the activities behind `DeploySensor` (rendering, ECS, Kubernetes, roll-back).
 //! - [`failure`]: how errors become Temporal failures (retryable or not, with a bounded type).
 //! - [`heartbeat`]: heartbeating while an activity waits, so a dead worker's attempt is retried soon.
+//! - [`cdr`], [`policies`]: CDR findings to TracingPolicies, and the activities behind `CdrToPolicy`;
+//!   the TracingPolicy model and its validator are the `qflows-tetragon` crate.
 //!
 //! Activity types and their inputs and outputs are declared in
 //! [`qflows_workflows::contracts`]; this crate implements them.
@@ -33,7 +35,6 @@ pub mod resolve;
 pub mod results;
 pub mod scan;
 pub mod sensor;
-pub mod tetragon;
 
 pub use qscan::QScannerActivities;
 pub use registry::RegistryActivities;

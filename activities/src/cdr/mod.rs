@@ -9,9 +9,9 @@
 pub mod findings;
 pub mod render;
 
-use crate::tetragon::policy::TracingPolicy;
-use crate::tetragon::schema;
 use findings::{SkipReason, Skipped};
+use qflows_tetragon::policy::TracingPolicy;
+use qflows_tetragon::schema;
 use qflows_workflows::cdr::FindingsReport;
 use qflows_workflows::cdr::model::{
     Category, Enforcement, Evidence, Facts, Observation, Observed, PolicyKey, Workload,

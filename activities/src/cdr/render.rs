@@ -13,11 +13,11 @@
 //! - values taken from findings ([`observed`]: binaries by full path, ports, addresses) widen the
 //!   audit form; the blocking form carries only the approved ones (see [`render_with`]).
 
-use crate::tetragon::policy::{
+use qflows_tetragon::policy::{
     API_VERSION, Arg, Ignore, Kprobe, LabelRequirement, LabelSelector, MatchAction, MatchArg,
     MatchBinaries, MatchNamespace, Metadata, PolicyOption, Selector, Spec, TracingPolicy,
 };
-use crate::tetragon::schema;
+use qflows_tetragon::schema;
 use qflows_workflows::cdr::model::{
     AuditStyle, Category, Enforcement, Evidence, Observed, PolicyKey, TetragonVersion, Workload,
 };

@@ -4,7 +4,7 @@
 use super::findings::read_document;
 use super::render::{CREDENTIAL_ENDPOINTS, RenderOptions, render};
 use super::*;
-use crate::tetragon::schema;
+use qflows_tetragon::schema;
 use qflows_workflows::cdr::model::{
     AuditStyle, CATEGORIES, Category, Enforcement, Evidence, PolicyKey, TetragonVersion, Workload,
 };

@@ -1,7 +1,7 @@
 //! The exact QScanner command line and environment of a scan (docs/qualys-api.md §4.1–4.3).
 
 use super::error::QScannerError;
-use super::{QScannerConfig, ScanJob, ScanMode};
+use super::job::{QScannerConfig, ScanJob, ScanMode};
 use crate::qualys::Secret;
 use std::fmt;
 use std::path::{Path, PathBuf};

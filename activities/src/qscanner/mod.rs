@@ -94,6 +94,7 @@
 mod command;
 mod error;
 mod exit;
+mod job;
 mod outcome;
 mod process;
 mod registries;
@@ -108,147 +109,19 @@ mod tests;
 pub use command::{CommandSpec, PASSTHROUGH_ENV, RESERVED_ENV, ecr_region, is_safe_scan_id};
 pub use error::QScannerError;
 pub use exit::{ExitCodeInfo, ExitDisposition, FailureCategory, exit_code_info};
+pub use job::{
+    DEFAULT_SCAN_TYPES, KNOWN_SCAN_TYPES, Progress, QScannerConfig, RegistryCredentials, ScanJob,
+    ScanMode, ScanStage,
+};
 pub use outcome::{Finding, PolicyVerdict, ScanOutcome, SecretFinding, VulnerablePackage};
 pub use process::CAPTURE_LIMIT;
 pub use registries::{DEFAULT_REGISTRIES, RegistryAllowlist};
 pub use workdir::sweep as sweep_work_dir;
 
-use crate::qualys::{Pod, Secret};
-use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tracing::{debug, info, warn};
-
-/// The scan types the runner asks for unless configured otherwise: packages (`os` + `sca`) and
-/// secrets.
-pub const DEFAULT_SCAN_TYPES: [&str; 2] = ["pkg", "secret"];
-
-/// The `--scan-types` values QScanner 4.8 documents (§4.1).
-pub const KNOWN_SCAN_TYPES: [&str; 9] = [
-    "pkg",
-    "os",
-    "sca",
-    "secret",
-    "malware",
-    "fileinsight",
-    "compliance",
-    "manifest",
-    "winregistry",
-];
-
-/// How the worker runs QScanner. [`QScannerConfig::new`] fills in the defaults.
-#[derive(Debug, Clone)]
-pub struct QScannerConfig {
-    /// The `qscanner` binary.
-    pub binary: PathBuf,
-    /// The Qualys platform (`--pod`). One of `pod` and `gateway_url` is required.
-    pub pod: Option<Pod>,
-    /// The gateway (`--gateway-url`); wins over `pod` when both are set.
-    pub gateway_url: Option<String>,
-    /// The Qualys bearer token, passed as `QUALYS_ACCESS_TOKEN` (never on argv).
-    pub access_token: Secret,
-    /// Working directory: `HOME` of QScanner, and parent of the per-scan output directories.
-    pub work_dir: PathBuf,
-    /// `--cache-dir`; QScanner's default (`$HOME/.cache/qualys/qscanner`) when `None`.
-    pub cache_dir: Option<PathBuf>,
-    /// `--scan-types` (default [`DEFAULT_SCAN_TYPES`]).
-    pub scan_types: Vec<String>,
-    /// Kill QScanner after this long (default 600 s, the seeds' subprocess timeout).
-    pub timeout: Duration,
-    /// Call the heartbeat this often while QScanner runs (default 5 s).
-    pub heartbeat_interval: Duration,
-    /// `--offline-scan=true`: no java-db download (default `false`).
-    pub offline_scan: bool,
-}
-
-impl QScannerConfig {
-    /// A configuration for a POD with the defaults documented on each field.
-    pub fn new(
-        binary: impl Into<PathBuf>,
-        pod: Pod,
-        access_token: Secret,
-        work_dir: impl Into<PathBuf>,
-    ) -> Self {
-        Self {
-            binary: binary.into(),
-            pod: Some(pod),
-            gateway_url: None,
-            access_token,
-            work_dir: work_dir.into(),
-            cache_dir: None,
-            scan_types: DEFAULT_SCAN_TYPES.iter().map(|s| s.to_string()).collect(),
-            timeout: Duration::from_secs(600),
-            heartbeat_interval: Duration::from_secs(5),
-            offline_scan: false,
-        }
-    }
-}
-
-/// What QScanner is asked to do after the scan (`--mode`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum ScanMode {
-    /// `--mode get-report`: upload the inventory, fetch the vulnerability report.
-    GetReport,
-    /// `--mode evaluate-policy`: also evaluate the central policies with these tags
-    /// (`--policy-tags`, omitted when empty).
-    EvaluatePolicy {
-        /// Policy tags.
-        policy_tags: Vec<String>,
-    },
-}
-
-/// Registry credentials, passed as `QSCANNER_REGISTRY_USERNAME` / `_PASSWORD` / `_TOKEN`
-/// (§4.3). For ECR: username `AWS` and the password of `GetAuthorizationToken`, or none at all
-/// and AWS credentials in [`ScanJob::extra_env`]. For ACR leave the username unset.
-#[derive(Debug, Clone, Default)]
-pub struct RegistryCredentials {
-    /// Registry user name.
-    pub username: Option<String>,
-    /// Registry password.
-    pub password: Option<Secret>,
-    /// Registry bearer token.
-    pub token: Option<Secret>,
-}
-
-/// One scan.
-#[derive(Debug, Clone)]
-pub struct ScanJob {
-    /// The image, e.g. `123456789012.dkr.ecr.us-east-1.amazonaws.com/app@sha256:…`.
-    pub image: String,
-    /// Report only, or evaluate policies.
-    pub mode: ScanMode,
-    /// Registry credentials, if the registry needs them.
-    pub registry: Option<RegistryCredentials>,
-    /// More environment for QScanner, e.g. an assumed role's `AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`. The names in [`RESERVED_ENV`] are refused.
-    pub extra_env: Vec<(String, Secret)>,
-    /// Names the output directory `<work_dir>/<scan_id>`: see [`is_safe_scan_id`].
-    pub scan_id: String,
-}
-
-/// What a run is doing, for heartbeats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ScanStage {
-    /// QScanner was just started.
-    Started,
-    /// QScanner is running.
-    Scanning,
-    /// QScanner exited; its outputs are being read.
-    Parsing,
-}
-
-/// Progress of a run, given to the heartbeat callback.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Progress {
-    /// The job's scan id.
-    pub scan_id: String,
-    /// Time since QScanner started.
-    pub elapsed: Duration,
-    /// What is happening.
-    pub stage: ScanStage,
-}
 
 /// Runs QScanner. Cheap to share: it holds only its configuration.
 #[derive(Debug, Clone)]
@@ -356,8 +229,11 @@ impl QScanner {
         mut heartbeat: impl FnMut(Progress) + Send,
         cancel: impl Future<Output = ()> + Send,
     ) -> Result<ScanOutcome, QScannerError> {
+        // A bad job never starts the scanner: its fields end up on argv and in the environment.
         command::validate_job(job)?;
-        // Removed when this function returns, whichever way it does.
+        // Outputs and TMPDIR go to a directory of this attempt's own, so a retry never reads what
+        // an earlier, killed attempt left; it is removed when this function returns, whichever
+        // way it does.
         let attempt = workdir::AttemptDir::create(&self.cfg.work_dir, &job.scan_id)?;
         if let Some(cache) = &self.cfg.cache_dir {
             tokio::fs::create_dir_all(cache)
@@ -366,7 +242,50 @@ impl QScanner {
         }
         let spec = command::build_in(&self.cfg, job, attempt.path(), &attempt.tmp());
         let out_dir = spec.current_dir.clone();
-        let redactor = Redactor::for_job(&self.cfg, job);
+
+        let finished = self.execute(job, &spec, &mut heartbeat, cancel).await?;
+        let output = Output::redacted(&finished, &Redactor::for_job(&self.cfg, job));
+        debug!(
+            scan_id = %job.scan_id,
+            stdout = %output.stdout,
+            stderr = %output.stderr,
+            "qscanner output (redacted tails)"
+        );
+        let info = self.exit_code(job, &finished, &output)?;
+        // The exit code says whether there is a verdict and which outputs must exist; only
+        // then are the files read.
+        let expected = expected_outputs(job, &info, &output)?;
+        heartbeat(Progress {
+            scan_id: job.scan_id.clone(),
+            elapsed: finished.elapsed,
+            stage: ScanStage::Parsing,
+        });
+        let outcome = self
+            .read_outputs(&info, expected, out_dir, finished.elapsed)
+            .await?;
+        info!(
+            scan_id = %job.scan_id,
+            exit_code = info.code,
+            policy = ?outcome.policy,
+            report_available = outcome.report_available,
+            vulnerabilities = outcome.vulnerabilities.len(),
+            secrets = outcome.secrets.len(),
+            warnings = outcome.warnings.len(),
+            "qscanner scan read"
+        );
+        Ok(outcome)
+    }
+
+    /// Starts QScanner with `spec` and waits for it to end: exited, timed out or cancelled
+    /// (both killed), heartbeating meanwhile. Only the names of the environment are logged:
+    /// its values are credentials.
+    async fn execute(
+        &self,
+        job: &ScanJob,
+        spec: &CommandSpec,
+        heartbeat: &mut (impl FnMut(Progress) + Send),
+        cancel: impl Future<Output = ()> + Send,
+    ) -> Result<process::Finished, QScannerError> {
         info!(
             scan_id = %job.scan_id,
             image = %job.image,
@@ -374,19 +293,25 @@ impl QScanner {
             env = ?spec.env_names(),
             "starting qscanner"
         );
-        let finished = process::run(
-            &spec,
+        process::run(
+            spec,
             self.cfg.timeout,
             self.cfg.heartbeat_interval,
             &job.scan_id,
-            &mut heartbeat,
+            heartbeat,
             cancel,
         )
-        .await?;
-        let stdout = redactor.redact(&finished.stdout);
-        let stderr = redactor.redact(&finished.stderr);
-        debug!(scan_id = %job.scan_id, %stdout, %stderr, "qscanner output (redacted tails)");
-        let detail = || tail_lines(&stderr, &stdout);
+        .await
+    }
+
+    /// The exit code of a run that exited; a cancelled, timed-out or signalled run is an error
+    /// (with the output's last lines, redacted, as its detail).
+    fn exit_code(
+        &self,
+        job: &ScanJob,
+        finished: &process::Finished,
+        output: &Output,
+    ) -> Result<ExitCodeInfo, QScannerError> {
         let status = match finished.ended {
             process::Ended::Cancelled => {
                 warn!(scan_id = %job.scan_id, "qscanner cancelled and killed");
@@ -400,7 +325,7 @@ impl QScanner {
                 );
                 return Err(QScannerError::Timeout {
                     after: self.cfg.timeout,
-                    detail: detail(),
+                    detail: output.detail(),
                 });
             }
             process::Ended::Exited(status) => status,
@@ -413,7 +338,7 @@ impl QScanner {
                 name: "killed by a signal",
                 category: FailureCategory::Killed,
                 retryable: true,
-                detail: detail(),
+                detail: output.detail(),
             });
         };
         let info = exit_code_info(code);
@@ -424,52 +349,25 @@ impl QScanner {
             elapsed_ms = finished.elapsed.as_millis() as u64,
             "qscanner exited"
         );
-        let (policy, report_expected, mut warnings) = match info.disposition {
-            ExitDisposition::Failure {
-                category,
-                retryable,
-            } => {
-                return Err(QScannerError::Exit {
-                    code: Some(code),
-                    signal: None,
-                    name: info.name,
-                    category,
-                    retryable,
-                    detail: detail(),
-                });
-            }
-            ExitDisposition::Success => {
-                let policy = matches!(job.mode, ScanMode::EvaluatePolicy { .. })
-                    .then_some(PolicyVerdict::Allow);
-                (policy, true, Vec::new())
-            }
-            ExitDisposition::ReportUnavailable => (
-                None,
-                false,
-                vec![format!(
-                    "exit {code} ({}): the SBOM was uploaded but the vulnerability report \
-                     could not be fetched; vulnerabilities are unknown",
-                    info.name
-                )],
-            ),
-            ExitDisposition::PolicyDeny | ExitDisposition::PolicyAudit => {
-                let verdict = if info.disposition == ExitDisposition::PolicyDeny {
-                    PolicyVerdict::Deny
-                } else {
-                    PolicyVerdict::Audit
-                };
-                let mut warnings = Vec::new();
-                if job.mode == ScanMode::GetReport {
-                    warnings.push(format!("exit {code} ({}) in get-report mode", info.name));
-                }
-                (Some(verdict), false, warnings)
-            }
-        };
-        heartbeat(Progress {
-            scan_id: job.scan_id.clone(),
-            elapsed: finished.elapsed,
-            stage: ScanStage::Parsing,
-        });
+        Ok(info)
+    }
+
+    /// Reads the outputs an exit code promised: the ScanResult always, the SARIF report when
+    /// `expected` says it must exist (and not after exit 40, when QScanner says the report could
+    /// not be fetched). Every gap that is not an error becomes a warning of the outcome.
+    async fn read_outputs(
+        &self,
+        info: &ExitCodeInfo,
+        expected: ExpectedOutputs,
+        out_dir: PathBuf,
+        elapsed: Duration,
+    ) -> Result<ScanOutcome, QScannerError> {
+        let code = info.code;
+        let ExpectedOutputs {
+            policy,
+            report_expected,
+            mut warnings,
+        } = expected;
         let files = report::find_outputs(&out_dir)?;
         warnings.extend(files.warnings);
 
@@ -481,17 +379,10 @@ impl QScanner {
         };
         let scan_result = report::read_scan_result(&result_path).await?;
         warnings.extend(scan_result.warnings);
-        for wanted in expected_scans(&self.cfg.scan_types) {
-            if !scan_result
-                .scans_performed
-                .iter()
-                .any(|(t, _)| t.eq_ignore_ascii_case(wanted))
-            {
-                warnings.push(format!(
-                    "the {wanted} scan was requested but is not in ScansPerformed"
-                ));
-            }
-        }
+        warnings.extend(missing_scans(
+            &self.cfg.scan_types,
+            &scan_result.scans_performed,
+        ));
 
         let sarif = match files.sarif {
             Some(path) if info.disposition != ExitDisposition::ReportUnavailable => {
@@ -512,6 +403,8 @@ impl QScanner {
             }
         };
         let report_available = sarif.is_some();
+        // The report is the better source of the image's identity; the ScanResult's metadata
+        // fills in what it lacks (or all of it when there is no report).
         let (vulnerabilities, image_id, image_digest, os) = match sarif {
             Some(s) => {
                 warnings.extend(s.warnings);
@@ -519,7 +412,7 @@ impl QScanner {
             }
             None => (Vec::new(), None, None, None),
         };
-        let outcome = ScanOutcome {
+        Ok(ScanOutcome {
             exit_code: code,
             policy,
             report_available,
@@ -532,20 +425,110 @@ impl QScanner {
             scans_performed: scan_result.scans_performed,
             warnings,
             output_dir: out_dir,
-            duration: finished.elapsed,
-        };
-        info!(
-            scan_id = %job.scan_id,
-            exit_code = code,
-            policy = ?outcome.policy,
-            report_available,
-            vulnerabilities = outcome.vulnerabilities.len(),
-            secrets = outcome.secrets.len(),
-            warnings = outcome.warnings.len(),
-            "qscanner scan read"
-        );
-        Ok(outcome)
+            duration: elapsed,
+        })
     }
+}
+
+/// QScanner's stdout and stderr tails with every credential of the job removed: all that is
+/// ever logged or put into an error of its output.
+struct Output {
+    stdout: String,
+    stderr: String,
+}
+
+impl Output {
+    fn redacted(finished: &process::Finished, redactor: &Redactor) -> Self {
+        Self {
+            stdout: redactor.redact(&finished.stdout),
+            stderr: redactor.redact(&finished.stderr),
+        }
+    }
+
+    /// The last lines, for an error's detail.
+    fn detail(&self) -> String {
+        tail_lines(&self.stderr, &self.stdout)
+    }
+}
+
+/// What an exit code says the outputs hold: the policy verdict, whether the SARIF report must
+/// exist, and the warnings the code itself gives.
+struct ExpectedOutputs {
+    policy: Option<PolicyVerdict>,
+    report_expected: bool,
+    warnings: Vec<String>,
+}
+
+/// Applies the exit-code table (see the module docs): a failure code is an error; success,
+/// "report unavailable" (40) and the policy verdicts (42, 43) say what to read.
+fn expected_outputs(
+    job: &ScanJob,
+    info: &ExitCodeInfo,
+    output: &Output,
+) -> Result<ExpectedOutputs, QScannerError> {
+    let code = info.code;
+    let (policy, report_expected, warnings) = match info.disposition {
+        ExitDisposition::Failure {
+            category,
+            retryable,
+        } => {
+            return Err(QScannerError::Exit {
+                code: Some(code),
+                signal: None,
+                name: info.name,
+                category,
+                retryable,
+                detail: output.detail(),
+            });
+        }
+        // Exit 0 in evaluate-policy mode is QScanner's ALLOW.
+        ExitDisposition::Success => {
+            let policy =
+                matches!(job.mode, ScanMode::EvaluatePolicy { .. }).then_some(PolicyVerdict::Allow);
+            (policy, true, Vec::new())
+        }
+        ExitDisposition::ReportUnavailable => (
+            None,
+            false,
+            vec![format!(
+                "exit {code} ({}): the SBOM was uploaded but the vulnerability report \
+                 could not be fetched; vulnerabilities are unknown",
+                info.name
+            )],
+        ),
+        // A verdict code is a successful scan: the workflow judges it.
+        ExitDisposition::PolicyDeny | ExitDisposition::PolicyAudit => {
+            let verdict = if info.disposition == ExitDisposition::PolicyDeny {
+                PolicyVerdict::Deny
+            } else {
+                PolicyVerdict::Audit
+            };
+            let mut warnings = Vec::new();
+            if job.mode == ScanMode::GetReport {
+                warnings.push(format!("exit {code} ({}) in get-report mode", info.name));
+            }
+            (Some(verdict), false, warnings)
+        }
+    };
+    Ok(ExpectedOutputs {
+        policy,
+        report_expected,
+        warnings,
+    })
+}
+
+/// A warning for each scan type that was asked for but that QScanner's `ScansPerformed` does
+/// not list: a requested scan that did not run must not read as a clean result.
+fn missing_scans(scan_types: &[String], performed: &[(String, String)]) -> Vec<String> {
+    expected_scans(scan_types)
+        .into_iter()
+        .filter(|wanted| {
+            !performed
+                .iter()
+                .any(|(t, _)| t.eq_ignore_ascii_case(wanted))
+        })
+        .map(|wanted| format!("the {wanted} scan was requested but is not in ScansPerformed"))
+        .collect()
 }
 
 /// The vulnerabilities of a `*-Report.sarif.json` file and the warnings reading it gave, read

@@ -2,7 +2,7 @@
 
 use super::command::CommandSpec;
 use super::error::QScannerError;
-use super::{Progress, ScanStage};
+use super::job::{Progress, ScanStage};
 use std::future::Future;
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;

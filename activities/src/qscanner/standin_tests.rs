@@ -4,6 +4,7 @@
 
 use super::tests::TempDir;
 use super::*;
+use crate::qualys::{Pod, Secret};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 use std::time::Instant;

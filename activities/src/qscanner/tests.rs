@@ -2,6 +2,7 @@
 
 use super::report::{self, find_outputs, parse_json, parse_sarif, parse_scan_result};
 use super::*;
+use crate::qualys::{Pod, Secret};
 use std::path::PathBuf;
 
 const TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.qflows-test-token.c2lnbmF0dXJl";

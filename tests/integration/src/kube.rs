@@ -31,7 +31,7 @@ pub const CONTEXT: &str = "qflows-test";
 /// The field manager [`KubeApiServer::install_tetragon_crds`] applies the CRDs with.
 const CRD_FIELD_MANAGER: &str = "qflows-tests";
 
-/// Tetragon's CRD files, in `activities/src/tetragon/crds/` (the validator embeds the same files).
+/// Tetragon's CRD files, in `activities/tetragon/crds/` (the validator embeds the same files).
 const TETRAGON_CRD_FILES: [&str; 2] = [
     "cilium.io_tracingpolicies.yaml",
     "cilium.io_tracingpoliciesnamespaced.yaml",
@@ -300,7 +300,7 @@ current-context: {CONTEXT}
     }
 
     /// Installs Tetragon's `TracingPolicy` and `TracingPolicyNamespaced` CRDs (this crate's
-    /// `activities/src/tetragon/crds/`), minus what a 1.20 API server does not know, by server-side apply, and
+    /// `activities/tetragon/crds/`), minus what a 1.20 API server does not know, by server-side apply, and
     /// waits until both are `Established`.
     pub async fn install_tetragon_crds(&self) -> anyhow::Result<()> {
         self.install_crds(tetragon_crds_for_1_20()?).await
@@ -366,7 +366,7 @@ pub fn keda_scaled_object_crd() -> anyhow::Result<Value> {
 /// `default: ""` (1.20 rejects those defaults).
 pub fn tetragon_crds_for_1_20() -> anyhow::Result<Vec<Value>> {
     // The same files the policy validator embeds: one copy in the repository.
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../activities/src/tetragon/crds");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../activities/tetragon/crds");
     TETRAGON_CRD_FILES
         .iter()
         .map(|file| {

@@ -16,8 +16,8 @@
 //! segments, empty segments, and any character outside ARM's own (`%`, `\`, `?`, `#`, `:`,
 //! whitespace…). The activity that builds the URL checks again.
 
-use super::events::{Classified, EventSource, ScanRequest};
 use super::image_ref::ImageRef;
+use super::request::{Classified, EventSource, ScanRequest, ignored, type_name};
 use crate::input::InputError;
 use serde_json::Value;
 
@@ -190,10 +190,6 @@ pub(super) fn classify(
     }
 }
 
-fn ignored(reason: String) -> Result<Classified, InputError> {
-    Ok(Classified::Ignored { reason })
-}
-
 /// `data`, as an object or a string holding one.
 fn data(
     event: &serde_json::Map<String, Value>,
@@ -213,7 +209,7 @@ fn data(
         },
         Some(other) => Err(InputError::field(
             "data",
-            format!("expected an object, found {}", kind(other)),
+            format!("expected an object, found {}", type_name(other)),
         )),
         None => Err(InputError::field("data", "missing")),
     }
@@ -333,7 +329,7 @@ fn object<'a>(
         Some(Value::Object(o)) => Ok(o),
         Some(other) => Err(InputError::field(
             path,
-            format!("expected an object, found {}", kind(other)),
+            format!("expected an object, found {}", type_name(other)),
         )),
         None => Err(InputError::field(path, "missing")),
     }
@@ -348,7 +344,7 @@ fn string<'a>(
         Some(Value::String(_)) => Err(InputError::field(key, "empty")),
         Some(other) => Err(InputError::field(
             key,
-            format!("expected a string, found {}", kind(other)),
+            format!("expected a string, found {}", type_name(other)),
         )),
         None => Err(InputError::field(key, "missing")),
     }
@@ -357,15 +353,4 @@ fn string<'a>(
 fn rename(mut e: InputError, path: &str) -> InputError {
     e.field = path.to_string();
     e
-}
-
-fn kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }

@@ -3,16 +3,16 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::tetragon::schema::cel::{RULES, Rule};
-use crate::tetragon::schema::structural::{TRACING_POLICY, TRACING_POLICY_NAMESPACED};
+use crate::schema::cel::{RULES, Rule};
+use crate::schema::structural::{TRACING_POLICY, TRACING_POLICY_NAMESPACED};
 
 // ---- the embedded CRDs -------------------------------------------------------------------------
 
 fn crd_yaml(namespaced: bool) -> Value {
     let src = if namespaced {
-        include_str!("../../crds/cilium.io_tracingpoliciesnamespaced.yaml")
+        include_str!("../../../crds/cilium.io_tracingpoliciesnamespaced.yaml")
     } else {
-        include_str!("../../crds/cilium.io_tracingpolicies.yaml")
+        include_str!("../../../crds/cilium.io_tracingpolicies.yaml")
     };
     serde_yaml_ng::from_str(src).unwrap()
 }

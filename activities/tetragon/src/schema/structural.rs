@@ -7,13 +7,13 @@ use std::sync::LazyLock;
 use regex::Regex;
 use serde_json::{Map, Value};
 
-use super::Violation;
 use super::cel::{self, Rule};
+use super::violation::Violation;
 
 /// The cluster-scoped CRD (`tracingpolicies.cilium.io`).
 pub(super) static TRACING_POLICY: LazyLock<Crd> = LazyLock::new(|| {
     Crd::parse(
-        include_str!("../crds/cilium.io_tracingpolicies.yaml"),
+        include_str!("../../crds/cilium.io_tracingpolicies.yaml"),
         false,
     )
 });
@@ -21,7 +21,7 @@ pub(super) static TRACING_POLICY: LazyLock<Crd> = LazyLock::new(|| {
 /// The namespaced CRD (`tracingpoliciesnamespaced.cilium.io`).
 pub(super) static TRACING_POLICY_NAMESPACED: LazyLock<Crd> = LazyLock::new(|| {
     Crd::parse(
-        include_str!("../crds/cilium.io_tracingpoliciesnamespaced.yaml"),
+        include_str!("../../crds/cilium.io_tracingpoliciesnamespaced.yaml"),
         true,
     )
 });

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::hooks::{arr, str_of};
+use super::context::{arr, str_of};
 
 /// A release as (major, minor).
 type Version = (u32, u32);

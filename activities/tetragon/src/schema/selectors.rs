@@ -5,11 +5,11 @@
 
 use serde_json::Value;
 
-use super::Violation;
+use super::context::{Hook, HookKind, HookState, Item, Policy, arr, str_of};
 use super::filters::{Lookup, POSTFIX_MAX, PREFIX_MAX, check_filter};
 use super::goparse::{is_rate_limit, parse_uint};
-use super::hooks::{Hook, HookKind, Policy, arr, str_of};
 use super::names::{NAMESPACES, is_capability};
+use super::violation::Violation;
 
 /// `MaxSelectors`.
 const MAX_SELECTORS: usize = 5;
@@ -41,19 +41,6 @@ const FIELDS: [&str; 12] = [
 pub(super) struct Summary {
     /// CelExpr filters in this hook.
     pub cel_exprs: usize,
-}
-
-/// Per-hook counters shared by its selectors.
-#[derive(Default)]
-pub(super) struct HookState {
-    pub(super) cel_exprs: usize,
-    pub(super) substrings: usize,
-}
-
-/// One selector entry with the path it came from (the selector itself or a macro).
-pub(super) struct Item<'a> {
-    pub(super) v: &'a Value,
-    pub(super) path: String,
 }
 
 /// A selector with its macros applied.
@@ -181,7 +168,30 @@ pub(super) fn check_hook_selectors(
     }
 }
 
+/// One selector, field by field (the order of these checks is the order of its violations).
 fn check_selector(
+    e: &Expanded<'_>,
+    hook: &Hook<'_>,
+    pol: &Policy<'_>,
+    state: &mut HookState,
+    out: &mut Vec<Violation>,
+) {
+    check_arg_filters(e, hook, pol, state, out);
+    check_actions(e, hook, pol, out);
+    check_return_selectors(e, hook, pol, state, out);
+    for field in ["matchBinaries", "matchParentBinaries"] {
+        for b in e.get(field) {
+            check_binaries(b, field, out);
+        }
+    }
+
+    check_namespaces(e, out);
+    check_capabilities(e, out);
+    check_pids(e, out);
+}
+
+/// matchArgs and matchData (`ParseMatchArgs`): at most five together, each as `parseMatchArg`.
+fn check_arg_filters(
     e: &Expanded<'_>,
     hook: &Hook<'_>,
     pol: &Policy<'_>,
@@ -210,7 +220,10 @@ fn check_selector(
     for f in match_data {
         check_filter(f, &hook.data, Lookup::Position, state, pol, out);
     }
+}
 
+/// matchActions (`ParseMatchActions`): at most three, each placed where its hook allows it.
+fn check_actions(e: &Expanded<'_>, hook: &Hook<'_>, pol: &Policy<'_>, out: &mut Vec<Violation>) {
     let actions = e.get("matchActions");
     if actions.len() > MAX_ACTIONS {
         out.push(Violation::new(
@@ -224,7 +237,17 @@ fn check_selector(
     for a in actions {
         check_action(a, hook, pol, true, out);
     }
+}
 
+/// matchReturnArgs and matchReturnActions: compiled only for hooks with `return: true`, never
+/// for lsm hooks.
+fn check_return_selectors(
+    e: &Expanded<'_>,
+    hook: &Hook<'_>,
+    pol: &Policy<'_>,
+    state: &mut HookState,
+    out: &mut Vec<Violation>,
+) {
     if hook.kind == HookKind::Lsm && !e.get("matchReturnArgs").is_empty() {
         out.push(Violation::new(
             e.path("matchReturnArgs"),
@@ -259,13 +282,12 @@ fn check_selector(
             check_action(a, hook, pol, false, out);
         }
     }
+}
 
-    for field in ["matchBinaries", "matchParentBinaries"] {
-        for b in e.get(field) {
-            check_binaries(b, field, out);
-        }
-    }
-
+/// matchNamespaces (`ParseMatchNamespaces`: ten filters, four values each, numeric or
+/// `host_ns`) and matchNamespaceChanges (`ParseMatchNamespaceChanges`: one filter of known
+/// namespace types).
+fn check_namespaces(e: &Expanded<'_>, out: &mut Vec<Violation>) {
     let namespaces = e.get("matchNamespaces");
     if namespaces.len() > 10 {
         out.push(Violation::new(
@@ -323,6 +345,10 @@ fn check_selector(
             }
         }
     }
+}
+
+/// matchCapabilities and matchCapabilityChanges: known capability names.
+fn check_capabilities(e: &Expanded<'_>, out: &mut Vec<Violation>) {
     for field in ["matchCapabilities", "matchCapabilityChanges"] {
         for c in e.get(field) {
             for (k, v) in arr(c.v, "values").iter().enumerate() {
@@ -337,6 +363,10 @@ fn check_selector(
             }
         }
     }
+}
+
+/// matchPIDs: values are Go `uint32`s.
+fn check_pids(e: &Expanded<'_>, out: &mut Vec<Violation>) {
     for p in e.get("matchPIDs") {
         for (k, v) in arr(p.v, "values").iter().enumerate() {
             if v.as_i64().is_some_and(|n| n < 0) {

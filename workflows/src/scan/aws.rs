@@ -1,8 +1,7 @@
-//! What a deploy event asks to scan.
-//!
-//! `ScanOnDeploy` takes the raw EventBridge event users already route (or a manual
-//! `{"images": […]}` request) and [`classify`] turns it into a [`ScanRequest`], an
-//! [`Classified::Ignored`] event with a reason, or an [`InputError`] naming the malformed field.
+//! AWS deploy and push events: the EventBridge events users already route (native and via
+//! CloudTrail), and the manual `{"images": […]}` request. [`super::classify`] hands them here;
+//! they become a [`ScanRequest`], an [`Classified::Ignored`] event with a reason, or an
+//! [`InputError`] naming the malformed field.
 //!
 //! | Event | Images | Task definition / service |
 //! |---|---|---|
@@ -19,195 +18,23 @@
 //! that deploy nothing are [ignored](Classified::Ignored); anything else is an [`InputError`].
 
 use super::image_ref::{ImageRef, check_digest, check_repository, check_tag};
+use super::request::{
+    Classified, EcsServiceRef, EventSource, Rules, ScanRequest, ignored, type_name,
+};
 use crate::input::{InputError, Validate, parse};
 use crate::registry::{ecr_host, partition, validate_account_id, validate_region};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
-
-/// The outcome of [`classify`].
-///
-/// Serialised as `{"scan": {…}}` or `{"ignored": {"reason": "…"}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum Classified {
-    /// The event is a deployment or push: scan what it names.
-    Scan(ScanRequest),
-    /// A well-formed event that asks for no scan.
-    Ignored {
-        /// Why, for the workflow's result and logs.
-        reason: String,
-    },
-}
-
-/// Which kind of event a [`ScanRequest`] came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub enum EventSource {
-    /// Native EventBridge `ECR Image Action` (PUSH).
-    EcrImagePush,
-    /// CloudTrail `PutImage` on `ecr.amazonaws.com`.
-    EcrPutImage,
-    /// Native EventBridge `ECR Replication Action` (in the destination registry).
-    EcrReplication,
-    /// CloudTrail ECS `RegisterTaskDefinition`.
-    EcsRegisterTaskDefinition,
-    /// CloudTrail ECS `RunTask`.
-    EcsRunTask,
-    /// CloudTrail ECS `StartTask`.
-    EcsStartTask,
-    /// CloudTrail ECS `CreateService`.
-    EcsCreateService,
-    /// CloudTrail ECS `UpdateService`.
-    EcsUpdateService,
-    /// CloudTrail ECS `CreateTaskSet`.
-    EcsCreateTaskSet,
-    /// Native EventBridge `ECS Task State Change`.
-    EcsTaskStateChange,
-    /// The manual form `{"images": […], "account"?: …, "region"?: …}`.
-    Manual,
-    /// Azure Container Registry `ImagePushed` (Event Grid or CloudEvents).
-    AcrImagePush,
-    /// Azure `ResourceWriteSuccess` for a container group (ACI).
-    AciContainerGroupWrite,
-    /// Azure `ResourceWriteSuccess` for a container app.
-    ContainerAppWrite,
-    /// Azure `ResourceWriteSuccess` for a container app job.
-    ContainerAppJobWrite,
-}
-
-/// What a deploy event asks to scan.
-///
-/// `images` are the images the event names directly. When it names none, resolve
-/// `task_definition` (`ecs:DescribeTaskDefinition`), or failing that `service`
-/// (`ecs:DescribeServices`, then its task definition).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ScanRequest {
-    /// The kind of event.
-    pub source: EventSource,
-    /// The EventBridge event `id` (or the CloudTrail `eventID` when the envelope has none).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_id: Option<String>,
-    /// The account owning the resources: CloudTrail's `recipientAccountId`, else the envelope's
-    /// `account`; the manual form's `account`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub account_id: Option<String>,
-    /// The region of the resources: CloudTrail's `awsRegion`, else the envelope's `region`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// Images named by the event, in event order, without duplicates (by
-    /// [`ImageRef::canonical`], first appearance kept).
-    #[serde(default)]
-    pub images: Vec<ImageRef>,
-    /// The task definition the deployment uses: a full ARN when the event has one (or has
-    /// `family:revision` plus account and region), else a bare family as given.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub task_definition: Option<String>,
-    /// The ECS service to resolve, set only when the event names neither images nor a task
-    /// definition (an `UpdateService` that only scaled).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub service: Option<EcsServiceRef>,
-    /// The ECS cluster (name or ARN, as the event gives it).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
-    /// The Azure resource whose images to read through Resource Manager (a container group,
-    /// container app or job), or for an ACR push the registry's resource ID.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub azure_resource: Option<String>,
-}
-
-/// An ECS service to look up with `DescribeServices`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct EcsServiceRef {
-    /// The cluster (name or ARN); `None` is the account's default cluster.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cluster: Option<String>,
-    /// The service name or ARN.
-    pub service: String,
-}
-
-const SHAPES: &str = "an EventBridge event (an object with `source`, `detail-type` and a `detail` \
-                      object) or {\"images\": [\"<image>\", …], \"account\"?: \"<12 digits>\", \
-                      \"region\"?: \"<region>\"}";
 
 const SUPPORTED: &str = "`ECR Image Action` and `ECR Replication Action` (source aws.ecr), \
                          `ECS Task State Change` (aws.ecs), and `AWS API Call via CloudTrail` for \
                          ECR PutImage and ECS RegisterTaskDefinition, RunTask, StartTask, \
                          CreateService, UpdateService and CreateTaskSet";
 
-/// Rules of [`classify_with`] that changed over time: a workflow run replays with the rules it
-/// started under.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Rules {
-    /// Scan `ECS Task State Change` events before the task is `RUNNING` too (PROVISIONING,
-    /// PENDING, ACTIVATING), as qflows did at first. Off: each task is scanned once, at RUNNING.
-    pub scan_tasks_before_running: bool,
-    /// Accept Azure resource IDs with `.`/`..` segments and other path tricks, as qflows did
-    /// at first (see [`classify_before_resource_id_checks`]).
-    pub skip_azure_resource_id_checks: bool,
-    /// Scan ACR pushes of Helm charts, cosign signatures and other non-image artifacts, as
-    /// qflows did at first (they fail: there is no image to scan).
-    pub scan_acr_artifacts: bool,
-}
-
-/// Reads a deploy event and says what it asks to scan.
-///
-/// Accepts an EventBridge event (see the [module](self) table) or the manual form
-/// `{"images": ["<ref>", …], "account"?: "<12 digits>", "region"?: "<region>"}`. Unknown or
-/// malformed events are an [`InputError`] naming the offending JSON path.
-pub fn classify(event: &Value) -> Result<Classified, InputError> {
-    classify_with(event, Rules::default())
-}
-
-/// [`classify`] as it was before Azure resource IDs were checked for path tricks
-/// (`ScanOnDeploy` patch `azure-resource-id-checks`): only for replaying runs started before,
-/// whose resolve activity refuses such IDs anyway before they reach a URL.
-pub fn classify_before_resource_id_checks(event: &Value) -> Result<Classified, InputError> {
-    let rules = Rules {
-        skip_azure_resource_id_checks: true,
-        ..Rules::default()
-    };
-    classify_with(event, rules)
-}
-
-/// [`classify`] under older [`Rules`].
-pub fn classify_with(event: &Value, rules: Rules) -> Result<Classified, InputError> {
-    let checks = if rules.skip_azure_resource_id_checks {
-        super::azure::Checks::BeforeResourceIdChecks
-    } else {
-        super::azure::Checks::All
-    };
-    let Value::Object(obj) = event else {
-        let hint = if event.is_array() {
-            " (an Event Grid delivery is an array: give its events one at a time, as `qflows bridge` does)"
-        } else {
-            ""
-        };
-        return Err(InputError::field(
-            ".",
-            format!("expected {SHAPES}, found {}{hint}", type_name(event)),
-        ));
-    };
-    if super::azure::is_azure(obj) {
-        super::azure::classify(obj, checks, rules.scan_acr_artifacts)
-    } else if ["detail-type", "source", "detail"]
-        .iter()
-        .any(|k| obj.contains_key(*k))
-    {
-        eventbridge(&At::root(event), rules)
-    } else if obj.contains_key("images") {
-        manual(event)
-    } else {
-        Err(InputError::field(
-            ".",
-            format!("unrecognised event: expected {SHAPES}"),
-        ))
-    }
-}
-
-fn eventbridge(root: &At, rules: Rules) -> Result<Classified, InputError> {
+/// An EventBridge event (anything with `source`, `detail-type` or `detail`).
+pub(super) fn eventbridge(event: &Value, rules: Rules) -> Result<Classified, InputError> {
+    let root = &At::root(event);
     let source = root.key("source")?.str()?;
     let detail_type = root.key("detail-type")?.str()?;
     let detail = root.key("detail")?;
@@ -475,7 +302,8 @@ impl Validate for ManualInput {
     }
 }
 
-fn manual(event: &Value) -> Result<Classified, InputError> {
+/// The manual form `{"images": […], "account"?: …, "region"?: …}`.
+pub(super) fn manual(event: &Value) -> Result<Classified, InputError> {
     let input: ManualInput = parse(event.clone())?;
     let mut request = Builder::new(
         EventSource::Manual,
@@ -487,12 +315,6 @@ fn manual(event: &Value) -> Result<Classified, InputError> {
         request.push(image);
     }
     Ok(Classified::Scan(request.req))
-}
-
-fn ignored(reason: impl Into<String>) -> Result<Classified, InputError> {
-    Ok(Classified::Ignored {
-        reason: reason.into(),
-    })
 }
 
 /// The envelope's `account` and `region`, validated.
@@ -762,17 +584,6 @@ impl<'a> At<'a> {
                 .collect()),
             Some(_) => Err(self.wrong_type("an array")),
         }
-    }
-}
-
-fn type_name(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
