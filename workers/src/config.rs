@@ -826,6 +826,39 @@ pub fn check_unknown_variables(
     Ok(())
 }
 
+/// What a process takes from the standard environment rather than from `QFLOWS_*`
+/// settings: its host name (in its Temporal identity) and the AWS region the SDK would use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessEnv {
+    /// `HOSTNAME` (a pod's name), else `localhost`.
+    pub hostname: String,
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION`, when either is set.
+    pub aws_region: Option<String>,
+}
+
+/// The region qflows assumes when AWS names none (the SDK's own convention for global calls).
+pub const DEFAULT_AWS_REGION: &str = "us-east-1";
+
+impl ProcessEnv {
+    /// Reads it now.
+    pub fn read() -> Self {
+        ProcessEnv {
+            hostname: env_nonempty("HOSTNAME").unwrap_or_else(|| "localhost".into()),
+            aws_region: env_nonempty("AWS_REGION").or_else(|| env_nonempty("AWS_DEFAULT_REGION")),
+        }
+    }
+
+    /// The AWS region, `us-east-1` when none is set.
+    pub fn aws_region(&self) -> &str {
+        self.aws_region.as_deref().unwrap_or(DEFAULT_AWS_REGION)
+    }
+
+    /// This process's Temporal identity: `qflows@<host>:<pid>`.
+    pub fn identity(&self) -> String {
+        format!("qflows@{}:{}", self.hostname, std::process::id())
+    }
+}
+
 /// The bridge's key from `QFLOWS_BRIDGE_KEY`, trimmed; `None` when unset or blank.
 pub fn bridge_key_from_env() -> Option<String> {
     env_nonempty("QFLOWS_BRIDGE_KEY").map(|k| k.trim().to_string())

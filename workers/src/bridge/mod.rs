@@ -154,7 +154,7 @@ impl Bridge {
         });
         let sqs = match &args.sqs_queue_url {
             Some(url) => {
-                let client = sqs::client(url).await;
+                let client = sqs::client(url, &crate::config::ProcessEnv::read()).await;
                 Some(tokio::spawn(sqs::run(shared.clone(), client, url.clone())))
             }
             None => None,

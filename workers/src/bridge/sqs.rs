@@ -9,6 +9,7 @@ use super::delivery::{self, Delivery, Malformed};
 use super::http::{Shared, start_events};
 use super::metrics::{Rejection, Route};
 use super::starter::{StartError, Starter};
+use crate::config::ProcessEnv;
 use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
 use serde_json::Value;
 use std::sync::Arc;
@@ -19,10 +20,9 @@ const WAIT_SECS: i32 = 20;
 
 /// The SQS client for `queue_url`, from the standard AWS configuration (`AWS_REGION`,
 /// credentials chain, `AWS_ENDPOINT_URL`), the region defaulting to the one in the queue URL.
-pub async fn client(queue_url: &str) -> aws_sdk_sqs::Client {
+pub async fn client(queue_url: &str, process: &ProcessEnv) -> aws_sdk_sqs::Client {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-    if std::env::var_os("AWS_REGION").is_none()
-        && std::env::var_os("AWS_DEFAULT_REGION").is_none()
+    if process.aws_region.is_none()
         && let Some(region) = region_of(queue_url)
     {
         loader = loader.region(aws_config::Region::new(region));

@@ -1,0 +1,216 @@
+//! `qflows worker`: serves qflows' workflows and activities on a task queue.
+//!
+//! - [`deps`] builds what the activities share from the validated [`WorkerConfig`];
+//! - [`queues`] is the table of what each task queue registers;
+//! - [`tuning`] applies cache, slots and pollers to each.
+
+mod deps;
+mod queues;
+mod tuning;
+
+pub use tuning::tuned;
+
+use crate::config::{
+    ConfigError, ProcessEnv, QScannerMode, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs,
+    WorkerTuning,
+};
+use crate::{telemetry, temporal};
+use qflows_activities::gate::judge::Profiles;
+use qflows_activities::qscanner::{RegistryAllowlist, ScanMode};
+use qflows_activities::qualys::QualysConfig;
+use qflows_workflows::registry::RegistryDefaults;
+use qflows_workflows::scan::model::ScanSettings;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use temporalio_sdk::runtime::RuntimeOptions;
+use temporalio_sdk::{Runtime, Worker};
+use tracing::info;
+
+/// Everything a worker needs, validated before anything connects.
+#[derive(Debug)]
+pub struct WorkerConfig {
+    /// Where Temporal is.
+    pub temporal: TemporalArgs,
+    /// The Qualys client.
+    pub qualys: QualysConfig,
+    /// What to serve.
+    pub worker: WorkerArgs,
+    /// Registry defaults derived from `worker`.
+    pub registry: RegistryDefaults,
+    /// Deploy-time scans.
+    pub scan: ScanConfig,
+    /// Cache, slots and pollers of every task queue.
+    pub tuning: WorkerTuning,
+    /// Host name and AWS region, from the standard environment.
+    pub process: ProcessEnv,
+}
+
+/// Validated scan configuration.
+#[derive(Debug)]
+pub struct ScanConfig {
+    /// Poll and freshness settings.
+    pub settings: ScanSettings,
+    /// The gate profiles (`default` from the `QFLOWS_GATE_*` settings).
+    pub profiles: Arc<Profiles>,
+    /// Where reports go (directory or `s3://bucket/prefix`).
+    pub results: String,
+    /// SNS topic for alerts.
+    pub sns_topic_arn: Option<String>,
+    /// Webhook for alerts.
+    pub webhook_url: Option<url::Url>,
+    /// Cross-account role name.
+    pub cross_account_role_name: Option<String>,
+    /// Where Azure calls go.
+    pub azure: qflows_activities::azure::AzureSettings,
+    /// The QScanner backend, when configured.
+    pub qscanner: Option<QScannerSetup>,
+}
+
+/// Azure endpoints and cloud: `QFLOWS_AZURE_CLOUD` picks the cloud's Resource Manager unless
+/// `QFLOWS_AZURE_ARM_ENDPOINT` names another than the public one.
+fn azure_settings(scan: &ScanArgs) -> Result<qflows_activities::azure::AzureSettings, ConfigError> {
+    use qflows_activities::azure::AzureCloud;
+    let cloud = scan
+        .azure_cloud
+        .as_deref()
+        .map(AzureCloud::parse)
+        .transpose()
+        .map_err(|problem| ConfigError::Invalid {
+            variable: "QFLOWS_AZURE_CLOUD",
+            problem,
+        })?;
+    let public = AzureCloud::Public.arm_endpoint();
+    let arm_endpoint = match cloud {
+        Some(c) if scan.azure_arm_endpoint.trim_end_matches('/') == public => {
+            c.arm_endpoint().to_string()
+        }
+        _ => scan.azure_arm_endpoint.clone(),
+    };
+    Ok(qflows_activities::azure::AzureSettings {
+        arm_endpoint,
+        acr_endpoint: scan.azure_acr_endpoint.clone(),
+        cloud,
+    })
+}
+
+/// The QScanner backend's configuration.
+#[derive(Debug)]
+pub struct QScannerSetup {
+    /// The binary.
+    pub binary: std::path::PathBuf,
+    /// `get-report` or `evaluate-policy`.
+    pub mode: ScanMode,
+    /// Time limit per run.
+    pub timeout: Duration,
+    /// Scratch space.
+    pub work_dir: std::path::PathBuf,
+    /// Runs at once on this worker.
+    pub max_concurrent: usize,
+    /// Where it may pull from.
+    pub registries: RegistryAllowlist,
+}
+
+impl WorkerConfig {
+    /// Validates flags and environment into a worker configuration.
+    pub fn from_args(
+        temporal: TemporalArgs,
+        qualys: &QualysArgs,
+        worker: WorkerArgs,
+        scan: &ScanArgs,
+    ) -> Result<Self, ConfigError> {
+        worker.metrics_addr()?;
+        Ok(Self {
+            tuning: worker.tuning()?,
+            scan: ScanConfig {
+                settings: scan.settings()?,
+                profiles: Arc::new(scan.profiles()?),
+                results: scan.results.clone(),
+                sns_topic_arn: scan.sns_topic_arn.clone(),
+                webhook_url: scan
+                    .webhook_url
+                    .as_deref()
+                    .and_then(|u| url::Url::parse(u).ok()),
+                cross_account_role_name: scan.cross_account_role_name.clone(),
+                azure: azure_settings(scan)?,
+                qscanner: match scan.qscanner_bin.clone() {
+                    None => None,
+                    Some(binary) => Some(QScannerSetup {
+                        binary,
+                        mode: match scan.qscanner_mode {
+                            QScannerMode::GetReport => ScanMode::GetReport,
+                            QScannerMode::EvaluatePolicy => ScanMode::EvaluatePolicy {
+                                policy_tags: scan.qscanner_policy_tags.clone(),
+                            },
+                        },
+                        timeout: Duration::from_secs(scan.qscanner_timeout_secs),
+                        work_dir: scan
+                            .qscanner_work_dir
+                            .clone()
+                            .unwrap_or_else(|| std::env::temp_dir().join("qflows-qscanner")),
+                        max_concurrent: scan.qscanner_max_concurrent,
+                        registries: scan.qscanner_registries()?,
+                    }),
+                },
+            },
+            qualys: qualys.to_config()?,
+            registry: worker.registry_defaults()?,
+            process: ProcessEnv::read(),
+            temporal,
+            worker,
+        })
+    }
+}
+
+/// Runs the worker until `shutdown` resolves, then drains in-flight work and returns: one
+/// worker per task queue ([`queues`]), all built from the same [`deps::Dependencies`].
+pub async fn run(
+    config: WorkerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let telemetry = telemetry::start(config.worker.metrics_addr()?)?;
+    if let Some(addr) = telemetry.metrics_addr {
+        info!(%addr, "Prometheus metrics at http://{addr}/metrics");
+    }
+    let runtime = Runtime::from_current_tokio(
+        RuntimeOptions::builder()
+            .telemetry_options(telemetry.options.clone())
+            .build()
+            .map_err(|e| anyhow::anyhow!("Temporal runtime options: {e}"))?,
+    )?;
+    let client = temporal::connect(&config.temporal, &config.process.identity()).await?;
+    let deps = deps::Dependencies::build(&config, client.clone(), telemetry.meter.clone()).await?;
+    let mut workers = queues::all(&config, &deps)?
+        .into_iter()
+        .map(|options| Worker::new(&runtime, client.clone(), options))
+        .collect::<Result<Vec<_>, _>>()?;
+    let stops: Vec<_> = workers.iter_mut().map(|w| w.shutdown_handle()).collect();
+    tokio::spawn(async move {
+        shutdown.await;
+        info!("shutting down: finishing in-flight tasks");
+        stops.into_iter().for_each(|stop| stop());
+    });
+    info!(queues = ?deps.queues, qscanner_max_concurrent = deps.qscanner.as_ref().map(|q| q.slots), "worker started");
+    // `run` is not `Send`: all of them stay on this task.
+    for result in futures::future::join_all(workers.iter_mut().map(|w| w.run())).await {
+        result?;
+    }
+    info!("worker stopped");
+    Ok(())
+}
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
