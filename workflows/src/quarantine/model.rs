@@ -356,6 +356,10 @@ pub struct QuarantinePlan {
     /// deactivated; none means the app stops serving).
     #[serde(default)]
     pub other_active_revisions: Vec<String>,
+    /// ECS: images of the previous task definition referenced by a tag whose digest could not
+    /// be read (not in ECR, or ECR would not say): they were compared by reference only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unchecked: Vec<String>,
     /// Why approval cannot help, when it cannot: the workflow ends `refused`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
