@@ -24,7 +24,7 @@ use qflows_workflows::scan::model::ScanSettings;
 use qflows_workflows::{
     CdrToPolicy, EnsureAwsConnector, EnsureRegistry, ImageScan, ScanAlert, ScanOnDeploy,
 };
-use qflows_workflows::{DeploySensor, Inventory};
+use qflows_workflows::{DeploySensor, Inventory, Quarantine};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -314,7 +314,14 @@ pub async fn run(
         .register_workflow::<CdrToPolicy>()?
         .register_workflow::<DeploySensor>()?
         .register_workflow::<Inventory>()?
+        .register_workflow::<Quarantine>()?
         .register_activities(registry())
+        .register_activities(
+            qflows_activities::quarantine::QuarantineActivities::new(
+                aws.clone(),
+                resolver.clone(),
+            ),
+        )
         .register_activities(InventoryActivities::new(
             Lister::new(resolver.clone(), ListerSettings::default()),
             client.clone(),
