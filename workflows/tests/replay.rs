@@ -141,3 +141,22 @@ async fn inventory_histories_replay() {
         .build();
     replay_all(recorded, options).await;
 }
+
+/// `quarantine_ecs_rolled_back.json` (refused updates without who/why, then an approval),
+/// `quarantine_ecs_expired.json` (the approval lapsed), `quarantine_ecs_rejected.json`,
+/// `quarantine_ecs_refused.json` (the previous task definition runs the same image) and
+/// `quarantine_aca_deactivated.json` (a container app revision).
+#[tokio::test]
+async fn quarantine_histories_replay() {
+    let recorded = histories("quarantine");
+    assert!(
+        recorded.len() >= 5,
+        "expected recorded Quarantine histories (rolled back, expired, rejected, refused, \
+         deactivated)"
+    );
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<qflows_workflows::Quarantine>()
+        .expect("register")
+        .build();
+    replay_all(recorded, options).await;
+}
