@@ -246,6 +246,15 @@ pub async fn run(
         )
     };
     settings.rescan_task_queue = Some(rescan_queue.clone());
+    // Quarantine proposals run where Quarantine is registered: the main task queue.
+    if let Some(q) = settings.quarantine.as_mut() {
+        q.task_queue = config.worker.task_queue.clone();
+        info!(
+            approval_timeout_secs = q.approval_timeout_secs,
+            "QFLOWS_QUARANTINE=propose: failing images running in ECS services are proposed for \
+             quarantine (each waits for approval)"
+        );
+    }
     let qscanner_slots = config.scan.qscanner.as_ref().map(|q| q.max_concurrent);
     if qscanner_slots.is_some() {
         settings.qscanner_task_queue = Some(qscanner_queue.clone());

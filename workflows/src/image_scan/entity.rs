@@ -471,6 +471,7 @@ mod tests {
             alert_sns: true,
             alert_webhook: true,
             rescan_running_secs: 5000,
+            quarantine: None,
         }
     }
 

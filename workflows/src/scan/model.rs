@@ -225,6 +225,11 @@ pub struct ScanSettings {
     /// An image an inventory sees running is rescanned this often (`QFLOWS_RESCAN_RUNNING_SECS`).
     #[serde(default = "default_rescan_running")]
     pub rescan_running_secs: u64,
+    /// `QFLOWS_QUARANTINE=propose`: failing scans of digests running in ECS services propose a
+    /// quarantine there; `None` (`off`, the default, and every settings payload from before):
+    /// never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<crate::quarantine::model::QuarantineProposals>,
 }
 
 /// Default of [`ScanSettings::rescan_running_secs`]: a day.
@@ -266,6 +271,7 @@ impl ScanSettings {
             alert_sns: false,
             alert_webhook: false,
             rescan_running_secs: DEFAULT_RESCAN_RUNNING_SECS,
+            quarantine: None,
         }
     }
 
