@@ -8,7 +8,10 @@
 use aws_sdk_ecs::types::ContainerDefinition;
 use qflows::quarantine::send_decision;
 use qflows_integration::azure::AzureFake;
-use qflows_integration::{Moto, TestEnv, qflows_bin, record_history, wait_for};
+use qflows_integration::{
+    Moto, TestEnv, push_ecr_image, pushed_digest, qflows_bin, record_history, vulnerabilities,
+    wait_for,
+};
 use qflows_workflows::Quarantine;
 use qflows_workflows::quarantine::model::{QuarantineDecision, QuarantineStatus, QuarantineView};
 use qualys_emulator::EmulatorConfig;
@@ -17,6 +20,7 @@ use std::time::Duration;
 use temporalio_client::{Client, WorkflowGetResultOptions, WorkflowQueryOptions};
 
 const DIGEST: &str = "sha256:5f1d2c3b4a5f6e7d8c9b0a1f2e3d4c5b6a7f8e9d0c1b2a3f4e5d6c7b8a9f0e1d";
+const ECR: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const REPO: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com/web";
 
 async fn register(ecs: &aws_sdk_ecs::Client, family: &str, image: &str) -> String {
@@ -342,5 +346,103 @@ async fn container_app_approval_deactivates_the_revision() -> anyhow::Result<()>
         true
     );
     record_history(client, &id, "quarantine_aca_deactivated").await?;
+    Ok(())
+}
+
+/// `QFLOWS_QUARANTINE=propose`: an inventory sees a failing image running in an ECS service;
+/// its entity proposes a quarantine there (and none for the passing image), which waits for a
+/// person, whose approval rolls the service back.
+#[tokio::test]
+async fn a_failing_image_an_inventory_sees_in_a_service_is_proposed_once_approved_rolled_back()
+-> anyhow::Result<()> {
+    use aws_sdk_ecs::types::LaunchType;
+    let env = TestEnv::start(EmulatorConfig {
+        scan_delay_ms: 300,
+        ..Default::default()
+    })
+    .await?;
+    let moto = Moto::start().await?;
+    let worker = env
+        .worker()
+        .aws(&moto)
+        .env("QFLOWS_QUARANTINE", Some("propose"))
+        .env("QFLOWS_QUARANTINE_APPROVAL_SECS", Some("600"))
+        .env("QFLOWS_SCAN_POLL_INITIAL_SECS", Some("1"))
+        .env("QFLOWS_SCAN_POLL_MAX_SECS", Some("2"))
+        .env(
+            "QFLOWS_RESULTS",
+            Some(env.dir.join("results").to_str().unwrap()),
+        )
+        .start(&env.dir)
+        .await?;
+    assert!(
+        worker.logs().contains("QFLOWS_QUARANTINE=propose"),
+        "{}",
+        worker.logs()
+    );
+    let q = worker.task_queue.clone();
+    let client = &env.client;
+    let good = push_ecr_image(&moto, &env.qualys, "shop/web", "1.0", "web-1", vulnerabilities(&[2]))
+        .await?;
+    let bad = push_ecr_image(&moto, &env.qualys, "shop/web", "2.0", "web-2", vulnerabilities(&[5, 4]))
+        .await?;
+    let (good, bad) = (pushed_digest(&good), pushed_digest(&bad));
+    let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
+    ecs.create_cluster().cluster_name("prod").send().await?;
+    let images = (format!("{ECR}/shop/web:1.0"), format!("{ECR}/shop/web:2.0"));
+    let (r1, r2) = service(&ecs, "web", &images.0, &images.1).await;
+    // moto's CreateService starts no tasks: run one as the service's deployment would.
+    ecs.run_task()
+        .cluster("prod")
+        .task_definition(&r2)
+        .group("service:web")
+        .count(1)
+        .launch_type(LaunchType::Fargate)
+        .send()
+        .await?;
+
+    let out = tokio::process::Command::new(qflows_bin()?)
+        .args(["--log", "warn", "inventory", "run", "--task-queue", &q])
+        .args(["--aws-account", "123456789012", "--region", "us-east-1"])
+        .env("TEMPORAL_ADDRESS", &env.temporal.address)
+        .env("QFLOWS_RESULTS", env.dir.join("results"))
+        .output()
+        .await?;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let id = format!(
+        "quarantine-ecs-123456789012-us-east-1-prod-web-{}",
+        bad.trim_start_matches("sha256:")
+    );
+    let view = wait_for("the proposal", Duration::from_secs(120), || async {
+        state(client, &id)
+            .await
+            .filter(|v| v.status == QuarantineStatus::AwaitingApproval)
+    })
+    .await?;
+    let input = view.input.clone().unwrap();
+    assert_eq!(input.digest, bad);
+    assert_eq!(input.proposed_by.as_deref(), Some("qflows (ImageScan entity)"));
+    assert!(input.verdict.summary.contains("critical 1"), "{input:?}");
+    assert_eq!(view.plan.unwrap().previous.as_deref(), Some(r1.as_str()));
+    // Nothing changed before approval, and the passing image proposed nothing.
+    assert_eq!(running(&ecs, "web").await, r2);
+    let good_id = format!(
+        "quarantine-ecs-123456789012-us-east-1-prod-web-{}",
+        good.trim_start_matches("sha256:")
+    );
+    assert!(state(client, &good_id).await.is_none());
+
+    let (ok, stdout, stderr) = cli(
+        &env,
+        &["approve", &id, "--by", "bob", "--reason", "critical CVE in production"],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let view: QuarantineView = serde_json::from_str(&stdout)?;
+    assert_eq!(view.status, QuarantineStatus::RolledBack, "{stdout}");
+    assert_eq!(running(&ecs, "web").await, r1);
+    record_history(client, &id, "quarantine_ecs_proposed_by_entity").await?;
+    record_history(client, &format!("scan-{bad}"), "image_scan_quarantine_proposed").await?;
     Ok(())
 }
