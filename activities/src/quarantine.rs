@@ -132,6 +132,11 @@ pub fn family_revision(task_definition: &str) -> Option<(String, u64)> {
     Some((family.to_string(), revision.parse().ok()?))
 }
 
+/// Whether two task definition references (ARN or `family:revision`) name the same revision.
+pub fn same_task_definition(a: &str, b: &str) -> bool {
+    a == b || family_revision(a).is_some_and(|fa| family_revision(b) == Some(fa))
+}
+
 /// The newest revision of `current`'s family below it among `arns` (ListTaskDefinitions).
 pub fn previous_revision(current: &str, arns: &[String]) -> Option<String> {
     let (family, revision) = family_revision(current)?;
@@ -209,7 +214,10 @@ impl QuarantineActivities {
         let ecs = self.ecs(t).await?;
         let mut plan = QuarantinePlan::default();
         let Some(service) = find_service(&ecs, t).await? else {
-            plan.refusal = Some(format!("{} does not exist (or is not ACTIVE)", t.describe()));
+            plan.refusal = Some(format!(
+                "{} does not exist (or is not ACTIVE)",
+                t.describe()
+            ));
             return Ok(plan);
         };
         let Some(current) = service.task_definition().map(str::to_string) else {
@@ -236,7 +244,7 @@ impl QuarantineActivities {
             .deployments()
             .iter()
             .filter_map(|d| Some((d.status()?, d.task_definition()?)))
-            .find(|(_, td)| *td != current && family_revision(td) != family_revision(&current));
+            .find(|(_, td)| !same_task_definition(td, &current));
         let (previous, from) = if let Some(to) = &t.rollback_to {
             (Some(to.clone()), "rollbackTo".to_string())
         } else if let Some((status, td)) = other_deployment {
@@ -245,7 +253,9 @@ impl QuarantineActivities {
                 format!("the service's {status} deployment"),
             )
         } else {
-            let family = family_revision(&current).map(|(f, _)| f).unwrap_or_default();
+            let family = family_revision(&current)
+                .map(|(f, _)| f)
+                .unwrap_or_default();
             let arns = family_arns(&ecs, &family).await?;
             (
                 previous_revision(&current, &arns),
@@ -264,7 +274,7 @@ impl QuarantineActivities {
         plan.previous_from = from;
         plan.previous = Some(previous.clone());
         plan.previous_containers = previous_containers;
-        if previous == current {
+        if same_task_definition(&previous, &current) {
             plan.refusal = Some(format!(
                 "the previous task definition is the current one ({current})"
             ));
@@ -337,7 +347,9 @@ impl QuarantineActivities {
         let active = revision["properties"]["active"].as_bool();
         plan.revision_active = active;
         if active != Some(true) {
-            plan.refusal = Some(format!("revision {id} is not active: nothing to deactivate"));
+            plan.refusal = Some(format!(
+                "revision {id} is not active: nothing to deactivate"
+            ));
             return Ok(plan);
         }
         if !plan
@@ -441,13 +453,13 @@ impl QuarantineActivities {
                     )));
                 };
                 let now = service.task_definition().unwrap_or_default();
-                if now == previous {
+                if same_task_definition(now, previous) {
                     return Ok(QuarantineApplied {
                         action: format!("{} already runs {previous}", t.describe()),
                         changed: false,
                     });
                 }
-                if now != current {
+                if !same_task_definition(now, current) {
                     return Err(QuarantineError::TargetChanged(format!(
                         "{} now runs {now}, not {current} as when the quarantine was proposed; \
                          nothing was changed (propose it again if {now} must go too)",
@@ -500,16 +512,17 @@ impl QuarantineActivities {
                     QuarantineError::NotYet(format!("{} is not listed", t.describe()))
                 })?;
                 let now = service.task_definition().unwrap_or_default();
-                if now != previous {
+                if !same_task_definition(now, &previous) {
                     return Err(QuarantineError::NotYet(format!(
                         "{} runs {now}, not yet {previous}",
                         t.describe()
                     )));
                 }
-                let primary = service
-                    .deployments()
-                    .iter()
-                    .find(|d| d.status() == Some("PRIMARY") && d.task_definition() == Some(now));
+                let primary = service.deployments().iter().find(|d| {
+                    d.status() == Some("PRIMARY")
+                        && d.task_definition()
+                            .is_some_and(|t| same_task_definition(t, now))
+                });
                 let rollout = primary
                     .and_then(|d| d.rollout_state())
                     .map(|s| format!(", its PRIMARY deployment's roll-out is {}", s.as_str()))
@@ -555,15 +568,28 @@ mod tests {
 
     #[test]
     fn the_previous_revision_is_the_newest_older_one_of_the_same_family() {
-        let arn = |f: &str, r: u32| {
-            format!("arn:aws:ecs:us-east-1:123456789012:task-definition/{f}:{r}")
-        };
-        let arns = vec![arn("web", 1), arn("web", 3), arn("web-worker", 4), arn("web", 5)];
-        assert_eq!(previous_revision(&arn("web", 5), &arns), Some(arn("web", 3)));
-        assert_eq!(previous_revision(&arn("web", 4), &arns), Some(arn("web", 3)));
+        let arn =
+            |f: &str, r: u32| format!("arn:aws:ecs:us-east-1:123456789012:task-definition/{f}:{r}");
+        let arns = vec![
+            arn("web", 1),
+            arn("web", 3),
+            arn("web-worker", 4),
+            arn("web", 5),
+        ];
+        assert_eq!(
+            previous_revision(&arn("web", 5), &arns),
+            Some(arn("web", 3))
+        );
+        assert_eq!(
+            previous_revision(&arn("web", 4), &arns),
+            Some(arn("web", 3))
+        );
         assert_eq!(previous_revision(&arn("web", 1), &arns), None);
         assert_eq!(previous_revision("web:3", &arns), Some(arn("web", 1)));
         assert_eq!(family_revision("web:12"), Some(("web".into(), 12)));
         assert_eq!(family_revision("web"), None);
+        assert!(same_task_definition(&arn("web", 3), "web:3"));
+        assert!(!same_task_definition(&arn("web", 3), "web:4"));
+        assert!(!same_task_definition(&arn("web", 3), &arn("web-worker", 3)));
     }
 }

@@ -479,7 +479,11 @@ pub struct ScanArgs {
     #[arg(long, env = "QFLOWS_QUARANTINE", default_value = "off")]
     pub quarantine: String,
     /// How long a proposed quarantine waits for approval before it lapses (changing nothing).
-    #[arg(long, env = "QFLOWS_QUARANTINE_APPROVAL_SECS", default_value_t = 86_400)]
+    #[arg(
+        long,
+        env = "QFLOWS_QUARANTINE_APPROVAL_SECS",
+        default_value_t = 86_400
+    )]
     pub quarantine_approval_secs: u64,
     /// First retry of a failed, timed-out or skipped scan (doubling each time).
     #[arg(long, env = "QFLOWS_SCAN_RETRY_INITIAL_SECS", default_value_t = 300)]
@@ -913,15 +917,23 @@ mod tests {
             Cli::try_parse_from(argv).unwrap().scan
         };
         assert_eq!(scan(&[]).settings().unwrap().quarantine, None);
-        let on = scan(&["--quarantine", "propose", "--quarantine-approval-secs", "600"])
-            .settings()
-            .unwrap()
-            .quarantine
-            .unwrap();
+        let on = scan(&[
+            "--quarantine",
+            "propose",
+            "--quarantine-approval-secs",
+            "600",
+        ])
+        .settings()
+        .unwrap()
+        .quarantine
+        .unwrap();
         assert_eq!(on.approval_timeout_secs, 600);
         for (flags, variable) in [
             (&["--quarantine", "auto"][..], "QFLOWS_QUARANTINE:"),
-            (&["--quarantine-approval-secs", "0"][..], "QFLOWS_QUARANTINE_APPROVAL_SECS:"),
+            (
+                &["--quarantine-approval-secs", "0"][..],
+                "QFLOWS_QUARANTINE_APPROVAL_SECS:",
+            ),
             (
                 &["--quarantine-approval-secs", "2592001"][..],
                 "QFLOWS_QUARANTINE_APPROVAL_SECS:",

@@ -223,6 +223,8 @@ enum RegistryCommand {
     },
 }
 
+// Parsed once per process: the size difference of its variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum QuarantineCommand {
     /// Propose a quarantine: reads the target, then waits for approval (changes nothing yet).

@@ -137,15 +137,23 @@ pub async fn send_decision(
     let handle = client.get_workflow_handle::<Quarantine>(workflow_id);
     let opts = WorkflowExecuteUpdateOptions::default();
     let result = if approve {
-        handle.execute_update(Quarantine::approve, decision, opts).await
+        handle
+            .execute_update(Quarantine::approve, decision, opts)
+            .await
     } else {
-        handle.execute_update(Quarantine::reject, decision, opts).await
+        handle
+            .execute_update(Quarantine::reject, decision, opts)
+            .await
     };
     result.map_err(|e| anyhow::anyhow!("{workflow_id}: {e}"))
 }
 
 /// `qflows quarantine approve|reject`.
-pub async fn decide(temporal: &TemporalArgs, args: DecideArgs, approve: bool) -> anyhow::Result<()> {
+pub async fn decide(
+    temporal: &TemporalArgs,
+    args: DecideArgs,
+    approve: bool,
+) -> anyhow::Result<()> {
     let decision = QuarantineDecision {
         by: args.by,
         reason: args.reason,

@@ -325,12 +325,10 @@ pub async fn run(
         .register_workflow::<Inventory>()?
         .register_workflow::<Quarantine>()?
         .register_activities(registry())
-        .register_activities(
-            qflows_activities::quarantine::QuarantineActivities::new(
-                aws.clone(),
-                resolver.clone(),
-            ),
-        )
+        .register_activities(qflows_activities::quarantine::QuarantineActivities::new(
+            aws.clone(),
+            resolver.clone(),
+        ))
         .register_activities(InventoryActivities::new(
             Lister::new(resolver.clone(), ListerSettings::default()),
             client.clone(),

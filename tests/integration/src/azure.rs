@@ -587,7 +587,10 @@ async fn resource_or_registry(State(state): State<Arc<FakeState>>, request: Requ
             _ => arm_error(
                 StatusCode::NOT_FOUND,
                 "ResourceNotFound",
-                &format!("The Resource '{}' was not found.", path.trim_end_matches("/deactivate")),
+                &format!(
+                    "The Resource '{}' was not found.",
+                    path.trim_end_matches("/deactivate")
+                ),
             ),
         };
     }

@@ -86,7 +86,13 @@ async fn cli(env: &TestEnv, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-async fn start_ecs(env: &TestEnv, queue: &str, service: &str, image: &str, timeout: &str) -> String {
+async fn start_ecs(
+    env: &TestEnv,
+    queue: &str,
+    service: &str,
+    image: &str,
+    timeout: &str,
+) -> String {
     let (ok, stdout, stderr) = cli(
         env,
         &[
@@ -174,7 +180,10 @@ async fn ecs_approval_rolls_back_and_a_lapse_a_rejection_or_a_bad_update_change_
     let plan = waiting.plan.clone().unwrap();
     assert_eq!(plan.current.as_deref(), Some(r2.as_str()));
     assert_eq!(plan.previous.as_deref(), Some(r1.as_str()));
-    assert!(plan.previous_from.contains("newest ACTIVE revision"), "{plan:?}");
+    assert!(
+        plan.previous_from.contains("newest ACTIVE revision"),
+        "{plan:?}"
+    );
     assert_eq!(plan.previous_containers[0].image, good);
     // Proposing it again finds the same run.
     assert_eq!(start_ecs(&env, &q, "web", &bad, "10m").await, id);
@@ -183,7 +192,10 @@ async fn ecs_approval_rolls_back_and_a_lapse_a_rejection_or_a_bad_update_change_
         let err = send_decision(client, &id, decision(by, reason), true)
             .await
             .unwrap_err();
-        assert!(format!("{err:#}").contains("needs `by` and `reason`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("needs `by` and `reason`"),
+            "{err:#}"
+        );
     }
     assert_eq!(running(&ecs, "web").await, r2);
     assert_eq!(
@@ -192,7 +204,14 @@ async fn ecs_approval_rolls_back_and_a_lapse_a_rejection_or_a_bad_update_change_
     );
     let (ok, stdout, stderr) = cli(
         &env,
-        &["approve", &id, "--by", "bob", "--reason", "CVE-2024-3094 is exploited"],
+        &[
+            "approve",
+            &id,
+            "--by",
+            "bob",
+            "--reason",
+            "CVE-2024-3094 is exploited",
+        ],
     )
     .await;
     assert!(ok, "{stderr}");
@@ -231,7 +250,14 @@ async fn ecs_approval_rolls_back_and_a_lapse_a_rejection_or_a_bad_update_change_
     awaiting(client, &id).await;
     let (ok, stdout, stderr) = cli(
         &env,
-        &["reject", &id, "--by", "carol", "--reason", "the CVE is not reachable"],
+        &[
+            "reject",
+            &id,
+            "--by",
+            "carol",
+            "--reason",
+            "the CVE is not reachable",
+        ],
     )
     .await;
     assert!(ok, "{stderr}");
@@ -248,7 +274,10 @@ async fn ecs_approval_rolls_back_and_a_lapse_a_rejection_or_a_bad_update_change_
     let view = result(client, &id).await;
     assert_eq!(view.status, QuarantineStatus::Refused, "{view:?}");
     assert!(
-        view.reason.as_deref().unwrap().contains("runs the quarantined image too"),
+        view.reason
+            .as_deref()
+            .unwrap()
+            .contains("runs the quarantined image too"),
         "{view:?}"
     );
     assert_eq!(running(&ecs, "same").await, r2);
@@ -266,8 +295,17 @@ async fn ecs_approval_rolls_back_and_a_lapse_a_rejection_or_a_bad_update_change_
     let (ok, _, stderr) = cli(
         &env,
         &[
-            "start", "--cluster", "prod", "--service", "web/../x", "--image", &bad, "--digest",
-            DIGEST, "--task-queue", &q,
+            "start",
+            "--cluster",
+            "prod",
+            "--service",
+            "web/../x",
+            "--image",
+            &bad,
+            "--digest",
+            DIGEST,
+            "--task-queue",
+            &q,
         ],
     )
     .await;
@@ -295,7 +333,10 @@ fn revision(name: &str, image: &str, active: bool) -> serde_json::Value {
 async fn container_app_approval_deactivates_the_revision() -> anyhow::Result<()> {
     let fake = AzureFake::start().await?;
     let bad = "shop.azurecr.io/web:2";
-    fake.put_resource(&format!("{APP}/revisions/web--r2"), revision("web--r2", bad, true));
+    fake.put_resource(
+        &format!("{APP}/revisions/web--r2"),
+        revision("web--r2", bad, true),
+    );
     fake.put_resource(
         &format!("{APP}/revisions/web--r1"),
         revision("web--r1", "shop.azurecr.io/web:1", true),
@@ -311,8 +352,17 @@ async fn container_app_approval_deactivates_the_revision() -> anyhow::Result<()>
     let (ok, stdout, stderr) = cli(
         &env,
         &[
-            "start", "--revision-id", &rev, "--image", bad, "--digest", DIGEST,
-            "--approval-timeout", "10m", "--task-queue", &worker.task_queue,
+            "start",
+            "--revision-id",
+            &rev,
+            "--image",
+            bad,
+            "--digest",
+            DIGEST,
+            "--approval-timeout",
+            "10m",
+            "--task-queue",
+            &worker.task_queue,
         ],
     )
     .await;
@@ -331,7 +381,14 @@ async fn container_app_approval_deactivates_the_revision() -> anyhow::Result<()>
     assert_eq!(plan.other_active_revisions, vec!["web--r1".to_string()]);
     let (ok, stdout, stderr) = cli(
         &env,
-        &["approve", &id, "--by", "bob", "--reason", "CVE-2024-3094 is exploited"],
+        &[
+            "approve",
+            &id,
+            "--by",
+            "bob",
+            "--reason",
+            "CVE-2024-3094 is exploited",
+        ],
     )
     .await;
     assert!(ok, "{stderr}");
@@ -382,10 +439,24 @@ async fn a_failing_image_an_inventory_sees_in_a_service_is_proposed_once_approve
     );
     let q = worker.task_queue.clone();
     let client = &env.client;
-    let good = push_ecr_image(&moto, &env.qualys, "shop/web", "1.0", "web-1", vulnerabilities(&[2]))
-        .await?;
-    let bad = push_ecr_image(&moto, &env.qualys, "shop/web", "2.0", "web-2", vulnerabilities(&[5, 4]))
-        .await?;
+    let good = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "shop/web",
+        "1.0",
+        "web-1",
+        vulnerabilities(&[2]),
+    )
+    .await?;
+    let bad = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "shop/web",
+        "2.0",
+        "web-2",
+        vulnerabilities(&[5, 4]),
+    )
+    .await?;
     let (good, bad) = (pushed_digest(&good), pushed_digest(&bad));
     let ecs = aws_sdk_ecs::Client::new(&moto.sdk_config().await);
     ecs.create_cluster().cluster_name("prod").send().await?;
@@ -408,7 +479,11 @@ async fn a_failing_image_an_inventory_sees_in_a_service_is_proposed_once_approve
         .env("QFLOWS_RESULTS", env.dir.join("results"))
         .output()
         .await?;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let id = format!(
         "quarantine-ecs-123456789012-us-east-1-prod-web-{}",
@@ -422,7 +497,10 @@ async fn a_failing_image_an_inventory_sees_in_a_service_is_proposed_once_approve
     .await?;
     let input = view.input.clone().unwrap();
     assert_eq!(input.digest, bad);
-    assert_eq!(input.proposed_by.as_deref(), Some("qflows (ImageScan entity)"));
+    assert_eq!(
+        input.proposed_by.as_deref(),
+        Some("qflows (ImageScan entity)")
+    );
     assert!(input.verdict.summary.contains("critical 1"), "{input:?}");
     assert_eq!(view.plan.unwrap().previous.as_deref(), Some(r1.as_str()));
     // Nothing changed before approval, and the passing image proposed nothing.
@@ -435,7 +513,14 @@ async fn a_failing_image_an_inventory_sees_in_a_service_is_proposed_once_approve
 
     let (ok, stdout, stderr) = cli(
         &env,
-        &["approve", &id, "--by", "bob", "--reason", "critical CVE in production"],
+        &[
+            "approve",
+            &id,
+            "--by",
+            "bob",
+            "--reason",
+            "critical CVE in production",
+        ],
     )
     .await;
     assert!(ok, "{stderr}");
@@ -443,6 +528,11 @@ async fn a_failing_image_an_inventory_sees_in_a_service_is_proposed_once_approve
     assert_eq!(view.status, QuarantineStatus::RolledBack, "{stdout}");
     assert_eq!(running(&ecs, "web").await, r1);
     record_history(client, &id, "quarantine_ecs_proposed_by_entity").await?;
-    record_history(client, &format!("scan-{bad}"), "image_scan_quarantine_proposed").await?;
+    record_history(
+        client,
+        &format!("scan-{bad}"),
+        "image_scan_quarantine_proposed",
+    )
+    .await?;
     Ok(())
 }

@@ -185,9 +185,7 @@ async fn run(
 ) -> WorkflowResult<QuarantineView> {
     let outcome = steps(ctx, input).await;
     ctx.state_mut(|s| s.done = true);
-    let _ = ctx
-        .wait_condition(|s: &Quarantine| s.unanswered == 0)
-        .await;
+    let _ = ctx.wait_condition(|s: &Quarantine| s.unanswered == 0).await;
     outcome
 }
 
@@ -282,9 +280,7 @@ async fn steps(
         Ok(v) => v,
         Err(e) => {
             let reason = crate::failure::root_message(&e);
-            ctx.state_mut(|s| {
-                s.view.reason = Some(format!("applied, but not verified: {reason}"))
-            });
+            ctx.state_mut(|s| s.view.reason = Some(format!("applied, but not verified: {reason}")));
             return Err(activity_failed("verify the quarantine", e));
         }
     };

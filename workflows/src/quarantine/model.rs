@@ -622,8 +622,14 @@ mod tests {
         assert_eq!(
             ids,
             vec![
-                format!("quarantine-ecs-123456789012-us-east-1-prod-web-{}", &DIGEST[7..]),
-                format!("quarantine-ecs-210987654321-eu-west-1-edge-web-{}", &DIGEST[7..]),
+                format!(
+                    "quarantine-ecs-123456789012-us-east-1-prod-web-{}",
+                    &DIGEST[7..]
+                ),
+                format!(
+                    "quarantine-ecs-210987654321-eu-west-1-edge-web-{}",
+                    &DIGEST[7..]
+                ),
             ]
         );
         assert_eq!(got[0].approval_timeout_secs, 600);
@@ -683,7 +689,11 @@ mod tests {
             ("region", json!("eu-west-1/../"), "target.region"),
             ("accountId", json!("12345"), "target.accountId"),
             ("rollbackTo", json!("web:latest"), "target.rollbackTo"),
-            ("rollbackTo", json!("arn:aws:ecs:eu-west-1:123456789012:service/x"), "target.rollbackTo"),
+            (
+                "rollbackTo",
+                json!("arn:aws:ecs:eu-west-1:123456789012:service/x"),
+                "target.rollbackTo",
+            ),
             ("revisionId", json!(REV), "target.revisionId"),
         ] {
             let mut v = ecs();
@@ -692,7 +702,8 @@ mod tests {
             assert_eq!(e.field, wanted, "{field}: {e}");
         }
         let mut v = ecs();
-        v["target"]["rollbackTo"] = json!("arn:aws:ecs:eu-west-1:123456789012:task-definition/web:3");
+        v["target"]["rollbackTo"] =
+            json!("arn:aws:ecs:eu-west-1:123456789012:task-definition/web:3");
         assert!(parse::<QuarantineInput>(v).is_ok());
         for bad in [
             "/subscriptions/0f1e/resourceGroups/rg/providers/Microsoft.App/containerApps/web/revisions/../x",
@@ -707,14 +718,20 @@ mod tests {
         }
         let mut v = ecs();
         v["target"] = json!({"kind": "containerApp", "revisionId": REV, "cluster": "prod"});
-        assert_eq!(parse::<QuarantineInput>(v).unwrap_err().field, "target.cluster");
+        assert_eq!(
+            parse::<QuarantineInput>(v).unwrap_err().field,
+            "target.cluster"
+        );
     }
 
     #[test]
     fn only_a_failing_verdict_with_a_digest_and_a_bounded_timeout_starts_one() {
         let mut v = ecs();
         v["verdict"]["verdict"] = json!("pass");
-        assert_eq!(parse::<QuarantineInput>(v).unwrap_err().field, "verdict.verdict");
+        assert_eq!(
+            parse::<QuarantineInput>(v).unwrap_err().field,
+            "verdict.verdict"
+        );
         let mut v = ecs();
         v["digest"] = json!("sha256:abc");
         assert_eq!(parse::<QuarantineInput>(v).unwrap_err().field, "digest");
