@@ -154,10 +154,18 @@ async fn decide(
     approve: bool,
     decision: QuarantineDecision,
 ) -> Result<QuarantineView, UpdateError> {
-    ctx.state_mut(|s| {
+    // Two decisions validated in the same workflow task: the first one stands.
+    let taken = ctx.state_mut(|s| {
+        if s.decided.is_some() {
+            return false;
+        }
         s.decided = Some((approve, decision));
         s.unanswered += 1;
+        true
     });
+    if !taken {
+        return Err("a decision was already made".into());
+    }
     let cancelled = ctx.wait_condition(|s: &Quarantine| s.done).await.is_err();
     let view = ctx.state_mut(|s| {
         s.unanswered -= 1;
