@@ -403,6 +403,44 @@ async fn container_app_approval_deactivates_the_revision() -> anyhow::Result<()>
         true
     );
     record_history(client, &id, "quarantine_aca_deactivated").await?;
+
+    // A revision Resource Manager does not know (`ResourceNotFound`) is refused; an ID that is
+    // not a revision's never reaches a workflow.
+    let gone = format!("{APP}/revisions/web--r9");
+    let (ok, stdout, stderr) = cli(
+        &env,
+        &[
+            "start",
+            "--revision-id",
+            &gone,
+            "--image",
+            bad,
+            "--digest",
+            DIGEST,
+            "--task-queue",
+            &worker.task_queue,
+        ],
+    )
+    .await;
+    assert!(ok, "{stderr}");
+    let view = result(client, stdout.trim()).await;
+    assert_eq!(view.status, QuarantineStatus::Refused, "{view:?}");
+    assert!(view.reason.unwrap().contains("does not exist"));
+    let (ok, _, stderr) = cli(
+        &env,
+        &[
+            "start",
+            "--revision-id",
+            APP,
+            "--image",
+            bad,
+            "--digest",
+            DIGEST,
+        ],
+    )
+    .await;
+    assert!(!ok);
+    assert!(stderr.contains("target.revisionId"), "{stderr}");
     Ok(())
 }
 

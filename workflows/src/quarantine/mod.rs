@@ -301,3 +301,39 @@ async fn steps(
     });
     Ok(ctx.state(|s| s.view.clone()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(by: &str, reason: &str) -> QuarantineDecision {
+        QuarantineDecision {
+            by: by.into(),
+            reason: reason.into(),
+        }
+    }
+
+    #[test]
+    fn decisions_are_taken_only_while_the_approval_waits() {
+        let mut q = Quarantine::default();
+        let ok = decision("bob", "exploited");
+        let refused = |q: &Quarantine, d: &QuarantineDecision| q.check(d).unwrap_err().to_string();
+        assert!(refused(&q, &ok).contains("still being read"));
+        q.view.status = QuarantineStatus::AwaitingApproval;
+        assert!(q.check(&ok).is_ok());
+        assert!(refused(&q, &decision("", "x")).contains("needs `by` and `reason`"));
+        assert!(refused(&q, &decision("bob", "")).contains("needs `by` and `reason`"));
+        q.decided = Some((true, ok.clone()));
+        assert!(refused(&q, &ok).contains("already made"));
+        q.decided = None;
+        for over in [
+            QuarantineStatus::Expired,
+            QuarantineStatus::Rejected,
+            QuarantineStatus::Refused,
+            QuarantineStatus::RolledBack,
+        ] {
+            q.view.status = over;
+            assert!(refused(&q, &ok).contains("is over"), "{over:?}");
+        }
+    }
+}
