@@ -580,6 +580,64 @@ impl Azure {
     }
 }
 
+impl Azure {
+    /// A container app revision (`GET <revision id>`): its `properties.active` and
+    /// `properties.template.containers`.
+    pub async fn container_app_revision(&self, revision_id: &str) -> Result<Value, AzureError> {
+        let url = arm_url(&self.settings.arm_endpoint, revision_id, APPS_API_VERSION)?;
+        self.arm_get(&url, revision_id).await
+    }
+
+    /// Every revision of a container app (`GET <app id>/revisions`, following `nextLink`s of
+    /// the same list on the same endpoint, at most 50 pages).
+    pub async fn container_app_revisions(&self, app_id: &str) -> Result<Vec<Value>, AzureError> {
+        let path = format!("{app_id}/revisions");
+        let first = arm_url(&self.settings.arm_endpoint, &path, APPS_API_VERSION)?;
+        let mut url = first.clone();
+        let mut all = Vec::new();
+        for _ in 0..50 {
+            let body = self.arm_get(&url, &path).await?;
+            let Some(items) = body["value"].as_array() else {
+                return Err(AzureError::BadResponse {
+                    what: format!("GET {path}"),
+                    message: "no `value` list".into(),
+                });
+            };
+            all.extend(items.iter().cloned());
+            match &body["nextLink"] {
+                Value::String(link) if !link.is_empty() => {
+                    url = same_list(&first, link).ok_or_else(|| {
+                        AzureError::InvalidInput(format!(
+                            "Resource Manager's nextLink for {path} does not continue the same \
+                             list on the same endpoint; not followed"
+                        ))
+                    })?;
+                }
+                _ => return Ok(all),
+            }
+        }
+        Ok(all)
+    }
+
+    /// Deactivates a container app revision
+    /// (`POST <revision id>/deactivate?api-version=2024-03-01`; 200 with no body).
+    pub async fn deactivate_revision(&self, revision_id: &str) -> Result<(), AzureError> {
+        let path = format!("{revision_id}/deactivate");
+        let url = arm_url(&self.settings.arm_endpoint, &path, APPS_API_VERSION)?;
+        let what = format!("POST {path}");
+        let token = self.token(&self.settings.arm_scope()).await?;
+        let response = self
+            .http
+            .post(&url)
+            .bearer_auth(token)
+            .header("content-length", "0")
+            .send()
+            .await
+            .map_err(|e| unavailable(&what, &e))?;
+        check(&what, revision_id, response).await.map(|_| ())
+    }
+}
+
 /// `link` when it has the scheme, host, port and path of `first` (a later page of the same
 /// list), else `None`.
 fn same_list(first: &str, link: &str) -> Option<String> {

@@ -9,6 +9,8 @@
 //! - [`resolve`]: deployments to images and digests (ECS, ECR, cross-account roles).
 //! - [`qscanner`]: running QScanner and reading its reports.
 //! - [`sensor`]: the activities behind `DeploySensor` (rendering, ECS, Kubernetes, roll-back).
+//! - [`quarantine`]: the activities behind `Quarantine` (ECS roll-back, container app revision
+//!   deactivation).
 //! - [`failure`]: how errors become Temporal failures (retryable or not, with a bounded type).
 //! - [`heartbeat`]: heartbeating while an activity waits, so a dead worker's attempt is retried soon.
 //! - [`cdr`], [`policies`]: CDR findings to TracingPolicies, and the activities behind `CdrToPolicy`;
@@ -30,6 +32,7 @@ pub mod policies;
 pub mod qscan;
 pub mod qscanner;
 pub mod qualys;
+pub mod quarantine;
 pub mod registry;
 pub mod resolve;
 pub mod results;

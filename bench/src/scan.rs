@@ -159,6 +159,8 @@ pub(crate) fn worker_config(
         scan_timeout_secs: 600,
         scan_ttl_secs: 3600,
         rescan_running_secs: 86_400,
+        quarantine: "off".into(),
+        quarantine_approval_secs: 86_400,
         scan_retry_initial_secs: 300,
         scan_retry_max_secs: 6 * 3600,
         results: results.display().to_string(),

@@ -473,6 +473,18 @@ pub struct ScanArgs {
     /// An image an inventory sees running is rescanned this often (while it keeps running).
     #[arg(long, env = "QFLOWS_RESCAN_RUNNING_SECS", default_value_t = 86_400)]
     pub rescan_running_secs: u64,
+    /// `off` (default): failing verdicts never start a quarantine. `propose`: a completed scan
+    /// that fails proposes a Quarantine (waiting for approval) for each ECS service an
+    /// inventory sees running the digest.
+    #[arg(long, env = "QFLOWS_QUARANTINE", default_value = "off")]
+    pub quarantine: String,
+    /// How long a proposed quarantine waits for approval before it lapses (changing nothing).
+    #[arg(
+        long,
+        env = "QFLOWS_QUARANTINE_APPROVAL_SECS",
+        default_value_t = 86_400
+    )]
+    pub quarantine_approval_secs: u64,
     /// First retry of a failed, timed-out or skipped scan (doubling each time).
     #[arg(long, env = "QFLOWS_SCAN_RETRY_INITIAL_SECS", default_value_t = 300)]
     pub scan_retry_initial_secs: u64,
@@ -695,7 +707,9 @@ impl ScanArgs {
                 problem: format!("{} is not a file", bin.display()),
             });
         }
+        let quarantine = self.quarantine()?;
         Ok(qflows_workflows::scan::model::ScanSettings {
+            quarantine,
             poll_initial_secs: self.scan_poll_initial_secs,
             poll_max_secs: self.scan_poll_max_secs,
             scan_timeout_secs: self.scan_timeout_secs,
@@ -730,6 +744,32 @@ impl ScanArgs {
 }
 
 impl ScanArgs {
+    /// `QFLOWS_QUARANTINE` and `QFLOWS_QUARANTINE_APPROVAL_SECS`: `None` for `off`; for
+    /// `propose`, the proposals' settings (the worker fills in its task queue).
+    pub fn quarantine(
+        &self,
+    ) -> Result<Option<qflows_workflows::quarantine::model::QuarantineProposals>, ConfigError> {
+        use qflows_workflows::quarantine::model::{MAX_APPROVAL_TIMEOUT_SECS, QuarantineProposals};
+        let secs = self.quarantine_approval_secs;
+        if secs == 0 || secs > MAX_APPROVAL_TIMEOUT_SECS {
+            return Err(ConfigError::Invalid {
+                variable: "QFLOWS_QUARANTINE_APPROVAL_SECS",
+                problem: format!("`{secs}` must be 1 to {MAX_APPROVAL_TIMEOUT_SECS} seconds"),
+            });
+        }
+        match self.quarantine.trim().to_ascii_lowercase().as_str() {
+            "off" => Ok(None),
+            "propose" => Ok(Some(QuarantineProposals {
+                task_queue: String::new(),
+                approval_timeout_secs: secs,
+            })),
+            other => Err(ConfigError::Invalid {
+                variable: "QFLOWS_QUARANTINE",
+                problem: format!("`{other}` is not off or propose"),
+            }),
+        }
+    }
+
     /// The registries QScanner may pull from.
     pub fn qscanner_registries(
         &self,
@@ -916,6 +956,47 @@ mod tests {
             (worker_args(0, 0, "5"), "QFLOWS_WORKFLOW_TASK_SLOTS"),
         ] {
             let err = args.tuning().unwrap_err().to_string();
+            assert!(err.starts_with(variable), "{err}");
+        }
+    }
+
+    #[test]
+    fn quarantine_is_off_by_default_and_its_settings_are_validated() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            scan: ScanArgs,
+        }
+        let scan = |flags: &[&str]| {
+            let mut argv = vec!["qflows"];
+            argv.extend_from_slice(flags);
+            Cli::try_parse_from(argv).unwrap().scan
+        };
+        assert_eq!(scan(&[]).settings().unwrap().quarantine, None);
+        let on = scan(&[
+            "--quarantine",
+            "propose",
+            "--quarantine-approval-secs",
+            "600",
+        ])
+        .settings()
+        .unwrap()
+        .quarantine
+        .unwrap();
+        assert_eq!(on.approval_timeout_secs, 600);
+        for (flags, variable) in [
+            (&["--quarantine", "auto"][..], "QFLOWS_QUARANTINE:"),
+            (
+                &["--quarantine-approval-secs", "0"][..],
+                "QFLOWS_QUARANTINE_APPROVAL_SECS:",
+            ),
+            (
+                &["--quarantine-approval-secs", "2592001"][..],
+                "QFLOWS_QUARANTINE_APPROVAL_SECS:",
+            ),
+        ] {
+            let err = scan(flags).settings().unwrap_err().to_string();
             assert!(err.starts_with(variable), "{err}");
         }
     }

@@ -12,6 +12,7 @@ pub mod findings;
 pub mod inventory;
 pub mod policy;
 pub mod qualys_cli;
+pub mod quarantine;
 pub mod scan_cli;
 pub mod sensor;
 pub mod telemetry;

@@ -11,6 +11,7 @@ use qflows::dev::{self, DevArgs};
 use qflows::inventory::{self, InventoryRunArgs, ReportArgs, ScheduleInventoryArgs};
 use qflows::policy::{self, GenerateArgs, ListArgs, ReviewArgs, ScheduleCdrArgs};
 use qflows::qualys_cli::{self, QualysOutputArgs};
+use qflows::quarantine::{self, DecideArgs, StartArgs, StatusArgs};
 use qflows::scan_cli::{self, ScanCommand, ScanImagesArgs};
 use qflows::sensor::{self, DeployArgs, SensorArgs};
 use qflows::telemetry;
@@ -107,6 +108,12 @@ enum Command {
     Sensor {
         #[command(subcommand)]
         command: SensorCommand,
+    },
+    /// Take a failing image out of an ECS service or a container app, once someone approves
+    /// (runs Quarantine).
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
     },
     /// Temporal Schedules for qflows' workflows.
     Schedule {
@@ -213,6 +220,41 @@ enum RegistryCommand {
         temporal: TemporalArgs,
         #[command(flatten)]
         args: EnsureRegistryArgs,
+    },
+}
+
+// Parsed once per process: the size difference of its variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Subcommand)]
+enum QuarantineCommand {
+    /// Propose a quarantine: reads the target, then waits for approval (changes nothing yet).
+    Start {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: StartArgs,
+    },
+    /// Approve: roll the ECS service back to its previous task definition, or deactivate the
+    /// container app revision; prints the recorded state.
+    Approve {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: DecideArgs,
+    },
+    /// Reject: nothing changes.
+    Reject {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: DecideArgs,
+    },
+    /// Print what a quarantine recorded (target, plan, decision, what changed).
+    Status {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: StatusArgs,
     },
 }
 
@@ -329,6 +371,18 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 args,
                 deploy,
             } => sensor::deploy(&temporal, &args, deploy).await,
+        },
+        Command::Quarantine { command } => match command {
+            QuarantineCommand::Start { temporal, args } => quarantine::start(&temporal, args).await,
+            QuarantineCommand::Approve { temporal, args } => {
+                quarantine::decide(&temporal, args, true).await
+            }
+            QuarantineCommand::Reject { temporal, args } => {
+                quarantine::decide(&temporal, args, false).await
+            }
+            QuarantineCommand::Status { temporal, args } => {
+                quarantine::status(&temporal, args).await
+            }
         },
         Command::Schedule { command } => match command {
             ScheduleCommand::Cdr { temporal, args } => policy::schedule_cdr(&temporal, args).await,

@@ -231,3 +231,20 @@ activity_contract!(
     /// fields and leaving drifted objects alone.
     RollbackPlannedSensor = "sensor.RollbackPlanned": crate::sensor::SensorRun => crate::sensor::RollbackReport
 );
+
+activity_contract!(
+    /// Reads what a quarantine would change: the ECS service's current and previous task
+    /// definitions, or the container app revision and the app's other active revisions; says
+    /// why approval could not help, if it could not.
+    InspectQuarantine = "quarantine.Inspect": crate::quarantine::model::QuarantineInput => crate::quarantine::model::QuarantinePlan
+);
+activity_contract!(
+    /// Rolls the ECS service back to the planned previous task definition (only if it still
+    /// runs the planned current one), or deactivates the container app revision. Idempotent.
+    QuarantineApply = "quarantine.Apply": crate::quarantine::model::QuarantineChange => crate::quarantine::model::QuarantineApplied
+);
+activity_contract!(
+    /// Checks the change took (the service and its PRIMARY deployment run the previous task
+    /// definition; the revision is inactive); a retryable failure until it does.
+    QuarantineVerify = "quarantine.Verify": crate::quarantine::model::QuarantineChange => String
+);

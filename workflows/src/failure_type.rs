@@ -156,6 +156,10 @@ failure_types! {
     SensorRollbackFailed,
     /// The cluster or Qualys could not be observed within the deadline.
     SensorUnobservable,
+    /// The quarantined service or revision changed since the quarantine was proposed.
+    QuarantineTargetChanged,
+    /// An approved quarantine does not show on the platform yet; retried.
+    QuarantineUnverified,
 }
 
 impl FailureType {

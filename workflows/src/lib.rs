@@ -14,6 +14,7 @@
 //! | `ScanAlert` (one per alert of an `ImageScan`) | [`alert`] |
 //! | `CdrToPolicy` | [`cdr_to_policy`] |
 //! | `DeploySensor` | [`deploy_sensor`] |
+//! | `Quarantine` (one per target and digest) | [`quarantine`] |
 
 pub mod alert;
 pub mod cdr;
@@ -28,6 +29,7 @@ pub mod image_scan;
 pub mod input;
 pub mod inventory;
 pub mod options;
+pub mod quarantine;
 pub mod registry;
 pub mod scan;
 pub mod scan_on_deploy;
@@ -40,6 +42,7 @@ pub use ensure_registry::{EnsureAwsConnector, EnsureRegistry};
 pub use failure_type::FailureType;
 pub use image_scan::ImageScan;
 pub use inventory::Inventory;
+pub use quarantine::Quarantine;
 pub use scan_on_deploy::ScanOnDeploy;
 
 /// The default task queue the qflows worker serves.

@@ -60,6 +60,10 @@ async fn ensure_registry_histories_replay() {
     replay_all(recorded, options).await;
 }
 
+/// `image_scan_quarantine_proposed.json` is an entity with `QFLOWS_QUARANTINE=propose` whose
+/// failing scan proposed a quarantine (patch `image-scan-quarantine-proposals`, a `Quarantine`
+/// child); the older ImageScan histories predate the setting and must not take that path.
+///
 /// `scan_on_deploy_resource_id_before_checks.json` was recorded with the classifier as it was
 /// before patch `azure-resource-id-checks` (an ACI event whose resource group is `..`, refused
 /// only by the resolve activity): today's code must take the pre-patch path for it.
@@ -137,6 +141,26 @@ async fn inventory_histories_replay() {
     );
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<qflows_workflows::Inventory>()
+        .expect("register")
+        .build();
+    replay_all(recorded, options).await;
+}
+
+/// `quarantine_ecs_rolled_back.json` (refused updates without who/why, then an approval),
+/// `quarantine_ecs_expired.json` (the approval lapsed), `quarantine_ecs_rejected.json`,
+/// `quarantine_ecs_refused.json` (the previous task definition runs the same image),
+/// `quarantine_aca_deactivated.json` (a container app revision) and
+/// `quarantine_ecs_proposed_by_entity.json` (proposed by an `ImageScan` entity, then approved).
+#[tokio::test]
+async fn quarantine_histories_replay() {
+    let recorded = histories("quarantine");
+    assert!(
+        recorded.len() >= 6,
+        "expected recorded Quarantine histories (rolled back, expired, rejected, refused, \
+         deactivated, proposed by an entity)"
+    );
+    let options = WorkflowReplayerOptions::new()
+        .register_workflow::<qflows_workflows::Quarantine>()
         .expect("register")
         .build();
     replay_all(recorded, options).await;

@@ -4,7 +4,8 @@
 //!
 //! The fake follows the documented REST shapes: App Service managed identity
 //! (`GET ?api-version=2019-08-01&resource=…` with `X-IDENTITY-HEADER`, `expires_on` as a string),
-//! ARM `GET <resource id>?api-version=…` with `MissingApiVersionParameter` /
+//! ARM `GET <resource id>?api-version=…` (and, for container apps, `GET <app id>/revisions` and
+//! `POST <revision id>/deactivate`, 200 with no body or `ResourceNotFound`) with `MissingApiVersionParameter` /
 //! `InvalidApiVersionParameter` / `ResourceNotFound` / `AuthenticationFailed` errors in
 //! `{"error": {"code", "message"}}` and 429 with `Retry-After`, and ACR's `/oauth2/exchange`,
 //! `/oauth2/token` and `/v2/<repository>/manifests/<reference>` with `Docker-Content-Digest` and
@@ -289,6 +290,16 @@ impl AzureFake {
         self.state.token_for(resource)
     }
 
+    /// The resource `id` as the fake holds it now (e.g. after a deactivation).
+    pub fn resource(&self, id: &str) -> Option<Value> {
+        self.state
+            .resources
+            .lock()
+            .unwrap()
+            .get(&id.to_ascii_lowercase())
+            .cloned()
+    }
+
     /// Serves `body` for the resource `id`.
     pub fn put_resource(&self, id: &str, body: Value) {
         self.state
@@ -494,7 +505,12 @@ async fn resource_or_registry(State(state): State<Arc<FakeState>>, request: Requ
             ),
         };
     }
-    if !path.to_ascii_lowercase().starts_with("/subscriptions/") || request.method() != Method::GET
+    let lower_path = path.to_ascii_lowercase();
+    let deactivate = request.method() == Method::POST
+        && lower_path.contains("/providers/microsoft.app/containerapps/")
+        && lower_path.ends_with("/deactivate");
+    if !lower_path.starts_with("/subscriptions/")
+        || (request.method() != Method::GET && !deactivate)
     {
         return arm_error(StatusCode::NOT_FOUND, "NotFound", "no such route");
     }
@@ -556,6 +572,43 @@ async fn resource_or_registry(State(state): State<Arc<FakeState>>, request: Requ
     if segments.len() == 5 && segments[2] == "providers" {
         state.count("arm/list");
         return list_page(&state, &path, &segments, &query);
+    }
+    // `POST <revision id>/deactivate`: 200 with no body; the revision's `active` turns false.
+    if deactivate {
+        state.count("arm/deactivate");
+        let id = lower.trim_end_matches("/deactivate");
+        let mut resources = state.resources.lock().unwrap();
+        return match resources.get_mut(id) {
+            Some(body) if segments.len() == 11 && segments[8] == "revisions" => {
+                body["properties"]["active"] = json!(false);
+                body["properties"]["trafficWeight"] = json!(0);
+                StatusCode::OK.into_response()
+            }
+            _ => arm_error(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                &format!(
+                    "The Resource '{}' was not found.",
+                    path.trim_end_matches("/deactivate")
+                ),
+            ),
+        };
+    }
+    // `GET <app id>/revisions`: the app's revisions, one page.
+    if segments.len() == 9 && segments[6] == "containerapps" && segments[8] == "revisions" {
+        state.count("arm/revisions");
+        let prefix = format!("{lower}/");
+        let mut value: Vec<(String, Value)> = state
+            .resources
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(id, _)| id.starts_with(&prefix) && !id[prefix.len()..].contains('/'))
+            .map(|(id, body)| (id.clone(), body.clone()))
+            .collect();
+        value.sort_by(|a, b| a.0.cmp(&b.0));
+        let value: Vec<Value> = value.into_iter().map(|(_, b)| b).collect();
+        return axum::Json(json!({ "value": value })).into_response();
     }
     match state.resources.lock().unwrap().get(&lower) {
         Some(body) => axum::Json(body.clone()).into_response(),

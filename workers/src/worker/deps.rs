@@ -150,6 +150,15 @@ async fn settings(config: &WorkerConfig, client: &Client, queues: &Queues) -> Sc
         Err(e) => warn!("cannot list search attributes ({e}); scans will not set them"),
     }
     settings.rescan_task_queue = Some(queues.rescan.clone());
+    // Quarantine proposals run where Quarantine is registered: the main task queue.
+    if let Some(q) = settings.quarantine.as_mut() {
+        q.task_queue = queues.main.clone();
+        info!(
+            approval_timeout_secs = q.approval_timeout_secs,
+            "QFLOWS_QUARANTINE=propose: failing images running in ECS services are proposed for \
+             quarantine (each waits for approval)"
+        );
+    }
     if config.scan.qscanner.is_some() {
         settings.qscanner_task_queue = Some(queues.qscanner.clone());
     }

@@ -2,7 +2,7 @@
 //!
 //! | Queue | Workflows | Activities |
 //! |---|---|---|
-//! | `<q>` | all of them (entities and `EnsureRegistry` too, for runs started before their own queues) | all |
+//! | `<q>` | all of them (Quarantine included) (entities and `EnsureRegistry` too, for runs started before their own queues) | all |
 //! | `<q>-scan` | `ImageScan`, `ScanAlert` | scan, registry |
 //! | `<q>-rescan` | — | scan, registry, QScanner |
 //! | `<q>-registry` | `EnsureRegistry`, `EnsureAwsConnector` | registry |
@@ -14,10 +14,11 @@ use super::tuning::{slots, tuned};
 use qflows_activities::inventory::InventoryActivities;
 use qflows_activities::inventory::list::{Lister, ListerSettings};
 use qflows_activities::policies::CdrActivities;
+use qflows_activities::quarantine::QuarantineActivities;
 use qflows_activities::{QScannerActivities, RegistryActivities, ScanActivities, SensorActivities};
 use qflows_workflows::{
-    CdrToPolicy, DeploySensor, EnsureAwsConnector, EnsureRegistry, ImageScan, Inventory, ScanAlert,
-    ScanOnDeploy,
+    CdrToPolicy, DeploySensor, EnsureAwsConnector, EnsureRegistry, ImageScan, Inventory,
+    Quarantine, ScanAlert, ScanOnDeploy,
 };
 use std::time::Duration;
 use temporalio_sdk::WorkerOptions;
@@ -53,7 +54,9 @@ impl Table<'_> {
             .register_workflow::<CdrToPolicy>()?
             .register_workflow::<DeploySensor>()?
             .register_workflow::<Inventory>()?
+            .register_workflow::<Quarantine>()?
             .register_activities(self.registry())
+            .register_activities(QuarantineActivities::new(d.aws.clone(), d.resolver.clone()))
             .register_activities(InventoryActivities::new(
                 Lister::new(d.resolver.clone(), ListerSettings::default()),
                 d.client.clone(),

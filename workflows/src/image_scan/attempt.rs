@@ -74,11 +74,15 @@ async fn finish(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings, outco
         ctx.upsert_search_attributes(search::updates(std::slice::from_ref(&result), None));
     }
     let now = now_secs(ctx);
+    let proposing = settings.quarantine.is_some().then(|| result.clone());
     let alert = ctx.state_mut(|s| s.entity.record(result, qualys_scanned_ms, settings, now));
     take_in_signals(ctx);
     answer_waiting(ctx).await;
     if let Some(request) = alert {
         super::alert(ctx, settings, request).await;
+    }
+    if let Some(result) = proposing {
+        super::propose_quarantines(ctx, settings, &result).await;
     }
 }
 

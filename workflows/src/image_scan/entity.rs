@@ -472,6 +472,7 @@ mod tests {
             alert_sns: true,
             alert_webhook: true,
             rescan_running_secs: 5000,
+            quarantine: None,
         }
     }
 

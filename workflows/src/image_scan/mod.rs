@@ -15,6 +15,10 @@
 //!    backoff, and a new deployment tries again at once.
 //! 3. **Alert** (a `ScanAlert` child per alert, one activity per channel) when the verdict of a
 //!    completed scan differs from the last one, secrets appear, or a failure streak starts.
+//!    With `QFLOWS_QUARANTINE=propose` (never by default), a completed scan that fails also
+//!    proposes a `Quarantine` (a child that outlives the run, one per ECS service its
+//!    inventories see running the digest, workflow ID [`QuarantineInput::workflow_id`] with
+//!    "reject duplicate": each service and digest is proposed once, whatever became of it).
 //! 4. **Hold** the result for its TTL, answering deployments as they arrive.
 //! 5. **Continue as new** before the history grows large (the server's suggestion, or
 //!    [`HISTORY_EVENTS_PER_RUN`] / [`SIGNALS_PER_RUN`]), carrying its whole [`Entity`] state —
@@ -35,6 +39,8 @@ pub use entity::{Entity, InFlight, Next};
 
 use crate::alert::{AlertInput, ScanAlert};
 use crate::inventory::RunningAt;
+use crate::quarantine::Quarantine;
+use crate::quarantine::model::QuarantineInput;
 use crate::scan::model::{
     DeployedAt, EntityLookup, ImageResult, ImageScanInput, NotifyRequest, ScanSettings,
 };
@@ -45,13 +51,16 @@ use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{
     CancellableFuture, ChildWorkflowOptions, ContinueAsNewOptions, ParentClosePolicy,
     SignalWorkflowOptions, SyncWorkflowContext, TimerResult, WorkflowContext, WorkflowContextView,
-    WorkflowResult, WorkflowTermination,
+    WorkflowIdReusePolicy, WorkflowResult, WorkflowTermination,
 };
 
 /// Marks runs of the current design (histories without it run [`v1`]).
 pub const DESIGN_PATCH: &str = "image-scan-bounded-entity";
 /// Marks a [`v1`] run that handed over to the current design instead of rescanning itself.
 pub const HANDOVER_PATCH: &str = "image-scan-hand-over-from-v1";
+/// Marks a run that proposed quarantines (`QFLOWS_QUARANTINE=propose`): only a run with a
+/// failing scan of a digest running in an ECS service, under that setting, records it.
+pub const QUARANTINE_PATCH: &str = "image-scan-quarantine-proposals";
 
 /// A run continues as new once its history reaches this many events (Temporal warns at
 /// 10,240 and terminates at 51,200), unless the server suggested it earlier.
@@ -375,6 +384,43 @@ async fn alert(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings, reques
     let _ = ctx
         .start_child_workflow(ScanAlert::run, input, options)
         .await;
+}
+
+/// With `QFLOWS_QUARANTINE=propose`, proposes a quarantine for each ECS service the digest of a
+/// completed, failing attempt's `result` runs in: a `Quarantine` child that outlives this run and waits for
+/// a person's approval. The workflow ID names the service and the digest and duplicates are
+/// rejected, so a service is proposed once per digest: a later failing scan (a rescan, another
+/// run of the entity) finds it started and moves on. Changes nothing for runs without the
+/// setting, and records [`QUARANTINE_PATCH`] only in runs that propose.
+async fn propose_quarantines(
+    ctx: &WorkflowContext<ImageScan>,
+    settings: &ScanSettings,
+    result: &ImageResult,
+) {
+    let Some(q) = &settings.quarantine else {
+        return;
+    };
+    let now = now_secs(ctx);
+    let proposals: Vec<QuarantineInput> =
+        ctx.state(|s| crate::quarantine::model::proposals(result, &s.entity.running, now, q));
+    if proposals.is_empty() || !ctx.patched(QUARANTINE_PATCH) {
+        return;
+    }
+    for input in proposals {
+        let options = ChildWorkflowOptions::builder()
+            .workflow_id(input.workflow_id())
+            .task_queue(q.task_queue.clone())
+            .parent_close_policy(ParentClosePolicy::Abandon)
+            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
+            .build();
+        let Ok(input) = serde_json::to_value(&input) else {
+            continue;
+        };
+        // Already proposed (running or closed): that proposal stands.
+        let _ = ctx
+            .start_child_workflow(Quarantine::run, input, options)
+            .await;
+    }
 }
 
 /// The timer of a hold period, kept across wake-ups: a deployment arriving while the entity

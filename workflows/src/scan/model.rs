@@ -233,6 +233,11 @@ pub struct ScanSettings {
     /// their verdicts under their scope's profile (activity `gate.Judge`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gate_profiles: bool,
+    /// `QFLOWS_QUARANTINE=propose`: failing scans of digests running in ECS services propose a
+    /// quarantine there; `None` (`off`, the default, and every settings payload from before):
+    /// never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quarantine: Option<crate::quarantine::model::QuarantineProposals>,
 }
 
 /// Default of [`ScanSettings::rescan_running_secs`]: a day.
@@ -275,6 +280,7 @@ impl ScanSettings {
             alert_webhook: false,
             rescan_running_secs: DEFAULT_RESCAN_RUNNING_SECS,
             gate_profiles: false,
+            quarantine: None,
         }
     }
 
