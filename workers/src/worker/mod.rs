@@ -190,7 +190,7 @@ pub async fn run(
         info!("shutting down: finishing in-flight tasks");
         stops.into_iter().for_each(|stop| stop());
     });
-    info!(queues = ?deps.queues, qscanner_max_concurrent = deps.qscanner.as_ref().map(|q| q.slots), "worker started");
+    log_started(&deps);
     // `run` is not `Send`: all of them stay on this task.
     for result in futures::future::join_all(workers.iter_mut().map(|w| w.run())).await {
         result?;
@@ -198,6 +198,20 @@ pub async fn run(
     info!("worker stopped");
     Ok(())
 }
+/// What this worker serves.
+fn log_started(deps: &deps::Dependencies) {
+    let (queues, qscanner) = (&deps.queues, deps.qscanner.as_ref());
+    info!(
+        task_queue = %queues.main,
+        entity_task_queue = %queues.entity,
+        rescan_task_queue = %queues.rescan,
+        registry_task_queue = %queues.registry,
+        qscanner_task_queue = qscanner.map(|_| queues.qscanner.as_str()),
+        qscanner_max_concurrent = qscanner.map(|q| q.slots),
+        "worker started"
+    );
+}
+
 /// Resolves on SIGTERM or Ctrl-C.
 pub async fn shutdown_signal() {
     #[cfg(unix)]
