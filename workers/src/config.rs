@@ -568,7 +568,11 @@ pub struct ScanArgs {
 #[derive(Debug, Clone, Args)]
 pub struct AdmissionArgs {
     /// HTTPS address the webhook listens on (`POST /validate`; use 0.0.0.0:8443 in a pod).
-    #[arg(long, env = "QFLOWS_ADMISSION_LISTEN", default_value = "127.0.0.1:8443")]
+    #[arg(
+        long,
+        env = "QFLOWS_ADMISSION_LISTEN",
+        default_value = "127.0.0.1:8443"
+    )]
     pub admission_listen: SocketAddr,
     /// PEM certificate chain the webhook serves (cert-manager's `tls.crt`); re-read when it
     /// changes.
@@ -578,7 +582,11 @@ pub struct AdmissionArgs {
     #[arg(long, env = "QFLOWS_ADMISSION_TLS_KEY_FILE")]
     pub admission_tls_key_file: Option<std::path::PathBuf>,
     /// Plain-HTTP address of `/metrics`, `/healthz` and `/readyz`.
-    #[arg(long, env = "QFLOWS_ADMISSION_METRICS_ADDR", default_value = "127.0.0.1:9465")]
+    #[arg(
+        long,
+        env = "QFLOWS_ADMISSION_METRICS_ADDR",
+        default_value = "127.0.0.1:9465"
+    )]
     pub admission_metrics_addr: SocketAddr,
     /// Every answer is given within this many milliseconds: an image whose verdict is not known
     /// by then (Temporal, the registry or the results store slow or down) gets its profile's
@@ -640,8 +648,14 @@ impl AdmissionArgs {
             }
             Ok(path)
         };
-        let cert_file = file(&self.admission_tls_cert_file, "QFLOWS_ADMISSION_TLS_CERT_FILE")?;
-        let key_file = file(&self.admission_tls_key_file, "QFLOWS_ADMISSION_TLS_KEY_FILE")?;
+        let cert_file = file(
+            &self.admission_tls_cert_file,
+            "QFLOWS_ADMISSION_TLS_CERT_FILE",
+        )?;
+        let key_file = file(
+            &self.admission_tls_key_file,
+            "QFLOWS_ADMISSION_TLS_KEY_FILE",
+        )?;
         if !(10..=MAX_ADMISSION_TIMEOUT_MS).contains(&self.admission_timeout_ms) {
             return Err(invalid(
                 "QFLOWS_ADMISSION_TIMEOUT_MS",

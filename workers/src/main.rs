@@ -5,8 +5,7 @@ use qflows::admission::{self, render::RenderArgs};
 use qflows::bridge::{self, BridgeArgs};
 use qflows::cli::{self, EnsureRegistryArgs};
 use qflows::config::{
-    AdmissionArgs, LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs,
-    check_unknown_variables,
+    AdmissionArgs, LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
 };
 #[cfg(feature = "dev")]
 use qflows::dev::{self, DevArgs};

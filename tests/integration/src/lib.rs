@@ -353,7 +353,8 @@ impl WorkerBuilder {
 
     /// Starts the worker and waits until its log says it polls.
     pub async fn start(self, log_dir: &Path) -> anyhow::Result<Worker> {
-        self.start_command("worker", "worker started", log_dir).await
+        self.start_command("worker", "worker started", log_dir)
+            .await
     }
 
     /// Starts `qflows <subcommand>` with this environment and waits until its log says `ready`.
@@ -363,7 +364,11 @@ impl WorkerBuilder {
         ready: &str,
         log_dir: &Path,
     ) -> anyhow::Result<Worker> {
-        let log_path = log_dir.join(format!("{subcommand}-{}-{}.log", self.task_queue, free_port()));
+        let log_path = log_dir.join(format!(
+            "{subcommand}-{}-{}.log",
+            self.task_queue,
+            free_port()
+        ));
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(qflows_bin()?);
         cmd.arg(subcommand)
@@ -383,10 +388,14 @@ impl WorkerBuilder {
             log_path,
             task_queue: self.task_queue,
         };
-        wait_for(&format!("qflows {subcommand} to start"), Duration::from_secs(30), || async {
-            let logs = worker.logs();
-            logs.contains(ready).then_some(())
-        })
+        wait_for(
+            &format!("qflows {subcommand} to start"),
+            Duration::from_secs(30),
+            || async {
+                let logs = worker.logs();
+                logs.contains(ready).then_some(())
+            },
+        )
         .await
         .with_context(|| format!("worker log:\n{}", worker.logs()))?;
         Ok(worker)

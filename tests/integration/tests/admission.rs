@@ -104,7 +104,9 @@ fn denial(result: Result<impl std::fmt::Debug, kube::Error>) -> String {
 }
 
 fn decisions(metrics: &str, decision: &str, profile: &str) -> u64 {
-    let series = format!("qflows_admission_decisions_total{{decision=\"{decision}\",profile=\"{profile}\"}} ");
+    let series = format!(
+        "qflows_admission_decisions_total{{decision=\"{decision}\",profile=\"{profile}\"}} "
+    );
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(&series))
@@ -113,7 +115,8 @@ fn decisions(metrics: &str, decision: &str, profile: &str) -> u64 {
 }
 
 #[tokio::test]
-async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver() -> anyhow::Result<()> {
+async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver()
+-> anyhow::Result<()> {
     let mut env = TestEnv::start(EmulatorConfig::default()).await?;
     let moto = Moto::start().await?;
     let results = env.dir.join("results");
@@ -128,8 +131,18 @@ async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver()
     let tq = worker.task_queue.clone();
 
     // Real verdicts: a critical finding fails the gate, a low one passes.
-    let critical = vec![json!({"qid": 379952, "severity": 5, "title": "OpenSSL", "cveIds": ["CVE-2024-5535"]})];
-    let failing = push_ecr_image(&moto, &env.qualys, "probe/failing", "1.0", "failing", critical).await?;
+    let critical = vec![
+        json!({"qid": 379952, "severity": 5, "title": "OpenSSL", "cveIds": ["CVE-2024-5535"]}),
+    ];
+    let failing = push_ecr_image(
+        &moto,
+        &env.qualys,
+        "probe/failing",
+        "1.0",
+        "failing",
+        critical,
+    )
+    .await?;
     let passing = push_ecr_image(
         &moto,
         &env.qualys,
@@ -139,9 +152,13 @@ async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver()
         qflows_integration::vulnerabilities(&[1]),
     )
     .await?;
-    let out = scan_on_deploy(&env.client, &tq, "adm-failing", failing.clone()).await.unwrap();
+    let out = scan_on_deploy(&env.client, &tq, "adm-failing", failing.clone())
+        .await
+        .unwrap();
     assert_eq!(out.images[0].verdict, Some(Verdict::Fail), "{out:?}");
-    let out = scan_on_deploy(&env.client, &tq, "adm-passing", passing.clone()).await.unwrap();
+    let out = scan_on_deploy(&env.client, &tq, "adm-passing", passing.clone())
+        .await
+        .unwrap();
     assert_eq!(out.images[0].verdict, Some(Verdict::Pass), "{out:?}");
     let failing_image = format!("{ECR}/probe/failing@{}", pushed_digest(&failing));
     let passing_image = format!("{ECR}/probe/passing@{}", pushed_digest(&passing));
@@ -157,11 +174,23 @@ async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver()
             .aws(&moto)
             .task_queue(&tq)
             .env("QFLOWS_RESULTS", Some(results.to_str().unwrap()))
-            .env("QFLOWS_GATE_PROFILES_FILE", Some(profiles.to_str().unwrap()))
-            .env("QFLOWS_ADMISSION_LISTEN", Some(&format!("127.0.0.1:{port}")))
+            .env(
+                "QFLOWS_GATE_PROFILES_FILE",
+                Some(profiles.to_str().unwrap()),
+            )
+            .env(
+                "QFLOWS_ADMISSION_LISTEN",
+                Some(&format!("127.0.0.1:{port}")),
+            )
             .env("QFLOWS_ADMISSION_METRICS_ADDR", Some(&metrics_addr))
-            .env("QFLOWS_ADMISSION_TLS_CERT_FILE", Some(certs.cert_file.to_str().unwrap()))
-            .env("QFLOWS_ADMISSION_TLS_KEY_FILE", Some(certs.key_file.to_str().unwrap()))
+            .env(
+                "QFLOWS_ADMISSION_TLS_CERT_FILE",
+                Some(certs.cert_file.to_str().unwrap()),
+            )
+            .env(
+                "QFLOWS_ADMISSION_TLS_KEY_FILE",
+                Some(certs.key_file.to_str().unwrap()),
+            )
             .env("QFLOWS_ADMISSION_TIMEOUT_MS", Some(&TIMEOUT_MS.to_string()))
             .env("QFLOWS_KUBERNETES_CLUSTER", Some("test"))
             .start_command("admission", "qflows admission listening", &env.dir)
@@ -173,12 +202,18 @@ async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver()
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in ["prod", "sandbox"] {
         namespaces
-            .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?)
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+            )
             .await?;
     }
     let hooks: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
     hooks
-        .create(&PostParams::default(), &serde_json::from_value(webhook(port, &certs.ca_pem))?)
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(webhook(port, &certs.ca_pem))?,
+        )
         .await?;
     let prod_pods: Api<Pod> = Api::namespaced(client.clone(), "prod");
     let sandbox_pods: Api<Pod> = Api::namespaced(client.clone(), "sandbox");
@@ -187,7 +222,10 @@ async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver()
     // The apiserver reads the webhook configuration shortly after it is created.
     let mut message = String::new();
     for _ in 0..50 {
-        match prod_pods.create(&pp, &pod("failing", &failing_image, None)).await {
+        match prod_pods
+            .create(&pp, &pod("failing", &failing_image, None))
+            .await
+        {
             Err(kube::Error::Api(s)) if s.code == 403 => {
                 message = s.message.clone();
                 break;
@@ -200,28 +238,59 @@ async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver()
         }
     }
     println!("denied pod: {message}");
-    for part in [failing_image.as_str(), "`production`", "CVE-2024-5535", "qflows.io/break-glass"] {
+    for part in [
+        failing_image.as_str(),
+        "`production`",
+        "CVE-2024-5535",
+        "qflows.io/break-glass",
+    ] {
         assert!(message.contains(part), "{part} not in: {message}");
     }
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "prod");
-    let message = denial(deployments.create(&pp, &deployment("failing", &failing_image)).await);
+    let message = denial(
+        deployments
+            .create(&pp, &deployment("failing", &failing_image))
+            .await,
+    );
     println!("denied deployment: {message}");
-    assert!(message.contains(&failing_image) && message.contains("`production`"), "{message}");
+    assert!(
+        message.contains(&failing_image) && message.contains("`production`"),
+        "{message}"
+    );
 
     // The same image under `audit` is admitted and recorded; a passing image is admitted.
-    sandbox_pods.create(&pp, &pod("failing", &failing_image, None)).await?;
-    prod_pods.create(&pp, &pod("passing", &passing_image, None)).await?;
+    sandbox_pods
+        .create(&pp, &pod("failing", &failing_image, None))
+        .await?;
+    prod_pods
+        .create(&pp, &pod("passing", &passing_image, None))
+        .await?;
     // Break-glass admits the denied image, and is counted.
     prod_pods
         .create(&pp, &pod("glass", &failing_image, Some("INC-42 hotfix")))
         .await?;
     let metrics = scrape_metrics(&metrics_addr).await.expect("metrics");
     assert_eq!(decisions(&metrics, "audited", "sandbox"), 1, "{metrics}");
-    assert_eq!(decisions(&metrics, "break_glass", "production"), 1, "{metrics}");
-    assert!(decisions(&metrics, "denied", "production") >= 2, "{metrics}");
-    assert!(decisions(&metrics, "allowed", "production") >= 1, "{metrics}");
+    assert_eq!(
+        decisions(&metrics, "break_glass", "production"),
+        1,
+        "{metrics}"
+    );
+    assert!(
+        decisions(&metrics, "denied", "production") >= 2,
+        "{metrics}"
+    );
+    assert!(
+        decisions(&metrics, "allowed", "production") >= 1,
+        "{metrics}"
+    );
     let logs = admission.logs();
-    assert!(logs.contains("break-glass") && logs.contains("INC-42 hotfix") && logs.contains("qflows-admin"), "{logs}");
+    assert!(
+        logs.contains("break-glass")
+            && logs.contains("INC-42 hotfix")
+            && logs.contains("qflows-admin"),
+        "{logs}"
+    );
 
     // Cert reload: new files, the next handshake presents the new certificate (only the new
     // CA verifies it).
@@ -235,7 +304,11 @@ async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver()
         .body("{}")
         .send()
         .await?;
-    assert_eq!(answer.status(), 400, "the handshake with the renewed certificate worked");
+    assert_eq!(
+        answer.status(),
+        400,
+        "the handshake with the renewed certificate worked"
+    );
     // A broken write (mid-rotation) keeps the last good certificate.
     std::fs::write(&certs.cert_file, "")?;
 
@@ -258,16 +331,23 @@ async fn the_webhook_denies_audits_admits_and_fails_open_against_the_apiserver()
         .json()
         .await?;
     let took = began.elapsed();
-    println!("with Temporal stopped the webhook answered in {took:?} (QFLOWS_ADMISSION_TIMEOUT_MS={TIMEOUT_MS})");
+    println!(
+        "with Temporal stopped the webhook answered in {took:?} (QFLOWS_ADMISSION_TIMEOUT_MS={TIMEOUT_MS})"
+    );
     assert_eq!(answer["response"]["allowed"], true, "{answer}");
     assert!(took < Duration::from_millis(TIMEOUT_MS + 1500), "{took:?}");
     let metrics = scrape_metrics(&metrics_addr).await.expect("metrics");
-    assert!(decisions(&metrics, "unscanned", "production") >= 1, "{metrics}");
+    assert!(
+        decisions(&metrics, "unscanned", "production") >= 1,
+        "{metrics}"
+    );
 
     // qflows admission stopped: Ignore admits, within the webhook's timeoutSeconds.
     admission.kill().await;
     let began = Instant::now();
-    prod_pods.create(&pp, &pod("failing-open", &failing_image, None)).await?;
+    prod_pods
+        .create(&pp, &pod("failing-open", &failing_image, None))
+        .await?;
     let took = began.elapsed();
     println!("with qflows admission stopped the apiserver admitted in {took:?} (timeoutSeconds 3)");
     assert!(took < Duration::from_secs(10), "{took:?}");

@@ -139,7 +139,9 @@ impl Decider {
         {
             let before = Subject::read(kind, request.namespace.as_deref(), old);
             subject.images.retain(|i| !before.images.contains(i));
-            subject.images_over_limit.retain(|i| !before.images.contains(i));
+            subject
+                .images_over_limit
+                .retain(|i| !before.images.contains(i));
         }
         if subject.images.is_empty() && subject.images_over_limit.is_empty() {
             return admit;
@@ -150,22 +152,23 @@ impl Decider {
             labels: subject.labels.clone(),
             ..Default::default()
         };
-        let deadline = tokio::time::Instant::from_std(started + self.timeout - reserve(self.timeout));
+        let deadline =
+            tokio::time::Instant::from_std(started + self.timeout - reserve(self.timeout));
         let break_glass = subject.break_glass.is_some();
         let profiles = self.judge.profiles();
-        let mut judged: Vec<Judged> = futures::future::join_all(subject.images.iter().map(|image| {
-            let profile = profiles.select(&scope, Some(&repository(image)));
-            async move {
-                let timeout_ms = self.timeout.as_millis();
-                let outcome = tokio::time::timeout_at(deadline, self.judge_image(profile, image))
-                    .await
-                    .unwrap_or_else(|_| {
-                        Err(format!("no verdict within {timeout_ms} ms"))
-                    });
-                judged_image(image, profile, outcome, break_glass)
-            }
-        }))
-        .await;
+        let mut judged: Vec<Judged> =
+            futures::future::join_all(subject.images.iter().map(|image| {
+                let profile = profiles.select(&scope, Some(&repository(image)));
+                async move {
+                    let timeout_ms = self.timeout.as_millis();
+                    let outcome =
+                        tokio::time::timeout_at(deadline, self.judge_image(profile, image))
+                            .await
+                            .unwrap_or_else(|_| Err(format!("no verdict within {timeout_ms} ms")));
+                    judged_image(image, profile, outcome, break_glass)
+                }
+            }))
+            .await;
         for image in &subject.images_over_limit {
             let profile = profiles.select(&scope, Some(&repository(image)));
             judged.push(judged_image(
@@ -370,7 +373,10 @@ fn answer_of(judged: &[Judged]) -> Answer {
     );
     Answer {
         allowed: false,
-        message: Some(printable(&message, 4 * MAX_RECORDED_LEN * denied.len().min(8))),
+        message: Some(printable(
+            &message,
+            4 * MAX_RECORDED_LEN * denied.len().min(8),
+        )),
         warnings,
     }
 }
@@ -397,12 +403,19 @@ mod tests {
             ((Fail, D, false, true), BreakGlass),
         ];
         for ((verdict, enforce, known, bg), want) in cases {
-            assert_eq!(Decision::of(verdict, enforce, known, bg), want, "{verdict:?} {enforce:?} {known} {bg}");
+            assert_eq!(
+                Decision::of(verdict, enforce, known, bg),
+                want,
+                "{verdict:?} {enforce:?} {known} {bg}"
+            );
         }
     }
 
     fn profile(enforce: Enforce, unscanned: Verdict) -> Profile {
-        let mut p = Profile::builtin(qflows_activities::gate::GatePolicy::default(), Some(unscanned));
+        let mut p = Profile::builtin(
+            qflows_activities::gate::GatePolicy::default(),
+            Some(unscanned),
+        );
         p.name = "production".into();
         p.enforce = enforce;
         p
@@ -424,25 +437,50 @@ mod tests {
         let answer = answer_of(&[j]);
         assert!(!answer.allowed);
         let message = answer.message.unwrap();
-        for part in ["r.example/web:1", "`production`", "CVE-2026-1, CVE-2026-2", "qflows.io/break-glass"] {
+        for part in [
+            "r.example/web:1",
+            "`production`",
+            "CVE-2026-1, CVE-2026-2",
+            "qflows.io/break-glass",
+        ] {
             assert!(message.contains(part), "{part}: {message}");
         }
 
         // No verdict in time: the unscanned rule, `audit` here, admits.
-        let j = judged_image("r.example/web:2", &p, Err("no verdict within 2000 ms".into()), false);
+        let j = judged_image(
+            "r.example/web:2",
+            &p,
+            Err("no verdict within 2000 ms".into()),
+            false,
+        );
         assert_eq!(j.decision, Decision::Unscanned);
         assert!(answer_of(&[j]).allowed);
         // … and `fail` under `deny` refuses, saying why.
         let strict = profile(Enforce::Deny, Verdict::Fail);
-        let j = judged_image("r.example/web:3", &strict, Err("no verdict within 2000 ms".into()), false);
+        let j = judged_image(
+            "r.example/web:3",
+            &strict,
+            Err("no verdict within 2000 ms".into()),
+            false,
+        );
         let answer = answer_of(&[j]);
         assert!(!answer.allowed);
-        assert!(answer.message.unwrap().contains("no verdict within 2000 ms"));
+        assert!(
+            answer
+                .message
+                .unwrap()
+                .contains("no verdict within 2000 ms")
+        );
     }
 
     #[test]
     fn repositories_are_registry_and_path() {
         assert_eq!(repository("nginx:1"), "docker.io/library/nginx");
-        assert_eq!(repository("r.example:5000/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000"), "r.example:5000/a/b");
+        assert_eq!(
+            repository(
+                "r.example:5000/a/b@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+            ),
+            "r.example:5000/a/b"
+        );
     }
 }

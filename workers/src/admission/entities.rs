@@ -168,7 +168,8 @@ impl ResultCache {
                 _ => {
                     if entries.len() >= MAX_CACHED {
                         let now = Instant::now();
-                        entries.retain(|_, e| matches!(e, Entry::Known { until, .. } if *until > now));
+                        entries
+                            .retain(|_, e| matches!(e, Entry::Known { until, .. } if *until > now));
                         if entries.len() >= MAX_CACHED {
                             entries.clear();
                         }
@@ -209,8 +210,12 @@ impl ResultCache {
                     let (image, digest) = (image.clone(), digest.clone());
                     tokio::spawn(async move {
                         match entities.start_scan(image, digest.clone()).await {
-                            Ok(()) => tracing::info!(%digest, "admission: started the scan of an unscanned digest"),
-                            Err(e) => tracing::warn!(%digest, error = %e, "admission: could not start a scan"),
+                            Ok(()) => {
+                                tracing::info!(%digest, "admission: started the scan of an unscanned digest")
+                            }
+                            Err(e) => {
+                                tracing::warn!(%digest, error = %e, "admission: could not start a scan")
+                            }
                         }
                     });
                 }
@@ -264,7 +269,10 @@ mod tests {
     }
 
     fn image() -> ImageRef {
-        ImageRef::parse("r.example/app@sha256:0000000000000000000000000000000000000000000000000000000000000000").unwrap()
+        ImageRef::parse(
+            "r.example/app@sha256:0000000000000000000000000000000000000000000000000000000000000000",
+        )
+        .unwrap()
     }
 
     #[tokio::test]
@@ -296,7 +304,10 @@ mod tests {
         let unknown = Arc::new(Counting::default());
         let cache = ResultCache::new(unknown.clone(), Duration::from_secs(60));
         assert_eq!(cache.result(&image(), "sha256:1").await.unwrap().0, None);
-        assert_eq!(cache.result(&image(), "sha256:1").await.unwrap().1, Source::Cache);
+        assert_eq!(
+            cache.result(&image(), "sha256:1").await.unwrap().1,
+            Source::Cache
+        );
         tokio::task::yield_now().await;
         assert_eq!(unknown.starts.load(Ordering::SeqCst), 1);
 
@@ -306,7 +317,10 @@ mod tests {
         });
         let cache = ResultCache::new(down.clone(), Duration::from_secs(60));
         assert!(cache.result(&image(), "sha256:2").await.is_err());
-        assert!(cache.result(&image(), "sha256:2").await.is_err(), "a failure is not cached");
+        assert!(
+            cache.result(&image(), "sha256:2").await.is_err(),
+            "a failure is not cached"
+        );
         assert_eq!(down.queries.load(Ordering::SeqCst), 2);
         assert_eq!(down.starts.load(Ordering::SeqCst), 0);
     }

@@ -42,11 +42,19 @@ async fn validate(State(decider): State<Arc<Decider>>, body: Bytes) -> Response 
         Ok(r) => r,
         Err(e) => {
             decider.metrics.invalid();
-            return (StatusCode::BAD_REQUEST, format!("not an AdmissionReview: {e}")).into_response();
+            return (
+                StatusCode::BAD_REQUEST,
+                format!("not an AdmissionReview: {e}"),
+            )
+                .into_response();
         }
     };
     let request = match review.request {
-        Some(r) if review.api_version == "admission.k8s.io/v1" && review.kind == "AdmissionReview" => r,
+        Some(r)
+            if review.api_version == "admission.k8s.io/v1" && review.kind == "AdmissionReview" =>
+        {
+            r
+        }
         _ => {
             decider.metrics.invalid();
             return (
@@ -99,7 +107,9 @@ impl TlsListener {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admission: TLS handshake failed"),
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "admission: TLS handshake failed")
+                        }
                         Err(_) => tracing::debug!(%peer, "admission: TLS handshake timed out"),
                     }
                 });

@@ -50,12 +50,12 @@ impl AdmissionServer {
     ) -> anyhow::Result<Self> {
         let cert = tls::ReloadingCert::open(&settings.cert_file, &settings.key_file)?;
         let bind = |addr: SocketAddr, variable: &'static str| async move {
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|e| crate::config::ConfigError::Invalid {
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                crate::config::ConfigError::Invalid {
                     variable,
                     problem: format!("cannot listen on {addr}: {e}"),
-                })
+                }
+            })
         };
         let listener = bind(settings.listen, "QFLOWS_ADMISSION_LISTEN").await?;
         let metrics_listener = bind(settings.metrics_addr, "QFLOWS_ADMISSION_METRICS_ADDR").await?;
@@ -146,10 +146,15 @@ pub async fn decider(
 }
 
 /// `qflows admission`: serve until SIGTERM/ctrl-c.
-pub async fn run(temporal: TemporalArgs, args: AdmissionArgs, scan: ScanArgs) -> anyhow::Result<()> {
+pub async fn run(
+    temporal: TemporalArgs,
+    args: AdmissionArgs,
+    scan: ScanArgs,
+) -> anyhow::Result<()> {
     let settings = args.settings()?;
     let decider = decider(temporal, &settings, &scan).await?;
-    let server = AdmissionServer::start(&settings, decider, crate::worker::shutdown_signal()).await?;
+    let server =
+        AdmissionServer::start(&settings, decider, crate::worker::shutdown_signal()).await?;
     tracing::info!(addr = %server.addr, metrics = %server.metrics_addr, "admission webhook listening");
     eprintln!(
         "qflows admission listening on https://{} (metrics on http://{})",

@@ -8,7 +8,8 @@ use serde_yaml_ng::Value;
 use std::path::PathBuf;
 
 /// The Deployment, ServiceAccount, Service, PDB and NetworkPolicy.
-pub const ADMISSION_YAML: &str = include_str!("../../../deploy/kubernetes/admission/admission.yaml");
+pub const ADMISSION_YAML: &str =
+    include_str!("../../../deploy/kubernetes/admission/admission.yaml");
 /// The ValidatingWebhookConfiguration.
 pub const WEBHOOK_YAML: &str = include_str!("../../../deploy/kubernetes/admission/webhook.yaml");
 /// cert-manager's Issuers and Certificates.
@@ -53,15 +54,22 @@ use serde::Deserialize;
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
 
 /// The manifests as YAML documents.
 pub fn render(args: &RenderArgs) -> anyhow::Result<Vec<Value>> {
-    for (flag, value) in [("--namespace", &args.namespace), ("--service-name", &args.service_name)] {
-        anyhow::ensure!(is_dns_label(value), "{flag}: `{value}` is not a DNS label (a-z, 0-9, -)");
+    for (flag, value) in [
+        ("--namespace", &args.namespace),
+        ("--service-name", &args.service_name),
+    ] {
+        anyhow::ensure!(
+            is_dns_label(value),
+            "{flag}: `{value}` is not a DNS label (a-z, 0-9, -)"
+        );
     }
     let ca_bundle = match &args.ca_bundle_file {
         None => None,
@@ -163,7 +171,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("qflows-render-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca = dir.join("ca.crt");
-        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n").unwrap();
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
         let docs = render(&RenderArgs {
             namespace: "security".into(),
             service_name: "gate".into(),
@@ -173,22 +185,40 @@ mod tests {
         .unwrap();
         let text = serde_yaml_ng::to_string(&docs).unwrap();
         assert!(!text.contains("namespace: qflows"), "{text}");
-        let webhook = docs.iter().find(|d| d["kind"] == "ValidatingWebhookConfiguration").unwrap();
+        let webhook = docs
+            .iter()
+            .find(|d| d["kind"] == "ValidatingWebhookConfiguration")
+            .unwrap();
         let hook = &webhook["webhooks"][0];
         assert_eq!(hook["clientConfig"]["service"]["name"], "gate");
         assert_eq!(hook["clientConfig"]["service"]["namespace"], "security");
-        assert!(hook["clientConfig"]["caBundle"].as_str().unwrap().starts_with("LS0t"));
+        assert!(
+            hook["clientConfig"]["caBundle"]
+                .as_str()
+                .unwrap()
+                .starts_with("LS0t")
+        );
         assert_eq!(
             hook["namespaceSelector"]["matchExpressions"][0]["values"],
             Value::Sequence(vec!["kube-system".into(), "security".into()])
         );
-        assert!(webhook["metadata"]["annotations"].get("cert-manager.io/inject-ca-from").is_none());
+        assert!(
+            webhook["metadata"]["annotations"]
+                .get("cert-manager.io/inject-ca-from")
+                .is_none()
+        );
         let cert = docs
             .iter()
             .find(|d| d["kind"] == "Certificate" && d["metadata"]["name"] == SHIPPED_SERVICE)
             .unwrap();
         assert_eq!(cert["spec"]["dnsNames"][0], "gate.security.svc");
-        assert!(render(&RenderArgs { namespace: "Bad_NS".into(), ..args() }).is_err());
+        assert!(
+            render(&RenderArgs {
+                namespace: "Bad_NS".into(),
+                ..args()
+            })
+            .is_err()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -187,7 +187,11 @@ impl Subject {
         let mut images: Vec<String> = Vec::new();
         let mut over: Vec<String> = Vec::new();
         for list in ["initContainers", "containers", "ephemeralContainers"] {
-            for container in pod_spec[list].as_array().map(Vec::as_slice).unwrap_or_default() {
+            for container in pod_spec[list]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+            {
                 let Some(image) = container["image"].as_str() else {
                     continue;
                 };
@@ -298,7 +302,9 @@ mod tests {
 
     #[test]
     fn sizes_are_bounded() {
-        let containers: Vec<Value> = (0..200).map(|i| json!({"image": format!("i:{i}")})).collect();
+        let containers: Vec<Value> = (0..200)
+            .map(|i| json!({"image": format!("i:{i}")}))
+            .collect();
         let labels: serde_json::Map<String, Value> =
             (0..200).map(|i| (format!("k{i}"), json!("v"))).collect();
         let pod = json!({

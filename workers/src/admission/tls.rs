@@ -34,7 +34,11 @@ pub struct ReloadingCert {
 type Stamp = Option<(SystemTime, u64, SystemTime, u64)>;
 
 fn stamp(cert: &Path, key: &Path) -> Stamp {
-    let meta = |p: &Path| std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    let meta = |p: &Path| {
+        std::fs::metadata(p)
+            .ok()
+            .and_then(|m| Some((m.modified().ok()?, m.len())))
+    };
     let (c, k) = (meta(cert)?, meta(key)?);
     Some((c.0, c.1, k.0, k.1))
 }
