@@ -119,7 +119,7 @@ enum Entry {
     Pending(tokio::sync::watch::Receiver<Option<Option<ImageResult>>>),
     /// Known until `until`.
     Known {
-        result: Option<ImageResult>,
+        result: Option<Box<ImageResult>>,
         until: Instant,
     },
 }
@@ -162,7 +162,7 @@ impl ResultCache {
             let mut entries = self.entries.lock();
             match entries.get(digest) {
                 Some(Entry::Known { result, until }) if *until > Instant::now() => {
-                    return Ok((result.clone(), Source::Cache));
+                    return Ok((result.as_deref().cloned(), Source::Cache));
                 }
                 Some(Entry::Pending(rx)) => rx.clone(),
                 _ => {
@@ -222,7 +222,7 @@ impl ResultCache {
                 self.entries.lock().insert(
                     digest,
                     Entry::Known {
-                        result: result.clone(),
+                        result: result.clone().map(Box::new),
                         until: Instant::now() + ttl,
                     },
                 );
