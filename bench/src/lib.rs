@@ -17,6 +17,7 @@
 //! | `qflows-bench worker` (the baseline's worker) | [`worker`], [`noop`] (`BenchNoop`) |
 
 pub mod bridge;
+pub mod certs;
 pub mod chaos;
 pub mod cost;
 pub mod noop;

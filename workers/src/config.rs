@@ -575,6 +575,144 @@ pub struct ScanArgs {
     pub azure_cloud: Option<String>,
 }
 
+/// `qflows admission`: the Kubernetes validating admission webhook (README "Admission control
+/// (Kubernetes)"). Its gate profiles are the worker's ([`ScanArgs`]).
+#[derive(Debug, Clone, Args)]
+pub struct AdmissionArgs {
+    /// HTTPS address the webhook listens on (`POST /validate`; use 0.0.0.0:8443 in a pod).
+    #[arg(
+        long,
+        env = "QFLOWS_ADMISSION_LISTEN",
+        default_value = "127.0.0.1:8443"
+    )]
+    pub admission_listen: SocketAddr,
+    /// PEM certificate chain the webhook serves (cert-manager's `tls.crt`); re-read when it
+    /// changes.
+    #[arg(long, env = "QFLOWS_ADMISSION_TLS_CERT_FILE")]
+    pub admission_tls_cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of that certificate (`tls.key`); re-read with it.
+    #[arg(long, env = "QFLOWS_ADMISSION_TLS_KEY_FILE")]
+    pub admission_tls_key_file: Option<std::path::PathBuf>,
+    /// Plain-HTTP address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(
+        long,
+        env = "QFLOWS_ADMISSION_METRICS_ADDR",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub admission_metrics_addr: SocketAddr,
+    /// Every answer is given within this many milliseconds: an image whose verdict is not known
+    /// by then (Temporal, the registry or the results store slow or down) gets its profile's
+    /// `unscanned` rule. Keep it below the webhook's `timeoutSeconds`.
+    #[arg(long, env = "QFLOWS_ADMISSION_TIMEOUT_MS", default_value_t = 2000)]
+    pub admission_timeout_ms: u64,
+    /// How long a digest's result is kept in memory before the entity is asked again (an
+    /// image with no result yet is asked again after at most 5 s).
+    #[arg(long, env = "QFLOWS_ADMISSION_CACHE_TTL_SECS", default_value_t = 60)]
+    pub admission_cache_ttl_secs: u64,
+    /// This cluster's name, for the gate profiles' `kubernetesCluster` selectors.
+    #[arg(long, env = "QFLOWS_KUBERNETES_CLUSTER")]
+    pub kubernetes_cluster: Option<String>,
+    /// Task queue of the workers (new scans start on its `-scan` queue).
+    #[arg(long, env = "QFLOWS_TASK_QUEUE", default_value = qflows_workflows::DEFAULT_TASK_QUEUE)]
+    pub task_queue: String,
+}
+
+/// [`AdmissionArgs`], checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdmissionSettings {
+    /// HTTPS address.
+    pub listen: SocketAddr,
+    /// Certificate chain file.
+    pub cert_file: std::path::PathBuf,
+    /// Key file.
+    pub key_file: std::path::PathBuf,
+    /// Metrics address.
+    pub metrics_addr: SocketAddr,
+    /// The answer's deadline.
+    pub timeout: Duration,
+    /// Result cache TTL.
+    pub cache_ttl: Duration,
+    /// `QFLOWS_KUBERNETES_CLUSTER`.
+    pub cluster: Option<String>,
+    /// Workers' task queue.
+    pub task_queue: String,
+}
+
+/// Longest `QFLOWS_ADMISSION_TIMEOUT_MS`: the API server waits at most 30 s for a webhook.
+pub const MAX_ADMISSION_TIMEOUT_MS: u64 = 29_000;
+
+impl AdmissionArgs {
+    /// The settings, validated; each problem names its variable.
+    pub fn settings(&self) -> Result<AdmissionSettings, ConfigError> {
+        let invalid = |variable, problem: String| ConfigError::Invalid { variable, problem };
+        let file = |path: &Option<std::path::PathBuf>, variable: &'static str| {
+            let path = path.clone().ok_or_else(|| {
+                ConfigError::Missing(format!(
+                    "{variable}: the webhook serves HTTPS only; give the PEM file (cert-manager's \
+                     Secret mounted, see deploy/kubernetes/admission)"
+                ))
+            })?;
+            if !path.is_file() {
+                return Err(invalid(
+                    variable,
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
+            Ok(path)
+        };
+        let cert_file = file(
+            &self.admission_tls_cert_file,
+            "QFLOWS_ADMISSION_TLS_CERT_FILE",
+        )?;
+        let key_file = file(
+            &self.admission_tls_key_file,
+            "QFLOWS_ADMISSION_TLS_KEY_FILE",
+        )?;
+        if !(10..=MAX_ADMISSION_TIMEOUT_MS).contains(&self.admission_timeout_ms) {
+            return Err(invalid(
+                "QFLOWS_ADMISSION_TIMEOUT_MS",
+                format!(
+                    "{} is outside 10..={MAX_ADMISSION_TIMEOUT_MS} (keep it below the webhook's \
+                     timeoutSeconds)",
+                    self.admission_timeout_ms
+                ),
+            ));
+        }
+        if self.admission_cache_ttl_secs > 86_400 {
+            return Err(invalid(
+                "QFLOWS_ADMISSION_CACHE_TTL_SECS",
+                format!("{} is more than a day", self.admission_cache_ttl_secs),
+            ));
+        }
+        if self.admission_metrics_addr == self.admission_listen {
+            return Err(invalid(
+                "QFLOWS_ADMISSION_METRICS_ADDR",
+                "must differ from QFLOWS_ADMISSION_LISTEN (metrics are plain HTTP)".into(),
+            ));
+        }
+        let cluster = match self.kubernetes_cluster.as_deref().map(str::trim) {
+            None | Some("") => None,
+            Some(c) if c.len() > 253 || c.chars().any(char::is_control) => {
+                return Err(invalid(
+                    "QFLOWS_KUBERNETES_CLUSTER",
+                    "longer than 253 characters or has control characters".into(),
+                ));
+            }
+            Some(c) => Some(c.to_string()),
+        };
+        Ok(AdmissionSettings {
+            listen: self.admission_listen,
+            cert_file,
+            key_file,
+            metrics_addr: self.admission_metrics_addr,
+            timeout: Duration::from_millis(self.admission_timeout_ms),
+            cache_ttl: Duration::from_secs(self.admission_cache_ttl_secs),
+            cluster,
+            task_queue: self.task_queue.clone(),
+        })
+    }
+}
+
 /// The backend for ECR images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ScanBackend {
@@ -999,6 +1137,64 @@ mod tests {
             let err = scan(flags).settings().unwrap_err().to_string();
             assert!(err.starts_with(variable), "{err}");
         }
+    }
+
+    fn admission_args(dir: &std::path::Path) -> AdmissionArgs {
+        let cert = dir.join("tls.crt");
+        let key = dir.join("tls.key");
+        std::fs::write(&cert, "c").unwrap();
+        std::fs::write(&key, "k").unwrap();
+        AdmissionArgs {
+            admission_listen: "127.0.0.1:8443".parse().unwrap(),
+            admission_tls_cert_file: Some(cert),
+            admission_tls_key_file: Some(key),
+            admission_metrics_addr: "127.0.0.1:9465".parse().unwrap(),
+            admission_timeout_ms: 2000,
+            admission_cache_ttl_secs: 60,
+            kubernetes_cluster: Some(" prod-eu ".into()),
+            task_queue: "q".into(),
+        }
+    }
+
+    #[test]
+    fn admission_settings_are_validated_and_name_the_variable() {
+        let dir = std::env::temp_dir().join(format!("qflows-admission-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = admission_args(&dir);
+        let settings = good.settings().unwrap();
+        assert_eq!(settings.timeout, Duration::from_millis(2000));
+        assert_eq!(settings.cache_ttl, Duration::from_secs(60));
+        assert_eq!(settings.cluster.as_deref(), Some("prod-eu"));
+        let mut blank = good.clone();
+        blank.kubernetes_cluster = Some("  ".into());
+        assert_eq!(blank.settings().unwrap().cluster, None);
+
+        let mut cases: Vec<(AdmissionArgs, &str)> = Vec::new();
+        let mut a = good.clone();
+        a.admission_tls_cert_file = None;
+        cases.push((a, "QFLOWS_ADMISSION_TLS_CERT_FILE"));
+        let mut a = good.clone();
+        a.admission_tls_key_file = Some(dir.join("absent.key"));
+        cases.push((a, "QFLOWS_ADMISSION_TLS_KEY_FILE"));
+        for ms in [0, 9, MAX_ADMISSION_TIMEOUT_MS + 1] {
+            let mut a = good.clone();
+            a.admission_timeout_ms = ms;
+            cases.push((a, "QFLOWS_ADMISSION_TIMEOUT_MS"));
+        }
+        let mut a = good.clone();
+        a.admission_cache_ttl_secs = 86_401;
+        cases.push((a, "QFLOWS_ADMISSION_CACHE_TTL_SECS"));
+        let mut a = good.clone();
+        a.admission_metrics_addr = a.admission_listen;
+        cases.push((a, "QFLOWS_ADMISSION_METRICS_ADDR"));
+        let mut a = good.clone();
+        a.kubernetes_cluster = Some("x".repeat(254));
+        cases.push((a, "QFLOWS_KUBERNETES_CLUSTER"));
+        for (args, variable) in cases {
+            let err = args.settings().unwrap_err().to_string();
+            assert!(err.starts_with(variable), "{variable}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     fn args() -> QualysArgs {

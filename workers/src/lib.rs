@@ -3,6 +3,7 @@
 //! `main.rs` only parses the command line and dispatches here, so integration tests and other
 //! binaries can run the same code.
 
+pub mod admission;
 pub mod bridge;
 pub mod cli;
 pub mod config;

@@ -1,10 +1,11 @@
 //! `qflows`: Temporal workers that run Qualys container-security automation as durable workflows.
 
 use clap::{CommandFactory, Parser, Subcommand};
+use qflows::admission::{self, render::RenderArgs};
 use qflows::bridge::{self, BridgeArgs};
 use qflows::cli::{self, EnsureRegistryArgs};
 use qflows::config::{
-    LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
+    AdmissionArgs, LogArgs, QualysArgs, ScanArgs, TemporalArgs, WorkerArgs, check_unknown_variables,
 };
 #[cfg(feature = "dev")]
 use qflows::dev::{self, DevArgs};
@@ -78,6 +79,19 @@ enum Command {
         #[command(flatten)]
         args: BridgeArgs,
     },
+    /// Kubernetes validating admission webhook: refuse, warn about or record images that fail
+    /// their gate profile (HTTPS on QFLOWS_ADMISSION_LISTEN); `render` prints its manifests.
+    #[command(args_conflicts_with_subcommands = true)]
+    Admission {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: AdmissionArgs,
+        #[command(flatten)]
+        scan: ScanArgs,
+        #[command(subcommand)]
+        command: Option<AdmissionCommand>,
+    },
     /// Scan images by hand (runs ScanOnDeploy and waits, like `trivy image`), read a
     /// digest's verdict, or ask for a rescan. Exit 0 pass/audit, 1 fail, 2 error or not scanned.
     #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -131,6 +145,15 @@ enum Command {
         temporal: TemporalArgs,
         #[command(flatten)]
         args: ReportArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdmissionCommand {
+    /// Print the webhook's manifests (deploy/kubernetes/admission) for GitOps, offline.
+    Render {
+        #[command(flatten)]
+        args: RenderArgs,
     },
 }
 
@@ -346,6 +369,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
              `qflows` that has it)"
         )),
         Command::Bridge { temporal, args } => bridge::run(temporal, args).await,
+        Command::Admission {
+            command: Some(AdmissionCommand::Render { args }),
+            ..
+        } => {
+            print!("{}", admission::render::render_text(&args)?);
+            Ok(())
+        }
+        Command::Admission {
+            temporal,
+            args,
+            scan,
+            command: None,
+        } => admission::run(temporal, args, scan).await,
         Command::Registry {
             command: RegistryCommand::Ensure { temporal, args },
         } => cli::ensure_registry(&temporal, args).await,

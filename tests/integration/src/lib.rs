@@ -353,10 +353,25 @@ impl WorkerBuilder {
 
     /// Starts the worker and waits until its log says it polls.
     pub async fn start(self, log_dir: &Path) -> anyhow::Result<Worker> {
-        let log_path = log_dir.join(format!("worker-{}-{}.log", self.task_queue, free_port()));
+        self.start_command("worker", "worker started", log_dir)
+            .await
+    }
+
+    /// Starts `qflows <subcommand>` with this environment and waits until its log says `ready`.
+    pub async fn start_command(
+        self,
+        subcommand: &str,
+        ready: &str,
+        log_dir: &Path,
+    ) -> anyhow::Result<Worker> {
+        let log_path = log_dir.join(format!(
+            "{subcommand}-{}-{}.log",
+            self.task_queue,
+            free_port()
+        ));
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(qflows_bin()?);
-        cmd.arg("worker")
+        cmd.arg(subcommand)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("HOME", std::env::var("HOME").unwrap_or_default())
@@ -365,16 +380,22 @@ impl WorkerBuilder {
             .stdout(log.try_clone()?)
             .stderr(log)
             .kill_on_drop(true);
-        let child = cmd.spawn().context("starting qflows worker")?;
+        let child = cmd
+            .spawn()
+            .with_context(|| format!("starting qflows {subcommand}"))?;
         let worker = Worker {
             child,
             log_path,
             task_queue: self.task_queue,
         };
-        wait_for("the worker to start", Duration::from_secs(30), || async {
-            let logs = worker.logs();
-            logs.contains("worker started").then_some(())
-        })
+        wait_for(
+            &format!("qflows {subcommand} to start"),
+            Duration::from_secs(30),
+            || async {
+                let logs = worker.logs();
+                logs.contains(ready).then_some(())
+            },
+        )
         .await
         .with_context(|| format!("worker log:\n{}", worker.logs()))?;
         Ok(worker)

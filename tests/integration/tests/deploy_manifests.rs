@@ -23,7 +23,12 @@ const NAMESPACE: &str = "qflows";
 const SECRET_WORDS: [&str; 4] = ["KEY", "PASSWORD", "SECRET", "TOKEN"];
 
 /// Variables whose names contain a secret word but hold no secret.
-const NOT_SECRET: [&str; 1] = ["QFLOWS_BRIDGE_API_KEY_HEADER"];
+/// Names that look secret but are not: a header name, and the path of the mounted TLS key (the
+/// key itself is in the Secret volume).
+const NOT_SECRET: [&str; 2] = [
+    "QFLOWS_BRIDGE_API_KEY_HEADER",
+    "QFLOWS_ADMISSION_TLS_KEY_FILE",
+];
 
 fn manifests_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/kubernetes")
@@ -931,5 +936,124 @@ async fn keda_scaled_object_passes_a_dry_run_and_scales_the_worker_on_its_queues
     let mut bad_hpa = hpa.clone();
     bad_hpa["spec"]["behavior"]["scaleDown"]["policies"][0]["periodSeconds"] = json!(3600);
     assert_eq!(refused_status(dry_run_apply(&client, &bad_hpa).await), 422);
+    Ok(())
+}
+
+/// deploy/kubernetes/admission: every object passes a server-side dry run, the Deployment is
+/// locked down like the others, the webhook fails open within the API server's timeout and
+/// skips kube-system and qflows' namespace, the cert-manager overlay names the Secret the
+/// Deployment mounts, and `qflows admission render` prints exactly these files.
+#[tokio::test]
+async fn admission_manifests_pass_a_dry_run_and_render_prints_them() -> anyhow::Result<()> {
+    let dir = manifests_dir().join("admission");
+    let kustomization: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml"))?)?;
+    assert_eq!(kustomization["namespace"], json!(NAMESPACE));
+    assert_eq!(
+        kustomization["resources"],
+        json!(["admission.yaml", "webhook.yaml"])
+    );
+    let docs = |file: &str| -> anyhow::Result<Vec<Value>> {
+        let text = std::fs::read_to_string(dir.join(file))?;
+        let mut out = Vec::new();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc)?;
+            if !value.is_null() {
+                out.push(value);
+            }
+        }
+        Ok(out)
+    };
+    let mut objects = docs("admission.yaml")?;
+    objects.extend(docs("webhook.yaml")?);
+    let kinds: Vec<&str> = objects.iter().filter_map(|o| o["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "ServiceAccount",
+            "Deployment",
+            "Service",
+            "PodDisruptionBudget",
+            "NetworkPolicy",
+            "ValidatingWebhookConfiguration"
+        ]
+    );
+    let by_kind = |kind: &str| objects.iter().find(|o| o["kind"] == kind).unwrap();
+    let deployment = by_kind("Deployment");
+    assert_locked_down(deployment, "admission Deployment");
+    let hook = &by_kind("ValidatingWebhookConfiguration")["webhooks"][0];
+    assert_eq!(hook["failurePolicy"], "Ignore");
+    assert_eq!(hook["timeoutSeconds"], 3);
+    assert_eq!(hook["sideEffects"], "None");
+    assert_eq!(hook["admissionReviewVersions"], json!(["v1"]));
+    assert_eq!(
+        hook["namespaceSelector"]["matchExpressions"][0],
+        json!({"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", NAMESPACE]})
+    );
+    assert_eq!(
+        hook["clientConfig"]["service"]["name"],
+        by_kind("Service")["metadata"]["name"]
+    );
+    let volumes = &deployment["spec"]["template"]["spec"]["volumes"];
+    let cert_manager = docs("cert-manager/certificate.yaml")?;
+    let serving = cert_manager
+        .iter()
+        .find(|o| o["kind"] == "Certificate" && o["metadata"]["name"] == "qflows-admission")
+        .expect("the serving Certificate");
+    assert_eq!(
+        volumes[0]["secret"]["secretName"],
+        serving["spec"]["secretName"]
+    );
+    assert_eq!(
+        by_kind("ValidatingWebhookConfiguration")["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        json!(format!("{NAMESPACE}/qflows-admission"))
+    );
+    assert_eq!(
+        serving["spec"]["dnsNames"][0],
+        json!(format!("qflows-admission.{NAMESPACE}.svc"))
+    );
+
+    // `qflows admission render` (defaults) prints these very objects.
+    let out = std::process::Command::new(qflows_integration::qflows_bin()?)
+        .args(["admission", "render"])
+        .env_clear()
+        .output()?;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut rendered = Vec::new();
+    for doc in serde_yaml_ng::Deserializer::from_str(std::str::from_utf8(&out.stdout)?) {
+        let value: Value = serde::Deserialize::deserialize(doc)?;
+        if !value.is_null() {
+            rendered.push(value);
+        }
+    }
+    assert_eq!(
+        rendered, objects,
+        "render's output vs deploy/kubernetes/admission"
+    );
+
+    let server = KubeApiServer::start().await?;
+    let client = server.client().await?;
+    let namespace =
+        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": NAMESPACE } });
+    Api::<Namespace>::all(client.clone())
+        .patch(
+            NAMESPACE,
+            &PatchParams::apply(MANAGER),
+            &Patch::Apply(&namespace),
+        )
+        .await?;
+    for object in &objects {
+        dry_run_apply(&client, object).await.map_err(|e| {
+            anyhow::anyhow!(
+                "admission: {} {} refused: {e:#}",
+                object["kind"],
+                object["metadata"]["name"]
+            )
+        })?;
+    }
     Ok(())
 }

@@ -69,7 +69,9 @@ pub struct ScanConfig {
 
 /// Azure endpoints and cloud: `QFLOWS_AZURE_CLOUD` picks the cloud's Resource Manager unless
 /// `QFLOWS_AZURE_ARM_ENDPOINT` names another than the public one.
-fn azure_settings(scan: &ScanArgs) -> Result<qflows_activities::azure::AzureSettings, ConfigError> {
+pub(crate) fn azure_settings(
+    scan: &ScanArgs,
+) -> Result<qflows_activities::azure::AzureSettings, ConfigError> {
     use qflows_activities::azure::AzureCloud;
     let cloud = scan
         .azure_cloud
