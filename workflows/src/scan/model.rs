@@ -233,6 +233,10 @@ pub struct ScanSettings {
     /// their verdicts under their scope's profile (activity `gate.Judge`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub gate_profiles: bool,
+    /// The namespace has the optional `QflowsGateProfile` search attribute registered (see
+    /// [`crate::scan::search::OPTIONAL`]); meaningful with `search_attributes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub profile_search_attribute: bool,
 }
 
 /// Default of [`ScanSettings::rescan_running_secs`]: a day.
@@ -275,6 +279,7 @@ impl ScanSettings {
             alert_webhook: false,
             rescan_running_secs: DEFAULT_RESCAN_RUNNING_SECS,
             gate_profiles: false,
+            profile_search_attribute: false,
         }
     }
 
@@ -317,6 +322,9 @@ pub enum QualysImageState {
         /// When Qualys finished that scan (its `lastScanned`, epoch ms), when it says.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scanned_ms: Option<u64>,
+        /// When the image was built (its record's `created`, epoch ms), when Qualys says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_ms: Option<u64>,
     },
 }
 
@@ -387,6 +395,10 @@ pub enum ScanStep {
         /// Its `lastScanned` (epoch ms), when Qualys says.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scanned_ms: Option<u64>,
+        /// When the image was built (its record's `created`, epoch ms), when Qualys says:
+        /// the report's `imageCreatedMs`, for a profile's `maxImageAgeDays`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_ms: Option<u64>,
     },
     /// A scan was submitted now.
     Submitted,
@@ -477,6 +489,10 @@ pub struct CollectResults {
     /// When the scan finished (RFC 3339, workflow time): names the stored report, so a retried
     /// collection overwrites rather than duplicates it.
     pub scanned_at: String,
+    /// When the image was built (Qualys' `created`, epoch ms), when known: stored in the
+    /// report as `imageCreatedMs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<u64>,
 }
 
 /// Result of `ScanOnDeploy`.
