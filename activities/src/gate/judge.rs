@@ -150,11 +150,14 @@ impl Findings {
     }
 }
 
+/// Reports' findings by reference, and the references oldest first (for eviction).
+type FindingsCache = (HashMap<String, Arc<Findings>>, VecDeque<String>);
+
 /// Applies profiles to results.
 pub struct Judge {
     profiles: Arc<Profiles>,
     results: ResultsStore,
-    cache: Mutex<(HashMap<String, Arc<Findings>>, VecDeque<String>)>,
+    cache: Mutex<FindingsCache>,
 }
 
 impl Judge {
@@ -272,9 +275,7 @@ impl Judge {
         Ok(Some(findings))
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashMap<String, Arc<Findings>>, VecDeque<String>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FindingsCache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -319,7 +320,7 @@ fn worst_cves(profile: &Profile, findings: &Findings, now: u64) -> Vec<String> {
     let mut counted: Vec<&Item> = findings
         .items
         .iter()
-        .filter(|i| !(profile.gate.fixable_only && !i.fixable))
+        .filter(|i| !profile.gate.fixable_only || i.fixable)
         .filter(|i| {
             let item = GateItem {
                 severity: i.severity,

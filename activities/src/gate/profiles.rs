@@ -370,12 +370,15 @@ fn glob(pattern: &str, text: &str, fold: bool) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+/// The file's modification time and size when last read, and the profiles in force.
+type Loaded = (Option<(SystemTime, u64)>, Arc<GateProfiles>);
+
 /// A profiles file, re-read when it changes.
 #[derive(Debug)]
 pub struct ProfilesFile {
     path: PathBuf,
     default: Profile,
-    current: Mutex<(Option<(SystemTime, u64)>, Arc<GateProfiles>)>,
+    current: Mutex<Loaded>,
 }
 
 impl ProfilesFile {
