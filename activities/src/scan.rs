@@ -167,8 +167,17 @@ impl ScanActivities {
             .is_some_and(|s| s.eq_ignore_ascii_case("SUCCESS"));
         let scanned_ms = detail.last_scanned_ms();
         let new_enough = newer_than_ms.is_none_or(|t| scanned_ms.is_some_and(|s| s > t));
+        // The build time, as the detail (else the listing) says; not a number: unknown.
+        let created_ms = [detail.created.as_deref(), found.created.as_deref()]
+            .into_iter()
+            .flatten()
+            .find_map(|c| c.trim().parse::<u64>().ok());
         Ok(if done && new_enough {
-            QualysImageState::Scanned { sha, scanned_ms }
+            QualysImageState::Scanned {
+                sha,
+                scanned_ms,
+                created_ms,
+            }
         } else {
             QualysImageState::Pending { sha }
         })
@@ -269,6 +278,7 @@ impl ScanActivities {
             "summary": summary,
             "gate": gate,
             "profile": qflows_workflows::scan::profile::DEFAULT_PROFILE,
+            "imageCreatedMs": collect.created_ms,
             "vulnerabilities": vulns,
         });
         self.results
@@ -295,10 +305,18 @@ impl ScanActivities {
             ),
         };
         let submit = match (&state, request.submit) {
-            (Some(QualysImageState::Scanned { sha, scanned_ms }), _) => {
+            (
+                Some(QualysImageState::Scanned {
+                    sha,
+                    scanned_ms,
+                    created_ms,
+                }),
+                _,
+            ) => {
                 return Ok(ScanStep::Scanned {
                     sha: sha.clone(),
                     scanned_ms: *scanned_ms,
+                    created_ms: *created_ms,
                 });
             }
             (_, SubmitWhen::Always) => true,
@@ -324,7 +342,12 @@ impl ScanActivities {
         let state = self
             .qualys_state(&find.image, &find.digest, find.newer_than_ms)
             .await?;
-        let QualysImageState::Scanned { sha, scanned_ms } = state else {
+        let QualysImageState::Scanned {
+            sha,
+            scanned_ms,
+            created_ms,
+        } = state
+        else {
             return Err(still_scanning(&find.image, &state));
         };
         let collect = CollectResults {
@@ -337,6 +360,7 @@ impl ScanActivities {
                 backfill: false,
             },
             scanned_at: qflows_workflows::clock::rfc3339(SystemTime::now()),
+            created_ms,
         };
         Ok(ScanFinished {
             result: self.collect(&collect).await?,

@@ -865,6 +865,7 @@ impl ScanArgs {
             alert_webhook: self.webhook_url.is_some(),
             rescan_running_secs: self.rescan_running_secs.max(1),
             gate_profiles: self.gate_profiles_file.is_some(),
+            profile_search_attribute: false,
             unscanned_verdict: match self.gate_unscanned.to_ascii_lowercase().as_str() {
                 "pass" => Some(Verdict::Pass),
                 "audit" => Some(Verdict::Audit),

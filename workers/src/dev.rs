@@ -122,7 +122,10 @@ pub async fn start_temporal_with(
     if let Some(db) = db_file {
         cmd.arg("--db-filename").arg(db);
     }
-    for (name, kind) in qflows_workflows::scan::search::ALL {
+    for (name, kind) in qflows_workflows::scan::search::ALL
+        .iter()
+        .chain(&qflows_workflows::scan::search::OPTIONAL)
+    {
         cmd.args(["--search-attribute", &format!("{name}={kind}")]);
     }
     for value in dynamic_config {

@@ -38,8 +38,30 @@ pub async fn connect(args: &TemporalArgs, identity: &str) -> anyhow::Result<Clie
     Ok(client)
 }
 
-/// qflows' search attributes the namespace lacks (empty: all registered).
+/// qflows' required search attributes ([`search::ALL`]) the namespace lacks (empty: all
+/// registered).
+///
+/// [`search::ALL`]: qflows_workflows::scan::search::ALL
 pub async fn missing_search_attributes(client: &Client) -> anyhow::Result<Vec<&'static str>> {
+    Ok(search_attributes(client).await?.missing)
+}
+
+/// Which of qflows' search attributes a namespace has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchAttributeRegistration {
+    /// Required ones ([`search::ALL`]) it lacks: while any is missing, none is set.
+    ///
+    /// [`search::ALL`]: qflows_workflows::scan::search::ALL
+    pub missing: Vec<&'static str>,
+    /// Optional ones ([`search::OPTIONAL`]) it lacks: those alone are not set.
+    ///
+    /// [`search::OPTIONAL`]: qflows_workflows::scan::search::OPTIONAL
+    pub missing_optional: Vec<&'static str>,
+}
+
+/// Lists the namespace's search attributes against qflows' required and optional ones.
+pub async fn search_attributes(client: &Client) -> anyhow::Result<SearchAttributeRegistration> {
+    use qflows_workflows::scan::search::{ALL, OPTIONAL};
     use temporalio_client::NamespacedClient;
     use temporalio_common::protos::temporal::api::operatorservice::v1::ListSearchAttributesRequest;
     let request = ListSearchAttributesRequest {
@@ -51,12 +73,17 @@ pub async fn missing_search_attributes(client: &Client) -> anyhow::Result<Vec<&'
         .list_search_attributes(temporalio_client::tonic::Request::new(request))
         .await?
         .into_inner();
-    Ok(qflows_workflows::scan::search::ALL
-        .iter()
-        .map(|(name, _)| *name)
-        .filter(|name| {
-            !response.custom_attributes.contains_key(*name)
-                && !response.system_attributes.contains_key(*name)
-        })
-        .collect())
+    let lacks = |list: &'static [(&'static str, &'static str)]| -> Vec<&'static str> {
+        list.iter()
+            .map(|(name, _)| *name)
+            .filter(|name| {
+                !response.custom_attributes.contains_key(*name)
+                    && !response.system_attributes.contains_key(*name)
+            })
+            .collect()
+    };
+    Ok(SearchAttributeRegistration {
+        missing: lacks(&ALL),
+        missing_optional: lacks(&OPTIONAL),
+    })
 }

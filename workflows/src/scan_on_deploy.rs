@@ -100,9 +100,16 @@ impl ScanOnDeploy {
         let (profile, images) = judge(ctx, &request, &settings, images).await?;
         let already_set = !ctx.search_attributes().is_empty();
         if settings.search_attributes && !already_set {
-            ctx.upsert_search_attributes(search::updates(&images, request.account_id.as_deref()));
+            ctx.upsert_search_attributes(search::updates(
+                &images,
+                request.account_id.as_deref(),
+                settings.profile_search_attribute,
+            ));
         } else if settings.search_attributes && profile.is_some() {
-            ctx.upsert_search_attributes(search::verdict_updates(&images));
+            ctx.upsert_search_attributes(search::verdict_updates(
+                &images,
+                settings.profile_search_attribute,
+            ));
         }
         Ok(ScanOnDeployOutput {
             profile,
@@ -404,7 +411,11 @@ async fn first_design(
     }
     let images = gather(ctx, &resolved, &settings);
     if settings.search_attributes {
-        ctx.upsert_search_attributes(search::updates(&images, request.account_id.as_deref()));
+        ctx.upsert_search_attributes(search::updates(
+            &images,
+            request.account_id.as_deref(),
+            settings.profile_search_attribute,
+        ));
     }
     Ok(output(&request, images))
 }

@@ -67,6 +67,9 @@ async fn ensure_registry_histories_replay() {
 /// `scan_on_deploy_resource_id_before_checks.json` was recorded with the classifier as it was
 /// before patch `azure-resource-id-checks` (an ACI event whose resource group is `..`, refused
 /// only by the resolve activity): today's code must take the pre-patch path for it.
+/// `scan_on_deploy_gate_profiles_*.json` were recorded by a worker with a profiles file (patch
+/// `gate-profiles`, local activity `gate.Judge`); every other one without, so they replay
+/// without asking `gate.Judge`.
 #[tokio::test]
 async fn scan_histories_replay() {
     let mut recorded = histories("scan_on_deploy");
@@ -74,6 +77,13 @@ async fn scan_histories_replay() {
     assert!(
         recorded.len() >= 8,
         "expected recorded ScanOnDeploy and ImageScan histories of both designs (v1: *_v1_*)"
+    );
+    assert!(
+        recorded
+            .iter()
+            .any(|(name, _)| name.contains("scan_on_deploy_gate_profiles_")),
+        "expected recorded ScanOnDeploy histories with gate profiles (patch gate-profiles, \
+         gate.Judge)"
     );
     let options = WorkflowReplayerOptions::new()
         .register_workflow::<qflows_workflows::ScanOnDeploy>()

@@ -49,8 +49,9 @@ impl Profiles {
 /// One image's verdict under one profile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Judgement {
-    /// The verdict (an image without a usable scan gets the profile's `unscanned`).
-    pub verdict: Verdict,
+    /// The verdict (an image without a usable scan gets the profile's `unscanned`; `None`
+    /// only when that is `none`, as `QFLOWS_GATE_UNSCANNED=none` makes `default`'s).
+    pub verdict: Option<Verdict>,
     /// The profile's name.
     pub profile: String,
     /// What the profile does with a failing image.
@@ -69,6 +70,11 @@ struct Findings {
     items: Vec<Item>,
     secrets: u64,
     image_created_ms: Option<u64>,
+    /// Qualys' central policy verdict of a QScanner `evaluate-policy` run (`DENY`, `AUDIT`).
+    policy: Option<String>,
+    /// Why the report cannot be re-judged (no `vulnerabilities` list, or QScanner could not
+    /// fetch its report): then its findings say nothing, and an empty list is not a pass.
+    unusable: Option<&'static str>,
 }
 
 #[derive(Debug)]
@@ -82,6 +88,13 @@ impl Findings {
     /// From a report as `scan.Collect` or `qscanner.Scan` stored it.
     fn read(report: &Value) -> Findings {
         let qscanner = report["backend"] == "qscanner";
+        let unusable = if !report["vulnerabilities"].is_array() {
+            Some("the stored report has no vulnerability list")
+        } else if report["reportAvailable"] == false {
+            Some("QScanner could not fetch the vulnerability report (exit 40)")
+        } else {
+            None
+        };
         let non_empty = |v: &Value| v.as_str().is_some_and(|s| !s.trim().is_empty());
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
@@ -123,6 +136,8 @@ impl Findings {
             items,
             secrets: report["secrets"].as_array().map_or(0, |s| s.len() as u64),
             image_created_ms: report["imageCreatedMs"].as_u64(),
+            policy: report["policy"].as_str().map(str::to_string),
+            unusable,
         }
     }
 
@@ -135,11 +150,14 @@ impl Findings {
     }
 }
 
+/// Reports' findings by reference, and the references oldest first (for eviction).
+type FindingsCache = (HashMap<String, Arc<Findings>>, VecDeque<String>);
+
 /// Applies profiles to results.
 pub struct Judge {
     profiles: Arc<Profiles>,
     results: ResultsStore,
-    cache: Mutex<(HashMap<String, Arc<Findings>>, VecDeque<String>)>,
+    cache: Mutex<FindingsCache>,
 }
 
 impl Judge {
@@ -166,14 +184,14 @@ impl Judge {
     pub async fn judge_images(&self, request: JudgeImages) -> Result<Judged, StoreError> {
         let profiles = self.profiles();
         let mut images = Vec::with_capacity(request.images.len());
-        let mut worst: Option<(Verdict, String)> = None;
+        let mut worst: Option<(Option<Verdict>, String)> = None;
         for mut result in request.images {
             let profile = profiles.select(&request.scope, Some(&repository_of(&result.image)));
             let judged = self.judge(profile, &result).await?;
             if worst.as_ref().is_none_or(|(w, _)| judged.verdict > *w) {
                 worst = Some((judged.verdict, judged.profile.clone()));
             }
-            result.verdict = Some(judged.verdict);
+            result.verdict = judged.verdict;
             if judged.summary.is_some() {
                 result.summary = judged.summary;
             }
@@ -190,55 +208,47 @@ impl Judge {
     }
 
     /// One result under one profile. An image without a usable scan gets the profile's
-    /// `unscanned` verdict — never `pass` unless the profile says so.
+    /// `unscanned` verdict — never `pass` unless the profile says so. A scanned image whose
+    /// report cannot be re-read keeps its entity's verdict when that is worse: what cannot be
+    /// re-judged is never made more lenient.
     pub async fn judge(
         &self,
         profile: &Profile,
         result: &ImageResult,
     ) -> Result<Judgement, StoreError> {
-        let unscanned = |reason: Option<String>| Judgement {
-            verdict: profile.unscanned,
-            profile: profile.name.clone(),
-            enforce: profile.enforce,
-            summary: result.summary,
-            worst_cves: Vec::new(),
-            reason: reason.or_else(|| result.reason.clone()),
+        let unscanned = |reason: Option<String>| {
+            let kept = match result.status {
+                ImageStatus::Scanned => result.verdict,
+                _ => None,
+            };
+            Judgement {
+                verdict: profile.unscanned.max(kept),
+                profile: profile.name.clone(),
+                enforce: profile.enforce,
+                summary: result.summary,
+                worst_cves: Vec::new(),
+                reason: reason.or_else(|| result.reason.clone()),
+            }
         };
-        let (ImageStatus::Scanned, Some(result_ref)) = (result.status, &result.result_ref) else {
+        if result.status != ImageStatus::Scanned {
             return Ok(unscanned(None));
+        }
+        let Some(result_ref) = &result.result_ref else {
+            return Ok(unscanned(Some("the scan names no stored report".into())));
         };
         let Some(findings) = self.findings(result_ref).await? else {
             return Ok(unscanned(Some(
                 "the scan's report is no longer in the results store".into(),
             )));
         };
+        if let Some(why) = findings.unusable {
+            return Ok(unscanned(Some(why.into())));
+        }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
-        let (mut verdict, summary) =
-            evaluate(&profile.gate, findings.gate_items(), findings.secrets, now);
-        let mut reason = None;
-        if let (Some(days), Some(created_ms)) =
-            (profile.max_image_age_days, findings.image_created_ms)
-        {
-            let age_days = now.saturating_sub(created_ms / 1000) / 86_400;
-            if age_days > u64::from(days) {
-                verdict = Verdict::Fail;
-                reason = Some(format!(
-                    "built {age_days} days ago; profile `{}` allows {days}",
-                    profile.name
-                ));
-            }
-        }
-        Ok(Judgement {
-            verdict,
-            profile: profile.name.clone(),
-            enforce: profile.enforce,
-            summary: Some(summary),
-            worst_cves: worst_cves(profile, &findings, now),
-            reason,
-        })
+        Ok(judge_findings(profile, &findings, now))
     }
 
     async fn findings(&self, result_ref: &str) -> Result<Option<Arc<Findings>>, StoreError> {
@@ -265,10 +275,43 @@ impl Judge {
         Ok(Some(findings))
     }
 
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, (HashMap<String, Arc<Findings>>, VecDeque<String>)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FindingsCache> {
         self.cache.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A report's findings under `profile` at `now` (Unix seconds).
+fn judge_findings(profile: &Profile, findings: &Findings, now: u64) -> Judgement {
+    let (mut verdict, summary) =
+        evaluate(&profile.gate, findings.gate_items(), findings.secrets, now);
+    let mut reason = None;
+    // As `qscanner.Scan` decided: Qualys' central policy has the last word.
+    match findings.policy.as_deref() {
+        Some("DENY") => {
+            verdict = Verdict::Fail;
+            reason = Some("Qualys' central policy denies the image".to_string());
+        }
+        Some("AUDIT") if verdict == Verdict::Pass => verdict = Verdict::Audit,
+        _ => {}
+    }
+    if let (Some(days), Some(created_ms)) = (profile.max_image_age_days, findings.image_created_ms)
+    {
+        let age_days = now.saturating_sub(created_ms / 1000) / 86_400;
+        if age_days > u64::from(days) {
+            verdict = Verdict::Fail;
+            reason = Some(format!(
+                "built {age_days} days ago; profile `{}` allows {days}",
+                profile.name
+            ));
+        }
+    }
+    Judgement {
+        verdict: Some(verdict),
+        profile: profile.name.clone(),
+        enforce: profile.enforce,
+        summary: Some(summary),
+        worst_cves: worst_cves(profile, findings, now),
+        reason,
     }
 }
 
@@ -277,7 +320,7 @@ fn worst_cves(profile: &Profile, findings: &Findings, now: u64) -> Vec<String> {
     let mut counted: Vec<&Item> = findings
         .items
         .iter()
-        .filter(|i| !(profile.gate.fixable_only && !i.fixable))
+        .filter(|i| !profile.gate.fixable_only || i.fixable)
         .filter(|i| {
             let item = GateItem {
                 severity: i.severity,
@@ -345,7 +388,7 @@ selectors:
     }
 
     fn judge(dir: &std::path::Path) -> Judge {
-        let builtin = Profile::builtin(GatePolicy::default(), None);
+        let builtin = Profile::builtin(GatePolicy::default(), Some(Verdict::Audit));
         let profiles = GateProfiles::parse(PROFILES, "p.yaml", builtin).unwrap();
         Judge::new(
             Arc::new(Profiles::Builtin(Arc::new(profiles))),
@@ -428,6 +471,25 @@ selectors:
             .await
             .unwrap();
         assert_eq!(prod.images[0].verdict, Some(Verdict::Fail));
+        // A lenient profile cannot re-judge it either: the entity's `fail` stays.
+        let failed_gone = ImageResult {
+            verdict: Some(Verdict::Fail),
+            ..gone.clone()
+        };
+        let sandbox = judge
+            .judge_images(in_cluster("sandbox", vec![failed_gone.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(sandbox.images[0].verdict, Some(Verdict::Fail));
+        let no_ref = ImageResult {
+            result_ref: None,
+            ..failed_gone
+        };
+        let sandbox = judge
+            .judge_images(in_cluster("sandbox", vec![no_ref]))
+            .await
+            .unwrap();
+        assert_eq!(sandbox.images[0].verdict, Some(Verdict::Fail));
         let timed_out = ImageResult {
             status: ImageStatus::TimedOut,
             verdict: None,
@@ -448,6 +510,139 @@ selectors:
                 .is_err()
         );
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn a_qscanner_deny_or_a_missing_report_is_never_a_pass() {
+        let dir = std::env::temp_dir().join(format!("qflows-judge-qs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let judge = judge(&dir);
+        let write = |name: &str, report: Value| {
+            let path = dir.join(name);
+            std::fs::write(&path, report.to_string()).unwrap();
+            scanned(Some(path.display().to_string()))
+        };
+        // No vulnerability above sandbox's (disabled) threshold, but Qualys' policy denies.
+        let denied = write(
+            "denied.json",
+            json!({"backend": "qscanner", "policy": "DENY", "reportAvailable": true,
+                   "vulnerabilities": [], "secrets": []}),
+        );
+        let audited = write(
+            "audited.json",
+            json!({"backend": "qscanner", "policy": "AUDIT", "reportAvailable": true,
+                   "vulnerabilities": [], "secrets": []}),
+        );
+        // Exit 40: the empty list says nothing.
+        let unfetched = write(
+            "unfetched.json",
+            json!({"backend": "qscanner", "reportAvailable": false,
+                   "vulnerabilities": [], "secrets": []}),
+        );
+        let shapeless = write("shapeless.json", json!({"backend": "registry"}));
+        let judged = judge
+            .judge_images(in_cluster(
+                "sandbox",
+                vec![denied, audited, unfetched, shapeless],
+            ))
+            .await
+            .unwrap();
+        let verdicts: Vec<_> = judged.images.iter().map(|i| i.verdict).collect();
+        assert_eq!(
+            verdicts,
+            vec![
+                Some(Verdict::Fail),
+                Some(Verdict::Audit),
+                Some(Verdict::Audit),
+                Some(Verdict::Audit)
+            ],
+            "{judged:?}"
+        );
+        assert!(
+            judged.images[2]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("exit 40"),
+            "{judged:?}"
+        );
+        assert_eq!(judged.profile, "sandbox");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn unscanned_none_gives_no_verdict() {
+        let dir = std::env::temp_dir().join(format!("qflows-judge-none-{}", std::process::id()));
+        let profiles = GateProfiles::builtin(Profile::builtin(GatePolicy::default(), None));
+        let judge = Judge::new(
+            Arc::new(Profiles::Builtin(Arc::new(profiles))),
+            ResultsStore::Local(LocalResults::new(&dir)),
+        );
+        let failed = ImageResult {
+            status: ImageStatus::Failed,
+            verdict: None,
+            result_ref: None,
+            ..scanned(None)
+        };
+        let judged = judge
+            .judge_images(in_cluster("any", vec![failed]))
+            .await
+            .unwrap();
+        assert_eq!(
+            (judged.profile.as_str(), judged.images[0].verdict),
+            ("default", None)
+        );
+    }
+
+    #[test]
+    fn max_image_age_days_fails_an_old_image_and_only_when_its_age_is_known() {
+        const DAY_MS: u64 = 86_400_000;
+        let now = 1_800_000_000u64;
+        let profile = Profile {
+            max_image_age_days: Some(30),
+            ..Profile::builtin(GatePolicy::default(), Some(Verdict::Audit))
+        };
+        let aged = |days: u64| Findings {
+            image_created_ms: Some(now * 1000 - days * DAY_MS),
+            ..Findings::default()
+        };
+        let old = judge_findings(&profile, &aged(31), now);
+        assert_eq!(old.verdict, Some(Verdict::Fail));
+        assert_eq!(
+            old.reason.as_deref(),
+            Some("built 31 days ago; profile `default` allows 30")
+        );
+        // 30 full days is still within 30.
+        assert_eq!(
+            judge_findings(&profile, &aged(30), now).verdict,
+            Some(Verdict::Pass)
+        );
+        // Built "in the future" (clock skew) is age 0, not a wrap-around.
+        let future = Findings {
+            image_created_ms: Some((now + 86_400) * 1000),
+            ..Findings::default()
+        };
+        assert_eq!(
+            judge_findings(&profile, &future, now).verdict,
+            Some(Verdict::Pass)
+        );
+        // Unknown build time: the rule does not apply.
+        assert_eq!(
+            judge_findings(&profile, &Findings::default(), now).verdict,
+            Some(Verdict::Pass)
+        );
+        // No limit in the profile: any age passes.
+        let unlimited = Profile {
+            max_image_age_days: None,
+            ..profile
+        };
+        assert_eq!(
+            judge_findings(&unlimited, &aged(3650), now).verdict,
+            Some(Verdict::Pass)
+        );
+        // The report field as `scan.Collect` writes it.
+        let read = Findings::read(&json!({"vulnerabilities": [], "imageCreatedMs": 5u64}));
+        assert_eq!((read.image_created_ms, read.unusable), (Some(5), None));
     }
 
     #[test]

@@ -92,8 +92,9 @@ pub struct Profile {
     pub max_image_age_days: Option<u32>,
     /// See [`ProfileSpec::enforce`].
     pub enforce: Enforce,
-    /// See [`ProfileSpec::unscanned`].
-    pub unscanned: Verdict,
+    /// See [`ProfileSpec::unscanned`]; `None` only for `default` with
+    /// `QFLOWS_GATE_UNSCANNED=none` (unscanned images get no verdict).
+    pub unscanned: Option<Verdict>,
 }
 
 impl Profile {
@@ -104,7 +105,7 @@ impl Profile {
             gate,
             max_image_age_days: None,
             enforce: Enforce::Audit,
-            unscanned: unscanned.unwrap_or(Verdict::Audit),
+            unscanned,
         }
     }
 
@@ -120,7 +121,7 @@ impl Profile {
             },
             max_image_age_days: spec.max_image_age_days,
             enforce: spec.enforce,
-            unscanned: spec.unscanned,
+            unscanned: Some(spec.unscanned),
         }
     }
 }
@@ -369,12 +370,15 @@ fn glob(pattern: &str, text: &str, fold: bool) -> bool {
     rest.len() >= last.len() && rest.ends_with(last)
 }
 
+/// The file's modification time and size when last read, and the profiles in force.
+type Loaded = (Option<(SystemTime, u64)>, Arc<GateProfiles>);
+
 /// A profiles file, re-read when it changes.
 #[derive(Debug)]
 pub struct ProfilesFile {
     path: PathBuf,
     default: Profile,
-    current: Mutex<(Option<(SystemTime, u64)>, Arc<GateProfiles>)>,
+    current: Mutex<Loaded>,
 }
 
 impl ProfilesFile {
@@ -473,7 +477,7 @@ selectors:
         let prod = p.get("production").unwrap();
         assert_eq!(
             (prod.gate.fail_severity, prod.enforce, prod.unscanned),
-            (4, Enforce::Deny, Verdict::Fail)
+            (4, Enforce::Deny, Some(Verdict::Fail))
         );
     }
 

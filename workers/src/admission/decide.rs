@@ -59,15 +59,23 @@ impl Decision {
     }
 
     /// From a verdict under `enforce`; `known`: the image has a result (not the unscanned rule).
-    pub fn of(verdict: Verdict, enforce: Enforce, known: bool, break_glass: bool) -> Decision {
+    /// `verdict` is `None` only for an unscanned image under a profile whose `unscanned` is
+    /// `none` (report only): admitted as unscanned.
+    pub fn of(
+        verdict: Option<Verdict>,
+        enforce: Enforce,
+        known: bool,
+        break_glass: bool,
+    ) -> Decision {
         match (verdict, enforce) {
-            (Verdict::Fail, Enforce::Deny) if break_glass => Decision::BreakGlass,
-            (Verdict::Fail, Enforce::Deny) => Decision::Denied,
-            (Verdict::Fail, Enforce::Warn) => Decision::Warned,
-            (Verdict::Fail, Enforce::Audit) => Decision::Audited,
+            (Some(Verdict::Fail), Enforce::Deny) if break_glass => Decision::BreakGlass,
+            (Some(Verdict::Fail), Enforce::Deny) => Decision::Denied,
+            (Some(Verdict::Fail), Enforce::Warn) => Decision::Warned,
+            (Some(Verdict::Fail), Enforce::Audit) => Decision::Audited,
             (_, _) if !known => Decision::Unscanned,
-            (Verdict::Audit, _) => Decision::Audited,
-            (Verdict::Pass, _) => Decision::Allowed,
+            (None, _) => Decision::Unscanned,
+            (Some(Verdict::Audit), _) => Decision::Audited,
+            (Some(Verdict::Pass), _) => Decision::Allowed,
         }
     }
 }
@@ -404,7 +412,7 @@ mod tests {
         ];
         for ((verdict, enforce, known, bg), want) in cases {
             assert_eq!(
-                Decision::of(verdict, enforce, known, bg),
+                Decision::of(Some(verdict), enforce, known, bg),
                 want,
                 "{verdict:?} {enforce:?} {known} {bg}"
             );
@@ -425,7 +433,7 @@ mod tests {
     fn a_denial_names_the_image_the_profile_and_the_worst_cves() {
         let p = profile(Enforce::Deny, Verdict::Audit);
         let failing = Judgement {
-            verdict: Verdict::Fail,
+            verdict: Some(Verdict::Fail),
             profile: "production".into(),
             enforce: Enforce::Deny,
             summary: Some(Default::default()),

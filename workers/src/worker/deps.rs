@@ -140,9 +140,20 @@ impl Dependencies {
 /// namespace has qflows' search attributes, and its rescan and QScanner queues.
 async fn settings(config: &WorkerConfig, client: &Client, queues: &Queues) -> ScanSettings {
     let mut settings = config.scan.settings.clone();
-    match temporal::missing_search_attributes(client).await {
-        Ok(missing) if missing.is_empty() => settings.search_attributes = true,
-        Ok(missing) => warn!(
+    match temporal::search_attributes(client).await {
+        Ok(registered) if registered.missing.is_empty() => {
+            settings.search_attributes = true;
+            settings.profile_search_attribute = registered.missing_optional.is_empty();
+            if !settings.profile_search_attribute {
+                warn!(
+                    missing = ?registered.missing_optional,
+                    "optional search attributes are not registered: verdicts will not name their \
+                     gate profile in search attributes (output and reports still do; README \
+                     \"Gate profiles\")"
+                );
+            }
+        }
+        Ok(temporal::SearchAttributeRegistration { missing, .. }) => warn!(
             ?missing,
             "qflows' search attributes are not registered in this namespace: scans will not be \
              searchable in the UI until they are (see the README, `temporal operator search-attribute create`)"

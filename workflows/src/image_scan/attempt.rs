@@ -71,7 +71,11 @@ pub(super) async fn resume(ctx: &WorkflowContext<ImageScan>) -> WorkflowResult<(
 async fn finish(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings, outcome: Outcome) {
     let (result, qualys_scanned_ms) = outcome;
     if settings.search_attributes {
-        ctx.upsert_search_attributes(search::updates(std::slice::from_ref(&result), None));
+        ctx.upsert_search_attributes(search::updates(
+            std::slice::from_ref(&result),
+            None,
+            settings.profile_search_attribute,
+        ));
     }
     let now = now_secs(ctx);
     let proposing = settings.quarantine.is_some().then(|| result.clone());
@@ -304,8 +308,17 @@ async fn registry_scan(
         .execute_activity(FindOrSubmitScan, request, call(settings, urgent))
         .await;
     match step {
-        Ok(ScanStep::Scanned { sha, scanned_ms }) => {
-            return Ok(collect(ctx, settings, &reference, sha, scanned_ms, urgent).await);
+        Ok(ScanStep::Scanned {
+            sha,
+            scanned_ms,
+            created_ms,
+        }) => {
+            let found = Found {
+                sha,
+                scanned_ms,
+                created_ms,
+            };
+            return Ok(collect(ctx, settings, &reference, found, urgent).await);
         }
         Ok(ScanStep::Submitted) => {
             ctx.state_mut(|s| s.entity.last_submitted_secs = Some(now));
@@ -402,25 +415,32 @@ fn polling(settings: &ScanSettings, left_secs: u64, urgent: bool) -> ActivityOpt
     options::heartbeating(on_queue(options, settings, urgent), 20)
 }
 
+/// The Qualys image record a `ScanStep::Scanned` names.
+struct Found {
+    sha: String,
+    scanned_ms: Option<u64>,
+    created_ms: Option<u64>,
+}
+
 /// Fetches every vulnerability, stores the report, applies the gate.
 async fn collect(
     ctx: &WorkflowContext<ImageScan>,
     settings: &ScanSettings,
     reference: &ImageRef,
-    sha: String,
-    scanned_ms: Option<u64>,
+    found: Found,
     urgent: bool,
 ) -> Outcome {
     let collect = CollectResults {
-        sha,
+        sha: found.sha,
         input: image_input(ctx, reference.clone()),
         scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
+        created_ms: found.created_ms,
     };
     match ctx
         .execute_activity(CollectScanResults, collect, call(settings, urgent))
         .await
     {
-        Ok(result) => (result, scanned_ms),
+        Ok(result) => (result, found.scanned_ms),
         Err(e) => failed(ctx, "collect the scan results", &e),
     }
 }

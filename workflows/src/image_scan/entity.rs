@@ -456,6 +456,7 @@ mod tests {
     fn settings() -> ScanSettings {
         ScanSettings {
             gate_profiles: false,
+            profile_search_attribute: false,
             poll_initial_secs: 10,
             poll_max_secs: 120,
             scan_timeout_secs: 3600,

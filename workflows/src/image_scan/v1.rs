@@ -43,7 +43,11 @@ pub(super) async fn run(ctx: &mut WorkflowContext<ImageScan>) -> WorkflowResult<
         let result = scan(ctx, &settings, is_rescan).await;
         is_rescan = true;
         if settings.search_attributes {
-            ctx.upsert_search_attributes(search::updates(std::slice::from_ref(&result), None));
+            ctx.upsert_search_attributes(search::updates(
+                std::slice::from_ref(&result),
+                None,
+                settings.profile_search_attribute,
+            ));
         }
         let previous = ctx.state_mut(|s| {
             let previous = s.latest.as_ref().and_then(|r| r.verdict);
@@ -229,13 +233,17 @@ async fn registry_scan(
                 .await?;
         }
     }
-    let QualysImageState::Scanned { sha, .. } = state else {
+    let QualysImageState::Scanned {
+        sha, created_ms, ..
+    } = state
+    else {
         unreachable!("the loop ends only on Scanned")
     };
     let collect = CollectResults {
         sha,
         input: input.clone(),
         scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
+        created_ms,
     };
     ctx.execute_activity(
         CollectScanResults,

@@ -238,6 +238,10 @@ pub struct ScanSettings {
     /// never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<crate::quarantine::model::QuarantineProposals>,
+    /// The namespace has the optional `QflowsGateProfile` search attribute registered (see
+    /// [`crate::scan::search::OPTIONAL`]); meaningful with `search_attributes`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub profile_search_attribute: bool,
 }
 
 /// Default of [`ScanSettings::rescan_running_secs`]: a day.
@@ -281,6 +285,7 @@ impl ScanSettings {
             rescan_running_secs: DEFAULT_RESCAN_RUNNING_SECS,
             gate_profiles: false,
             quarantine: None,
+            profile_search_attribute: false,
         }
     }
 
@@ -323,6 +328,9 @@ pub enum QualysImageState {
         /// When Qualys finished that scan (its `lastScanned`, epoch ms), when it says.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scanned_ms: Option<u64>,
+        /// When the image was built (its record's `created`, epoch ms), when Qualys says.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_ms: Option<u64>,
     },
 }
 
@@ -393,6 +401,10 @@ pub enum ScanStep {
         /// Its `lastScanned` (epoch ms), when Qualys says.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         scanned_ms: Option<u64>,
+        /// When the image was built (its record's `created`, epoch ms), when Qualys says:
+        /// the report's `imageCreatedMs`, for a profile's `maxImageAgeDays`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        created_ms: Option<u64>,
     },
     /// A scan was submitted now.
     Submitted,
@@ -483,6 +495,10 @@ pub struct CollectResults {
     /// When the scan finished (RFC 3339, workflow time): names the stored report, so a retried
     /// collection overwrites rather than duplicates it.
     pub scanned_at: String,
+    /// When the image was built (Qualys' `created`, epoch ms), when known: stored in the
+    /// report as `imageCreatedMs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_ms: Option<u64>,
 }
 
 /// Result of `ScanOnDeploy`.

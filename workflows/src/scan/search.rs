@@ -9,10 +9,16 @@
 //! temporal operator search-attribute create --name QflowsAccount --type Keyword
 //! temporal operator search-attribute create --name QflowsWorstSeverity --type Int
 //! temporal operator search-attribute create --name QflowsGateResult --type Keyword
+//! # optional, for gate profiles:
+//! temporal operator search-attribute create --name QflowsGateProfile --type Keyword
 //! ```
 //!
-//! The worker checks at start-up and, when they are missing, says so and does not set them
-//! (setting an unregistered attribute would stall every scan).
+//! The worker checks at start-up and, when one of [`ALL`] is missing, says so and does not set
+//! them (setting an unregistered attribute would stall every scan). [`OPTIONAL`] ones are set
+//! only when registered, so a namespace that registered the first five before gate profiles
+//! existed keeps all of them searchable ([`ScanSettings::profile_search_attribute`]).
+//!
+//! [`ScanSettings::profile_search_attribute`]: crate::scan::model::ScanSettings
 
 use crate::scan::ScanRequest;
 use crate::scan::model::{ImageResult, Verdict};
@@ -33,13 +39,13 @@ pub const WORST_SEVERITY: SearchAttributeKey<i64> = SearchAttributeKey::int("Qfl
 /// Gate result: `pass`, `audit` or `fail`.
 pub const GATE_RESULT: SearchAttributeKey<String> = SearchAttributeKey::keyword("QflowsGateResult");
 
-/// The gate profile that produced the verdict (see [`crate::scan::profile`]).
+/// The gate profile that produced the verdict (see [`crate::scan::profile`]). Optional: set
+/// only where it is registered.
 pub const GATE_PROFILE: SearchAttributeKey<String> =
     SearchAttributeKey::keyword("QflowsGateProfile");
 
-/// Every attribute with its type name, for registration.
-pub const ALL: [(&str, &str); 6] = [
-    ("QflowsGateProfile", "Keyword"),
+/// The attributes qflows needs registered to set any, with their type names.
+pub const ALL: [(&str, &str); 5] = [
     ("QflowsImageDigests", "KeywordList"),
     ("QflowsRepositories", "KeywordList"),
     ("QflowsAccount", "Keyword"),
@@ -47,8 +53,17 @@ pub const ALL: [(&str, &str); 6] = [
     ("QflowsGateResult", "Keyword"),
 ];
 
-/// The updates describing a set of image results.
-pub fn updates(results: &[ImageResult], account: Option<&str>) -> Vec<SearchAttributeUpdate> {
+/// Attributes set only when registered (added after [`ALL`]; a namespace registered for an
+/// older qflows lacks them), with their type names.
+pub const OPTIONAL: [(&str, &str); 1] = [("QflowsGateProfile", "Keyword")];
+
+/// The updates describing a set of image results; `with_profile`: also [`GATE_PROFILE`] (the
+/// namespace has it registered).
+pub fn updates(
+    results: &[ImageResult],
+    account: Option<&str>,
+    with_profile: bool,
+) -> Vec<SearchAttributeUpdate> {
     let mut digests: Vec<String> = results
         .iter()
         .map(|r| r.digest.clone())
@@ -80,7 +95,7 @@ pub fn updates(results: &[ImageResult], account: Option<&str>) -> Vec<SearchAttr
         REPOSITORIES.value_set(repositories),
         WORST_SEVERITY.value_set(worst),
     ];
-    out.extend(verdict(results));
+    out.extend(verdict(results, with_profile));
     if let Some(account) = account {
         out.push(ACCOUNT.value_set(account.to_string()));
     }
@@ -89,19 +104,19 @@ pub fn updates(results: &[ImageResult], account: Option<&str>) -> Vec<SearchAttr
 
 /// The verdict attributes of results judged under a gate profile, for a run whose other
 /// attributes were set at start: the worst severity, the gate result, the profile.
-pub fn verdict_updates(results: &[ImageResult]) -> Vec<SearchAttributeUpdate> {
+pub fn verdict_updates(results: &[ImageResult], with_profile: bool) -> Vec<SearchAttributeUpdate> {
     let worst = results
         .iter()
         .filter_map(|r| r.summary.map(|s| i64::from(s.worst())))
         .max()
         .unwrap_or(0);
     let mut out = vec![WORST_SEVERITY.value_set(worst)];
-    out.extend(verdict(results));
+    out.extend(verdict(results, with_profile));
     out
 }
 
 /// The worst verdict and the profile(s) that produced it.
-fn verdict(results: &[ImageResult]) -> Vec<SearchAttributeUpdate> {
+fn verdict(results: &[ImageResult], with_profile: bool) -> Vec<SearchAttributeUpdate> {
     let mut out = Vec::new();
     if let Some(verdict) = results.iter().filter_map(|r| r.verdict).max() {
         let text = match verdict {
@@ -111,7 +126,16 @@ fn verdict(results: &[ImageResult]) -> Vec<SearchAttributeUpdate> {
         };
         out.push(GATE_RESULT.value_set(text.to_string()));
     }
-    if let Some(profile) = results.iter().find_map(|r| r.profile.clone()) {
+    if !with_profile {
+        return out;
+    }
+    // The profile of the worst verdict (a deployment's images may match different ones).
+    let worst = results
+        .iter()
+        .filter(|r| r.profile.is_some())
+        .rev()
+        .max_by_key(|r| r.verdict);
+    if let Some(profile) = worst.and_then(|r| r.profile.clone()) {
         out.push(GATE_PROFILE.value_set(profile));
     }
     out
@@ -142,4 +166,64 @@ pub fn at_start(request: &ScanRequest) -> Option<SearchAttributes> {
         updates.push(ACCOUNT.value_set(account.clone()));
     }
     Some(SearchAttributes::new(updates))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scan::model::ImageStatus;
+
+    fn judged(verdict: Verdict, profile: &str) -> ImageResult {
+        ImageResult {
+            digest: format!("sha256:{profile}"),
+            image: format!("r.io/{profile}:1"),
+            status: ImageStatus::Scanned,
+            verdict: Some(verdict),
+            summary: None,
+            result_ref: None,
+            reason: None,
+            backend: None,
+            scanned_at: None,
+            profile: Some(profile.into()),
+        }
+    }
+
+    fn names(updates: &[SearchAttributeUpdate]) -> Vec<String> {
+        format!("{updates:?}")
+            .split('"')
+            .filter(|s| s.starts_with("Qflows"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn the_profile_attribute_is_set_only_where_registered() {
+        let results = [
+            judged(Verdict::Pass, "sandbox"),
+            judged(Verdict::Fail, "production"),
+        ];
+        let without = names(&updates(&results, Some("1"), false));
+        assert!(
+            !without.iter().any(|n| n == "QflowsGateProfile"),
+            "{without:?}"
+        );
+        assert!(
+            without.iter().any(|n| n == "QflowsGateResult"),
+            "{without:?}"
+        );
+        let with = updates(&results, Some("1"), true);
+        assert!(names(&with).iter().any(|n| n == "QflowsGateProfile"));
+        // The profile named is the one that produced the worst verdict.
+        // (Debug shows payloads in base64: `"production"` is InByb2R1Y3Rpb24i, `"sandbox"`
+        // InNhbmRib3gi.)
+        let text = format!("{:?}", verdict_updates(&results, true));
+        assert!(
+            text.contains("InByb2R1Y3Rpb24i") && !text.contains("InNhbmRib3gi"),
+            "{text}"
+        );
+        assert!(!names(&verdict_updates(&results, false)).contains(&"QflowsGateProfile".into()));
+        // Registration: the optional attribute is not among the required ones.
+        assert!(!ALL.iter().any(|(n, _)| *n == "QflowsGateProfile"));
+        assert!(OPTIONAL.iter().any(|(n, _)| *n == "QflowsGateProfile"));
+    }
 }
