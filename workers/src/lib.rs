@@ -10,6 +10,7 @@ pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;
 pub mod findings;
+mod histogram;
 pub mod inventory;
 pub mod policy;
 pub mod qualys_cli;

@@ -5,24 +5,18 @@
 //! file, so the series are bounded by configuration, never by what objects carry.
 
 use super::decide::Decision;
+use crate::histogram::Histogram;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds (seconds) of the answer-latency buckets.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0,
-];
-
 /// Counters and the latency histogram.
 #[derive(Default)]
 pub struct Metrics {
     decisions: Mutex<BTreeMap<(String, Decision), u64>>,
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
+    latency: Histogram,
     invalid: AtomicU64,
 }
 
@@ -47,15 +41,7 @@ impl Metrics {
 
     /// One answer's time, arrival to answer.
     pub fn latency(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            if secs <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+        self.latency.observe(took);
     }
 
     /// A request that was not an AdmissionReview.
@@ -92,24 +78,8 @@ impl Metrics {
             "# HELP qflows_admission_review_seconds Time from an AdmissionReview's arrival to its answer.\n",
         );
         out.push_str("# TYPE qflows_admission_review_seconds histogram\n");
-        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
-            let _ = writeln!(
-                out,
-                "qflows_admission_review_seconds_bucket{{le=\"{bound}\"}} {}",
-                bucket.load(Ordering::Relaxed)
-            );
-        }
-        let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(
-            out,
-            "qflows_admission_review_seconds_bucket{{le=\"+Inf\"}} {count}"
-        );
-        let _ = writeln!(
-            out,
-            "qflows_admission_review_seconds_sum {}",
-            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-        );
-        let _ = writeln!(out, "qflows_admission_review_seconds_count {count}");
+        self.latency
+            .render(&mut out, "qflows_admission_review_seconds", "");
         out
     }
 }

@@ -1,6 +1,7 @@
 //! The bridge's Prometheus metrics. Every label value comes from a closed set, so series stay
 //! bounded whatever senders send.
 
+use crate::histogram::Histogram;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -92,18 +93,6 @@ impl Route {
     }
 }
 
-/// Upper bounds (seconds) of the delivery latency histogram.
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-];
-
-#[derive(Debug, Default)]
-struct Histogram {
-    buckets: [AtomicU64; BUCKETS.len()],
-    count: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
 /// Counters and a latency histogram per route.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -139,18 +128,7 @@ impl Metrics {
 
     /// Records how long a delivery took from arrival to answer.
     pub fn latency(&self, route: Route, elapsed: Duration) {
-        let histogram = &self.latency[index(&Route::ALL, route)];
-        let seconds = elapsed.as_secs_f64();
-        for (bound, bucket) in BUCKETS.iter().zip(&histogram.buckets) {
-            if seconds <= *bound {
-                bucket.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        histogram.count.fetch_add(1, Ordering::Relaxed);
-        histogram.sum_micros.fetch_add(
-            u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
+        self.latency[index(&Route::ALL, route)].observe(elapsed);
     }
 
     /// Events counted with `outcome`, over every route.
@@ -207,28 +185,10 @@ impl Metrics {
         );
         out.push_str("# TYPE qflows_bridge_delivery_seconds histogram\n");
         for (r, route) in Route::ALL.iter().enumerate() {
-            let histogram = &self.latency[r];
-            let route = route.as_str();
-            for (bound, bucket) in BUCKETS.iter().zip(&histogram.buckets) {
-                let _ = writeln!(
-                    out,
-                    "qflows_bridge_delivery_seconds_bucket{{route=\"{route}\",le=\"{bound}\"}} {}",
-                    bucket.load(Ordering::Relaxed)
-                );
-            }
-            let count = histogram.count.load(Ordering::Relaxed);
-            let _ = writeln!(
-                out,
-                "qflows_bridge_delivery_seconds_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
-            );
-            let _ = writeln!(
-                out,
-                "qflows_bridge_delivery_seconds_sum{{route=\"{route}\"}} {}",
-                histogram.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "qflows_bridge_delivery_seconds_count{{route=\"{route}\"}} {count}"
+            self.latency[r].render(
+                &mut out,
+                "qflows_bridge_delivery_seconds",
+                &format!("route=\"{}\"", route.as_str()),
             );
         }
         out
