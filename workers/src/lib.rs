@@ -9,7 +9,7 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;
-pub mod findings;
+mod findings;
 mod histogram;
 pub mod inventory;
 pub mod policy;
