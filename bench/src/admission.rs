@@ -67,7 +67,7 @@ const REGISTRY: &str = "123456789012.dkr.ecr.us-east-1.amazonaws.com";
 const NAMESPACE: &str = "prod";
 
 /// The webhook's gate profiles: `production` denies failing images in namespace `prod` and
-/// admits (audits) unscanned ones, as the README's rollout recommends.
+/// admits (audits) images not scanned yet.
 const PROFILES: &str = r#"
 profiles:
   production:
