@@ -7,6 +7,7 @@
 //!
 //! | Command | Module |
 //! |---|---|
+//! | `qflows-bench admission` | [`admission`] |
 //! | `qflows-bench scan` | [`scan`] (also the shared set-up: [`scan::BenchEnv`]) |
 //! | `qflows-bench bridge` | [`bridge`] |
 //! | `qflows-bench burst`, `chaos` | [`chaos`] |
@@ -16,6 +17,7 @@
 //! | `qflows-bench qscanner-report` | [`qscanner_report`] |
 //! | `qflows-bench worker` (the baseline's worker) | [`worker`], [`noop`] (`BenchNoop`) |
 
+pub mod admission;
 pub mod bridge;
 pub mod certs;
 pub mod chaos;

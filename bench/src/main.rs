@@ -7,7 +7,7 @@ use qflows::config::{
 };
 use qflows::telemetry;
 use qflows::worker::{WorkerConfig, shutdown_signal};
-use qflows_bench::{bridge, chaos, cost, overhead, policy, qscanner_report, scan};
+use qflows_bench::{admission, bridge, chaos, cost, overhead, policy, qscanner_report, scan};
 use std::process::ExitCode;
 
 // The product binary's allocator, so that the figures are the product's.
@@ -71,6 +71,12 @@ enum Command {
         #[command(flatten)]
         args: cost::CostArgs,
     },
+    /// AdmissionReviews over HTTPS to the `qflows admission` process; print answers/s and
+    /// latency for cached verdicts and for unknown images.
+    Admission {
+        #[command(flatten)]
+        args: admission::BenchAdmissionArgs,
+    },
     /// The worker `burst` and `chaos` start as a process: `qflows worker`'s flags, and
     /// `BenchNoop` (the baseline) on `<task queue>-baseline` beside it.
     #[command(hide = true)]
@@ -121,6 +127,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Burst { args } => chaos::run(args.into()).await,
         Command::Overhead { args } => overhead::run(args).await,
         Command::Cost { args } => cost::run(args).await,
+        Command::Admission { args } => admission::run(args).await,
         Command::Worker { args } => {
             let WorkerFlags {
                 temporal,
