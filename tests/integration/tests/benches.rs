@@ -94,3 +94,45 @@ async fn burst_counts_every_event_once_and_measures_the_worker() -> anyhow::Resu
     assert!(!rss.contains("peak 0.0 MiB"), "{rss}");
     Ok(())
 }
+
+#[tokio::test]
+async fn admission_answers_cached_verdicts_and_unknown_images() -> anyhow::Result<()> {
+    let out = bench(&[
+        "admission",
+        "--digests",
+        "2",
+        "--requests",
+        "10",
+        "--concurrency",
+        "2",
+    ])
+    .await?;
+    // Of the two scanned images one fails: under `deny`, half the cached answers refuse.
+    let cached = out
+        .split("unknown images:")
+        .next()
+        .expect("split yields a first part");
+    assert!(
+        line(cached, "decisions").contains("allowed/production 5, denied/production 5"),
+        "{out}"
+    );
+    assert!(line(cached, "refused").ends_with(" 5"), "{out}");
+    // Every unknown image is answered by the unscanned rule (audit: admitted) and its scan is
+    // started.
+    let unknown = out
+        .split("unknown images:")
+        .nth(1)
+        .ok_or_else(|| anyhow::anyhow!("no unknown phase in:\n{out}"))?;
+    assert!(
+        line(unknown, "decisions").contains("unscanned/production 10"),
+        "{out}"
+    );
+    assert!(line(unknown, "refused").ends_with(" 0"), "{out}");
+    assert!(
+        line(unknown, "scans started")
+            .trim_start()
+            .starts_with("scans started        10 of 10"),
+        "{out}"
+    );
+    Ok(())
+}
