@@ -8,15 +8,13 @@
 //! Activity type names are part of the wire contract (they are stored in workflow histories):
 //! never rename one that has shipped.
 
+pub use crate::registry::contracts::*;
+
 use crate::cdr::{
     EvidenceBatch, FetchFindings, ImportLegacy, MergeEvidence, MergedPage, PolicyRecord,
     PolicyUpdate, PublishBatch, PublishPolicies, PublishReport, WindowBatch,
 };
 use crate::inventory::{InventoryInput, InventorySummary};
-use crate::registry::{
-    ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, QualysAwsBase, RegistryPlan,
-    RegistryRef, RoleChange, ScanRoleRequest,
-};
 use crate::scan::ScanRequest;
 use crate::scan::model::{
     Attached, CollectResults, FindImage, FindOrSubmit, ImageResult, ImageScanInput,
@@ -24,53 +22,6 @@ use crate::scan::model::{
     ScanPreparation, ScanSettings, ScanStep, StartImageScan, SubmitRegistryScan,
 };
 use crate::scan::profile::{JudgeImages, Judged};
-use temporalio_common::ActivityDefinition;
-
-macro_rules! activity_contract {
-    ($(#[$doc:meta])* $marker:ident = $name:literal: $input:ty => $output:ty) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default)]
-        pub struct $marker;
-
-        impl ActivityDefinition for $marker {
-            type Input = $input;
-            type Output = $output;
-            fn name(&self) -> &str {
-                $name
-            }
-        }
-    };
-}
-
-activity_contract!(
-    /// Applies the worker's defaults (scan role name, IAM propagation wait) to an input.
-    PlanRegistry = "registry.Plan": EnsureRegistryInput => RegistryPlan
-);
-activity_contract!(
-    /// Looks the registry up in Qualys by its URI; `None` when Qualys has none.
-    FindRegistry = "qualys.FindRegistry": String => Option<RegistryRef>
-);
-activity_contract!(
-    /// Reads Qualys' AWS account and external ID (`GET /registry/aws-base`).
-    GetAwsBase = "qualys.GetAwsBase": () => QualysAwsBase
-);
-activity_contract!(
-    /// Creates or updates the IAM role Qualys assumes (trust policy with `sts:ExternalId`).
-    EnsureScanRole = "aws.EnsureScanRole": ScanRoleRequest => RoleChange
-);
-activity_contract!(
-    /// Makes sure Qualys has an AWS connector for the role; true when it created one.
-    EnsureConnector = "qualys.EnsureConnector": ConnectorRequest => bool
-);
-activity_contract!(
-    /// Creates the ECR registry in Qualys unless it already exists (idempotent).
-    CreateRegistry = "qualys.CreateRegistry": RegistryPlan => RegistryRef
-);
-activity_contract!(
-    /// Runs (or joins) the account's `EnsureAwsConnector` (workflow ID
-    /// `registry-connector-<account>`) and waits for it; true when a connector was created.
-    EnsureConnectorShared = "registry.EnsureConnectorShared": ConnectorRequest => bool
-);
 
 activity_contract!(
     /// The worker's scan settings (poll backoff, timeout, TTL).
@@ -83,11 +34,6 @@ activity_contract!(
 activity_contract!(
     /// Starts the `ImageScan` entity of a digest, or tells the running one about this deployment.
     StartImageScanEntity = "scan.StartImageScan": StartImageScan => ()
-);
-activity_contract!(
-    /// Runs (or joins) `EnsureRegistry` for an account and region under its canonical workflow ID
-    /// (`registry-<account>-<region>`) and returns its result.
-    EnsureRegistryShared = "registry.EnsureShared": EnsureRegistryInput => EnsureRegistryOutput
 );
 activity_contract!(
     /// Where Qualys stands on an image: unknown, pending, or scanned.

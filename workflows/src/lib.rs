@@ -6,8 +6,8 @@
 //!
 //! | Workflow | Module |
 //! |---|---|
-//! | `EnsureRegistry` | [`ensure_registry`] |
-//! | `EnsureAwsConnector` (one per AWS account) | [`ensure_registry`] |
+//! | `EnsureRegistry` | [`registry::ensure`] |
+//! | `EnsureAwsConnector` (one per AWS account) | [`registry::ensure`] |
 //! | `ScanOnDeploy` | [`scan_on_deploy`] |
 //! | `ImageScan` (one per digest) | [`image_scan`] |
 //! | `Inventory` (one per scope and firing) | [`inventory`] |
@@ -16,13 +16,32 @@
 //! | `DeploySensor` | [`deploy_sensor`] |
 //! | `Quarantine` (one per target and digest) | [`quarantine`] |
 
+/// Declares one activity contract: a marker type naming the activity (its wire name, stored in
+/// histories) and its input and output types. Each area declares its own in `<area>/contracts.rs`;
+/// the implementing side writes `#[activity(definition = qflows_workflows::<area>::contracts::X)]`
+/// and the compiler checks that its input and output types match.
+macro_rules! activity_contract {
+    ($(#[$doc:meta])* $marker:ident = $name:literal: $input:ty => $output:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $marker;
+
+        impl ::temporalio_common::ActivityDefinition for $marker {
+            type Input = $input;
+            type Output = $output;
+            fn name(&self) -> &str {
+                $name
+            }
+        }
+    };
+}
+
 pub mod alert;
 pub mod cdr;
 pub mod cdr_to_policy;
 pub mod clock;
 pub mod contracts;
 pub mod deploy_sensor;
-pub mod ensure_registry;
 pub mod failure;
 pub mod failure_type;
 pub mod image_scan;
@@ -38,7 +57,7 @@ pub mod sensor;
 pub use alert::ScanAlert;
 pub use cdr_to_policy::CdrToPolicy;
 pub use deploy_sensor::DeploySensor;
-pub use ensure_registry::{EnsureAwsConnector, EnsureRegistry};
+pub use registry::ensure::{EnsureAwsConnector, EnsureRegistry};
 pub use failure_type::FailureType;
 pub use image_scan::ImageScan;
 pub use inventory::Inventory;

@@ -21,7 +21,7 @@ use crate::contracts::{
 };
 use crate::failure::{failure_type, is_timeout, root_message};
 use crate::options;
-use crate::registry::EnsureRegistryInput;
+use crate::registry::model::EnsureRegistryInput;
 use crate::scan::model::{
     CollectResults, FindImage, FindOrSubmit, ImageResult, ImageScanInput, ImageStatus,
     ImageTagsRequest, QScannerScan, ScanSettings, ScanStep, SubmitWhen,

@@ -13,7 +13,7 @@ use crate::contracts::{
 };
 use crate::failure::root_message;
 use crate::options;
-use crate::registry::EnsureRegistryInput;
+use crate::registry::model::EnsureRegistryInput;
 use crate::scan::model::{
     CollectResults, DeployedAt, ImageResult, ImageScanInput, ImageStatus, NotifyRequest,
     QScannerScan, QualysImageState, ScanSettings, SubmitRegistryScan, Verdict, notify_reason,
