@@ -57,11 +57,11 @@ pub mod sensor;
 pub use alert::ScanAlert;
 pub use cdr_to_policy::CdrToPolicy;
 pub use deploy_sensor::DeploySensor;
-pub use registry::ensure::{EnsureAwsConnector, EnsureRegistry};
 pub use failure_type::FailureType;
 pub use image_scan::ImageScan;
 pub use inventory::Inventory;
 pub use quarantine::Quarantine;
+pub use registry::ensure::{EnsureAwsConnector, EnsureRegistry};
 pub use scan_on_deploy::ScanOnDeploy;
 
 /// The default task queue the qflows worker serves.

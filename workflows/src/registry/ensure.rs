@@ -22,13 +22,13 @@
 // `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
+use crate::failure::{activity_failed, invalid_input};
+use crate::input;
+use crate::options;
 use crate::registry::contracts::{
     CreateRegistry, EnsureConnector, EnsureConnectorShared, EnsureRegistryShared, EnsureScanRole,
     FindRegistry, GetAwsBase, PlanRegistry,
 };
-use crate::failure::{activity_failed, invalid_input};
-use crate::input;
-use crate::options;
 use crate::registry::model::{
     ConnectorOutcome, ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, RoleChange,
     ScanRoleRequest,
