@@ -29,7 +29,6 @@ pub mod inventory;
 pub mod metrics;
 pub mod notify;
 pub mod policies;
-pub mod qscan;
 pub mod qscanner;
 pub mod qualys;
 pub mod quarantine;
@@ -39,7 +38,7 @@ pub mod results;
 pub mod scan;
 pub mod sensor;
 
-pub use qscan::QScannerActivities;
 pub use registry::RegistryActivities;
 pub use scan::ScanActivities;
+pub use scan::qscanner::QScannerActivities;
 pub use sensor::SensorActivities;

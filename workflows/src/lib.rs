@@ -8,10 +8,10 @@
 //! |---|---|
 //! | `EnsureRegistry` | [`registry::ensure`] |
 //! | `EnsureAwsConnector` (one per AWS account) | [`registry::ensure`] |
-//! | `ScanOnDeploy` | [`scan_on_deploy`] |
-//! | `ImageScan` (one per digest) | [`image_scan`] |
+//! | `ScanOnDeploy` | [`scan::on_deploy`] |
+//! | `ImageScan` (one per digest) | [`scan::image_scan`] |
 //! | `Inventory` (one per scope and firing) | [`inventory`] |
-//! | `ScanAlert` (one per alert of an `ImageScan`) | [`alert`] |
+//! | `ScanAlert` (one per alert of an `ImageScan`) | [`scan::alert`] |
 //! | `CdrToPolicy` | [`cdr_to_policy`] |
 //! | `DeploySensor` | [`deploy_sensor`] |
 //! | `Quarantine` (one per target and digest) | [`quarantine`] |
@@ -36,7 +36,6 @@ macro_rules! activity_contract {
     };
 }
 
-pub mod alert;
 pub mod cdr;
 pub mod cdr_to_policy;
 pub mod clock;
@@ -44,25 +43,23 @@ pub mod contracts;
 pub mod deploy_sensor;
 pub mod failure;
 pub mod failure_type;
-pub mod image_scan;
 pub mod input;
 pub mod inventory;
 pub mod options;
 pub mod quarantine;
 pub mod registry;
 pub mod scan;
-pub mod scan_on_deploy;
 pub mod sensor;
 
-pub use alert::ScanAlert;
 pub use cdr_to_policy::CdrToPolicy;
 pub use deploy_sensor::DeploySensor;
 pub use failure_type::FailureType;
-pub use image_scan::ImageScan;
 pub use inventory::Inventory;
 pub use quarantine::Quarantine;
 pub use registry::ensure::{EnsureAwsConnector, EnsureRegistry};
-pub use scan_on_deploy::ScanOnDeploy;
+pub use scan::alert::ScanAlert;
+pub use scan::image_scan::ImageScan;
+pub use scan::on_deploy::ScanOnDeploy;
 
 /// The default task queue the qflows worker serves.
 pub const DEFAULT_TASK_QUEUE: &str = "qflows";
