@@ -8,6 +8,8 @@
 //! Activity type names are part of the wire contract (they are stored in workflow histories):
 //! never rename one that has shipped.
 
+pub use crate::inventory::contracts::*;
+pub use crate::quarantine::contracts::*;
 pub use crate::registry::contracts::*;
 pub use crate::scan::contracts::*;
 
@@ -15,13 +17,7 @@ use crate::cdr::{
     EvidenceBatch, FetchFindings, ImportLegacy, MergeEvidence, MergedPage, PolicyRecord,
     PolicyUpdate, PublishBatch, PublishPolicies, PublishReport, WindowBatch,
 };
-use crate::inventory::{InventoryInput, InventorySummary};
 
-activity_contract!(
-    /// Lists what runs in a scope, stores the inventory, and tells each running digest's entity
-    /// (`running`, signal-with-start). Heartbeats while it works.
-    TakeInventory = "inventory.Take": InventoryInput => InventorySummary
-);
 activity_contract!(
     /// Reads the CDR findings of a window (all pages) and groups them into evidence per policy.
     FetchCdrEvidence = "cdr.FetchEvidence": FetchFindings => EvidenceBatch
@@ -95,21 +91,4 @@ activity_contract!(
     /// Restores every object the run changed or created, from the plan, touching only qflows'
     /// fields and leaving drifted objects alone.
     RollbackPlannedSensor = "sensor.RollbackPlanned": crate::sensor::SensorRun => crate::sensor::RollbackReport
-);
-
-activity_contract!(
-    /// Reads what a quarantine would change: the ECS service's current and previous task
-    /// definitions, or the container app revision and the app's other active revisions; says
-    /// why approval could not help, if it could not.
-    InspectQuarantine = "quarantine.Inspect": crate::quarantine::model::QuarantineInput => crate::quarantine::model::QuarantinePlan
-);
-activity_contract!(
-    /// Rolls the ECS service back to the planned previous task definition (only if it still
-    /// runs the planned current one), or deactivates the container app revision. Idempotent.
-    QuarantineApply = "quarantine.Apply": crate::quarantine::model::QuarantineChange => crate::quarantine::model::QuarantineApplied
-);
-activity_contract!(
-    /// Checks the change took (the service and its PRIMARY deployment run the previous task
-    /// definition; the revision is inactive); a retryable failure until it does.
-    QuarantineVerify = "quarantine.Verify": crate::quarantine::model::QuarantineChange => String
 );
