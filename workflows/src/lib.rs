@@ -13,7 +13,7 @@
 //! | `Inventory` (one per scope and firing) | [`inventory`] |
 //! | `ScanAlert` (one per alert of an `ImageScan`) | [`scan::alert`] |
 //! | `CdrToPolicy` | [`cdr_to_policy`] |
-//! | `DeploySensor` | [`deploy_sensor`] |
+//! | `DeploySensor` | [`sensor::deploy`] |
 //! | `Quarantine` (one per target and digest) | [`quarantine`] |
 
 /// Declares one activity contract: a marker type naming the activity (its wire name, stored in
@@ -40,7 +40,6 @@ pub mod cdr;
 pub mod cdr_to_policy;
 pub mod clock;
 pub mod contracts;
-pub mod deploy_sensor;
 pub mod failure;
 pub mod failure_type;
 pub mod input;
@@ -52,7 +51,6 @@ pub mod scan;
 pub mod sensor;
 
 pub use cdr_to_policy::CdrToPolicy;
-pub use deploy_sensor::DeploySensor;
 pub use failure_type::FailureType;
 pub use inventory::Inventory;
 pub use quarantine::Quarantine;
@@ -60,6 +58,7 @@ pub use registry::ensure::{EnsureAwsConnector, EnsureRegistry};
 pub use scan::alert::ScanAlert;
 pub use scan::image_scan::ImageScan;
 pub use scan::on_deploy::ScanOnDeploy;
+pub use sensor::deploy::DeploySensor;
 
 /// The default task queue the qflows worker serves.
 pub const DEFAULT_TASK_QUEUE: &str = "qflows";

@@ -830,7 +830,7 @@ pub async fn deploy_sensor(
     task_queue: &str,
     workflow_id: &str,
     input: serde_json::Value,
-) -> Result<qflows_workflows::sensor::DeploySensorOutput, WorkflowFailure> {
+) -> Result<qflows_workflows::sensor::model::DeploySensorOutput, WorkflowFailure> {
     start_and_wait(
         client,
         qflows_workflows::DeploySensor::run,
