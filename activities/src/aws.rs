@@ -8,7 +8,7 @@
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_iam::error::{ProvideErrorMetadata, SdkError};
 use qflows_workflows::FailureType;
-use qflows_workflows::registry::{QualysAwsBase, RoleChange, parse_role_arn};
+use qflows_workflows::registry::model::{QualysAwsBase, RoleChange, parse_role_arn};
 use serde_json::{Value, json};
 use std::fmt::Debug;
 use tokio::sync::OnceCell;

@@ -7,7 +7,8 @@
 //!   gate, and the results store.
 //! - [`inventory`]: the activity behind `Inventory` (what runs where, told to the entities).
 //! - [`resolve`]: deployments to images and digests (ECS, ECR, cross-account roles).
-//! - [`qscanner`]: running QScanner and reading its reports.
+//! - [`qscanner`]: the QScanner process driver: running QScanner and reading its reports (the
+//!   `qscanner.Scan` activity is in `scan::qscanner`).
 //! - [`sensor`]: the activities behind `DeploySensor` (rendering, ECS, Kubernetes, roll-back).
 //! - [`quarantine`]: the activities behind `Quarantine` (ECS roll-back, container app revision
 //!   deactivation).
@@ -16,8 +17,9 @@
 //! - [`cdr`], [`policies`]: CDR findings to TracingPolicies, and the activities behind `CdrToPolicy`;
 //!   the TracingPolicy model and its validator are the `qflows-tetragon` crate.
 //!
-//! Activity types and their inputs and outputs are declared in
-//! [`qflows_workflows::contracts`]; this crate implements them.
+//! Activity types and their inputs and outputs are declared per area in
+//! `qflows_workflows::<area>::contracts` (e.g. [`qflows_workflows::scan::contracts`]); this crate
+//! implements them in the module of the same area name.
 
 pub mod aws;
 pub mod azure;
@@ -29,7 +31,6 @@ pub mod inventory;
 pub mod metrics;
 pub mod notify;
 pub mod policies;
-pub mod qscan;
 pub mod qscanner;
 pub mod qualys;
 pub mod quarantine;
@@ -39,7 +40,7 @@ pub mod results;
 pub mod scan;
 pub mod sensor;
 
-pub use qscan::QScannerActivities;
 pub use registry::RegistryActivities;
 pub use scan::ScanActivities;
+pub use scan::qscanner::QScannerActivities;
 pub use sensor::SensorActivities;

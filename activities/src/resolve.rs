@@ -14,7 +14,7 @@ use aws_config::SdkConfig;
 use aws_credential_types::Credentials;
 use aws_sdk_ecr::types::ImageIdentifier;
 use qflows_workflows::FailureType;
-use qflows_workflows::registry::partition;
+use qflows_workflows::registry::model::partition;
 use qflows_workflows::scan::model::ResolvedImage;
 use qflows_workflows::scan::{ImageRef, RegistryKind, ScanRequest};
 use std::collections::HashMap;

@@ -145,7 +145,7 @@ pub(crate) fn worker_config(
     let worker_args = WorkerArgs {
         task_queue: "qflows-bench".into(),
         metrics_listen: "off".into(),
-        scan_role_name: qflows_workflows::registry::DEFAULT_SCAN_ROLE_NAME.into(),
+        scan_role_name: qflows_workflows::registry::model::DEFAULT_SCAN_ROLE_NAME.into(),
         iam_propagation_wait_secs: 1,
         shutdown_grace_secs: 2,
         max_cached_workflows: 1000,

@@ -5,7 +5,7 @@ use crate::temporal;
 use clap::Args;
 use qflows_workflows::EnsureRegistry;
 use qflows_workflows::input::parse;
-use qflows_workflows::registry::EnsureRegistryInput;
+use qflows_workflows::registry::model::EnsureRegistryInput;
 use temporalio_client::{WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions};
 
 /// Flags of `qflows registry ensure`.

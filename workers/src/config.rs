@@ -9,7 +9,7 @@
 
 use clap::{Args, ValueEnum};
 use qflows_activities::qualys::{Pod, QualysAuth, QualysConfig, Secret};
-use qflows_workflows::registry::{DEFAULT_SCAN_ROLE_NAME, RegistryDefaults};
+use qflows_workflows::registry::model::{DEFAULT_SCAN_ROLE_NAME, RegistryDefaults};
 use qflows_workflows::scan::model::Verdict;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
@@ -400,7 +400,7 @@ impl WorkerArgs {
     /// Defaults the registry activities apply to inputs.
     pub fn registry_defaults(&self) -> Result<RegistryDefaults, ConfigError> {
         let probe = format!("arn:aws:iam::000000000000:role/{}", self.scan_role_name);
-        if qflows_workflows::registry::parse_role_arn(&probe).is_none() {
+        if qflows_workflows::registry::model::parse_role_arn(&probe).is_none() {
             return Err(ConfigError::Invalid {
                 variable: "QFLOWS_SCAN_ROLE_NAME",
                 problem: format!("`{}` is not a valid IAM role name", self.scan_role_name),

@@ -7,7 +7,7 @@ use clap::{Args, ValueEnum};
 use qflows_activities::sensor::render;
 use qflows_workflows::DeploySensor;
 use qflows_workflows::input::parse;
-use qflows_workflows::sensor::{
+use qflows_workflows::sensor::model::{
     DeploySensorInput, SensorScope, SensorTarget, legacy_workflow_id, sensor_workflow_id,
 };
 use temporalio_client::{WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions};
@@ -239,7 +239,7 @@ async fn running_input(
 fn refuse(id: &str, running: &serde_json::Value, wanted: &DeploySensorInput) -> anyhow::Error {
     let image = running["image"]
         .as_str()
-        .unwrap_or(qflows_workflows::sensor::DEFAULT_SENSOR_IMAGE);
+        .unwrap_or(qflows_workflows::sensor::model::DEFAULT_SENSOR_IMAGE);
     anyhow::anyhow!(
         "DeploySensor {id} is already running for this target with a different input (image {image}; you asked for {}). Wait for it (`temporal workflow result -w {id}`) or cancel it (`temporal workflow cancel -w {id}`), then deploy again",
         wanted.image()

@@ -6,44 +6,59 @@
 //!
 //! | Workflow | Module |
 //! |---|---|
-//! | `EnsureRegistry` | [`ensure_registry`] |
-//! | `EnsureAwsConnector` (one per AWS account) | [`ensure_registry`] |
-//! | `ScanOnDeploy` | [`scan_on_deploy`] |
-//! | `ImageScan` (one per digest) | [`image_scan`] |
+//! | `EnsureRegistry` | [`registry::ensure`] |
+//! | `EnsureAwsConnector` (one per AWS account) | [`registry::ensure`] |
+//! | `ScanOnDeploy` | [`scan::on_deploy`] |
+//! | `ImageScan` (one per digest) | [`scan::image_scan`] |
 //! | `Inventory` (one per scope and firing) | [`inventory`] |
-//! | `ScanAlert` (one per alert of an `ImageScan`) | [`alert`] |
+//! | `ScanAlert` (one per alert of an `ImageScan`) | [`scan::alert`] |
 //! | `CdrToPolicy` | [`cdr_to_policy`] |
-//! | `DeploySensor` | [`deploy_sensor`] |
+//! | `DeploySensor` | [`sensor::deploy`] |
 //! | `Quarantine` (one per target and digest) | [`quarantine`] |
 
-pub mod alert;
+/// Declares one activity contract: a marker type naming the activity (its wire name, stored in
+/// histories) and its input and output types. Each area declares its own in `<area>/contracts.rs`;
+/// the implementing side writes `#[activity(definition = qflows_workflows::<area>::contracts::X)]`
+/// and the compiler checks that its input and output types match.
+macro_rules! activity_contract {
+    ($(#[$doc:meta])* $marker:ident = $name:literal: $input:ty => $output:ty) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, Default)]
+        pub struct $marker;
+
+        impl ::temporalio_common::ActivityDefinition for $marker {
+            type Input = $input;
+            type Output = $output;
+            fn name(&self) -> &str {
+                $name
+            }
+        }
+    };
+}
+
 pub mod cdr;
 pub mod cdr_to_policy;
 pub mod clock;
 pub mod contracts;
-pub mod deploy_sensor;
-pub mod ensure_registry;
 pub mod failure;
 pub mod failure_type;
-pub mod image_scan;
 pub mod input;
 pub mod inventory;
 pub mod options;
 pub mod quarantine;
 pub mod registry;
 pub mod scan;
-pub mod scan_on_deploy;
 pub mod sensor;
 
-pub use alert::ScanAlert;
 pub use cdr_to_policy::CdrToPolicy;
-pub use deploy_sensor::DeploySensor;
-pub use ensure_registry::{EnsureAwsConnector, EnsureRegistry};
 pub use failure_type::FailureType;
-pub use image_scan::ImageScan;
 pub use inventory::Inventory;
 pub use quarantine::Quarantine;
-pub use scan_on_deploy::ScanOnDeploy;
+pub use registry::ensure::{EnsureAwsConnector, EnsureRegistry};
+pub use scan::alert::ScanAlert;
+pub use scan::image_scan::ImageScan;
+pub use scan::on_deploy::ScanOnDeploy;
+pub use sensor::deploy::DeploySensor;
 
 /// The default task queue the qflows worker serves.
 pub const DEFAULT_TASK_QUEUE: &str = "qflows";

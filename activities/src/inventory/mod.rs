@@ -25,7 +25,7 @@ use futures::StreamExt;
 use list::Lister;
 use qflows_workflows::FailureType;
 use qflows_workflows::ImageScan;
-use qflows_workflows::contracts;
+use qflows_workflows::inventory::contracts;
 use qflows_workflows::inventory::model::{
     MAX_PLACES, MAX_UNRESOLVED, RunningContainer, RunningDigest, bounded_place,
 };

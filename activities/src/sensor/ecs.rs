@@ -11,7 +11,9 @@ use aws_sdk_ecs::types::{
     KeyValuePair, LaunchType, LogConfiguration, LogDriver, MountPoint, NetworkMode,
     SchedulingStrategy, Secret, Service, Volume,
 };
-use qflows_workflows::sensor::{DeploySensorInput, RolloutStatus, SensorApplied, SensorDeployment};
+use qflows_workflows::sensor::model::{
+    DeploySensorInput, RolloutStatus, SensorApplied, SensorDeployment,
+};
 use tracing::info;
 
 fn invalid(operation: &'static str, message: impl Into<String>) -> AwsError {
@@ -289,7 +291,7 @@ pub async fn rollback(client: &Client, deployment: &SensorDeployment) -> Result<
 // any change, and the roll-back restores it only when the service still runs what this run
 // applied.
 
-use qflows_workflows::sensor::{EcsSnapshot, RollbackReport, SensorRun};
+use qflows_workflows::sensor::model::{EcsSnapshot, RollbackReport, SensorRun};
 
 /// The service as it is before the run.
 pub async fn snapshot(client: &Client, input: &DeploySensorInput) -> Result<EcsSnapshot, AwsError> {

@@ -10,7 +10,9 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
 use qflows_workflows::cdr::KubeTarget;
-use qflows_workflows::sensor::{DeploySensorInput, RolloutStatus, SensorApplied, SensorDeployment};
+use qflows_workflows::sensor::model::{
+    DeploySensorInput, RolloutStatus, SensorApplied, SensorDeployment,
+};
 use serde_json::{Value, json};
 use tracing::info;
 

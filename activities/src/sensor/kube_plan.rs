@@ -26,7 +26,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
     PatchParams, Preconditions,
 };
-use qflows_workflows::sensor::{
+use qflows_workflows::sensor::model::{
     DeploySensorInput, ObjectSnapshot, RollbackReport, RolloutObservation, RolloutStatus,
     SensorApplied, SensorRun,
 };

@@ -16,8 +16,8 @@ use crate::failure::IntoFailure;
 use crate::policies::PolicyOutputError;
 use crate::qualys::QualysClient;
 use qflows_workflows::FailureType;
-use qflows_workflows::contracts;
-use qflows_workflows::sensor::{
+use qflows_workflows::sensor::contracts;
+use qflows_workflows::sensor::model::{
     DeploySensorInput, RollbackReport, RolloutObservation, RolloutStatus, SensorApplied,
     SensorDeployment, SensorPlan, SensorRun, SensorTarget, VerifyObservation,
 };

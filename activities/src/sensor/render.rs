@@ -1,7 +1,7 @@
 //! Rendering the sensor: pure functions shared by the CLI (`qflows sensor render`) and the
 //! activities, so what is printed is exactly what is applied.
 
-use qflows_workflows::sensor::{DeploySensorInput, SensorTarget};
+use qflows_workflows::sensor::model::{DeploySensorInput, SensorTarget};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -672,11 +672,11 @@ mod kube_tests {
     fn extra_egress_ports_open_only_what_is_named() {
         let mut with_ports = input("eks");
         with_ports.extra_egress_ports = vec![
-            qflows_workflows::sensor::EgressPort {
+            qflows_workflows::sensor::model::EgressPort {
                 port: 5000,
                 protocol: "TCP".into(),
             },
-            qflows_workflows::sensor::EgressPort {
+            qflows_workflows::sensor::model::EgressPort {
                 port: 3128,
                 protocol: "TCP".into(),
             },

@@ -16,7 +16,7 @@
 //! changed nothing, the sensors already registered on this version count (nothing new runs).
 
 use crate::qualys::Sensor;
-use qflows_workflows::sensor::{SensorRun, VerifyObservation};
+use qflows_workflows::sensor::model::{SensorRun, VerifyObservation};
 use serde_json::Value;
 use std::collections::BTreeSet;
 

@@ -459,7 +459,7 @@ pub async fn ensure_registry(
     client: &Client,
     task_queue: &str,
     input: serde_json::Value,
-) -> Result<qflows_workflows::registry::EnsureRegistryOutput, WorkflowFailure> {
+) -> Result<qflows_workflows::registry::model::EnsureRegistryOutput, WorkflowFailure> {
     let id = format!(
         "registry-{}-{}",
         input["accountId"].as_str().unwrap_or("x"),
@@ -474,7 +474,7 @@ pub async fn run_workflow(
     task_queue: &str,
     workflow_id: &str,
     input: serde_json::Value,
-) -> Result<qflows_workflows::registry::EnsureRegistryOutput, WorkflowFailure> {
+) -> Result<qflows_workflows::registry::model::EnsureRegistryOutput, WorkflowFailure> {
     start_and_wait(
         client,
         qflows_workflows::EnsureRegistry::run,
@@ -830,7 +830,7 @@ pub async fn deploy_sensor(
     task_queue: &str,
     workflow_id: &str,
     input: serde_json::Value,
-) -> Result<qflows_workflows::sensor::DeploySensorOutput, WorkflowFailure> {
+) -> Result<qflows_workflows::sensor::model::DeploySensorOutput, WorkflowFailure> {
     start_and_wait(
         client,
         qflows_workflows::DeploySensor::run,

@@ -12,7 +12,7 @@ use qflows_activities::sensor::render::{SPEC_LABEL, ecs_task_definition};
 use qflows_integration::{
     Moto, TestEnv, decoded_payloads, deploy_sensor, history_json, qflows_bin, record_history,
 };
-use qflows_workflows::sensor::DeploySensorInput;
+use qflows_workflows::sensor::model::DeploySensorInput;
 use qualys_emulator::EmulatorConfig;
 use serde_json::json;
 use std::collections::BTreeMap;

@@ -17,7 +17,7 @@ use qflows_integration::kube::{CONTEXT, KubeApiServer};
 use qflows_integration::{
     TestEnv, decoded_payloads, deploy_sensor, history_json, qflows_bin, record_history,
 };
-use qflows_workflows::sensor::DeploySensorInput;
+use qflows_workflows::sensor::model::DeploySensorInput;
 use qualys_emulator::EmulatorConfig;
 use serde_json::{Value, json};
 

@@ -5,7 +5,7 @@ use qflows_integration::{
     Moto, TestEnv, ensure_registry, free_port, history_json, record_history, run_workflow,
     scrape_metrics, wait_for,
 };
-use qflows_workflows::registry::EnsureRegistryOutput;
+use qflows_workflows::registry::model::EnsureRegistryOutput;
 use qualys_emulator::{Duplicates, EmulatorConfig, Faults, RateLimitRule, RegistryCreateResponse};
 use serde_json::json;
 use std::time::{Duration, Instant};

@@ -18,7 +18,7 @@ use crate::{telemetry, temporal};
 use qflows_activities::gate::judge::Profiles;
 use qflows_activities::qscanner::{RegistryAllowlist, ScanMode};
 use qflows_activities::qualys::QualysConfig;
-use qflows_workflows::registry::RegistryDefaults;
+use qflows_workflows::registry::model::RegistryDefaults;
 use qflows_workflows::scan::model::ScanSettings;
 use std::future::Future;
 use std::sync::Arc;

@@ -7,6 +7,10 @@
 //! | `<q>-rescan` | — | scan, registry, QScanner |
 //! | `<q>-registry` | `EnsureRegistry`, `EnsureAwsConnector` | registry |
 //! | `<q>-qscanner` | — | QScanner, with `QFLOWS_QSCANNER_MAX_CONCURRENT` slots |
+//!
+//! Each area's activities live in `activities/src/<area>/`, beside the contracts they implement in
+//! `workflows/src/<area>/contracts.rs`: scan (`scan/mod.rs`; QScanner's in `scan/qscanner.rs`),
+//! registry, inventory, quarantine, sensor; CDR's are still in `activities/src/policies.rs`.
 
 use super::WorkerConfig;
 use super::deps::Dependencies;

@@ -18,12 +18,13 @@
 // `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
+pub mod contracts;
 pub mod model;
 
 pub use model::{InventoryInput, InventoryRecord, InventoryScope, InventorySummary, RunningAt};
 
-use crate::contracts::TakeInventory;
 use crate::failure::{activity_failed, invalid_input};
+use crate::inventory::contracts::TakeInventory;
 use crate::{input, options};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{ActivityOptions, WorkflowContext, WorkflowResult};

@@ -28,11 +28,12 @@
 // `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
+pub mod contracts;
 pub mod model;
 
 use crate::clock::rfc3339;
-use crate::contracts::{InspectQuarantine, QuarantineApply, QuarantineVerify};
 use crate::failure::{activity_failed, invalid_input};
+use crate::quarantine::contracts::{InspectQuarantine, QuarantineApply, QuarantineVerify};
 use crate::{input, options};
 use model::{
     DecisionNote, QuarantineChange, QuarantineDecision, QuarantineInput, QuarantineStatus,

@@ -6,7 +6,7 @@
 //! reaches an activity (and the Azure client checks resource IDs again before building a URL).
 
 use crate::input::{InputError, Validate};
-use crate::registry::{validate_account_id, validate_region};
+use crate::registry::model::{validate_account_id, validate_region};
 use crate::scan::check_arm_resource_id;
 use crate::scan::image_ref::check_digest;
 use serde::{Deserialize, Serialize};

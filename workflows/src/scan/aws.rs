@@ -22,7 +22,7 @@ use super::request::{
     Classified, EcsServiceRef, EventSource, Rules, ScanRequest, ignored, type_name,
 };
 use crate::input::{InputError, Validate, parse};
-use crate::registry::{ecr_host, partition, validate_account_id, validate_region};
+use crate::registry::model::{ecr_host, partition, validate_account_id, validate_region};
 use serde::Deserialize;
 use serde_json::Value;
 use std::collections::BTreeSet;

@@ -15,10 +15,14 @@
 //! Everything here is deterministic (no I/O, clocks or randomness; outputs keep event order), so
 //! it can run inside workflow code.
 
+pub mod alert;
 pub mod aws;
 pub mod azure;
+pub mod contracts;
 pub mod image_ref;
+pub mod image_scan;
 pub mod model;
+pub mod on_deploy;
 pub mod profile;
 pub mod request;
 pub mod search;

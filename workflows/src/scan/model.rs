@@ -131,7 +131,7 @@ pub struct ImageScanInput {
     pub event_accepted_at_ms: Option<u64>,
     /// What the previous run knew, when this run continues it (set by the workflow itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub carried: Option<Box<crate::image_scan::Entity>>,
+    pub carried: Option<Box<crate::scan::image_scan::Entity>>,
     /// Started by an inventory, not a deployment: the first scan runs on the rescan queue.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub backfill: bool,

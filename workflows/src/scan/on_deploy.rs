@@ -18,11 +18,11 @@
 #![allow(missing_docs)]
 
 use crate::clock::epoch_ms;
-use crate::contracts::{
-    AttachDeployment, GetScanSettings, JudgeDeployment, ResolveImages, StartImageScanEntity,
-};
 use crate::failure::{activity_failed, invalid_input};
 use crate::options;
+use crate::scan::contracts::{
+    AttachDeployment, GetScanSettings, JudgeDeployment, ResolveImages, StartImageScanEntity,
+};
 use crate::scan::model::{
     DeployedAt, ImageResult, ImageScanInput, ImageStatus, ResolvedImage, ScanOnDeployOutput,
     ScanSettings, StartImageScan,

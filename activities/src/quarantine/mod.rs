@@ -23,7 +23,7 @@ use crate::failure::IntoFailure;
 use crate::resolve::Resolver;
 use aws_sdk_ecs::types::Service;
 use qflows_workflows::FailureType;
-use qflows_workflows::contracts;
+use qflows_workflows::quarantine::contracts;
 use qflows_workflows::quarantine::model::{
     PlannedContainer, QuarantineApplied, QuarantineChange, QuarantineInput, QuarantinePlan,
     QuarantineTarget, TargetKind, app_of_revision,

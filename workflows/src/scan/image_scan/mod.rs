@@ -37,14 +37,14 @@ mod v1;
 
 pub use entity::{Entity, InFlight, Next};
 
-use crate::alert::{AlertInput, ScanAlert};
 use crate::inventory::RunningAt;
 use crate::quarantine::Quarantine;
 use crate::quarantine::model::QuarantineInput;
+use crate::scan::alert::{AlertInput, ScanAlert};
 use crate::scan::model::{
     DeployedAt, EntityLookup, ImageResult, ImageScanInput, NotifyRequest, ScanSettings,
 };
-use crate::scan_on_deploy::ScanOnDeploy;
+use crate::scan::on_deploy::ScanOnDeploy;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use temporalio_macros::{workflow, workflow_methods};
@@ -124,7 +124,7 @@ impl ImageScan {
         // memo (no patch marker: its search-attribute upsert would cost an action), or the patch.
         let input = ctx.state(|s| s.input.clone());
         let current = input.carried.is_some()
-            || ctx.memo().contains_key(crate::scan_on_deploy::DESIGN_MEMO)
+            || ctx.memo().contains_key(crate::scan::on_deploy::DESIGN_MEMO)
             || ctx.patched(DESIGN_PATCH);
         if !current {
             return v1::run(ctx).await;

@@ -15,13 +15,13 @@ use super::{ImageScan, InFlight, Limit, answer_waiting, has_news, now_secs, take
 use super::{continue_as_new, time_to_continue};
 use crate::FailureType;
 use crate::clock::{epoch_ms, rfc3339};
-use crate::contracts::{
-    AwaitScanResults, CollectScanResults, EcrImageTags, EnsureRegistryShared, FindOrSubmitScan,
-    PrepareScan, QScanImage,
-};
 use crate::failure::{failure_type, is_timeout, root_message};
 use crate::options;
-use crate::registry::EnsureRegistryInput;
+use crate::registry::contracts::EnsureRegistryShared;
+use crate::registry::model::EnsureRegistryInput;
+use crate::scan::contracts::{
+    AwaitScanResults, CollectScanResults, EcrImageTags, FindOrSubmitScan, PrepareScan, QScanImage,
+};
 use crate::scan::model::{
     CollectResults, FindImage, FindOrSubmit, ImageResult, ImageScanInput, ImageStatus,
     ImageTagsRequest, QScannerScan, ScanSettings, ScanStep, SubmitWhen,

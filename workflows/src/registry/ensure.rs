@@ -16,20 +16,20 @@
 //! Runs recorded before these rules (no `registry-exactly-once` marker in their history) replay
 //! as they ran.
 //!
-//! [`workflow_id`]: crate::registry::workflow_id
-//! [`connector_workflow_id`]: crate::registry::connector_workflow_id
+//! [`workflow_id`]: crate::registry::model::workflow_id
+//! [`connector_workflow_id`]: crate::registry::model::connector_workflow_id
 
 // `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
-use crate::contracts::{
-    CreateRegistry, EnsureConnector, EnsureConnectorShared, EnsureRegistryShared, EnsureScanRole,
-    FindRegistry, GetAwsBase, PlanRegistry,
-};
 use crate::failure::{activity_failed, invalid_input};
 use crate::input;
 use crate::options;
-use crate::registry::{
+use crate::registry::contracts::{
+    CreateRegistry, EnsureConnector, EnsureConnectorShared, EnsureRegistryShared, EnsureScanRole,
+    FindRegistry, GetAwsBase, PlanRegistry,
+};
+use crate::registry::model::{
     ConnectorOutcome, ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, RoleChange,
     ScanRoleRequest,
 };

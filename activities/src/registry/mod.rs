@@ -14,8 +14,8 @@ use crate::heartbeat;
 use crate::qualys::{CreateAwsConnector, CreateEcrRegistry, QualysClient, Registry};
 use backon::{ExponentialBuilder, Retryable};
 use qflows_workflows::FailureType;
-use qflows_workflows::contracts;
-use qflows_workflows::registry::{
+use qflows_workflows::registry::contracts;
+use qflows_workflows::registry::model::{
     ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, QualysAwsBase, RegistryDefaults,
     RegistryPlan, RegistryRef, RoleChange, ScanRoleRequest,
 };
@@ -456,7 +456,7 @@ mod tests {
     use super::*;
     use crate::qualys::test_server::{Reply, Req, TestServer};
     use crate::qualys::{QualysAuth, QualysConfig, Secret};
-    use qflows_workflows::registry::DEFAULT_SCAN_ROLE_NAME;
+    use qflows_workflows::registry::model::DEFAULT_SCAN_ROLE_NAME;
     use serde_json::json;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 

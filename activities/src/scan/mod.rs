@@ -5,6 +5,8 @@
 // `#[activities]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
+pub mod qscanner;
+
 use crate::failure::IntoFailure;
 use crate::gate::judge::Judge;
 use crate::gate::{GateItem, evaluate};
@@ -14,7 +16,9 @@ use crate::qualys::{Image, OnDemandSchedule, QualysClient, RepoTag};
 use crate::resolve::{Resolver, resolve_request};
 use crate::results::{ResultsStore, SCHEMA_VERSION};
 use qflows_workflows::FailureType;
+use qflows_workflows::ImageScan;
 use qflows_workflows::scan::ImageRef;
+use qflows_workflows::scan::contracts;
 use qflows_workflows::scan::model::{
     Attached, CollectResults, EntityLookup, FindImage, FindOrSubmit, ImageResult, ImageScanInput,
     ImageStatus, ImageTagsRequest, NotifyReason, NotifyRequest, QualysImageState, ResolvedImage,
@@ -23,7 +27,6 @@ use qflows_workflows::scan::model::{
 };
 use qflows_workflows::scan::profile::{JudgeImages, Judged};
 use qflows_workflows::scan::{RegistryKind, ScanRequest};
-use qflows_workflows::{ImageScan, contracts};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -390,12 +393,12 @@ pub async fn start_entity(
 }
 
 /// The memo qflows sets on the workflows it starts: they take the current design without a
-/// patch marker (see `qflows_workflows::scan_on_deploy::DESIGN_MEMO`).
+/// patch marker (see `qflows_workflows::scan::on_deploy::DESIGN_MEMO`).
 pub fn design_memo() -> temporalio_common::MemoValues {
     let mut memo = temporalio_common::MemoValues::new();
     memo.insert(
-        qflows_workflows::scan_on_deploy::DESIGN_MEMO,
-        qflows_workflows::scan_on_deploy::DESIGN,
+        qflows_workflows::scan::on_deploy::DESIGN_MEMO,
+        qflows_workflows::scan::on_deploy::DESIGN,
     );
     memo
 }

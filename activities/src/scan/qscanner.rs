@@ -14,8 +14,8 @@ use crate::qscanner::{
 use crate::qualys::QualysClient;
 use crate::resolve::Resolver;
 use crate::results::{ResultsStore, SCHEMA_VERSION};
-use qflows_workflows::contracts;
 use qflows_workflows::scan::RegistryKind;
+use qflows_workflows::scan::contracts;
 use qflows_workflows::scan::model::{ImageResult, ImageStatus, QScannerScan, Verdict};
 use serde_json::json;
 use std::sync::Arc;

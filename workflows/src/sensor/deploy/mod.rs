@@ -28,14 +28,14 @@
 mod v1;
 
 use crate::FailureType;
-use crate::contracts::{
-    ApplyPlannedSensor, ObserveSensorRollout, PrepareSensor, RollbackPlannedSensor,
-    VerifySensorRegistered,
-};
 use crate::failure::{activity_failed, invalid_input, root_message};
 use crate::input;
 use crate::options;
-use crate::sensor::{DeploySensorInput, DeploySensorOutput, SensorApplied, SensorRun};
+use crate::sensor::contracts::{
+    ApplyPlannedSensor, ObserveSensorRollout, PrepareSensor, RollbackPlannedSensor,
+    VerifySensorRegistered,
+};
+use crate::sensor::model::{DeploySensorInput, DeploySensorOutput, SensorApplied, SensorRun};
 use std::time::{Duration, UNIX_EPOCH};
 use temporalio_macros::{workflow, workflow_methods};
 use temporalio_sdk::{

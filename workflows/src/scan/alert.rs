@@ -9,8 +9,8 @@
 // `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
-use crate::contracts::{NotifySns, NotifyWebhook};
 use crate::failure::root_message;
+use crate::scan::contracts::{NotifySns, NotifyWebhook};
 use crate::scan::model::NotifyRequest;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

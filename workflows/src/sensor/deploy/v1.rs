@@ -4,10 +4,12 @@
 
 use super::DeploySensor;
 use crate::FailureType;
-use crate::contracts::{ApplySensor, CountRegistrySensors, RollbackSensor, SensorRolloutStatus};
 use crate::failure::{activity_failed, root_message};
 use crate::options;
-use crate::sensor::{DeploySensorInput, DeploySensorOutput, SensorDeployment};
+use crate::sensor::contracts::{
+    ApplySensor, CountRegistrySensors, RollbackSensor, SensorRolloutStatus,
+};
+use crate::sensor::model::{DeploySensorInput, DeploySensorOutput, SensorDeployment};
 use std::time::Duration;
 use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
 

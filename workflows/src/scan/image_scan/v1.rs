@@ -7,19 +7,19 @@
 
 use super::ImageScan;
 use crate::clock::rfc3339;
-use crate::contracts::{
-    CollectScanResults, EnsureRegistryShared, FindQualysImage, GetScanSettings, Notify, QScanImage,
-    SubmitScan,
-};
 use crate::failure::root_message;
 use crate::options;
-use crate::registry::EnsureRegistryInput;
+use crate::registry::contracts::EnsureRegistryShared;
+use crate::registry::model::EnsureRegistryInput;
+use crate::scan::contracts::{
+    CollectScanResults, FindQualysImage, GetScanSettings, Notify, QScanImage, SubmitScan,
+};
 use crate::scan::model::{
     CollectResults, DeployedAt, ImageResult, ImageScanInput, ImageStatus, NotifyRequest,
     QScannerScan, QualysImageState, ScanSettings, SubmitRegistryScan, Verdict, notify_reason,
 };
+use crate::scan::on_deploy::ScanOnDeploy;
 use crate::scan::{RegistryKind, search};
-use crate::scan_on_deploy::ScanOnDeploy;
 use std::time::Duration;
 use temporalio_common::RetryPolicy;
 use temporalio_sdk::{
