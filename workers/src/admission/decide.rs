@@ -5,80 +5,17 @@
 //! down, the report unreadable) gets its profile's `unscanned` verdict: a failure is never a
 //! verdict, and never a pass unless the profile says so.
 
+pub use super::decision::Decision;
 use super::entities::ResultCache;
 use super::metrics::Metrics;
 use super::review::{AdmissionRequest, Answer, Kind, MAX_RECORDED_LEN, Subject, printable};
 use qflows_activities::gate::judge::{Judge, Judgement, repository_of};
 use qflows_activities::gate::profiles::Profile;
 use qflows_activities::resolve::{Resolver, resolve_request};
-use qflows_workflows::scan::model::Verdict;
-use qflows_workflows::scan::profile::{Enforce, GateScope};
+use qflows_workflows::scan::profile::GateScope;
 use qflows_workflows::scan::{EventSource, ImageRef, ScanRequest};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// What the webhook did with one image: the `decision` label of
-/// `qflows_admission_decisions_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Decision {
-    /// Scanned and within its profile.
-    Allowed,
-    /// Failed a `deny` profile (or its `unscanned` rule is `fail` under `deny`): refused.
-    Denied,
-    /// Failed a `warn` profile: admitted with a warning.
-    Warned,
-    /// Failed an `audit` profile (or its verdict is `audit`): admitted and recorded.
-    Audited,
-    /// Would have been denied; admitted by `qflows.io/break-glass`.
-    BreakGlass,
-    /// No verdict in time; admitted by the profile's `unscanned` rule.
-    Unscanned,
-}
-
-impl Decision {
-    /// Every decision, for rendering.
-    pub const ALL: [Decision; 6] = [
-        Self::Allowed,
-        Self::Denied,
-        Self::Warned,
-        Self::Audited,
-        Self::BreakGlass,
-        Self::Unscanned,
-    ];
-
-    /// The metric label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Allowed => "allowed",
-            Self::Denied => "denied",
-            Self::Warned => "warned",
-            Self::Audited => "audited",
-            Self::BreakGlass => "break_glass",
-            Self::Unscanned => "unscanned",
-        }
-    }
-
-    /// From a verdict under `enforce`; `known`: the image has a result (not the unscanned rule).
-    /// `verdict` is `None` only for an unscanned image under a profile whose `unscanned` is
-    /// `none` (report only): admitted as unscanned.
-    pub fn of(
-        verdict: Option<Verdict>,
-        enforce: Enforce,
-        known: bool,
-        break_glass: bool,
-    ) -> Decision {
-        match (verdict, enforce) {
-            (Some(Verdict::Fail), Enforce::Deny) if break_glass => Decision::BreakGlass,
-            (Some(Verdict::Fail), Enforce::Deny) => Decision::Denied,
-            (Some(Verdict::Fail), Enforce::Warn) => Decision::Warned,
-            (Some(Verdict::Fail), Enforce::Audit) => Decision::Audited,
-            (_, _) if !known => Decision::Unscanned,
-            (None, _) => Decision::Unscanned,
-            (Some(Verdict::Audit), _) => Decision::Audited,
-            (Some(Verdict::Pass), _) => Decision::Allowed,
-        }
-    }
-}
 
 /// One image's outcome.
 #[derive(Debug, Clone)]
@@ -392,6 +329,8 @@ fn answer_of(judged: &[Judged]) -> Answer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use qflows_workflows::scan::model::Verdict;
+    use qflows_workflows::scan::profile::Enforce;
 
     #[test]
     fn decisions_follow_verdict_enforce_and_break_glass() {

@@ -4,7 +4,7 @@
 //! several); `decision` is one of [`Decision::ALL`] and `profile` a name from the profiles
 //! file, so the series are bounded by configuration, never by what objects carry.
 
-use super::decide::Decision;
+use super::decision::Decision;
 use crate::histogram::Histogram;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;

@@ -15,6 +15,7 @@
 //! fails open (`failurePolicy: Ignore`), so a webhook that is down admits everything.
 
 pub mod decide;
+pub mod decision;
 pub mod entities;
 pub mod http;
 pub mod metrics;

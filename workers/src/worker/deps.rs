@@ -2,7 +2,7 @@
 //! Azure access, the results store, the gate profiles, the alert channels, the QScanner
 //! template, and the scan settings as this worker's namespace and queues make them.
 
-use super::{QScannerSetup, WorkerConfig};
+use super::config::{QScannerSetup, WorkerConfig};
 use crate::temporal;
 use qflows_activities::aws::Aws;
 use qflows_activities::gate::judge::Judge;

@@ -12,7 +12,7 @@
 //! `workflows/src/<area>/contracts.rs`: scan (`scan/mod.rs`; QScanner's in `scan/qscanner.rs`),
 //! registry, inventory, quarantine, sensor; CDR's are still in `activities/src/policies.rs`.
 
-use super::WorkerConfig;
+use super::config::WorkerConfig;
 use super::deps::Dependencies;
 use super::tuning::{slots, tuned};
 use qflows_activities::inventory::InventoryActivities;
