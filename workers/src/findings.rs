@@ -1,7 +1,7 @@
 //! Findings of a stored scan report, for people: the worst first, as plain text that cannot
 //! move the cursor.
 //!
-//! Reports hold one of two shapes (activities/src/scan.rs, activities/src/qscan.rs):
+//! Reports hold one of two shapes (activities/src/scan/mod.rs, activities/src/scan/qscanner.rs):
 //! registry scans keep Qualys' vulnerabilities (`qid`, `severity`, `title`, `cveIds`,
 //! `fixedVersion`, and Qualys' own fields such as `software[]` or the `result` table), QScanner
 //! scans keep `qid`, `severity`, `title`, `cves` and `packages[]`. Everything in a finding is
