@@ -343,15 +343,7 @@ fn worst_cves(profile: &Profile, findings: &Findings, now: u64) -> Vec<String> {
     out
 }
 
-/// `registry/repository` of an image reference as results show it (`host/repo:tag`,
-/// `host/repo@sha256:…`).
-pub fn repository_of(image: &str) -> String {
-    let without_digest = image.split('@').next().unwrap_or_default();
-    match without_digest.rfind(':') {
-        Some(i) if i > without_digest.rfind('/').unwrap_or(0) => without_digest[..i].to_string(),
-        _ => without_digest.to_string(),
-    }
-}
+pub use qflows_workflows::scan::search::repository_of;
 
 #[cfg(test)]
 mod tests {

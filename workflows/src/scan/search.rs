@@ -58,6 +58,16 @@ pub const ALL: [(&str, &str); 5] = [
 pub const OPTIONAL: [(&str, &str); 1] = [("QflowsGateProfile", "Keyword")];
 
 /// The updates describing a set of image results; `with_profile`: also [`GATE_PROFILE`] (the
+/// `registry/repository` of an image reference as results show it (`host/repo:tag`,
+/// `host/repo@sha256:…`): the digest and the tag (a `:` after the last `/`) dropped.
+pub fn repository_of(image: &str) -> String {
+    let without_digest = image.split('@').next().unwrap_or_default();
+    match without_digest.rfind(':') {
+        Some(i) if i > without_digest.rfind('/').unwrap_or(0) => without_digest[..i].to_string(),
+        _ => without_digest.to_string(),
+    }
+}
+
 /// namespace has it registered).
 pub fn updates(
     results: &[ImageResult],
@@ -70,19 +80,7 @@ pub fn updates(
         .filter(|d| !d.is_empty())
         .collect();
     digests.dedup();
-    let mut repositories: Vec<String> = results
-        .iter()
-        .map(|r| {
-            let without_digest = r.image.split('@').next().unwrap_or_default();
-            // Drop a tag (a ':' after the last '/').
-            match without_digest.rfind(':') {
-                Some(i) if i > without_digest.rfind('/').unwrap_or(0) => {
-                    without_digest[..i].to_string()
-                }
-                _ => without_digest.to_string(),
-            }
-        })
-        .collect();
+    let mut repositories: Vec<String> = results.iter().map(|r| repository_of(&r.image)).collect();
     repositories.sort();
     repositories.dedup();
     let worst = results
