@@ -13,6 +13,7 @@
 //! - [`quarantine`]: the activities behind `Quarantine` (ECS roll-back, container app revision
 //!   deactivation).
 //! - [`failure`]: how errors become Temporal failures (retryable or not, with a bounded type).
+//! - [`kube`]: Kubernetes clients, server-side apply's field manager, and API errors.
 //! - [`heartbeat`]: heartbeating while an activity waits, so a dead worker's attempt is retried soon.
 //! - [`cdr`], [`policies`]: CDR findings to TracingPolicies, and the activities behind `CdrToPolicy`;
 //!   the TracingPolicy model and its validator are the `qflows-tetragon` crate.
@@ -28,6 +29,7 @@ pub mod failure;
 pub mod gate;
 pub mod heartbeat;
 pub mod inventory;
+pub mod kube;
 pub mod metrics;
 pub mod notify;
 pub mod policies;

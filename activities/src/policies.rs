@@ -13,13 +13,13 @@ use crate::cdr::render::{
 };
 use crate::cdr::{Generated, Generation, Grouper, GrouperCheckpoint, generate_with};
 use crate::failure::IntoFailure;
+use crate::kube::{FIELD_MANAGER, KubeError, contained};
 use crate::qualys::{CdrQuery, QualysClient};
 use crate::results::{ResultsStore, StoreError};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use parking_lot::Mutex;
 use qflows_workflows::FailureType;
 use qflows_workflows::cdr::model::{Evidence, PolicyKey, TetragonVersion};
@@ -38,9 +38,6 @@ use temporalio_macros::activities;
 use temporalio_sdk::activities::{ActivityContext, ActivityError};
 use tracing::info;
 
-/// Field manager of every server-side apply.
-pub const FIELD_MANAGER: &str = "qflows";
-
 /// Errors writing or applying policies.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -53,19 +50,9 @@ pub enum PolicyOutputError {
         /// Cause.
         source: std::io::Error,
     },
-    /// No usable kubeconfig / context.
-    #[error("kubernetes configuration: {0}")]
-    KubeConfig(String),
-    /// The API server refused or failed a request.
-    #[error("kubernetes {action} {name}: {source}")]
-    Kube {
-        /// What was attempted.
-        action: &'static str,
-        /// Object.
-        name: String,
-        /// Cause.
-        source: kube::Error,
-    },
+    /// The cluster output failed.
+    #[error(transparent)]
+    Kube(#[from] KubeError),
 }
 
 impl PolicyOutputError {
@@ -73,22 +60,16 @@ impl PolicyOutputError {
     pub fn type_name(&self) -> FailureType {
         match self {
             PolicyOutputError::Io { .. } => FailureType::PolicyDirectoryError,
-            PolicyOutputError::KubeConfig(_) => FailureType::KubeConfigError,
-            PolicyOutputError::Kube { source, .. } => match source {
-                kube::Error::Api(s) if s.code == 401 || s.code == 403 => FailureType::KubeForbidden,
-                kube::Error::Api(s) if s.code == 404 => FailureType::KubeNotFound,
-                kube::Error::Api(s) if s.code == 422 || s.code == 400 => FailureType::KubeRejected,
-                _ => FailureType::KubeUnavailable,
-            },
+            PolicyOutputError::Kube(e) => e.type_name(),
         }
     }
 
     /// Whether retrying may help (outages, conflicts; not refusals or bad configuration).
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self.type_name(),
-            FailureType::KubeUnavailable | FailureType::PolicyDirectoryError
-        )
+        match self {
+            PolicyOutputError::Io { .. } => true,
+            PolicyOutputError::Kube(e) => e.is_retryable(),
+        }
     }
 }
 
@@ -166,57 +147,11 @@ pub fn api_resource(namespaced: bool) -> ApiResource {
     )
 }
 
-/// Selects rustls' process-wide crypto provider (ring) once. The dependency graph enables both
-/// ring (kube) and aws-lc-rs (the AWS SDK), so rustls cannot pick one by itself; idempotent.
-pub fn install_tls_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
-
-/// A Kubernetes client for a target: its kubeconfig and context, or the usual inference
-/// (`$KUBECONFIG`, `~/.kube/config`, in-cluster) when neither is named. Exec credential
-/// plugins (`aws eks get-token`, `kubelogin`, `gke-gcloud-auth-plugin`) work as in kubectl.
-pub async fn kube_client(target: &KubeTarget) -> Result<kube::Client, PolicyOutputError> {
-    install_tls_provider();
-    let bad = |e: &dyn std::fmt::Display| PolicyOutputError::KubeConfig(e.to_string());
-    let options = KubeConfigOptions {
-        context: target.context.clone(),
-        ..Default::default()
-    };
-    let config = match (&target.kubeconfig, &target.context) {
-        (Some(path), _) => {
-            let kc = Kubeconfig::read_from(path).map_err(|e| bad(&e))?;
-            kube::Config::from_custom_kubeconfig(kc, &options)
-                .await
-                .map_err(|e| bad(&e))?
-        }
-        (None, Some(_)) => kube::Config::from_kubeconfig(&options)
-            .await
-            .map_err(|e| bad(&e))?,
-        (None, None) => kube::Config::infer().await.map_err(|e| bad(&e))?,
-    };
-    kube::Client::try_from(config).map_err(|e| bad(&e))
-}
-
 fn api_for(client: &kube::Client, g: &Generated) -> Api<DynamicObject> {
     let ar = api_resource(g.policy.is_namespaced());
     match &g.policy.metadata.namespace {
         Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
         None => Api::all_with(client.clone(), &ar),
-    }
-}
-
-/// True when every field of `want` is in `have` with the same value (objects may have more
-/// fields: defaults the API server filled in, fields of other managers).
-pub(crate) fn contained(want: &serde_json::Value, have: &serde_json::Value) -> bool {
-    use serde_json::Value;
-    match (want, have) {
-        (Value::Object(w), Value::Object(h)) => w
-            .iter()
-            .all(|(k, v)| h.get(k).is_some_and(|hv| contained(v, hv))),
-        (Value::Array(w), Value::Array(h)) => {
-            w.len() == h.len() && w.iter().zip(h).all(|(a, b)| contained(a, b))
-        }
-        (w, h) => w == h,
     }
 }
 
@@ -227,9 +162,9 @@ pub(crate) fn contained(want: &serde_json::Value, have: &serde_json::Value) -> b
 pub async fn apply(
     client: &kube::Client,
     g: &Generated,
-) -> Result<(Outcome, Option<String>), PolicyOutputError> {
+) -> Result<(Outcome, Option<String>), KubeError> {
     let api = api_for(client, g);
-    let err = |action, source| PolicyOutputError::Kube {
+    let err = |action, source| KubeError::Api {
         action,
         name: g.name.clone(),
         source,
@@ -286,7 +221,7 @@ pub async fn prune(
     client: &kube::Client,
     policy_set: &str,
     names: &BTreeSet<String>,
-) -> Result<Vec<String>, PolicyOutputError> {
+) -> Result<Vec<String>, KubeError> {
     let selector = format!(
         "{}={},{POLICY_SET_LABEL}={policy_set}",
         MANAGED_BY.0, MANAGED_BY.1
@@ -298,7 +233,7 @@ pub async fn prune(
         let list = all
             .list(&kube::api::ListParams::default().labels(&selector))
             .await
-            .map_err(|source| PolicyOutputError::Kube {
+            .map_err(|source| KubeError::Api {
                 action: "list",
                 name: ar.plural.clone(),
                 source,
@@ -318,7 +253,7 @@ pub async fn prune(
                 Ok(_) => deleted.push(name),
                 Err(kube::Error::Api(s)) if s.code == 404 => {}
                 Err(source) => {
-                    return Err(PolicyOutputError::Kube {
+                    return Err(KubeError::Api {
                         action: "delete",
                         name,
                         source,
@@ -387,7 +322,7 @@ pub async fn publish(
                     report.refused.push((g.name.clone(), e.to_string()));
                     failed.insert(g.name.clone());
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(e.into()),
             }
         }
         if !removed.is_empty() {
@@ -479,7 +414,7 @@ impl CdrActivities {
         if let Some(c) = self.clients.lock().get(&key) {
             return Ok(c.clone());
         }
-        let c = kube_client(target).await?;
+        let c = crate::kube::client(target).await?;
         self.clients.lock().insert(key, c.clone());
         Ok(c)
     }

@@ -101,7 +101,7 @@ struct WorkerFlags {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    qflows_activities::policies::install_tls_provider();
+    qflows_activities::kube::install_tls_provider();
     let cli = Cli::parse();
     if let Err(e) = telemetry::init_logging(&cli.log) {
         eprintln!("error: {e}");

@@ -4,7 +4,7 @@
 
 use super::SensorError;
 use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
-use crate::policies::{FIELD_MANAGER, PolicyOutputError, contained, kube_client};
+use crate::kube::{FIELD_MANAGER, KubeError, contained};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
@@ -17,8 +17,8 @@ use serde_json::{Value, json};
 use tracing::info;
 
 /// A client for the input's kubeconfig and context (exec plugins work as in kubectl).
-pub async fn client(input: &DeploySensorInput) -> Result<kube::Client, PolicyOutputError> {
-    kube_client(&KubeTarget {
+pub async fn client(input: &DeploySensorInput) -> Result<kube::Client, KubeError> {
+    crate::kube::client(&KubeTarget {
         context: input.kube_context.clone(),
         kubeconfig: input.kubeconfig.clone(),
     })
@@ -98,7 +98,7 @@ pub async fn check_credentials(
         let secret = secrets
             .get_opt(name)
             .await
-            .map_err(|source| PolicyOutputError::Kube {
+            .map_err(|source| KubeError::Api {
                 action: "read",
                 name: format!("Secret/{name}"),
                 source,
@@ -165,7 +165,7 @@ pub async fn apply(
             .unwrap_or_default()
             .to_string();
         let kind = manifest["kind"].as_str().unwrap_or_default().to_string();
-        let err = |action, source| PolicyOutputError::Kube {
+        let err = |action, source| KubeError::Api {
             action,
             name: format!("{kind}/{name}"),
             source,
@@ -200,11 +200,11 @@ pub async fn apply(
 
 /// The DaemonSet's roll-out: done when the controller saw the latest spec and every desired
 /// pod is updated and ready.
-pub async fn rollout_status(client: &kube::Client) -> Result<RolloutStatus, PolicyOutputError> {
+pub async fn rollout_status(client: &kube::Client) -> Result<RolloutStatus, KubeError> {
     let ds = daemonsets(client)
         .get(KUBE_NAME)
         .await
-        .map_err(|source| PolicyOutputError::Kube {
+        .map_err(|source| KubeError::Api {
             action: "read",
             name: format!("DaemonSet/{KUBE_NAME}"),
             source,
@@ -230,9 +230,9 @@ pub async fn rollout_status(client: &kube::Client) -> Result<RolloutStatus, Poli
 pub async fn rollback(
     client: &kube::Client,
     deployment: &SensorDeployment,
-) -> Result<String, PolicyOutputError> {
+) -> Result<String, KubeError> {
     let api = daemonsets(client);
-    let err = |action, source| PolicyOutputError::Kube {
+    let err = |action, source| KubeError::Api {
         action,
         name: format!("DaemonSet/{KUBE_NAME}"),
         source,

@@ -19,7 +19,7 @@
 use super::SensorError;
 use super::fields::{leaves, managed_by, owners_of, project, touched_by_others, union};
 use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
-use crate::policies::{FIELD_MANAGER, PolicyOutputError, contained};
+use crate::kube::{FIELD_MANAGER, KubeError, contained};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{
@@ -82,16 +82,16 @@ fn api(client: &kube::Client, r: &Resource) -> Api<DynamicObject> {
     }
 }
 
-fn kube_err(action: &'static str, name: &str, source: kube::Error) -> PolicyOutputError {
-    PolicyOutputError::Kube {
+fn kube_err(action: &'static str, name: &str, source: kube::Error) -> KubeError {
+    KubeError::Api {
         action,
         name: name.to_string(),
         source,
     }
 }
 
-fn timed_out(action: &'static str, name: &str) -> PolicyOutputError {
-    PolicyOutputError::Kube {
+fn timed_out(action: &'static str, name: &str) -> KubeError {
+    KubeError::Api {
         action,
         name: name.to_string(),
         source: kube::Error::Api(
@@ -110,7 +110,7 @@ async fn within<T>(
     action: &'static str,
     name: &str,
     call: impl Future<Output = Result<T, kube::Error>>,
-) -> Result<T, PolicyOutputError> {
+) -> Result<T, KubeError> {
     match tokio::time::timeout(CALL_TIMEOUT, call).await {
         Ok(r) => r.map_err(|e| kube_err(action, name, e)),
         Err(_) => Err(timed_out(action, name)),
@@ -119,14 +119,13 @@ async fn within<T>(
 
 /// Whether an error means "the cluster cannot be observed" (unreachable, overloaded, refusing
 /// qflows' identity) rather than "this object is wrong".
-pub fn unobservable(e: &PolicyOutputError) -> bool {
+pub fn unobservable(e: &KubeError) -> bool {
     match e {
-        PolicyOutputError::Kube { source, .. } => match source {
+        KubeError::Api { source, .. } => match source {
             kube::Error::Api(s) => matches!(s.code, 401 | 403 | 408 | 429 | 500..=599),
             _ => true,
         },
-        PolicyOutputError::KubeConfig(_) => true,
-        PolicyOutputError::Io { .. } => false,
+        KubeError::Config(_) => true,
     }
 }
 
@@ -135,7 +134,7 @@ pub fn unobservable(e: &PolicyOutputError) -> bool {
 async fn manifests(
     client: &kube::Client,
     input: &DeploySensorInput,
-) -> Result<Vec<Value>, PolicyOutputError> {
+) -> Result<Vec<Value>, KubeError> {
     let pdb_v1 = within(
         "discover",
         "policy/v1",
@@ -149,7 +148,7 @@ async fn manifests(
     });
     let pdb_v1 = match pdb_v1 {
         Ok(served) => served,
-        Err(PolicyOutputError::Kube {
+        Err(KubeError::Api {
             source: kube::Error::Api(s),
             ..
         }) if s.code == 404 => false,
@@ -256,10 +255,7 @@ pub async fn check_credentials(
 }
 
 /// The ControllerRevision the DaemonSet `uid` is at (the highest revision it owns).
-async fn current_revision(
-    client: &kube::Client,
-    uid: &str,
-) -> Result<Option<String>, PolicyOutputError> {
+async fn current_revision(client: &kube::Client, uid: &str) -> Result<Option<String>, KubeError> {
     let ar = ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("apps", "v1", "ControllerRevision"),
         "controllerrevisions",
@@ -445,7 +441,7 @@ pub async fn observe(client: &kube::Client) -> RolloutObservation {
     }
 }
 
-async fn read_rollout(client: &kube::Client) -> Result<RolloutObservation, PolicyOutputError> {
+async fn read_rollout(client: &kube::Client) -> Result<RolloutObservation, KubeError> {
     let r = resource(&json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
         "metadata": {"namespace": KUBE_NAMESPACE}}));
     let what = format!("DaemonSet/{KUBE_NAME}");
@@ -508,7 +504,7 @@ async fn warning_event(client: &kube::Client) -> Option<String> {
 }
 
 /// The nodes of the sensor's Ready pods.
-pub async fn ready_nodes(client: &kube::Client) -> Result<Vec<String>, PolicyOutputError> {
+pub async fn ready_nodes(client: &kube::Client) -> Result<Vec<String>, KubeError> {
     let pods: Api<k8s_openapi::api::core::v1::Pod> =
         Api::namespaced(client.clone(), KUBE_NAMESPACE);
     let params = ListParams::default().labels(&format!("app.kubernetes.io/name={KUBE_NAME}"));
@@ -679,13 +675,13 @@ async fn restore(client: &kube::Client, s: &ObjectSnapshot) -> Result<Restored, 
     .await
     {
         Ok(_) => {}
-        Err(PolicyOutputError::Kube {
+        Err(KubeError::Api {
             source: kube::Error::Api(st),
             ..
         }) if st.code == 409 && st.message.contains("has been modified") => {
             return Ok(Restored::Retry);
         }
-        Err(PolicyOutputError::Kube {
+        Err(KubeError::Api {
             source: kube::Error::Api(st),
             ..
         }) if st.code == 409 => {

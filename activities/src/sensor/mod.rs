@@ -13,7 +13,7 @@ pub mod verify;
 
 use crate::aws::Aws;
 use crate::failure::IntoFailure;
-use crate::policies::PolicyOutputError;
+use crate::kube::KubeError;
 use crate::qualys::QualysClient;
 use qflows_workflows::FailureType;
 use qflows_workflows::sensor::contracts;
@@ -44,7 +44,7 @@ impl SensorActivities {
 pub enum SensorError {
     /// The Kubernetes API refused or failed a request.
     #[error(transparent)]
-    Kube(#[from] PolicyOutputError),
+    Kube(#[from] KubeError),
     /// A credential reference names no existing Secret key (names only; never a value).
     #[error("{field} `{reference}`: {problem}")]
     MissingCredential {

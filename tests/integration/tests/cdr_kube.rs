@@ -102,7 +102,7 @@ fn worker(env: &TestEnv) -> qflows_integration::WorkerBuilder {
 
 #[tokio::test]
 async fn applied_policies_are_idempotent_merge_findings_and_follow_review() -> anyhow::Result<()> {
-    qflows_activities::policies::install_tls_provider();
+    qflows_activities::kube::install_tls_provider();
     let cluster = KubeApiServer::start().await?;
     cluster.install_tetragon_crds().await?;
     let kube = cluster.client().await?;

@@ -11,7 +11,7 @@
 //! listing over once.
 
 use super::{ListError, Lister, Seen, check_size, retrying};
-use crate::policies::{PolicyOutputError, kube_client};
+use crate::kube::KubeError;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, ListParams};
 use qflows_workflows::FailureType;
@@ -26,13 +26,13 @@ pub(crate) async fn list(
     context: Option<&str>,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Vec<Seen>, ListError> {
-    let client = kube_client(&KubeTarget {
+    let client = crate::kube::client(&KubeTarget {
         context: context.map(str::to_string),
         kubeconfig: lister.settings().kubeconfig.clone(),
     })
     .await
     .map_err(|e| match e {
-        PolicyOutputError::KubeConfig(message) => ListError::KubeConfig(message),
+        KubeError::Config(message) => ListError::KubeConfig(message),
         other => ListError::KubeConfig(other.to_string()),
     })?;
     let pods: Api<Pod> = Api::all(client);
