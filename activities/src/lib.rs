@@ -15,8 +15,8 @@
 //! - [`failure`]: how errors become Temporal failures (retryable or not, with a bounded type).
 //! - [`kube`]: Kubernetes clients, server-side apply's field manager, and API errors.
 //! - [`heartbeat`]: heartbeating while an activity waits, so a dead worker's attempt is retried soon.
-//! - [`cdr`], [`policies`]: CDR findings to TracingPolicies, and the activities behind `CdrToPolicy`;
-//!   the TracingPolicy model and its validator are the `qflows-tetragon` crate.
+//! - [`cdr`]: the activities behind `CdrToPolicy` and CDR findings to TracingPolicies; the
+//!   TracingPolicy model and its validator are the `qflows-tetragon` crate.
 //!
 //! Activity types and their inputs and outputs are declared per area in
 //! `qflows_workflows::<area>::contracts` (e.g. [`qflows_workflows::scan::contracts`]); this crate
@@ -32,7 +32,6 @@ pub mod inventory;
 pub mod kube;
 pub mod metrics;
 pub mod notify;
-pub mod policies;
 pub mod qscanner;
 pub mod qualys;
 pub mod quarantine;

@@ -6,10 +6,10 @@ use crate::config::TemporalArgs;
 use crate::temporal;
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use qflows_activities::cdr::findings::read_document_grouped;
+use qflows_activities::cdr::generate::read_document_grouped;
+use qflows_activities::cdr::generate::{Generation, Grouper, generate};
+use qflows_activities::cdr::output::{Outcome, write_file};
 use qflows_activities::cdr::render::RenderOptions;
-use qflows_activities::cdr::{Generation, Grouper, generate};
-use qflows_activities::policies::{Outcome, write_file};
 use qflows_workflows::CdrToPolicy;
 use qflows_workflows::cdr::model::{AuditStyle, Enforcement, TetragonVersion, dns_label};
 use qflows_workflows::cdr::{

@@ -5,7 +5,6 @@
 //! as the API answers, or a bare array). Files are read element by element with borrowed strings,
 //! so a million findings pass through in constant memory.
 
-use super::Grouper;
 use crate::qualys::{CdrFinding, Severity, techniques};
 use qflows_workflows::cdr::model::{Category, Observation, Workload};
 use serde::Deserialize;
@@ -601,15 +600,18 @@ impl<F: FnMut(Result<Observation, Skipped>)> Sink for Each<F> {
     }
 }
 
-impl Sink for Grouper {
+/// [`read_document_seen`]'s callback.
+struct EachSeen<F>(F);
+
+impl<F: FnMut(Result<Seen<'_>, SkippedRef<'_>>)> Sink for EachSeen<F> {
     fn finding(&mut self, fields: Option<&mut Fields<'_>>) {
-        match fields {
-            Some(fields) => self.add_seen(fields.seen()),
-            None => self.add_seen(Err(SkippedRef {
+        (self.0)(match fields {
+            Some(fields) => fields.seen(),
+            None => Err(SkippedRef {
                 reason: SkipReason::NotAnObject,
                 category: None,
-            })),
-        }
+            }),
+        })
     }
 }
 
@@ -623,11 +625,14 @@ pub fn read_document(
     read_into(json, &mut Each(each))
 }
 
-/// [`read_document`] straight into `grouper`, as `read_document(json, |o| grouper.add(o))`
-/// would, without making an [`Observation`] per finding: values are borrowed from `json` and
-/// copied only into the evidence that keeps them.
-pub fn read_document_grouped(json: &[u8], grouper: &mut Grouper) -> Result<u64, serde_json::Error> {
-    read_into(json, grouper)
+/// [`read_document`] without making an [`Observation`] per finding: `each` gets the values
+/// borrowed from `json` (for the [`Grouper`](super::generate::Grouper), which copies only into
+/// the evidence that keeps them).
+pub(crate) fn read_document_seen(
+    json: &[u8],
+    each: impl FnMut(Result<Seen<'_>, SkippedRef<'_>>),
+) -> Result<u64, serde_json::Error> {
+    read_into(json, &mut EachSeen(each))
 }
 
 fn read_into<S: Sink>(json: &[u8], sink: &mut S) -> Result<u64, serde_json::Error> {

@@ -1,348 +1,544 @@
-//! CDR findings → Tetragon TracingPolicies: pure code, no I/O (the offline `qflows policy
-//! generate`, the benchmark and the CdrToPolicy activities all call it).
+//! The CDR area: the activities behind `CdrToPolicy` (this module, declared in
+//! `qflows_workflows::cdr::contracts`) and the pure code they run, which the offline
+//! `qflows policy generate` and the benchmark call too:
 //!
 //! - [`findings`]: tolerant reading of findings;
+//! - [`generate`]: findings → evidence per policy ([`Grouper`]) → validated policies;
 //! - [`render`]: one policy design per category, audit and block forms;
-//! - [`Grouper`]: findings → evidence per policy;
-//! - [`generate`]: evidence → validated policies (never returns one Tetragon would refuse).
+//! - [`output`]: where policies go (a directory, a cluster), idempotently.
+//!
+//! The TracingPolicy model and its validator are the `qflows-tetragon` crate.
+
+// `#[activities]` generates undocumented marker constants; everything written here is documented.
+#![allow(missing_docs)]
 
 pub mod findings;
+pub mod generate;
+pub mod output;
 pub mod render;
 
-use findings::{SkipReason, Skipped};
-use qflows_tetragon::policy::TracingPolicy;
-use qflows_tetragon::schema;
-use qflows_workflows::cdr::FindingsReport;
-use qflows_workflows::cdr::model::{
-    Category, Enforcement, Evidence, Facts, Observation, Observed, PolicyKey, Workload,
+use crate::failure::IntoFailure;
+use crate::qualys::{CdrQuery, QualysClient};
+use crate::results::{ResultsStore, StoreError};
+use findings::{SkipReason, observe};
+use futures::{StreamExt, TryStreamExt};
+use generate::{Generation, Grouper, GrouperCheckpoint, generate_with};
+use output::{PolicyOutputError, publish};
+use parking_lot::Mutex;
+use qflows_workflows::cdr::model::{Evidence, PolicyKey, TetragonVersion};
+use qflows_workflows::cdr::{
+    EvidenceBatch, EvidenceRef, FetchFindings, ImportLegacy, KubeTarget, MergeEvidence, MergedPage,
+    OutputSettings, PAGE_POLICIES, PAYLOAD_BUDGET, PolicyRecord, PolicyUpdate, PublishBatch,
+    PublishPolicies, PublishReport, WindowBatch,
 };
-use render::RenderOptions;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
+use qflows_workflows::contracts;
+use render::{RenderOptions, block_refusal, observed};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use temporalio_macros::activities;
+use temporalio_sdk::activities::{ActivityContext, ActivityError};
+use tracing::info;
 
-/// At most this many distinct unknown category names are reported.
-const UNKNOWN_NAMES: usize = 50;
+/// A cluster target's identity: kubeconfig path and context.
+type ClusterKey = (Option<String>, Option<String>);
 
-/// Collects observations into evidence per policy key, and counts what was skipped.
-///
-/// Groups are found by a keyed hash of their key (never by comparing whole workloads in a
-/// tree), so a finding is grouped without building its key; keys are sorted once, at the end.
-#[derive(Debug, Default)]
-pub struct Grouper {
-    /// In order of first appearance.
-    groups: Vec<(PolicyKey, Evidence)>,
-    /// Key hash → positions in `groups` (almost always one).
-    index: HashMap<u64, Vec<usize>, BuildHasherDefault<Prehashed>>,
-    hasher: RandomState,
-    report: FindingsReport,
+/// The CdrToPolicy activities.
+pub struct CdrActivities {
+    qualys: QualysClient,
+    store: ResultsStore,
+    clients: Mutex<HashMap<ClusterKey, kube::Client>>,
+    /// The batch the last merge page read (a window's pages are merged one after the other).
+    batch: Mutex<Option<(String, Arc<Batch>)>>,
 }
 
-/// The hasher of [`Grouper::index`], whose keys are already keyed hashes ([`RandomState`]: an
-/// attacker who controls findings cannot choose colliding workloads).
-#[derive(Debug, Default)]
-struct Prehashed(u64);
+/// Store areas (`blobs/<area>/…` in the results store).
+const EVIDENCE_AREA: &str = "cdr-evidence";
+const BATCH_AREA: &str = "cdr-batch";
+const STATE_AREA: &str = "cdr-state";
+const CHECKPOINT_AREA: &str = "cdr-checkpoint";
 
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
+/// Findings per page of a CDR read.
+const FINDINGS_PER_PAGE: u32 = 100;
+/// A read stores its progress every this many pages (a retried attempt resumes there).
+const CHECKPOINT_PAGES: u64 = 50;
+/// Store reads and writes in flight at once in one activity.
+const STORE_CONCURRENCY: usize = 16;
+
+/// One policy's stored evidence.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct EvidenceDoc {
+    key: PolicyKey,
+    evidence: Evidence,
 }
 
-/// A policy key seen through borrowed parts: what both an owned [`PolicyKey`] and a finding
-/// being read ([`findings::Seen`]) offer, so both hash and compare the same way.
-trait KeyParts {
-    fn category(&self) -> Category;
-    fn namespace(&self) -> Option<&str>;
-    fn labels(&self) -> impl Iterator<Item = (&str, &str)>;
-    fn image_repository(&self) -> Option<&str>;
-}
+/// A window's evidence per policy name (the stored batch).
+type Batch = BTreeMap<String, (PolicyKey, Evidence)>;
 
-impl KeyParts for PolicyKey {
-    fn category(&self) -> Category {
-        self.category
-    }
-    fn namespace(&self) -> Option<&str> {
-        self.workload.namespace.as_deref()
-    }
-    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.workload
-            .labels
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-    }
-    fn image_repository(&self) -> Option<&str> {
-        self.workload.image_repository.as_deref()
-    }
-}
-
-impl KeyParts for findings::Seen<'_> {
-    fn category(&self) -> Category {
-        self.category
-    }
-    fn namespace(&self) -> Option<&str> {
-        self.namespace.as_deref()
-    }
-    fn labels(&self) -> impl Iterator<Item = (&str, &str)> {
-        findings::Seen::labels(self)
-    }
-    fn image_repository(&self) -> Option<&str> {
-        self.image_repository.as_deref()
-    }
-}
-
-fn same_key(a: &impl KeyParts, b: &impl KeyParts) -> bool {
-    a.category() == b.category()
-        && a.namespace() == b.namespace()
-        && a.image_repository() == b.image_repository()
-        && a.labels().eq(b.labels())
-}
-
-impl Grouper {
-    fn hash_key(&self, key: &impl KeyParts) -> u64 {
-        let mut h = self.hasher.build_hasher();
-        key.category().hash(&mut h);
-        key.namespace().hash(&mut h);
-        key.image_repository().hash(&mut h);
-        for (k, v) in key.labels() {
-            k.hash(&mut h);
-            v.hash(&mut h);
-        }
-        h.finish()
-    }
-
-    /// The position of `key`'s group, if it has one, and its hash.
-    fn find(&self, key: &impl KeyParts) -> (Option<usize>, u64) {
-        let hash = self.hash_key(key);
-        let found = self.index.get(&hash).and_then(|at| {
-            at.iter()
-                .copied()
-                .find(|&i| same_key(&self.groups[i].0, key))
-        });
-        (found, hash)
-    }
-
-    fn insert(&mut self, hash: u64, key: PolicyKey) -> usize {
-        let i = self.groups.len();
-        self.groups.push((key, Evidence::default()));
-        self.index.entry(hash).or_default().push(i);
-        i
-    }
-
-    /// Adds one finding's observation (or the reason it was skipped).
-    pub fn add(&mut self, observation: Result<Observation, Skipped>) {
-        match observation {
-            Ok(mut o) => {
-                self.report.findings += 1;
-                let Some(category) = o.category else { return };
-                self.report.used += 1;
-                let key = PolicyKey {
-                    category,
-                    workload: std::mem::take(&mut o.workload),
-                };
-                let i = match self.find(&key) {
-                    (Some(i), _) => i,
-                    (None, hash) => self.insert(hash, key),
-                };
-                self.groups[i].1.record(&o);
-            }
-            Err(skipped) => self.skip(skipped.reason, skipped.category.as_deref()),
-        }
-    }
-
-    /// [`Grouper::add`] for a finding being read (`Err`: why it is skipped).
-    pub(crate) fn add_seen(&mut self, seen: Result<findings::Seen<'_>, findings::SkippedRef<'_>>) {
-        let seen = match seen {
-            Ok(seen) => seen,
-            Err(skipped) => {
-                return self.skip(
-                    skipped.reason,
-                    skipped.category.as_deref().map(findings::report_name),
-                );
-            }
-        };
-        self.report.findings += 1;
-        self.report.used += 1;
-        let i = match self.find(&seen) {
-            (Some(i), _) => i,
-            (None, hash) => {
-                let key = PolicyKey {
-                    category: seen.category,
-                    workload: Workload {
-                        namespace: seen.namespace.as_deref().map(String::from),
-                        labels: seen
-                            .labels()
-                            .map(|(k, v)| (k.to_string(), v.to_string()))
-                            .collect(),
-                        image_repository: seen.image_repository.as_deref().map(String::from),
-                    },
-                };
-                self.insert(hash, key)
-            }
-        };
-        self.groups[i].1.record_facts(&Facts {
-            id: seen.id.as_deref(),
-            process: seen.process.as_deref(),
-            address: seen.address.as_deref(),
-            port: seen.port,
-            techniques: seen.techniques,
-            timestamp: seen.timestamp.as_deref(),
-            severity: seen.severity,
-        });
-    }
-
-    /// Counts a skipped finding (`category`: the unknown category's name, as reported).
-    fn skip(&mut self, reason: SkipReason, category: Option<&str>) {
-        self.report.findings += 1;
-        match self.report.skipped.get_mut(reason.as_str()) {
-            Some(n) => *n += 1,
-            None => {
-                self.report.skipped.insert(reason.as_str().to_string(), 1);
-            }
-        }
-        if let Some(name) = category {
-            let known = self.report.unknown_categories.len();
-            if let Some(n) = self.report.unknown_categories.get_mut(name) {
-                *n += 1;
-            } else if known < UNKNOWN_NAMES {
-                self.report.unknown_categories.insert(name.to_string(), 1);
-            }
-        }
-    }
-
-    /// The evidence per key (sorted) and the report.
-    pub fn finish(mut self) -> (Vec<(PolicyKey, Evidence)>, FindingsReport) {
-        self.groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        (self.groups, self.report)
-    }
-
-    /// What has been grouped so far, to resume from ([`Grouper::resume`]).
-    pub fn checkpoint(&self) -> GrouperCheckpoint {
-        let mut groups = self.groups.clone();
-        groups.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        GrouperCheckpoint {
-            groups,
-            report: self.report.clone(),
-        }
-    }
-
-    /// A grouper that continues from `checkpoint`.
-    pub fn resume(checkpoint: GrouperCheckpoint) -> Self {
-        let mut grouper = Self {
-            report: checkpoint.report,
-            ..Self::default()
-        };
-        // (A key twice, which checkpoints never hold: the later one counts, as in a map.)
-        for (key, evidence) in checkpoint.groups {
-            let i = match grouper.find(&key) {
-                (Some(i), _) => i,
-                (None, hash) => grouper.insert(hash, key),
-            };
-            grouper.groups[i].1 = evidence;
-        }
-        grouper
-    }
-}
-
-/// A [`Grouper`]'s progress as a document.
+/// Where a CDR read is, for the next attempt: the offset of the last stored checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GrouperCheckpoint {
-    /// Evidence per key so far.
-    pub groups: Vec<(PolicyKey, Evidence)>,
-    /// Report so far.
-    pub report: FindingsReport,
+struct ReadProgress {
+    offset: u64,
+    checkpoint: Option<String>,
 }
 
-/// One policy ready to publish.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Generated {
-    /// Policy name (also the file name without `.yaml`).
-    pub name: String,
-    /// The object.
-    pub policy: TracingPolicy,
-    /// Its YAML (stable bytes).
-    pub yaml: String,
+fn json<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("CdrToPolicy documents serialise")
 }
 
-/// What [`generate`] made of a set of policies.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Generation {
-    /// Valid policies, by name.
-    pub policies: Vec<Generated>,
-    /// Policies refused, with the reason (never written or applied).
-    pub refused: Vec<(String, String)>,
-}
+impl CdrActivities {
+    /// Activities reading findings with this Qualys client and keeping evidence in `store`.
+    pub fn new(qualys: QualysClient, store: ResultsStore) -> Self {
+        Self {
+            qualys,
+            store,
+            clients: Mutex::new(HashMap::new()),
+            batch: Mutex::new(None),
+        }
+    }
 
-/// Renders and validates each `(key, evidence, enforcement)`, every observed value approved (the
-/// offline `qflows policy generate`). A policy that would not load on the target Tetragon
-/// release (schema, CEL rules, loader limits, features) is refused.
-pub fn generate<'a>(
-    items: impl IntoIterator<Item = (&'a PolicyKey, &'a Evidence, Enforcement)>,
-    opts: &RenderOptions,
-) -> Generation {
-    generate_with(
-        items.into_iter().map(|(key, evidence, enforcement)| {
-            let all = render::observed(key.category, evidence);
-            (key, evidence, enforcement, Some(all))
-        }),
-        opts,
-    )
-}
+    async fn client(&self, target: &KubeTarget) -> Result<kube::Client, PolicyOutputError> {
+        let key = (target.kubeconfig.clone(), target.context.clone());
+        if let Some(c) = self.clients.lock().get(&key) {
+            return Ok(c.clone());
+        }
+        let c = crate::kube::client(target).await?;
+        self.clients.lock().insert(key, c.clone());
+        Ok(c)
+    }
 
-/// [`generate`] with the observed values each enforced policy may block on
-/// ([`render::render_with`]).
-pub fn generate_with<'a>(
-    items: impl IntoIterator<Item = (&'a PolicyKey, &'a Evidence, Enforcement, Option<Observed>)>,
-    opts: &RenderOptions,
-) -> Generation {
-    let mut out = Generation::default();
-    for (key, evidence, enforcement, approved) in items {
-        let name = key.name();
-        let policy = match render::render_with(key, evidence, enforcement, approved.as_ref(), opts)
+    async fn put<T: serde::Serialize>(
+        &self,
+        area: &str,
+        value: &T,
+    ) -> Result<String, ActivityError> {
+        self.store
+            .put_blob(area, json(value))
+            .await
+            .map_err(IntoFailure::into_failure)
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        area: &str,
+        hash: &str,
+    ) -> Result<T, ActivityError> {
+        let bytes = self
+            .store
+            .get_blob(area, hash)
+            .await
+            .map_err(IntoFailure::into_failure)?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            StoreError::Denied {
+                store: self.store.describe(),
+                message: format!("{area} document {hash} is not readable: {e}"),
+            }
+            .into_failure()
+        })
+    }
+
+    /// The batch `hash`, from memory when the previous page read it.
+    async fn batch(&self, hash: &str) -> Result<Arc<Batch>, ActivityError> {
+        if let Some((h, b)) = self.batch.lock().as_ref()
+            && h == hash
         {
-            Ok(p) => p,
-            Err(e) => {
-                out.refused.push((name, e.to_string()));
-                continue;
+            return Ok(b.clone());
+        }
+        let groups: Vec<(String, PolicyKey, Evidence)> = self.get(BATCH_AREA, hash).await?;
+        let batch: Arc<Batch> = Arc::new(
+            groups
+                .into_iter()
+                .map(|(name, key, evidence)| (name, (key, evidence)))
+                .collect(),
+        );
+        *self.batch.lock() = Some((hash.to_string(), batch.clone()));
+        Ok(batch)
+    }
+
+    /// Stores `doc` and describes it as the workflow keeps it.
+    async fn store_evidence(
+        &self,
+        name: String,
+        doc: EvidenceDoc,
+        version: TetragonVersion,
+    ) -> Result<PolicyUpdate, ActivityError> {
+        let hash = self.put(EVIDENCE_AREA, &doc).await?;
+        Ok(PolicyUpdate {
+            name,
+            observed: observed(doc.key.category, &doc.evidence),
+            block_refusal: block_refusal(&doc.key, version),
+            evidence: EvidenceRef::of(hash, &doc.evidence),
+            key: doc.key,
+        })
+    }
+
+    async fn publish_generated(
+        &self,
+        policy_set: &str,
+        output: &OutputSettings,
+        removed: &[String],
+        generation: Generation,
+    ) -> Result<PublishReport, ActivityError> {
+        let client = match &output.kubernetes {
+            Some(target) => Some(
+                self.client(target)
+                    .await
+                    .map_err(IntoFailure::into_failure)?,
+            ),
+            None => None,
+        };
+        let mut report = publish(
+            policy_set,
+            output,
+            removed,
+            &generation.policies,
+            client.as_ref(),
+        )
+        .await
+        .map_err(IntoFailure::into_failure)?;
+        report.refused.extend(generation.refused);
+        info!(
+            created = report.created.len(),
+            updated = report.updated.len(),
+            unchanged = report.unchanged.len(),
+            deleted = report.deleted.len(),
+            refused = report.refused.len(),
+            "policies published"
+        );
+        Ok(report)
+    }
+}
+
+/// `2026-01-10T16:45:00Z` → `2026-01-10T16:45:00.000Z` (start) / `.999Z` (end), the format the
+/// CDR API is called with.
+fn with_millis(t: &str, millis: &str) -> String {
+    match t.strip_suffix('Z') {
+        Some(base) if !base.contains('.') => format!("{base}.{millis}Z"),
+        _ => t.to_string(),
+    }
+}
+
+fn cdr_query(q: &FetchFindings) -> CdrQuery {
+    CdrQuery {
+        cloud_provider: q.filters.cloud_provider.clone(),
+        severity: q.filters.severity.clone(),
+        resource_type: q.filters.resource_type.clone(),
+        ..CdrQuery::new(
+            with_millis(&q.start_at, "000"),
+            with_millis(&q.end_at, "999"),
+        )
+    }
+}
+
+#[activities]
+impl CdrActivities {
+    /// Reads every page of the window's findings and groups them into evidence per policy (runs
+    /// from before `cdr-limits`).
+    #[activity(definition = contracts::FetchCdrEvidence)]
+    pub async fn fetch_evidence(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        q: FetchFindings,
+    ) -> Result<EvidenceBatch, ActivityError> {
+        let findings = self
+            .qualys
+            .cdr_findings(&cdr_query(&q))
+            .await
+            .map_err(IntoFailure::into_failure)?;
+        let mut grouper = Grouper::default();
+        for f in &findings {
+            grouper.add(observe(f));
+        }
+        let (groups, report) = grouper.finish();
+        info!(
+            findings = report.findings,
+            used = report.used,
+            policies = groups.len(),
+            "CDR findings read"
+        );
+        Ok(EvidenceBatch { groups, report })
+    }
+
+    /// Renders, validates and publishes the policy set (runs from before `cdr-limits`). Enforced
+    /// policies block on their category's own values only: nobody approved observed ones.
+    #[activity(definition = contracts::PublishCdrPolicies)]
+    pub async fn publish(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: PublishPolicies,
+    ) -> Result<PublishReport, ActivityError> {
+        let opts = RenderOptions {
+            tetragon_version: request.tetragon_version,
+            audit_style: request.audit_style,
+            policy_set: Some(request.policy_set.clone()),
+        };
+        let generation = generate_with(
+            request
+                .policies
+                .iter()
+                .map(|p| (&p.key, &p.evidence, p.enforcement, None)),
+            &opts,
+        );
+        self.publish_generated(
+            &request.policy_set,
+            &request.output,
+            &request.removed,
+            generation,
+        )
+        .await
+    }
+
+    /// Reads every page of a window's findings, heartbeating after each (a retried attempt
+    /// resumes from its last stored checkpoint), groups them and stores the batch.
+    #[activity(definition = contracts::FetchCdrWindow)]
+    pub async fn fetch_window(
+        self: Arc<Self>,
+        ctx: ActivityContext,
+        q: FetchFindings,
+    ) -> Result<WindowBatch, ActivityError> {
+        let query = CdrQuery {
+            limit: FINDINGS_PER_PAGE,
+            ..cdr_query(&q)
+        };
+        // Where a retried attempt resumes: the last stored checkpoint and its offset.
+        let mut saved: ReadProgress = ctx
+            .heartbeat_details()
+            .deserialize()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let mut grouper = match &saved.checkpoint {
+            Some(hash) => {
+                Grouper::resume(self.get::<GrouperCheckpoint>(CHECKPOINT_AREA, hash).await?)
+            }
+            None => {
+                saved.offset = 0;
+                Grouper::default()
             }
         };
-        let value = policy.to_value();
-        if let Err(violations) = schema::validate(&value) {
-            let why = violations
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ");
-            out.refused
-                .push((name, format!("fails Tetragon's policy schema: {why}")));
-            continue;
+        let resumed_at = saved.offset;
+        let mut offset = saved.offset;
+        let mut pages = 0u64;
+        loop {
+            let page = {
+                let read = self.qualys.cdr_findings_page(&query, offset);
+                tokio::pin!(read);
+                let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+                loop {
+                    tokio::select! {
+                        r = &mut read => break r,
+                        _ = tick.tick() => {
+                            let _ = ctx.record_heartbeat(saved.clone()).await;
+                        }
+                    }
+                }
+            }
+            .map_err(IntoFailure::into_failure)?;
+            for f in &page.items {
+                grouper.add(observe(f));
+            }
+            // Unreadable items count too.
+            for _ in page.items.len() as u64..page.read {
+                grouper.add(Err(SkipReason::NotAnObject.into()));
+            }
+            pages += 1;
+            offset += page.read;
+            if page.last {
+                break;
+            }
+            if pages.is_multiple_of(CHECKPOINT_PAGES) {
+                saved = ReadProgress {
+                    offset,
+                    checkpoint: Some(self.put(CHECKPOINT_AREA, &grouper.checkpoint()).await?),
+                };
+            }
+            let _ = ctx.record_heartbeat(saved.clone()).await;
+            if ctx.is_cancelled() {
+                return Err(ActivityError::cancelled());
+            }
         }
-        let (major, minor) = schema::min_tetragon_version(&value);
-        if !opts.tetragon_version.at_least(major, minor) {
-            out.refused.push((
-                name,
-                format!(
-                    "needs Tetragon {major}.{minor}, newer than the target {}",
-                    opts.tetragon_version
-                ),
-            ));
-            continue;
+        let (groups, report) = grouper.finish();
+        let mut batch: Batch = BTreeMap::new();
+        for (key, evidence) in groups {
+            match batch.entry(key.name()) {
+                Entry::Vacant(v) => {
+                    v.insert((key, evidence));
+                }
+                // Two workloads whose names collide feed one policy, as they always did.
+                Entry::Occupied(mut o) => o.get_mut().1.merge(&evidence),
+            }
         }
-        let yaml = policy.to_yaml();
-        out.policies.push(Generated { name, policy, yaml });
+        info!(
+            findings = report.findings,
+            used = report.used,
+            policies = batch.len(),
+            pages,
+            resumed_at,
+            "CDR findings read"
+        );
+        let first: Vec<String> = batch.keys().take(PAGE_POLICIES).cloned().collect();
+        let hash = if batch.is_empty() {
+            None
+        } else {
+            let doc: Vec<(&String, &PolicyKey, &Evidence)> =
+                batch.iter().map(|(n, (k, e))| (n, k, e)).collect();
+            Some(self.put(BATCH_AREA, &doc).await?)
+        };
+        Ok(WindowBatch {
+            batch: hash,
+            policies: batch.len() as u64,
+            first,
+            report,
+        })
     }
-    out
+
+    /// Merges a page of a stored batch into the named policies' stored evidence. Stops before
+    /// its answer would exceed the payload budget; what is left is named in `next`.
+    #[activity(definition = contracts::MergeCdrEvidence)]
+    pub async fn merge_evidence(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: MergeEvidence,
+    ) -> Result<MergedPage, ActivityError> {
+        let batch = self.batch(&request.batch).await?;
+        let version = request.tetragon_version;
+        let work: Vec<(String, Option<String>, PolicyKey, Evidence)> = request
+            .items
+            .iter()
+            .filter_map(|(name, existing)| {
+                let (key, evidence) = batch.get(name)?.clone();
+                Some((name.clone(), existing.clone(), key, evidence))
+            })
+            .collect();
+        let merged: Vec<PolicyUpdate> = futures::stream::iter(work)
+            .map(|(name, existing, key, evidence)| {
+                let this = self.clone();
+                async move {
+                    let doc = match existing {
+                        Some(hash) => {
+                            let mut doc: EvidenceDoc = this.get(EVIDENCE_AREA, &hash).await?;
+                            doc.evidence.merge(&evidence);
+                            doc
+                        }
+                        None => EvidenceDoc { key, evidence },
+                    };
+                    this.store_evidence(name, doc, version).await
+                }
+            })
+            .buffered(STORE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        // Keep the answer within the budget: the first updates that fit (at least one).
+        let mut bytes = 0;
+        let mut updates = Vec::new();
+        for u in merged {
+            let size = json(&u).len() + 1;
+            if !updates.is_empty() && bytes + size > PAYLOAD_BUDGET - 16 * 1024 {
+                break;
+            }
+            bytes += size;
+            updates.push(u);
+        }
+        let done: BTreeSet<&str> = updates.iter().map(|u| u.name.as_str()).collect();
+        let mut next: Vec<String> = request
+            .items
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| batch.contains_key(n) && !done.contains(n.as_str()))
+            .collect();
+        if let Some((last, _)) = request.items.last() {
+            let room = PAGE_POLICIES.saturating_sub(next.len());
+            next.extend(
+                batch
+                    .range::<String, _>((Bound::Excluded(last.clone()), Bound::Unbounded))
+                    .take(room)
+                    .map(|(n, _)| n.clone()),
+            );
+        }
+        Ok(MergedPage { updates, next })
+    }
+
+    /// Renders policies from their stored evidence and publishes them (one batch).
+    #[activity(definition = contracts::PublishCdrBatch)]
+    pub async fn publish_batch(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: PublishBatch,
+    ) -> Result<PublishReport, ActivityError> {
+        let opts = RenderOptions {
+            tetragon_version: request.tetragon_version,
+            audit_style: request.audit_style,
+            policy_set: Some(request.policy_set.clone()),
+        };
+        let hashes: Vec<String> = request.items.iter().map(|i| i.evidence.clone()).collect();
+        let docs: Vec<EvidenceDoc> = futures::stream::iter(hashes)
+            .map(|hash| {
+                let this = self.clone();
+                async move { this.get::<EvidenceDoc>(EVIDENCE_AREA, &hash).await }
+            })
+            .buffered(STORE_CONCURRENCY)
+            .try_collect()
+            .await?;
+        let generation = generate_with(
+            request.items.iter().zip(&docs).map(|(item, doc)| {
+                (
+                    &doc.key,
+                    &doc.evidence,
+                    item.enforcement,
+                    item.approved.clone(),
+                )
+            }),
+            &opts,
+        );
+        self.publish_generated(
+            &request.policy_set,
+            &request.output,
+            &request.removed,
+            generation,
+        )
+        .await
+    }
+
+    /// Stores a chunk of CdrToPolicy's state; its hash.
+    #[activity(definition = contracts::SaveCdrState)]
+    pub async fn save_state(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        chunk: Vec<PolicyRecord>,
+    ) -> Result<String, ActivityError> {
+        self.put(STATE_AREA, &chunk).await
+    }
+
+    /// Loads a chunk of CdrToPolicy's state.
+    #[activity(definition = contracts::LoadCdrState)]
+    pub async fn load_state(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        hash: String,
+    ) -> Result<Vec<PolicyRecord>, ActivityError> {
+        self.get(STATE_AREA, &hash).await
+    }
+
+    /// Stores the evidence of records carried by a run from before `cdr-limits`.
+    #[activity(definition = contracts::ImportCdrLegacy)]
+    pub async fn import_legacy(
+        self: Arc<Self>,
+        _ctx: ActivityContext,
+        request: ImportLegacy,
+    ) -> Result<Vec<PolicyUpdate>, ActivityError> {
+        let version = request.tetragon_version;
+        futures::stream::iter(request.records)
+            .map(|r| {
+                let this = self.clone();
+                let doc = EvidenceDoc {
+                    key: r.key,
+                    evidence: r.evidence,
+                };
+                async move { this.store_evidence(r.name, doc, version).await }
+            })
+            .buffered(STORE_CONCURRENCY)
+            .try_collect()
+            .await
+    }
 }
-
-#[cfg(test)]
-mod tests;
-
-#[cfg(test)]
-mod reading_tests;

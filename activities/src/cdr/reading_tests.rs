@@ -4,7 +4,7 @@
 //! evidence per key. Random findings of every shape, escapes and number forms included, must give
 //! the same observations, the same groups, evidence and report, and the same after a checkpoint.
 
-use super::findings::{SkipReason, Skipped, read_document, read_document_grouped};
+use super::findings::{SkipReason, Skipped, read_document};
 use super::*;
 use crate::qualys::{Severity, techniques};
 use qflows_workflows::cdr::model::{Category, Evidence, PolicyKey, Workload};

@@ -15,9 +15,9 @@
 use super::config::WorkerConfig;
 use super::deps::Dependencies;
 use super::tuning::{slots, tuned};
+use qflows_activities::cdr::CdrActivities;
 use qflows_activities::inventory::InventoryActivities;
 use qflows_activities::inventory::list::{Lister, ListerSettings};
-use qflows_activities::policies::CdrActivities;
 use qflows_activities::quarantine::QuarantineActivities;
 use qflows_activities::{QScannerActivities, RegistryActivities, ScanActivities, SensorActivities};
 use qflows_workflows::{
