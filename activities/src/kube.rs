@@ -5,7 +5,7 @@
 use crate::failure::IntoFailure;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use qflows_workflows::FailureType;
-use qflows_workflows::cdr::KubeTarget;
+use qflows_workflows::cdr::model::KubeTarget;
 use temporalio_sdk::activities::ActivityError;
 
 /// Field manager of every server-side apply.

@@ -4,7 +4,7 @@
 
 use clap::Args;
 use qflows::policy::{Action, GenerateArgs, Style, generate_offline};
-use qflows_workflows::cdr::model::TetragonVersion;
+use qflows_workflows::cdr::evidence::TetragonVersion;
 use std::time::Instant;
 
 /// Flags of `qflows-bench policy`.

@@ -11,8 +11,8 @@ use qflows_activities::cdr::generate::{Generation, Grouper, generate};
 use qflows_activities::cdr::output::{Outcome, write_file};
 use qflows_activities::cdr::render::RenderOptions;
 use qflows_workflows::CdrToPolicy;
-use qflows_workflows::cdr::model::{AuditStyle, Enforcement, TetragonVersion, dns_label};
-use qflows_workflows::cdr::{
+use qflows_workflows::cdr::evidence::{AuditStyle, Enforcement, TetragonVersion, dns_label};
+use qflows_workflows::cdr::model::{
     CdrToPolicyInput, FindingsReport, KubeTarget, OutputSettings, PoliciesQuery, PoliciesView,
     PolicyRecord, ReviewRequest, ReviewSettings,
 };

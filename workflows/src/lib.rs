@@ -12,7 +12,7 @@
 //! | `ImageScan` (one per digest) | [`scan::image_scan`] |
 //! | `Inventory` (one per scope and firing) | [`inventory`] |
 //! | `ScanAlert` (one per alert of an `ImageScan`) | [`scan::alert`] |
-//! | `CdrToPolicy` | [`cdr_to_policy`] |
+//! | `CdrToPolicy` | [`cdr::to_policy`] |
 //! | `DeploySensor` | [`sensor::deploy`] |
 //! | `Quarantine` (one per target and digest) | [`quarantine`] |
 
@@ -37,7 +37,6 @@ macro_rules! activity_contract {
 }
 
 pub mod cdr;
-pub mod cdr_to_policy;
 pub mod clock;
 pub mod contracts;
 pub mod failure;
@@ -50,7 +49,7 @@ pub mod registry;
 pub mod scan;
 pub mod sensor;
 
-pub use cdr_to_policy::CdrToPolicy;
+pub use cdr::to_policy::CdrToPolicy;
 pub use failure_type::FailureType;
 pub use inventory::Inventory;
 pub use quarantine::Quarantine;

@@ -6,7 +6,7 @@
 //! so a million findings pass through in constant memory.
 
 use crate::qualys::{CdrFinding, Severity, techniques};
-use qflows_workflows::cdr::model::{Category, Observation, Workload};
+use qflows_workflows::cdr::evidence::{Category, Observation, Workload};
 use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;

@@ -6,10 +6,10 @@ use super::findings::{self, SkipReason, Skipped};
 use super::render::{self, RenderOptions};
 use qflows_tetragon::policy::TracingPolicy;
 use qflows_tetragon::schema;
-use qflows_workflows::cdr::FindingsReport;
-use qflows_workflows::cdr::model::{
+use qflows_workflows::cdr::evidence::{
     Category, Enforcement, Evidence, Facts, Observation, Observed, PolicyKey, Workload,
 };
+use qflows_workflows::cdr::model::FindingsReport;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 

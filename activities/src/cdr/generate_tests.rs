@@ -5,7 +5,7 @@ use super::findings::read_document;
 use super::render::{CREDENTIAL_ENDPOINTS, RenderOptions, render};
 use super::*;
 use qflows_tetragon::schema;
-use qflows_workflows::cdr::model::{
+use qflows_workflows::cdr::evidence::{
     AuditStyle, CATEGORIES, Category, Enforcement, Evidence, PolicyKey, TetragonVersion, Workload,
 };
 use serde_json::{Value, json};
@@ -29,7 +29,7 @@ fn evidence() -> Evidence {
     .into_iter()
     .enumerate()
     {
-        e.record(&qflows_workflows::cdr::model::Observation {
+        e.record(&qflows_workflows::cdr::evidence::Observation {
             id: Some(format!("finding-{i}")),
             process: Some(process.into()),
             address: Some(addr.into()),
@@ -406,7 +406,7 @@ fn older_tetragon_releases_get_only_what_they_support() {
 fn scanning_evidence(processes: &[&str]) -> Evidence {
     let mut e = Evidence::default();
     for (i, p) in processes.iter().enumerate() {
-        e.record(&qflows_workflows::cdr::model::Observation {
+        e.record(&qflows_workflows::cdr::evidence::Observation {
             id: Some(format!("scan-{i}")),
             process: Some(p.to_string()),
             severity: 3,
@@ -505,7 +505,7 @@ fn observed_values_are_what_findings_add_to_each_design() {
         ("10.1.2.3", 8080),
         ("203.0.113.9", 3334),
     ] {
-        ev.record(&qflows_workflows::cdr::model::Observation {
+        ev.record(&qflows_workflows::cdr::evidence::Observation {
             address: Some(addr.into()),
             port: Some(port),
             ..Default::default()

@@ -25,13 +25,13 @@ use futures::{StreamExt, TryStreamExt};
 use generate::{Generation, Grouper, GrouperCheckpoint, generate_with};
 use output::{PolicyOutputError, publish};
 use parking_lot::Mutex;
-use qflows_workflows::cdr::model::{Evidence, PolicyKey, TetragonVersion};
-use qflows_workflows::cdr::{
+use qflows_workflows::cdr::contracts;
+use qflows_workflows::cdr::evidence::{Evidence, PolicyKey, TetragonVersion};
+use qflows_workflows::cdr::model::{
     EvidenceBatch, EvidenceRef, FetchFindings, ImportLegacy, KubeTarget, MergeEvidence, MergedPage,
     OutputSettings, PAGE_POLICIES, PAYLOAD_BUDGET, PolicyRecord, PolicyUpdate, PublishBatch,
     PublishPolicies, PublishReport, WindowBatch,
 };
-use qflows_workflows::contracts;
 use render::{RenderOptions, block_refusal, observed};
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

@@ -12,7 +12,7 @@ use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
 use qflows_workflows::FailureType;
-use qflows_workflows::cdr::{OutputSettings, PublishReport};
+use qflows_workflows::cdr::model::{OutputSettings, PublishReport};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use temporalio_sdk::activities::ActivityError;

@@ -7,7 +7,7 @@
 use super::findings::{SkipReason, Skipped, read_document};
 use super::*;
 use crate::qualys::{Severity, techniques};
-use qflows_workflows::cdr::model::{Category, Evidence, PolicyKey, Workload};
+use qflows_workflows::cdr::evidence::{Category, Evidence, PolicyKey, Workload};
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 use std::net::IpAddr;

@@ -18,7 +18,7 @@ use qflows_tetragon::policy::{
     MatchBinaries, MatchNamespace, Metadata, PolicyOption, Selector, Spec, TracingPolicy,
 };
 use qflows_tetragon::schema;
-use qflows_workflows::cdr::model::{
+use qflows_workflows::cdr::evidence::{
     AuditStyle, Category, Enforcement, Evidence, Observed, PolicyKey, TetragonVersion, Workload,
 };
 use std::collections::{BTreeMap, BTreeSet};
@@ -92,7 +92,7 @@ pub fn block_refusal(key: &PolicyKey, version: TetragonVersion) -> Option<String
 /// The observed selector values of `evidence` for `category`: the values its design adds to
 /// selectors beyond the category's own (credential-like addresses for IMDS, scanners by full
 /// path, shells and netcats by full path, mining ports of 1024 and above and public addresses).
-/// Bounded by [`qflows_workflows::cdr::model::OBSERVED_LIMIT`] per kind.
+/// Bounded by [`qflows_workflows::cdr::evidence::OBSERVED_LIMIT`] per kind.
 pub fn observed(category: Category, ev: &Evidence) -> Observed {
     let mut out = Observed::default();
     match category {

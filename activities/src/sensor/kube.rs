@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
 };
-use qflows_workflows::cdr::KubeTarget;
+use qflows_workflows::cdr::model::KubeTarget;
 use qflows_workflows::sensor::model::{
     DeploySensorInput, RolloutStatus, SensorApplied, SensorDeployment,
 };

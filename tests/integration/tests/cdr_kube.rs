@@ -9,7 +9,7 @@ use qflows_activities::cdr::output::{api_resource, prune};
 use qflows_integration::kube::KubeApiServer;
 use qflows_integration::{TestEnv, wait_for};
 use qflows_workflows::CdrToPolicy;
-use qflows_workflows::cdr::{PoliciesView, ReviewRequest};
+use qflows_workflows::cdr::model::{PoliciesView, ReviewRequest};
 use qflows_workflows::clock::rfc3339;
 use qualys_emulator::EmulatorConfig;
 use serde_json::{Value, json};

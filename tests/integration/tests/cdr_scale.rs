@@ -11,8 +11,8 @@
 use qflows::policy::{query_policies, send_review};
 use qflows_integration::{Temporal, TestEnv, history_json};
 use qflows_workflows::CdrToPolicy;
-use qflows_workflows::cdr::model::Enforcement;
-use qflows_workflows::cdr::{PoliciesView, ReviewRequest};
+use qflows_workflows::cdr::evidence::Enforcement;
+use qflows_workflows::cdr::model::{PoliciesView, ReviewRequest};
 use qflows_workflows::clock::rfc3339;
 use qualys_emulator::EmulatorConfig;
 use serde_json::{Value, json};

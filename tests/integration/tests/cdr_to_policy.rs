@@ -6,8 +6,8 @@ use qflows_integration::{
     TestEnv, decoded_payloads, history_json, qflows_bin, record_history, wait_for,
 };
 use qflows_workflows::CdrToPolicy;
-use qflows_workflows::cdr::model::Enforcement;
-use qflows_workflows::cdr::{PoliciesView, PolicyRecord, ReviewRequest};
+use qflows_workflows::cdr::evidence::Enforcement;
+use qflows_workflows::cdr::model::{PoliciesView, PolicyRecord, ReviewRequest};
 use qflows_workflows::clock::rfc3339;
 use qualys_emulator::EmulatorConfig;
 use serde_json::{Value, json};

@@ -10,7 +10,7 @@
 //!
 //! Each area's activities live in `activities/src/<area>/`, beside the contracts they implement in
 //! `workflows/src/<area>/contracts.rs`: scan (`scan/mod.rs`; QScanner's in `scan/qscanner.rs`),
-//! registry, inventory, quarantine, sensor; CDR's are still in `activities/src/policies.rs`.
+//! registry, inventory, quarantine, sensor, cdr.
 
 use super::config::WorkerConfig;
 use super::deps::Dependencies;

@@ -15,7 +15,7 @@ use crate::kube::KubeError;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, ListParams};
 use qflows_workflows::FailureType;
-use qflows_workflows::cdr::KubeTarget;
+use qflows_workflows::cdr::model::KubeTarget;
 
 /// Pods that have finished are not running anything.
 const NOT_FINISHED: &str = "status.phase!=Succeeded,status.phase!=Failed";

@@ -14,7 +14,7 @@
 //! - the evidence of each policy lives in the results store, content-addressed (SHA-256); the
 //!   workflow keeps its hash, a summary, the observed selector values and the review state;
 //! - every bulk exchange is paged ([`PAYLOAD_BUDGET`], [`PAGE_POLICIES`]) and the queries answer
-//!   pages of at most [`crate::cdr::VIEW_PAGE_BYTES`];
+//!   pages of at most [`crate::cdr::model::VIEW_PAGE_BYTES`];
 //! - it continues as new when the server suggests it (or after 200 turns), carrying the state as
 //!   chunks in the store, after serving every accepted review request; a pending `sync` and the
 //!   schedule (next sync, fetch retry, end of the review window) carry over, so continuing adds
@@ -34,29 +34,30 @@
 #![allow(missing_docs)]
 
 mod legacy;
+mod state;
 
-use crate::cdr::model::{Enforcement, Observed};
-use crate::cdr::{
-    CarriedState, CdrToPolicyInput, EvidenceRef, FetchFindings, ImportLegacy, LegacyPolicyRecord,
-    MergeEvidence, PAGE_POLICIES, PAYLOAD_BUDGET, PoliciesQuery, PoliciesView, PolicyRecord,
-    PolicyUpdate, PublishBatch, PublishItem, PublishReport, ReviewNote, ReviewRequest, SyncReport,
-    SyncSchedule, VIEW_PAGE_BYTES, WindowBatch,
-};
-use crate::clock::rfc3339;
-use crate::contracts::{
+pub use state::CdrToPolicy;
+use state::{Change, Pending, UpdateError, at, legacy_view, note_for, now_secs, serve_outcome};
+
+use crate::cdr::contracts::{
     FetchCdrWindow, ImportCdrLegacy, LoadCdrState, MergeCdrEvidence, PublishCdrBatch, SaveCdrState,
+};
+use crate::cdr::evidence::{Enforcement, Observed};
+use crate::cdr::model::{
+    CarriedState, CdrToPolicyInput, FetchFindings, ImportLegacy, LegacyPolicyRecord, MergeEvidence,
+    PAGE_POLICIES, PAYLOAD_BUDGET, PoliciesQuery, PoliciesView, PolicyRecord, PolicyUpdate,
+    PublishBatch, PublishItem, PublishReport, ReviewNote, ReviewRequest, SyncReport, SyncSchedule,
+    VIEW_PAGE_BYTES, WindowBatch,
 };
 use crate::failure::{activity_failed, invalid_input, root_message};
 use crate::{input, options};
-use std::collections::{BTreeMap, BTreeSet};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use temporalio_macros::{workflow, workflow_methods};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use temporalio_macros::workflow_methods;
 use temporalio_sdk::{
     ActivityCloseTimeouts, ActivityOptions, ContinueAsNewOptions, SyncWorkflowContext,
     WorkflowContext, WorkflowContextView, WorkflowResult,
 };
-
-type UpdateError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Patch marking runs that keep evidence out of history (every run started by this code).
 const LIMITS_PATCH: &str = "cdr-limits";
@@ -77,51 +78,6 @@ const MIN_TURNS_PER_RUN: u32 = 3;
 const FETCH_RETRY_SECS: u64 = 300;
 /// How long loading the carried state may retry before the run gives up.
 const LOAD_RETRY_SECS: u64 = 7 * 24 * 3600;
-
-/// Review changes the workflow applies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Change {
-    Promote,
-    Rollback,
-}
-
-/// A review request waiting for the main loop.
-#[derive(Debug, Clone)]
-struct Pending {
-    id: u64,
-    change: Change,
-    request: ReviewRequest,
-    deadline_secs: u64,
-    taken: bool,
-}
-
-/// The `CdrToPolicy` workflow. Input: [`CdrToPolicyInput`] as JSON; output: [`PoliciesView`]
-/// (its first page).
-#[workflow]
-#[derive(Default)]
-pub struct CdrToPolicy {
-    input: Option<CdrToPolicyInput>,
-    /// This run keeps evidence in the store (`cdr-limits`); otherwise it is a [`legacy`] run.
-    limits: bool,
-    /// Policies of a legacy run.
-    legacy: BTreeMap<String, LegacyPolicyRecord>,
-    /// Policies.
-    policies: BTreeMap<String, PolicyRecord>,
-    /// Pruned policies whose removal is not published yet.
-    pending_removals: BTreeSet<String>,
-    window_end_secs: Option<u64>,
-    last_sync: Option<SyncReport>,
-    pending: Vec<Pending>,
-    outcomes: BTreeMap<u64, Result<PolicyRecord, String>>,
-    next_request: u64,
-    sync_requested: bool,
-    /// When a failed fetch is tried again (if no sync comes first).
-    retry_fetch_at: Option<u64>,
-    /// Syncs follow their own schedule (`cdr-sync-schedule`).
-    scheduled: bool,
-    /// When the next periodic sync is due (scheduled runs).
-    next_sync_at: Option<u64>,
-}
 
 #[workflow_methods]
 impl CdrToPolicy {
@@ -301,67 +257,8 @@ fn promotion_refusal(p: &PolicyRecord, r: &ReviewRequest) -> Option<String> {
     None
 }
 
-/// A legacy record as the query shows it (no stored evidence, no observed values).
-fn legacy_view(r: &LegacyPolicyRecord) -> PolicyRecord {
-    PolicyRecord {
-        name: r.name.clone(),
-        key: r.key.clone(),
-        evidence: EvidenceRef::of(String::new(), &r.evidence),
-        observed: Observed::default(),
-        observed_digest: Observed::default().digest(),
-        enforcement: r.enforcement,
-        changed_at: r.changed_at.clone(),
-        changed_secs: r.changed_secs,
-        evidence_secs: r.evidence_secs,
-        promoted: r.promoted.clone(),
-        hold: r.hold,
-        approved: None,
-        block_refusal: r.key.workload.is_unknown().then(|| {
-            "its findings name no namespace, pod labels or image to scope it to".to_string()
-        }),
-        unpublished: false,
-    }
-}
-
 fn view(ctx: &WorkflowContext<CdrToPolicy>) -> PoliciesView {
     ctx.state(|s| s.view(&PoliciesQuery::default()))
-}
-
-fn now(ctx: &WorkflowContext<CdrToPolicy>) -> SystemTime {
-    ctx.workflow_time().unwrap_or(UNIX_EPOCH)
-}
-
-fn now_secs(ctx: &WorkflowContext<CdrToPolicy>) -> u64 {
-    secs(now(ctx))
-}
-
-fn secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-fn at(secs: u64) -> String {
-    rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
-}
-
-fn note_for(by: &str, reason: &str, now: u64) -> ReviewNote {
-    ReviewNote {
-        by: by.into(),
-        reason: reason.into(),
-        at: at(now),
-        at_secs: now,
-    }
-}
-
-/// Answers request `id` and takes it out of the queue.
-fn serve_outcome(
-    ctx: &mut WorkflowContext<CdrToPolicy>,
-    id: u64,
-    outcome: Result<PolicyRecord, String>,
-) {
-    ctx.state_mut(|s| {
-        s.pending.retain(|p| p.id != id);
-        s.outcomes.insert(id, outcome);
-    });
 }
 
 /// Handler side of `promote`/`rollback`: queue the request, wait for its outcome or its lapse.
@@ -716,7 +613,7 @@ async fn merge_window(
     ctx: &mut WorkflowContext<CdrToPolicy>,
     input: &CdrToPolicyInput,
     window: WindowBatch,
-) -> Result<(Vec<PolicyUpdate>, crate::cdr::FindingsReport), String> {
+) -> Result<(Vec<PolicyUpdate>, crate::cdr::model::FindingsReport), String> {
     let Some(batch) = window.batch else {
         return Ok((Vec::new(), window.report));
     };

@@ -3,13 +3,15 @@
 //! recorded histories replay; they continue as new (into the current form) when the server
 //! suggests it or after 200 turns, whichever comes first.
 
-use super::{CdrToPolicy, Change, Pending, at, legacy_view, note_for, now_secs, serve_outcome};
-use crate::cdr::model::{Enforcement, Evidence, PolicyKey};
-use crate::cdr::{
+use super::state::{
+    CdrToPolicy, Change, Pending, UpdateError, at, legacy_view, note_for, now_secs, serve_outcome,
+};
+use crate::cdr::contracts::{FetchCdrEvidence, PublishCdrPolicies};
+use crate::cdr::evidence::{Enforcement, Evidence, PolicyKey};
+use crate::cdr::model::{
     CarriedState, CdrToPolicyInput, EvidenceBatch, FetchFindings, LegacyPolicyRecord, PoliciesView,
     PublishPolicies, PublishReport, ReviewRequest, SyncReport,
 };
-use crate::contracts::{FetchCdrEvidence, PublishCdrPolicies};
 use crate::failure::{activity_failed, root_message};
 use crate::options;
 use std::time::Duration;
@@ -101,11 +103,7 @@ pub(super) async fn run(
 }
 
 /// The validator of such a run.
-pub(super) fn check(
-    s: &CdrToPolicy,
-    change: Change,
-    r: &ReviewRequest,
-) -> Result<(), super::UpdateError> {
+pub(super) fn check(s: &CdrToPolicy, change: Change, r: &ReviewRequest) -> Result<(), UpdateError> {
     let Some(p) = s.legacy.get(&r.policy) else {
         return Err(format!("no policy {:?} in this policy set", r.policy).into());
     };
@@ -295,7 +293,7 @@ fn set_enforcement(
     p: &mut LegacyPolicyRecord,
     e: Enforcement,
     now: u64,
-    promoted: Option<crate::cdr::ReviewNote>,
+    promoted: Option<crate::cdr::model::ReviewNote>,
 ) {
     p.enforcement = e;
     p.promoted = promoted;
