@@ -261,7 +261,9 @@ impl QualysClient {
         let mut relogged = false;
         loop {
             let bearer = inner.auth.bearer().await?;
-            let reply = self.send_once(call, endpoint, &url, family, &bearer).await?;
+            let reply = self
+                .send_once(call, endpoint, &url, family, &bearer)
+                .await?;
             let throttled = matches!(reply.status, 429 | 409);
             inner
                 .limiter
