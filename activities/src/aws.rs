@@ -232,23 +232,39 @@ pub async fn ensure_scan_role(
         None => ("/".to_string(), arn.name),
     };
     let policy = trust_policy(arn.partition, qualys);
-    let mut change = RoleChange::Unchanged;
+    let change = ensure_trusting_role(iam, name, path, &policy).await?;
+    let attached = ensure_ecr_read_only(iam, name, arn.partition).await?;
+    Ok(if attached && change == RoleChange::Unchanged {
+        RoleChange::Updated
+    } else {
+        change
+    })
+}
 
+/// Creates role `name` trusting `policy`, or replaces the trust policy of an existing role
+/// that does not trust Qualys the way `policy` says.
+async fn ensure_trusting_role(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    path: String,
+    policy: &Value,
+) -> Result<RoleChange, AwsError> {
     match iam.get_role().role_name(name).send().await {
         Ok(found) => {
             let document = found
                 .role()
                 .and_then(|r| r.assume_role_policy_document())
                 .unwrap_or_default();
-            if !trusts(document, &policy) {
-                iam.update_assume_role_policy()
-                    .role_name(name)
-                    .policy_document(policy.to_string())
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("iam:UpdateAssumeRolePolicy", e))?;
-                change = RoleChange::Updated;
+            if trusts(document, policy) {
+                return Ok(RoleChange::Unchanged);
             }
+            iam.update_assume_role_policy()
+                .role_name(name)
+                .policy_document(policy.to_string())
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("iam:UpdateAssumeRolePolicy", e))?;
+            Ok(RoleChange::Updated)
         }
         Err(e)
             if e.as_service_error()
@@ -273,12 +289,20 @@ pub async fn ensure_scan_role(
                 .send()
                 .await
                 .map_err(|e| AwsError::from_sdk("iam:CreateRole", e))?;
-            change = RoleChange::Created;
+            Ok(RoleChange::Created)
         }
-        Err(e) => return Err(AwsError::from_sdk("iam:GetRole", e)),
+        Err(e) => Err(AwsError::from_sdk("iam:GetRole", e)),
     }
+}
 
-    let policy_arn = format!("arn:{}:iam::aws:{ECR_READ_ONLY}", arn.partition);
+/// Attaches the AWS-managed ECR read-only policy to role `name` unless it is attached; returns
+/// whether it attached it.
+async fn ensure_ecr_read_only(
+    iam: &aws_sdk_iam::Client,
+    name: &str,
+    partition: &str,
+) -> Result<bool, AwsError> {
+    let policy_arn = format!("arn:{partition}:iam::aws:{ECR_READ_ONLY}");
     let attached = iam
         .list_attached_role_policies()
         .role_name(name)
@@ -289,18 +313,16 @@ pub async fn ensure_scan_role(
         .attached_policies()
         .iter()
         .any(|p| p.policy_arn() == Some(policy_arn.as_str()));
-    if !has_policy {
-        iam.attach_role_policy()
-            .role_name(name)
-            .policy_arn(&policy_arn)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("iam:AttachRolePolicy", e))?;
-        if change == RoleChange::Unchanged {
-            change = RoleChange::Updated;
-        }
+    if has_policy {
+        return Ok(false);
     }
-    Ok(change)
+    iam.attach_role_policy()
+        .role_name(name)
+        .policy_arn(&policy_arn)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("iam:AttachRolePolicy", e))?;
+    Ok(true)
 }
 
 #[cfg(test)]

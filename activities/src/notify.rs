@@ -524,85 +524,94 @@ fn redact(message: &str, url: &url::Url) -> String {
 /// without control characters.
 pub fn sns_message(n: &Notification) -> (String, String) {
     let (subject, body) = match n.kind {
-        NotificationKind::VerdictChanged => {
-            let subject = match (&n.summary, n.verdict) {
-                (Some(s), _) => format!(
-                    "Fargate Scan: {} - {}C/{}H",
-                    n.repository, s.critical, s.high
-                ),
-                (None, Some(v)) => format!(
-                    "Fargate Scan: {} - {}",
-                    n.repository,
-                    verdict_word(v).to_uppercase()
-                ),
-                (None, None) => format!("Fargate Scan: {} - no results", n.repository),
-            };
-            let body = json!({
-                "trigger": n.trigger,
-                "repository": n.repository,
-                "tag": n.tag,
-                "task_definition": n.task_definition,
-                "service": n.service,
-                "cluster": n.cluster,
-                "vulnerabilities": n.summary.map(|s| json!({
-                    "total": s.total(),
-                    "critical": s.critical,
-                    "high": s.high,
-                    "medium": s.medium,
-                    "low": s.low,
-                })),
-                "scanned_at": n.scanned_at,
-                "digest": n.digest,
-                "image": n.image,
-                "verdict": n.verdict,
-                "previous_verdict": n.previous_verdict,
-                "result_ref": n.result_ref,
-                "secrets": n.summary.map(|s| s.secrets),
-                "account_id": n.account_id,
-                "region": n.region,
-                "running_in": n.running_in,
-            });
-            (subject, body)
-        }
-        NotificationKind::ScanFailed => {
-            let subject = format!("Scan Failed: {}", n.repository);
-            let body = json!({
-                "trigger": n.trigger,
-                "repository": n.repository,
-                "task_definition": n.task_definition,
-                "error": n.error.as_deref().map(|e| truncate(e, ERROR_MAX_CHARS)),
-                "status": "failed",
-                "digest": n.digest,
-                "image": n.image,
-                "tag": n.tag,
-            });
-            (subject, body)
-        }
-        NotificationKind::SecretsFound => {
-            let tag = n.tag.as_deref().unwrap_or("untagged");
-            let subject = format!("Security Alert: {}:{tag}", n.repository);
-            let body = json!({
-                "repository": n.repository,
-                "imageDigest": n.digest,
-                "imageTag": tag,
-                "scannedAt": n.scanned_at,
-                "summary": n.summary.map(|s| json!({
-                    "vulnerabilities": s.total(),
-                    "critical": s.critical,
-                    "high": s.high,
-                    "secrets": s.secrets,
-                })),
-                "image": n.image,
-                "accountId": n.account_id,
-                "region": n.region,
-                "trigger": n.trigger,
-                "resultRef": n.result_ref,
-                "verdict": n.verdict,
-            });
-            (subject, body)
-        }
+        NotificationKind::VerdictChanged => verdict_changed_message(n),
+        NotificationKind::ScanFailed => scan_failed_message(n),
+        NotificationKind::SecretsFound => secrets_found_message(n),
     };
     (sns_subject(&subject), body.to_string())
+}
+
+/// The raw subject and the body of a [`NotificationKind::VerdictChanged`] message.
+fn verdict_changed_message(n: &Notification) -> (String, Value) {
+    let subject = match (&n.summary, n.verdict) {
+        (Some(s), _) => format!(
+            "Fargate Scan: {} - {}C/{}H",
+            n.repository, s.critical, s.high
+        ),
+        (None, Some(v)) => format!(
+            "Fargate Scan: {} - {}",
+            n.repository,
+            verdict_word(v).to_uppercase()
+        ),
+        (None, None) => format!("Fargate Scan: {} - no results", n.repository),
+    };
+    let body = json!({
+        "trigger": n.trigger,
+        "repository": n.repository,
+        "tag": n.tag,
+        "task_definition": n.task_definition,
+        "service": n.service,
+        "cluster": n.cluster,
+        "vulnerabilities": n.summary.map(|s| json!({
+            "total": s.total(),
+            "critical": s.critical,
+            "high": s.high,
+            "medium": s.medium,
+            "low": s.low,
+        })),
+        "scanned_at": n.scanned_at,
+        "digest": n.digest,
+        "image": n.image,
+        "verdict": n.verdict,
+        "previous_verdict": n.previous_verdict,
+        "result_ref": n.result_ref,
+        "secrets": n.summary.map(|s| s.secrets),
+        "account_id": n.account_id,
+        "region": n.region,
+        "running_in": n.running_in,
+    });
+    (subject, body)
+}
+
+/// The raw subject and the body of a [`NotificationKind::ScanFailed`] message.
+fn scan_failed_message(n: &Notification) -> (String, Value) {
+    let subject = format!("Scan Failed: {}", n.repository);
+    let body = json!({
+        "trigger": n.trigger,
+        "repository": n.repository,
+        "task_definition": n.task_definition,
+        "error": n.error.as_deref().map(|e| truncate(e, ERROR_MAX_CHARS)),
+        "status": "failed",
+        "digest": n.digest,
+        "image": n.image,
+        "tag": n.tag,
+    });
+    (subject, body)
+}
+
+/// The raw subject and the body of a [`NotificationKind::SecretsFound`] message.
+fn secrets_found_message(n: &Notification) -> (String, Value) {
+    let tag = n.tag.as_deref().unwrap_or("untagged");
+    let subject = format!("Security Alert: {}:{tag}", n.repository);
+    let body = json!({
+        "repository": n.repository,
+        "imageDigest": n.digest,
+        "imageTag": tag,
+        "scannedAt": n.scanned_at,
+        "summary": n.summary.map(|s| json!({
+            "vulnerabilities": s.total(),
+            "critical": s.critical,
+            "high": s.high,
+            "secrets": s.secrets,
+        })),
+        "image": n.image,
+        "accountId": n.account_id,
+        "region": n.region,
+        "trigger": n.trigger,
+        "resultRef": n.result_ref,
+        "verdict": n.verdict,
+    });
+    (subject, body)
 }
 
 /// The webhook's JSON body: `{"text": <one Slack-compatible line>, "notification": <n>}`.

@@ -432,131 +432,175 @@ impl Resolver {
 }
 
 /// Resolves every image of a deployment request to a digest where one can be found.
+///
+/// The images are the event's own; failing those, the Azure resource's; failing those, the ECS
+/// task definition's (named by the event or by its service).
 pub async fn resolve_request(
     resolver: &Resolver,
     request: &ScanRequest,
 ) -> Result<Vec<ResolvedImage>, ResolveError> {
-    let missing = |what: &str| AwsError::Invalid {
-        operation: "resolve",
-        code: "MissingField".into(),
-        message: format!("the event names no {what}"),
-    };
     let mut images = request.images.clone();
     // Registries the Azure resource pulls from with credentials of its own.
     let mut credentialed: Vec<String> = Vec::new();
     if images.is_empty()
         && let Some(resource) = &request.azure_resource
     {
-        let (found, servers) = resolver.azure()?.resource_deployment(resource).await?;
-        credentialed = servers;
-        for image in found {
-            let parsed = ImageRef::parse(&image).map_err(|e| AzureError::BadResponse {
-                what: format!("GET {resource}"),
-                message: format!("image `{image}`: {e}"),
-            })?;
-            if !images.contains(&parsed) {
-                images.push(parsed);
-            }
-        }
+        credentialed = add_azure_resource_images(resolver, resource, &mut images).await?;
     }
     if images.is_empty() {
-        let task_definition = match (&request.task_definition, &request.service) {
-            (Some(td), _) => td.clone(),
-            (None, Some(service)) => {
-                let account = request
-                    .account_id
-                    .as_deref()
-                    .ok_or_else(|| missing("account"))?;
-                let region = request.region.as_deref().ok_or_else(|| missing("region"))?;
-                resolver
-                    .service_task_definition(
-                        account,
-                        region,
-                        service.cluster.as_deref(),
-                        &service.service,
-                    )
-                    .await?
-            }
-            (None, None) => return Err(missing("image, task definition or service").into()),
-        };
-        let (account, region) = match arn_account_region(&task_definition) {
-            Some(ar) => ar,
-            None => (
-                request
-                    .account_id
-                    .clone()
-                    .ok_or_else(|| missing("account"))?,
-                request.region.clone().ok_or_else(|| missing("region"))?,
-            ),
-        };
-        for image in resolver
-            .task_definition_images(&account, &region, &task_definition)
-            .await?
-        {
-            let parsed = ImageRef::parse(&image).map_err(|e| AwsError::Invalid {
-                operation: "ecs:DescribeTaskDefinition",
-                code: "InvalidImage".into(),
-                message: format!("task definition `{task_definition}`: {e}"),
-            })?;
-            if !images.contains(&parsed) {
-                images.push(parsed);
-            }
-        }
+        add_task_definition_images(resolver, request, &mut images).await?;
     }
     let mut resolved = Vec::with_capacity(images.len());
     for image in images {
-        // A private registry that needs the deployment's own credentials: qflows has none for
-        // it (ACR is pulled with qflows' own identity), so a scan could only fail.
-        let host = image.registry.to_ascii_lowercase();
-        if !matches!(image.kind(), RegistryKind::Acr { .. }) && credentialed.contains(&host) {
-            resolved.push(ResolvedImage {
-                skipped: Some(format!(
-                    "the deployment pulls {host} with registry credentials of its own, which \
-                     qflows does not have: not scanned"
-                )),
-                image,
-                digest: None,
-            });
-            continue;
-        }
-        let (digest, skipped) = match (&image.digest, image.kind(), &image.tag) {
-            (Some(d), _, _) => (Some(d.clone()), None),
-            (
-                None,
-                RegistryKind::Ecr {
-                    account_id, region, ..
-                },
-                _,
-            ) => {
-                let tag = image.tag_or_latest().unwrap_or("latest").to_string();
-                match resolver
-                    .ecr_digest(&account_id, &region, &image.repository, &tag)
-                    .await?
-                {
-                    Ok(d) => (Some(d), None),
-                    Err(why) => (None, Some(why)),
-                }
-            }
-            (None, RegistryKind::Acr { .. }, _) => {
-                let tag = image.tag_or_latest().unwrap_or("latest").to_string();
-                match resolver
-                    .azure()?
-                    .acr_digest(&image.registry, &image.repository, &tag)
-                    .await?
-                {
-                    Ok(d) => (Some(d), None),
-                    Err(why) => (None, Some(why)),
-                }
-            }
-            (None, _, _) => (None, None),
-        };
-        resolved.push(ResolvedImage {
-            image,
-            digest,
-            skipped,
-        });
+        resolved.push(resolve_image(resolver, image, &credentialed).await?);
     }
     Ok(resolved)
+}
+
+/// The error for a field the event lacks.
+fn missing(what: &str) -> AwsError {
+    AwsError::Invalid {
+        operation: "resolve",
+        code: "MissingField".into(),
+        message: format!("the event names no {what}"),
+    }
+}
+
+/// Adds the images an Azure resource deploys to `images` (once each); returns the registries
+/// it pulls from with credentials of its own.
+async fn add_azure_resource_images(
+    resolver: &Resolver,
+    resource: &str,
+    images: &mut Vec<ImageRef>,
+) -> Result<Vec<String>, ResolveError> {
+    let (found, servers) = resolver.azure()?.resource_deployment(resource).await?;
+    for image in found {
+        let parsed = ImageRef::parse(&image).map_err(|e| AzureError::BadResponse {
+            what: format!("GET {resource}"),
+            message: format!("image `{image}`: {e}"),
+        })?;
+        if !images.contains(&parsed) {
+            images.push(parsed);
+        }
+    }
+    Ok(servers)
+}
+
+/// Adds the images of the request's ECS task definition to `images` (once each).
+async fn add_task_definition_images(
+    resolver: &Resolver,
+    request: &ScanRequest,
+    images: &mut Vec<ImageRef>,
+) -> Result<(), ResolveError> {
+    let task_definition = task_definition_of(resolver, request).await?;
+    // A full ARN names its account and region; a family:revision uses the event's.
+    let (account, region) = match arn_account_region(&task_definition) {
+        Some(ar) => ar,
+        None => (
+            request
+                .account_id
+                .clone()
+                .ok_or_else(|| missing("account"))?,
+            request.region.clone().ok_or_else(|| missing("region"))?,
+        ),
+    };
+    for image in resolver
+        .task_definition_images(&account, &region, &task_definition)
+        .await?
+    {
+        let parsed = ImageRef::parse(&image).map_err(|e| AwsError::Invalid {
+            operation: "ecs:DescribeTaskDefinition",
+            code: "InvalidImage".into(),
+            message: format!("task definition `{task_definition}`: {e}"),
+        })?;
+        if !images.contains(&parsed) {
+            images.push(parsed);
+        }
+    }
+    Ok(())
+}
+
+/// The task definition the event names, or the one its ECS service runs.
+async fn task_definition_of(
+    resolver: &Resolver,
+    request: &ScanRequest,
+) -> Result<String, ResolveError> {
+    match (&request.task_definition, &request.service) {
+        (Some(td), _) => Ok(td.clone()),
+        (None, Some(service)) => {
+            let account = request
+                .account_id
+                .as_deref()
+                .ok_or_else(|| missing("account"))?;
+            let region = request.region.as_deref().ok_or_else(|| missing("region"))?;
+            Ok(resolver
+                .service_task_definition(
+                    account,
+                    region,
+                    service.cluster.as_deref(),
+                    &service.service,
+                )
+                .await?)
+        }
+        (None, None) => Err(missing("image, task definition or service").into()),
+    }
+}
+
+/// The digest of one image: its own, or the tag's in ECR or ACR; or why it is skipped.
+async fn resolve_image(
+    resolver: &Resolver,
+    image: ImageRef,
+    credentialed: &[String],
+) -> Result<ResolvedImage, ResolveError> {
+    // A private registry that needs the deployment's own credentials: qflows has none for
+    // it (ACR is pulled with qflows' own identity), so a scan could only fail.
+    let host = image.registry.to_ascii_lowercase();
+    if !matches!(image.kind(), RegistryKind::Acr { .. }) && credentialed.contains(&host) {
+        return Ok(ResolvedImage {
+            skipped: Some(format!(
+                "the deployment pulls {host} with registry credentials of its own, which \
+                 qflows does not have: not scanned"
+            )),
+            image,
+            digest: None,
+        });
+    }
+    let (digest, skipped) = match (&image.digest, image.kind(), &image.tag) {
+        (Some(d), _, _) => (Some(d.clone()), None),
+        (
+            None,
+            RegistryKind::Ecr {
+                account_id, region, ..
+            },
+            _,
+        ) => {
+            let tag = image.tag_or_latest().unwrap_or("latest").to_string();
+            match resolver
+                .ecr_digest(&account_id, &region, &image.repository, &tag)
+                .await?
+            {
+                Ok(d) => (Some(d), None),
+                Err(why) => (None, Some(why)),
+            }
+        }
+        (None, RegistryKind::Acr { .. }, _) => {
+            let tag = image.tag_or_latest().unwrap_or("latest").to_string();
+            match resolver
+                .azure()?
+                .acr_digest(&image.registry, &image.repository, &tag)
+                .await?
+            {
+                Ok(d) => (Some(d), None),
+                Err(why) => (None, Some(why)),
+            }
+        }
+        (None, _, _) => (None, None),
+    };
+    Ok(ResolvedImage {
+        image,
+        digest,
+        skipped,
+    })
 }
 
 #[cfg(test)]

@@ -132,7 +132,21 @@ pub(crate) fn build_in(
     out_dir: &Path,
     tmp: &Path,
 ) -> CommandSpec {
-    let out_dir = out_dir.to_path_buf();
+    let mut spec = CommandSpec {
+        program: cfg.binary.clone(),
+        args: arguments(cfg, job, out_dir),
+        env: Vec::new(),
+        current_dir: out_dir.to_path_buf(),
+    };
+    set_process_env(&mut spec, cfg, tmp);
+    set_credentials(&mut spec, cfg, job);
+    set_job_env(&mut spec, job);
+    spec
+}
+
+/// QScanner's argv: platform, scan types, directories, mode, formats, then `image <ref>`.
+/// Never a secret: argv is visible to every process on the host.
+fn arguments(cfg: &QScannerConfig, job: &ScanJob, out_dir: &Path) -> Vec<String> {
     let mut args: Vec<String> = Vec::new();
     let flag = |args: &mut Vec<String>, name: &str, value: String| {
         args.push(name.to_string());
@@ -145,7 +159,7 @@ pub(crate) fn build_in(
         (None, None) => {}
     }
     flag(&mut args, "--scan-types", cfg.scan_types.join(","));
-    flag(&mut args, "--output-dir", path_arg(&out_dir));
+    flag(&mut args, "--output-dir", path_arg(out_dir));
     if let Some(cache) = &cfg.cache_dir {
         flag(&mut args, "--cache-dir", path_arg(cache));
     }
@@ -167,13 +181,11 @@ pub(crate) fn build_in(
     flag(&mut args, "--log-level", "info".to_string());
     args.push("image".to_string());
     args.push(job.image.clone());
+    args
+}
 
-    let mut spec = CommandSpec {
-        program: cfg.binary.clone(),
-        args,
-        env: Vec::new(),
-        current_dir: out_dir,
-    };
+/// `PATH`, `HOME`, `TMPDIR` and the passed-through variables of the worker's environment.
+fn set_process_env(spec: &mut CommandSpec, cfg: &QScannerConfig, tmp: &Path) {
     let path = std::env::var("PATH")
         .ok()
         .filter(|p| !p.is_empty())
@@ -190,6 +202,10 @@ pub(crate) fn build_in(
             spec.set(name, Secret::new(value));
         }
     }
+}
+
+/// The Qualys token and the registry credentials.
+fn set_credentials(spec: &mut CommandSpec, cfg: &QScannerConfig, job: &ScanJob) {
     // §4.2: the token only ever travels in the environment, never in argv.
     spec.set("QUALYS_ACCESS_TOKEN", cfg.access_token.clone());
     if let Some(reg) = &job.registry {
@@ -203,6 +219,10 @@ pub(crate) fn build_in(
             spec.set("QSCANNER_REGISTRY_TOKEN", token.clone());
         }
     }
+}
+
+/// The ECR region (unless the job gives one) and the job's own variables, except reserved ones.
+fn set_job_env(spec: &mut CommandSpec, job: &ScanJob) {
     // §4.3: for ECR, QScanner uses the AWS SDK, which needs the region.
     let has_region = job
         .extra_env
@@ -216,7 +236,6 @@ pub(crate) fn build_in(
             spec.set(name, value.clone());
         }
     }
-    spec
 }
 
 fn path_arg(p: &Path) -> String {

@@ -493,6 +493,8 @@ pub(crate) async fn read_sarif(path: &Path) -> Result<SarifReport, QScannerError
     Ok(sarif_report(parsed, &label))
 }
 
+/// The report of a parsed SARIF document: the image facts of the first run that has them, and
+/// one finding per QID over all runs, most severe first.
 fn sarif_report(doc: SarifDoc, label: &str) -> SarifReport {
     let mut report = SarifReport::default();
     let runs = doc.runs.items;
@@ -504,81 +506,8 @@ fn sarif_report(doc: SarifDoc, label: &str) -> SarifReport {
     let mut by_qid: BTreeMap<u64, Finding> = BTreeMap::new();
     let mut unidentified = 0usize;
     for Obj(run) in runs {
-        let p = &run.properties.0;
-        if report.image_id.is_none() {
-            report.image_id = p
-                .imageID
-                .0
-                .clone()
-                .or_else(|| p.imageId.0.clone())
-                .or_else(|| p.imageSha.0.clone())
-                .map(|id| normalize_image_id(&id));
-        }
-        if report.image_digest.is_none() {
-            report.image_digest = p.imageDigest.0.clone().or_else(|| p.digest.0.clone());
-        }
-        if report.os.is_none() {
-            report.os =
-                p.os.0
-                    .clone()
-                    .or_else(|| p.operatingSystem.0.clone())
-                    .or_else(|| p.OS.0.clone());
-        }
-        let rules_list = run.tool.0.driver.0.rules.items;
-        let rules: BTreeMap<&str, &Rule> = rules_list
-            .iter()
-            .filter_map(|Obj(r)| r.id.0.as_deref().map(|id| (id, r)))
-            .collect();
-        let empty = Props::default();
-        for ((rule_id, rule_index, own_qid), folded) in run.results.0 {
-            let rule = rule_id
-                .as_deref()
-                .and_then(|id| rules.get(id).copied())
-                .or_else(|| rule_index.and_then(|i| rules_list.get(i as usize).map(|r| &r.0)));
-            let rule_props = rule.map(|r| &r.properties.0).unwrap_or(&empty);
-            let Some(qid) = own_qid
-                .or_else(|| rule_props.qid())
-                .or_else(|| rule_id.as_deref().and_then(|id| id.trim().parse().ok()))
-            else {
-                unidentified += 1;
-                continue;
-            };
-            let severity = rule_props.severity().or(folded.severity);
-            let title = rule
-                .and_then(|r| {
-                    r.shortDescription
-                        .0
-                        .text
-                        .0
-                        .clone()
-                        .or_else(|| r.name.0.clone())
-                        .or_else(|| r.fullDescription.0.text.0.clone())
-                })
-                .or(folded.message)
-                .unwrap_or_default();
-            let mut cves = rule_props.cves();
-            push_unique(&mut cves, folded.cves);
-            let qds = rule_props.qds().or(folded.qds);
-            let entry = by_qid.entry(qid).or_insert_with(|| Finding {
-                qid,
-                ..Finding::default()
-            });
-            if entry.severity.is_none() {
-                entry.severity = severity;
-            }
-            if entry.title.is_empty() {
-                entry.title = title;
-            }
-            if entry.qds.is_none() {
-                entry.qds = qds;
-            }
-            push_unique(&mut entry.cves, cves);
-            for p in folded.packages {
-                if !entry.packages.contains(&p) {
-                    entry.packages.push(p);
-                }
-            }
-        }
+        take_image_facts(&mut report, &run.properties.0);
+        unidentified += fold_results(run, &mut by_qid);
     }
     let mut findings: Vec<Finding> = by_qid.into_values().collect();
     let unrated = findings.iter().filter(|f| f.severity.is_none()).count();
@@ -595,6 +524,98 @@ fn sarif_report(doc: SarifDoc, label: &str) -> SarifReport {
     }
     report.findings = findings;
     report
+}
+
+/// Takes the image ID, digest and OS from a run's properties where the report has none yet.
+fn take_image_facts(report: &mut SarifReport, p: &RunProps) {
+    if report.image_id.is_none() {
+        report.image_id = p
+            .imageID
+            .0
+            .clone()
+            .or_else(|| p.imageId.0.clone())
+            .or_else(|| p.imageSha.0.clone())
+            .map(|id| normalize_image_id(&id));
+    }
+    if report.image_digest.is_none() {
+        report.image_digest = p.imageDigest.0.clone().or_else(|| p.digest.0.clone());
+    }
+    if report.os.is_none() {
+        report.os =
+            p.os.0
+                .clone()
+                .or_else(|| p.operatingSystem.0.clone())
+                .or_else(|| p.OS.0.clone());
+    }
+}
+
+/// Folds a run's results into `by_qid`, each with its rule (by id, else by index); returns how
+/// many results had no QID (own, rule's, or a numeric rule id) and were skipped.
+fn fold_results(run: Run, by_qid: &mut BTreeMap<u64, Finding>) -> usize {
+    let rules_list = run.tool.0.driver.0.rules.items;
+    let rules: BTreeMap<&str, &Rule> = rules_list
+        .iter()
+        .filter_map(|Obj(r)| r.id.0.as_deref().map(|id| (id, r)))
+        .collect();
+    let empty = Props::default();
+    let mut unidentified = 0usize;
+    for ((rule_id, rule_index, own_qid), folded) in run.results.0 {
+        let rule = rule_id
+            .as_deref()
+            .and_then(|id| rules.get(id).copied())
+            .or_else(|| rule_index.and_then(|i| rules_list.get(i as usize).map(|r| &r.0)));
+        let rule_props = rule.map(|r| &r.properties.0).unwrap_or(&empty);
+        let Some(qid) = own_qid
+            .or_else(|| rule_props.qid())
+            .or_else(|| rule_id.as_deref().and_then(|id| id.trim().parse().ok()))
+        else {
+            unidentified += 1;
+            continue;
+        };
+        let entry = by_qid.entry(qid).or_insert_with(|| Finding {
+            qid,
+            ..Finding::default()
+        });
+        merge_result(entry, rule, rule_props, folded);
+    }
+    unidentified
+}
+
+/// Merges one result into its QID's finding: the rule's facts before the result's own, and
+/// what the finding already has before either (the first run to say wins); CVEs and packages
+/// are united.
+fn merge_result(entry: &mut Finding, rule: Option<&Rule>, rule_props: &Props, folded: Folded) {
+    let severity = rule_props.severity().or(folded.severity);
+    let title = rule
+        .and_then(|r| {
+            r.shortDescription
+                .0
+                .text
+                .0
+                .clone()
+                .or_else(|| r.name.0.clone())
+                .or_else(|| r.fullDescription.0.text.0.clone())
+        })
+        .or(folded.message)
+        .unwrap_or_default();
+    let mut cves = rule_props.cves();
+    push_unique(&mut cves, folded.cves);
+    let qds = rule_props.qds().or(folded.qds);
+    if entry.severity.is_none() {
+        entry.severity = severity;
+    }
+    if entry.title.is_empty() {
+        entry.title = title;
+    }
+    if entry.qds.is_none() {
+        entry.qds = qds;
+    }
+    push_unique(&mut entry.cves, cves);
+    for p in folded.packages {
+        if !entry.packages.contains(&p) {
+            entry.packages.push(p);
+        }
+    }
 }
 
 /// Counts findings by severity.

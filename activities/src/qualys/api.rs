@@ -1,10 +1,12 @@
 //! The endpoints qflows uses (docs/qualys-api.md §2.1, §3.1).
 
+use super::client::{Answer, Call, QualysClient};
+use super::error::QualysError;
+use super::paging::CdrPage;
 use super::types::{
     AwsBase, AwsConnector, CdrFinding, CdrQuery, CreateAwsConnector, CreateEcrRegistry, Image,
     OnDemandSchedule, Registry, Sensor, SeverityCounts, Vulnerability,
 };
-use super::{Answer, Call, QualysClient, QualysError};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -281,7 +283,7 @@ impl QualysClient {
         &self,
         q: &CdrQuery,
         offset: u64,
-    ) -> Result<super::CdrPage<CdrFinding>, QualysError> {
+    ) -> Result<CdrPage<CdrFinding>, QualysError> {
         self.cdr_page(q, offset).await
     }
 }

@@ -8,8 +8,9 @@
 //!
 //! Both stop with an error after [`MAX_PAGES`] pages, so a lying server cannot loop us forever.
 
+use super::client::{Answer, Call, QualysClient};
+use super::error::QualysError;
 use super::types::CdrQuery;
-use super::{Answer, Call, QualysClient, QualysError};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 

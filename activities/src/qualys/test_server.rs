@@ -189,6 +189,21 @@ async fn serve(
     handler: Handler,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream);
+    let req = read_request(&mut reader).await?;
+    let now = current.fetch_add(1, Ordering::SeqCst) + 1;
+    max_concurrent.fetch_max(now, Ordering::SeqCst);
+    log.lock().unwrap().push(req.clone());
+    let reply = handler(&req);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    // Done before writing: the client cannot see the answer (and free its slot) earlier.
+    current.fetch_sub(1, Ordering::SeqCst);
+    write_reply(reader.into_inner(), &reply).await
+}
+
+/// Reads the request line, the headers and a `Content-Length` body.
+async fn read_request(reader: &mut BufReader<TcpStream>) -> std::io::Result<Req> {
     let mut line = String::new();
     reader.read_line(&mut line).await?;
     let mut parts = line.split_whitespace();
@@ -219,21 +234,18 @@ async fn serve(
         Some((p, q)) => (p.to_string(), q.to_string()),
         None => (target.clone(), String::new()),
     };
-    let req = Req {
+    Ok(Req {
         method,
         path,
         raw_query,
         headers,
         body,
         at: Instant::now(),
-    };
-    let now = current.fetch_add(1, Ordering::SeqCst) + 1;
-    max_concurrent.fetch_max(now, Ordering::SeqCst);
-    log.lock().unwrap().push(req.clone());
-    let reply = handler(&req);
-    if !reply.delay.is_zero() {
-        tokio::time::sleep(reply.delay).await;
-    }
+    })
+}
+
+/// Writes `reply` (its body cut at `cut_at`, if set) and closes the connection.
+async fn write_reply(mut stream: TcpStream, reply: &Reply) -> std::io::Result<()> {
     let reason = reqwest::StatusCode::from_u16(reply.status)
         .ok()
         .and_then(|s| s.canonical_reason())
@@ -249,9 +261,6 @@ async fn serve(
         head.push_str(&format!("Content-Length: {}\r\n", reply.body.len()));
     }
     head.push_str("\r\n");
-    // Done before writing: the client cannot see the answer (and free its slot) earlier.
-    current.fetch_sub(1, Ordering::SeqCst);
-    let mut stream = reader.into_inner();
     stream.write_all(head.as_bytes()).await?;
     let body = match reply.cut_at {
         Some(n) => &reply.body[..n.min(reply.body.len())],
