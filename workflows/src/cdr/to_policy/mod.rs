@@ -313,33 +313,9 @@ async fn run_within_limits(
     ctx: &mut WorkflowContext<CdrToPolicy>,
     mut input: CdrToPolicyInput,
 ) -> WorkflowResult<PoliciesView> {
-    let carried = input.carried.take().unwrap_or_default();
-    let scheduled = ctx.patched(SYNC_SCHEDULE_PATCH);
-    let schedule = carried.schedule.clone().filter(|_| scheduled);
-    ctx.state_mut(|s| {
-        s.scheduled = scheduled;
-        if let Some(schedule) = &schedule {
-            s.next_sync_at = schedule.next_sync_secs;
-            s.retry_fetch_at = schedule.retry_fetch_secs;
-        }
-        s.limits = true;
-        s.input = Some(input.clone());
-        s.window_end_secs = carried.window_end_secs;
-        s.sync_requested |= carried.sync_requested;
-        s.last_sync = carried.last_sync.clone();
-        s.pending_removals = carried.pending_removals.iter().cloned().collect();
-    });
+    let (carried, scheduled, schedule) = take_carried(ctx, &mut input);
     load(ctx, &input, carried.snapshot, carried.policies).await?;
-    let started = now_secs(ctx);
-    let close_at = match input.sync_every_minutes {
-        Some(_) => None,
-        None => Some(
-            schedule
-                .as_ref()
-                .and_then(|s| s.close_secs)
-                .unwrap_or(started + u64::from(input.review.open_hours) * 3600),
-        ),
-    };
+    let close_at = close_time(&input, schedule.as_ref(), now_secs(ctx));
     // The first run syncs on start; a continued one keeps its predecessor's schedule.
     let mut sync_due = schedule.is_none();
     let mut turns = 0u32;
@@ -366,61 +342,125 @@ async fn run_within_limits(
             // Accepted requests are served first; requests that arrive while the state is being
             // saved are served in another turn.
             serve_review_requests(ctx, &input).await;
-            match save(ctx).await {
-                Ok(snapshot) if ctx.state(|s| s.pending.is_empty()) => {
-                    let mut next = input;
-                    next.carried = Some(ctx.state(|s| CarriedState {
-                        policies: Vec::new(),
-                        window_end_secs: s.window_end_secs,
-                        snapshot,
-                        sync_requested: s.sync_requested,
-                        last_sync: s.last_sync.clone(),
-                        pending_removals: s.pending_removals.iter().cloned().collect(),
-                        schedule: scheduled.then_some(SyncSchedule {
-                            next_sync_secs: s.next_sync_at,
-                            retry_fetch_secs: s.retry_fetch_at,
-                            close_secs: close_at,
-                        }),
-                    }));
-                    let next = serde_json::to_value(&next).expect("the input serialises");
-                    ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
-                    unreachable!("continue_as_new always ends the run")
-                }
-                Ok(_) => continue,
-                // The store is unavailable: keep running and try again next turn.
-                Err(_) => {}
+            if continue_as_new(ctx, &input, scheduled, close_at).await? {
+                continue;
             }
         }
+        sync_due = wait_for_next(ctx, &input, scheduled, close_at, now).await;
+    }
+}
 
-        // Wait for the next thing to do: a review request, a sync (timer or signal), a review
-        // deadline, a fetch retry, or the end of the review window.
-        let next_rule = ctx.state(|s| {
-            s.policies
-                .values()
-                .filter_map(|p| rule_deadline(p, &input))
-                .min()
-        });
-        let next_sync = if scheduled {
-            ctx.state(|s| s.next_sync_at)
-        } else {
-            input.sync_every_minutes.map(|m| now + u64::from(m) * 60)
-        };
-        let retry = ctx.state(|s| s.retry_fetch_at);
-        let wake_at = [next_rule, next_sync, close_at, retry]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + 24 * 3600);
-        let timers = ctx.clone();
-        let mut timer = timers.timer(Duration::from_secs(wake_at.saturating_sub(now).max(1)));
-        temporalio_sdk::workflows::select! {
-            _ = timer => {
-                sync_due = next_sync.is_some_and(|t| now_secs(ctx) >= t);
-            }
-            _ = ctx.wait_condition(|s: &CdrToPolicy| {
-                s.sync_requested || s.pending.iter().any(|p| !p.taken)
-            }) => {}
+/// Takes what the previous run carried into the state (the schedule only under
+/// `cdr-sync-schedule`); answers the rest of it, whether syncs follow their own schedule, and
+/// the carried schedule.
+fn take_carried(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    input: &mut CdrToPolicyInput,
+) -> (CarriedState, bool, Option<SyncSchedule>) {
+    let carried = input.carried.take().unwrap_or_default();
+    let scheduled = ctx.patched(SYNC_SCHEDULE_PATCH);
+    let schedule = carried.schedule.clone().filter(|_| scheduled);
+    ctx.state_mut(|s| {
+        s.scheduled = scheduled;
+        if let Some(schedule) = &schedule {
+            s.next_sync_at = schedule.next_sync_secs;
+            s.retry_fetch_at = schedule.retry_fetch_secs;
         }
+        s.limits = true;
+        s.input = Some(input.clone());
+        s.window_end_secs = carried.window_end_secs;
+        s.sync_requested |= carried.sync_requested;
+        s.last_sync = carried.last_sync.clone();
+        s.pending_removals = carried.pending_removals.iter().cloned().collect();
+    });
+    (carried, scheduled, schedule)
+}
+
+/// When a sync-once run ends: at the carried end of its review window, or `openHours` after
+/// `started`. Controller runs (`syncEveryMinutes`) never end by themselves.
+fn close_time(
+    input: &CdrToPolicyInput,
+    schedule: Option<&SyncSchedule>,
+    started: u64,
+) -> Option<u64> {
+    match input.sync_every_minutes {
+        Some(_) => None,
+        None => Some(
+            schedule
+                .and_then(|s| s.close_secs)
+                .unwrap_or(started + u64::from(input.review.open_hours) * 3600),
+        ),
+    }
+}
+
+/// Saves the state and continues as new with it (this never returns `Ok`) when nothing is
+/// pending. `Ok(true)`: saved, but a request arrived meanwhile (serve it, then try again);
+/// `Ok(false)`: the store is unavailable (keep running, try again next turn).
+async fn continue_as_new(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    input: &CdrToPolicyInput,
+    scheduled: bool,
+    close_at: Option<u64>,
+) -> WorkflowResult<bool> {
+    match save(ctx).await {
+        Ok(snapshot) if ctx.state(|s| s.pending.is_empty()) => {
+            let mut next = input.clone();
+            next.carried = Some(ctx.state(|s| CarriedState {
+                policies: Vec::new(),
+                window_end_secs: s.window_end_secs,
+                snapshot,
+                sync_requested: s.sync_requested,
+                last_sync: s.last_sync.clone(),
+                pending_removals: s.pending_removals.iter().cloned().collect(),
+                schedule: scheduled.then_some(SyncSchedule {
+                    next_sync_secs: s.next_sync_at,
+                    retry_fetch_secs: s.retry_fetch_at,
+                    close_secs: close_at,
+                }),
+            }));
+            let next = serde_json::to_value(&next).expect("the input serialises");
+            ctx.continue_as_new(next, ContinueAsNewOptions::default())?;
+            unreachable!("continue_as_new always ends the run")
+        }
+        Ok(_) => Ok(true),
+        Err(_) => Ok(false),
+    }
+}
+
+/// Waits for the next thing to do: a review request, a sync (timer or signal), a review
+/// deadline, a fetch retry, or the end of the review window. Answers whether a periodic sync is
+/// due.
+async fn wait_for_next(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    input: &CdrToPolicyInput,
+    scheduled: bool,
+    close_at: Option<u64>,
+    now: u64,
+) -> bool {
+    let next_rule = ctx.state(|s| {
+        s.policies
+            .values()
+            .filter_map(|p| rule_deadline(p, input))
+            .min()
+    });
+    let next_sync = if scheduled {
+        ctx.state(|s| s.next_sync_at)
+    } else {
+        input.sync_every_minutes.map(|m| now + u64::from(m) * 60)
+    };
+    let retry = ctx.state(|s| s.retry_fetch_at);
+    let wake_at = [next_rule, next_sync, close_at, retry]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or(now + 24 * 3600);
+    let timers = ctx.clone();
+    let mut timer = timers.timer(Duration::from_secs(wake_at.saturating_sub(now).max(1)));
+    temporalio_sdk::workflows::select! {
+        _ = timer => next_sync.is_some_and(|t| now_secs(ctx) >= t),
+        _ = ctx.wait_condition(|s: &CdrToPolicy| {
+            s.sync_requested || s.pending.iter().any(|p| !p.taken)
+        }) => false,
     }
 }
 
@@ -865,93 +905,126 @@ async fn serve_review_requests(ctx: &mut WorkflowContext<CdrToPolicy>, input: &C
             Some(p.clone())
         });
         let Some(req) = next else { return };
-        let now = now_secs(ctx);
-        let name = req.request.policy.clone();
-        let before = ctx.state(|s| s.policies.get(&name).cloned());
-        let Some(before) = before else {
-            serve_outcome(
-                ctx,
-                req.id,
-                Err(format!("policy {name} no longer exists (pruned)")),
+        serve_request(ctx, input, req).await;
+    }
+}
+
+/// Serves one review request (see [`serve_review_requests`]).
+async fn serve_request(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    input: &CdrToPolicyInput,
+    req: Pending,
+) {
+    let now = now_secs(ctx);
+    let name = req.request.policy.clone();
+    let before = ctx.state(|s| s.policies.get(&name).cloned());
+    let Some(before) = before else {
+        serve_outcome(
+            ctx,
+            req.id,
+            Err(format!("policy {name} no longer exists (pruned)")),
+        );
+        return;
+    };
+    // The state may have changed since the validator accepted the request (a sync merged
+    // new observed values): a promotion applies only what its reviewer saw.
+    let refusal = match req.change {
+        Change::Promote => promotion_refusal(&before, &req.request),
+        Change::Rollback => None,
+    };
+    if let Some(why) = refusal {
+        serve_outcome(ctx, req.id, Err(format!("not applied: {why}")));
+        return;
+    }
+    let Some(updated) = apply_change(ctx, &req, now) else {
+        return;
+    };
+    let outcome = publish_by_deadline(ctx, input, &req, now, updated).await;
+    let failed = outcome.is_err();
+    if failed {
+        // Back to the state before the request; the target may hold either form, so the
+        // policy is published again (now, best effort, and by the next sync if that fails).
+        ctx.state_mut(|s| {
+            s.policies.insert(
+                before.name.clone(),
+                PolicyRecord {
+                    unpublished: true,
+                    ..before.clone()
+                },
             );
-            continue;
-        };
-        // The state may have changed since the validator accepted the request (a sync merged
-        // new observed values): a promotion applies only what its reviewer saw.
-        let refusal = match req.change {
-            Change::Promote => promotion_refusal(&before, &req.request),
-            Change::Rollback => None,
-        };
-        if let Some(why) = refusal {
-            serve_outcome(ctx, req.id, Err(format!("not applied: {why}")));
-            continue;
-        }
-        let updated = ctx.state_mut(|s| {
-            let p = s.policies.get_mut(&name)?;
-            let r = &req.request;
-            match req.change {
-                Change::Promote => set_enforcement(
-                    p,
-                    Enforcement::Enforce,
-                    now,
-                    Some(note_for(&r.by, &r.reason, now)),
-                ),
-                Change::Rollback => {
-                    set_enforcement(p, Enforcement::Audit, now, None);
-                    p.hold = true;
-                }
-            }
-            Some(p.clone())
         });
-        let Some(updated) = updated else { continue };
-        let budget = req.deadline_secs.saturating_sub(now).max(1);
-        let options =
-            ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-                schedule_to_close: Duration::from_secs(budget),
-                start_to_close: Duration::from_secs(budget),
-            })
-            .retry_policy(options::backoff())
-            .build();
-        let (report, error) = publish(ctx, input, vec![item(&updated)], Vec::new(), options).await;
-        let refused = report
-            .refused
-            .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, why)| why.clone());
-        let outcome = match (error, refused) {
-            (None, None) => Ok(ctx
-                .state(|s| s.policies.get(&name).cloned())
-                .unwrap_or(updated)),
-            (None, Some(why)) => Err(format!("not applied: {why}")),
-            (Some(e), _) => Err(format!("request lapsed: {e}")),
-        };
-        let failed = outcome.is_err();
-        if failed {
-            // Back to the state before the request; the target may hold either form, so the
-            // policy is published again (now, best effort, and by the next sync if that fails).
-            ctx.state_mut(|s| {
-                s.policies.insert(
-                    before.name.clone(),
-                    PolicyRecord {
-                        unpublished: true,
-                        ..before.clone()
-                    },
-                );
-            });
+    }
+    serve_outcome(ctx, req.id, outcome);
+    if failed {
+        let restored = ctx.state(|s| s.policies.get(&name).map(item));
+        if let Some(restored) = restored {
+            let _ = publish(
+                ctx,
+                input,
+                vec![restored],
+                Vec::new(),
+                options::retrying(300, 900),
+            )
+            .await;
         }
-        serve_outcome(ctx, req.id, outcome);
-        if failed {
-            let restored = ctx.state(|s| s.policies.get(&name).map(item));
-            if let Some(restored) = restored {
-                let _ = publish(
-                    ctx,
-                    input,
-                    vec![restored],
-                    Vec::new(),
-                    options::retrying(300, 900),
-                )
-                .await;
+    }
+}
+
+/// Changes the requested policy's enforcement in the state (a rollback also holds it in audit);
+/// answers the changed record, or `None` if the policy is gone.
+fn apply_change(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    req: &Pending,
+    now: u64,
+) -> Option<PolicyRecord> {
+    ctx.state_mut(|s| {
+        let p = s.policies.get_mut(&req.request.policy)?;
+        let r = &req.request;
+        match req.change {
+            Change::Promote => set_enforcement(
+                p,
+                Enforcement::Enforce,
+                now,
+                Some(note_for(&r.by, &r.reason, now)),
+            ),
+            Change::Rollback => {
+                set_enforcement(p, Enforcement::Audit, now, None);
+                p.hold = true;
             }
         }
+        Some(p.clone())
+    })
+}
+
+/// Publishes the changed policy within what is left of the request's deadline; answers the
+/// record as published, or why the request is not applied (refused) or lapsed (not published).
+async fn publish_by_deadline(
+    ctx: &mut WorkflowContext<CdrToPolicy>,
+    input: &CdrToPolicyInput,
+    req: &Pending,
+    now: u64,
+    updated: PolicyRecord,
+) -> Result<PolicyRecord, String> {
+    let name = &req.request.policy;
+    let budget = req.deadline_secs.saturating_sub(now).max(1);
+    let options =
+        ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+            schedule_to_close: Duration::from_secs(budget),
+            start_to_close: Duration::from_secs(budget),
+        })
+        .retry_policy(options::backoff())
+        .build();
+    let (report, error) = publish(ctx, input, vec![item(&updated)], Vec::new(), options).await;
+    let refused = report
+        .refused
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, why)| why.clone());
+    match (error, refused) {
+        (None, None) => Ok(ctx
+            .state(|s| s.policies.get(name).cloned())
+            .unwrap_or(updated)),
+        (None, Some(why)) => Err(format!("not applied: {why}")),
+        (Some(e), _) => Err(format!("request lapsed: {e}")),
     }
 }
