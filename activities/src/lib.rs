@@ -25,9 +25,9 @@
 pub mod aws;
 pub mod azure;
 pub mod cdr;
-pub mod failure;
+mod failure;
 pub mod gate;
-pub mod heartbeat;
+mod heartbeat;
 pub mod inventory;
 pub mod kube;
 pub mod metrics;

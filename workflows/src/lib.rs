@@ -40,7 +40,7 @@ pub mod cdr;
 pub mod clock;
 pub mod contracts;
 pub mod failure;
-pub mod failure_type;
+mod failure_type;
 pub mod input;
 pub mod inventory;
 pub mod options;

@@ -3,8 +3,9 @@
 //! recorded histories replay; they continue as new (into the current form) when the server
 //! suggests it or after 200 turns, whichever comes first.
 
+use super::rules::{apply_due, apply_review, rule_deadline};
 use super::state::{
-    CdrToPolicy, Change, Pending, UpdateError, at, legacy_view, note_for, now_secs, serve_outcome,
+    CdrToPolicy, Change, Pending, UpdateError, at, legacy_view, now_secs, serve_outcome,
 };
 use crate::cdr::contracts::{FetchCdrEvidence, PublishCdrPolicies};
 use crate::cdr::evidence::{Enforcement, Evidence, PolicyKey};
@@ -238,67 +239,12 @@ async fn publish(
         .await
 }
 
-fn rule_deadline(p: &LegacyPolicyRecord, input: &CdrToPolicyInput) -> Option<u64> {
-    match p.enforcement {
-        Enforcement::Audit if !p.hold && !p.key.workload.is_unknown() => input
-            .review
-            .auto_promote_after_quiet_hours
-            .map(|h| p.changed_secs + u64::from(h) * 3600),
-        Enforcement::Enforce => input
-            .review
-            .enforce_ttl_hours
-            .zip(p.promoted.as_ref())
-            .map(|(h, note)| note.at_secs + u64::from(h) * 3600),
-        Enforcement::Audit => None,
-    }
-}
-
 async fn apply_time_rules(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) {
     let now = now_secs(ctx);
-    let changed = ctx.state_mut(|s| {
-        let mut changed = false;
-        for p in s.legacy.values_mut() {
-            if rule_deadline(p, input).is_none_or(|d| d > now) {
-                continue;
-            }
-            changed = true;
-            match p.enforcement {
-                Enforcement::Audit => {
-                    let hours = input.review.auto_promote_after_quiet_hours.unwrap_or(0);
-                    set_enforcement(
-                        p,
-                        Enforcement::Enforce,
-                        now,
-                        Some(note_for(
-                            "qflows",
-                            &format!("no new findings for {hours} h (autoPromoteAfterQuietHours)"),
-                            now,
-                        )),
-                    );
-                }
-                Enforcement::Enforce => {
-                    set_enforcement(p, Enforcement::Audit, now, None);
-                    p.hold = true;
-                }
-            }
-        }
-        changed
-    });
+    let changed = ctx.state_mut(|s| apply_due(s.legacy.values_mut(), input, now));
     if changed {
         let _ = publish(ctx, input, Vec::new(), options::retrying(120, 900)).await;
     }
-}
-
-fn set_enforcement(
-    p: &mut LegacyPolicyRecord,
-    e: Enforcement,
-    now: u64,
-    promoted: Option<crate::cdr::model::ReviewNote>,
-) {
-    p.enforcement = e;
-    p.promoted = promoted;
-    p.changed_at = at(now);
-    p.changed_secs = now;
 }
 
 async fn serve_review_requests(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) {
@@ -319,19 +265,7 @@ async fn serve_review_requests(ctx: &mut WorkflowContext<CdrToPolicy>, input: &C
             Some(before) => {
                 ctx.state_mut(|s| {
                     if let Some(p) = s.legacy.get_mut(&name) {
-                        let r = &req.request;
-                        match req.change {
-                            Change::Promote => set_enforcement(
-                                p,
-                                Enforcement::Enforce,
-                                now,
-                                Some(note_for(&r.by, &r.reason, now)),
-                            ),
-                            Change::Rollback => {
-                                set_enforcement(p, Enforcement::Audit, now, None);
-                                p.hold = true;
-                            }
-                        }
+                        apply_review(p, req.change, &req.request, now);
                     }
                 });
                 let budget = req.deadline_secs.saturating_sub(now).max(1);

@@ -34,10 +34,12 @@
 #![allow(missing_docs)]
 
 mod legacy;
+mod rules;
 mod state;
 
+use rules::{apply_due, apply_review, rule_deadline};
 pub use state::CdrToPolicy;
-use state::{Change, Pending, UpdateError, at, legacy_view, note_for, now_secs, serve_outcome};
+use state::{Change, Pending, UpdateError, at, legacy_view, now_secs, serve_outcome};
 
 use crate::cdr::contracts::{
     FetchCdrWindow, ImportCdrLegacy, LoadCdrState, MergeCdrEvidence, PublishCdrBatch, SaveCdrState,
@@ -46,7 +48,7 @@ use crate::cdr::evidence::{Enforcement, Observed};
 use crate::cdr::model::{
     CarriedState, CdrToPolicyInput, FetchFindings, ImportLegacy, LegacyPolicyRecord, MergeEvidence,
     PAGE_POLICIES, PAYLOAD_BUDGET, PoliciesQuery, PoliciesView, PolicyRecord, PolicyUpdate,
-    PublishBatch, PublishItem, PublishReport, ReviewNote, ReviewRequest, SyncReport, SyncSchedule,
+    PublishBatch, PublishItem, PublishReport, ReviewRequest, SyncReport, SyncSchedule,
     VIEW_PAGE_BYTES, WindowBatch,
 };
 use crate::failure::{activity_failed, invalid_input, root_message};
@@ -827,67 +829,10 @@ async fn publish(
     }
 }
 
-/// When an automatic review rule fires for `p`: quiet scoped audit policies without observed
-/// values promote themselves; enforced ones revert after their TTL.
-fn rule_deadline(p: &PolicyRecord, input: &CdrToPolicyInput) -> Option<u64> {
-    match p.enforcement {
-        Enforcement::Audit if !p.hold && p.block_refusal.is_none() && p.observed.is_empty() => {
-            input
-                .review
-                .auto_promote_after_quiet_hours
-                .map(|h| p.changed_secs + u64::from(h) * 3600)
-        }
-        Enforcement::Enforce => input
-            .review
-            .enforce_ttl_hours
-            .zip(p.promoted.as_ref())
-            .map(|(h, note)| note.at_secs + u64::from(h) * 3600),
-        Enforcement::Audit => None,
-    }
-}
-
-fn set_enforcement(p: &mut PolicyRecord, e: Enforcement, now: u64, promoted: Option<ReviewNote>) {
-    p.enforcement = e;
-    p.approved = promoted.as_ref().map(|_| p.observed.clone());
-    p.promoted = promoted;
-    p.changed_at = at(now);
-    p.changed_secs = now;
-    p.unpublished = true;
-}
-
 /// Automatic promotion of quiet policies and reversion of enforced ones past their TTL.
 async fn apply_time_rules(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) {
     let now = now_secs(ctx);
-    let changed = ctx.state_mut(|s| {
-        let mut changed = false;
-        for p in s.policies.values_mut() {
-            if rule_deadline(p, input).is_none_or(|d| d > now) {
-                continue;
-            }
-            changed = true;
-            match p.enforcement {
-                Enforcement::Audit => {
-                    let hours = input.review.auto_promote_after_quiet_hours.unwrap_or(0);
-                    set_enforcement(
-                        p,
-                        Enforcement::Enforce,
-                        now,
-                        Some(note_for(
-                            "qflows",
-                            &format!("no new findings for {hours} h (autoPromoteAfterQuietHours)"),
-                            now,
-                        )),
-                    );
-                }
-                Enforcement::Enforce => {
-                    set_enforcement(p, Enforcement::Audit, now, None);
-                    // A reverted policy waits for a person before it blocks again.
-                    p.hold = true;
-                }
-            }
-        }
-        changed
-    });
+    let changed = ctx.state_mut(|s| apply_due(s.policies.values_mut(), input, now));
     if changed {
         // Best effort like a sync: what fails stays unpublished for the next sync.
         let _ = publish_pending(ctx, input, options::retrying(120, 900)).await;
@@ -979,19 +924,7 @@ fn apply_change(
 ) -> Option<PolicyRecord> {
     ctx.state_mut(|s| {
         let p = s.policies.get_mut(&req.request.policy)?;
-        let r = &req.request;
-        match req.change {
-            Change::Promote => set_enforcement(
-                p,
-                Enforcement::Enforce,
-                now,
-                Some(note_for(&r.by, &r.reason, now)),
-            ),
-            Change::Rollback => {
-                set_enforcement(p, Enforcement::Audit, now, None);
-                p.hold = true;
-            }
-        }
+        apply_review(p, req.change, &req.request, now);
         Some(p.clone())
     })
 }
