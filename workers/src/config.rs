@@ -782,6 +782,37 @@ impl ScanArgs {
 
     /// Poll and freshness settings for `ImageScan`.
     pub fn settings(&self) -> Result<qflows_workflows::scan::model::ScanSettings, ConfigError> {
+        self.check_poll_intervals()?;
+        self.check_destinations()?;
+        self.check_scan_backend()?;
+        let quarantine = self.quarantine()?;
+        let unscanned_verdict = self.unscanned_verdict()?;
+        Ok(qflows_workflows::scan::model::ScanSettings {
+            quarantine,
+            poll_initial_secs: self.scan_poll_initial_secs,
+            poll_max_secs: self.scan_poll_max_secs,
+            scan_timeout_secs: self.scan_timeout_secs,
+            ttl_secs: self.scan_ttl_secs.max(1),
+            registry_for_ecr: self.scan_backend == ScanBackend::Registry,
+            qscanner_available: self.qscanner_bin.is_some(),
+            qscanner_timeout_secs: self.qscanner_timeout_secs,
+            // Decided by the worker once it can ask Temporal, and from its task queue.
+            search_attributes: false,
+            rescan_task_queue: None,
+            qscanner_task_queue: None,
+            retry_initial_secs: self.scan_retry_initial_secs,
+            retry_max_secs: self.scan_retry_max_secs,
+            alert_sns: self.sns_topic_arn.is_some(),
+            alert_webhook: self.webhook_url.is_some(),
+            rescan_running_secs: self.rescan_running_secs.max(1),
+            gate_profiles: self.gate_profiles_file.is_some(),
+            profile_search_attribute: false,
+            unscanned_verdict,
+        })
+    }
+
+    /// `QFLOWS_SCAN_POLL_*`: at least 1 s, the maximum no less than the initial.
+    fn check_poll_intervals(&self) -> Result<(), ConfigError> {
         if self.scan_poll_initial_secs == 0 || self.scan_poll_max_secs < self.scan_poll_initial_secs
         {
             return Err(ConfigError::Invalid {
@@ -791,6 +822,12 @@ impl ScanArgs {
                         .into(),
             });
         }
+        Ok(())
+    }
+
+    /// Where results and alerts go: `QFLOWS_RESULTS` a known store, `QFLOWS_WEBHOOK_URL` an
+    /// http(s) URL, `QFLOWS_SNS_TOPIC_ARN` an SNS topic ARN.
+    fn check_destinations(&self) -> Result<(), ConfigError> {
         qflows_activities::results::ResultsStore::location_kind(&self.results).map_err(|e| {
             ConfigError::Invalid {
                 variable: "QFLOWS_RESULTS",
@@ -816,6 +853,12 @@ impl ScanArgs {
                 problem: format!("`{arn}` is not an SNS topic ARN"),
             });
         }
+        Ok(())
+    }
+
+    /// The scan backend and its retries: `qscanner` needs its binary (a file), retries wait at
+    /// least 1 s, at least one concurrent QScanner run, valid QScanner registries.
+    fn check_scan_backend(&self) -> Result<(), ConfigError> {
         if self.scan_backend == ScanBackend::Qscanner && self.qscanner_bin.is_none() {
             return Err(ConfigError::Invalid {
                 variable: "QFLOWS_SCAN_BACKEND",
@@ -845,40 +888,22 @@ impl ScanArgs {
                 problem: format!("{} is not a file", bin.display()),
             });
         }
-        let quarantine = self.quarantine()?;
-        Ok(qflows_workflows::scan::model::ScanSettings {
-            quarantine,
-            poll_initial_secs: self.scan_poll_initial_secs,
-            poll_max_secs: self.scan_poll_max_secs,
-            scan_timeout_secs: self.scan_timeout_secs,
-            ttl_secs: self.scan_ttl_secs.max(1),
-            registry_for_ecr: self.scan_backend == ScanBackend::Registry,
-            qscanner_available: self.qscanner_bin.is_some(),
-            qscanner_timeout_secs: self.qscanner_timeout_secs,
-            // Decided by the worker once it can ask Temporal, and from its task queue.
-            search_attributes: false,
-            rescan_task_queue: None,
-            qscanner_task_queue: None,
-            retry_initial_secs: self.scan_retry_initial_secs,
-            retry_max_secs: self.scan_retry_max_secs,
-            alert_sns: self.sns_topic_arn.is_some(),
-            alert_webhook: self.webhook_url.is_some(),
-            rescan_running_secs: self.rescan_running_secs.max(1),
-            gate_profiles: self.gate_profiles_file.is_some(),
-            profile_search_attribute: false,
-            unscanned_verdict: match self.gate_unscanned.to_ascii_lowercase().as_str() {
-                "pass" => Some(Verdict::Pass),
-                "audit" => Some(Verdict::Audit),
-                "fail" => Some(Verdict::Fail),
-                "none" => None,
-                other => {
-                    return Err(ConfigError::Invalid {
-                        variable: "QFLOWS_GATE_UNSCANNED",
-                        problem: format!("`{other}` is not pass, audit, fail or none"),
-                    });
-                }
-            },
-        })
+        Ok(())
+    }
+
+    /// `QFLOWS_GATE_UNSCANNED`: the verdict for an image that could not be scanned (`none`: no
+    /// verdict).
+    fn unscanned_verdict(&self) -> Result<Option<Verdict>, ConfigError> {
+        match self.gate_unscanned.to_ascii_lowercase().as_str() {
+            "pass" => Ok(Some(Verdict::Pass)),
+            "audit" => Ok(Some(Verdict::Audit)),
+            "fail" => Ok(Some(Verdict::Fail)),
+            "none" => Ok(None),
+            other => Err(ConfigError::Invalid {
+                variable: "QFLOWS_GATE_UNSCANNED",
+                problem: format!("`{other}` is not pass, audit, fail or none"),
+            }),
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 use crate::config::{QualysArgs, ScanArgs, TemporalArgs, WorkerArgs};
 use crate::worker::{self, WorkerConfig};
 use clap::Args;
-use qualys_emulator::{Emulator, EmulatorConfig};
+use qualys_emulator::{Emulator, EmulatorConfig, RunningEmulator};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -178,62 +178,14 @@ pub async fn run(
     scan: ScanArgs,
 ) -> anyhow::Result<()> {
     let temporal_bin = find_temporal(args.temporal_bin.as_deref())?;
-    let db_file =
-        (args.dev_dir != "none").then(|| PathBuf::from(&args.dev_dir).join("temporal.db"));
-    if let Some(db) = &db_file
-        && let Some(dir) = db.parent()
-    {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut temporal = start_temporal(
-        &temporal_bin.path,
-        args.temporal_port,
-        Some(args.ui_port),
-        db_file.as_deref(),
-    )
-    .await?;
+    let mut temporal = start_dev_temporal(&args, &temporal_bin.path).await?;
 
     // Without credentials, Qualys is the emulator.
-    let mut emulator = None;
-    let qualys = if qualys.has_credentials() {
-        qualys
+    let (qualys, emulator) = if qualys.has_credentials() {
+        (qualys, None)
     } else {
-        let config = EmulatorConfig {
-            scan_delay_ms: args.emulator_scan_delay_secs * 1000,
-            // There is no registry behind the dev loop: a push of any tag scans as an image
-            // Qualys could not tell the digest of (matched by its tag).
-            unknown_tags: qualys_emulator::UnknownTags::Undigested,
-            ..EmulatorConfig::default()
-        };
-        let (username, password) = (config.username.clone(), config.password.clone());
-        let running = Emulator::start(config, ([127, 0, 0, 1], args.emulator_port).into())
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot start the Qualys emulator on port {}: {e}",
-                    args.emulator_port
-                )
-            })?;
-        running.set_cdr_findings(dev_findings());
-        // The banner's sample push, as its registry would hold it.
-        running.push_image(qualys_emulator::PushedImage {
-            registry: "111122223333.dkr.ecr.us-east-1.amazonaws.com".into(),
-            repository: "payments/api".into(),
-            tag: "1.14.2".into(),
-            digest: "sha256:3b8c6f0a5d2e9f417c3a9b0e6d1f2a7c8e4b5d6f7a8091b2c3d4e5f60718293a"
-                .into(),
-            vulnerabilities: Vec::new(),
-        });
-        let gateway = running.base_url();
-        emulator = Some(running);
-        QualysArgs {
-            gateway_url: Some(gateway),
-            pod: None,
-            username: Some(username),
-            password: Some(qflows_activities::qualys::Secret::new(password)),
-            token: None,
-            ..qualys
-        }
+        let (qualys, emulator) = start_emulator(&args, qualys).await?;
+        (qualys, Some(emulator))
     };
 
     let temporal_args = TemporalArgs {
@@ -262,6 +214,67 @@ pub async fn run(
         emulator.shutdown().await;
     }
     result
+}
+
+/// The dev loop's Temporal dev server on `--temporal-port` (UI on `--ui-port`), keeping its
+/// database in `--dev-dir` (created if missing) unless that is `none`.
+async fn start_dev_temporal(args: &DevArgs, bin: &Path) -> anyhow::Result<Child> {
+    let db_file =
+        (args.dev_dir != "none").then(|| PathBuf::from(&args.dev_dir).join("temporal.db"));
+    if let Some(db) = &db_file
+        && let Some(dir) = db.parent()
+    {
+        std::fs::create_dir_all(dir)?;
+    }
+    start_temporal(
+        bin,
+        args.temporal_port,
+        Some(args.ui_port),
+        db_file.as_deref(),
+    )
+    .await
+}
+
+/// Starts the Qualys emulator on `--emulator-port` with the dev findings and the banner's sample
+/// push, and returns it with `qualys` pointed at it (its gateway and login).
+async fn start_emulator(
+    args: &DevArgs,
+    qualys: QualysArgs,
+) -> anyhow::Result<(QualysArgs, RunningEmulator)> {
+    let config = EmulatorConfig {
+        scan_delay_ms: args.emulator_scan_delay_secs * 1000,
+        // There is no registry behind the dev loop: a push of any tag scans as an image
+        // Qualys could not tell the digest of (matched by its tag).
+        unknown_tags: qualys_emulator::UnknownTags::Undigested,
+        ..EmulatorConfig::default()
+    };
+    let (username, password) = (config.username.clone(), config.password.clone());
+    let running = Emulator::start(config, ([127, 0, 0, 1], args.emulator_port).into())
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot start the Qualys emulator on port {}: {e}",
+                args.emulator_port
+            )
+        })?;
+    running.set_cdr_findings(dev_findings());
+    // The banner's sample push, as its registry would hold it.
+    running.push_image(qualys_emulator::PushedImage {
+        registry: "111122223333.dkr.ecr.us-east-1.amazonaws.com".into(),
+        repository: "payments/api".into(),
+        tag: "1.14.2".into(),
+        digest: "sha256:3b8c6f0a5d2e9f417c3a9b0e6d1f2a7c8e4b5d6f7a8091b2c3d4e5f60718293a".into(),
+        vulnerabilities: Vec::new(),
+    });
+    let qualys = QualysArgs {
+        gateway_url: Some(running.base_url()),
+        pod: None,
+        username: Some(username),
+        password: Some(qflows_activities::qualys::Secret::new(password)),
+        token: None,
+        ..qualys
+    };
+    Ok((qualys, running))
 }
 
 /// The key the dev loop's bridge accepts when `QFLOWS_BRIDGE_KEY` is not set.

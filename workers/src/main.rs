@@ -323,26 +323,22 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     check_unknown_variables(&Cli::command(), std::env::vars().map(|(k, _)| k))?;
-    let command = match command {
+    match command {
+        // The one command with its own exit codes (the gate's verdict).
         Command::Scan {
             temporal,
             args,
             command,
-        } => return Ok(scan_cli::run(temporal, args, command).await),
-        Command::Registry {
-            command: RegistryCommand::List { qualys, args },
-        } => {
-            qualys_cli::registry_list(&qualys.with_env_secrets(), args).await?;
-            return Ok(ExitCode::SUCCESS);
+        } => Ok(scan_cli::run(temporal, args, command).await),
+        other => {
+            run_to_completion(other).await?;
+            Ok(ExitCode::SUCCESS)
         }
-        Command::Qualys {
-            command: QualysCommand::Info { qualys, args },
-        } => {
-            qualys_cli::info(&qualys.with_env_secrets(), args).await?;
-            return Ok(ExitCode::SUCCESS);
-        }
-        other => other,
-    };
+    }
+}
+
+/// Every command but `scan`: exit 0 when it returns, an error otherwise.
+async fn run_to_completion(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Worker {
             temporal,
@@ -382,61 +378,80 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             scan,
             command: None,
         } => admission::run(temporal, args, scan).await,
-        Command::Registry {
-            command: RegistryCommand::Ensure { temporal, args },
-        } => cli::ensure_registry(&temporal, args).await,
-        Command::Policy { command } => match command {
-            PolicyCommand::Generate { args } => {
-                let output = args.output.clone();
-                let summary = policy::generate_offline(args)?;
-                policy::print_summary(&summary, &output);
-                Ok(())
-            }
-            PolicyCommand::Promote { temporal, args } => {
-                policy::review(&temporal, args, true).await
-            }
-            PolicyCommand::Rollback { temporal, args } => {
-                policy::review(&temporal, args, false).await
-            }
-            PolicyCommand::List { temporal, args } => policy::list(&temporal, args).await,
-        },
-        Command::Sensor { command } => match command {
-            SensorCommand::Render { args } => sensor::render(&args),
-            SensorCommand::Deploy {
-                temporal,
-                args,
-                deploy,
-            } => sensor::deploy(&temporal, &args, deploy).await,
-        },
-        Command::Quarantine { command } => match command {
-            QuarantineCommand::Start { temporal, args } => quarantine::start(&temporal, args).await,
-            QuarantineCommand::Approve { temporal, args } => {
-                quarantine::decide(&temporal, args, true).await
-            }
-            QuarantineCommand::Reject { temporal, args } => {
-                quarantine::decide(&temporal, args, false).await
-            }
-            QuarantineCommand::Status { temporal, args } => {
-                quarantine::status(&temporal, args).await
-            }
-        },
-        Command::Schedule { command } => match command {
-            ScheduleCommand::Cdr { temporal, args } => policy::schedule_cdr(&temporal, args).await,
-            ScheduleCommand::Inventory { temporal, args } => {
-                inventory::schedule(&temporal, args).await
-            }
-        },
+        Command::Registry { command } => run_registry(command).await,
+        Command::Qualys {
+            command: QualysCommand::Info { qualys, args },
+        } => qualys_cli::info(&qualys.with_env_secrets(), args).await,
+        Command::Policy { command } => run_policy(command).await,
+        Command::Sensor { command } => run_sensor(command).await,
+        Command::Quarantine { command } => run_quarantine(command).await,
+        Command::Schedule { command } => run_schedule(command).await,
         Command::Inventory {
             command: InventoryCommand::Run { temporal, args },
         } => inventory::run(&temporal, args).await,
         Command::Report { temporal, args } => inventory::report(&temporal, args).await,
-        Command::Scan { .. }
-        | Command::Qualys { .. }
-        | Command::Registry {
-            command: RegistryCommand::List { .. },
-        } => unreachable!("dispatched above"),
-    }?;
-    Ok(ExitCode::SUCCESS)
+        Command::Scan { .. } => unreachable!("dispatched by run"),
+    }
+}
+
+/// `qflows registry …`: list the subscription's registries, or find or create one
+/// (EnsureRegistry).
+async fn run_registry(command: RegistryCommand) -> anyhow::Result<()> {
+    match command {
+        RegistryCommand::List { qualys, args } => {
+            qualys_cli::registry_list(&qualys.with_env_secrets(), args).await
+        }
+        RegistryCommand::Ensure { temporal, args } => cli::ensure_registry(&temporal, args).await,
+    }
+}
+
+/// `qflows policy …`: generate offline, promote or roll back a review, list.
+async fn run_policy(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Generate { args } => {
+            let output = args.output.clone();
+            let summary = policy::generate_offline(args)?;
+            policy::print_summary(&summary, &output);
+            Ok(())
+        }
+        PolicyCommand::Promote { temporal, args } => policy::review(&temporal, args, true).await,
+        PolicyCommand::Rollback { temporal, args } => policy::review(&temporal, args, false).await,
+        PolicyCommand::List { temporal, args } => policy::list(&temporal, args).await,
+    }
+}
+
+/// `qflows sensor …`: render the sensor's deployment offline, or deploy it (DeploySensor).
+async fn run_sensor(command: SensorCommand) -> anyhow::Result<()> {
+    match command {
+        SensorCommand::Render { args } => sensor::render(&args),
+        SensorCommand::Deploy {
+            temporal,
+            args,
+            deploy,
+        } => sensor::deploy(&temporal, &args, deploy).await,
+    }
+}
+
+/// `qflows quarantine …`: start, approve, reject, status.
+async fn run_quarantine(command: QuarantineCommand) -> anyhow::Result<()> {
+    match command {
+        QuarantineCommand::Start { temporal, args } => quarantine::start(&temporal, args).await,
+        QuarantineCommand::Approve { temporal, args } => {
+            quarantine::decide(&temporal, args, true).await
+        }
+        QuarantineCommand::Reject { temporal, args } => {
+            quarantine::decide(&temporal, args, false).await
+        }
+        QuarantineCommand::Status { temporal, args } => quarantine::status(&temporal, args).await,
+    }
+}
+
+/// `qflows schedule …`: run CdrToPolicy or an inventory on a fixed interval.
+async fn run_schedule(command: ScheduleCommand) -> anyhow::Result<()> {
+    match command {
+        ScheduleCommand::Cdr { temporal, args } => policy::schedule_cdr(&temporal, args).await,
+        ScheduleCommand::Inventory { temporal, args } => inventory::schedule(&temporal, args).await,
+    }
 }
 
 #[cfg(test)]

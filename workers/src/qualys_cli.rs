@@ -376,6 +376,18 @@ pub fn render_info(info: &QualysInfo) -> String {
     if let Some(platform) = &info.platform {
         let _ = writeln!(out, "platform      {}", clean(platform, 20));
     }
+    write_auth(&mut out, info);
+    if let Some(token) = &info.token {
+        write_token(&mut out, token);
+    }
+    write_aws_base(&mut out, &info.aws_base);
+    write_rate_limits(&mut out, &info.rate_limits);
+    out
+}
+
+/// The `auth` and `login` lines: how qflows authenticates, and whether Qualys accepted it.
+fn write_auth(out: &mut String, info: &QualysInfo) {
+    use std::fmt::Write;
     let mode = match (&info.username, info.auth_mode) {
         (Some(user), _) => format!("password (JWT login as {user})"),
         (None, mode) => format!("{mode} (QUALYS_API_TOKEN / QUALYS_ACCESS_TOKEN)"),
@@ -392,30 +404,38 @@ pub fn render_info(info: &QualysInfo) -> String {
             let _ = writeln!(out, "login         FAILED: {}", clean(e, 300));
         }
     }
-    if let Some(token) = &info.token {
-        if token.jwt {
-            let expiry = match (&token.expires_at, token.expires_in_secs) {
-                (Some(at), Some(secs)) if secs >= 0 => {
-                    format!("{at} (in {})", duration_text(secs))
-                }
-                (Some(at), Some(_)) => format!("{at} (EXPIRED)"),
-                _ => "not stated".into(),
-            };
-            let _ = writeln!(out, "token         JWT, expires {expiry}");
-            if let Some(at) = &token.issued_at {
-                let _ = writeln!(out, "  issued      {at}");
-            }
-            if let Some(sub) = &token.subject {
-                let _ = writeln!(out, "  subject     {sub}");
-            }
-            if !token.modules.is_empty() {
-                let _ = writeln!(out, "  modules     {}", token.modules.join(", "));
-            }
-        } else {
-            let _ = writeln!(out, "token         not a JWT: its expiry is unknown");
-        }
+}
+
+/// The `token` lines: a JWT's expiry, issue time, subject and modules.
+fn write_token(out: &mut String, token: &TokenInfo) {
+    use std::fmt::Write;
+    if !token.jwt {
+        let _ = writeln!(out, "token         not a JWT: its expiry is unknown");
+        return;
     }
-    match &info.aws_base {
+    let expiry = match (&token.expires_at, token.expires_in_secs) {
+        (Some(at), Some(secs)) if secs >= 0 => {
+            format!("{at} (in {})", duration_text(secs))
+        }
+        (Some(at), Some(_)) => format!("{at} (EXPIRED)"),
+        _ => "not stated".into(),
+    };
+    let _ = writeln!(out, "token         JWT, expires {expiry}");
+    if let Some(at) = &token.issued_at {
+        let _ = writeln!(out, "  issued      {at}");
+    }
+    if let Some(sub) = &token.subject {
+        let _ = writeln!(out, "  subject     {sub}");
+    }
+    if !token.modules.is_empty() {
+        let _ = writeln!(out, "  modules     {}", token.modules.join(", "));
+    }
+}
+
+/// The lines for Qualys' AWS account and the external ID the scan role trusts.
+fn write_aws_base(out: &mut String, aws_base: &Result<AwsBaseInfo, String>) {
+    use std::fmt::Write;
+    match aws_base {
         Ok(base) => {
             let _ = writeln!(
                 out,
@@ -432,39 +452,43 @@ pub fn render_info(info: &QualysInfo) -> String {
             let _ = writeln!(out, "aws base      FAILED: {}", clean(e, 300));
         }
     }
-    if info.rate_limits.is_empty() {
+}
+
+/// The rate-limit table: per API family, the limit and where it came from, what was sent in the
+/// window, what remains, and whether requests are held.
+fn write_rate_limits(out: &mut String, rate_limits: &[RateLimitState]) {
+    use std::fmt::Write;
+    if rate_limits.is_empty() {
         let _ = writeln!(out, "rate limits   nothing learned (no request answered)");
-    } else {
-        let _ = writeln!(out, "rate limits");
-        let rows: Vec<Vec<String>> = info
-            .rate_limits
-            .iter()
-            .map(|r| {
-                vec![
-                    r.family.to_string(),
-                    match r.limit {
-                        Some(l) => format!("{l} / {}s", r.window_secs),
-                        None => "none".into(),
-                    },
-                    if r.advertised { "Qualys" } else { "documented" }.to_string(),
-                    r.sent_in_window.to_string(),
-                    r.remaining.map_or_else(|| "-".into(), |n| n.to_string()),
-                    r.held_for_secs
-                        .map_or_else(|| "no".into(), |s| format!("{s:.0}s")),
-                ]
-            })
-            .collect();
-        let header = ["  FAMILY", "LIMIT", "FROM", "SENT", "REMAINING", "HELD"];
-        let rows: Vec<Vec<String>> = rows
-            .into_iter()
-            .map(|mut r| {
-                r[0] = format!("  {}", r[0]);
-                r
-            })
-            .collect();
-        out.push_str(&table(&header, &rows));
+        return;
     }
-    out
+    let _ = writeln!(out, "rate limits");
+    let rows: Vec<Vec<String>> = rate_limits
+        .iter()
+        .map(|r| {
+            vec![
+                r.family.to_string(),
+                match r.limit {
+                    Some(l) => format!("{l} / {}s", r.window_secs),
+                    None => "none".into(),
+                },
+                if r.advertised { "Qualys" } else { "documented" }.to_string(),
+                r.sent_in_window.to_string(),
+                r.remaining.map_or_else(|| "-".into(), |n| n.to_string()),
+                r.held_for_secs
+                    .map_or_else(|| "no".into(), |s| format!("{s:.0}s")),
+            ]
+        })
+        .collect();
+    let header = ["  FAMILY", "LIMIT", "FROM", "SENT", "REMAINING", "HELD"];
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|mut r| {
+            r[0] = format!("  {}", r[0]);
+            r
+        })
+        .collect();
+    out.push_str(&table(&header, &rows));
 }
 
 #[cfg(test)]

@@ -268,67 +268,24 @@ async fn scan(temporal: &TemporalArgs, args: ScanImagesArgs) -> anyhow::Result<u
     let plan = plan(&args.images)?;
     let store = args.results.store().await?;
     let client = temporal::connect(temporal, "qflows-cli").await?;
-    let request = match classify(&plan.input) {
-        Ok(Classified::Scan(request)) => request,
-        _ => unreachable!("plan() classified the input"),
-    };
-    let mut options = WorkflowStartOptions::new(args.task_queue.clone(), plan.workflow_id.clone())
-        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-        .build();
-    options.memo = Some(qflows_activities::scan::design_memo());
-    let searchable = temporal::missing_search_attributes(&client)
-        .await
-        .is_ok_and(|missing| missing.is_empty());
-    if searchable {
-        options.search_attributes = search::at_start(&request);
-    }
+    let options = start_options(&client, &args.task_queue, &plan).await;
     let handle = client
         .start_workflow(ScanOnDeploy::run, plan.input.clone(), options)
         .await
         .map_err(|e| anyhow::anyhow!("starting ScanOnDeploy {}: {e}", plan.workflow_id))?;
     let count = plan.images.len();
     let images = if count == 1 { "image" } else { "images" };
+    let scanning = format!("scanning {count} {images}");
     if args.no_wait && !args.wait {
-        eprintln!(
-            "scanning {count} {images}: workflow {} (`qflows scan status <digest>` or \
-             `temporal workflow show -w {}` to follow it)",
-            plan.workflow_id, plan.workflow_id
-        );
-        match args.format {
-            OutputFormat::Json => println!(
-                "{}",
-                serde_json::json!({"workflowId": plan.workflow_id, "started": true})
-            ),
-            OutputFormat::Table => println!("{}", plan.workflow_id),
-        }
+        print_started(&scanning, &plan.workflow_id, args.format);
         return Ok(EXIT_PASS);
     }
     eprintln!(
-        "scanning {count} {images}: workflow {}, waiting for the verdict…",
+        "{scanning}: workflow {}, waiting for the verdict…",
         plan.workflow_id
     );
     let waiting = handle.get_result(WorkflowGetResultOptions::default());
-    let result = if args.timeout_secs > 0 {
-        match tokio::time::timeout(Duration::from_secs(args.timeout_secs), waiting).await {
-            Ok(result) => result,
-            Err(_) => anyhow::bail!(
-                "no verdict within --timeout-secs {}: the scan goes on in workflow {} \
-                 (run the same command again to wait for it)",
-                args.timeout_secs,
-                plan.workflow_id
-            ),
-        }
-    } else {
-        waiting.await
-    };
-    let output: ScanOnDeployOutput = result.map_err(|e| workflow_failed(&plan.workflow_id, e))?;
-    if output.status != "scanned" {
-        anyhow::bail!(
-            "ScanOnDeploy {} did not scan: {}",
-            plan.workflow_id,
-            output.reason.as_deref().unwrap_or(&output.status)
-        );
-    }
+    let output = wait_for_scan(waiting, args.timeout_secs, &plan.workflow_id).await?;
     let (outcome, exit_code) = outcome(&output.images);
     let mut reports = Vec::new();
     for result in output.images {
@@ -346,6 +303,74 @@ async fn scan(temporal: &TemporalArgs, args: ScanImagesArgs) -> anyhow::Result<u
         OutputFormat::Table => print!("{}", render_scan(&report, colours())),
     }
     Ok(exit_code)
+}
+
+/// How `qflows scan` starts ScanOnDeploy: under the plan's ID ("use existing": identical
+/// commands join one run), with the design memo, and with its search attributes when the
+/// namespace has them all.
+async fn start_options(
+    client: &temporalio_client::Client,
+    task_queue: &str,
+    plan: &ScanPlan,
+) -> WorkflowStartOptions {
+    let request = match classify(&plan.input) {
+        Ok(Classified::Scan(request)) => request,
+        _ => unreachable!("plan() classified the input"),
+    };
+    let mut options = WorkflowStartOptions::new(task_queue.to_owned(), plan.workflow_id.clone())
+        .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
+        .build();
+    options.memo = Some(qflows_activities::scan::design_memo());
+    let searchable = temporal::missing_search_attributes(client)
+        .await
+        .is_ok_and(|missing| missing.is_empty());
+    if searchable {
+        options.search_attributes = search::at_start(&request);
+    }
+    options
+}
+
+/// `--no-wait`: how to follow the started workflow (stderr), and its ID (stdout).
+fn print_started(scanning: &str, workflow_id: &str, format: OutputFormat) {
+    eprintln!(
+        "{scanning}: workflow {workflow_id} (`qflows scan status <digest>` or \
+         `temporal workflow show -w {workflow_id}` to follow it)"
+    );
+    match format {
+        OutputFormat::Json => println!(
+            "{}",
+            serde_json::json!({"workflowId": workflow_id, "started": true})
+        ),
+        OutputFormat::Table => println!("{workflow_id}"),
+    }
+}
+
+/// ScanOnDeploy's output once it scanned, waiting at most `timeout_secs` (0: no limit); an error
+/// when it failed, did not scan, or the time ran out (the scan goes on then).
+async fn wait_for_scan(
+    waiting: impl std::future::Future<Output = Result<ScanOnDeployOutput, WorkflowGetResultError>>,
+    timeout_secs: u64,
+    workflow_id: &str,
+) -> anyhow::Result<ScanOnDeployOutput> {
+    let result = if timeout_secs > 0 {
+        match tokio::time::timeout(Duration::from_secs(timeout_secs), waiting).await {
+            Ok(result) => result,
+            Err(_) => anyhow::bail!(
+                "no verdict within --timeout-secs {timeout_secs}: the scan goes on in workflow \
+                 {workflow_id} (run the same command again to wait for it)"
+            ),
+        }
+    } else {
+        waiting.await
+    };
+    let output = result.map_err(|e| workflow_failed(workflow_id, e))?;
+    if output.status != "scanned" {
+        anyhow::bail!(
+            "ScanOnDeploy {workflow_id} did not scan: {}",
+            output.reason.as_deref().unwrap_or(&output.status)
+        );
+    }
+    Ok(output)
 }
 
 /// A workflow that ended without output, said plainly.

@@ -57,8 +57,22 @@ pub(super) fn validate(policy: &Value, namespaced: bool, out: &mut Vec<Violation
     let Some(spec) = policy.get("spec").filter(|s| s.is_object()) else {
         return;
     };
+    check_sections(spec, namespaced, out);
+    let (disable_kprobe_multi, override_method) = check_options(spec, out);
+    let lists = check_lists(spec, out);
+    let pol = Policy {
+        lists,
+        macros: spec.get("selectorsMacros").and_then(Value::as_object),
+        has_enforcers: !arr(spec, "enforcers").is_empty(),
+        disable_kprobe_multi,
+    };
+    check_enforcers(spec, &pol, override_method.as_deref(), out);
+    check_macros(&pol, out);
+    check_hooks(spec, &pol, out);
+}
 
-    // Only one hook section per policy.
+/// Only one hook section per policy; no uprobes or usdts in a namespaced policy.
+fn check_sections(spec: &Value, namespaced: bool, out: &mut Vec<Violation>) {
     let sections = [
         "kprobes",
         "tracepoints",
@@ -92,16 +106,10 @@ pub(super) fn validate(policy: &Value, namespaced: bool, out: &mut Vec<Violation
             }
         }
     }
+}
 
-    let (disable_kprobe_multi, override_method) = check_options(spec, out);
-    let lists = check_lists(spec, out);
-    let pol = Policy {
-        lists,
-        macros: spec.get("selectorsMacros").and_then(Value::as_object),
-        has_enforcers: !arr(spec, "enforcers").is_empty(),
-        disable_kprobe_multi,
-    };
-    check_enforcers(spec, &pol, override_method.as_deref(), out);
+/// `spec.selectorsMacros`: a macro cannot use other macros.
+fn check_macros(pol: &Policy<'_>, out: &mut Vec<Violation>) {
     if let Some(macros) = pol.macros {
         for (name, m) in macros {
             if !arr(m, "macros").is_empty() {
@@ -112,7 +120,11 @@ pub(super) fn validate(policy: &Value, namespaced: bool, out: &mut Vec<Violation
             }
         }
     }
+}
 
+/// Every hook of every section (hook-level, then its selectors), and the limits kprobe_multi
+/// puts on the kprobes together: distinct symbols, one shared CEL program table.
+fn check_hooks(spec: &Value, pol: &Policy<'_>, out: &mut Vec<Violation>) {
     let kinds = [
         ("kprobes", HookKind::Kprobe),
         ("fentries", HookKind::Fentry),
@@ -129,28 +141,14 @@ pub(super) fn validate(policy: &Value, namespaced: bool, out: &mut Vec<Violation
                 continue;
             }
             let path = format!("spec.{section}[{i}]");
-            let hook = check_hook(h, kind, path, &pol, out);
-            let summary = selectors::check_hook_selectors(h, &hook, &pol, out);
+            let hook = check_hook(h, kind, path, pol, out);
+            let summary = selectors::check_hook_selectors(h, &hook, pol, out);
             if kind == HookKind::Kprobe {
                 cel_exprs += summary.cel_exprs;
             }
             // Same symbol twice: refused while kprobe_multi is in use (fentries never use it).
-            if kind == HookKind::Kprobe
-                && !pol.disable_kprobe_multi
-                && let Some(symbols) = &hook.symbols
-            {
-                for sym in symbols {
-                    if let Some(first) = seen_symbols.get(sym) {
-                        out.push(Violation::new(
-                            format!("{}.call", hook.path),
-                            format!(
-                                "can't have multiple instances of same symbol '{sym}' with kprobe_multi (first at {first}); merge the hooks or set spec.options disable-kprobe-multi"
-                            ),
-                        ));
-                    } else {
-                        seen_symbols.insert(sym.clone(), hook.path.clone());
-                    }
-                }
+            if kind == HookKind::Kprobe && !pol.disable_kprobe_multi {
+                check_kprobe_multi_symbols(&hook, &mut seen_symbols, out);
             }
         }
     }
@@ -163,6 +161,29 @@ pub(super) fn validate(policy: &Value, namespaced: bool, out: &mut Vec<Violation
                 selectors::MAX_CEL_EXPRS
             ),
         ));
+    }
+}
+
+/// A kprobe's symbols must not repeat one of an earlier kprobe (`seen`: symbol → first hook path).
+fn check_kprobe_multi_symbols(
+    hook: &Hook<'_>,
+    seen: &mut HashMap<String, String>,
+    out: &mut Vec<Violation>,
+) {
+    let Some(symbols) = &hook.symbols else {
+        return;
+    };
+    for sym in symbols {
+        if let Some(first) = seen.get(sym) {
+            out.push(Violation::new(
+                format!("{}.call", hook.path),
+                format!(
+                    "can't have multiple instances of same symbol '{sym}' with kprobe_multi (first at {first}); merge the hooks or set spec.options disable-kprobe-multi"
+                ),
+            ));
+        } else {
+            seen.insert(sym.clone(), hook.path.clone());
+        }
     }
 }
 
@@ -319,7 +340,6 @@ fn check_hook<'a>(
     let data: Vec<ArgInfo> = arr(h, "data").iter().map(ArgInfo::of).collect();
 
     check_message_and_tags(h, &path, out);
-
     if args.len() + data.len() > 5 {
         out.push(Violation::new(
             path.clone(),
@@ -330,94 +350,125 @@ fn check_hook<'a>(
             ),
         ));
     }
-    let kprobe_like = matches!(kind, HookKind::Kprobe | HookKind::Fentry);
-    for (j, a) in arr(h, "args").iter().enumerate() {
-        let info = args[j];
-        let apath = format!("{path}.args[{j}]");
-        if kprobe_like && (info.ty == "auto" || info.ty == "syscall64") {
-            out.push(Violation::new(
-                format!("{apath}.type"),
-                format!("type '{}' is invalid for kprobes", info.ty),
-            ));
-        }
-        if kind == HookKind::Tracepoint && info.ty == "const_buf" {
-            out.push(Violation::new(
-                format!("{apath}.type"),
-                "const_buf type cannot be user-defined",
-            ));
-        }
-        if kind == HookKind::Lsm
-            && info.ty == "auto"
-            && str_of(a, "resolve").unwrap_or("").is_empty()
-        {
-            out.push(Violation::new(
-                format!("{apath}.type"),
-                "type 'auto' unsupported",
-            ));
-        }
-        let max_index = if kind == HookKind::Tracepoint {
-            None
-        } else {
-            Some(4)
-        };
-        if let Some(max) = max_index
-            && info.index > max
-        {
-            out.push(Violation::new(
-                format!("{apath}.index"),
-                format!(
-                    "ArgType {} Index {} out of bounds (max {max})",
-                    info.ty, info.index
-                ),
-            ));
-        }
-        if kind == HookKind::Tracepoint
-            && h.get("raw").and_then(Value::as_bool) == Some(true)
-            && info.index > 5
-        {
-            out.push(Violation::new(
-                format!("{apath}.index"),
-                format!(
-                    "raw tracepoint can read up to 5 arguments, but index {} was requested",
-                    info.index
-                ),
-            ));
-        }
-        if kprobe_like && !str_of(a, "source").unwrap_or("").is_empty() {
-            out.push(Violation::new(
-                format!("{apath}.source"),
-                "standard argument is not allowed to have source configured (use data[] for current_task/pt_regs)",
-            ));
-        }
+    for (j, (a, info)) in arr(h, "args").iter().zip(&args).enumerate() {
+        check_arg(h, kind, a, info, &format!("{path}.args[{j}]"), out);
     }
-    for (j, d) in arr(h, "data").iter().enumerate() {
-        let dpath = format!("{path}.data[{j}]");
-        let source = str_of(d, "source").unwrap_or("");
-        if source != "current_task" && source != "pt_regs" {
-            out.push(Violation::new(
-                format!("{dpath}.source"),
-                format!(
-                    "data argument has wrong source '{source}' (expected current_task or pt_regs)"
-                ),
-            ));
-        }
-        if str_of(d, "resolve").unwrap_or("").is_empty() {
-            out.push(Violation::new(
-                format!("{dpath}.resolve"),
-                "data argument missing 'resolve' setup",
-            ));
-        }
-        if kprobe_like && data[j].index > 4 {
-            out.push(Violation::new(
-                format!("{dpath}.index"),
-                format!(
-                    "ArgType {} Index {} out of bounds (max 4)",
-                    data[j].ty, data[j].index
-                ),
-            ));
-        }
+    for (j, (d, info)) in arr(h, "data").iter().zip(&data).enumerate() {
+        check_data_arg(kind, d, info, &format!("{path}.data[{j}]"), out);
     }
+    let return_arg = check_return(h, &path, out);
+    let (syscall, symbols) = check_attach_point(h, kind, &path, pol, out);
 
+    Hook {
+        kind,
+        path,
+        args,
+        data,
+        return_arg,
+        syscall,
+        symbols,
+    }
+}
+
+/// Whether the hook kind is a kprobe or an fentry (they share the argument rules and `call`).
+fn is_kprobe_like(kind: HookKind) -> bool {
+    matches!(kind, HookKind::Kprobe | HookKind::Fentry)
+}
+
+/// One `args[]` entry (`a`, at `apath`): the types each hook kind refuses, the index bound
+/// (tracepoints have none, raw tracepoints read 5), and no `source` on kprobe arguments.
+fn check_arg(
+    h: &Value,
+    kind: HookKind,
+    a: &Value,
+    info: &ArgInfo<'_>,
+    apath: &str,
+    out: &mut Vec<Violation>,
+) {
+    let kprobe_like = is_kprobe_like(kind);
+    if kprobe_like && (info.ty == "auto" || info.ty == "syscall64") {
+        out.push(Violation::new(
+            format!("{apath}.type"),
+            format!("type '{}' is invalid for kprobes", info.ty),
+        ));
+    }
+    if kind == HookKind::Tracepoint && info.ty == "const_buf" {
+        out.push(Violation::new(
+            format!("{apath}.type"),
+            "const_buf type cannot be user-defined",
+        ));
+    }
+    if kind == HookKind::Lsm && info.ty == "auto" && str_of(a, "resolve").unwrap_or("").is_empty() {
+        out.push(Violation::new(
+            format!("{apath}.type"),
+            "type 'auto' unsupported",
+        ));
+    }
+    if kind != HookKind::Tracepoint && info.index > 4 {
+        out.push(Violation::new(
+            format!("{apath}.index"),
+            format!(
+                "ArgType {} Index {} out of bounds (max 4)",
+                info.ty, info.index
+            ),
+        ));
+    }
+    if kind == HookKind::Tracepoint
+        && h.get("raw").and_then(Value::as_bool) == Some(true)
+        && info.index > 5
+    {
+        out.push(Violation::new(
+            format!("{apath}.index"),
+            format!(
+                "raw tracepoint can read up to 5 arguments, but index {} was requested",
+                info.index
+            ),
+        ));
+    }
+    if kprobe_like && !str_of(a, "source").unwrap_or("").is_empty() {
+        out.push(Violation::new(
+            format!("{apath}.source"),
+            "standard argument is not allowed to have source configured (use data[] for current_task/pt_regs)",
+        ));
+    }
+}
+
+/// One `data[]` entry (`d`, at `dpath`): a `current_task`/`pt_regs` source, a `resolve`, and on
+/// kprobes an index of at most 4.
+fn check_data_arg(
+    kind: HookKind,
+    d: &Value,
+    info: &ArgInfo<'_>,
+    dpath: &str,
+    out: &mut Vec<Violation>,
+) {
+    let source = str_of(d, "source").unwrap_or("");
+    if source != "current_task" && source != "pt_regs" {
+        out.push(Violation::new(
+            format!("{dpath}.source"),
+            format!("data argument has wrong source '{source}' (expected current_task or pt_regs)"),
+        ));
+    }
+    if str_of(d, "resolve").unwrap_or("").is_empty() {
+        out.push(Violation::new(
+            format!("{dpath}.resolve"),
+            "data argument missing 'resolve' setup",
+        ));
+    }
+    if is_kprobe_like(kind) && info.index > 4 {
+        out.push(Violation::new(
+            format!("{dpath}.index"),
+            format!(
+                "ArgType {} Index {} out of bounds (max 4)",
+                info.ty, info.index
+            ),
+        ));
+    }
+}
+
+/// `returnArg` (an explicit type when `return: true`) and `returnArgAction` (TrackSock or
+/// UntrackSock). Returns `returnArg` when `return: true` (return selectors are compiled only then).
+fn check_return<'a>(h: &'a Value, path: &str, out: &mut Vec<Violation>) -> Option<ArgInfo<'a>> {
     let returns = h.get("return").and_then(Value::as_bool) == Some(true);
     let return_arg = h
         .get("returnArg")
@@ -441,9 +492,21 @@ fn check_hook<'a>(
             ));
         }
     }
+    if returns { return_arg } else { None }
+}
 
-    let (syscall, symbols) = if kprobe_like {
-        resolve_call(h, &path, pol, out)
+/// What the hook attaches to, per kind: a kprobe's or fentry's `call` (resolved, see
+/// [`resolve_call`]), an lsm `hook`, a tracepoint's `subsystem` and `event`, an uprobe's
+/// symbols, offsets or addresses. Returns the effective syscall flag and the kprobe symbols.
+fn check_attach_point(
+    h: &Value,
+    kind: HookKind,
+    path: &str,
+    pol: &Policy<'_>,
+    out: &mut Vec<Violation>,
+) -> (bool, Option<Vec<String>>) {
+    let call = if is_kprobe_like(kind) {
+        resolve_call(h, path, pol, out)
     } else {
         (false, None)
     };
@@ -470,21 +533,12 @@ fn check_hook<'a>(
             .count();
         if n == 0 {
             out.push(Violation::new(
-                path.clone(),
+                path,
                 "uprobe needs exactly one of either Symbols, Offsets or Addrs defined",
             ));
         }
     }
-
-    Hook {
-        kind,
-        path,
-        args,
-        data,
-        return_arg: if returns { return_arg } else { None },
-        syscall,
-        symbols,
-    }
+    call
 }
 
 /// `message` (2..256 bytes) and `tags` (≤16, each 2..128 bytes).

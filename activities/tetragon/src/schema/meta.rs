@@ -128,7 +128,24 @@ pub(super) fn validate(metadata: Option<&Value>, out: &mut Vec<Violation>) {
             ));
         }
     }
-    match meta.get("name") {
+    check_name(meta.get("name"), out);
+    check_namespace(meta.get("namespace"), out);
+    check_labels(meta.get("labels"), out);
+    check_annotations(meta.get("annotations"), out);
+    if let Some(f) = meta.get("finalizers")
+        && !f.is_null()
+        && !f.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+    {
+        out.push(Violation::new(
+            "metadata.finalizers",
+            "Invalid value: must be a list of strings",
+        ));
+    }
+}
+
+/// `metadata.name`: required, a DNS-1123 subdomain (`NameIsDNSSubdomain`).
+fn check_name(name: Option<&Value>, out: &mut Vec<Violation>) {
+    match name {
         Some(Value::String(name)) => {
             if name.is_empty() {
                 out.push(Violation::new(
@@ -151,7 +168,11 @@ pub(super) fn validate(metadata: Option<&Value>, out: &mut Vec<Violation>) {
             "Invalid value: must be a string",
         )),
     }
-    match meta.get("namespace") {
+}
+
+/// `metadata.namespace`: optional, a DNS-1123 label when given.
+fn check_namespace(namespace: Option<&Value>, out: &mut Vec<Violation>) {
+    match namespace {
         Some(Value::String(ns)) if !ns.is_empty() => {
             if ns.len() > 63 || !DNS1123_LABEL.is_match(ns) {
                 out.push(Violation::new(
@@ -170,47 +191,48 @@ pub(super) fn validate(metadata: Option<&Value>, out: &mut Vec<Violation>) {
             "Invalid value: must be a string",
         )),
     }
-    if let Some(labels) = string_map(meta.get("labels"), "metadata.labels", out) {
-        for (k, v) in labels {
-            if let Some(e) = qualified_name_error(k) {
-                out.push(Violation::new(
-                    format!("metadata.labels[{k}]"),
-                    format!("Invalid value: \"{k}\": {e}"),
-                ));
-            }
-            if let Some(e) = label_value_error(v) {
-                out.push(Violation::new(
-                    format!("metadata.labels[{k}]"),
-                    format!("Invalid value: \"{v}\": {e}"),
-                ));
-            }
-        }
-    }
-    if let Some(annotations) = string_map(meta.get("annotations"), "metadata.annotations", out) {
-        let mut total = 0usize;
-        for (k, v) in &annotations {
-            total += k.len() + v.len();
-            if let Some(e) = qualified_name_error(&k.to_ascii_lowercase()) {
-                out.push(Violation::new(
-                    format!("metadata.annotations[{k}]"),
-                    format!("Invalid value: \"{k}\": {e}"),
-                ));
-            }
-        }
-        if total > ANNOTATIONS_MAX_BYTES {
+}
+
+/// `metadata.labels`: qualified-name keys and label values.
+fn check_labels(labels: Option<&Value>, out: &mut Vec<Violation>) {
+    let Some(labels) = string_map(labels, "metadata.labels", out) else {
+        return;
+    };
+    for (k, v) in labels {
+        if let Some(e) = qualified_name_error(k) {
             out.push(Violation::new(
-                "metadata.annotations",
-                format!("Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes (got {total})"),
+                format!("metadata.labels[{k}]"),
+                format!("Invalid value: \"{k}\": {e}"),
+            ));
+        }
+        if let Some(e) = label_value_error(v) {
+            out.push(Violation::new(
+                format!("metadata.labels[{k}]"),
+                format!("Invalid value: \"{v}\": {e}"),
             ));
         }
     }
-    if let Some(f) = meta.get("finalizers")
-        && !f.is_null()
-        && !f.as_array().is_some_and(|a| a.iter().all(Value::is_string))
-    {
+}
+
+/// `metadata.annotations`: qualified-name keys (case-insensitive), 256 KiB in total.
+fn check_annotations(annotations: Option<&Value>, out: &mut Vec<Violation>) {
+    let Some(annotations) = string_map(annotations, "metadata.annotations", out) else {
+        return;
+    };
+    let mut total = 0usize;
+    for (k, v) in &annotations {
+        total += k.len() + v.len();
+        if let Some(e) = qualified_name_error(&k.to_ascii_lowercase()) {
+            out.push(Violation::new(
+                format!("metadata.annotations[{k}]"),
+                format!("Invalid value: \"{k}\": {e}"),
+            ));
+        }
+    }
+    if total > ANNOTATIONS_MAX_BYTES {
         out.push(Violation::new(
-            "metadata.finalizers",
-            "Invalid value: must be a list of strings",
+            "metadata.annotations",
+            format!("Too long: must have at most {ANNOTATIONS_MAX_BYTES} bytes (got {total})"),
         ));
     }
 }

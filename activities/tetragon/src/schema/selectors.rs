@@ -411,6 +411,8 @@ fn check_binaries(b: &Item<'_>, field: &str, out: &mut Vec<Violation>) {
     }
 }
 
+/// One action: rate limit, stack traces, NotifyEnforcer, unsigned arguments; for a matchActions
+/// entry (`entry`, not matchReturnActions) also whether the hook kind supports it.
 fn check_action(
     a: &Item<'_>,
     hook: &Hook<'_>,
@@ -419,33 +421,8 @@ fn check_action(
     out: &mut Vec<Violation>,
 ) {
     let action = str_of(a.v, "action").unwrap_or("");
-    let lower = action.to_ascii_lowercase();
     let path = &a.path;
-    if let Some(rate) = str_of(a.v, "rateLimit").filter(|r| !r.is_empty()) {
-        if lower != "post" {
-            out.push(Violation::new(
-                format!("{path}.rateLimit"),
-                format!(
-                    "rate limiting can only applied to post action (was applied to '{action}')"
-                ),
-            ));
-        } else if !is_rate_limit(rate) {
-            out.push(Violation::new(
-                format!("{path}.rateLimit"),
-                format!("rateLimit value {rate} is invalid (expected N, Ns, Nm or Nh)"),
-            ));
-        }
-        if let Some(scope) = str_of(a.v, "rateLimitScope").filter(|s| !s.is_empty())
-            && !matches!(scope, "thread" | "process" | "global")
-        {
-            out.push(Violation::new(
-                format!("{path}.rateLimitScope"),
-                format!(
-                    "rateLimitScope value {scope} is invalid (expected thread, process or global)"
-                ),
-            ));
-        }
-    }
+    check_rate_limit(a, action, out);
     let stack = ["kernelStackTrace", "userStackTrace"]
         .iter()
         .any(|k| a.v.get(*k).and_then(Value::as_bool) == Some(true));
@@ -469,9 +446,51 @@ fn check_action(
             ));
         }
     }
-    if !entry {
-        return;
+    if entry {
+        check_action_for_hook_kind(a, action, stack, hook, pol, out);
     }
+}
+
+/// `rateLimit` (Post only, `N`/`Ns`/`Nm`/`Nh`) and its `rateLimitScope`.
+fn check_rate_limit(a: &Item<'_>, action: &str, out: &mut Vec<Violation>) {
+    let path = &a.path;
+    let Some(rate) = str_of(a.v, "rateLimit").filter(|r| !r.is_empty()) else {
+        return;
+    };
+    if !action.eq_ignore_ascii_case("post") {
+        out.push(Violation::new(
+            format!("{path}.rateLimit"),
+            format!("rate limiting can only applied to post action (was applied to '{action}')"),
+        ));
+    } else if !is_rate_limit(rate) {
+        out.push(Violation::new(
+            format!("{path}.rateLimit"),
+            format!("rateLimit value {rate} is invalid (expected N, Ns, Nm or Nh)"),
+        ));
+    }
+    if let Some(scope) = str_of(a.v, "rateLimitScope").filter(|s| !s.is_empty())
+        && !matches!(scope, "thread" | "process" | "global")
+    {
+        out.push(Violation::new(
+            format!("{path}.rateLimitScope"),
+            format!("rateLimitScope value {scope} is invalid (expected thread, process or global)"),
+        ));
+    }
+}
+
+/// Which actions each hook kind supports on entry: Override on kprobes (see
+/// [`override_problem`]) but not tracepoints, no enforcement on fentries, and lsm hooks' short
+/// list (`stack`: a stack trace is requested).
+fn check_action_for_hook_kind(
+    a: &Item<'_>,
+    action: &str,
+    stack: bool,
+    hook: &Hook<'_>,
+    pol: &Policy<'_>,
+    out: &mut Vec<Violation>,
+) {
+    let path = &a.path;
+    let lower = action.to_ascii_lowercase();
     match hook.kind {
         HookKind::Kprobe if lower == "override" => {
             if let Some(problem) = override_problem(hook, pol) {

@@ -152,7 +152,20 @@ fn as_u64(v: Option<&Value>) -> Option<u64> {
     v.and_then(Value::as_u64)
 }
 
+/// `v` as a list of strings (non-strings skipped; empty when not an array).
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Node {
+    /// Compiles schema `s`, recording keywords it does not understand in `unknown` and every CEL
+    /// rule source in `rule_sources`.
     fn compile(
         s: &Value,
         unknown: &mut BTreeSet<String>,
@@ -160,12 +173,31 @@ impl Node {
     ) -> Node {
         let empty = Map::new();
         let m = s.as_object().unwrap_or(&empty);
-        let mut node = Node {
+        let mut node = Node::unconstrained(m.contains_key("default"));
+        let mut map_keys = Vec::new();
+        for (k, v) in m {
+            let known = node.compile_shape(k, v, unknown, rule_sources)
+                || node.compile_value_constraint(k, v, unknown)
+                || node.compile_kubernetes_extension(k, v, &mut map_keys, rule_sources)
+                || INERT_KEYWORDS.contains(&k.as_str());
+            if !known {
+                unknown.insert(k.clone());
+            }
+        }
+        if let ListType::Map(keys) = &mut node.list_type {
+            *keys = map_keys;
+        }
+        node
+    }
+
+    /// A node that accepts anything (no keyword applied yet).
+    fn unconstrained(has_default: bool) -> Node {
+        Node {
             ty: None,
             int_or_string: false,
             preserve_unknown: false,
             nullable: false,
-            has_default: m.contains_key("default"),
+            has_default,
             properties: HashMap::new(),
             additional: Additional::Unset,
             required: Vec::new(),
@@ -186,117 +218,130 @@ impl Node {
             format: None,
             list_type: ListType::Atomic,
             rules: Vec::new(),
-        };
-        let mut map_keys = Vec::new();
-        for (k, v) in m {
-            match k.as_str() {
-                "type" => {
-                    node.ty = match v.as_str() {
-                        Some("object") => Some(Ty::Object),
-                        Some("array") => Some(Ty::Array),
-                        Some("string") => Some(Ty::String),
-                        Some("integer") => Some(Ty::Integer),
-                        Some("number") => Some(Ty::Number),
-                        Some("boolean") => Some(Ty::Boolean),
-                        other => {
-                            unknown.insert(format!("type: {other:?}"));
-                            None
-                        }
+        }
+    }
+
+    /// The shape keywords (`type`, `properties`, `additionalProperties`, `items`, `required`),
+    /// compiling sub-schemas. False when `k` is not one of them.
+    fn compile_shape(
+        &mut self,
+        k: &str,
+        v: &Value,
+        unknown: &mut BTreeSet<String>,
+        rule_sources: &mut BTreeSet<String>,
+    ) -> bool {
+        match k {
+            "type" => {
+                self.ty = match v.as_str() {
+                    Some("object") => Some(Ty::Object),
+                    Some("array") => Some(Ty::Array),
+                    Some("string") => Some(Ty::String),
+                    Some("integer") => Some(Ty::Integer),
+                    Some("number") => Some(Ty::Number),
+                    Some("boolean") => Some(Ty::Boolean),
+                    other => {
+                        unknown.insert(format!("type: {other:?}"));
+                        None
                     }
-                }
-                "properties" => {
-                    if let Some(props) = v.as_object() {
-                        for (name, sub) in props {
-                            node.properties
-                                .insert(name.clone(), Node::compile(sub, unknown, rule_sources));
-                        }
-                    }
-                }
-                "additionalProperties" => {
-                    node.additional = match v {
-                        Value::Bool(b) => Additional::Allowed(*b),
-                        sub => {
-                            Additional::Schema(Box::new(Node::compile(sub, unknown, rule_sources)))
-                        }
-                    }
-                }
-                "items" => node.items = Some(Box::new(Node::compile(v, unknown, rule_sources))),
-                "required" => {
-                    node.required = v
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|r| r.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                }
-                "enum" => node.enumeration = v.as_array().cloned(),
-                "default" => {}
-                "nullable" => node.nullable = v.as_bool().unwrap_or(false),
-                "format" => node.format = v.as_str().map(str::to_owned),
-                "minItems" => node.min_items = as_u64(Some(v)),
-                "maxItems" => node.max_items = as_u64(Some(v)),
-                "minLength" => node.min_length = as_u64(Some(v)),
-                "maxLength" => node.max_length = as_u64(Some(v)),
-                "minProperties" => node.min_properties = as_u64(Some(v)),
-                "maxProperties" => node.max_properties = as_u64(Some(v)),
-                "minimum" => node.minimum = v.as_f64(),
-                "maximum" => node.maximum = v.as_f64(),
-                "exclusiveMinimum" => node.exclusive_minimum = v.as_bool().unwrap_or(false),
-                "exclusiveMaximum" => node.exclusive_maximum = v.as_bool().unwrap_or(false),
-                "multipleOf" => node.multiple_of = v.as_f64(),
-                "pattern" => {
-                    let src = v.as_str().unwrap_or_default();
-                    match Regex::new(src) {
-                        Ok(re) => node.pattern = Some(re),
-                        Err(_) => {
-                            unknown.insert(format!("pattern: {src}"));
-                        }
-                    }
-                }
-                "x-kubernetes-int-or-string" => node.int_or_string = v.as_bool().unwrap_or(false),
-                "x-kubernetes-preserve-unknown-fields" => {
-                    node.preserve_unknown = v.as_bool().unwrap_or(false)
-                }
-                "x-kubernetes-list-type" => {
-                    node.list_type = match v.as_str() {
-                        Some("set") => ListType::Set,
-                        Some("map") => ListType::Map(Vec::new()),
-                        _ => ListType::Atomic,
-                    }
-                }
-                "x-kubernetes-list-map-keys" => {
-                    map_keys = v
-                        .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|k| k.as_str().map(str::to_owned))
-                                .collect()
-                        })
-                        .unwrap_or_default()
-                }
-                "x-kubernetes-validations" => {
-                    for r in v.as_array().into_iter().flatten() {
-                        let src = r["rule"].as_str().unwrap_or_default().to_owned();
-                        let message = r["message"]
-                            .as_str()
-                            .map(str::to_owned)
-                            .unwrap_or_else(|| format!("failed rule: {src}"));
-                        rule_sources.insert(src.clone());
-                        node.rules.push((cel::Rule::from_source(&src), message));
-                    }
-                }
-                other if INERT_KEYWORDS.contains(&other) => {}
-                other => {
-                    unknown.insert(other.to_owned());
                 }
             }
+            "properties" => {
+                if let Some(props) = v.as_object() {
+                    for (name, sub) in props {
+                        self.properties
+                            .insert(name.clone(), Node::compile(sub, unknown, rule_sources));
+                    }
+                }
+            }
+            "additionalProperties" => {
+                self.additional = match v {
+                    Value::Bool(b) => Additional::Allowed(*b),
+                    sub => Additional::Schema(Box::new(Node::compile(sub, unknown, rule_sources))),
+                }
+            }
+            "items" => self.items = Some(Box::new(Node::compile(v, unknown, rule_sources))),
+            "required" => self.required = strings(v),
+            _ => return false,
         }
-        if let ListType::Map(keys) = &mut node.list_type {
-            *keys = map_keys;
+        true
+    }
+
+    /// The value keywords: `enum`, `default` (only its presence matters), `nullable`, `format`,
+    /// the bounds and `pattern` (an unparsable pattern goes to `unknown`). False when `k` is not
+    /// one of them.
+    fn compile_value_constraint(
+        &mut self,
+        k: &str,
+        v: &Value,
+        unknown: &mut BTreeSet<String>,
+    ) -> bool {
+        match k {
+            "enum" => self.enumeration = v.as_array().cloned(),
+            "default" => {}
+            "nullable" => self.nullable = v.as_bool().unwrap_or(false),
+            "format" => self.format = v.as_str().map(str::to_owned),
+            "minItems" => self.min_items = as_u64(Some(v)),
+            "maxItems" => self.max_items = as_u64(Some(v)),
+            "minLength" => self.min_length = as_u64(Some(v)),
+            "maxLength" => self.max_length = as_u64(Some(v)),
+            "minProperties" => self.min_properties = as_u64(Some(v)),
+            "maxProperties" => self.max_properties = as_u64(Some(v)),
+            "minimum" => self.minimum = v.as_f64(),
+            "maximum" => self.maximum = v.as_f64(),
+            "exclusiveMinimum" => self.exclusive_minimum = v.as_bool().unwrap_or(false),
+            "exclusiveMaximum" => self.exclusive_maximum = v.as_bool().unwrap_or(false),
+            "multipleOf" => self.multiple_of = v.as_f64(),
+            "pattern" => {
+                let src = v.as_str().unwrap_or_default();
+                match Regex::new(src) {
+                    Ok(re) => self.pattern = Some(re),
+                    Err(_) => {
+                        unknown.insert(format!("pattern: {src}"));
+                    }
+                }
+            }
+            _ => return false,
         }
-        node
+        true
+    }
+
+    /// The Kubernetes extensions (`x-kubernetes-*`): int-or-string, preserve-unknown-fields,
+    /// list types (map keys collected into `map_keys`) and the CEL `validations`. False when `k`
+    /// is not one of them.
+    fn compile_kubernetes_extension(
+        &mut self,
+        k: &str,
+        v: &Value,
+        map_keys: &mut Vec<String>,
+        rule_sources: &mut BTreeSet<String>,
+    ) -> bool {
+        match k {
+            "x-kubernetes-int-or-string" => self.int_or_string = v.as_bool().unwrap_or(false),
+            "x-kubernetes-preserve-unknown-fields" => {
+                self.preserve_unknown = v.as_bool().unwrap_or(false)
+            }
+            "x-kubernetes-list-type" => {
+                self.list_type = match v.as_str() {
+                    Some("set") => ListType::Set,
+                    Some("map") => ListType::Map(Vec::new()),
+                    _ => ListType::Atomic,
+                }
+            }
+            "x-kubernetes-list-map-keys" => *map_keys = strings(v),
+            "x-kubernetes-validations" => {
+                for r in v.as_array().into_iter().flatten() {
+                    let src = r["rule"].as_str().unwrap_or_default().to_owned();
+                    let message = r["message"]
+                        .as_str()
+                        .map(str::to_owned)
+                        .unwrap_or_else(|| format!("failed rule: {src}"));
+                    rule_sources.insert(src.clone());
+                    self.rules.push((cel::Rule::from_source(&src), message));
+                }
+            }
+            _ => return false,
+        }
+        true
     }
 
     fn validate(&self, v: &Value, path: &mut String, out: &mut Vec<Violation>) {
