@@ -24,6 +24,36 @@ use temporalio_sdk::activities::ActivityError;
 /// Version of the document schema (`schemaVersion`).
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// What every stored scan report holds, whichever backend (`registry`, `qscanner`) made it: the
+/// image, when and how it was scanned, and the gate's verdict under the built-in profile. The
+/// backend adds its own fields (vulnerabilities and its facts) to the map.
+pub fn report_fields(
+    input: &qflows_workflows::scan::model::ImageScanInput,
+    backend: &str,
+    scanned_at: &str,
+    verdict: qflows_workflows::scan::model::Verdict,
+    summary: &qflows_workflows::scan::model::SeveritySummary,
+    gate: &crate::gate::GatePolicy,
+) -> serde_json::Map<String, serde_json::Value> {
+    let serde_json::Value::Object(fields) = serde_json::json!({
+        "schemaVersion": SCHEMA_VERSION,
+        "image": input.image.to_string(),
+        "registry": input.image.registry,
+        "repository": input.image.repository,
+        "tag": input.image.tag,
+        "digest": input.digest,
+        "backend": backend,
+        "scannedAt": scanned_at,
+        "verdict": verdict,
+        "summary": summary,
+        "gate": gate,
+        "profile": qflows_workflows::scan::profile::DEFAULT_PROFILE,
+    }) else {
+        unreachable!("a JSON object literal is an object")
+    };
+    fields
+}
+
 /// A local directory of results.
 #[derive(Debug, Clone)]
 pub struct LocalResults {

@@ -14,7 +14,7 @@ use crate::heartbeat;
 use crate::notify::{Notification, NotificationKind, Notifier};
 use crate::qualys::{Image, OnDemandSchedule, QualysClient, RepoTag};
 use crate::resolve::{Resolver, resolve_request};
-use crate::results::{ResultsStore, SCHEMA_VERSION};
+use crate::results::{ResultsStore, report_fields};
 use qflows_workflows::FailureType;
 use qflows_workflows::ImageScan;
 use qflows_workflows::scan::ImageRef;
@@ -267,23 +267,18 @@ impl ScanActivities {
         let gate = self.judge.profiles().default_profile().gate.clone();
         let (verdict, summary) = evaluate(&gate, vulns.iter().map(GateItem::from), 0, now);
         let input = &collect.input;
-        let document = json!({
-            "schemaVersion": SCHEMA_VERSION,
-            "image": input.image.to_string(),
-            "registry": input.image.registry,
-            "repository": input.image.repository,
-            "tag": input.image.tag,
-            "digest": input.digest,
-            "qualysImageId": collect.sha,
-            "backend": "registry",
-            "scannedAt": collect.scanned_at,
-            "verdict": verdict,
-            "summary": summary,
-            "gate": gate,
-            "profile": qflows_workflows::scan::profile::DEFAULT_PROFILE,
-            "imageCreatedMs": collect.created_ms,
-            "vulnerabilities": vulns,
-        });
+        let mut document = report_fields(
+            input,
+            "registry",
+            &collect.scanned_at,
+            verdict,
+            &summary,
+            &gate,
+        );
+        document.insert("qualysImageId".into(), json!(collect.sha));
+        document.insert("imageCreatedMs".into(), json!(collect.created_ms));
+        document.insert("vulnerabilities".into(), json!(vulns));
+        let document = serde_json::Value::Object(document);
         self.results
             .store_scan(
                 input,

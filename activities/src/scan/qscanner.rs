@@ -13,7 +13,7 @@ use crate::qscanner::{
 };
 use crate::qualys::QualysClient;
 use crate::resolve::Resolver;
-use crate::results::{ResultsStore, SCHEMA_VERSION};
+use crate::results::{ResultsStore, report_fields};
 use qflows_workflows::scan::contracts;
 use qflows_workflows::scan::model::{
     ImageResult, ImageScanInput, ImageStatus, QScannerScan, SeveritySummary, Verdict,
@@ -239,25 +239,23 @@ fn report_document(
     verdict: Verdict,
     summary: &SeveritySummary,
 ) -> serde_json::Value {
-    let input = &request.input;
-    json!({
-        "schemaVersion": SCHEMA_VERSION,
-        "image": input.image.to_string(),
-        "registry": input.image.registry,
-        "repository": input.image.repository,
-        "tag": input.image.tag,
-        "digest": input.digest,
-        "backend": "qscanner",
-        "scannedAt": request.scanned_at,
-        "verdict": verdict,
-        "summary": summary,
-        "gate": gate,
-        "profile": qflows_workflows::scan::profile::DEFAULT_PROFILE,
-        "policy": outcome.policy,
-        "reportAvailable": outcome.report_available,
-        "os": outcome.os,
-        "vulnerabilities": outcome.vulnerabilities,
-        "secrets": outcome.secrets,
-        "warnings": outcome.warnings,
-    })
+    let mut document = report_fields(
+        &request.input,
+        "qscanner",
+        &request.scanned_at,
+        verdict,
+        summary,
+        gate,
+    );
+    for (key, value) in [
+        ("policy", json!(outcome.policy)),
+        ("reportAvailable", json!(outcome.report_available)),
+        ("os", json!(outcome.os)),
+        ("vulnerabilities", json!(outcome.vulnerabilities)),
+        ("secrets", json!(outcome.secrets)),
+        ("warnings", json!(outcome.warnings)),
+    ] {
+        document.insert(key.into(), value);
+    }
+    serde_json::Value::Object(document)
 }
