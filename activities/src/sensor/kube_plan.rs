@@ -16,7 +16,8 @@
 //!   since), the object is reported as drifted and left as they made it. The DaemonSet's
 //!   template comes from the ControllerRevision recorded before the run when it still exists.
 
-use super::SensorError;
+use super::error::SensorError;
+use super::fault::fault_point;
 use super::fields::{leaves, managed_by, owners_of, project, touched_by_others, union};
 use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
 use crate::kube::{FIELD_MANAGER, KubeError, contained};
@@ -32,7 +33,7 @@ use qflows_workflows::sensor::model::{
 };
 use serde_json::{Value, json};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 /// How long one API call may take before the cluster counts as unobservable for this look.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -366,15 +367,6 @@ pub async fn prepare(
         return Err(SensorError::Preflight { refusals, warnings });
     }
     Ok(Prepared { objects, warnings })
-}
-
-/// Exits the process right after `step` when `QFLOWS_FAULT_EXIT_AFTER` names it: a
-/// fault-injection hook for the tests that kill a worker mid-apply (never set in production).
-pub(crate) fn fault_point(step: &str) {
-    if std::env::var("QFLOWS_FAULT_EXIT_AFTER").is_ok_and(|v| v == step) {
-        warn!(%step, "QFLOWS_FAULT_EXIT_AFTER: exiting as asked");
-        std::process::exit(70);
-    }
 }
 
 /// Applies every object (comparing first); the DaemonSet last.
