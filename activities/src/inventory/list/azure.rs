@@ -1,7 +1,7 @@
 //! Azure: the subscription's container groups, container apps and container app jobs, from
 //! Resource Manager's subscription-wide list endpoints, every `nextLink` page (followed only on
 //! the same endpoint and list path; a throttled or failing page is asked again, after its
-//! `Retry-After`, up to [`super::paging::PAGE_ATTEMPTS`] times). Images are read as
+//! `Retry-After`, up to [`super::PAGE_ATTEMPTS`] times). Images are read as
 //! ScanOnDeploy reads one resource (init containers included). Place: `aci:<resource group>/<group>/<container>` for a container
 //! group, `aca:<resource group>/<app or job>` for a container app or job.
 //!

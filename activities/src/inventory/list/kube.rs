@@ -7,7 +7,7 @@
 //! its manifest digest) is not used. Place: `k8s:<namespace>/<pod>/<container>`.
 //!
 //! A page that fails with 429, a 5xx or a network error is asked again (up to
-//! [`super::paging::PAGE_ATTEMPTS`] times, backing off); an expired `continue` token (410) starts the
+//! [`super::PAGE_ATTEMPTS`] times, backing off); an expired `continue` token (410) starts the
 //! listing over once.
 
 use super::error::{ListError, check_size};

@@ -10,8 +10,8 @@
 //! only when it is exactly `sha256:` and 64 lowercase hex digits.
 //!
 //! What the per-platform listings share lives in leaves they import, never in this file:
-//! [`ListError`] and the size limit (`error`), [`ListerSettings`] (`settings`), the
-//! [`Seen`] container (`seen`) and the page retries (`paging`).
+//! [`ListError`] and the size limit (`error`), [`ListerSettings`] (`settings`), the `Seen`
+//! container (`seen`) and the page retries (`paging`).
 
 pub mod azure;
 pub mod ecs;
