@@ -202,32 +202,12 @@ pub fn group(
     containers: Vec<RunningContainer>,
     taken_at: String,
 ) -> InventoryRecord {
-    #[derive(Default)]
-    struct Acc {
-        count: u64,
-        places: Vec<String>,
-        references: HashMap<String, u64>,
-    }
     let total = containers.len() as u64;
-    let mut by_digest: HashMap<String, Acc> = HashMap::new();
+    let mut by_digest: HashMap<String, DigestTally> = HashMap::new();
     let mut unresolved = Vec::new();
     let mut unresolved_count = 0u64;
     for c in containers {
-        let reason = match c.digest.as_deref() {
-            Some(d) if !is_digest(d) => {
-                Some("the listed digest is not sha256:<64 hex>".to_string())
-            }
-            Some(_) if ImageRef::parse(&c.image).is_err() => {
-                Some("the image reference does not parse".to_string())
-            }
-            Some(_) => None,
-            None => Some(
-                c.unresolved
-                    .clone()
-                    .unwrap_or_else(|| "no digest listed".into()),
-            ),
-        };
-        if let Some(reason) = reason {
+        if let Some(reason) = unusable(&c) {
             unresolved_count += 1;
             if unresolved.len() < MAX_UNRESOLVED {
                 unresolved.push(RunningContainer {
@@ -239,32 +219,14 @@ pub fn group(
             }
             continue;
         }
-        let acc = by_digest.entry(c.digest.unwrap_or_default()).or_default();
-        acc.count += 1;
-        if acc.places.len() < MAX_PLACES {
-            acc.places.push(bounded_place(&c.place));
-        }
-        // Bounded: at most a few distinct references per digest are counted.
-        if acc.references.len() < 16 || acc.references.contains_key(&c.image) {
-            *acc.references.entry(c.image).or_default() += 1;
-        }
+        by_digest
+            .entry(c.digest.unwrap_or_default())
+            .or_default()
+            .add(&c.place, c.image);
     }
     let mut digests: Vec<RunningDigest> = by_digest
         .into_iter()
-        .filter_map(|(digest, acc)| {
-            let (reference, _) = acc
-                .references
-                .iter()
-                .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))?;
-            let mut image = ImageRef::parse(reference).ok()?;
-            image.digest = None;
-            Some(RunningDigest {
-                digest,
-                image,
-                count: acc.count,
-                places: acc.places,
-            })
-        })
+        .filter_map(|(digest, tally)| tally.into_running(digest))
         .collect();
     digests.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.digest.cmp(&b.digest)));
     InventoryRecord {
@@ -275,6 +237,62 @@ pub fn group(
         digests,
         unresolved,
         unresolved_count,
+    }
+}
+
+/// Why `c` cannot count under a digest (none listed, a malformed one, an image reference that
+/// does not parse); `None` when it can.
+fn unusable(c: &RunningContainer) -> Option<String> {
+    match c.digest.as_deref() {
+        Some(d) if !is_digest(d) => Some("the listed digest is not sha256:<64 hex>".to_string()),
+        Some(_) if ImageRef::parse(&c.image).is_err() => {
+            Some("the image reference does not parse".to_string())
+        }
+        Some(_) => None,
+        None => Some(
+            c.unresolved
+                .clone()
+                .unwrap_or_else(|| "no digest listed".into()),
+        ),
+    }
+}
+
+/// What [`group`] gathers for one digest.
+#[derive(Default)]
+struct DigestTally {
+    count: u64,
+    places: Vec<String>,
+    references: HashMap<String, u64>,
+}
+
+impl DigestTally {
+    /// One more container at `place`, listed as `image`.
+    fn add(&mut self, place: &str, image: String) {
+        self.count += 1;
+        if self.places.len() < MAX_PLACES {
+            self.places.push(bounded_place(place));
+        }
+        // Bounded: at most a few distinct references per digest are counted.
+        if self.references.len() < 16 || self.references.contains_key(&image) {
+            *self.references.entry(image).or_default() += 1;
+        }
+    }
+
+    /// The record's entry for `digest`, named by the reference listed most often (ties: the
+    /// smallest); `None` when that reference does not parse.
+    fn into_running(self, digest: String) -> Option<RunningDigest> {
+        let (reference, _) = self
+            .references
+            .iter()
+            .max_by(|a, b| a.1.cmp(b.1).then_with(|| b.0.cmp(a.0)))?;
+        let mut image = ImageRef::parse(reference).ok()?;
+        image.digest = None;
+        Some(RunningDigest {
+            digest,
+            image,
+            count: self.count,
+            places: self.places,
+        })
     }
 }
 

@@ -208,6 +208,36 @@ async fn family_arns(ecs: &aws_sdk_ecs::Client, family: &str) -> Result<Vec<Stri
     Ok(arns)
 }
 
+/// The task definition to roll back to, and the rule that chose it (the module doc's order):
+/// `rollbackTo`, else another deployment's, else the newest ACTIVE revision below `current`.
+async fn previous_task_definition(
+    ecs: &aws_sdk_ecs::Client,
+    t: &QuarantineTarget,
+    service: &Service,
+    current: &str,
+) -> Result<(Option<String>, String), AwsError> {
+    let other_deployment = service
+        .deployments()
+        .iter()
+        .filter_map(|d| Some((d.status()?, d.task_definition()?)))
+        .find(|(_, td)| !same_task_definition(td, current));
+    Ok(if let Some(to) = &t.rollback_to {
+        (Some(to.clone()), "rollbackTo".to_string())
+    } else if let Some((status, td)) = other_deployment {
+        (
+            Some(td.to_string()),
+            format!("the service's {status} deployment"),
+        )
+    } else {
+        let family = family_revision(current).map(|(f, _)| f).unwrap_or_default();
+        let arns = family_arns(ecs, &family).await?;
+        (
+            previous_revision(current, &arns),
+            format!("the newest ACTIVE revision of family {family} below the current one"),
+        )
+    })
+}
+
 impl QuarantineActivities {
     async fn inspect_ecs(&self, input: &QuarantineInput) -> Result<QuarantinePlan, AwsError> {
         let t = &input.target;
@@ -240,28 +270,7 @@ impl QuarantineActivities {
             ));
             return Ok(plan);
         }
-        let other_deployment = service
-            .deployments()
-            .iter()
-            .filter_map(|d| Some((d.status()?, d.task_definition()?)))
-            .find(|(_, td)| !same_task_definition(td, &current));
-        let (previous, from) = if let Some(to) = &t.rollback_to {
-            (Some(to.clone()), "rollbackTo".to_string())
-        } else if let Some((status, td)) = other_deployment {
-            (
-                Some(td.to_string()),
-                format!("the service's {status} deployment"),
-            )
-        } else {
-            let family = family_revision(&current)
-                .map(|(f, _)| f)
-                .unwrap_or_default();
-            let arns = family_arns(&ecs, &family).await?;
-            (
-                previous_revision(&current, &arns),
-                format!("the newest ACTIVE revision of family {family} below the current one"),
-            )
-        };
+        let (previous, from) = previous_task_definition(&ecs, t, &service, &current).await?;
         let Some(previous) = previous else {
             plan.refusal = Some(format!(
                 "{} has no previous task definition to roll back to (no older deployment, no \
@@ -280,6 +289,25 @@ impl QuarantineActivities {
             ));
             return Ok(plan);
         }
+        let same = self.quarantined_in_previous(input, &mut plan).await;
+        if !same.is_empty() {
+            plan.refusal = Some(format!(
+                "the previous task definition {previous} runs the quarantined image too ({}): \
+                 rolling back to it would change nothing; propose another with rollbackTo",
+                same.join(", ")
+            ));
+        }
+        Ok(plan)
+    }
+
+    /// The previous task definition's containers that run the quarantined image (its
+    /// reference, its digest, or an ECR tag naming the digest now); a tag whose digest ECR
+    /// will not say goes to the plan's `unchecked`.
+    async fn quarantined_in_previous(
+        &self,
+        input: &QuarantineInput,
+        plan: &mut QuarantinePlan,
+    ) -> Vec<String> {
         let mut same = Vec::new();
         for c in &plan.previous_containers {
             if same_image(&c.image, &input.image, &input.digest) {
@@ -295,14 +323,7 @@ impl QuarantineActivities {
                 None => {}
             }
         }
-        if !same.is_empty() {
-            plan.refusal = Some(format!(
-                "the previous task definition {previous} runs the quarantined image too ({}): \
-                 rolling back to it would change nothing; propose another with rollbackTo",
-                same.join(", ")
-            ));
-        }
-        Ok(plan)
+        same
     }
 
     /// The digest an ECR tag names now; `None` for other registries or when ECR will not say.

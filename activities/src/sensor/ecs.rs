@@ -331,7 +331,7 @@ pub async fn apply_planned(client: &Client, run: &SensorRun) -> Result<SensorApp
     }
     let arn = register(client, &td).await?;
     run_task_definition(client, cluster, name, service.is_some(), &arn).await?;
-    super::kube_plan::fault_point("sensor-ecs-service-updated");
+    super::fault::fault_point("sensor-ecs-service-updated");
     info!(%cluster, service = %name, task_definition = %arn, "sensor applied");
     Ok(SensorApplied {
         changed: true,

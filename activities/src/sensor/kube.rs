@@ -2,7 +2,7 @@
 //! rendered objects, comparing first so a repeated run writes nothing; the DaemonSet's
 //! roll-out; and restoring the previous DaemonSet spec.
 
-use super::SensorError;
+use super::error::SensorError;
 use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
 use crate::kube::{FIELD_MANAGER, KubeError, contained};
 use k8s_openapi::api::core::v1::Secret;

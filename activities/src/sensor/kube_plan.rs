@@ -16,7 +16,8 @@
 //!   since), the object is reported as drifted and left as they made it. The DaemonSet's
 //!   template comes from the ControllerRevision recorded before the run when it still exists.
 
-use super::SensorError;
+use super::error::SensorError;
+use super::fault::fault_point;
 use super::fields::{leaves, managed_by, owners_of, project, touched_by_others, union};
 use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
 use crate::kube::{FIELD_MANAGER, KubeError, contained};
@@ -32,7 +33,7 @@ use qflows_workflows::sensor::model::{
 };
 use serde_json::{Value, json};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
 
 /// How long one API call may take before the cluster counts as unobservable for this look.
 const CALL_TIMEOUT: Duration = Duration::from_secs(20);
@@ -368,15 +369,6 @@ pub async fn prepare(
     Ok(Prepared { objects, warnings })
 }
 
-/// Exits the process right after `step` when `QFLOWS_FAULT_EXIT_AFTER` names it: a
-/// fault-injection hook for the tests that kill a worker mid-apply (never set in production).
-pub(crate) fn fault_point(step: &str) {
-    if std::env::var("QFLOWS_FAULT_EXIT_AFTER").is_ok_and(|v| v == step) {
-        warn!(%step, "QFLOWS_FAULT_EXIT_AFTER: exiting as asked");
-        std::process::exit(70);
-    }
-}
-
 /// Applies every object (comparing first); the DaemonSet last.
 pub async fn apply(client: &kube::Client, run: &SensorRun) -> Result<SensorApplied, SensorError> {
     let mut changed = false;
@@ -575,6 +567,9 @@ fn shown(paths: &std::collections::BTreeSet<String>) -> String {
     }
 }
 
+/// Restores one object of the plan: untouched when it is as before, drifted when someone else
+/// has changed it since the apply, deleted when the run created it, else qflows' previous
+/// values applied back.
 async fn restore(client: &kube::Client, s: &ObjectSnapshot) -> Result<Restored, SensorError> {
     let manifest = json!({"apiVersion": s.api_version, "kind": s.kind,
         "metadata": {"name": s.name, "namespace": s.namespace}});
@@ -589,83 +584,15 @@ async fn restore(client: &kube::Client, s: &ObjectSnapshot) -> Result<Restored, 
         });
     };
     let live = serde_json::to_value(&live).unwrap_or_default();
-    let now = leaves(&managed_by(&live, FIELD_MANAGER));
-    let before = leaves(&s.managed_before);
-    let after = leaves(&s.managed_after);
     let paths = union(&s.managed_before, &s.managed_after);
-    if s.existed && now == before && s.previous == project(&live, &paths).unwrap_or(Value::Null) {
-        return Ok(Restored::Untouched);
-    }
-    // Fields qflows applied but owns no more: someone else has written them since.
-    let lost: std::collections::BTreeSet<String> = after.difference(&now).cloned().collect();
-    if !lost.is_empty() && now != before {
-        let owners = owners_of(&live, FIELD_MANAGER, &lost);
-        return Ok(Restored::Drifted(format!(
-            "changed since the apply by {} ({}); left as they made it",
-            if owners.is_empty() {
-                "another client".to_string()
-            } else {
-                owners.join(", ")
-            },
-            shown(&lost)
-        )));
+    if let Some(verdict) = untouched_or_drifted(s, &live, &paths) {
+        return Ok(verdict);
     }
     if !s.existed {
-        let others = touched_by_others(&live, FIELD_MANAGER);
-        if !others.is_empty() {
-            return Ok(Restored::Drifted(format!(
-                "created by this run, but written since by {}; not deleted",
-                others.join(", ")
-            )));
-        }
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: live["metadata"]["uid"].as_str().map(str::to_string),
-                resource_version: None,
-            }),
-            ..DeleteParams::default()
-        };
-        within("delete", &what, api.delete(&s.name, &params)).await?;
-        return Ok(Restored::Done(format!(
-            "{what} deleted (it did not exist before)"
-        )));
+        return delete_created(&api, s, &live, &what).await;
     }
-    // qflows' previous values, the DaemonSet's template from its recorded revision.
-    let mut previous = s.previous.clone();
-    if let Some(revision) = &s.revision {
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("apps", "v1", "ControllerRevision"),
-            "controllerrevisions",
-        );
-        let revisions: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), KUBE_NAMESPACE, &ar);
-        if let Some(cr) = within("read", revision, revisions.get_opt(revision)).await?
-            && let Some(template) = cr.data["data"]["spec"]["template"].as_object()
-        {
-            let mut template = Value::Object(template.clone());
-            if let Some(t) = template.as_object_mut() {
-                t.remove("$patch");
-            }
-            let from_revision =
-                project(&json!({"spec": {"template": template}}), &paths).unwrap_or(Value::Null);
-            if let Some(t) = from_revision.get("spec").and_then(|s| s.get("template")) {
-                previous["spec"]["template"] = t.clone();
-            }
-        }
-    }
-    let mut body = if previous.is_object() {
-        previous
-    } else {
-        json!({})
-    };
-    body["apiVersion"] = json!(s.api_version);
-    body["kind"] = json!(s.kind);
-    body["metadata"]["name"] = json!(s.name);
-    if let Some(ns) = &s.namespace {
-        body["metadata"]["namespace"] = json!(ns);
-    }
-    // A precondition: the object as read above, or nothing.
-    body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+    let previous = previous_values(client, s, &paths).await?;
+    let body = restore_body(s, previous, &live);
     let params = PatchParams::apply(FIELD_MANAGER);
     match within(
         "restore",
@@ -704,4 +631,110 @@ async fn restore(client: &kube::Client, s: &ObjectSnapshot) -> Result<Restored, 
             "spec"
         }
     )))
+}
+
+/// `Untouched` when the object existed and is as before the run (qflows owns what it owned,
+/// with the values it had); `Drifted` when fields qflows applied are owned by someone else
+/// now; `None` when it is to be restored.
+fn untouched_or_drifted(s: &ObjectSnapshot, live: &Value, paths: &Value) -> Option<Restored> {
+    let now = leaves(&managed_by(live, FIELD_MANAGER));
+    let before = leaves(&s.managed_before);
+    let after = leaves(&s.managed_after);
+    if s.existed && now == before && s.previous == project(live, paths).unwrap_or(Value::Null) {
+        return Some(Restored::Untouched);
+    }
+    // Fields qflows applied but owns no more: someone else has written them since.
+    let lost: std::collections::BTreeSet<String> = after.difference(&now).cloned().collect();
+    if !lost.is_empty() && now != before {
+        let owners = owners_of(live, FIELD_MANAGER, &lost);
+        return Some(Restored::Drifted(format!(
+            "changed since the apply by {} ({}); left as they made it",
+            if owners.is_empty() {
+                "another client".to_string()
+            } else {
+                owners.join(", ")
+            },
+            shown(&lost)
+        )));
+    }
+    None
+}
+
+/// Deletes an object this run created (UID precondition), unless another manager has written
+/// to it since.
+async fn delete_created(
+    api: &Api<DynamicObject>,
+    s: &ObjectSnapshot,
+    live: &Value,
+    what: &str,
+) -> Result<Restored, SensorError> {
+    let others = touched_by_others(live, FIELD_MANAGER);
+    if !others.is_empty() {
+        return Ok(Restored::Drifted(format!(
+            "created by this run, but written since by {}; not deleted",
+            others.join(", ")
+        )));
+    }
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: live["metadata"]["uid"].as_str().map(str::to_string),
+            resource_version: None,
+        }),
+        ..DeleteParams::default()
+    };
+    within("delete", what, api.delete(&s.name, &params)).await?;
+    Ok(Restored::Done(format!(
+        "{what} deleted (it did not exist before)"
+    )))
+}
+
+/// qflows' previous values at `paths`, the DaemonSet's template from its recorded
+/// ControllerRevision when that still exists.
+async fn previous_values(
+    client: &kube::Client,
+    s: &ObjectSnapshot,
+    paths: &Value,
+) -> Result<Value, SensorError> {
+    let mut previous = s.previous.clone();
+    if let Some(revision) = &s.revision {
+        let ar = ApiResource::from_gvk_with_plural(
+            &GroupVersionKind::gvk("apps", "v1", "ControllerRevision"),
+            "controllerrevisions",
+        );
+        let revisions: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), KUBE_NAMESPACE, &ar);
+        if let Some(cr) = within("read", revision, revisions.get_opt(revision)).await?
+            && let Some(template) = cr.data["data"]["spec"]["template"].as_object()
+        {
+            let mut template = Value::Object(template.clone());
+            if let Some(t) = template.as_object_mut() {
+                t.remove("$patch");
+            }
+            let from_revision =
+                project(&json!({"spec": {"template": template}}), paths).unwrap_or(Value::Null);
+            if let Some(t) = from_revision.get("spec").and_then(|s| s.get("template")) {
+                previous["spec"]["template"] = t.clone();
+            }
+        }
+    }
+    Ok(previous)
+}
+
+/// The server-side apply body that puts `previous` back, with the object as read (`live`) as
+/// its `resourceVersion` precondition.
+fn restore_body(s: &ObjectSnapshot, previous: Value, live: &Value) -> Value {
+    let mut body = if previous.is_object() {
+        previous
+    } else {
+        json!({})
+    };
+    body["apiVersion"] = json!(s.api_version);
+    body["kind"] = json!(s.kind);
+    body["metadata"]["name"] = json!(s.name);
+    if let Some(ns) = &s.namespace {
+        body["metadata"]["namespace"] = json!(ns);
+    }
+    // A precondition: the object as read above, or nothing.
+    body["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+    body
 }

@@ -122,31 +122,63 @@ pub struct HostPath {
     pub source_path: String,
 }
 
+/// The sensor task's host volumes: name, path on the instance, path in the container,
+/// read-only.
+const ECS_VOLUMES: [(&str, &str, &str, bool); 4] = [
+    (
+        "docker_sock",
+        "/var/run/docker.sock",
+        "/var/run/docker.sock",
+        false,
+    ),
+    (
+        "persistent_volume",
+        "/usr/local/qualys/sensor/data",
+        "/usr/local/qualys/qpa/data",
+        false,
+    ),
+    (
+        "agent_data",
+        "/etc/qualys",
+        "/usr/local/qualys/qpa/data/conf/agent-data",
+        false,
+    ),
+    ("docker_root", "/var/lib/docker", "/var/lib/docker", true),
+];
+
 /// The sensor's ECS task definition (docs/qualys-api.md §5: the official definition with the
-/// registry arguments, the docker socket and docker root mounts, awslogs).
+/// registry arguments, the docker socket and docker root mounts, awslogs). Its container is
+/// labelled ([`SPEC_LABEL`]) with the digest of the definition without that label.
 pub fn ecs_task_definition(input: &DeploySensorInput) -> TaskDefinition {
-    let region = input.region.clone().unwrap_or_default();
-    let volumes = [
-        (
-            "docker_sock",
-            "/var/run/docker.sock",
-            "/var/run/docker.sock",
-            false,
-        ),
-        (
-            "persistent_volume",
-            "/usr/local/qualys/sensor/data",
-            "/usr/local/qualys/qpa/data",
-            false,
-        ),
-        (
-            "agent_data",
-            "/etc/qualys",
-            "/usr/local/qualys/qpa/data/conf/agent-data",
-            false,
-        ),
-        ("docker_root", "/var/lib/docker", "/var/lib/docker", true),
-    ];
+    let mut container = ecs_container(input);
+    let mut definition = TaskDefinition {
+        family: ECS_FAMILY.into(),
+        network_mode: "bridge".into(),
+        requires_compatibilities: vec!["EC2".into()],
+        cpu: "256".into(),
+        memory: "512".into(),
+        execution_role_arn: input.execution_role_arn.clone(),
+        container_definitions: vec![],
+        volumes: ECS_VOLUMES
+            .iter()
+            .map(|(name, host, _, _)| Volume {
+                name: name.to_string(),
+                host: HostPath {
+                    source_path: host.to_string(),
+                },
+            })
+            .collect(),
+    };
+    definition.container_definitions = vec![container.clone()];
+    let digest = digest(&serde_json::to_vec(&definition).unwrap_or_default());
+    container.docker_labels.insert(SPEC_LABEL.into(), digest);
+    definition.container_definitions = vec![container];
+    definition
+}
+
+/// The sensor container of the task definition (no labels yet): registry mode, the
+/// credentials as Secrets Manager or SSM references, the volumes mounted, logs to CloudWatch.
+fn ecs_container(input: &DeploySensorInput) -> Container {
     let mut environment = vec![];
     if let Some(pod_url) = &input.pod_url {
         environment.push(NameValue {
@@ -154,7 +186,7 @@ pub fn ecs_task_definition(input: &DeploySensorInput) -> TaskDefinition {
             value: pod_url.clone(),
         });
     }
-    let mut container = Container {
+    Container {
         name: ECS_CONTAINER.into(),
         image: input.image().to_string(),
         essential: true,
@@ -176,7 +208,7 @@ pub fn ecs_task_definition(input: &DeploySensorInput) -> TaskDefinition {
                 value_from: input.customer_id_ref.clone(),
             },
         ],
-        mount_points: volumes
+        mount_points: ECS_VOLUMES
             .iter()
             .map(|(name, _, path, ro)| MountPoint {
                 source_volume: name.to_string(),
@@ -184,43 +216,25 @@ pub fn ecs_task_definition(input: &DeploySensorInput) -> TaskDefinition {
                 read_only: *ro,
             })
             .collect(),
-        log_configuration: LogConfiguration {
-            log_driver: "awslogs".into(),
-            options: [
-                ("awslogs-group", format!("/qflows/{ECS_FAMILY}")),
-                ("awslogs-region", region),
-                ("awslogs-stream-prefix", "qcs-sensor".into()),
-                ("awslogs-create-group", "true".into()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect(),
-        },
+        log_configuration: ecs_log_configuration(input.region.clone().unwrap_or_default()),
         docker_labels: Default::default(),
-    };
-    let mut definition = TaskDefinition {
-        family: ECS_FAMILY.into(),
-        network_mode: "bridge".into(),
-        requires_compatibilities: vec!["EC2".into()],
-        cpu: "256".into(),
-        memory: "512".into(),
-        execution_role_arn: input.execution_role_arn.clone(),
-        container_definitions: vec![],
-        volumes: volumes
-            .iter()
-            .map(|(name, host, _, _)| Volume {
-                name: name.to_string(),
-                host: HostPath {
-                    source_path: host.to_string(),
-                },
-            })
-            .collect(),
-    };
-    definition.container_definitions = vec![container.clone()];
-    let digest = digest(&serde_json::to_vec(&definition).unwrap_or_default());
-    container.docker_labels.insert(SPEC_LABEL.into(), digest);
-    definition.container_definitions = vec![container];
-    definition
+    }
+}
+
+/// awslogs to `/qflows/<family>` in `region` (the group created when missing).
+fn ecs_log_configuration(region: String) -> LogConfiguration {
+    LogConfiguration {
+        log_driver: "awslogs".into(),
+        options: [
+            ("awslogs-group", format!("/qflows/{ECS_FAMILY}")),
+            ("awslogs-region", region),
+            ("awslogs-stream-prefix", "qcs-sensor".into()),
+            ("awslogs-create-group", "true".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
+    }
 }
 
 /// 64-bit FNV-1a of `bytes`, hex: stable across runs and builds.
@@ -345,34 +359,60 @@ pub fn pod_security_labels() -> Value {
 /// DaemonSet (last). The credentials are `secretKeyRef`s to a Secret the operator manages: their
 /// values never pass through qflows.
 pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
-    let p = provider(input.target);
     let ns = KUBE_NAMESPACE;
-    let labels =
-        json!({"app.kubernetes.io/name": KUBE_NAME, "app.kubernetes.io/managed-by": "qflows"});
-    let meta = |namespaced: bool| {
-        let mut m = json!({"name": KUBE_NAME, "labels": labels});
-        if namespaced {
-            m["namespace"] = json!(ns);
-        }
-        m
-    };
-    let mut namespace_labels = labels.clone();
+    let mut namespace_labels = sensor_labels();
     if let (Some(all), Some(psa)) = (
         namespace_labels.as_object_mut(),
         pod_security_labels().as_object(),
     ) {
         all.extend(psa.clone());
     }
-    let node_selector = p.node_selector.clone();
-    // No host network, PID or IPC: left unset (false), as the API server stores them; and no
-    // ingress rules with policy type Ingress denies all ingress.
-    let mut env = vec![
-        json!({"name": "ACTIVATIONID", "valueFrom": secret_key_ref(&input.activation_id_ref)}),
-        json!({"name": "CUSTOMERID", "valueFrom": secret_key_ref(&input.customer_id_ref)}),
-    ];
-    if let Some(pod_url) = &input.pod_url {
-        env.push(json!({"name": "POD_URL", "value": pod_url}));
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": ns, "labels": namespace_labels}}),
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata(true),
+            "automountServiceAccountToken": true}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(false),
+            "rules": [{"apiGroups": [""], "resources": ["pods", "nodes", "namespaces"],
+                       "verbs": ["get", "list", "watch"]}]}),
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": metadata(false),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": KUBE_NAME},
+            "subjects": [{"kind": "ServiceAccount", "name": KUBE_NAME, "namespace": ns}]}),
+        // No ingress rules with policy type Ingress denies all ingress.
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": metadata(true),
+        "spec": {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}},
+            "policyTypes": ["Ingress", "Egress"],
+            "egress": egress_rules(input)}}),
+        resource_quota(),
+        json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": metadata(true),
+            "spec": {"limits": [{"type": "Container",
+                "default": {"cpu": cpu(SENSOR_CPU_LIMIT_MILLI), "memory": memory(SENSOR_MEMORY_LIMIT_MIB)},
+                "defaultRequest": {"cpu": cpu(SENSOR_CPU_REQUEST_MILLI), "memory": memory(SENSOR_MEMORY_REQUEST_MIB)}}]}}),
+        // Voluntary disruptions (node drains, upgrades) take at most one sensor pod at a time.
+        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": metadata(true),
+            "spec": {"maxUnavailable": 1,
+                     "selector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}}}}),
+        daemonset(input),
+    ]
+}
+
+/// The labels of every sensor object (and of its pods).
+fn sensor_labels() -> Value {
+    json!({"app.kubernetes.io/name": KUBE_NAME, "app.kubernetes.io/managed-by": "qflows"})
+}
+
+/// A sensor object's metadata: its name and labels, and the namespace when `namespaced`.
+fn metadata(namespaced: bool) -> Value {
+    let mut m = json!({"name": KUBE_NAME, "labels": sensor_labels()});
+    if namespaced {
+        m["namespace"] = json!(KUBE_NAMESPACE);
     }
+    m
+}
+
+/// The NetworkPolicy's egress: DNS, HTTPS, the API server, and the input's extra ports.
+fn egress_rules(input: &DeploySensorInput) -> Vec<Value> {
     let mut egress = vec![
         json!({"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}),
         json!({"ports": [{"protocol": "TCP", "port": 443}]}),
@@ -386,100 +426,99 @@ pub fn kube_manifests(input: &DeploySensorInput) -> Vec<Value> {
             .collect();
         egress.push(json!({ "ports": ports }));
     }
+    egress
+}
+
+/// The namespace's ResourceQuota: room for [`QUOTA_SENSOR_PODS`] sensor pods.
+fn resource_quota() -> Value {
     let pods = QUOTA_SENSOR_PODS;
-    let mut manifests = vec![
-        json!({"apiVersion": "v1", "kind": "Namespace",
-            "metadata": {"name": ns, "labels": namespace_labels}}),
-        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta(true),
-            "automountServiceAccountToken": true}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": meta(false),
-            "rules": [{"apiGroups": [""], "resources": ["pods", "nodes", "namespaces"],
-                       "verbs": ["get", "list", "watch"]}]}),
-        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": meta(false),
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": KUBE_NAME},
-            "subjects": [{"kind": "ServiceAccount", "name": KUBE_NAME, "namespace": ns}]}),
-        json!({"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(true),
-        "spec": {
-            "podSelector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}},
-            "policyTypes": ["Ingress", "Egress"],
-            "egress": egress}}),
-        json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": meta(true),
-            "spec": {"hard": {
-                "requests.cpu": cpu(pods * SENSOR_CPU_REQUEST_MILLI),
-                "requests.memory": memory(pods * SENSOR_MEMORY_REQUEST_MIB),
-                "limits.cpu": cpu(pods * SENSOR_CPU_LIMIT_MILLI),
-                "limits.memory": memory(pods * SENSOR_MEMORY_LIMIT_MIB),
-                "pods": pods.to_string()}}}),
-        json!({"apiVersion": "v1", "kind": "LimitRange", "metadata": meta(true),
-            "spec": {"limits": [{"type": "Container",
-                "default": {"cpu": cpu(SENSOR_CPU_LIMIT_MILLI), "memory": memory(SENSOR_MEMORY_LIMIT_MIB)},
-                "defaultRequest": {"cpu": cpu(SENSOR_CPU_REQUEST_MILLI), "memory": memory(SENSOR_MEMORY_REQUEST_MIB)}}]}}),
-        // Voluntary disruptions (node drains, upgrades) take at most one sensor pod at a time.
-        json!({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta(true),
-            "spec": {"maxUnavailable": 1,
-                     "selector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}}}}),
-        json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": meta(true),
-        "spec": {
-            "selector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}},
-            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
-            "minReadySeconds": MIN_READY_SECONDS,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "serviceAccountName": KUBE_NAME,
-                    "nodeSelector": node_selector,
-                    "tolerations": p.tolerations,
-                    "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "qualys-container-sensor",
-                        "image": input.image(),
-                        "args": ["--k8s-mode", "--registry-sensor", "--container-runtime", p.runtime,
-                                 "--enable-console-logs"],
-                        "env": env,
-                        "resources": {"requests": {"cpu": cpu(SENSOR_CPU_REQUEST_MILLI),
-                                                   "memory": memory(SENSOR_MEMORY_REQUEST_MIB)},
-                                      "limits": {"cpu": cpu(SENSOR_CPU_LIMIT_MILLI),
-                                                 "memory": memory(SENSOR_MEMORY_LIMIT_MIB)}},
-                        // Not Ready while a credential is empty (an External Secrets template
-                        // that rendered nothing) or the data directory is not writable: such a
-                        // pod would start and never register.
-                        "readinessProbe": {
-                            "exec": {"command": ["/bin/sh", "-c", READINESS_CHECK]},
-                            "initialDelaySeconds": 5,
-                            "periodSeconds": 20,
-                            "failureThreshold": 3
-                        },
-                        "securityContext": {
-                            "privileged": false,
-                            "allowPrivilegeEscalation": false,
-                            "seccompProfile": {"type": "RuntimeDefault"},
-                            "capabilities": {"drop": ["ALL"],
-                                             "add": ["SYS_ADMIN", "DAC_OVERRIDE", "SETUID", "SETGID"]}
-                        },
-                        "volumeMounts": [
-                            {"name": "runtime-socket", "mountPath": p.runtime_socket, "readOnly": true},
-                            {"name": "persistent-volume", "mountPath": "/usr/local/qualys/qpa/data"},
-                            {"name": "agent-volume", "mountPath": "/usr/local/qualys/qpa/data/conf/agent-data"}
-                        ]
-                    }],
-                    "volumes": [
-                        {"name": "runtime-socket", "hostPath": {"path": p.runtime_socket, "type": "Socket"}},
-                        {"name": "persistent-volume", "hostPath": {"path": HOST_SENSOR_DATA, "type": "DirectoryOrCreate"}},
-                        {"name": "agent-volume", "hostPath": {"path": HOST_AGENT_DATA, "type": "DirectoryOrCreate"}}
-                    ]
-                }
+    json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": metadata(true),
+        "spec": {"hard": {
+            "requests.cpu": cpu(pods * SENSOR_CPU_REQUEST_MILLI),
+            "requests.memory": memory(pods * SENSOR_MEMORY_REQUEST_MIB),
+            "limits.cpu": cpu(pods * SENSOR_CPU_LIMIT_MILLI),
+            "limits.memory": memory(pods * SENSOR_MEMORY_LIMIT_MIB),
+            "pods": pods.to_string()}}})
+}
+
+/// The sensor DaemonSet: one pod a node (the provider's placement), rolled one at a time, the
+/// runtime socket and the sensor's host directories mounted.
+fn daemonset(input: &DeploySensorInput) -> Value {
+    let p = provider(input.target);
+    let container = sensor_container(input, &p);
+    // No host network, PID or IPC: left unset (false), as the API server stores them.
+    let mut daemonset = json!({"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": metadata(true),
+    "spec": {
+        "selector": {"matchLabels": {"app.kubernetes.io/name": KUBE_NAME}},
+        "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
+        "minReadySeconds": MIN_READY_SECONDS,
+        "template": {
+            "metadata": {"labels": sensor_labels()},
+            "spec": {
+                "serviceAccountName": KUBE_NAME,
+                "nodeSelector": p.node_selector,
+                "tolerations": p.tolerations,
+                "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                "containers": [container],
+                "volumes": [
+                    {"name": "runtime-socket", "hostPath": {"path": p.runtime_socket, "type": "Socket"}},
+                    {"name": "persistent-volume", "hostPath": {"path": HOST_SENSOR_DATA, "type": "DirectoryOrCreate"}},
+                    {"name": "agent-volume", "hostPath": {"path": HOST_AGENT_DATA, "type": "DirectoryOrCreate"}}
+                ]
             }
-        }}),
-    ];
+        }
+    }});
     // Empty lists are not stored by the API server: leave them out so applied == stored.
-    if let Some(pod) = manifests
-        .last_mut()
-        .and_then(|ds| ds["spec"]["template"]["spec"].as_object_mut())
+    if let Some(pod) = daemonset["spec"]["template"]["spec"].as_object_mut()
         && pod["tolerations"].as_array().is_some_and(Vec::is_empty)
     {
         pod.remove("tolerations");
     }
-    manifests
+    daemonset
+}
+
+/// The DaemonSet's sensor container, hardened: no privilege, only the capabilities it needs,
+/// not Ready until its credentials and data directory are usable.
+fn sensor_container(input: &DeploySensorInput, p: &Provider) -> Value {
+    let mut env = vec![
+        json!({"name": "ACTIVATIONID", "valueFrom": secret_key_ref(&input.activation_id_ref)}),
+        json!({"name": "CUSTOMERID", "valueFrom": secret_key_ref(&input.customer_id_ref)}),
+    ];
+    if let Some(pod_url) = &input.pod_url {
+        env.push(json!({"name": "POD_URL", "value": pod_url}));
+    }
+    json!({
+        "name": "qualys-container-sensor",
+        "image": input.image(),
+        "args": ["--k8s-mode", "--registry-sensor", "--container-runtime", p.runtime,
+                 "--enable-console-logs"],
+        "env": env,
+        "resources": {"requests": {"cpu": cpu(SENSOR_CPU_REQUEST_MILLI),
+                                   "memory": memory(SENSOR_MEMORY_REQUEST_MIB)},
+                      "limits": {"cpu": cpu(SENSOR_CPU_LIMIT_MILLI),
+                                 "memory": memory(SENSOR_MEMORY_LIMIT_MIB)}},
+        // Not Ready while a credential is empty (an External Secrets template
+        // that rendered nothing) or the data directory is not writable: such a
+        // pod would start and never register.
+        "readinessProbe": {
+            "exec": {"command": ["/bin/sh", "-c", READINESS_CHECK]},
+            "initialDelaySeconds": 5,
+            "periodSeconds": 20,
+            "failureThreshold": 3
+        },
+        "securityContext": {
+            "privileged": false,
+            "allowPrivilegeEscalation": false,
+            "seccompProfile": {"type": "RuntimeDefault"},
+            "capabilities": {"drop": ["ALL"],
+                             "add": ["SYS_ADMIN", "DAC_OVERRIDE", "SETUID", "SETGID"]}
+        },
+        "volumeMounts": [
+            {"name": "runtime-socket", "mountPath": p.runtime_socket, "readOnly": true},
+            {"name": "persistent-volume", "mountPath": "/usr/local/qualys/qpa/data"},
+            {"name": "agent-volume", "mountPath": "/usr/local/qualys/qpa/data/conf/agent-data"}
+        ]
+    })
 }
 
 /// The readiness check: both credentials non-empty, the data directory writable.

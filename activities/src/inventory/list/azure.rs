@@ -1,26 +1,28 @@
 //! Azure: the subscription's container groups, container apps and container app jobs, from
 //! Resource Manager's subscription-wide list endpoints, every `nextLink` page (followed only on
 //! the same endpoint and list path; a throttled or failing page is asked again, after its
-//! `Retry-After`, up to [`super::PAGE_ATTEMPTS`] times). Images are read as ScanOnDeploy reads one resource (init
-//! containers included). Place: `aci:<resource group>/<group>/<container>` for a container
+//! `Retry-After`, up to [`super::PAGE_ATTEMPTS`] times). Images are read as
+//! ScanOnDeploy reads one resource (init containers included). Place: `aci:<resource group>/<group>/<container>` for a container
 //! group, `aca:<resource group>/<app or job>` for a container app or job.
 //!
 //! A resource whose ID is not a plain `/subscriptions/<this subscription>/resourceGroups/<rg>/
 //! providers/<namespace>/<type>/<name>` (odd segments, another subscription) is not trusted:
 //! its containers are listed as unresolved, with the reason.
 
-use super::{ListError, Lister, Seen, check_size, retrying};
+use super::error::{ListError, check_size};
+use super::paging::retrying;
+use super::seen::Seen;
 use crate::azure::{ArmListKind, resource_containers};
+use crate::resolve::Resolver;
 use serde_json::Value;
 
 /// The containers of every container group, container app and job in `subscription_id`.
 pub(crate) async fn list(
-    lister: &Lister,
+    resolver: &Resolver,
     subscription_id: &str,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Vec<Seen>, ListError> {
-    let azure = lister
-        .resolver()
+    let azure = resolver
         .azure()
         .map_err(|_| ListError::Unsupported("azure"))?;
     let mut seen = Vec::new();

@@ -10,7 +10,10 @@
 //! [`super::PAGE_ATTEMPTS`] times, backing off); an expired `continue` token (410) starts the
 //! listing over once.
 
-use super::{ListError, Lister, Seen, check_size, retrying};
+use super::error::{ListError, check_size};
+use super::paging::retrying;
+use super::seen::Seen;
+use super::settings::ListerSettings;
 use crate::kube::KubeError;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use kube::api::{Api, ListParams};
@@ -22,13 +25,13 @@ const NOT_FINISHED: &str = "status.phase!=Succeeded,status.phase!=Failed";
 
 /// The containers of every pod not finished, through `context` (default: the current one).
 pub(crate) async fn list(
-    lister: &Lister,
+    settings: &ListerSettings,
     context: Option<&str>,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<Vec<Seen>, ListError> {
     let client = crate::kube::client(&KubeTarget {
         context: context.map(str::to_string),
-        kubeconfig: lister.settings().kubeconfig.clone(),
+        kubeconfig: settings.kubeconfig.clone(),
     })
     .await
     .map_err(|e| match e {
@@ -42,7 +45,7 @@ pub(crate) async fn list(
     loop {
         let mut params = ListParams::default()
             .fields(NOT_FINISHED)
-            .limit(lister.settings().kube_page_size.max(1));
+            .limit(settings.kube_page_size.max(1));
         if let Some(t) = token.take() {
             params = params.continue_token(&t);
         }

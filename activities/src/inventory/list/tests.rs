@@ -1,7 +1,10 @@
+use super::paging::retrying;
 use super::*;
-use crate::aws::Aws;
+use crate::aws::{Aws, AwsError};
+use crate::failure::IntoFailure;
 use crate::resolve::ResolverSettings;
 use ::kube::core::Status;
+use qflows_workflows::input::InputError;
 
 const D: &str = "sha256:47f8581563aecdd7339e97469826ab59e92e83aab4c274d48370251de95dfdc9";
 
