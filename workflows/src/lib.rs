@@ -1,7 +1,7 @@
 //! qflows' workflows: the deterministic half of the product.
 //!
 //! Everything here runs inside the Temporal workflow sandbox, so it does no I/O: it decides what to
-//! do next and asks [activities](contracts) to do it. The crate also owns the data types that
+//! do next and asks activities (declared per area in `<area>::contracts`) to do it. The crate also owns the data types that
 //! workflows, activities, the CLI and tests exchange, so that each contract is written down once.
 //!
 //! | Workflow | Module |
@@ -38,7 +38,6 @@ macro_rules! activity_contract {
 
 pub mod cdr;
 pub mod clock;
-pub mod contracts;
 pub mod failure;
 mod failure_type;
 pub mod input;
