@@ -18,7 +18,7 @@ pub mod output;
 pub mod render;
 
 use crate::failure::IntoFailure;
-use crate::qualys::{CdrQuery, QualysClient};
+use crate::qualys::{CdrFinding, CdrPage, CdrQuery, QualysClient};
 use crate::results::{ResultsStore, StoreError};
 use findings::{SkipReason, observe};
 use futures::{StreamExt, TryStreamExt};
@@ -173,6 +173,63 @@ impl CdrActivities {
         })
     }
 
+    /// Where a retried read resumes: the last stored checkpoint (its offset and the grouper it
+    /// stored), or the start of the window.
+    async fn resume_read(
+        &self,
+        ctx: &ActivityContext,
+    ) -> Result<(ReadProgress, Grouper), ActivityError> {
+        let mut saved: ReadProgress = ctx
+            .heartbeat_details()
+            .deserialize()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let grouper = match &saved.checkpoint {
+            Some(hash) => {
+                Grouper::resume(self.get::<GrouperCheckpoint>(CHECKPOINT_AREA, hash).await?)
+            }
+            None => {
+                saved.offset = 0;
+                Grouper::default()
+            }
+        };
+        Ok((saved, grouper))
+    }
+
+    /// Reads the page `offset` findings into `query`'s window, heartbeating `saved` every 15 s
+    /// while the read lasts.
+    async fn read_page(
+        &self,
+        ctx: &ActivityContext,
+        query: &CdrQuery,
+        offset: u64,
+        saved: &ReadProgress,
+    ) -> Result<CdrPage<CdrFinding>, ActivityError> {
+        let read = self.qualys.cdr_findings_page(query, offset);
+        tokio::pin!(read);
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
+        let page = loop {
+            tokio::select! {
+                r = &mut read => break r,
+                _ = tick.tick() => {
+                    let _ = ctx.record_heartbeat(saved.clone()).await;
+                }
+            }
+        };
+        page.map_err(IntoFailure::into_failure)
+    }
+
+    /// Stores a window's batch, if it holds any policy; its hash.
+    async fn store_batch(&self, batch: &Batch) -> Result<Option<String>, ActivityError> {
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        let doc: Vec<(&String, &PolicyKey, &Evidence)> =
+            batch.iter().map(|(n, (k, e))| (n, k, e)).collect();
+        Ok(Some(self.put(BATCH_AREA, &doc).await?))
+    }
+
     async fn publish_generated(
         &self,
         policy_set: &str,
@@ -208,6 +265,31 @@ impl CdrActivities {
         );
         Ok(report)
     }
+}
+
+/// Adds a page's findings to `grouper`; the items it could not read count too (as skipped).
+fn add_page(grouper: &mut Grouper, page: &CdrPage<CdrFinding>) {
+    for f in &page.items {
+        grouper.add(observe(f));
+    }
+    for _ in page.items.len() as u64..page.read {
+        grouper.add(Err(SkipReason::NotAnObject.into()));
+    }
+}
+
+/// A window's evidence by policy name.
+fn by_name(groups: Vec<(PolicyKey, Evidence)>) -> Batch {
+    let mut batch: Batch = BTreeMap::new();
+    for (key, evidence) in groups {
+        match batch.entry(key.name()) {
+            Entry::Vacant(v) => {
+                v.insert((key, evidence));
+            }
+            // Two workloads whose names collide feed one policy, as they always did.
+            Entry::Occupied(mut o) => o.get_mut().1.merge(&evidence),
+        }
+    }
+    batch
 }
 
 /// `2026-01-10T16:45:00Z` → `2026-01-10T16:45:00.000Z` (start) / `.999Z` (end), the format the
@@ -301,47 +383,13 @@ impl CdrActivities {
             limit: FINDINGS_PER_PAGE,
             ..cdr_query(&q)
         };
-        // Where a retried attempt resumes: the last stored checkpoint and its offset.
-        let mut saved: ReadProgress = ctx
-            .heartbeat_details()
-            .deserialize()
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let mut grouper = match &saved.checkpoint {
-            Some(hash) => {
-                Grouper::resume(self.get::<GrouperCheckpoint>(CHECKPOINT_AREA, hash).await?)
-            }
-            None => {
-                saved.offset = 0;
-                Grouper::default()
-            }
-        };
+        let (mut saved, mut grouper) = self.resume_read(&ctx).await?;
         let resumed_at = saved.offset;
         let mut offset = saved.offset;
         let mut pages = 0u64;
         loop {
-            let page = {
-                let read = self.qualys.cdr_findings_page(&query, offset);
-                tokio::pin!(read);
-                let mut tick = tokio::time::interval(std::time::Duration::from_secs(15));
-                loop {
-                    tokio::select! {
-                        r = &mut read => break r,
-                        _ = tick.tick() => {
-                            let _ = ctx.record_heartbeat(saved.clone()).await;
-                        }
-                    }
-                }
-            }
-            .map_err(IntoFailure::into_failure)?;
-            for f in &page.items {
-                grouper.add(observe(f));
-            }
-            // Unreadable items count too.
-            for _ in page.items.len() as u64..page.read {
-                grouper.add(Err(SkipReason::NotAnObject.into()));
-            }
+            let page = self.read_page(&ctx, &query, offset, &saved).await?;
+            add_page(&mut grouper, &page);
             pages += 1;
             offset += page.read;
             if page.last {
@@ -359,16 +407,7 @@ impl CdrActivities {
             }
         }
         let (groups, report) = grouper.finish();
-        let mut batch: Batch = BTreeMap::new();
-        for (key, evidence) in groups {
-            match batch.entry(key.name()) {
-                Entry::Vacant(v) => {
-                    v.insert((key, evidence));
-                }
-                // Two workloads whose names collide feed one policy, as they always did.
-                Entry::Occupied(mut o) => o.get_mut().1.merge(&evidence),
-            }
-        }
+        let batch = by_name(groups);
         info!(
             findings = report.findings,
             used = report.used,
@@ -378,13 +417,7 @@ impl CdrActivities {
             "CDR findings read"
         );
         let first: Vec<String> = batch.keys().take(PAGE_POLICIES).cloned().collect();
-        let hash = if batch.is_empty() {
-            None
-        } else {
-            let doc: Vec<(&String, &PolicyKey, &Evidence)> =
-                batch.iter().map(|(n, (k, e))| (n, k, e)).collect();
-            Some(self.put(BATCH_AREA, &doc).await?)
-        };
+        let hash = self.store_batch(&batch).await?;
         Ok(WindowBatch {
             batch: hash,
             policies: batch.len() as u64,

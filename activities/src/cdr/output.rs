@@ -244,6 +244,25 @@ pub async fn prune(
     Ok(deleted)
 }
 
+/// What a publish did to one policy, over its outputs.
+#[derive(Debug, Clone)]
+struct Tally {
+    /// Created or updated if any output created or updated it.
+    outcome: Outcome,
+    /// Its enforcement before this publish, from the first output that had it.
+    before: Option<String>,
+}
+
+impl Tally {
+    fn add(&mut self, o: Outcome) {
+        self.outcome = match (self.outcome, o) {
+            (Outcome::Created, _) | (_, Outcome::Created) => Outcome::Created,
+            (Outcome::Updated, _) | (_, Outcome::Updated) => Outcome::Updated,
+            _ => Outcome::Unchanged,
+        }
+    }
+}
+
 /// Publishes a rendered set to `output` (removing `removed`, of `policy_set`); merges per-output outcomes (a policy
 /// counts as created/updated if any output created/updated it).
 pub async fn publish(
@@ -254,79 +273,115 @@ pub async fn publish(
     client: Option<&kube::Client>,
 ) -> Result<PublishReport, PolicyOutputError> {
     let mut report = PublishReport::default();
-    let mut outcomes: Vec<Outcome> = vec![Outcome::Unchanged; generated.len()];
-    let merge = |slot: &mut Outcome, o: Outcome| {
-        *slot = match (*slot, o) {
-            (Outcome::Created, _) | (_, Outcome::Created) => Outcome::Created,
-            (Outcome::Updated, _) | (_, Outcome::Updated) => Outcome::Updated,
-            _ => Outcome::Unchanged,
-        }
-    };
-    // What each policy's enforcement was before this publish, from the first output that had it.
-    let mut before: Vec<Option<String>> = vec![None; generated.len()];
+    let mut tallies = vec![
+        Tally {
+            outcome: Outcome::Unchanged,
+            before: None,
+        };
+        generated.len()
+    ];
     let removed: BTreeSet<String> = removed.iter().cloned().collect();
     if let Some(dir) = &output.directory {
         let dir = Path::new(dir);
-        for ((g, slot), was) in generated
-            .iter()
-            .zip(outcomes.iter_mut())
-            .zip(before.iter_mut())
-        {
-            *was = enforcement_in_file(dir, &g.name);
-            merge(slot, write_file(dir, g)?);
-        }
-        for name in &removed {
-            if remove_file(dir, name, policy_set)? {
-                report.deleted.push(name.clone());
-            }
-        }
+        publish_to_directory(
+            dir,
+            policy_set,
+            generated,
+            &removed,
+            &mut tallies,
+            &mut report,
+        )?;
     }
     let mut failed = BTreeSet::new();
     if let Some(client) = client {
-        for ((g, slot), was) in generated
-            .iter()
-            .zip(outcomes.iter_mut())
-            .zip(before.iter_mut())
-        {
-            match apply(client, g).await {
-                Ok((o, cluster_had)) => {
-                    merge(slot, o);
-                    if was.is_none() {
-                        *was = cluster_had;
-                    }
-                }
-                // Refused for this policy alone (its namespace is gone, an admission webhook
-                // said no): report it and go on with the others.
-                Err(e) if !e.is_retryable() && e.type_name() != FailureType::KubeForbidden => {
-                    report.refused.push((g.name.clone(), e.to_string()));
-                    failed.insert(g.name.clone());
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-        if !removed.is_empty() {
-            report
-                .deleted
-                .extend(prune(client, policy_set, &removed).await?);
-        }
+        failed = publish_to_cluster(
+            client,
+            policy_set,
+            generated,
+            &removed,
+            &mut tallies,
+            &mut report,
+        )
+        .await?;
     }
-    for ((g, o), was) in generated.iter().zip(outcomes).zip(before) {
-        if failed.contains(&g.name) {
-            continue;
+    for (g, tally) in generated.iter().zip(tallies) {
+        if !failed.contains(&g.name) {
+            report_outcome(g, tally, &mut report);
         }
-        if let (Outcome::Updated, Some(was)) = (o, was)
-            && let Some(now) = g.policy.to_value()["metadata"]["labels"][ENFORCEMENT_LABEL].as_str()
-        {
-            crate::metrics::policy_enforcement_changed(&was, now);
-        }
-        let list = match o {
-            Outcome::Created => &mut report.created,
-            Outcome::Updated => &mut report.updated,
-            Outcome::Unchanged => &mut report.unchanged,
-        };
-        list.push(g.name.clone());
     }
     report.deleted.sort();
     report.deleted.dedup();
     Ok(report)
+}
+
+/// Writes every policy's file and removes the files of `removed`.
+fn publish_to_directory(
+    dir: &Path,
+    policy_set: &str,
+    generated: &[Generated],
+    removed: &BTreeSet<String>,
+    tallies: &mut [Tally],
+    report: &mut PublishReport,
+) -> Result<(), PolicyOutputError> {
+    for (g, tally) in generated.iter().zip(tallies.iter_mut()) {
+        tally.before = enforcement_in_file(dir, &g.name);
+        tally.add(write_file(dir, g)?);
+    }
+    for name in removed {
+        if remove_file(dir, name, policy_set)? {
+            report.deleted.push(name.clone());
+        }
+    }
+    Ok(())
+}
+
+/// Applies every policy to the cluster and prunes `removed`; the names of the policies the
+/// cluster refused (reported in `report.refused`).
+async fn publish_to_cluster(
+    client: &kube::Client,
+    policy_set: &str,
+    generated: &[Generated],
+    removed: &BTreeSet<String>,
+    tallies: &mut [Tally],
+    report: &mut PublishReport,
+) -> Result<BTreeSet<String>, PolicyOutputError> {
+    let mut failed = BTreeSet::new();
+    for (g, tally) in generated.iter().zip(tallies.iter_mut()) {
+        match apply(client, g).await {
+            Ok((o, cluster_had)) => {
+                tally.add(o);
+                if tally.before.is_none() {
+                    tally.before = cluster_had;
+                }
+            }
+            // Refused for this policy alone (its namespace is gone, an admission webhook
+            // said no): report it and go on with the others.
+            Err(e) if !e.is_retryable() && e.type_name() != FailureType::KubeForbidden => {
+                report.refused.push((g.name.clone(), e.to_string()));
+                failed.insert(g.name.clone());
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !removed.is_empty() {
+        report
+            .deleted
+            .extend(prune(client, policy_set, removed).await?);
+    }
+    Ok(failed)
+}
+
+/// Lists `g` under its merged outcome, and counts a change of its enforcement.
+fn report_outcome(g: &Generated, tally: Tally, report: &mut PublishReport) {
+    if let (Outcome::Updated, Some(was)) = (tally.outcome, tally.before)
+        && let Some(now) = g.policy.to_value()["metadata"]["labels"][ENFORCEMENT_LABEL].as_str()
+    {
+        crate::metrics::policy_enforcement_changed(&was, now);
+    }
+    let list = match tally.outcome {
+        Outcome::Created => &mut report.created,
+        Outcome::Updated => &mut report.updated,
+        Outcome::Unchanged => &mut report.unchanged,
+    };
+    list.push(g.name.clone());
 }

@@ -196,67 +196,19 @@ pub fn render_with(
     if blocking && scope.is_unscoped() {
         return Err(RenderError::UnscopedBlock { name });
     }
-    let all = observed(key.category, evidence);
-    let (used, unreviewed) = match enforcement {
-        Enforcement::Audit => (all, Observed::default()),
-        Enforcement::Enforce => {
-            let approved = approved.cloned().unwrap_or_default();
-            let unreviewed = all.without(&approved);
-            (all.without(&unreviewed), unreviewed)
-        }
-    };
+    let (used, unreviewed) =
+        used_and_unreviewed(observed(key.category, evidence), enforcement, approved);
     let design = design(key.category, &used, opts.tetragon_version);
-    let mut options = Vec::new();
-    let actions = if blocking {
-        if design.override_on_security_hook {
-            options.push(option("disable-kprobe-multi", "1"));
-        }
-        let mode = match enforcement {
-            Enforcement::Enforce => "enforce",
-            Enforcement::Audit => "monitor",
-        };
-        options.push(option("policy-mode", mode));
-        Actions::Block
-    } else {
-        Actions::Audit
-    };
+    let (actions, options) =
+        actions_and_options(blocking, enforcement, design.override_on_security_hook);
     let kprobes = design
         .hooks
         .into_iter()
         .map(|h| h.into_kprobe(actions, key.category))
         .collect();
-
-    let mut labels = BTreeMap::from([
-        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
-        ("qflows.io/category".into(), key.category.slug().into()),
-        (
-            "qflows.io/technique".into(),
-            key.category.technique().into(),
-        ),
-        ("qflows.io/priority".into(), evidence.priority().into()),
-        (
-            ENFORCEMENT_LABEL.into(),
-            match enforcement {
-                Enforcement::Audit => "audit".into(),
-                Enforcement::Enforce => "enforce".into(),
-            },
-        ),
-    ]);
-    if let Some(set) = &opts.policy_set {
-        labels.insert(POLICY_SET_LABEL.into(), set.clone());
-    }
+    let labels = labels(key, evidence, enforcement, opts.policy_set.as_ref());
     let mut annotations = annotations(key, evidence);
-    let mut put = |k: &str, v: String| {
-        if !v.is_empty() {
-            annotations.insert(format!("qflows.io/{k}"), v);
-        }
-    };
-    put("observed-binaries", joined(&used.binaries));
-    put("observed-ports", joined(&used.ports));
-    put("observed-addresses", joined(&used.addresses));
-    if !unreviewed.is_empty() {
-        put("observed-unreviewed", unreviewed.describe());
-    }
+    add_observed_annotations(&mut annotations, &used, &unreviewed);
     Ok(TracingPolicy {
         api_version: API_VERSION.into(),
         kind: if scope.namespace.is_some() {
@@ -277,6 +229,95 @@ pub fn render_with(
             kprobes,
         },
     })
+}
+
+/// The observed values the selectors carry, and those left out for want of approval: the audit
+/// form carries all of `all`; the enforced form only those of `approved` (none when `None`).
+fn used_and_unreviewed(
+    all: Observed,
+    enforcement: Enforcement,
+    approved: Option<&Observed>,
+) -> (Observed, Observed) {
+    match enforcement {
+        Enforcement::Audit => (all, Observed::default()),
+        Enforcement::Enforce => {
+            let approved = approved.cloned().unwrap_or_default();
+            let unreviewed = all.without(&approved);
+            (all.without(&unreviewed), unreviewed)
+        }
+    }
+}
+
+/// The actions every selector gets, and the policy options they need: a blocking form runs under
+/// `policy-mode` (`monitor` while in audit) and, when a `security_*` hook overrides, with
+/// `disable-kprobe-multi`.
+fn actions_and_options(
+    blocking: bool,
+    enforcement: Enforcement,
+    override_on_security_hook: bool,
+) -> (Actions, Vec<PolicyOption>) {
+    let mut options = Vec::new();
+    if !blocking {
+        return (Actions::Audit, options);
+    }
+    if override_on_security_hook {
+        options.push(option("disable-kprobe-multi", "1"));
+    }
+    let mode = match enforcement {
+        Enforcement::Enforce => "enforce",
+        Enforcement::Audit => "monitor",
+    };
+    options.push(option("policy-mode", mode));
+    (Actions::Block, options)
+}
+
+/// The labels of a generated policy: managed-by, category, technique, priority, enforcement and,
+/// if any, the policy set.
+fn labels(
+    key: &PolicyKey,
+    evidence: &Evidence,
+    enforcement: Enforcement,
+    policy_set: Option<&String>,
+) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::from([
+        (MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string()),
+        ("qflows.io/category".into(), key.category.slug().into()),
+        (
+            "qflows.io/technique".into(),
+            key.category.technique().into(),
+        ),
+        ("qflows.io/priority".into(), evidence.priority().into()),
+        (
+            ENFORCEMENT_LABEL.into(),
+            match enforcement {
+                Enforcement::Audit => "audit".into(),
+                Enforcement::Enforce => "enforce".into(),
+            },
+        ),
+    ]);
+    if let Some(set) = policy_set {
+        labels.insert(POLICY_SET_LABEL.into(), set.clone());
+    }
+    labels
+}
+
+/// Names the observed values the selectors carry (`used`) and those awaiting review.
+fn add_observed_annotations(
+    annotations: &mut BTreeMap<String, String>,
+    used: &Observed,
+    unreviewed: &Observed,
+) {
+    let mut put = |k: &str, v: String| {
+        if !v.is_empty() {
+            annotations.insert(format!("qflows.io/{k}"), v);
+        }
+    };
+    put("observed-binaries", joined(&used.binaries));
+    put("observed-ports", joined(&used.ports));
+    put("observed-addresses", joined(&used.addresses));
+    if !unreviewed.is_empty() {
+        put("observed-unreviewed", unreviewed.describe());
+    }
 }
 
 fn option(name: &str, value: &str) -> PolicyOption {
@@ -631,230 +672,248 @@ fn basename(p: &str) -> &str {
 /// and, for the blocking form, cut to the approved ones).
 fn design(category: Category, seen: &Observed, version: TetragonVersion) -> Design {
     match category {
-        Category::Imds => {
-            let mut addrs: BTreeSet<String> =
-                CREDENTIAL_ENDPOINTS.iter().map(|s| s.to_string()).collect();
-            addrs.extend(seen.addresses.iter().cloned());
-            Design {
-                hooks: vec![Hook {
-                    call: "security_socket_connect",
-                    syscall: false,
-                    args: vec![arg(1, "sockaddr", "address")],
-                    ignore_missing: false,
-                    message: "connect to a cloud credential endpoint",
-                    selectors: vec![Selector {
-                        match_args: vec![match_arg(1, "SAddr", addrs)],
-                        ..Default::default()
-                    }],
-                    can_override: true,
-                }],
-                override_on_security_hook: true,
-            }
-        }
-        Category::Scanning => {
-            let scanners: Vec<String> = SCANNERS.iter().map(|s| s.to_string()).collect();
-            // Known scanners by name wherever they are; observed binaries only by their full
-            // path (`/tmp/gunicorn` never matches the app's `/usr/local/bin/gunicorn`).
-            let mut exec_selectors = vec![Selector {
-                match_args: vec![match_arg(0, "Postfix", scanners)],
+        Category::Imds => imds(seen),
+        Category::Scanning => scanning(seen),
+        Category::Escape => escape(version),
+        Category::Privesc => privesc(),
+        Category::Mining => mining(seen),
+        Category::ReverseShell => reverse_shell(seen),
+    }
+}
+
+/// Connections to the credential endpoints, and to observed credential-like addresses.
+fn imds(seen: &Observed) -> Design {
+    let mut addrs: BTreeSet<String> = CREDENTIAL_ENDPOINTS.iter().map(|s| s.to_string()).collect();
+    addrs.extend(seen.addresses.iter().cloned());
+    Design {
+        hooks: vec![Hook {
+            call: "security_socket_connect",
+            syscall: false,
+            args: vec![arg(1, "sockaddr", "address")],
+            ignore_missing: false,
+            message: "connect to a cloud credential endpoint",
+            selectors: vec![Selector {
+                match_args: vec![match_arg(1, "SAddr", addrs)],
                 ..Default::default()
-            }];
-            if !seen.binaries.is_empty() {
-                exec_selectors.push(Selector {
-                    match_args: vec![match_arg(0, "Equal", seen.binaries.iter().cloned())],
-                    ..Default::default()
-                });
-            }
-            Design {
-                hooks: vec![
-                    Hook {
-                        call: "security_socket_create",
-                        syscall: false,
-                        args: vec![
-                            arg(0, "int", "family"),
-                            arg(1, "int", "type"),
-                            arg(3, "int", "kern"),
-                        ],
-                        ignore_missing: false,
-                        message: "raw or packet socket created",
-                        selectors: vec![
-                            // SOCK_RAW (3) from user space.
-                            Selector {
-                                match_args: vec![
-                                    match_arg(1, "Equal", strs(&["3"])),
-                                    match_arg(3, "Equal", strs(&["0"])),
-                                ],
-                                ..Default::default()
-                            },
-                            // AF_PACKET (17) from user space.
-                            Selector {
-                                match_args: vec![
-                                    match_arg(0, "Equal", strs(&["17"])),
-                                    match_arg(3, "Equal", strs(&["0"])),
-                                ],
-                                ..Default::default()
-                            },
-                        ],
-                        can_override: true,
-                    },
-                    Hook {
-                        call: "security_bprm_check",
-                        syscall: false,
-                        args: vec![arg(0, "linux_binprm", "binary")],
-                        ignore_missing: false,
-                        message: "network scanner executed",
-                        selectors: exec_selectors,
-                        can_override: true,
-                    },
+            }],
+            can_override: true,
+        }],
+        override_on_security_hook: true,
+    }
+}
+
+/// Raw and packet sockets from user space, and scanner executions.
+fn scanning(seen: &Observed) -> Design {
+    let scanners: Vec<String> = SCANNERS.iter().map(|s| s.to_string()).collect();
+    // Known scanners by name wherever they are; observed binaries only by their full
+    // path (`/tmp/gunicorn` never matches the app's `/usr/local/bin/gunicorn`).
+    let mut exec_selectors = vec![Selector {
+        match_args: vec![match_arg(0, "Postfix", scanners)],
+        ..Default::default()
+    }];
+    if !seen.binaries.is_empty() {
+        exec_selectors.push(Selector {
+            match_args: vec![match_arg(0, "Equal", seen.binaries.iter().cloned())],
+            ..Default::default()
+        });
+    }
+    Design {
+        hooks: vec![
+            Hook {
+                call: "security_socket_create",
+                syscall: false,
+                args: vec![
+                    arg(0, "int", "family"),
+                    arg(1, "int", "type"),
+                    arg(3, "int", "kern"),
                 ],
-                override_on_security_hook: true,
-            }
-        }
-        Category::Escape => {
-            let mut calls = vec!["sys_setns", "sys_unshare", "sys_mount", "sys_pivot_root"];
-            // Newer mount API calls: only with `ignore.callNotFound` (v1.5), since older kernels
-            // lack them and the policy would fail to load.
-            let newer = version.at_least(1, 5);
-            if newer {
-                calls.extend(["sys_fsmount", "sys_move_mount", "sys_open_tree"]);
-            }
-            let hooks = calls
-                .into_iter()
-                .enumerate()
-                .map(|(i, call)| Hook {
-                    call,
-                    syscall: true,
-                    args: Vec::new(),
-                    ignore_missing: newer && i >= 4,
-                    message: "namespace change or mount from a container",
-                    selectors: vec![Selector {
-                        match_namespaces: vec![MatchNamespace {
-                            namespace: "Mnt".into(),
-                            operator: "NotIn".into(),
-                            values: strs(&["host_ns"]),
-                        }],
-                        ..Default::default()
-                    }],
-                    can_override: true,
-                })
-                .collect();
-            Design {
-                hooks,
-                override_on_security_hook: false,
-            }
-        }
-        Category::Privesc => {
-            let to_root = |call: &'static str, indexes: &[u32], label: &'static str| Hook {
-                call,
-                syscall: true,
-                args: indexes.iter().map(|i| arg(*i, "int", label)).collect(),
                 ignore_missing: false,
-                message: "set user or group ID to root",
-                selectors: indexes
-                    .iter()
-                    .map(|i| Selector {
-                        match_args: vec![match_arg(*i, "Equal", strs(&["0"]))],
+                message: "raw or packet socket created",
+                selectors: vec![
+                    // SOCK_RAW (3) from user space.
+                    Selector {
+                        match_args: vec![
+                            match_arg(1, "Equal", strs(&["3"])),
+                            match_arg(3, "Equal", strs(&["0"])),
+                        ],
                         ..Default::default()
-                    })
-                    .collect(),
+                    },
+                    // AF_PACKET (17) from user space.
+                    Selector {
+                        match_args: vec![
+                            match_arg(0, "Equal", strs(&["17"])),
+                            match_arg(3, "Equal", strs(&["0"])),
+                        ],
+                        ..Default::default()
+                    },
+                ],
                 can_override: true,
-            };
-            Design {
-                hooks: vec![
-                    to_root("sys_setuid", &[0], "uid"),
-                    to_root("sys_setgid", &[0], "gid"),
-                    to_root("sys_setreuid", &[0, 1], "uid"),
-                    to_root("sys_setresuid", &[0, 1, 2], "uid"),
-                    to_root("sys_setresgid", &[0, 1, 2], "gid"),
-                ],
-                override_on_security_hook: false,
-            }
-        }
-        Category::Mining => {
-            let mut ports: BTreeSet<String> = MINING_PORTS.iter().map(|s| s.to_string()).collect();
-            // Observed non-well-known ports join ([`observed`] leaves out 1-1023: 80, 443, …
-            // would break normal traffic).
-            ports.extend(seen.ports.iter().map(u16::to_string));
-            let mut selectors = vec![Selector {
-                match_args: vec![
-                    match_arg(1, "SPort", ports),
-                    match_arg(1, "NotSAddr", strs(&PRIVATE_NETS)),
-                ],
-                ..Default::default()
-            }];
-            let pools: BTreeSet<String> = seen.addresses.iter().cloned().collect();
-            if !pools.is_empty() {
-                selectors.push(Selector {
-                    match_args: vec![match_arg(1, "SAddr", pools)],
-                    ..Default::default()
-                });
-            }
-            Design {
-                hooks: vec![Hook {
-                    call: "security_socket_connect",
-                    syscall: false,
-                    args: vec![arg(1, "sockaddr", "address")],
-                    ignore_missing: false,
-                    message: "connect to a mining pool port or an observed pool address",
-                    selectors,
-                    can_override: true,
+            },
+            Hook {
+                call: "security_bprm_check",
+                syscall: false,
+                args: vec![arg(0, "linux_binprm", "binary")],
+                ignore_missing: false,
+                message: "network scanner executed",
+                selectors: exec_selectors,
+                can_override: true,
+            },
+        ],
+        override_on_security_hook: true,
+    }
+}
+
+/// Namespace changes and mounts outside the host mount namespace (the syscalls themselves).
+fn escape(version: TetragonVersion) -> Design {
+    let mut calls = vec!["sys_setns", "sys_unshare", "sys_mount", "sys_pivot_root"];
+    // Newer mount API calls: only with `ignore.callNotFound` (v1.5), since older kernels
+    // lack them and the policy would fail to load.
+    let newer = version.at_least(1, 5);
+    if newer {
+        calls.extend(["sys_fsmount", "sys_move_mount", "sys_open_tree"]);
+    }
+    let hooks = calls
+        .into_iter()
+        .enumerate()
+        .map(|(i, call)| Hook {
+            call,
+            syscall: true,
+            args: Vec::new(),
+            ignore_missing: newer && i >= 4,
+            message: "namespace change or mount from a container",
+            selectors: vec![Selector {
+                match_namespaces: vec![MatchNamespace {
+                    namespace: "Mnt".into(),
+                    operator: "NotIn".into(),
+                    values: strs(&["host_ns"]),
                 }],
-                override_on_security_hook: true,
-            }
+                ..Default::default()
+            }],
+            can_override: true,
+        })
+        .collect();
+    Design {
+        hooks,
+        override_on_security_hook: false,
+    }
+}
+
+/// setuid/setgid family calls setting an ID to root (0).
+fn privesc() -> Design {
+    let to_root = |call: &'static str, indexes: &[u32], label: &'static str| Hook {
+        call,
+        syscall: true,
+        args: indexes.iter().map(|i| arg(*i, "int", label)).collect(),
+        ignore_missing: false,
+        message: "set user or group ID to root",
+        selectors: indexes
+            .iter()
+            .map(|i| Selector {
+                match_args: vec![match_arg(*i, "Equal", strs(&["0"]))],
+                ..Default::default()
+            })
+            .collect(),
+        can_override: true,
+    };
+    Design {
+        hooks: vec![
+            to_root("sys_setuid", &[0], "uid"),
+            to_root("sys_setgid", &[0], "gid"),
+            to_root("sys_setreuid", &[0, 1], "uid"),
+            to_root("sys_setresuid", &[0, 1, 2], "uid"),
+            to_root("sys_setresgid", &[0, 1, 2], "gid"),
+        ],
+        override_on_security_hook: false,
+    }
+}
+
+/// Connections to mining ports outside private networks, and to observed pool addresses.
+fn mining(seen: &Observed) -> Design {
+    let mut ports: BTreeSet<String> = MINING_PORTS.iter().map(|s| s.to_string()).collect();
+    // Observed non-well-known ports join ([`observed`] leaves out 1-1023: 80, 443, …
+    // would break normal traffic).
+    ports.extend(seen.ports.iter().map(u16::to_string));
+    let mut selectors = vec![Selector {
+        match_args: vec![
+            match_arg(1, "SPort", ports),
+            match_arg(1, "NotSAddr", strs(&PRIVATE_NETS)),
+        ],
+        ..Default::default()
+    }];
+    let pools: BTreeSet<String> = seen.addresses.iter().cloned().collect();
+    if !pools.is_empty() {
+        selectors.push(Selector {
+            match_args: vec![match_arg(1, "SAddr", pools)],
+            ..Default::default()
+        });
+    }
+    Design {
+        hooks: vec![Hook {
+            call: "security_socket_connect",
+            syscall: false,
+            args: vec![arg(1, "sockaddr", "address")],
+            ignore_missing: false,
+            message: "connect to a mining pool port or an observed pool address",
+            selectors,
+            can_override: true,
+        }],
+        override_on_security_hook: true,
+    }
+}
+
+/// Shells connecting out, and netcat-like tools executing a shell; observed shells and netcats
+/// join by full path.
+fn reverse_shell(seen: &Observed) -> Design {
+    let mut shells: BTreeSet<String> = SHELLS.iter().map(|s| s.to_string()).collect();
+    let mut netcats: BTreeSet<String> = NETCATS.iter().map(|s| s.to_string()).collect();
+    for p in &seen.binaries {
+        let name = basename(p);
+        if SHELLS.iter().any(|s| basename(s) == name) {
+            shells.insert(p.clone());
+        } else if NETCATS.iter().any(|s| basename(s) == name) {
+            netcats.insert(p.clone());
         }
-        Category::ReverseShell => {
-            let mut shells: BTreeSet<String> = SHELLS.iter().map(|s| s.to_string()).collect();
-            let mut netcats: BTreeSet<String> = NETCATS.iter().map(|s| s.to_string()).collect();
-            for p in &seen.binaries {
-                let name = basename(p);
-                if SHELLS.iter().any(|s| basename(s) == name) {
-                    shells.insert(p.clone());
-                } else if NETCATS.iter().any(|s| basename(s) == name) {
-                    netcats.insert(p.clone());
-                }
-            }
-            let shell_names: BTreeSet<String> =
-                shells.iter().map(|s| format!("/{}", basename(s))).collect();
-            Design {
-                hooks: vec![
-                    Hook {
-                        call: "security_socket_connect",
-                        syscall: false,
-                        args: vec![arg(1, "sockaddr", "address")],
-                        ignore_missing: false,
-                        message: "shell connecting out",
-                        selectors: vec![Selector {
-                            match_args: vec![
-                                match_arg(1, "Family", strs(&["AF_INET", "AF_INET6"])),
-                                match_arg(1, "NotSAddr", strs(&["127.0.0.0/8", "::1/128"])),
-                            ],
-                            match_binaries: vec![MatchBinaries {
-                                operator: "In".into(),
-                                values: shells.into_iter().collect(),
-                            }],
-                            ..Default::default()
-                        }],
-                        can_override: true,
-                    },
-                    Hook {
-                        call: "security_bprm_check",
-                        syscall: false,
-                        args: vec![arg(0, "linux_binprm", "binary")],
-                        ignore_missing: false,
-                        message: "netcat-like tool executing a shell",
-                        selectors: vec![Selector {
-                            match_args: vec![match_arg(0, "Postfix", shell_names)],
-                            match_binaries: vec![MatchBinaries {
-                                operator: "In".into(),
-                                values: netcats.into_iter().collect(),
-                            }],
-                            ..Default::default()
-                        }],
-                        can_override: true,
-                    },
-                ],
-                override_on_security_hook: true,
-            }
-        }
+    }
+    let shell_names: BTreeSet<String> =
+        shells.iter().map(|s| format!("/{}", basename(s))).collect();
+    Design {
+        hooks: vec![
+            Hook {
+                call: "security_socket_connect",
+                syscall: false,
+                args: vec![arg(1, "sockaddr", "address")],
+                ignore_missing: false,
+                message: "shell connecting out",
+                selectors: vec![Selector {
+                    match_args: vec![
+                        match_arg(1, "Family", strs(&["AF_INET", "AF_INET6"])),
+                        match_arg(1, "NotSAddr", strs(&["127.0.0.0/8", "::1/128"])),
+                    ],
+                    match_binaries: vec![MatchBinaries {
+                        operator: "In".into(),
+                        values: shells.into_iter().collect(),
+                    }],
+                    ..Default::default()
+                }],
+                can_override: true,
+            },
+            Hook {
+                call: "security_bprm_check",
+                syscall: false,
+                args: vec![arg(0, "linux_binprm", "binary")],
+                ignore_missing: false,
+                message: "netcat-like tool executing a shell",
+                selectors: vec![Selector {
+                    match_args: vec![match_arg(0, "Postfix", shell_names)],
+                    match_binaries: vec![MatchBinaries {
+                        operator: "In".into(),
+                        values: netcats.into_iter().collect(),
+                    }],
+                    ..Default::default()
+                }],
+                can_override: true,
+            },
+        ],
+        override_on_security_hook: true,
     }
 }
