@@ -43,5 +43,5 @@ pub mod sensor;
 
 pub use registry::RegistryActivities;
 pub use scan::ScanActivities;
-pub use scan::qscanner::QScannerActivities;
+pub use scan::QScannerActivities;
 pub use sensor::SensorActivities;

@@ -5,7 +5,9 @@
 // `#[activities]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
-pub mod qscanner;
+mod qscanner;
+
+pub use qscanner::QScannerActivities;
 
 use crate::failure::IntoFailure;
 use crate::gate::judge::Judge;
