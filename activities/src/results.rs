@@ -801,7 +801,7 @@ impl ResultsStore {
     /// is written after the report, so that a new entity for the digest knows the last verdict.
     pub async fn store_scan(
         &self,
-        input: &qflows_workflows::scan::model::ImageScanInput,
+        input: &qflows_workflows::scan::image_scan::input::ImageScanInput,
         backend: &str,
         scanned_at: &str,
         verdict: qflows_workflows::scan::model::Verdict,
@@ -915,7 +915,7 @@ mod tests {
     async fn reads_reports_and_verdicts_only_from_inside_the_store() {
         let dir = std::env::temp_dir().join(format!("qflows-read-{}", std::process::id()));
         let store = ResultsStore::Local(LocalResults::new(&dir));
-        let input = qflows_workflows::scan::model::ImageScanInput {
+        let input = qflows_workflows::scan::image_scan::input::ImageScanInput {
             digest: format!("sha256:{}", "a".repeat(64)),
             image: qflows_workflows::scan::ImageRef::parse("example.com/team/app:1").unwrap(),
             event_accepted_at_ms: None,

@@ -22,9 +22,10 @@ use crate::registry::model::EnsureRegistryInput;
 use crate::scan::contracts::{
     AwaitScanResults, CollectScanResults, EcrImageTags, FindOrSubmitScan, PrepareScan, QScanImage,
 };
+use crate::scan::image_scan::input::{CollectResults, ImageScanInput, QScannerScan};
 use crate::scan::model::{
-    CollectResults, FindImage, FindOrSubmit, ImageResult, ImageScanInput, ImageStatus,
-    ImageTagsRequest, QScannerScan, ScanSettings, ScanStep, SubmitWhen,
+    FindImage, FindOrSubmit, ImageResult, ImageStatus, ImageTagsRequest, ScanSettings, ScanStep,
+    SubmitWhen,
 };
 use crate::scan::{ImageRef, RegistryKind, search};
 use std::time::Duration;

@@ -6,12 +6,12 @@
 //! (one workflow ID each, answered within the run that received them or carried), and a few
 //! numbers.
 //!
-//! [`ImageScanInput::carried`]: crate::scan::model::ImageScanInput::carried
+//! [`ImageScanInput::carried`]: crate::scan::image_scan::input::ImageScanInput::carried
 
 use crate::inventory::RunningAt;
 use crate::scan::model::{
-    DeployedAt, ImageResult, ImageScanInput, ImageStatus, NotifyReason, NotifyRequest,
-    ScanSettings, Verdict, notify_reason,
+    DeployedAt, ImageResult, ImageStatus, NotifyReason, NotifyRequest, ScanSettings, Verdict,
+    notify_reason,
 };
 use crate::scan::{ImageRef, RegistryKind};
 use serde::{Deserialize, Serialize};
@@ -166,26 +166,8 @@ pub enum Next {
     End,
 }
 
+// `Entity::resume`, which reads the `ImageScanInput` that carries this state, is in `input.rs`.
 impl Entity {
-    /// The state of a new entity, or the one the previous run carried.
-    pub fn resume(input: &ImageScanInput, now_secs: u64) -> Self {
-        let mut entity = match &input.carried {
-            Some(carried) => (**carried).clone(),
-            None => {
-                let mut entity = Entity {
-                    last_deployed_secs: now_secs,
-                    event_accepted_at_ms: input.event_accepted_at_ms,
-                    backfill: input.backfill,
-                    ..Entity::default()
-                };
-                entity.remember(&input.image);
-                entity
-            }
-        };
-        entity.runs += 1;
-        entity
-    }
-
     /// Whether a completed scan is on hand (not only a failure).
     pub fn has_verdict(&self) -> bool {
         self.latest
@@ -446,6 +428,7 @@ impl Entity {
 mod tests {
     use super::*;
     use crate::scan::EventSource;
+    use crate::scan::image_scan::input::ImageScanInput;
 
     const ECR: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
 

@@ -33,6 +33,7 @@
 
 mod attempt;
 pub mod entity;
+pub mod input;
 mod v1;
 
 pub use entity::{Entity, InFlight, Next};
@@ -41,9 +42,8 @@ use crate::inventory::RunningAt;
 use crate::quarantine::Quarantine;
 use crate::quarantine::model::QuarantineInput;
 use crate::scan::alert::{AlertInput, ScanAlert};
-use crate::scan::model::{
-    DeployedAt, EntityLookup, ImageResult, ImageScanInput, NotifyRequest, ScanSettings,
-};
+use crate::scan::image_scan::input::ImageScanInput;
+use crate::scan::model::{DeployedAt, EntityLookup, ImageResult, NotifyRequest, ScanSettings};
 use crate::scan::on_deploy::ScanOnDeploy;
 use std::pin::Pin;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -402,7 +402,7 @@ async fn propose_quarantines(
     };
     let now = now_secs(ctx);
     let proposals: Vec<QuarantineInput> =
-        ctx.state(|s| crate::quarantine::model::proposals(result, &s.entity.running, now, q));
+        ctx.state(|s| crate::quarantine::propose::proposals(result, &s.entity.running, now, q));
     if proposals.is_empty() || !ctx.patched(QUARANTINE_PATCH) {
         return;
     }

@@ -14,9 +14,10 @@ use crate::registry::model::EnsureRegistryInput;
 use crate::scan::contracts::{
     CollectScanResults, FindQualysImage, GetScanSettings, Notify, QScanImage, SubmitScan,
 };
+use crate::scan::image_scan::input::{CollectResults, ImageScanInput, QScannerScan};
 use crate::scan::model::{
-    CollectResults, DeployedAt, ImageResult, ImageScanInput, ImageStatus, NotifyRequest,
-    QScannerScan, QualysImageState, ScanSettings, SubmitRegistryScan, Verdict, notify_reason,
+    DeployedAt, ImageResult, ImageStatus, NotifyRequest, QualysImageState, ScanSettings,
+    SubmitRegistryScan, Verdict, notify_reason,
 };
 use crate::scan::on_deploy::ScanOnDeploy;
 use crate::scan::{RegistryKind, search};
