@@ -11,8 +11,6 @@
 //! Whatever happens, the attempt ends with a result: a failure becomes a `failed` or
 //! `timed_out` result that the entity retries, never a verdict.
 
-use super::{ImageScan, InFlight, Limit, answer_waiting, has_news, now_secs, take_in_signals};
-use super::{continue_as_new, time_to_continue};
 use crate::FailureType;
 use crate::clock::{epoch_ms, rfc3339};
 use crate::failure::{failure_type, is_timeout, root_message};
@@ -22,7 +20,11 @@ use crate::registry::model::EnsureRegistryInput;
 use crate::scan::contracts::{
     AwaitScanResults, CollectScanResults, EcrImageTags, FindOrSubmitScan, PrepareScan, QScanImage,
 };
+use crate::scan::image_scan::deliver::{self, answer_waiting, propose_quarantines};
+use crate::scan::image_scan::entity::InFlight;
+use crate::scan::image_scan::hand_over::{Limit, continue_as_new, time_to_continue};
 use crate::scan::image_scan::input::{CollectResults, ImageScanInput, QScannerScan};
+use crate::scan::image_scan::state::{ImageScan, has_news, now_secs, take_in_signals};
 use crate::scan::model::{
     FindImage, FindOrSubmit, ImageResult, ImageStatus, ImageTagsRequest, ScanSettings, ScanStep,
     SubmitWhen,
@@ -84,10 +86,10 @@ async fn finish(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings, outco
     take_in_signals(ctx);
     answer_waiting(ctx).await;
     if let Some(request) = alert {
-        super::alert(ctx, settings, request).await;
+        deliver::alert(ctx, settings, request).await;
     }
     if let Some(result) = proposing {
-        super::propose_quarantines(ctx, settings, &result).await;
+        propose_quarantines(ctx, settings, &result).await;
     }
 }
 

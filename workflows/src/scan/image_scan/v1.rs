@@ -1,11 +1,10 @@
 //! The first design of `ImageScan`, kept so that entities started before the current one (see
 //! the parent module) replay and finish: it scans once per TTL, matches Qualys records by tag as
 //! well as digest, and never continues as new. At the end of its next hold period such an
-//! entity hands over to the current design ([`super::HANDOVER_PATCH`]), so this code runs for
+//! entity hands over to the current design ([`HANDOVER_PATCH`]), so this code runs for
 //! at most one TTL after an upgrade. Delete it (and the patch check in the parent) once no
 //! history older than that is left.
 
-use super::ImageScan;
 use crate::clock::rfc3339;
 use crate::failure::root_message;
 use crate::options;
@@ -14,7 +13,9 @@ use crate::registry::model::EnsureRegistryInput;
 use crate::scan::contracts::{
     CollectScanResults, FindQualysImage, GetScanSettings, Notify, QScanImage, SubmitScan,
 };
+use crate::scan::image_scan::hand_over::{HANDOVER_PATCH, hand_over_from_v1};
 use crate::scan::image_scan::input::{CollectResults, ImageScanInput, QScannerScan};
+use crate::scan::image_scan::state::ImageScan;
 use crate::scan::model::{
     DeployedAt, ImageResult, ImageStatus, NotifyRequest, QualysImageState, ScanSettings,
     SubmitRegistryScan, Verdict, notify_reason,
@@ -78,8 +79,8 @@ pub(super) async fn run(ctx: &mut WorkflowContext<ImageScan>) -> WorkflowResult<
         if !still_deployed {
             return Ok(result);
         }
-        if ctx.patched(super::HANDOVER_PATCH) {
-            return super::hand_over_from_v1(ctx);
+        if ctx.patched(HANDOVER_PATCH) {
+            return hand_over_from_v1(ctx);
         }
     }
 }
