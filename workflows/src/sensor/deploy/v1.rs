@@ -2,13 +2,13 @@
 //! restore the DaemonSet spec or task definition apply saw. Kept unchanged so such runs and
 //! their recorded histories replay.
 
-use super::DeploySensor;
 use crate::FailureType;
 use crate::failure::{activity_failed, root_message};
 use crate::options;
 use crate::sensor::contracts::{
     ApplySensor, CountRegistrySensors, RollbackSensor, SensorRolloutStatus,
 };
+use crate::sensor::deploy::workflow::DeploySensor;
 use crate::sensor::model::{DeploySensorInput, DeploySensorOutput, SensorDeployment};
 use std::time::Duration;
 use temporalio_sdk::{ApplicationFailure, WorkflowContext, WorkflowResult};
