@@ -193,16 +193,45 @@ async fn registry_scan(
             ),
         )
         .await?;
-    let mut state = ctx
-        .execute_activity(
-            FindQualysImage,
-            input.clone(),
-            on(options::retrying(120, 3600), queue),
-        )
-        .await?;
+    let Some((sha, created_ms)) =
+        until_scanned(ctx, input, settings, queue, registry.registry_uuid).await?
+    else {
+        return Ok(finished(
+            input,
+            ImageStatus::TimedOut,
+            &format!(
+                "Qualys did not finish the scan within {} s",
+                settings.scan_timeout_secs
+            ),
+        ));
+    };
+    let collect = CollectResults {
+        sha,
+        input: input.clone(),
+        scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
+        created_ms,
+    };
+    ctx.execute_activity(
+        CollectScanResults,
+        collect,
+        on(options::retrying(120, 3600), queue),
+    )
+    .await
+}
+
+/// Qualys' scan of the image: the one it has, or one submitted now and polled for. Its Qualys
+/// image id and build time; `None`: not finished within the scan timeout.
+async fn until_scanned(
+    ctx: &mut WorkflowContext<ImageScan>,
+    input: &ImageScanInput,
+    settings: &ScanSettings,
+    queue: &Option<String>,
+    registry_uuid: String,
+) -> Result<Option<(String, Option<u64>)>, ActivityExecutionError> {
+    let mut state = find(ctx, input, queue).await?;
     if !matches!(state, QualysImageState::Scanned { .. }) {
         let submit = SubmitRegistryScan {
-            registry_uuid: registry.registry_uuid,
+            registry_uuid,
             image: input.image.clone(),
             digest: input.digest.clone(),
             event_accepted_at_ms: input.event_accepted_at_ms,
@@ -214,25 +243,12 @@ async fn registry_scan(
         let mut interval = settings.poll_initial_secs.max(1);
         while !matches!(state, QualysImageState::Scanned { .. }) {
             if waited >= settings.scan_timeout_secs {
-                return Ok(finished(
-                    input,
-                    ImageStatus::TimedOut,
-                    &format!(
-                        "Qualys did not finish the scan within {} s",
-                        settings.scan_timeout_secs
-                    ),
-                ));
+                return Ok(None);
             }
             ctx.timer(Duration::from_secs(interval)).await;
             waited += interval;
             interval = (interval * 2).min(settings.poll_max_secs.max(1));
-            state = ctx
-                .execute_activity(
-                    FindQualysImage,
-                    input.clone(),
-                    on(options::retrying(120, 3600), queue),
-                )
-                .await?;
+            state = find(ctx, input, queue).await?;
         }
     }
     let QualysImageState::Scanned {
@@ -241,15 +257,18 @@ async fn registry_scan(
     else {
         unreachable!("the loop ends only on Scanned")
     };
-    let collect = CollectResults {
-        sha,
-        input: input.clone(),
-        scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
-        created_ms,
-    };
+    Ok(Some((sha, created_ms)))
+}
+
+/// Where Qualys' scan of the image stands (`qualys.FindImage`).
+async fn find(
+    ctx: &WorkflowContext<ImageScan>,
+    input: &ImageScanInput,
+    queue: &Option<String>,
+) -> Result<QualysImageState, ActivityExecutionError> {
     ctx.execute_activity(
-        CollectScanResults,
-        collect,
+        FindQualysImage,
+        input.clone(),
         on(options::retrying(120, 3600), queue),
     )
     .await
