@@ -49,6 +49,7 @@ impl ImageScan {
     }
 }
 
+/// Workflow time in seconds since the epoch.
 pub(super) fn now_secs(ctx: &WorkflowContext<ImageScan>) -> u64 {
     ctx.workflow_time()
         .unwrap_or(UNIX_EPOCH)
@@ -56,6 +57,7 @@ pub(super) fn now_secs(ctx: &WorkflowContext<ImageScan>) -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Workflow time.
 pub(super) fn now_time(ctx: &WorkflowContext<ImageScan>) -> SystemTime {
     ctx.workflow_time().unwrap_or(UNIX_EPOCH)
 }

@@ -1,6 +1,7 @@
 //! Runs that began before `sensor-real-clusters`: apply, wait, count any registry sensor,
-//! restore the DaemonSet spec or task definition apply saw. Kept unchanged so such runs and
-//! their recorded histories replay.
+//! restore the DaemonSet spec or task definition apply saw. Its commands are kept as they were
+//! (same activities and timers, in the same order) so such runs and their recorded histories
+//! replay.
 
 use crate::FailureType;
 use crate::failure::{activity_failed, root_message};
