@@ -42,6 +42,6 @@ pub mod scan;
 pub mod sensor;
 
 pub use registry::RegistryActivities;
-pub use scan::ScanActivities;
 pub use scan::QScannerActivities;
+pub use scan::ScanActivities;
 pub use sensor::SensorActivities;

@@ -28,7 +28,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// image, when and how it was scanned, and the gate's verdict under the built-in profile. The
 /// backend adds its own fields (vulnerabilities and its facts) to the map.
 pub fn report_fields(
-    input: &qflows_workflows::scan::model::ImageScanInput,
+    input: &qflows_workflows::scan::image_scan::input::ImageScanInput,
     backend: &str,
     scanned_at: &str,
     verdict: qflows_workflows::scan::model::Verdict,
@@ -831,7 +831,7 @@ impl ResultsStore {
     /// is written after the report, so that a new entity for the digest knows the last verdict.
     pub async fn store_scan(
         &self,
-        input: &qflows_workflows::scan::model::ImageScanInput,
+        input: &qflows_workflows::scan::image_scan::input::ImageScanInput,
         backend: &str,
         scanned_at: &str,
         verdict: qflows_workflows::scan::model::Verdict,
@@ -945,7 +945,7 @@ mod tests {
     async fn reads_reports_and_verdicts_only_from_inside_the_store() {
         let dir = std::env::temp_dir().join(format!("qflows-read-{}", std::process::id()));
         let store = ResultsStore::Local(LocalResults::new(&dir));
-        let input = qflows_workflows::scan::model::ImageScanInput {
+        let input = qflows_workflows::scan::image_scan::input::ImageScanInput {
             digest: format!("sha256:{}", "a".repeat(64)),
             image: qflows_workflows::scan::ImageRef::parse("example.com/team/app:1").unwrap(),
             event_accepted_at_ms: None,

@@ -33,7 +33,8 @@ use qflows_workflows::inventory::{
     InventoryInput, InventoryRecord, InventoryScope, InventorySummary, RunningAt,
 };
 use qflows_workflows::scan::ImageRef;
-use qflows_workflows::scan::model::{ImageScanInput, image_scan_id};
+use qflows_workflows::scan::image_scan::input::ImageScanInput;
+use qflows_workflows::scan::model::image_scan_id;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -21,11 +21,11 @@ use qflows_workflows::FailureType;
 use qflows_workflows::ImageScan;
 use qflows_workflows::scan::ImageRef;
 use qflows_workflows::scan::contracts;
+use qflows_workflows::scan::image_scan::input::{CollectResults, ImageScanInput, StartImageScan};
 use qflows_workflows::scan::model::{
-    Attached, CollectResults, EntityLookup, FindImage, FindOrSubmit, ImageResult, ImageScanInput,
-    ImageStatus, ImageTagsRequest, NotifyReason, NotifyRequest, QualysImageState, ResolvedImage,
-    ScanFinished, ScanPreparation, ScanSettings, ScanStep, StartImageScan, SubmitRegistryScan,
-    SubmitWhen, image_scan_id,
+    Attached, EntityLookup, FindImage, FindOrSubmit, ImageResult, ImageStatus, ImageTagsRequest,
+    NotifyReason, NotifyRequest, QualysImageState, ResolvedImage, ScanFinished, ScanPreparation,
+    ScanSettings, ScanStep, SubmitRegistryScan, SubmitWhen, image_scan_id,
 };
 use qflows_workflows::scan::profile::{JudgeImages, Judged};
 use qflows_workflows::scan::{RegistryKind, ScanRequest};

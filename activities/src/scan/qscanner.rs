@@ -15,9 +15,8 @@ use crate::qualys::QualysClient;
 use crate::resolve::Resolver;
 use crate::results::{ResultsStore, report_fields};
 use qflows_workflows::scan::contracts;
-use qflows_workflows::scan::model::{
-    ImageResult, ImageScanInput, ImageStatus, QScannerScan, SeveritySummary, Verdict,
-};
+use qflows_workflows::scan::image_scan::input::{ImageScanInput, QScannerScan};
+use qflows_workflows::scan::model::{ImageResult, ImageStatus, SeveritySummary, Verdict};
 use qflows_workflows::scan::{ImageRef, RegistryKind};
 use serde_json::json;
 use std::sync::Arc;

@@ -8,9 +8,8 @@ use crate::config::TemporalArgs;
 use parking_lot::Mutex;
 use qflows_workflows::ImageScan;
 use qflows_workflows::scan::ImageRef;
-use qflows_workflows::scan::model::{
-    ImageResult, ImageScanInput, entity_task_queue, image_scan_id,
-};
+use qflows_workflows::scan::image_scan::input::ImageScanInput;
+use qflows_workflows::scan::model::{ImageResult, entity_task_queue, image_scan_id};
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;

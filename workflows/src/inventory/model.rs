@@ -69,80 +69,87 @@ impl InventoryScope {
                 account_id,
                 region,
                 role_arn,
-            } => {
-                if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
-                    return Err(InputError::field(
-                        "scope.accountId",
-                        format!("{account_id:?} is not a 12-digit AWS account ID"),
-                    ));
-                }
-                let region_ok = (4..=25).contains(&region.len())
-                    && region
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !region.starts_with('-')
-                    && !region.ends_with('-');
-                if !region_ok {
-                    return Err(InputError::field(
-                        "scope.region",
-                        format!("{region:?} is not an AWS region"),
-                    ));
-                }
-                if let Some(arn) = role_arn {
-                    let ok = arn.starts_with("arn:aws")
-                        && arn.contains(":iam::")
-                        && arn.contains(":role/");
-                    if !ok || arn.len() > 2048 {
-                        return Err(InputError::field(
-                            "scope.roleArn",
-                            format!("{arn:?} is not an IAM role ARN"),
-                        ));
-                    }
-                }
-                Ok(())
-            }
+            } => validate_aws(account_id, region, role_arn.as_deref()),
             InventoryScope::Kubernetes { cluster, context } => {
-                let ok = (1..=63).contains(&cluster.len())
-                    && cluster
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                    && !cluster.starts_with('-')
-                    && !cluster.ends_with('-');
-                if !ok {
-                    return Err(InputError::field(
-                        "scope.cluster",
-                        format!("{cluster:?} must be 1-63 lowercase letters, digits or '-'"),
-                    ));
-                }
-                if context
-                    .as_ref()
-                    .is_some_and(|c| c.is_empty() || c.len() > 253)
-                {
-                    return Err(InputError::field(
-                        "scope.context",
-                        "must be 1-253 characters",
-                    ));
-                }
-                Ok(())
+                validate_kubernetes(cluster, context.as_deref())
             }
-            InventoryScope::Azure { subscription_id } => {
-                let parts: Vec<&str> = subscription_id.split('-').collect();
-                let lens = [8, 4, 4, 4, 12];
-                let ok = parts.len() == 5
-                    && parts
-                        .iter()
-                        .zip(lens)
-                        .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()));
-                if !ok {
-                    return Err(InputError::field(
-                        "scope.subscriptionId",
-                        format!("{subscription_id:?} is not a subscription GUID"),
-                    ));
-                }
-                Ok(())
-            }
+            InventoryScope::Azure { subscription_id } => validate_azure(subscription_id),
         }
     }
+}
+
+/// An AWS scope: a 12-digit account, a region name, an IAM role ARN when given.
+fn validate_aws(account_id: &str, region: &str, role_arn: Option<&str>) -> Result<(), InputError> {
+    if account_id.len() != 12 || !account_id.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(InputError::field(
+            "scope.accountId",
+            format!("{account_id:?} is not a 12-digit AWS account ID"),
+        ));
+    }
+    let region_ok = (4..=25).contains(&region.len())
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !region.starts_with('-')
+        && !region.ends_with('-');
+    if !region_ok {
+        return Err(InputError::field(
+            "scope.region",
+            format!("{region:?} is not an AWS region"),
+        ));
+    }
+    if let Some(arn) = role_arn {
+        let ok = arn.starts_with("arn:aws") && arn.contains(":iam::") && arn.contains(":role/");
+        if !ok || arn.len() > 2048 {
+            return Err(InputError::field(
+                "scope.roleArn",
+                format!("{arn:?} is not an IAM role ARN"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A Kubernetes scope: a DNS-label cluster name, a kubeconfig context of 1-253 characters when
+/// given.
+fn validate_kubernetes(cluster: &str, context: Option<&str>) -> Result<(), InputError> {
+    let ok = (1..=63).contains(&cluster.len())
+        && cluster
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !cluster.starts_with('-')
+        && !cluster.ends_with('-');
+    if !ok {
+        return Err(InputError::field(
+            "scope.cluster",
+            format!("{cluster:?} must be 1-63 lowercase letters, digits or '-'"),
+        ));
+    }
+    if context.is_some_and(|c| c.is_empty() || c.len() > 253) {
+        return Err(InputError::field(
+            "scope.context",
+            "must be 1-253 characters",
+        ));
+    }
+    Ok(())
+}
+
+/// An Azure scope: a subscription GUID.
+fn validate_azure(subscription_id: &str) -> Result<(), InputError> {
+    let parts: Vec<&str> = subscription_id.split('-').collect();
+    let lens = [8, 4, 4, 4, 12];
+    let ok = parts.len() == 5
+        && parts
+            .iter()
+            .zip(lens)
+            .all(|(p, n)| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !ok {
+        return Err(InputError::field(
+            "scope.subscriptionId",
+            format!("{subscription_id:?} is not a subscription GUID"),
+        ));
+    }
+    Ok(())
 }
 
 /// Input of `Inventory`.

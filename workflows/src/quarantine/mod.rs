@@ -30,14 +30,15 @@
 
 pub mod contracts;
 pub mod model;
+pub mod propose;
 
 use crate::clock::rfc3339;
 use crate::failure::{activity_failed, invalid_input};
 use crate::quarantine::contracts::{InspectQuarantine, QuarantineApply, QuarantineVerify};
 use crate::{input, options};
 use model::{
-    DecisionNote, QuarantineChange, QuarantineDecision, QuarantineInput, QuarantineStatus,
-    QuarantineView, TargetKind,
+    DecisionNote, QuarantineChange, QuarantineDecision, QuarantineInput, QuarantinePlan,
+    QuarantineStatus, QuarantineView, TargetKind,
 };
 use std::time::{Duration, UNIX_EPOCH};
 use temporalio_macros::{workflow, workflow_methods};
@@ -198,6 +199,8 @@ async fn run(
     outcome
 }
 
+/// The numbered steps of the module docs; a refusal, a lapsed approval or a rejection ends the
+/// run early with the state recorded so far.
 async fn steps(
     ctx: &mut WorkflowContext<Quarantine>,
     input: QuarantineInput,
@@ -205,6 +208,31 @@ async fn steps(
     ctx.state_mut(|s| s.view.input = Some(input.clone()));
 
     // 1. The current state.
+    let Some(plan) = inspect(ctx, &input).await? else {
+        return Ok(view(ctx));
+    };
+
+    // 2. A decision, or the timeout.
+    if !approved(ctx, &plan, input.approval_timeout_secs).await {
+        return Ok(view(ctx));
+    }
+
+    // 3. Apply; 4. verify.
+    apply_and_verify(ctx, QuarantineChange { input, plan }).await?;
+    Ok(view(ctx))
+}
+
+/// Everything recorded so far.
+fn view(ctx: &WorkflowContext<Quarantine>) -> QuarantineView {
+    ctx.state(|s| s.view.clone())
+}
+
+/// Step 1 (`quarantine.Inspect`): the plan, or `None` when it cannot help (recorded as
+/// `refused`).
+async fn inspect(
+    ctx: &WorkflowContext<Quarantine>,
+    input: &QuarantineInput,
+) -> WorkflowResult<Option<QuarantinePlan>> {
     let plan = ctx
         .execute_activity(InspectQuarantine, input.clone(), options::retrying(60, 600))
         .await
@@ -215,17 +243,20 @@ async fn steps(
             s.view.status = QuarantineStatus::Refused;
             s.view.reason = Some(why);
         });
-        return Ok(ctx.state(|s| s.view.clone()));
+        return Ok(None);
     }
-    let timeout = input.approval_timeout_secs;
+    Ok(Some(plan))
+}
+
+/// Step 2: waits up to `timeout` seconds for `approve` or `reject` and records the decision.
+/// Whether it was an approval; `false` also when it lapsed (recorded as `expired`).
+async fn approved(ctx: &WorkflowContext<Quarantine>, plan: &QuarantinePlan, timeout: u64) -> bool {
     let deadline = now_secs(ctx) + timeout;
     ctx.state_mut(|s| {
         s.view.plan = Some(plan.clone());
         s.view.approval_deadline = Some(at(deadline));
         s.view.status = QuarantineStatus::AwaitingApproval;
     });
-
-    // 2. A decision, or the timeout.
     let timers = ctx.clone();
     let mut lapse = timers.timer(Duration::from_secs(timeout));
     temporalio_sdk::workflows::select! {
@@ -240,7 +271,7 @@ async fn steps(
                 "nobody approved or rejected within {timeout} s; nothing was changed"
             ));
         });
-        return Ok(ctx.state(|s| s.view.clone()));
+        return false;
     };
     let note = DecisionNote {
         action: if approved { "approve" } else { "reject" }.into(),
@@ -248,20 +279,23 @@ async fn steps(
         reason: decision.reason.clone(),
         at: at(now_secs(ctx)),
     };
-    if !approved {
-        ctx.state_mut(|s| {
-            s.view.decision = Some(note);
-            s.view.status = QuarantineStatus::Rejected;
-        });
-        return Ok(ctx.state(|s| s.view.clone()));
-    }
     ctx.state_mut(|s| {
         s.view.decision = Some(note);
-        s.view.status = QuarantineStatus::Applying;
+        s.view.status = if approved {
+            QuarantineStatus::Applying
+        } else {
+            QuarantineStatus::Rejected
+        };
     });
+    approved
+}
 
-    // 3. Apply; 4. verify.
-    let change = QuarantineChange { input, plan };
+/// Steps 3 (`quarantine.Apply`) and 4 (`quarantine.Verify`), each recorded; a failure is
+/// recorded as the reason and fails the run.
+async fn apply_and_verify(
+    ctx: &WorkflowContext<Quarantine>,
+    change: QuarantineChange,
+) -> WorkflowResult<()> {
     let applied = match ctx
         .execute_activity(
             QuarantineApply,
@@ -300,7 +334,7 @@ async fn steps(
             TargetKind::ContainerApp => QuarantineStatus::Deactivated,
         };
     });
-    Ok(ctx.state(|s| s.view.clone()))
+    Ok(())
 }
 
 #[cfg(test)]

@@ -30,8 +30,8 @@ use crate::registry::contracts::{
     FindRegistry, GetAwsBase, PlanRegistry,
 };
 use crate::registry::model::{
-    ConnectorOutcome, ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, RoleChange,
-    ScanRoleRequest,
+    ConnectorOutcome, ConnectorRequest, EnsureRegistryInput, EnsureRegistryOutput, QualysAwsBase,
+    RegistryPlan, RoleChange, ScanRoleRequest,
 };
 use std::time::Duration;
 use temporalio_macros::{workflow, workflow_methods};
@@ -70,74 +70,107 @@ impl EnsureRegistry {
                 .await
                 .map_err(|e| activity_failed(&format!("join {canonical}"), e));
         }
-        // Qualys and AWS calls: retried while transient, for up to an hour.
-        let opts = options::retrying(120, 3600);
+        ensure(ctx, input, exactly_once).await
+    }
+}
 
-        let plan = ctx
-            .execute_activity(PlanRegistry, input.clone(), opts.clone())
-            .await
-            .map_err(|e| activity_failed("plan", e))?;
+/// The registry's claim: plan; a registry Qualys already has ends the run; otherwise the scan
+/// role (when asked for), the account's connector and the registry.
+async fn ensure(
+    ctx: &WorkflowContext<EnsureRegistry>,
+    input: EnsureRegistryInput,
+    exactly_once: bool,
+) -> WorkflowResult<EnsureRegistryOutput> {
+    // Qualys and AWS calls: retried while transient, for up to an hour.
+    let opts = options::retrying(120, 3600);
 
-        let existing = ctx
-            .execute_activity(FindRegistry, plan.registry_uri.clone(), opts.clone())
-            .await
-            .map_err(|e| activity_failed("find registry", e))?;
-        if let Some(registry) = existing {
-            return Ok(EnsureRegistryOutput {
-                registry_uuid: registry.registry_uuid,
-                registry_name: registry.registry_name,
-                role_arn: plan.role_arn,
-                created: false,
-            });
-        }
+    let plan = ctx
+        .execute_activity(PlanRegistry, input.clone(), opts.clone())
+        .await
+        .map_err(|e| activity_failed("plan", e))?;
 
-        let qualys = ctx
-            .execute_activity(GetAwsBase, (), opts.clone())
-            .await
-            .map_err(|e| activity_failed("get Qualys AWS base", e))?;
-
-        if input.create_role {
-            let request = ScanRoleRequest {
-                role_arn: plan.role_arn.clone(),
-                qualys: qualys.clone(),
-            };
-            let change = ctx
-                .execute_activity(EnsureScanRole, request, opts.clone())
-                .await
-                .map_err(|e| activity_failed("ensure IAM role", e))?;
-            if change != RoleChange::Unchanged {
-                // IAM is eventually consistent: Qualys' first AssumeRole may fail if it comes too soon.
-                ctx.timer(Duration::from_secs(plan.iam_propagation_wait_secs))
-                    .await;
-            }
-        }
-
-        let connector = ConnectorRequest {
-            plan: plan.clone(),
-            external_id: qualys.external_id,
-        };
-        if exactly_once {
-            // The account's one connector step, shared with the account's other regions.
-            ctx.execute_activity(EnsureConnectorShared, connector, joining())
-                .await
-                .map_err(|e| activity_failed("ensure Qualys AWS connector", e))?;
-        } else {
-            ctx.execute_activity(EnsureConnector, connector, opts.clone())
-                .await
-                .map_err(|e| activity_failed("ensure Qualys AWS connector", e))?;
-        }
-
-        let registry = ctx
-            .execute_activity(CreateRegistry, plan.clone(), opts)
-            .await
-            .map_err(|e| activity_failed("create registry", e))?;
-        Ok(EnsureRegistryOutput {
+    let existing = ctx
+        .execute_activity(FindRegistry, plan.registry_uri.clone(), opts.clone())
+        .await
+        .map_err(|e| activity_failed("find registry", e))?;
+    if let Some(registry) = existing {
+        return Ok(EnsureRegistryOutput {
             registry_uuid: registry.registry_uuid,
             registry_name: registry.registry_name,
             role_arn: plan.role_arn,
-            created: true,
-        })
+            created: false,
+        });
     }
+
+    let qualys = ctx
+        .execute_activity(GetAwsBase, (), opts.clone())
+        .await
+        .map_err(|e| activity_failed("get Qualys AWS base", e))?;
+
+    if input.create_role {
+        ensure_role(ctx, &plan, &qualys, &opts).await?;
+    }
+
+    let connector = ConnectorRequest {
+        plan: plan.clone(),
+        external_id: qualys.external_id,
+    };
+    ensure_connector(ctx, connector, exactly_once, &opts).await?;
+
+    let registry = ctx
+        .execute_activity(CreateRegistry, plan.clone(), opts)
+        .await
+        .map_err(|e| activity_failed("create registry", e))?;
+    Ok(EnsureRegistryOutput {
+        registry_uuid: registry.registry_uuid,
+        registry_name: registry.registry_name,
+        role_arn: plan.role_arn,
+        created: true,
+    })
+}
+
+/// The IAM role Qualys assumes to scan (`aws.EnsureScanRole`), and, when it changed, the wait
+/// for IAM to propagate it.
+async fn ensure_role(
+    ctx: &WorkflowContext<EnsureRegistry>,
+    plan: &RegistryPlan,
+    qualys: &QualysAwsBase,
+    opts: &ActivityOptions,
+) -> WorkflowResult<()> {
+    let request = ScanRoleRequest {
+        role_arn: plan.role_arn.clone(),
+        qualys: qualys.clone(),
+    };
+    let change = ctx
+        .execute_activity(EnsureScanRole, request, opts.clone())
+        .await
+        .map_err(|e| activity_failed("ensure IAM role", e))?;
+    if change != RoleChange::Unchanged {
+        // IAM is eventually consistent: Qualys' first AssumeRole may fail if it comes too soon.
+        ctx.timer(Duration::from_secs(plan.iam_propagation_wait_secs))
+            .await;
+    }
+    Ok(())
+}
+
+/// The account's Qualys AWS connector: since [`EXACTLY_ONCE_PATCH`] the account's one
+/// connector step, shared with its other regions; before, this run's own.
+async fn ensure_connector(
+    ctx: &WorkflowContext<EnsureRegistry>,
+    connector: ConnectorRequest,
+    exactly_once: bool,
+    opts: &ActivityOptions,
+) -> WorkflowResult<()> {
+    if exactly_once {
+        ctx.execute_activity(EnsureConnectorShared, connector, joining())
+            .await
+            .map_err(|e| activity_failed("ensure Qualys AWS connector", e))?;
+    } else {
+        ctx.execute_activity(EnsureConnector, connector, opts.clone())
+            .await
+            .map_err(|e| activity_failed("ensure Qualys AWS connector", e))?;
+    }
+    Ok(())
 }
 
 /// The `EnsureAwsConnector` workflow: makes sure Qualys has the AWS connector for an account's

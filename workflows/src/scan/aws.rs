@@ -164,73 +164,116 @@ fn cloudtrail(root: &At, detail: &At, id: Option<&str>) -> Result<Classified, In
         _ => return ignored(format!("{event_source} {event_name}: not a deployment")),
     };
     let (account, region) = cloudtrail_owner(root, detail, &[])?;
-    let req = detail.key("requestParameters")?;
-    let resp = detail.key("responseElements")?;
     let mut request = Builder::new(source, id, Some(account), Some(region));
+    let call = CloudTrailCall {
+        req: detail.key("requestParameters")?,
+        resp: detail.key("responseElements")?,
+        account,
+        region,
+    };
     match source {
-        EventSource::EcsRegisterTaskDefinition => {
-            for container in req.key("containerDefinitions")?.items()? {
-                request.push_container(&container)?;
-            }
-            let registered = resp.key("taskDefinition")?;
-            if request.req.images.is_empty() {
-                for container in registered.key("containerDefinitions")?.items()? {
-                    request.push_container(&container)?;
-                }
-            }
-            request.req.task_definition = task_definition(
-                &[registered.key("taskDefinitionArn")?, req.key("family")?],
-                account,
-                region,
-            )?;
-        }
-        EventSource::EcsRunTask | EventSource::EcsStartTask => {
-            let tasks = resp.key("tasks")?.items()?;
-            for task in &tasks {
-                for container in task.key("containers")?.items()? {
-                    request.push_container(&container)?;
-                }
-            }
-            let mut definitions = Vec::new();
-            let mut clusters = vec![req.key("cluster")?];
-            if let Some(first) = tasks.first() {
-                definitions.push(first.key("taskDefinitionArn")?);
-                clusters.push(first.key("clusterArn")?);
-            }
-            definitions.push(req.key("taskDefinition")?);
-            request.req.task_definition = task_definition(&definitions, account, region)?;
-            request.req.cluster = optional(&clusters, any)?.map(str::to_string);
-        }
+        EventSource::EcsRegisterTaskDefinition => call.register_task_definition(&mut request)?,
+        EventSource::EcsRunTask | EventSource::EcsStartTask => call.run_task(&mut request)?,
         EventSource::EcsCreateService | EventSource::EcsUpdateService => {
-            let service = resp.key("service")?;
-            request.req.task_definition = task_definition(
-                &[service.key("taskDefinition")?, req.key("taskDefinition")?],
-                account,
-                region,
-            )?;
-            let cluster = optional(&[req.key("cluster")?, service.key("clusterArn")?], any)?;
-            request.req.cluster = cluster.map(str::to_string);
-            if source == EventSource::EcsUpdateService && request.req.task_definition.is_none() {
-                let name = required(&[req.key("service")?, service.key("serviceArn")?], any)?;
-                request.req.service = Some(EcsServiceRef {
-                    cluster: optional(&[req.key("cluster")?], any)?.map(str::to_string),
-                    service: name.to_string(),
-                });
-            }
+            call.create_or_update_service(&mut request, source)?
         }
-        EventSource::EcsCreateTaskSet => {
-            let task_set = resp.key("taskSet")?;
-            request.req.task_definition = task_definition(
-                &[task_set.key("taskDefinition")?, req.key("taskDefinition")?],
-                account,
-                region,
-            )?;
-            let cluster = optional(&[req.key("cluster")?, task_set.key("clusterArn")?], any)?;
-            request.req.cluster = cluster.map(str::to_string);
-        }
+        EventSource::EcsCreateTaskSet => call.create_task_set(&mut request)?,
         _ => unreachable!("only ECS sources reach here"),
     }
     request.finish(detail)
+}
+
+/// An ECS API call recorded by CloudTrail: its request and response, and whose it is.
+struct CloudTrailCall<'a> {
+    req: At<'a>,
+    resp: At<'a>,
+    account: &'a str,
+    region: &'a str,
+}
+
+impl CloudTrailCall<'_> {
+    /// `RegisterTaskDefinition`: the images of the request's container definitions (or, when it
+    /// names none, of the registered ones) and the task definition registered.
+    fn register_task_definition(&self, request: &mut Builder) -> Result<(), InputError> {
+        let (req, resp) = (&self.req, &self.resp);
+        for container in req.key("containerDefinitions")?.items()? {
+            request.push_container(&container)?;
+        }
+        let registered = resp.key("taskDefinition")?;
+        if request.req.images.is_empty() {
+            for container in registered.key("containerDefinitions")?.items()? {
+                request.push_container(&container)?;
+            }
+        }
+        request.req.task_definition = task_definition(
+            &[registered.key("taskDefinitionArn")?, req.key("family")?],
+            self.account,
+            self.region,
+        )?;
+        Ok(())
+    }
+
+    /// `RunTask` / `StartTask`: the images the started tasks' containers run, their task
+    /// definition and cluster.
+    fn run_task(&self, request: &mut Builder) -> Result<(), InputError> {
+        let (req, resp) = (&self.req, &self.resp);
+        let tasks = resp.key("tasks")?.items()?;
+        for task in &tasks {
+            for container in task.key("containers")?.items()? {
+                request.push_container(&container)?;
+            }
+        }
+        let mut definitions = Vec::new();
+        let mut clusters = vec![req.key("cluster")?];
+        if let Some(first) = tasks.first() {
+            definitions.push(first.key("taskDefinitionArn")?);
+            clusters.push(first.key("clusterArn")?);
+        }
+        definitions.push(req.key("taskDefinition")?);
+        request.req.task_definition = task_definition(&definitions, self.account, self.region)?;
+        request.req.cluster = optional(&clusters, any)?.map(str::to_string);
+        Ok(())
+    }
+
+    /// `CreateService` / `UpdateService`: the service's task definition and cluster; an update
+    /// that names no task definition names the service (its images are resolved from it).
+    fn create_or_update_service(
+        &self,
+        request: &mut Builder,
+        source: EventSource,
+    ) -> Result<(), InputError> {
+        let (req, resp) = (&self.req, &self.resp);
+        let service = resp.key("service")?;
+        request.req.task_definition = task_definition(
+            &[service.key("taskDefinition")?, req.key("taskDefinition")?],
+            self.account,
+            self.region,
+        )?;
+        let cluster = optional(&[req.key("cluster")?, service.key("clusterArn")?], any)?;
+        request.req.cluster = cluster.map(str::to_string);
+        if source == EventSource::EcsUpdateService && request.req.task_definition.is_none() {
+            let name = required(&[req.key("service")?, service.key("serviceArn")?], any)?;
+            request.req.service = Some(EcsServiceRef {
+                cluster: optional(&[req.key("cluster")?], any)?.map(str::to_string),
+                service: name.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// `CreateTaskSet`: the task set's task definition and cluster.
+    fn create_task_set(&self, request: &mut Builder) -> Result<(), InputError> {
+        let (req, resp) = (&self.req, &self.resp);
+        let task_set = resp.key("taskSet")?;
+        request.req.task_definition = task_definition(
+            &[task_set.key("taskDefinition")?, req.key("taskDefinition")?],
+            self.account,
+            self.region,
+        )?;
+        let cluster = optional(&[req.key("cluster")?, task_set.key("clusterArn")?], any)?;
+        request.req.cluster = cluster.map(str::to_string);
+        Ok(())
+    }
 }
 
 /// CloudTrail `PutImage` on `ecr.amazonaws.com`.

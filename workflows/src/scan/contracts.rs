@@ -8,11 +8,14 @@
 
 use super::ScanRequest;
 use super::model::{
-    Attached, CollectResults, FindImage, FindOrSubmit, ImageResult, ImageScanInput,
-    ImageTagsRequest, NotifyRequest, QScannerScan, QualysImageState, ResolvedImage, ScanFinished,
-    ScanPreparation, ScanSettings, ScanStep, StartImageScan, SubmitRegistryScan,
+    Attached, FindImage, FindOrSubmit, ImageResult, ImageTagsRequest, NotifyRequest,
+    QualysImageState, ResolvedImage, ScanFinished, ScanPreparation, ScanSettings, ScanStep,
+    SubmitRegistryScan,
 };
 use super::profile::{JudgeImages, Judged};
+use crate::scan::image_scan::input::{
+    CollectResults, ImageScanInput, QScannerScan, StartImageScan,
+};
 
 activity_contract!(
     /// The worker's scan settings (poll backoff, timeout, TTL).

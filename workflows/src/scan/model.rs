@@ -1,5 +1,8 @@
 //! What `ScanOnDeploy` and the per-digest `ImageScan` workflows exchange.
 //!
+//! The entity's input, which carries its whole state, is in
+//! [`image_scan::input`](crate::scan::image_scan::input).
+//!
 //! Workflow history keeps only these small records (summaries and references); full reports live
 //! in the results store, because Temporal warns at 256 KB per payload and fails at 2 MB.
 
@@ -116,27 +119,6 @@ pub struct ResolvedImage {
     pub skipped: Option<String>,
 }
 
-/// Input of the per-digest `ImageScan` workflow (ID `scan-<digest>`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ImageScanInput {
-    /// The digest this entity owns.
-    pub digest: String,
-    /// The image as first deployed (registry, repository, tag).
-    pub image: ImageRef,
-    /// When the deploy event that started this entity reached Temporal: its `ScanOnDeploy`'s
-    /// start, in milliseconds since the Unix epoch. The first scan reports its
-    /// event→submitted latency from it; rescans and older histories have none.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event_accepted_at_ms: Option<u64>,
-    /// What the previous run knew, when this run continues it (set by the workflow itself).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub carried: Option<Box<crate::scan::image_scan::Entity>>,
-    /// Started by an inventory, not a deployment: the first scan runs on the rescan queue.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub backfill: bool,
-}
-
 /// "This image was deployed here too": the signal that attaches a deployment to an `ImageScan`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -155,16 +137,6 @@ pub struct DeployedAt {
     /// scans by one the backend can use).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<ImageRef>,
-}
-
-/// Request to start (or signal) the `ImageScan` entity for a digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StartImageScan {
-    /// The entity's input (used only when it is not running yet).
-    pub input: ImageScanInput,
-    /// The deployment to attach.
-    pub deployed: DeployedAt,
 }
 
 /// `ImageScan` workflow ID for a digest.
@@ -298,16 +270,6 @@ impl ScanSettings {
             .saturating_mul(1u64 << doublings)
             .min(self.retry_max_secs.max(1))
     }
-}
-
-/// Scan an image with QScanner.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct QScannerScan {
-    /// The image and digest.
-    pub input: ImageScanInput,
-    /// When the scan was asked for (RFC 3339, workflow time): names the stored report.
-    pub scanned_at: String,
 }
 
 /// Where a registry scan stands in Qualys.
@@ -480,25 +442,10 @@ pub struct SubmitRegistryScan {
     pub digest: String,
     /// When the deploy event that asked for this scan reached Temporal (milliseconds since the
     /// Unix epoch; see [`ImageScanInput::event_accepted_at_ms`]).
+    ///
+    /// [`ImageScanInput::event_accepted_at_ms`]: crate::scan::image_scan::input::ImageScanInput::event_accepted_at_ms
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event_accepted_at_ms: Option<u64>,
-}
-
-/// Collect a finished scan's results: vulnerabilities, stored report, gate verdict.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CollectResults {
-    /// Qualys image id.
-    pub sha: String,
-    /// The image and digest.
-    pub input: ImageScanInput,
-    /// When the scan finished (RFC 3339, workflow time): names the stored report, so a retried
-    /// collection overwrites rather than duplicates it.
-    pub scanned_at: String,
-    /// When the image was built (Qualys' `created`, epoch ms), when known: stored in the
-    /// report as `imageCreatedMs`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_ms: Option<u64>,
 }
 
 /// Result of `ScanOnDeploy`.

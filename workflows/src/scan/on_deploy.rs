@@ -23,9 +23,9 @@ use crate::options;
 use crate::scan::contracts::{
     AttachDeployment, GetScanSettings, JudgeDeployment, ResolveImages, StartImageScanEntity,
 };
+use crate::scan::image_scan::input::{ImageScanInput, StartImageScan};
 use crate::scan::model::{
-    DeployedAt, ImageResult, ImageScanInput, ImageStatus, ResolvedImage, ScanOnDeployOutput,
-    ScanSettings, StartImageScan,
+    DeployedAt, ImageResult, ImageStatus, ResolvedImage, ScanOnDeployOutput, ScanSettings,
 };
 use crate::scan::profile::{GateScope, JudgeImages};
 use crate::scan::{

@@ -11,20 +11,23 @@
 //! Whatever happens, the attempt ends with a result: a failure becomes a `failed` or
 //! `timed_out` result that the entity retries, never a verdict.
 
-use super::{ImageScan, InFlight, Limit, answer_waiting, has_news, now_secs, take_in_signals};
-use super::{continue_as_new, time_to_continue};
 use crate::FailureType;
 use crate::clock::{epoch_ms, rfc3339};
 use crate::failure::{failure_type, is_timeout, root_message};
 use crate::options;
 use crate::registry::contracts::EnsureRegistryShared;
-use crate::registry::model::EnsureRegistryInput;
+use crate::registry::model::{EnsureRegistryInput, EnsureRegistryOutput};
 use crate::scan::contracts::{
     AwaitScanResults, CollectScanResults, EcrImageTags, FindOrSubmitScan, PrepareScan, QScanImage,
 };
+use crate::scan::image_scan::deliver::{self, answer_waiting, propose_quarantines};
+use crate::scan::image_scan::entity::InFlight;
+use crate::scan::image_scan::hand_over::{Limit, continue_as_new, time_to_continue};
+use crate::scan::image_scan::input::{CollectResults, ImageScanInput, QScannerScan};
+use crate::scan::image_scan::state::{ImageScan, has_news, now_secs, take_in_signals};
 use crate::scan::model::{
-    CollectResults, FindImage, FindOrSubmit, ImageResult, ImageScanInput, ImageStatus,
-    ImageTagsRequest, QScannerScan, ScanSettings, ScanStep, SubmitWhen,
+    FindImage, FindOrSubmit, ImageResult, ImageStatus, ImageTagsRequest, ScanSettings, ScanStep,
+    SubmitWhen,
 };
 use crate::scan::{ImageRef, RegistryKind, search};
 use std::time::Duration;
@@ -83,10 +86,10 @@ async fn finish(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings, outco
     take_in_signals(ctx);
     answer_waiting(ctx).await;
     if let Some(request) = alert {
-        super::alert(ctx, settings, request).await;
+        deliver::alert(ctx, settings, request).await;
     }
     if let Some(result) = proposing {
-        super::propose_quarantines(ctx, settings, &result).await;
+        propose_quarantines(ctx, settings, &result).await;
     }
 }
 
@@ -201,6 +204,8 @@ fn call(settings: &ScanSettings, urgent: bool) -> ActivityOptions {
     options::heartbeating(on_queue(options::retrying(120, 3600), settings, urgent), 20)
 }
 
+/// A registry scan: a tag to select the digest by → the Qualys registry connector → Qualys'
+/// record for the digest, or a new scan → the wait → the results.
 async fn registry_scan(
     ctx: &WorkflowContext<ImageScan>,
     settings: &ScanSettings,
@@ -208,34 +213,9 @@ async fn registry_scan(
     forced: bool,
     urgent: bool,
 ) -> WorkflowResult<Outcome> {
-    let digest = ctx.state(|s| s.input.digest.clone());
-    // A schedule selects images by tag. A deployment's own tag is used as it is; ECR is asked
-    // which tags the digest has now when no reference has one, and after a failed attempt (the
-    // tag may have moved to another digest before Qualys pulled it).
-    let (tagged, failing) = ctx.state(|s| {
-        (
-            s.entity.registry_reference(None).is_some(),
-            s.entity.failures > 0,
-        )
-    });
-    let tags = if tagged && !failing {
-        None
-    } else {
-        let asked = ctx
-            .execute_activity(
-                EcrImageTags,
-                ImageTagsRequest {
-                    image: hint,
-                    digest: digest.clone(),
-                },
-                on_queue(options::retrying(60, 900), settings, urgent),
-            )
-            .await;
-        match asked {
-            Ok(tags) => tags,
-            Err(_) if tagged => None,
-            Err(e) => return Ok(failed(ctx, "read the image's tags from ECR", &e)),
-        }
+    let tags = match ecr_tags(ctx, settings, hint, urgent).await {
+        Ok(tags) => tags,
+        Err(failure) => return Ok(failure),
     };
     let Some(reference) = ctx.state(|s| s.entity.registry_reference(tags.as_deref())) else {
         if settings.qscanner_available {
@@ -246,6 +226,57 @@ async fn registry_scan(
         return Ok((finished(ctx, ImageStatus::Skipped, reason), None));
     };
     ctx.state_mut(|s| s.entity.remember(&reference));
+    let registry = match ensure_registry(ctx, settings, &reference, urgent).await {
+        Ok(registry) => registry,
+        Err(failure) => return Ok(failure),
+    };
+    find_or_submit(ctx, settings, reference, registry, forced, urgent).await
+}
+
+/// The tags ECR holds for the digest now, when they are needed. A schedule selects images by
+/// tag. A deployment's own tag is used as it is; ECR is asked which tags the digest has now when
+/// no reference has one, and after a failed attempt (the tag may have moved to another digest
+/// before Qualys pulled it). `Err`: the failed attempt's outcome.
+async fn ecr_tags(
+    ctx: &WorkflowContext<ImageScan>,
+    settings: &ScanSettings,
+    hint: ImageRef,
+    urgent: bool,
+) -> Result<Option<Vec<String>>, Outcome> {
+    let (tagged, failing) = ctx.state(|s| {
+        (
+            s.entity.registry_reference(None).is_some(),
+            s.entity.failures > 0,
+        )
+    });
+    if tagged && !failing {
+        return Ok(None);
+    }
+    let asked = ctx
+        .execute_activity(
+            EcrImageTags,
+            ImageTagsRequest {
+                image: hint,
+                digest: ctx.state(|s| s.input.digest.clone()),
+            },
+            on_queue(options::retrying(60, 900), settings, urgent),
+        )
+        .await;
+    match asked {
+        Ok(tags) => Ok(tags),
+        Err(_) if tagged => Ok(None),
+        Err(e) => Err(failed(ctx, "read the image's tags from ECR", &e)),
+    }
+}
+
+/// The Qualys registry connector of the reference's ECR registry (`registry.EnsureShared`).
+/// `Err`: the failed attempt's outcome.
+async fn ensure_registry(
+    ctx: &WorkflowContext<ImageScan>,
+    settings: &ScanSettings,
+    reference: &ImageRef,
+    urgent: bool,
+) -> Result<EnsureRegistryOutput, Outcome> {
     let RegistryKind::Ecr {
         account_id, region, ..
     } = reference.kind()
@@ -260,44 +291,32 @@ async fn registry_scan(
     };
     // It waits on the shared workflow and heartbeats meanwhile: a killed worker's wait is taken
     // over within 30 s, not after the 15-minute attempt limit.
-    let registry = ctx
-        .execute_activity(
-            EnsureRegistryShared,
-            registry,
-            options::heartbeating(on_queue(options::retrying(900, 3600), settings, urgent), 30),
-        )
-        .await;
-    let registry = match registry {
-        Ok(registry) => registry,
-        Err(e) => return Ok(failed(ctx, "ensure the Qualys registry", &e)),
-    };
-    // A rescan submits anew and waits for a scan newer than the last one Qualys reported (its
-    // own clock), or, when that is unknown, newer than ten minutes before now. Otherwise Qualys
-    // may have the image already (another deployment, a registry schedule), or be scanning it:
-    // a scan submitted less than a scan timeout ago (by an attempt that timed out) is left to
-    // finish, and so is one Qualys shows as pending, until waiting for it timed out twice.
-    let (failures, last_submitted) =
-        ctx.state(|s| (s.entity.failures, s.entity.last_submitted_secs));
+    ctx.execute_activity(
+        EnsureRegistryShared,
+        registry,
+        options::heartbeating(on_queue(options::retrying(900, 3600), settings, urgent), 30),
+    )
+    .await
+    .map_err(|e| failed(ctx, "ensure the Qualys registry", &e))
+}
+
+/// Looks the digest up in Qualys and submits a scan when one is needed
+/// (`qualys.FindOrSubmitScan`): a finished scan's results are collected at once, otherwise the
+/// attempt waits for the scan under way.
+async fn find_or_submit(
+    ctx: &WorkflowContext<ImageScan>,
+    settings: &ScanSettings,
+    reference: ImageRef,
+    registry: EnsureRegistryOutput,
+    forced: bool,
+    urgent: bool,
+) -> WorkflowResult<Outcome> {
     let now = now_secs(ctx);
-    let recent = last_submitted.is_some_and(|t| now.saturating_sub(t) < settings.scan_timeout_secs);
-    let submit = match (forced, recent, failures >= 2) {
-        (true, _, _) => SubmitWhen::Always,
-        (false, true, _) => SubmitWhen::Never,
-        (false, false, true) => SubmitWhen::IfNotScanned,
-        (false, false, false) => SubmitWhen::IfUnknown,
-    };
-    let newer_than_ms = forced.then(|| {
-        ctx.state(|s| s.entity.qualys_scanned_ms)
-            .unwrap_or_else(|| {
-                epoch_ms(ctx.workflow_time())
-                    .unwrap_or_default()
-                    .saturating_sub(600_000)
-            })
-    });
+    let (submit, newer_than_ms) = submission(ctx, settings, forced, now);
     let request = FindOrSubmit {
         registry_uuid: registry.registry_uuid,
         find: FindImage {
-            digest,
+            digest: ctx.state(|s| s.input.digest.clone()),
             image: reference.clone(),
             newer_than_ms,
         },
@@ -341,6 +360,39 @@ async fn registry_scan(
         })
     });
     await_and_collect(ctx, settings).await
+}
+
+/// When to submit a scan, and which Qualys scan is new enough (epoch ms; a rescan only).
+///
+/// A rescan submits anew and waits for a scan newer than the last one Qualys reported (its own
+/// clock), or, when that is unknown, newer than ten minutes before now. Otherwise Qualys may
+/// have the image already (another deployment, a registry schedule), or be scanning it: a scan
+/// submitted less than a scan timeout ago (by an attempt that timed out) is left to finish, and
+/// so is one Qualys shows as pending, until waiting for it timed out twice.
+fn submission(
+    ctx: &WorkflowContext<ImageScan>,
+    settings: &ScanSettings,
+    forced: bool,
+    now: u64,
+) -> (SubmitWhen, Option<u64>) {
+    let (failures, last_submitted) =
+        ctx.state(|s| (s.entity.failures, s.entity.last_submitted_secs));
+    let recent = last_submitted.is_some_and(|t| now.saturating_sub(t) < settings.scan_timeout_secs);
+    let submit = match (forced, recent, failures >= 2) {
+        (true, _, _) => SubmitWhen::Always,
+        (false, true, _) => SubmitWhen::Never,
+        (false, false, true) => SubmitWhen::IfNotScanned,
+        (false, false, false) => SubmitWhen::IfUnknown,
+    };
+    let newer_than_ms = forced.then(|| {
+        ctx.state(|s| s.entity.qualys_scanned_ms)
+            .unwrap_or_else(|| {
+                epoch_ms(ctx.workflow_time())
+                    .unwrap_or_default()
+                    .saturating_sub(600_000)
+            })
+    });
+    (submit, newer_than_ms)
 }
 
 /// Waits for the submitted registry scan (within what is left of the scan timeout), then

@@ -6,12 +6,12 @@
 //! (one workflow ID each, answered within the run that received them or carried), and a few
 //! numbers.
 //!
-//! [`ImageScanInput::carried`]: crate::scan::model::ImageScanInput::carried
+//! [`ImageScanInput::carried`]: crate::scan::image_scan::input::ImageScanInput::carried
 
 use crate::inventory::RunningAt;
 use crate::scan::model::{
-    DeployedAt, ImageResult, ImageScanInput, ImageStatus, NotifyReason, NotifyRequest,
-    ScanSettings, Verdict, notify_reason,
+    DeployedAt, ImageResult, ImageStatus, NotifyReason, NotifyRequest, ScanSettings, Verdict,
+    notify_reason,
 };
 use crate::scan::{ImageRef, RegistryKind};
 use serde::{Deserialize, Serialize};
@@ -166,26 +166,8 @@ pub enum Next {
     End,
 }
 
+// `Entity::resume`, which reads the `ImageScanInput` that carries this state, is in `input.rs`.
 impl Entity {
-    /// The state of a new entity, or the one the previous run carried.
-    pub fn resume(input: &ImageScanInput, now_secs: u64) -> Self {
-        let mut entity = match &input.carried {
-            Some(carried) => (**carried).clone(),
-            None => {
-                let mut entity = Entity {
-                    last_deployed_secs: now_secs,
-                    event_accepted_at_ms: input.event_accepted_at_ms,
-                    backfill: input.backfill,
-                    ..Entity::default()
-                };
-                entity.remember(&input.image);
-                entity
-            }
-        };
-        entity.runs += 1;
-        entity
-    }
-
     /// Whether a completed scan is on hand (not only a failure).
     pub fn has_verdict(&self) -> bool {
         self.latest
@@ -303,7 +285,6 @@ impl Entity {
             return Next::Resume;
         }
         let waiting = !self.waiting.is_empty();
-        let running_until = self.running_until(now_secs);
         if self.latest.is_none() {
             return Next::Scan {
                 forced: false,
@@ -317,41 +298,53 @@ impl Entity {
             };
         }
         if let Some(retry_at) = self.retry_at_secs {
-            // Failing: a real verdict on hand still answers; otherwise a new deployment tries
-            // again at once (but not in a tight loop).
-            let spacing = self
-                .settings
-                .as_ref()
-                .map_or(MIN_ATTEMPT_SPACING_SECS, |s| {
-                    s.retry_initial_secs.min(MIN_ATTEMPT_SPACING_SECS)
-                });
-            if waiting && !self.has_verdict() && now_secs >= self.last_attempt_secs + spacing {
-                return Next::Scan {
-                    forced: false,
-                    urgent: true,
-                };
-            }
-            if waiting {
-                return Next::Answer;
-            }
-            if now_secs >= retry_at {
-                let deployed_lately =
-                    now_secs.saturating_sub(self.last_deployed_secs) < self.ttl_secs;
-                if !deployed_lately && running_until.is_none() {
-                    return Next::End;
-                }
-                return Next::Scan {
-                    forced: self.has_verdict(),
-                    urgent: false,
-                };
-            }
-            return Next::Wait {
-                until_secs: retry_at,
+            return self.next_while_failing(now_secs, retry_at, waiting);
+        }
+        if waiting {
+            return Next::Answer;
+        }
+        self.next_while_holding(now_secs)
+    }
+
+    /// [`Entity::next`] while the last attempt failed and a retry is due at `retry_at`.
+    fn next_while_failing(&self, now_secs: u64, retry_at: u64, waiting: bool) -> Next {
+        // Failing: a real verdict on hand still answers; otherwise a new deployment tries
+        // again at once (but not in a tight loop).
+        let spacing = self
+            .settings
+            .as_ref()
+            .map_or(MIN_ATTEMPT_SPACING_SECS, |s| {
+                s.retry_initial_secs.min(MIN_ATTEMPT_SPACING_SECS)
+            });
+        if waiting && !self.has_verdict() && now_secs >= self.last_attempt_secs + spacing {
+            return Next::Scan {
+                forced: false,
+                urgent: true,
             };
         }
         if waiting {
             return Next::Answer;
         }
+        if now_secs >= retry_at {
+            let deployed_lately = now_secs.saturating_sub(self.last_deployed_secs) < self.ttl_secs;
+            if !deployed_lately && self.running_until(now_secs).is_none() {
+                return Next::End;
+            }
+            return Next::Scan {
+                forced: self.has_verdict(),
+                urgent: false,
+            };
+        }
+        Next::Wait {
+            until_secs: retry_at,
+        }
+    }
+
+    /// [`Entity::next`] while a completed scan's result is held and nobody waits: rescan when it
+    /// is stale and was deployed meanwhile, or when it is due while running; end when nobody
+    /// deploys or runs it; else wait.
+    fn next_while_holding(&self, now_secs: u64) -> Next {
+        let running_until = self.running_until(now_secs);
         let rescan = Next::Scan {
             forced: true,
             urgent: false,
@@ -446,6 +439,7 @@ impl Entity {
 mod tests {
     use super::*;
     use crate::scan::EventSource;
+    use crate::scan::image_scan::input::ImageScanInput;
 
     const ECR: &str = "111122223333.dkr.ecr.us-east-1.amazonaws.com";
 

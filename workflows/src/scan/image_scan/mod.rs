@@ -27,77 +27,47 @@
 //!
 //! Entities started before this design run [`v1`] until the end of their hold period, then hand
 //! over to it.
+//!
+//! The files: `state.rs` (the workflow's state and the readers of it every part shares),
+//! `attempt.rs` (one scan), `deliver.rs` (answers, alerts, quarantine proposals), `hand_over.rs`
+//! (continue-as-new), [`entity`] (the pure rules), [`input`] (what starts and continues a run).
+//!
+//! [`QuarantineInput::workflow_id`]: crate::quarantine::model::QuarantineInput::workflow_id
 
 // `#[workflow_methods]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
 mod attempt;
+mod deliver;
 pub mod entity;
+mod hand_over;
+pub mod input;
+mod state;
 mod v1;
 
+pub use deliver::QUARANTINE_PATCH;
 pub use entity::{Entity, InFlight, Next};
+pub use hand_over::{
+    HANDOVER_PATCH, HISTORY_EVENTS_HARD_LIMIT, HISTORY_EVENTS_PER_RUN, SIGNALS_PER_RUN,
+};
+pub use state::ImageScan;
 
 use crate::inventory::RunningAt;
-use crate::quarantine::Quarantine;
-use crate::quarantine::model::QuarantineInput;
-use crate::scan::alert::{AlertInput, ScanAlert};
-use crate::scan::model::{
-    DeployedAt, EntityLookup, ImageResult, ImageScanInput, NotifyRequest, ScanSettings,
-};
-use crate::scan::on_deploy::ScanOnDeploy;
+use crate::scan::image_scan::input::ImageScanInput;
+use crate::scan::model::{DeployedAt, EntityLookup, ImageResult};
+use deliver::answer_waiting;
+use hand_over::{Limit, continue_as_new, time_to_continue};
+use state::{has_news, now_secs, now_time, take_in_signals};
 use std::pin::Pin;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use temporalio_macros::{workflow, workflow_methods};
+use std::time::{Duration, UNIX_EPOCH};
+use temporalio_macros::workflow_methods;
 use temporalio_sdk::{
-    CancellableFuture, ChildWorkflowOptions, ContinueAsNewOptions, ParentClosePolicy,
-    SignalWorkflowOptions, SyncWorkflowContext, TimerResult, WorkflowContext, WorkflowContextView,
-    WorkflowIdReusePolicy, WorkflowResult, WorkflowTermination,
+    CancellableFuture, SyncWorkflowContext, TimerResult, WorkflowContext, WorkflowContextView,
+    WorkflowResult,
 };
 
 /// Marks runs of the current design (histories without it run [`v1`]).
 pub const DESIGN_PATCH: &str = "image-scan-bounded-entity";
-/// Marks a [`v1`] run that handed over to the current design instead of rescanning itself.
-pub const HANDOVER_PATCH: &str = "image-scan-hand-over-from-v1";
-/// Marks a run that proposed quarantines (`QFLOWS_QUARANTINE=propose`): only a run with a
-/// failing scan of a digest running in an ECS service, under that setting, records it.
-pub const QUARANTINE_PATCH: &str = "image-scan-quarantine-proposals";
-
-/// A run continues as new once its history reaches this many events (Temporal warns at
-/// 10,240 and terminates at 51,200), unless the server suggested it earlier.
-pub const HISTORY_EVENTS_PER_RUN: u32 = 4_000;
-/// ... or once it received this many signals (Temporal refuses more than 10,000 per run).
-pub const SIGNALS_PER_RUN: u64 = 1_000;
-/// A QScanner run is not interrupted for continue-as-new (it would run again) unless the
-/// history reaches this many events.
-pub const HISTORY_EVENTS_HARD_LIMIT: u32 = 8_000;
-/// Waiting deployments answered per batch of concurrent signals (Temporal allows 2,000
-/// pending outgoing signals per workflow).
-const ANSWER_BATCH: usize = 200;
-
-/// The per-digest entity.
-#[workflow]
-pub struct ImageScan {
-    input: ImageScanInput,
-    /// Deployments that signalled and are not yet taken in (the current design moves them into
-    /// [`Entity`]; [`v1`] answers them from here).
-    waiting: Vec<DeployedAt>,
-    /// [`v1`]: deployments seen since its last scan.
-    deployments: u64,
-    /// [`v1`]: its latest result.
-    latest: Option<ImageResult>,
-    /// A `rescan` signal arrived and was not taken in yet.
-    rescan: bool,
-    /// The reason of the last `rescan` signal.
-    rescan_reason: Option<String>,
-    /// Inventories' `running` signals not yet taken in.
-    running: Vec<RunningAt>,
-    /// Signals this run received.
-    signals: u64,
-    /// This run follows the current design.
-    current: bool,
-    /// The current design's state.
-    entity: Entity,
-}
 
 #[workflow_methods]
 impl ImageScan {
@@ -199,227 +169,6 @@ impl ImageScan {
     #[query(name = "result")]
     pub fn result(&self, _ctx: &WorkflowContextView) -> Option<ImageResult> {
         self.latest_result()
-    }
-}
-
-impl ImageScan {
-    fn latest_result(&self) -> Option<ImageResult> {
-        if self.current {
-            self.entity.latest.clone()
-        } else {
-            self.latest.clone()
-        }
-    }
-}
-
-fn now_secs(ctx: &WorkflowContext<ImageScan>) -> u64 {
-    ctx.workflow_time()
-        .unwrap_or(UNIX_EPOCH)
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn now_time(ctx: &WorkflowContext<ImageScan>) -> SystemTime {
-    ctx.workflow_time().unwrap_or(UNIX_EPOCH)
-}
-
-/// Moves signalled deployments and rescan requests into the entity's state.
-fn take_in_signals(ctx: &WorkflowContext<ImageScan>) {
-    let now = now_secs(ctx);
-    ctx.state_mut(|s| {
-        for deployed in std::mem::take(&mut s.waiting) {
-            s.entity.arrive(deployed, now);
-        }
-        if std::mem::take(&mut s.rescan) {
-            s.entity.rescan = Some(s.rescan_reason.take().unwrap_or_default());
-        }
-        for at in std::mem::take(&mut s.running) {
-            s.entity.seen_running(at);
-        }
-    });
-}
-
-/// Whether a signal or rescan request is waiting to be taken in.
-fn has_news(s: &ImageScan) -> bool {
-    !s.waiting.is_empty() || s.rescan || !s.running.is_empty()
-}
-
-/// How much a run may grow before it hands over to a new one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Limit {
-    /// Between steps: as soon as the server suggests it, or at [`HISTORY_EVENTS_PER_RUN`] /
-    /// [`SIGNALS_PER_RUN`].
-    Soft,
-    /// While a QScanner run is under way (it would run again): only at
-    /// [`HISTORY_EVENTS_HARD_LIMIT`] or twice the signal limit.
-    Hard,
-}
-
-/// Whether this run has grown enough to hand over to a new one.
-fn time_to_continue(ctx: &WorkflowContext<ImageScan>, limit: Limit) -> bool {
-    let signals = ctx.state(|s| s.signals);
-    match limit {
-        Limit::Soft => {
-            ctx.continue_as_new_suggested()
-                || ctx.history_length() >= HISTORY_EVENTS_PER_RUN
-                || signals >= SIGNALS_PER_RUN
-        }
-        Limit::Hard => {
-            ctx.history_length() >= HISTORY_EVENTS_HARD_LIMIT || signals >= 2 * SIGNALS_PER_RUN
-        }
-    }
-}
-
-/// Ends this run and starts the next with the whole state. Signals that arrive while the
-/// hand-over completes make the server refuse it and replay the task with them, so they are
-/// taken in here, right before the state is carried.
-fn continue_as_new(ctx: &WorkflowContext<ImageScan>) -> WorkflowTermination {
-    take_in_signals(ctx);
-    let next = ctx.state(|s| ImageScanInput {
-        carried: Some(Box::new(s.entity.clone())),
-        ..s.input.clone()
-    });
-    ending(ctx.continue_as_new(next, ContinueAsNewOptions::default()))
-}
-
-/// The termination `continue_as_new` always returns.
-fn ending(r: Result<std::convert::Infallible, WorkflowTermination>) -> WorkflowTermination {
-    match r {
-        Err(e) => e,
-        Ok(never) => match never {},
-    }
-}
-
-/// A [`v1`] run hands over at the end of a hold period: its result and the deployments it
-/// saw continue in the current design, which rescans them.
-fn hand_over_from_v1(ctx: &WorkflowContext<ImageScan>) -> WorkflowResult<ImageResult> {
-    let now = now_secs(ctx);
-    let next = ctx.state(|s| {
-        let mut entity = Entity::resume(&s.input, now);
-        entity.runs = 0;
-        entity.latest = s.latest.clone();
-        entity.last_verdict = s.latest.as_ref().and_then(|r| r.verdict);
-        entity.verdict_loaded = true;
-        entity.deployments = s.deployments;
-        entity.fresh_until_secs = now;
-        if s.rescan {
-            entity.rescan = Some("requested before the hand-over".into());
-        }
-        for deployed in &s.waiting {
-            entity.arrive(deployed.clone(), now);
-        }
-        for at in &s.running {
-            entity.seen_running(at.clone());
-        }
-        ImageScanInput {
-            event_accepted_at_ms: None,
-            carried: Some(Box::new(entity)),
-            ..s.input.clone()
-        }
-    });
-    Err(ending(
-        ctx.continue_as_new(next, ContinueAsNewOptions::default()),
-    ))
-}
-
-/// Sends the result on hand to the waiting deployments, in batches of concurrent signals. It
-/// stops early when the run has grown enough to continue as new: the deployments not answered
-/// yet stay waiting, and the next run answers them.
-async fn answer_waiting(ctx: &WorkflowContext<ImageScan>) {
-    let Some(result) = ctx.state(|s| s.entity.latest.clone()) else {
-        return;
-    };
-    loop {
-        let batch = ctx.state_mut(|s| {
-            let n = s.entity.waiting.len().min(ANSWER_BATCH);
-            s.entity.waiting.drain(..n).collect::<Vec<_>>()
-        });
-        if batch.is_empty() {
-            return;
-        }
-        let signals = batch.into_iter().map(|requester| {
-            let handle = ctx.external_workflow(requester, None);
-            let result = result.clone();
-            async move {
-                handle
-                    .signal(
-                        ScanOnDeploy::image_result,
-                        result,
-                        SignalWorkflowOptions::default(),
-                    )
-                    .await
-            }
-        });
-        // A requester that has ended (or was terminated) no longer needs the answer.
-        let _ = temporalio_sdk::workflows::join_all(signals).await;
-        if time_to_continue(ctx, Limit::Soft) {
-            return;
-        }
-    }
-}
-
-/// Starts the alert as a `ScanAlert` child that outlives this run: a notifier that is down for
-/// hours delays neither answers nor the hand-over, and each channel retries on its own.
-async fn alert(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings, request: NotifyRequest) {
-    if !settings.alert_sns && !settings.alert_webhook {
-        return;
-    }
-    let digest = request
-        .result
-        .digest
-        .trim_start_matches("sha256:")
-        .to_string();
-    let id = format!("alert-{}-{}", &digest[..digest.len().min(16)], ctx.uuid4());
-    let input = AlertInput {
-        request,
-        sns: settings.alert_sns,
-        webhook: settings.alert_webhook,
-    };
-    let options = ChildWorkflowOptions::builder()
-        .workflow_id(id)
-        .parent_close_policy(ParentClosePolicy::Abandon)
-        .build();
-    ctx.state_mut(|s| s.entity.alerts += 1);
-    // Not started (e.g. the namespace refused it): the alert is lost, the verdict is not.
-    let _ = ctx
-        .start_child_workflow(ScanAlert::run, input, options)
-        .await;
-}
-
-/// With `QFLOWS_QUARANTINE=propose`, proposes a quarantine for each ECS service the digest of a
-/// completed, failing attempt's `result` runs in: a `Quarantine` child that outlives this run and waits for
-/// a person's approval. The workflow ID names the service and the digest and duplicates are
-/// rejected, so a service is proposed once per digest: a later failing scan (a rescan, another
-/// run of the entity) finds it started and moves on. Changes nothing for runs without the
-/// setting, and records [`QUARANTINE_PATCH`] only in runs that propose.
-async fn propose_quarantines(
-    ctx: &WorkflowContext<ImageScan>,
-    settings: &ScanSettings,
-    result: &ImageResult,
-) {
-    let Some(q) = &settings.quarantine else {
-        return;
-    };
-    let now = now_secs(ctx);
-    let proposals: Vec<QuarantineInput> =
-        ctx.state(|s| crate::quarantine::model::proposals(result, &s.entity.running, now, q));
-    if proposals.is_empty() || !ctx.patched(QUARANTINE_PATCH) {
-        return;
-    }
-    for input in proposals {
-        let options = ChildWorkflowOptions::builder()
-            .workflow_id(input.workflow_id())
-            .task_queue(q.task_queue.clone())
-            .parent_close_policy(ParentClosePolicy::Abandon)
-            .id_reuse_policy(WorkflowIdReusePolicy::RejectDuplicate)
-            .build();
-        let Ok(input) = serde_json::to_value(&input) else {
-            continue;
-        };
-        // Already proposed (running or closed): that proposal stands.
-        let _ = ctx
-            .start_child_workflow(Quarantine::run, input, options)
-            .await;
     }
 }
 

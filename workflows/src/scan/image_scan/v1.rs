@@ -1,11 +1,10 @@
 //! The first design of `ImageScan`, kept so that entities started before the current one (see
 //! the parent module) replay and finish: it scans once per TTL, matches Qualys records by tag as
 //! well as digest, and never continues as new. At the end of its next hold period such an
-//! entity hands over to the current design ([`super::HANDOVER_PATCH`]), so this code runs for
+//! entity hands over to the current design ([`HANDOVER_PATCH`]), so this code runs for
 //! at most one TTL after an upgrade. Delete it (and the patch check in the parent) once no
 //! history older than that is left.
 
-use super::ImageScan;
 use crate::clock::rfc3339;
 use crate::failure::root_message;
 use crate::options;
@@ -14,9 +13,12 @@ use crate::registry::model::EnsureRegistryInput;
 use crate::scan::contracts::{
     CollectScanResults, FindQualysImage, GetScanSettings, Notify, QScanImage, SubmitScan,
 };
+use crate::scan::image_scan::hand_over::{HANDOVER_PATCH, hand_over_from_v1};
+use crate::scan::image_scan::input::{CollectResults, ImageScanInput, QScannerScan};
+use crate::scan::image_scan::state::ImageScan;
 use crate::scan::model::{
-    CollectResults, DeployedAt, ImageResult, ImageScanInput, ImageStatus, NotifyRequest,
-    QScannerScan, QualysImageState, ScanSettings, SubmitRegistryScan, Verdict, notify_reason,
+    DeployedAt, ImageResult, ImageStatus, NotifyRequest, QualysImageState, ScanSettings,
+    SubmitRegistryScan, Verdict, notify_reason,
 };
 use crate::scan::on_deploy::ScanOnDeploy;
 use crate::scan::{RegistryKind, search};
@@ -77,8 +79,8 @@ pub(super) async fn run(ctx: &mut WorkflowContext<ImageScan>) -> WorkflowResult<
         if !still_deployed {
             return Ok(result);
         }
-        if ctx.patched(super::HANDOVER_PATCH) {
-            return super::hand_over_from_v1(ctx);
+        if ctx.patched(HANDOVER_PATCH) {
+            return hand_over_from_v1(ctx);
         }
     }
 }
@@ -191,16 +193,45 @@ async fn registry_scan(
             ),
         )
         .await?;
-    let mut state = ctx
-        .execute_activity(
-            FindQualysImage,
-            input.clone(),
-            on(options::retrying(120, 3600), queue),
-        )
-        .await?;
+    let Some((sha, created_ms)) =
+        until_scanned(ctx, input, settings, queue, registry.registry_uuid).await?
+    else {
+        return Ok(finished(
+            input,
+            ImageStatus::TimedOut,
+            &format!(
+                "Qualys did not finish the scan within {} s",
+                settings.scan_timeout_secs
+            ),
+        ));
+    };
+    let collect = CollectResults {
+        sha,
+        input: input.clone(),
+        scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
+        created_ms,
+    };
+    ctx.execute_activity(
+        CollectScanResults,
+        collect,
+        on(options::retrying(120, 3600), queue),
+    )
+    .await
+}
+
+/// Qualys' scan of the image: the one it has, or one submitted now and polled for. Its Qualys
+/// image id and build time; `None`: not finished within the scan timeout.
+async fn until_scanned(
+    ctx: &mut WorkflowContext<ImageScan>,
+    input: &ImageScanInput,
+    settings: &ScanSettings,
+    queue: &Option<String>,
+    registry_uuid: String,
+) -> Result<Option<(String, Option<u64>)>, ActivityExecutionError> {
+    let mut state = find(ctx, input, queue).await?;
     if !matches!(state, QualysImageState::Scanned { .. }) {
         let submit = SubmitRegistryScan {
-            registry_uuid: registry.registry_uuid,
+            registry_uuid,
             image: input.image.clone(),
             digest: input.digest.clone(),
             event_accepted_at_ms: input.event_accepted_at_ms,
@@ -212,25 +243,12 @@ async fn registry_scan(
         let mut interval = settings.poll_initial_secs.max(1);
         while !matches!(state, QualysImageState::Scanned { .. }) {
             if waited >= settings.scan_timeout_secs {
-                return Ok(finished(
-                    input,
-                    ImageStatus::TimedOut,
-                    &format!(
-                        "Qualys did not finish the scan within {} s",
-                        settings.scan_timeout_secs
-                    ),
-                ));
+                return Ok(None);
             }
             ctx.timer(Duration::from_secs(interval)).await;
             waited += interval;
             interval = (interval * 2).min(settings.poll_max_secs.max(1));
-            state = ctx
-                .execute_activity(
-                    FindQualysImage,
-                    input.clone(),
-                    on(options::retrying(120, 3600), queue),
-                )
-                .await?;
+            state = find(ctx, input, queue).await?;
         }
     }
     let QualysImageState::Scanned {
@@ -239,15 +257,18 @@ async fn registry_scan(
     else {
         unreachable!("the loop ends only on Scanned")
     };
-    let collect = CollectResults {
-        sha,
-        input: input.clone(),
-        scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
-        created_ms,
-    };
+    Ok(Some((sha, created_ms)))
+}
+
+/// Where Qualys' scan of the image stands (`qualys.FindImage`).
+async fn find(
+    ctx: &WorkflowContext<ImageScan>,
+    input: &ImageScanInput,
+    queue: &Option<String>,
+) -> Result<QualysImageState, ActivityExecutionError> {
     ctx.execute_activity(
-        CollectScanResults,
-        collect,
+        FindQualysImage,
+        input.clone(),
         on(options::retrying(120, 3600), queue),
     )
     .await

@@ -26,6 +26,9 @@
 #![allow(missing_docs)]
 
 mod v1;
+mod workflow;
+
+pub use workflow::DeploySensor;
 
 use crate::FailureType;
 use crate::failure::{activity_failed, invalid_input, root_message};
@@ -37,19 +40,13 @@ use crate::sensor::contracts::{
 };
 use crate::sensor::model::{DeploySensorInput, DeploySensorOutput, SensorApplied, SensorRun};
 use std::time::{Duration, UNIX_EPOCH};
-use temporalio_macros::{workflow, workflow_methods};
+use temporalio_macros::workflow_methods;
 use temporalio_sdk::{
     ActivityCloseTimeouts, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowResult,
 };
 
 /// Patch marking runs of this design (every run started by this code).
 pub const REAL_CLUSTERS_PATCH: &str = "sensor-real-clusters";
-
-/// The `DeploySensor` workflow. Input: [`DeploySensorInput`] as JSON; output:
-/// [`DeploySensorOutput`].
-#[workflow]
-#[derive(Default)]
-pub struct DeploySensor;
 
 #[workflow_methods]
 impl DeploySensor {
@@ -95,193 +92,33 @@ fn fail(type_name: FailureType, message: String) -> temporalio_sdk::WorkflowTerm
         .into()
 }
 
+/// The current design, step by step (the numbers of the module docs).
 async fn run_planned(
     ctx: &mut WorkflowContext<DeploySensor>,
     input: DeploySensorInput,
 ) -> WorkflowResult<DeploySensorOutput> {
-    let poll = Duration::from_secs(input.poll_interval_secs);
-    let rollout_bound = input.rollout_timeout_secs;
-
     // 1. Before any write: refusals end the run with nothing changed.
-    let plan = ctx
-        .execute_activity(PrepareSensor, input.clone(), call(rollout_bound, 120))
-        .await
-        .map_err(|e| activity_failed("prepare sensor", e))?;
-    let mut run = SensorRun {
-        input: input.clone(),
-        plan,
-        unchanged: false,
-    };
+    let mut run = prepare(ctx, &input).await?;
 
-    // 2. Apply; 3. wait for the roll-out.
+    // 2. Apply; 3. wait for the roll-out (its bound counts from before the apply).
     let started = now_secs(ctx);
-    let left = |ctx: &WorkflowContext<DeploySensor>, start: u64, bound: u64| {
-        bound.saturating_sub(now_secs(ctx).saturating_sub(start))
-    };
-    let mut problem = None;
-    let mut applied: Option<SensorApplied> = None;
-    match ctx
-        .execute_activity(
-            ApplyPlannedSensor,
-            run.clone(),
-            call(rollout_bound.max(120), 120),
-        )
-        .await
-    {
-        Ok(a) => {
-            run.unchanged = !a.changed;
-            applied = Some(a);
-        }
-        Err(e) => problem = Some(format!("apply: {}", root_message(&e))),
-    }
-    let mut unobservable = None;
+    let (applied, mut problem) = apply(ctx, &mut run).await;
     if problem.is_none() {
-        loop {
-            let remaining = left(ctx, started, rollout_bound);
-            let observed = ctx
-                .execute_activity(ObserveSensorRollout, run.clone(), call(remaining, 30))
-                .await;
-            let timed_out = left(ctx, started, rollout_bound) == 0;
-            match observed {
-                Ok(o) => match (o.status, o.unobservable) {
-                    (Some(status), _) if status.done => {
-                        unobservable = None;
-                        break;
-                    }
-                    (Some(status), _) => {
-                        unobservable = None;
-                        if timed_out {
-                            let why = o.reason.map(|r| format!("; {r}")).unwrap_or_default();
-                            problem = Some(format!(
-                                "roll-out did not complete within {rollout_bound} s (desired {}, \
-                                 ready {}, updated {}){why}",
-                                status.desired, status.ready, status.updated
-                            ));
-                            break;
-                        }
-                    }
-                    (None, why) => {
-                        unobservable = Some(why.unwrap_or_else(|| "no answer".into()));
-                    }
-                },
-                Err(e) => unobservable = Some(root_message(&e)),
-            }
-            if timed_out {
-                break;
-            }
-            ctx.timer(poll).await;
-        }
-    }
-    if let Some(why) = unobservable {
-        return Err(fail(
-            FailureType::SensorUnobservable,
-            format!(
-                "the cluster could not be observed within {rollout_bound} s ({why}); the sensor \
-                 is left as applied, not rolled back: run the deployment again once the cluster \
-                 answers"
-            ),
-        ));
+        problem = wait_for_rollout(ctx, &run, started).await?;
     }
 
     // 4. Verify: this run's sensors registered with Qualys.
     let mut sensors = 0;
     if problem.is_none() {
-        let verify_bound = input.verify_timeout_secs;
-        let started = now_secs(ctx);
-        let mut unobservable;
-        loop {
-            let remaining = left(ctx, started, verify_bound);
-            let observed = ctx
-                .execute_activity(VerifySensorRegistered, run.clone(), call(remaining, 30))
-                .await;
-            let timed_out = left(ctx, started, verify_bound) == 0;
-            match observed {
-                Ok(o) if o.unobservable.is_none() => {
-                    unobservable = None;
-                    if o.matched >= o.needed {
-                        sensors = o.matched;
-                        break;
-                    }
-                    if timed_out {
-                        problem = Some(format!(
-                            "{} of the {} sensors this run started registered with Qualys within \
-                             {verify_bound} s ({})",
-                            o.matched, o.needed, o.detail
-                        ));
-                        break;
-                    }
-                }
-                Ok(o) => unobservable = o.unobservable,
-                Err(e) => unobservable = Some(root_message(&e)),
-            }
-            if timed_out {
-                break;
-            }
-            ctx.timer(poll).await;
-        }
-        if let Some(why) = unobservable {
-            return Err(fail(
-                FailureType::SensorUnobservable,
-                format!(
-                    "Qualys could not be asked within {verify_bound} s whether the sensor \
-                     registered ({why}); the sensor is left as applied, not rolled back"
-                ),
-            ));
+        match verify(ctx, &run).await? {
+            Ok(matched) => sensors = matched,
+            Err(why) => problem = Some(why),
         }
     }
 
     // 5. Roll back.
     if let Some(problem) = problem {
-        let rollback_bound = rollout_bound.max(300);
-        let report = ctx
-            .execute_activity(
-                RollbackPlannedSensor,
-                run.clone(),
-                call(rollback_bound, 120),
-            )
-            .await;
-        return Err(match report {
-            Ok(r) if r.remaining.is_empty() => fail(
-                FailureType::SensorRolledBack,
-                format!("{problem}; rolled back: {}", r.restored.join("; ")),
-            ),
-            Ok(r) => fail(
-                FailureType::SensorRollbackFailed,
-                format!(
-                    "{problem}; the roll-back could not restore everything. Remaining: {}. \
-                     Restored: {}",
-                    r.remaining.join("; "),
-                    if r.restored.is_empty() {
-                        "nothing".to_string()
-                    } else {
-                        r.restored.join("; ")
-                    }
-                ),
-            ),
-            Err(e) => {
-                let all: Vec<String> = if run.plan.objects.is_empty() {
-                    vec![format!(
-                        "ECS service {} in cluster {}",
-                        input.service_name(),
-                        input.cluster
-                    )]
-                } else {
-                    run.plan
-                        .objects
-                        .iter()
-                        .map(|o| format!("{}/{}", o.kind, o.name))
-                        .collect()
-                };
-                fail(
-                    FailureType::SensorRollbackFailed,
-                    format!(
-                        "{problem}; the roll-back failed ({}). Remaining: {}",
-                        root_message(&e),
-                        all.join(", ")
-                    ),
-                )
-            }
-        });
+        return Err(roll_back(ctx, &run, problem).await);
     }
     let applied = applied.unwrap_or_else(|| SensorApplied {
         changed: false,
@@ -296,4 +133,227 @@ async fn run_planned(
         applied: applied.applied,
         sensors,
     })
+}
+
+/// Seconds left of a step that began at `start` and may take `bound` seconds.
+fn left(ctx: &WorkflowContext<DeploySensor>, start: u64, bound: u64) -> u64 {
+    bound.saturating_sub(now_secs(ctx).saturating_sub(start))
+}
+
+/// Step 1 (`sensor.Prepare`): the plan, recorded in history before any write.
+async fn prepare(
+    ctx: &WorkflowContext<DeploySensor>,
+    input: &DeploySensorInput,
+) -> WorkflowResult<SensorRun> {
+    let plan = ctx
+        .execute_activity(
+            PrepareSensor,
+            input.clone(),
+            call(input.rollout_timeout_secs, 120),
+        )
+        .await
+        .map_err(|e| activity_failed("prepare sensor", e))?;
+    Ok(SensorRun {
+        input: input.clone(),
+        plan,
+        unchanged: false,
+    })
+}
+
+/// Step 2 (`sensor.ApplyPlanned`): what was applied, or the problem that calls for a roll-back.
+async fn apply(
+    ctx: &WorkflowContext<DeploySensor>,
+    run: &mut SensorRun,
+) -> (Option<SensorApplied>, Option<String>) {
+    let rollout_bound = run.input.rollout_timeout_secs;
+    match ctx
+        .execute_activity(
+            ApplyPlannedSensor,
+            run.clone(),
+            call(rollout_bound.max(120), 120),
+        )
+        .await
+    {
+        Ok(a) => {
+            run.unchanged = !a.changed;
+            (Some(a), None)
+        }
+        Err(e) => (None, Some(format!("apply: {}", root_message(&e)))),
+    }
+}
+
+/// Step 3: polls the roll-out until it is done or `rolloutTimeoutSecs` (counted from `started`)
+/// have passed. A roll-out that did not complete is a problem (roll back); a cluster that could
+/// not be observed at the deadline fails the run `SensorUnobservable`, leaving the sensor as
+/// applied.
+async fn wait_for_rollout(
+    ctx: &WorkflowContext<DeploySensor>,
+    run: &SensorRun,
+    started: u64,
+) -> WorkflowResult<Option<String>> {
+    let poll = Duration::from_secs(run.input.poll_interval_secs);
+    let rollout_bound = run.input.rollout_timeout_secs;
+    let mut problem = None;
+    let mut unobservable;
+    loop {
+        let remaining = left(ctx, started, rollout_bound);
+        let observed = ctx
+            .execute_activity(ObserveSensorRollout, run.clone(), call(remaining, 30))
+            .await;
+        let timed_out = left(ctx, started, rollout_bound) == 0;
+        match observed {
+            Ok(o) => match (o.status, o.unobservable) {
+                (Some(status), _) if status.done => {
+                    unobservable = None;
+                    break;
+                }
+                (Some(status), _) => {
+                    unobservable = None;
+                    if timed_out {
+                        let why = o.reason.map(|r| format!("; {r}")).unwrap_or_default();
+                        problem = Some(format!(
+                            "roll-out did not complete within {rollout_bound} s (desired {}, \
+                             ready {}, updated {}){why}",
+                            status.desired, status.ready, status.updated
+                        ));
+                        break;
+                    }
+                }
+                (None, why) => {
+                    unobservable = Some(why.unwrap_or_else(|| "no answer".into()));
+                }
+            },
+            Err(e) => unobservable = Some(root_message(&e)),
+        }
+        if timed_out {
+            break;
+        }
+        ctx.timer(poll).await;
+    }
+    if let Some(why) = unobservable {
+        return Err(fail(
+            FailureType::SensorUnobservable,
+            format!(
+                "the cluster could not be observed within {rollout_bound} s ({why}); the sensor \
+                 is left as applied, not rolled back: run the deployment again once the cluster \
+                 answers"
+            ),
+        ));
+    }
+    Ok(problem)
+}
+
+/// Step 4: polls Qualys until this run's sensors registered (their number), or
+/// `verifyTimeoutSecs` have passed (the problem, for a roll-back). Qualys not answering at the
+/// deadline fails the run `SensorUnobservable`, leaving the sensor as applied.
+async fn verify(
+    ctx: &WorkflowContext<DeploySensor>,
+    run: &SensorRun,
+) -> WorkflowResult<Result<u64, String>> {
+    let poll = Duration::from_secs(run.input.poll_interval_secs);
+    let verify_bound = run.input.verify_timeout_secs;
+    let started = now_secs(ctx);
+    let mut outcome = Ok(0);
+    let mut unobservable;
+    loop {
+        let remaining = left(ctx, started, verify_bound);
+        let observed = ctx
+            .execute_activity(VerifySensorRegistered, run.clone(), call(remaining, 30))
+            .await;
+        let timed_out = left(ctx, started, verify_bound) == 0;
+        match observed {
+            Ok(o) if o.unobservable.is_none() => {
+                unobservable = None;
+                if o.matched >= o.needed {
+                    outcome = Ok(o.matched);
+                    break;
+                }
+                if timed_out {
+                    outcome = Err(format!(
+                        "{} of the {} sensors this run started registered with Qualys within \
+                         {verify_bound} s ({})",
+                        o.matched, o.needed, o.detail
+                    ));
+                    break;
+                }
+            }
+            Ok(o) => unobservable = o.unobservable,
+            Err(e) => unobservable = Some(root_message(&e)),
+        }
+        if timed_out {
+            break;
+        }
+        ctx.timer(poll).await;
+    }
+    if let Some(why) = unobservable {
+        return Err(fail(
+            FailureType::SensorUnobservable,
+            format!(
+                "Qualys could not be asked within {verify_bound} s whether the sensor \
+                 registered ({why}); the sensor is left as applied, not rolled back"
+            ),
+        ));
+    }
+    Ok(outcome)
+}
+
+/// Step 5 (`sensor.RollbackPlanned`): restores what the run changed and says how that went, as
+/// the run's failure: `SensorRolledBack`, or `SensorRollbackFailed` naming what remains.
+async fn roll_back(
+    ctx: &WorkflowContext<DeploySensor>,
+    run: &SensorRun,
+    problem: String,
+) -> temporalio_sdk::WorkflowTermination {
+    let rollback_bound = run.input.rollout_timeout_secs.max(300);
+    let report = ctx
+        .execute_activity(
+            RollbackPlannedSensor,
+            run.clone(),
+            call(rollback_bound, 120),
+        )
+        .await;
+    match report {
+        Ok(r) if r.remaining.is_empty() => fail(
+            FailureType::SensorRolledBack,
+            format!("{problem}; rolled back: {}", r.restored.join("; ")),
+        ),
+        Ok(r) => fail(
+            FailureType::SensorRollbackFailed,
+            format!(
+                "{problem}; the roll-back could not restore everything. Remaining: {}. \
+                 Restored: {}",
+                r.remaining.join("; "),
+                if r.restored.is_empty() {
+                    "nothing".to_string()
+                } else {
+                    r.restored.join("; ")
+                }
+            ),
+        ),
+        Err(e) => fail(
+            FailureType::SensorRollbackFailed,
+            format!(
+                "{problem}; the roll-back failed ({}). Remaining: {}",
+                root_message(&e),
+                everything_planned(run).join(", ")
+            ),
+        ),
+    }
+}
+
+/// Everything the run may have changed, for a roll-back that could not say what remains.
+fn everything_planned(run: &SensorRun) -> Vec<String> {
+    if run.plan.objects.is_empty() {
+        vec![format!(
+            "ECS service {} in cluster {}",
+            run.input.service_name(),
+            run.input.cluster
+        )]
+    } else {
+        run.plan
+            .objects
+            .iter()
+            .map(|o| format!("{}/{}", o.kind, o.name))
+            .collect()
+    }
 }
