@@ -3,7 +3,7 @@
 //! recorded histories replay; they continue as new (into the current form) when the server
 //! suggests it or after 200 turns, whichever comes first.
 
-use super::rules::{apply_due, apply_review, rule_deadline};
+use super::rules::{apply_due, apply_review, rule_deadline, stale_names};
 use super::state::{
     CdrToPolicy, Change, Pending, UpdateError, at, legacy_view, now_secs, serve_outcome,
     sleep_until_first, take_next_request, window_start,
@@ -199,16 +199,8 @@ fn merge(s: &mut CdrToPolicy, key: PolicyKey, evidence: Evidence, now: u64) {
 }
 
 fn prune(s: &mut CdrToPolicy, input: &CdrToPolicyInput, now: u64) -> Vec<String> {
-    let Some(hours) = input.prune_after_hours else {
-        return Vec::new();
-    };
-    let limit = u64::from(hours) * 3600;
-    let stale: Vec<String> = s
-        .legacy
-        .values()
-        .filter(|p| now.saturating_sub(p.evidence_secs) >= limit)
-        .map(|p| p.name.clone())
-        .collect();
+    let records = s.legacy.values().map(|p| (&p.name, p.evidence_secs));
+    let stale = stale_names(records, input, now);
     for name in &stale {
         s.legacy.remove(name);
     }

@@ -37,7 +37,7 @@ mod legacy;
 mod rules;
 mod state;
 
-use rules::{apply_due, apply_review, rule_deadline};
+use rules::{apply_due, apply_review, rule_deadline, stale_names};
 pub use state::CdrToPolicy;
 use state::{
     Change, Pending, UpdateError, at, legacy_view, now_secs, serve_outcome, sleep_until_first,
@@ -734,16 +734,8 @@ fn apply_updates(s: &mut CdrToPolicy, updates: Vec<PolicyUpdate>, now: u64) {
 
 /// Drops policies no finding has backed for `pruneAfterHours` (their removal is published).
 fn prune(s: &mut CdrToPolicy, input: &CdrToPolicyInput, now: u64) {
-    let Some(hours) = input.prune_after_hours else {
-        return;
-    };
-    let limit = u64::from(hours) * 3600;
-    let stale: Vec<String> = s
-        .policies
-        .values()
-        .filter(|p| now.saturating_sub(p.evidence_secs) >= limit)
-        .map(|p| p.name.clone())
-        .collect();
+    let records = s.policies.values().map(|p| (&p.name, p.evidence_secs));
+    let stale = stale_names(records, input, now);
     for name in stale {
         s.policies.remove(&name);
         s.pending_removals.insert(name);
