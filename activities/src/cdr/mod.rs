@@ -26,7 +26,7 @@ use generate::{Generation, Grouper, GrouperCheckpoint, generate_with};
 use output::{PolicyOutputError, publish};
 use parking_lot::Mutex;
 use qflows_workflows::cdr::contracts;
-use qflows_workflows::cdr::evidence::{Evidence, PolicyKey, TetragonVersion};
+use qflows_workflows::cdr::evidence::{AuditStyle, Evidence, PolicyKey, TetragonVersion};
 use qflows_workflows::cdr::model::{
     EvidenceBatch, EvidenceRef, FetchFindings, ImportLegacy, KubeTarget, MergeEvidence, MergedPage,
     OutputSettings, PAGE_POLICIES, PAYLOAD_BUDGET, PolicyRecord, PolicyUpdate, PublishBatch,
@@ -277,6 +277,19 @@ fn add_page(grouper: &mut Grouper, page: &CdrPage<CdrFinding>) {
     }
 }
 
+/// How a publish request wants its policies written (both publish activities render this way).
+fn render_options(
+    policy_set: &str,
+    tetragon_version: TetragonVersion,
+    audit_style: AuditStyle,
+) -> RenderOptions {
+    RenderOptions {
+        tetragon_version,
+        audit_style,
+        policy_set: Some(policy_set.to_string()),
+    }
+}
+
 /// A window's evidence by policy name.
 fn by_name(groups: Vec<(PolicyKey, Evidence)>) -> Batch {
     let mut batch: Batch = BTreeMap::new();
@@ -350,11 +363,11 @@ impl CdrActivities {
         _ctx: ActivityContext,
         request: PublishPolicies,
     ) -> Result<PublishReport, ActivityError> {
-        let opts = RenderOptions {
-            tetragon_version: request.tetragon_version,
-            audit_style: request.audit_style,
-            policy_set: Some(request.policy_set.clone()),
-        };
+        let opts = render_options(
+            &request.policy_set,
+            request.tetragon_version,
+            request.audit_style,
+        );
         let generation = generate_with(
             request
                 .policies
@@ -362,13 +375,9 @@ impl CdrActivities {
                 .map(|p| (&p.key, &p.evidence, p.enforcement, None)),
             &opts,
         );
-        self.publish_generated(
-            &request.policy_set,
-            &request.output,
-            &request.removed,
-            generation,
-        )
-        .await
+        let (set, output, removed) = (&request.policy_set, &request.output, &request.removed);
+        self.publish_generated(set, output, removed, generation)
+            .await
     }
 
     /// Reads every page of a window's findings, heartbeating after each (a retried attempt
@@ -499,11 +508,11 @@ impl CdrActivities {
         _ctx: ActivityContext,
         request: PublishBatch,
     ) -> Result<PublishReport, ActivityError> {
-        let opts = RenderOptions {
-            tetragon_version: request.tetragon_version,
-            audit_style: request.audit_style,
-            policy_set: Some(request.policy_set.clone()),
-        };
+        let opts = render_options(
+            &request.policy_set,
+            request.tetragon_version,
+            request.audit_style,
+        );
         let hashes: Vec<String> = request.items.iter().map(|i| i.evidence.clone()).collect();
         let docs: Vec<EvidenceDoc> = futures::stream::iter(hashes)
             .map(|hash| {
@@ -524,13 +533,9 @@ impl CdrActivities {
             }),
             &opts,
         );
-        self.publish_generated(
-            &request.policy_set,
-            &request.output,
-            &request.removed,
-            generation,
-        )
-        .await
+        let (set, output, removed) = (&request.policy_set, &request.output, &request.removed);
+        self.publish_generated(set, output, removed, generation)
+            .await
     }
 
     /// Stores a chunk of CdrToPolicy's state; its hash.

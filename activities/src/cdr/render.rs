@@ -307,16 +307,19 @@ fn add_observed_annotations(
     used: &Observed,
     unreviewed: &Observed,
 ) {
-    let mut put = |k: &str, v: String| {
-        if !v.is_empty() {
-            annotations.insert(format!("qflows.io/{k}"), v);
-        }
-    };
+    let mut put = |k: &str, v: String| annotate(annotations, k, v);
     put("observed-binaries", joined(&used.binaries));
     put("observed-ports", joined(&used.ports));
     put("observed-addresses", joined(&used.addresses));
     if !unreviewed.is_empty() {
         put("observed-unreviewed", unreviewed.describe());
+    }
+}
+
+/// Sets the annotation `qflows.io/<key>` to `value`, unless `value` is empty.
+fn annotate(annotations: &mut BTreeMap<String, String>, key: &str, value: String) {
+    if !value.is_empty() {
+        annotations.insert(format!("qflows.io/{key}"), value);
     }
 }
 
@@ -345,11 +348,7 @@ fn annotations(key: &PolicyKey, ev: &Evidence) -> BTreeMap<String, String> {
         "qflows.io/finding-count".into(),
         ev.finding_count.to_string(),
     );
-    let mut put = |k: &str, v: String| {
-        if !v.is_empty() {
-            a.insert(format!("qflows.io/{k}"), v);
-        }
-    };
+    let mut put = |k: &str, v: String| annotate(&mut a, k, v);
     put("finding-ids", joined(&ev.finding_ids));
     put("processes", joined(&ev.processes));
     put("addresses", joined(&ev.addresses));
@@ -681,23 +680,46 @@ fn design(category: Category, seen: &Observed, version: TetragonVersion) -> Desi
     }
 }
 
+/// Outgoing connections (`security_socket_connect`, reading the destination address) that match
+/// one of `selectors`; the blocking form may override the call.
+fn connect_hook(message: &'static str, selectors: Vec<Selector>) -> Hook {
+    Hook {
+        call: "security_socket_connect",
+        syscall: false,
+        args: vec![arg(1, "sockaddr", "address")],
+        ignore_missing: false,
+        message,
+        selectors,
+        can_override: true,
+    }
+}
+
+/// Program executions (`security_bprm_check`, reading the binary) that match one of
+/// `selectors`; the blocking form may override the call.
+fn exec_hook(message: &'static str, selectors: Vec<Selector>) -> Hook {
+    Hook {
+        call: "security_bprm_check",
+        syscall: false,
+        args: vec![arg(0, "linux_binprm", "binary")],
+        ignore_missing: false,
+        message,
+        selectors,
+        can_override: true,
+    }
+}
+
 /// Connections to the credential endpoints, and to observed credential-like addresses.
 fn imds(seen: &Observed) -> Design {
     let mut addrs: BTreeSet<String> = CREDENTIAL_ENDPOINTS.iter().map(|s| s.to_string()).collect();
     addrs.extend(seen.addresses.iter().cloned());
     Design {
-        hooks: vec![Hook {
-            call: "security_socket_connect",
-            syscall: false,
-            args: vec![arg(1, "sockaddr", "address")],
-            ignore_missing: false,
-            message: "connect to a cloud credential endpoint",
-            selectors: vec![Selector {
+        hooks: vec![connect_hook(
+            "connect to a cloud credential endpoint",
+            vec![Selector {
                 match_args: vec![match_arg(1, "SAddr", addrs)],
                 ..Default::default()
             }],
-            can_override: true,
-        }],
+        )],
         override_on_security_hook: true,
     }
 }
@@ -749,15 +771,7 @@ fn scanning(seen: &Observed) -> Design {
                 ],
                 can_override: true,
             },
-            Hook {
-                call: "security_bprm_check",
-                syscall: false,
-                args: vec![arg(0, "linux_binprm", "binary")],
-                ignore_missing: false,
-                message: "network scanner executed",
-                selectors: exec_selectors,
-                can_override: true,
-            },
+            exec_hook("network scanner executed", exec_selectors),
         ],
         override_on_security_hook: true,
     }
@@ -848,15 +862,10 @@ fn mining(seen: &Observed) -> Design {
         });
     }
     Design {
-        hooks: vec![Hook {
-            call: "security_socket_connect",
-            syscall: false,
-            args: vec![arg(1, "sockaddr", "address")],
-            ignore_missing: false,
-            message: "connect to a mining pool port or an observed pool address",
+        hooks: vec![connect_hook(
+            "connect to a mining pool port or an observed pool address",
             selectors,
-            can_override: true,
-        }],
+        )],
         override_on_security_hook: true,
     }
 }
@@ -878,13 +887,9 @@ fn reverse_shell(seen: &Observed) -> Design {
         shells.iter().map(|s| format!("/{}", basename(s))).collect();
     Design {
         hooks: vec![
-            Hook {
-                call: "security_socket_connect",
-                syscall: false,
-                args: vec![arg(1, "sockaddr", "address")],
-                ignore_missing: false,
-                message: "shell connecting out",
-                selectors: vec![Selector {
+            connect_hook(
+                "shell connecting out",
+                vec![Selector {
                     match_args: vec![
                         match_arg(1, "Family", strs(&["AF_INET", "AF_INET6"])),
                         match_arg(1, "NotSAddr", strs(&["127.0.0.0/8", "::1/128"])),
@@ -895,15 +900,10 @@ fn reverse_shell(seen: &Observed) -> Design {
                     }],
                     ..Default::default()
                 }],
-                can_override: true,
-            },
-            Hook {
-                call: "security_bprm_check",
-                syscall: false,
-                args: vec![arg(0, "linux_binprm", "binary")],
-                ignore_missing: false,
-                message: "netcat-like tool executing a shell",
-                selectors: vec![Selector {
+            ),
+            exec_hook(
+                "netcat-like tool executing a shell",
+                vec![Selector {
                     match_args: vec![match_arg(0, "Postfix", shell_names)],
                     match_binaries: vec![MatchBinaries {
                         operator: "In".into(),
@@ -911,8 +911,7 @@ fn reverse_shell(seen: &Observed) -> Design {
                     }],
                     ..Default::default()
                 }],
-                can_override: true,
-            },
+            ),
         ],
         override_on_security_hook: true,
     }

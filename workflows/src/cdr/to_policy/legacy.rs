@@ -3,9 +3,10 @@
 //! recorded histories replay; they continue as new (into the current form) when the server
 //! suggests it or after 200 turns, whichever comes first.
 
-use super::rules::{apply_due, apply_review, rule_deadline};
+use super::rules::{apply_due, apply_review, rule_deadline, stale_names};
 use super::state::{
     CdrToPolicy, Change, Pending, UpdateError, at, legacy_view, now_secs, serve_outcome,
+    sleep_until_first, take_next_request, window_start,
 };
 use crate::cdr::contracts::{FetchCdrEvidence, PublishCdrPolicies};
 use crate::cdr::evidence::{Enforcement, Evidence, PolicyKey};
@@ -74,13 +75,8 @@ pub(super) async fn run(
                 .min()
         });
         let next_sync = input.sync_every_minutes.map(|m| now + u64::from(m) * 60);
-        let wake_at = [next_rule, next_sync, close_at]
-            .into_iter()
-            .flatten()
-            .min()
-            .unwrap_or(now + 24 * 3600);
         let timers = ctx.clone();
-        let mut timer = timers.timer(Duration::from_secs(wake_at.saturating_sub(now).max(1)));
+        let mut timer = timers.timer(sleep_until_first(now, &[next_rule, next_sync, close_at]));
         temporalio_sdk::workflows::select! {
             _ = timer => {
                 sync_due = next_sync.is_some_and(|t| now_secs(ctx) >= t);
@@ -133,9 +129,7 @@ async fn sync(
     let (start_at, end_at) = match (&input.start_at, &input.end_at) {
         (Some(s), Some(e)) => (s.clone(), e.clone()),
         _ => {
-            let start = ctx
-                .state(|s| s.window_end_secs.map(|e| e + 1))
-                .unwrap_or(now.saturating_sub(u64::from(input.lookback_hours) * 3600));
+            let start = ctx.state(|s| window_start(s, input, now));
             (at(start.min(now)), at(now))
         }
     };
@@ -205,16 +199,8 @@ fn merge(s: &mut CdrToPolicy, key: PolicyKey, evidence: Evidence, now: u64) {
 }
 
 fn prune(s: &mut CdrToPolicy, input: &CdrToPolicyInput, now: u64) -> Vec<String> {
-    let Some(hours) = input.prune_after_hours else {
-        return Vec::new();
-    };
-    let limit = u64::from(hours) * 3600;
-    let stale: Vec<String> = s
-        .legacy
-        .values()
-        .filter(|p| now.saturating_sub(p.evidence_secs) >= limit)
-        .map(|p| p.name.clone())
-        .collect();
+    let records = s.legacy.values().map(|p| (&p.name, p.evidence_secs));
+    let stale = stale_names(records, input, now);
     for name in &stale {
         s.legacy.remove(name);
     }
@@ -249,11 +235,7 @@ async fn apply_time_rules(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToP
 
 async fn serve_review_requests(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) {
     loop {
-        let next = ctx.state_mut(|s| {
-            let p = s.pending.iter_mut().find(|p| !p.taken)?;
-            p.taken = true;
-            Some(p.clone())
-        });
+        let next = ctx.state_mut(take_next_request);
         let Some(req): Option<Pending> = next else {
             return;
         };

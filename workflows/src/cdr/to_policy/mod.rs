@@ -37,9 +37,12 @@ mod legacy;
 mod rules;
 mod state;
 
-use rules::{apply_due, apply_review, rule_deadline};
+use rules::{apply_due, apply_review, rule_deadline, stale_names};
 pub use state::CdrToPolicy;
-use state::{Change, Pending, UpdateError, at, legacy_view, now_secs, serve_outcome};
+use state::{
+    Change, Pending, UpdateError, at, legacy_view, now_secs, serve_outcome, sleep_until_first,
+    take_next_request, window_start,
+};
 
 use crate::cdr::contracts::{
     FetchCdrWindow, ImportCdrLegacy, LoadCdrState, MergeCdrEvidence, PublishCdrBatch, SaveCdrState,
@@ -451,13 +454,11 @@ async fn wait_for_next(
         input.sync_every_minutes.map(|m| now + u64::from(m) * 60)
     };
     let retry = ctx.state(|s| s.retry_fetch_at);
-    let wake_at = [next_rule, next_sync, close_at, retry]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(now + 24 * 3600);
     let timers = ctx.clone();
-    let mut timer = timers.timer(Duration::from_secs(wake_at.saturating_sub(now).max(1)));
+    let mut timer = timers.timer(sleep_until_first(
+        now,
+        &[next_rule, next_sync, close_at, retry],
+    ));
     temporalio_sdk::workflows::select! {
         _ = timer => next_sync.is_some_and(|t| now_secs(ctx) >= t),
         _ = ctx.wait_condition(|s: &CdrToPolicy| {
@@ -591,9 +592,7 @@ async fn sync(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) 
     let (start_at, end_at) = match (&input.start_at, &input.end_at) {
         (Some(s), Some(e)) => (s.clone(), e.clone()),
         _ => {
-            let start = ctx
-                .state(|s| s.window_end_secs.map(|e| e + 1))
-                .unwrap_or(now.saturating_sub(u64::from(input.lookback_hours) * 3600));
+            let start = ctx.state(|s| window_start(s, input, now));
             if start > now {
                 // The last window ended this second: nothing new to read yet (reading this
                 // second again would count its findings twice).
@@ -735,16 +734,8 @@ fn apply_updates(s: &mut CdrToPolicy, updates: Vec<PolicyUpdate>, now: u64) {
 
 /// Drops policies no finding has backed for `pruneAfterHours` (their removal is published).
 fn prune(s: &mut CdrToPolicy, input: &CdrToPolicyInput, now: u64) {
-    let Some(hours) = input.prune_after_hours else {
-        return;
-    };
-    let limit = u64::from(hours) * 3600;
-    let stale: Vec<String> = s
-        .policies
-        .values()
-        .filter(|p| now.saturating_sub(p.evidence_secs) >= limit)
-        .map(|p| p.name.clone())
-        .collect();
+    let records = s.policies.values().map(|p| (&p.name, p.evidence_secs));
+    let stale = stale_names(records, input, now);
     for name in stale {
         s.policies.remove(&name);
         s.pending_removals.insert(name);
@@ -844,11 +835,7 @@ async fn apply_time_rules(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToP
 /// lapses and changes nothing.
 async fn serve_review_requests(ctx: &mut WorkflowContext<CdrToPolicy>, input: &CdrToPolicyInput) {
     loop {
-        let next = ctx.state_mut(|s| {
-            let p = s.pending.iter_mut().find(|p| !p.taken)?;
-            p.taken = true;
-            Some(p.clone())
-        });
+        let next = ctx.state_mut(take_next_request);
         let Some(req) = next else { return };
         serve_request(ctx, input, req).await;
     }

@@ -1,7 +1,8 @@
 //! The review rules both forms of `CdrToPolicy` apply to a policy record (the current
 //! [`PolicyRecord`] and the [`LegacyPolicyRecord`] of runs from before `cdr-limits`): a review
 //! request changes its enforcement, a quiet policy promotes itself, an enforced one reverts after
-//! its TTL, and a reverted or rolled-back policy waits for a person before it blocks again.
+//! its TTL, and a reverted or rolled-back policy waits for a person before it blocks again; a
+//! policy no finding has backed for `pruneAfterHours` is dropped.
 
 use super::state::{Change, note_for};
 use crate::cdr::evidence::Enforcement;
@@ -35,6 +36,23 @@ pub(super) fn rule_deadline(p: &impl Reviewed, input: &CdrToPolicyInput) -> Opti
             .map(|(h, note)| note.at_secs + u64::from(h) * 3600),
         Enforcement::Audit => None,
     }
+}
+
+/// The names, of `(name, evidence_secs)` pairs, of the policies no finding has backed for
+/// `pruneAfterHours` (none when pruning is off).
+pub(super) fn stale_names<'a>(
+    records: impl Iterator<Item = (&'a String, u64)>,
+    input: &CdrToPolicyInput,
+    now: u64,
+) -> Vec<String> {
+    let Some(hours) = input.prune_after_hours else {
+        return Vec::new();
+    };
+    let limit = u64::from(hours) * 3600;
+    records
+        .filter(|&(_, evidence_secs)| now.saturating_sub(evidence_secs) >= limit)
+        .map(|(name, _)| name.clone())
+        .collect()
 }
 
 /// Applies every due time rule; answers whether any record changed.

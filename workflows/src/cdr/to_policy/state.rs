@@ -1,5 +1,6 @@
 //! `CdrToPolicy`'s state and the small helpers both its current form and its [`legacy`](super)
-//! form use: the workflow's fields, queued review requests, and workflow time.
+//! form use: the workflow's fields, queued review requests, workflow time, and where the next
+//! findings window starts.
 
 use crate::cdr::evidence::Observed;
 use crate::cdr::model::{
@@ -96,6 +97,33 @@ pub(super) fn secs(t: SystemTime) -> u64 {
 
 pub(super) fn at(secs: u64) -> String {
     rfc3339(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+/// How long to sleep until the first of `deadlines` (seconds since the epoch): a day when there
+/// is none, and never less than a second.
+pub(super) fn sleep_until_first(now: u64, deadlines: &[Option<u64>]) -> Duration {
+    let wake_at = deadlines
+        .iter()
+        .flatten()
+        .min()
+        .map_or(now + 24 * 3600, |&t| t);
+    Duration::from_secs(wake_at.saturating_sub(now).max(1))
+}
+
+/// Where the next findings window starts: just after the last one read, or `lookbackHours`
+/// before `now` when none was read yet (seconds since the epoch).
+pub(super) fn window_start(s: &CdrToPolicy, input: &CdrToPolicyInput, now: u64) -> u64 {
+    match s.window_end_secs {
+        Some(end) => end + 1,
+        None => now.saturating_sub(u64::from(input.lookback_hours) * 3600),
+    }
+}
+
+/// Takes the first queued review request nobody serves yet (marking it taken).
+pub(super) fn take_next_request(s: &mut CdrToPolicy) -> Option<Pending> {
+    let p = s.pending.iter_mut().find(|p| !p.taken)?;
+    p.taken = true;
+    Some(p.clone())
 }
 
 pub(super) fn note_for(by: &str, reason: &str, now: u64) -> ReviewNote {
