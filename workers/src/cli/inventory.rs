@@ -7,23 +7,19 @@
 //! ended, the verdict record the results store keeps.
 
 use super::flags::parse_duration;
+use super::start::start_or_join;
 use crate::config::{ResultsArgs, TemporalArgs};
 use crate::temporal;
 use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
 use qflows_activities::results::ResultsStore;
-use qflows_workflows::inventory::{
-    InventoryInput, InventoryRecord, InventoryScope, InventorySummary,
-};
+use qflows_workflows::inventory::{InventoryInput, InventoryRecord, InventoryScope};
 use qflows_workflows::scan::model::{ImageResult, ImageStatus, Verdict, image_scan_id};
 use qflows_workflows::{ImageScan, Inventory};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use temporalio_client::{
-    WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowListOptions, WorkflowQueryOptions,
-    WorkflowStartOptions,
-};
+use temporalio_client::{WorkflowListOptions, WorkflowQueryOptions};
 
 /// `qflows inventory …`.
 #[allow(missing_docs)] // the fields are flag groups, documented where they are defined
@@ -145,25 +141,18 @@ pub async fn run(temporal: &TemporalArgs, args: InventoryRunArgs) -> anyhow::Res
     };
     let client = temporal::connect(temporal, "qflows-cli").await?;
     let id = workflow_id(&scope);
-    let handle = client
-        .start_workflow(
-            Inventory::run,
-            serde_json::to_value(&input)?,
-            WorkflowStartOptions::new(args.task_queue, id.clone())
-                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-                .build(),
-        )
-        .await?;
-    eprintln!("workflow {id} started (or already running)");
-    if args.no_wait {
-        return Ok(());
-    }
-    let summary: InventorySummary = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("Inventory {id} failed: {e:?}"))?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(())
+    let input = serde_json::to_value(&input)?;
+    let (queue, no_wait) = (args.task_queue, args.no_wait);
+    start_or_join(
+        &client,
+        Inventory::run,
+        input,
+        queue,
+        id,
+        no_wait,
+        "Inventory",
+    )
+    .await
 }
 
 /// Output formats of `qflows report`.

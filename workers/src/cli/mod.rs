@@ -3,8 +3,10 @@
 //!
 //! This module only dispatches; the command files import none of it. What several of them share
 //! lives in leaves that import no command: `flags.rs` (durations), `output.rs` (`--format`,
-//! terminal-safe text, tables) and `findings.rs` (a stored report's findings, for people).
-//! `schedule.rs` takes its scope and policy flags from `inventory.rs` and `policy.rs`.
+//! terminal-safe text, tables), `start.rs` (start or join a workflow, wait for its output) and
+//! `findings.rs` (a stored report's findings, for people).
+//! Between commands, dependencies point one way: `schedule.rs` takes its scope and policy flags
+//! from `inventory.rs` and `policy.rs`, and `scan.rs` the inventoried scopes from `inventory.rs`.
 
 mod findings;
 mod flags;
@@ -17,6 +19,7 @@ pub mod registry;
 pub mod scan;
 pub mod schedule;
 pub mod sensor;
+mod start;
 
 use crate::config::TemporalArgs;
 use clap::Subcommand;

@@ -4,6 +4,7 @@
 //! anything is started).
 
 use super::output::{OutputFormat, QualysOutputArgs, clean, table};
+use super::start::start_or_join;
 use crate::config::{QualysArgs, TemporalArgs};
 use crate::temporal;
 use clap::{Args, Subcommand};
@@ -13,7 +14,6 @@ use qflows_workflows::input::parse;
 use qflows_workflows::registry::model::EnsureRegistryInput;
 use serde_json::{Map, Value};
 use std::time::{Duration, UNIX_EPOCH};
-use temporalio_client::{WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions};
 
 /// `qflows registry …`.
 #[allow(missing_docs)] // the fields are flag groups, documented where they are defined
@@ -198,25 +198,18 @@ pub async fn ensure_registry(
     let typed: EnsureRegistryInput = parse(input.clone())?;
     let workflow_id = typed.workflow_id();
     let client = temporal::connect(temporal, "qflows-cli").await?;
-    let handle = client
-        .start_workflow(
-            EnsureRegistry::run,
-            input,
-            WorkflowStartOptions::new(args.task_queue, workflow_id.clone())
-                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-                .build(),
-        )
-        .await?;
-    eprintln!("workflow {workflow_id} started (or already running)");
-    if args.no_wait {
-        return Ok(());
-    }
-    let output = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("EnsureRegistry {workflow_id} failed: {e:?}"))?;
-    println!("{}", serde_json::to_string_pretty(&output)?);
-    Ok(())
+    let (queue, no_wait) = (args.task_queue, args.no_wait);
+    let run = EnsureRegistry::run;
+    start_or_join(
+        &client,
+        run,
+        input,
+        queue,
+        workflow_id,
+        no_wait,
+        "EnsureRegistry",
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -637,7 +637,8 @@ async fn status(temporal: &TemporalArgs, args: StatusArgs) -> anyhow::Result<u8>
     let client = temporal::connect(temporal, "qflows-cli").await?;
     let workflow_id = image_scan_id(&digest);
     let (state, entity) = entity_state(&client, &workflow_id).await?;
-    let report = if state == Some(true) {
+    // Where the answer comes from, what it says, and the note for either case.
+    let (source, result, note_if_known, note_if_unknown) = if state == Some(true) {
         let handle = client.get_workflow_handle::<ImageScan>(&workflow_id);
         let result = handle
             .query(ImageScan::result, (), Default::default())
@@ -646,62 +647,47 @@ async fn status(temporal: &TemporalArgs, args: StatusArgs) -> anyhow::Result<u8>
         let source = Source::Entity {
             workflow_id: workflow_id.clone(),
         };
-        match result {
-            Some(result) => {
-                let (outcome, exit_code) = outcome(std::slice::from_ref(&result));
-                StatusReport {
-                    digest: digest.clone(),
-                    source,
-                    outcome,
-                    exit_code,
-                    image: Some(image_report(&store, result, args.top).await),
-                    note: None,
-                }
-            }
-            None => StatusReport {
-                digest: digest.clone(),
-                source,
-                outcome: "error",
-                exit_code: EXIT_ERROR,
-                image: None,
-                note: Some(
-                    "the entity runs and has no result yet: its first scan is under way".into(),
-                ),
-            },
-        }
+        let unknown = "the entity runs and has no result yet: its first scan is under way";
+        (source, result, None, unknown.to_string())
     } else {
         let source = Source::ResultsStore {
             store: store.describe(),
             entity: entity.clone(),
         };
-        match store.last_scan(&digest).await? {
-            Some(last) => {
-                let result = last.into_result();
-                let (outcome, exit_code) = outcome(std::slice::from_ref(&result));
-                StatusReport {
-                    digest: digest.clone(),
-                    source,
-                    outcome,
-                    exit_code,
-                    image: Some(image_report(&store, result, args.top).await),
-                    note: Some(format!(
-                        "no ImageScan entity runs for this digest ({workflow_id}: {entity}); this is \
-                         its last completed scan"
-                    )),
-                }
-            }
-            None => StatusReport {
+        let result = store
+            .last_scan(&digest)
+            .await?
+            .map(|last| last.into_result());
+        let known = format!(
+            "no ImageScan entity runs for this digest ({workflow_id}: {entity}); this is \
+             its last completed scan"
+        );
+        let unknown = format!(
+            "nothing known: no ImageScan entity runs ({workflow_id}: {entity}) and the \
+             results store has no verdict for it; `qflows scan <image-ref>@{digest}` scans it"
+        );
+        (source, result, Some(known), unknown)
+    };
+    let report = match result {
+        Some(result) => {
+            let (outcome, exit_code) = outcome(std::slice::from_ref(&result));
+            StatusReport {
                 digest: digest.clone(),
                 source,
-                outcome: "error",
-                exit_code: EXIT_ERROR,
-                image: None,
-                note: Some(format!(
-                    "nothing known: no ImageScan entity runs ({workflow_id}: {entity}) and the \
-                     results store has no verdict for it; `qflows scan <image-ref>@{digest}` scans it"
-                )),
-            },
+                outcome,
+                exit_code,
+                image: Some(image_report(&store, result, args.top).await),
+                note: note_if_known,
+            }
         }
+        None => StatusReport {
+            digest: digest.clone(),
+            source,
+            outcome: "error",
+            exit_code: EXIT_ERROR,
+            image: None,
+            note: Some(note_if_unknown),
+        },
     };
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
