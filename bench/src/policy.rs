@@ -3,7 +3,7 @@
 //! policies (the same code as `qflows policy generate`), and prints findings/s and peak memory.
 
 use clap::Args;
-use qflows::policy::{Action, GenerateArgs, Style, generate_offline};
+use qflows::cli::policy::{Action, GenerateArgs, Style, generate_offline};
 use qflows_workflows::cdr::evidence::TetragonVersion;
 use std::time::Instant;
 

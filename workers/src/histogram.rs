@@ -1,5 +1,6 @@
-//! A latency histogram in the Prometheus text format, shared by the processes that serve their
-//! own `/metrics` (the bridge, the admission webhook) rather than the Temporal runtime's.
+//! A latency histogram in the Prometheus text format, and the lines that open every metric,
+//! shared by the processes that serve their own `/metrics` (the bridge, the admission webhook)
+//! rather than the Temporal runtime's.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -10,6 +11,19 @@ use std::time::Duration;
 pub const BUCKETS: [f64; 13] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0,
 ];
+
+/// Writes the `# HELP` and `# TYPE` lines that open metric `name` (`kind`: `counter`,
+/// `histogram`).
+pub fn describe(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// Writes a counter without labels: its `# HELP` and `# TYPE` lines, then its value.
+pub fn counter(out: &mut String, name: &str, help: &str, value: u64) {
+    describe(out, name, "counter", help);
+    let _ = writeln!(out, "{name} {value}");
+}
 
 /// Cumulative buckets, a count and a sum, updated without locks.
 #[derive(Debug, Default)]
@@ -101,5 +115,15 @@ mod tests {
             "{bare}"
         );
         assert!(bare.contains("y_seconds_sum 0.044\n"), "{bare}");
+    }
+
+    #[test]
+    fn a_counter_opens_with_its_help_and_type() {
+        let mut out = String::new();
+        counter(&mut out, "x_total", "Things seen.", 3);
+        assert_eq!(
+            out,
+            "# HELP x_total Things seen.\n# TYPE x_total counter\nx_total 3\n"
+        );
     }
 }

@@ -9,14 +9,7 @@ pub mod cli;
 pub mod config;
 #[cfg(feature = "dev")]
 pub mod dev;
-mod findings;
 mod histogram;
-pub mod inventory;
-pub mod policy;
-pub mod qualys_cli;
-pub mod quarantine;
-pub mod scan_cli;
-pub mod sensor;
 pub mod telemetry;
 pub mod temporal;
 pub mod worker;

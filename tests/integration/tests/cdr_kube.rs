@@ -4,7 +4,7 @@
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, DynamicObject};
-use qflows::policy::{promote_as_shown, query_policies, send_review};
+use qflows::cli::policy::{promote_as_shown, query_policies, send_review};
 use qflows_activities::cdr::output::{api_resource, prune};
 use qflows_integration::kube::KubeApiServer;
 use qflows_integration::{TestEnv, wait_for};

@@ -8,7 +8,7 @@
 //! `QFLOWS_CDR_SCALE_POLICIES`, `QFLOWS_CDR_SCALE_SYNCS`) runs it on a default server at any size
 //! and only reports, for the README's figures.
 
-use qflows::policy::{query_policies, send_review};
+use qflows::cli::policy::{query_policies, send_review};
 use qflows_integration::{Temporal, TestEnv, history_json};
 use qflows_workflows::CdrToPolicy;
 use qflows_workflows::cdr::evidence::Enforcement;

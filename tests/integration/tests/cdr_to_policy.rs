@@ -1,7 +1,7 @@
 //! CdrToPolicy end to end: emulated Qualys CDR findings → the worker binary → policy files, and
 //! review by updates; `qflows policy generate` offline on a findings file with broken entries.
 
-use qflows::policy::{promote_as_shown, query_policies, send_review};
+use qflows::cli::policy::{promote_as_shown, query_policies, send_review};
 use qflows_integration::{
     TestEnv, decoded_payloads, history_json, qflows_bin, record_history, wait_for,
 };

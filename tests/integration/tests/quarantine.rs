@@ -6,7 +6,7 @@
 //! "verify" reads the service's task definition, as it does against ECS.
 
 use aws_sdk_ecs::types::ContainerDefinition;
-use qflows::quarantine::send_decision;
+use qflows::cli::quarantine::send_decision;
 use qflows_integration::azure::AzureFake;
 use qflows_integration::{
     Moto, TestEnv, push_ecr_image, pushed_digest, qflows_bin, record_history, vulnerabilities,

@@ -5,7 +5,7 @@
 //! file, so the series are bounded by configuration, never by what objects carry.
 
 use super::decision::Decision;
-use crate::histogram::Histogram;
+use crate::histogram::{Histogram, counter, describe};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -52,11 +52,12 @@ impl Metrics {
     /// The Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str(
-            "# HELP qflows_admission_decisions_total Images judged by the admission webhook, by \
-             decision and gate profile.\n",
+        describe(
+            &mut out,
+            "qflows_admission_decisions_total",
+            "counter",
+            "Images judged by the admission webhook, by decision and gate profile.",
         );
-        out.push_str("# TYPE qflows_admission_decisions_total counter\n");
         for ((profile, decision), n) in self.decisions.lock().iter() {
             let _ = writeln!(
                 out,
@@ -65,19 +66,18 @@ impl Metrics {
                 profile.replace(['\\', '"', '\n'], "_")
             );
         }
-        out.push_str(
-            "# HELP qflows_admission_invalid_requests_total Requests that were not AdmissionReviews (400).\n",
+        counter(
+            &mut out,
+            "qflows_admission_invalid_requests_total",
+            "Requests that were not AdmissionReviews (400).",
+            self.invalid.load(Ordering::Relaxed),
         );
-        out.push_str("# TYPE qflows_admission_invalid_requests_total counter\n");
-        let _ = writeln!(
-            out,
-            "qflows_admission_invalid_requests_total {}",
-            self.invalid.load(Ordering::Relaxed)
+        describe(
+            &mut out,
+            "qflows_admission_review_seconds",
+            "histogram",
+            "Time from an AdmissionReview's arrival to its answer.",
         );
-        out.push_str(
-            "# HELP qflows_admission_review_seconds Time from an AdmissionReview's arrival to its answer.\n",
-        );
-        out.push_str("# TYPE qflows_admission_review_seconds histogram\n");
         self.latency
             .render(&mut out, "qflows_admission_review_seconds", "");
         out

@@ -1,7 +1,7 @@
 //! The bridge's Prometheus metrics. Every label value comes from a closed set, so series stay
 //! bounded whatever senders send.
 
-use crate::histogram::Histogram;
+use crate::histogram::{Histogram, counter, describe};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -108,6 +108,27 @@ fn index<T: PartialEq>(all: &[T], item: T) -> usize {
         .expect("every value is listed")
 }
 
+/// Writes counter `name`'s series, one per route and value of `label`:
+/// `name{route="…",label="…"} n`, `counts[route][value]`.
+fn by_route<const N: usize>(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    values: &[&str; N],
+    counts: &[[AtomicU64; N]; Route::ALL.len()],
+) {
+    for (route, row) in Route::ALL.iter().zip(counts) {
+        for (value, count) in values.iter().zip(row) {
+            let _ = writeln!(
+                out,
+                "{name}{{route=\"{}\",{label}=\"{value}\"}} {}",
+                route.as_str(),
+                count.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 impl Metrics {
     /// Counts one event's outcome.
     pub fn event(&self, route: Route, outcome: EventOutcome) {
@@ -143,47 +164,46 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP qflows_bridge_events_total Events handled, by route and outcome.\n");
-        out.push_str("# TYPE qflows_bridge_events_total counter\n");
-        for (r, route) in Route::ALL.iter().enumerate() {
-            for (o, outcome) in EventOutcome::ALL.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "qflows_bridge_events_total{{route=\"{}\",outcome=\"{}\"}} {}",
-                    route.as_str(),
-                    outcome.as_str(),
-                    self.events[r][o].load(Ordering::Relaxed)
-                );
-            }
-        }
-        out.push_str(
-            "# HELP qflows_bridge_rejected_total Deliveries refused, by route and reason.\n",
+        describe(
+            &mut out,
+            "qflows_bridge_events_total",
+            "counter",
+            "Events handled, by route and outcome.",
         );
-        out.push_str("# TYPE qflows_bridge_rejected_total counter\n");
-        for (r, route) in Route::ALL.iter().enumerate() {
-            for (w, why) in Rejection::ALL.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "qflows_bridge_rejected_total{{route=\"{}\",reason=\"{}\"}} {}",
-                    route.as_str(),
-                    why.as_str(),
-                    self.rejected[r][w].load(Ordering::Relaxed)
-                );
-            }
-        }
-        out.push_str(
-            "# HELP qflows_bridge_handshakes_total Event Grid subscription validations answered.\n",
+        let outcomes = EventOutcome::ALL.map(EventOutcome::as_str);
+        by_route(
+            &mut out,
+            "qflows_bridge_events_total",
+            "outcome",
+            &outcomes,
+            &self.events,
         );
-        out.push_str("# TYPE qflows_bridge_handshakes_total counter\n");
-        let _ = writeln!(
-            out,
-            "qflows_bridge_handshakes_total {}",
-            self.handshakes.load(Ordering::Relaxed)
+        describe(
+            &mut out,
+            "qflows_bridge_rejected_total",
+            "counter",
+            "Deliveries refused, by route and reason.",
         );
-        out.push_str(
-            "# HELP qflows_bridge_delivery_seconds Time from a delivery's arrival to its answer.\n",
+        let reasons = Rejection::ALL.map(Rejection::as_str);
+        by_route(
+            &mut out,
+            "qflows_bridge_rejected_total",
+            "reason",
+            &reasons,
+            &self.rejected,
         );
-        out.push_str("# TYPE qflows_bridge_delivery_seconds histogram\n");
+        counter(
+            &mut out,
+            "qflows_bridge_handshakes_total",
+            "Event Grid subscription validations answered.",
+            self.handshakes.load(Ordering::Relaxed),
+        );
+        describe(
+            &mut out,
+            "qflows_bridge_delivery_seconds",
+            "histogram",
+            "Time from a delivery's arrival to its answer.",
+        );
         for (r, route) in Route::ALL.iter().enumerate() {
             self.latency[r].render(
                 &mut out,

@@ -11,10 +11,11 @@
 //! Exit codes: 0 pass or audit, 1 a scanned image failed the gate, 2 an error or an image that
 //! could not be scanned (failed, timed out, skipped: never a pass).
 
+use super::findings::{self, Finding};
+use super::output::{OutputFormat, clean};
 use crate::config::{ResultsArgs, TemporalArgs};
-use crate::findings::{self, Finding};
 use crate::temporal;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use qflows_activities::results::ResultsStore;
 use qflows_workflows::scan::model::{
     ImageResult, ImageStatus, ScanOnDeployOutput, Verdict, image_scan_id,
@@ -40,15 +41,6 @@ pub const EXIT_ERROR: u8 = 2;
 
 /// Longest `--reason` of a rescan (it is kept in the entity's history).
 const MAX_REASON_CHARS: usize = 500;
-
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    /// Plain-text tables (colour only on a terminal).
-    Table,
-    /// One JSON document.
-    Json,
-}
 
 /// Flags of `qflows scan <image-ref>…`.
 #[derive(Debug, Clone, Args)]
@@ -450,25 +442,20 @@ fn status_word(status: ImageStatus) -> &'static str {
 fn render_image(out: &mut String, image: &ImageReport, colour: bool) {
     use std::fmt::Write;
     let r = &image.result;
-    let _ = writeln!(
-        out,
-        "{}  {}",
-        findings::clean(&r.image, 200),
-        verdict_word(r, colour)
-    );
+    let _ = writeln!(out, "{}  {}", clean(&r.image, 200), verdict_word(r, colour));
     if !r.digest.is_empty() {
-        let _ = writeln!(out, "  digest    {}", findings::clean(&r.digest, 80));
+        let _ = writeln!(out, "  digest    {}", clean(&r.digest, 80));
     }
     let mut status = status_word(r.status).to_string();
     if let Some(backend) = &r.backend {
-        status.push_str(&format!(" by {}", findings::clean(backend, 20)));
+        status.push_str(&format!(" by {}", clean(backend, 20)));
     }
     if let Some(at) = &r.scanned_at {
-        status.push_str(&format!(" at {}", findings::clean(at, 40)));
+        status.push_str(&format!(" at {}", clean(at, 40)));
     }
     let _ = writeln!(out, "  status    {status}");
     if let Some(reason) = &r.reason {
-        let _ = writeln!(out, "  reason    {}", findings::clean(reason, 300));
+        let _ = writeln!(out, "  reason    {}", clean(reason, 300));
     }
     if r.status != ImageStatus::Scanned
         && let Some(verdict) = r.verdict
@@ -487,14 +474,10 @@ fn render_image(out: &mut String, image: &ImageReport, colour: bool) {
         );
     }
     if let Some(reference) = &r.result_ref {
-        let _ = writeln!(out, "  report    {}", findings::clean(reference, 300));
+        let _ = writeln!(out, "  report    {}", clean(reference, 300));
     }
     if let Some(error) = &image.report_error {
-        let _ = writeln!(
-            out,
-            "  findings  not shown: {}",
-            findings::clean(error, 300)
-        );
+        let _ = writeln!(out, "  findings  not shown: {}", clean(error, 300));
     }
     if !image.findings.is_empty() {
         let _ = writeln!(
@@ -568,7 +551,7 @@ pub fn digest_of(target: &str) -> anyhow::Result<String> {
         }
         anyhow::bail!(
             "IMAGE-REF|DIGEST `{}` is not a digest: sha256: and 64 lowercase hex digits",
-            findings::clean(target, 100)
+            clean(target, 100)
         );
     }
     let image = ImageRef::parse(target).map_err(|e| anyhow::anyhow!("IMAGE-REF|DIGEST {e}"))?;
@@ -578,9 +561,9 @@ pub fn digest_of(target: &str) -> anyhow::Result<String> {
             "IMAGE-REF|DIGEST `{}` names no digest: entities are per digest, and qflows does not \
              resolve tags here. Give the digest (`sha256:…`) or `{}@sha256:…`; \
              `qflows scan {}` resolves the tag and scans it",
-            findings::clean(target, 100),
+            clean(target, 100),
             image.name(),
-            findings::clean(target, 100)
+            clean(target, 100)
         ),
     }
 }
@@ -654,7 +637,8 @@ async fn status(temporal: &TemporalArgs, args: StatusArgs) -> anyhow::Result<u8>
     let client = temporal::connect(temporal, "qflows-cli").await?;
     let workflow_id = image_scan_id(&digest);
     let (state, entity) = entity_state(&client, &workflow_id).await?;
-    let report = if state == Some(true) {
+    // Where the answer comes from, what it says, and the note for either case.
+    let (source, result, note_if_known, note_if_unknown) = if state == Some(true) {
         let handle = client.get_workflow_handle::<ImageScan>(&workflow_id);
         let result = handle
             .query(ImageScan::result, (), Default::default())
@@ -663,62 +647,47 @@ async fn status(temporal: &TemporalArgs, args: StatusArgs) -> anyhow::Result<u8>
         let source = Source::Entity {
             workflow_id: workflow_id.clone(),
         };
-        match result {
-            Some(result) => {
-                let (outcome, exit_code) = outcome(std::slice::from_ref(&result));
-                StatusReport {
-                    digest: digest.clone(),
-                    source,
-                    outcome,
-                    exit_code,
-                    image: Some(image_report(&store, result, args.top).await),
-                    note: None,
-                }
-            }
-            None => StatusReport {
-                digest: digest.clone(),
-                source,
-                outcome: "error",
-                exit_code: EXIT_ERROR,
-                image: None,
-                note: Some(
-                    "the entity runs and has no result yet: its first scan is under way".into(),
-                ),
-            },
-        }
+        let unknown = "the entity runs and has no result yet: its first scan is under way";
+        (source, result, None, unknown.to_string())
     } else {
         let source = Source::ResultsStore {
             store: store.describe(),
             entity: entity.clone(),
         };
-        match store.last_scan(&digest).await? {
-            Some(last) => {
-                let result = last.into_result();
-                let (outcome, exit_code) = outcome(std::slice::from_ref(&result));
-                StatusReport {
-                    digest: digest.clone(),
-                    source,
-                    outcome,
-                    exit_code,
-                    image: Some(image_report(&store, result, args.top).await),
-                    note: Some(format!(
-                        "no ImageScan entity runs for this digest ({workflow_id}: {entity}); this is \
-                         its last completed scan"
-                    )),
-                }
-            }
-            None => StatusReport {
+        let result = store
+            .last_scan(&digest)
+            .await?
+            .map(|last| last.into_result());
+        let known = format!(
+            "no ImageScan entity runs for this digest ({workflow_id}: {entity}); this is \
+             its last completed scan"
+        );
+        let unknown = format!(
+            "nothing known: no ImageScan entity runs ({workflow_id}: {entity}) and the \
+             results store has no verdict for it; `qflows scan <image-ref>@{digest}` scans it"
+        );
+        (source, result, Some(known), unknown)
+    };
+    let report = match result {
+        Some(result) => {
+            let (outcome, exit_code) = outcome(std::slice::from_ref(&result));
+            StatusReport {
                 digest: digest.clone(),
                 source,
-                outcome: "error",
-                exit_code: EXIT_ERROR,
-                image: None,
-                note: Some(format!(
-                    "nothing known: no ImageScan entity runs ({workflow_id}: {entity}) and the \
-                     results store has no verdict for it; `qflows scan <image-ref>@{digest}` scans it"
-                )),
-            },
+                outcome,
+                exit_code,
+                image: Some(image_report(&store, result, args.top).await),
+                note: note_if_known,
+            }
         }
+        None => StatusReport {
+            digest: digest.clone(),
+            source,
+            outcome: "error",
+            exit_code: EXIT_ERROR,
+            image: None,
+            note: Some(note_if_unknown),
+        },
     };
     match args.format {
         OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
@@ -820,7 +789,7 @@ async fn rescan_running(
     let client = temporal::connect(temporal, "qflows-cli").await?;
     let results = args.results.store().await?;
     let scopes = if args.scopes.is_empty() {
-        crate::inventory::inventoried_scopes(&client).await?
+        super::inventory::inventoried_scopes(&client).await?
     } else {
         args.scopes.iter().cloned().collect()
     };

@@ -1,32 +1,38 @@
-//! `qflows inventory run`, `qflows schedule inventory` and `qflows report`: what runs where, and
-//! its verdict.
+//! `qflows inventory run` and `qflows report`: what runs where, and its verdict (`qflows schedule
+//! inventory` is in `schedule.rs`).
 //!
 //! The report reads no database of its own: the scopes are the `Inventory` runs Temporal's
 //! visibility lists, what runs in each is its latest record in the results store, and each
 //! digest's verdict is its `ImageScan` entity's `result` query — or, for an entity that has
 //! ended, the verdict record the results store keeps.
 
+use super::flags::parse_duration;
+use super::start::start_or_join;
 use crate::config::{ResultsArgs, TemporalArgs};
-use crate::policy::{parse_duration, parse_every};
 use crate::temporal;
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use futures::StreamExt;
 use qflows_activities::results::ResultsStore;
-use qflows_workflows::inventory::{
-    InventoryInput, InventoryRecord, InventoryScope, InventorySummary,
-};
+use qflows_workflows::inventory::{InventoryInput, InventoryRecord, InventoryScope};
 use qflows_workflows::scan::model::{ImageResult, ImageStatus, Verdict, image_scan_id};
 use qflows_workflows::{ImageScan, Inventory};
 use serde::Serialize;
 use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use temporalio_client::schedules::{
-    CreateScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
-};
-use temporalio_client::{
-    WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowListOptions, WorkflowQueryOptions,
-    WorkflowStartOptions,
-};
+use temporalio_client::{WorkflowListOptions, WorkflowQueryOptions};
+
+/// `qflows inventory …`.
+#[allow(missing_docs)] // the fields are flag groups, documented where they are defined
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Take one scope's inventory now (or join the one under way) and print its summary.
+    Run {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: InventoryRunArgs,
+    },
+}
 
 /// Which scope: one AWS account and region, one Kubernetes cluster, or one Azure subscription.
 #[derive(Debug, Clone, Args)]
@@ -135,96 +141,18 @@ pub async fn run(temporal: &TemporalArgs, args: InventoryRunArgs) -> anyhow::Res
     };
     let client = temporal::connect(temporal, "qflows-cli").await?;
     let id = workflow_id(&scope);
-    let handle = client
-        .start_workflow(
-            Inventory::run,
-            serde_json::to_value(&input)?,
-            WorkflowStartOptions::new(args.task_queue, id.clone())
-                .id_conflict_policy(WorkflowIdConflictPolicy::UseExisting)
-                .build(),
-        )
-        .await?;
-    eprintln!("workflow {id} started (or already running)");
-    if args.no_wait {
-        return Ok(());
-    }
-    let summary: InventorySummary = handle
-        .get_result(WorkflowGetResultOptions::default())
-        .await
-        .map_err(|e| anyhow::anyhow!("Inventory {id} failed: {e:?}"))?;
-    println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(())
-}
-
-/// Flags of `qflows schedule inventory`.
-#[derive(Debug, Clone, Args)]
-pub struct ScheduleInventoryArgs {
-    /// The scope.
-    #[command(flatten)]
-    pub scope: ScopeArgs,
-    /// How often, e.g. 6h. What a run sees counts as running for three intervals.
-    #[arg(long, value_parser = parse_every)]
-    pub every: Duration,
-    /// Task queue of the workers.
-    #[arg(long, env = "QFLOWS_TASK_QUEUE", default_value = qflows_workflows::DEFAULT_TASK_QUEUE)]
-    pub task_queue: String,
-    /// Take the first inventory now rather than after one interval.
-    #[arg(long)]
-    pub trigger_now: bool,
-}
-
-/// Runs missed while Temporal or the workers were down are caught up within this window
-/// only: one late inventory is as good as many.
-const CATCHUP_WINDOW: Duration = Duration::from_secs(3600);
-
-/// `qflows schedule inventory`: a Temporal Schedule per scope (overlapping runs skipped).
-pub async fn schedule(temporal: &TemporalArgs, args: ScheduleInventoryArgs) -> anyhow::Result<()> {
-    let scope = args.scope.scope()?;
-    if args.every < Duration::from_secs(60) {
-        anyhow::bail!("--every: an inventory at most once a minute");
-    }
-    let input = InventoryInput {
-        scope: scope.clone(),
-        stale_after_secs: Some(args.every.as_secs().saturating_mul(3)),
-    };
-    let client = temporal::connect(temporal, "qflows-cli").await?;
-    let id = workflow_id(&scope);
-    let action = ScheduleAction::start_workflow(
+    let input = serde_json::to_value(&input)?;
+    let (queue, no_wait) = (args.task_queue, args.no_wait);
+    start_or_join(
+        &client,
         Inventory::run,
-        serde_json::to_value(&input)?,
-        args.task_queue.clone(),
-        id.clone(),
-    );
-    let options = CreateScheduleOptions::builder()
-        .action(action)
-        .spec(ScheduleSpec::from_interval(args.every))
-        .overlap_policy(ScheduleOverlapPolicy::Skip)
-        .trigger_immediately(args.trigger_now)
-        .note("created by qflows schedule inventory")
-        .build();
-    let handle = client
-        .create_schedule(id.clone(), options)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create schedule {id}: {e}"))?;
-    // The create call takes no catch-up window (SDK 1.1): set it right after.
-    handle
-        .update(
-            |u| {
-                u.set_catchup_window(CATCHUP_WINDOW);
-            },
-            Default::default(),
-        )
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("schedule {id} created, but its catch-up window not set: {e}")
-        })?;
-    eprintln!(
-        "schedule {id} created: Inventory of {} every {} s on task queue {}",
-        scope.id(),
-        args.every.as_secs(),
-        args.task_queue
-    );
-    Ok(())
+        input,
+        queue,
+        id,
+        no_wait,
+        "Inventory",
+    )
+    .await
 }
 
 /// Output formats of `qflows report`.

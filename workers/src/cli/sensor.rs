@@ -3,7 +3,7 @@
 
 use crate::config::TemporalArgs;
 use crate::temporal;
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use qflows_activities::sensor::render;
 use qflows_workflows::DeploySensor;
 use qflows_workflows::input::parse;
@@ -11,6 +11,38 @@ use qflows_workflows::sensor::model::{
     DeploySensorInput, SensorScope, SensorTarget, legacy_workflow_id, sensor_workflow_id,
 };
 use temporalio_client::{WorkflowGetResultOptions, WorkflowIdConflictPolicy, WorkflowStartOptions};
+
+/// `qflows sensor …`.
+#[allow(missing_docs)] // the fields are flag groups, documented where they are defined
+#[derive(Debug, Subcommand)]
+pub enum SensorCommand {
+    /// Print the task definition or manifests DeploySensor applies (for GitOps), offline.
+    Render {
+        #[command(flatten)]
+        args: SensorArgs,
+    },
+    /// Roll the sensor out and wait: converge, verify with Qualys, or roll back.
+    Deploy {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: SensorArgs,
+        #[command(flatten)]
+        deploy: DeployArgs,
+    },
+}
+
+/// `qflows sensor …`: render the sensor's deployment offline, or deploy it (DeploySensor).
+pub async fn run(command: SensorCommand) -> anyhow::Result<()> {
+    match command {
+        SensorCommand::Render { args } => render(&args),
+        SensorCommand::Deploy {
+            temporal,
+            args,
+            deploy: flags,
+        } => deploy(&temporal, &args, flags).await,
+    }
+}
 
 /// `--target`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

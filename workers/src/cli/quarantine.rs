@@ -1,10 +1,10 @@
 //! `qflows quarantine …`: propose a quarantine (starts `Quarantine`), approve or reject it, and
 //! read its recorded state.
 
+use super::flags::parse_duration;
 use crate::config::TemporalArgs;
-use crate::policy::parse_duration;
 use crate::temporal;
-use clap::Args;
+use clap::{Args, Subcommand};
 use qflows_workflows::Quarantine;
 use qflows_workflows::input::parse;
 use qflows_workflows::quarantine::model::{QuarantineDecision, QuarantineInput, QuarantineView};
@@ -13,6 +13,53 @@ use temporalio_client::{
     WorkflowExecuteUpdateOptions, WorkflowIdConflictPolicy, WorkflowQueryOptions,
     WorkflowStartOptions,
 };
+
+/// `qflows quarantine …`.
+// Parsed once per process: the size difference of its variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+#[allow(missing_docs)] // the fields are flag groups, documented where they are defined
+#[derive(Debug, Subcommand)]
+pub enum QuarantineCommand {
+    /// Propose a quarantine: reads the target, then waits for approval (changes nothing yet).
+    Start {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: StartArgs,
+    },
+    /// Approve: roll the ECS service back to its previous task definition, or deactivate the
+    /// container app revision; prints the recorded state.
+    Approve {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: DecideArgs,
+    },
+    /// Reject: nothing changes.
+    Reject {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: DecideArgs,
+    },
+    /// Print what a quarantine recorded (target, plan, decision, what changed).
+    Status {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: StatusArgs,
+    },
+}
+
+/// `qflows quarantine …`: start, approve, reject, status.
+pub async fn run(command: QuarantineCommand) -> anyhow::Result<()> {
+    match command {
+        QuarantineCommand::Start { temporal, args } => start(&temporal, args).await,
+        QuarantineCommand::Approve { temporal, args } => decide(&temporal, args, true).await,
+        QuarantineCommand::Reject { temporal, args } => decide(&temporal, args, false).await,
+        QuarantineCommand::Status { temporal, args } => status(&temporal, args).await,
+    }
+}
 
 /// Flags of `qflows quarantine start`.
 #[derive(Debug, Clone, Args)]

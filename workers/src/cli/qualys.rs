@@ -1,164 +1,34 @@
-//! `qflows registry list` and `qflows qualys info`: what the subscription holds and how qflows
-//! reaches it, through the one Qualys client. No secret is printed: not the password, not the
-//! token (only the claims of a JWT).
+//! `qflows qualys info`: how qflows reaches Qualys, through the one Qualys client. No secret
+//! is printed: not the password, not the token (only the claims of a JWT).
 
+use super::output::{OutputFormat, QualysOutputArgs, clean, table};
 use crate::config::QualysArgs;
-use crate::findings::clean;
-use crate::scan_cli::OutputFormat;
 use base64::Engine;
-use clap::Args;
-use qflows_activities::qualys::{QualysAuth, QualysClient, RateLimitState, Registry};
+use clap::Subcommand;
+use qflows_activities::qualys::{QualysAuth, QualysClient, RateLimitState};
 use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Flags of `qflows registry list` and `qflows qualys info`.
-#[derive(Debug, Clone, Args)]
-pub struct QualysOutputArgs {
-    /// Output format.
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: OutputFormat,
+/// `qflows qualys …`.
+#[allow(missing_docs)] // the fields are flag groups, documented where they are defined
+#[derive(Debug, Subcommand)]
+pub enum QualysCommand {
+    /// The gateway, the auth mode, the token's expiry, Qualys' AWS account and external ID,
+    /// and the rate-limit state (no secret is printed).
+    Info {
+        #[command(flatten)]
+        qualys: QualysArgs,
+        #[command(flatten)]
+        args: QualysOutputArgs,
+    },
 }
 
-fn client(qualys: &QualysArgs) -> anyhow::Result<QualysClient> {
-    let config = qualys.to_config()?;
-    Ok(QualysClient::new(config)?)
-}
-
-/// Keys of a registry record that may hold credentials (Docker Hub and private registries
-/// carry them): left out of the JSON output.
-fn is_sensitive(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    [
-        "password",
-        "secret",
-        "token",
-        "credential",
-        "apikey",
-        "accesskey",
-    ]
-    .iter()
-    .any(|s| key.contains(s))
-}
-
-fn without_secrets(value: Value) -> Value {
-    match value {
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .filter(|(k, _)| !is_sensitive(k))
-                .map(|(k, v)| (k, without_secrets(v)))
-                .collect::<Map<String, Value>>(),
-        ),
-        Value::Array(a) => Value::Array(a.into_iter().map(without_secrets).collect()),
-        other => other,
+/// `qflows qualys …`.
+pub async fn run(command: QualysCommand) -> anyhow::Result<()> {
+    match command {
+        QualysCommand::Info { qualys, args } => info(&qualys.with_env_secrets(), args).await,
     }
-}
-
-fn field(r: &Registry, keys: &[&str]) -> String {
-    keys.iter()
-        .find_map(|k| match r.extra.get(*k) {
-            Some(Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(Value::Number(n)) => Some(n.to_string()),
-            Some(Value::Bool(b)) => Some(b.to_string()),
-            _ => None,
-        })
-        .unwrap_or_else(|| "-".into())
-}
-
-/// An epoch-milliseconds value (a number or a string of one) as RFC 3339; other text as is.
-fn when(value: &str) -> String {
-    match value.parse::<u64>() {
-        Ok(ms) if ms > 0 => {
-            qflows_workflows::clock::rfc3339(UNIX_EPOCH + Duration::from_millis(ms))
-        }
-        _ => value.to_string(),
-    }
-}
-
-/// `qflows registry list`: every registry of the subscription.
-pub async fn registry_list(qualys: &QualysArgs, args: QualysOutputArgs) -> anyhow::Result<()> {
-    let client = client(qualys)?;
-    let registries = client.registries().await?;
-    match args.format {
-        OutputFormat::Json => {
-            let value = without_secrets(serde_json::to_value(&registries)?);
-            println!("{}", serde_json::to_string_pretty(&value)?);
-        }
-        OutputFormat::Table => print!("{}", render_registries(&registries)),
-    }
-    Ok(())
-}
-
-/// The registries as a plain-text table.
-pub fn render_registries(registries: &[Registry]) -> String {
-    let header = [
-        "UUID",
-        "NAME",
-        "URI",
-        "TYPE",
-        "ACCOUNT",
-        "REGION",
-        "REPOS",
-        "IMAGES",
-        "SCANNED",
-        "VULNERABLE",
-        "LAST SCANNED",
-    ];
-    let dash = || "-".to_string();
-    let rows: Vec<Vec<String>> = registries
-        .iter()
-        .map(|r| {
-            vec![
-                clean(&r.registry_uuid, 40),
-                r.registry_name
-                    .as_deref()
-                    .map_or_else(dash, |v| clean(v, 40)),
-                r.registry_uri
-                    .as_deref()
-                    .map_or_else(dash, |v| clean(v, 80)),
-                clean(&field(r, &["registryType", "providerType"]), 20),
-                r.aws_account_id
-                    .as_deref()
-                    .map_or_else(dash, |v| clean(v, 20)),
-                r.aws_region.as_deref().map_or_else(dash, |v| clean(v, 20)),
-                clean(&field(r, &["repoCount"]), 10),
-                clean(&field(r, &["totalImages"]), 10),
-                clean(&field(r, &["totalScannedImages"]), 10),
-                clean(&field(r, &["totalVulnerableImages"]), 10),
-                clean(&when(&field(r, &["lastScanned"])), 30),
-            ]
-        })
-        .collect();
-    let mut out = table(&header, &rows);
-    let noun = if registries.len() == 1 {
-        "registry"
-    } else {
-        "registries"
-    };
-    out.push_str(&format!("{} {noun}\n", registries.len()));
-    out
-}
-
-/// Columns padded to their widest cell.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
-    let mut out = String::new();
-    for row in std::iter::once(&header).chain(rows) {
-        let mut line = String::new();
-        for (cell, w) in row.iter().zip(&widths) {
-            line.push_str(cell);
-            line.push_str(&" ".repeat(w - cell.chars().count() + 2));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
 }
 
 /// What `qflows qualys info` shows.
@@ -522,15 +392,5 @@ mod tests {
         assert!(info.expires_at.unwrap().starts_with("2027-01-15T"));
         assert!(!token_info("opaque-token", now).jwt);
         assert!(!token_info("a.b.c", now).jwt);
-    }
-
-    #[test]
-    fn registry_json_drops_credential_fields() {
-        let value = without_secrets(serde_json::json!([{"registryUuid": "u",
-            "credential": {"password": "p"}, "dockerHubToken": "t", "registryUri": "x"}]));
-        assert_eq!(
-            value,
-            serde_json::json!([{"registryUuid": "u", "registryUri": "x"}])
-        );
     }
 }

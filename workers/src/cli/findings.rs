@@ -8,6 +8,7 @@
 //! attacker-controlled (a package can be named anything): text is stripped of control
 //! characters and cut before it reaches a terminal.
 
+use super::output::clean;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -48,20 +49,6 @@ pub fn severity_name(severity: u8) -> &'static str {
         2 => "low",
         _ => "info",
     }
-}
-
-/// `text` without control characters (replaced by `?`) and at most `max` characters (`…`).
-pub fn clean(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for (i, c) in text.chars().enumerate() {
-        if i + 1 > max {
-            out.pop();
-            out.push('…');
-            break;
-        }
-        out.push(if c.is_control() { '?' } else { c });
-    }
-    out
 }
 
 fn text(v: Option<&Value>) -> Option<String> {

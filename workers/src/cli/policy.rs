@@ -1,11 +1,10 @@
-//! `qflows policy …` and `qflows schedule cdr`: CDR findings → Tetragon policies offline, review
-//! commands for a running CdrToPolicy, and the Temporal Schedule that replaces the CDR policy
-//! operator's CronJob.
+//! `qflows policy …`: CDR findings → Tetragon policies offline, and review commands for a
+//! running CdrToPolicy (`qflows schedule cdr` is in `schedule.rs`).
 
 use crate::config::TemporalArgs;
 use crate::temporal;
 use anyhow::Context;
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use qflows_activities::cdr::generate::read_document_grouped;
 use qflows_activities::cdr::generate::{Generation, Grouper, generate};
 use qflows_activities::cdr::output::{Outcome, write_file};
@@ -13,16 +12,58 @@ use qflows_activities::cdr::render::RenderOptions;
 use qflows_workflows::CdrToPolicy;
 use qflows_workflows::cdr::evidence::{AuditStyle, Enforcement, TetragonVersion, dns_label};
 use qflows_workflows::cdr::model::{
-    CdrToPolicyInput, FindingsReport, KubeTarget, OutputSettings, PoliciesQuery, PoliciesView,
-    PolicyRecord, ReviewRequest, ReviewSettings,
+    FindingsReport, PoliciesQuery, PoliciesView, PolicyRecord, ReviewRequest,
 };
-use qflows_workflows::input::parse;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use temporalio_client::schedules::{
-    CreateScheduleOptions, ScheduleAction, ScheduleOverlapPolicy, ScheduleSpec,
-};
 use temporalio_client::{WorkflowExecuteUpdateOptions, WorkflowQueryOptions};
+
+/// `qflows policy …`.
+#[allow(missing_docs)] // the fields are flag groups, documented where they are defined
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Findings file → validated policy files, offline (no Temporal, no Qualys): for PR review.
+    Generate {
+        #[command(flatten)]
+        args: GenerateArgs,
+    },
+    /// Switch a policy of a running CdrToPolicy to enforcement.
+    Promote {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ReviewArgs,
+    },
+    /// Return a policy of a running CdrToPolicy to audit.
+    Rollback {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ReviewArgs,
+    },
+    /// Print the policies a running CdrToPolicy manages (every page of the `policiesPage` query).
+    List {
+        #[command(flatten)]
+        temporal: TemporalArgs,
+        #[command(flatten)]
+        args: ListArgs,
+    },
+}
+
+/// `qflows policy …`: generate offline, promote or roll back a review, list.
+pub async fn run(command: PolicyCommand) -> anyhow::Result<()> {
+    match command {
+        PolicyCommand::Generate { args } => {
+            let output = args.output.clone();
+            let summary = generate_offline(args)?;
+            print_summary(&summary, &output);
+            Ok(())
+        }
+        PolicyCommand::Promote { temporal, args } => review(&temporal, args, true).await,
+        PolicyCommand::Rollback { temporal, args } => review(&temporal, args, false).await,
+        PolicyCommand::List { temporal, args } => list(&temporal, args).await,
+    }
+}
 
 /// `--action`: the form policies are written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -53,7 +94,8 @@ impl From<Style> for AuditStyle {
     }
 }
 
-fn version(s: &str) -> Result<TetragonVersion, String> {
+/// `--tetragon-version`: the oldest Tetragon release, e.g. `1.7`.
+pub fn version(s: &str) -> Result<TetragonVersion, String> {
     TetragonVersion::parse(s)
 }
 
@@ -429,140 +471,5 @@ pub async fn list(temporal: &TemporalArgs, args: ListArgs) -> anyhow::Result<()>
     };
     let view = query_policies_matching(&client, &args.target.workflow_id(), filter).await?;
     println!("{}", serde_json::to_string_pretty(&view)?);
-    Ok(())
-}
-
-/// Parses `90s`, `30m`, `1h`, `1h30m`, `1d`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let mut total = 0u64;
-    let mut num = String::new();
-    for c in s.trim().chars() {
-        if c.is_ascii_digit() {
-            num.push(c);
-            continue;
-        }
-        let unit = match c {
-            's' => 1,
-            'm' => 60,
-            'h' => 3600,
-            'd' => 86_400,
-            _ => return Err(format!("{s:?}: use a duration like 30m, 1h or 1h30m")),
-        };
-        let n: u64 = num
-            .parse()
-            .map_err(|_| format!("{s:?}: a number must come before {c}"))?;
-        total += n * unit;
-        num.clear();
-    }
-    if !num.is_empty() || total == 0 {
-        return Err(format!("{s:?}: use a duration like 30s, 30m, 1h30m or 2d"));
-    }
-    Ok(Duration::from_secs(total))
-}
-
-/// [`parse_duration`], at least a minute.
-pub fn parse_every(s: &str) -> Result<Duration, String> {
-    let every = parse_duration(s)?;
-    if every < Duration::from_secs(60) {
-        return Err(format!(
-            "{s:?}: use a duration of at least 1m like 30m, 1h or 1h30m"
-        ));
-    }
-    Ok(every)
-}
-
-/// Flags of `qflows schedule cdr`.
-#[derive(Debug, Clone, Args)]
-pub struct ScheduleCdrArgs {
-    /// How often: `30m`, `1h`, `1h30m`, `1d`.
-    #[arg(long, value_parser = parse_every)]
-    pub every: Duration,
-    /// Policy set (schedule ID `cdr-<policy-set>`).
-    #[arg(long, default_value = "default")]
-    pub policy_set: String,
-    /// Directory on the worker for the policy files.
-    #[arg(long)]
-    pub output_dir: Option<String>,
-    /// Apply to the cluster of this kubeconfig context (on the worker).
-    #[arg(long)]
-    pub kube_context: Option<String>,
-    /// Apply to the worker's default cluster (in-cluster config or current context).
-    #[arg(long)]
-    pub apply: bool,
-    /// Oldest Tetragon release the policies must load on.
-    #[arg(long, value_parser = version, default_value = "1.7")]
-    pub tetragon_version: TetragonVersion,
-    /// How audit policies are written.
-    #[arg(long, value_enum, default_value = "post")]
-    pub audit_style: Style,
-    /// Task queue of the workers.
-    #[arg(long, env = "QFLOWS_TASK_QUEUE", default_value = qflows_workflows::DEFAULT_TASK_QUEUE)]
-    pub task_queue: String,
-    /// Start the first run now instead of after one interval.
-    #[arg(long)]
-    pub trigger_now: bool,
-}
-
-/// The input every scheduled run gets: one sync over the last interval (rounded up to hours,
-/// plus one hour of overlap so no finding falls between runs), closed straight after.
-pub fn scheduled_input(args: &ScheduleCdrArgs) -> anyhow::Result<CdrToPolicyInput> {
-    let hours = args.every.as_secs().div_ceil(3600) as u32 + 1;
-    let kubernetes = (args.apply || args.kube_context.is_some()).then(|| KubeTarget {
-        context: args.kube_context.clone(),
-        kubeconfig: None,
-    });
-    let input = CdrToPolicyInput {
-        policy_set: args.policy_set.clone(),
-        lookback_hours: hours,
-        start_at: None,
-        end_at: None,
-        filters: Default::default(),
-        tetragon_version: args.tetragon_version,
-        audit_style: args.audit_style.into(),
-        output: OutputSettings {
-            directory: args.output_dir.clone(),
-            kubernetes,
-        },
-        review: ReviewSettings {
-            open_hours: 0,
-            ..Default::default()
-        },
-        sync_every_minutes: None,
-        prune_after_hours: None,
-        carried: None,
-    };
-    // The same checks the workflow makes, before anything is created.
-    let value = serde_json::to_value(&input)?;
-    let _: CdrToPolicyInput = parse(value)?;
-    Ok(input)
-}
-
-/// `qflows schedule cdr`: creates the Temporal Schedule.
-pub async fn schedule_cdr(temporal: &TemporalArgs, args: ScheduleCdrArgs) -> anyhow::Result<()> {
-    let input = scheduled_input(&args)?;
-    let client = temporal::connect(temporal, "qflows-cli").await?;
-    let id = format!("cdr-{}", args.policy_set);
-    let action = ScheduleAction::start_workflow(
-        CdrToPolicy::run,
-        serde_json::to_value(&input)?,
-        args.task_queue.clone(),
-        format!("{id}-scheduled"),
-    );
-    let options = CreateScheduleOptions::builder()
-        .action(action)
-        .spec(ScheduleSpec::from_interval(args.every))
-        .overlap_policy(ScheduleOverlapPolicy::Skip)
-        .trigger_immediately(args.trigger_now)
-        .note("created by qflows schedule cdr")
-        .build();
-    client
-        .create_schedule(id.clone(), options)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot create schedule {id}: {e}"))?;
-    eprintln!(
-        "schedule {id} created: CdrToPolicy every {} s on task queue {}",
-        args.every.as_secs(),
-        args.task_queue
-    );
     Ok(())
 }
