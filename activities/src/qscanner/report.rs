@@ -22,6 +22,62 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The methods of a lenient visitor for the JSON shapes it does not expect: each answers
+/// `$empty` (an array or object is read to its end first), so a field of the wrong shape reads
+/// as absent instead of failing the whole report.
+macro_rules! other_shapes_are {
+    ($out:ty = $empty:expr; $($shape:ident),+) => {
+        $(other_shapes_are!(@ $shape, $out, $empty);)+
+    };
+    (@ unit, $out:ty, $empty:expr) => {
+        fn visit_unit<E: de::Error>(self) -> Result<$out, E> {
+            Ok($empty)
+        }
+    };
+    (@ none, $out:ty, $empty:expr) => {
+        fn visit_none<E: de::Error>(self) -> Result<$out, E> {
+            Ok($empty)
+        }
+    };
+    (@ str, $out:ty, $empty:expr) => {
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<$out, E> {
+            Ok($empty)
+        }
+    };
+    (@ bool, $out:ty, $empty:expr) => {
+        fn visit_bool<E: de::Error>(self, _: bool) -> Result<$out, E> {
+            Ok($empty)
+        }
+    };
+    (@ i64, $out:ty, $empty:expr) => {
+        fn visit_i64<E: de::Error>(self, _: i64) -> Result<$out, E> {
+            Ok($empty)
+        }
+    };
+    (@ u64, $out:ty, $empty:expr) => {
+        fn visit_u64<E: de::Error>(self, _: u64) -> Result<$out, E> {
+            Ok($empty)
+        }
+    };
+    (@ f64, $out:ty, $empty:expr) => {
+        fn visit_f64<E: de::Error>(self, _: f64) -> Result<$out, E> {
+            Ok($empty)
+        }
+    };
+    (@ seq, $out:ty, $empty:expr) => {
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<$out, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok($empty)
+        }
+    };
+    (@ map, $out:ty, $empty:expr) => {
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<$out, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok($empty)
+        }
+    };
+}
+
 /// Output files larger than this are refused. Reports are read as a stream into typed structs
 /// (only the fields used are kept), so memory follows the distinct vulnerabilities, not the file:
 /// `qflows-bench qscanner-report` measured a 100 MB report under the 256 MiB the README gives
@@ -446,31 +502,7 @@ impl<'de> Deserialize<'de> for Results {
                 }
                 Ok(out)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Results, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Results::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Results, E> {
-                Ok(Results::default())
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Results, E> {
-                Ok(Results::default())
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Results, E> {
-                Ok(Results::default())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Results, E> {
-                Ok(Results::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Results, E> {
-                Ok(Results::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Results, E> {
-                Ok(Results::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Results, E> {
-                Ok(Results::default())
-            }
+            other_shapes_are!(Results = Results::default(); map, unit, none, str, bool, i64, u64, f64);
         }
         d.deserialize_any(V)
     }
@@ -820,31 +852,7 @@ impl<'de, T: Deserialize<'de> + Default> Deserialize<'de> for Obj<T> {
             fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Obj<T>, A::Error> {
                 T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Obj)
             }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Obj<T>, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Obj(T::default()))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Obj<T>, E> {
-                Ok(Obj(T::default()))
-            }
-            fn visit_none<E: de::Error>(self) -> Result<Obj<T>, E> {
-                Ok(Obj(T::default()))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Obj<T>, E> {
-                Ok(Obj(T::default()))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Obj<T>, E> {
-                Ok(Obj(T::default()))
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Obj<T>, E> {
-                Ok(Obj(T::default()))
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Obj<T>, E> {
-                Ok(Obj(T::default()))
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Obj<T>, E> {
-                Ok(Obj(T::default()))
-            }
+            other_shapes_are!(Obj<T> = Obj(T::default()); seq, unit, none, str, bool, i64, u64, f64);
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
@@ -883,31 +891,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for LVec<T> {
                     present: true,
                 })
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LVec<T>, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(LVec::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<LVec<T>, E> {
-                Ok(LVec::default())
-            }
-            fn visit_none<E: de::Error>(self) -> Result<LVec<T>, E> {
-                Ok(LVec::default())
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<LVec<T>, E> {
-                Ok(LVec::default())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<LVec<T>, E> {
-                Ok(LVec::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<LVec<T>, E> {
-                Ok(LVec::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<LVec<T>, E> {
-                Ok(LVec::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<LVec<T>, E> {
-                Ok(LVec::default())
-            }
+            other_shapes_are!(LVec<T> = LVec::default(); map, unit, none, str, bool, i64, u64, f64);
         }
         d.deserialize_any(V(std::marker::PhantomData))
     }
@@ -989,28 +973,7 @@ impl<'de> Deserialize<'de> for LStrings {
                     present: true,
                 })
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<LStrings, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(LStrings::default())
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<LStrings, E> {
-                Ok(LStrings::default())
-            }
-            fn visit_none<E: de::Error>(self) -> Result<LStrings, E> {
-                Ok(LStrings::default())
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<LStrings, E> {
-                Ok(LStrings::default())
-            }
-            fn visit_i64<E: de::Error>(self, _: i64) -> Result<LStrings, E> {
-                Ok(LStrings::default())
-            }
-            fn visit_u64<E: de::Error>(self, _: u64) -> Result<LStrings, E> {
-                Ok(LStrings::default())
-            }
-            fn visit_f64<E: de::Error>(self, _: f64) -> Result<LStrings, E> {
-                Ok(LStrings::default())
-            }
+            other_shapes_are!(LStrings = LStrings::default(); map, unit, none, bool, i64, u64, f64);
         }
         d.deserialize_any(V)
     }
@@ -1048,21 +1011,5 @@ impl<'de> Visitor<'de> for Scalar {
     fn visit_f64<E: de::Error>(self, n: f64) -> Result<ScalarValue, E> {
         Ok(ScalarValue::F(n))
     }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<ScalarValue, E> {
-        Ok(ScalarValue::Other)
-    }
-    fn visit_unit<E: de::Error>(self) -> Result<ScalarValue, E> {
-        Ok(ScalarValue::Other)
-    }
-    fn visit_none<E: de::Error>(self) -> Result<ScalarValue, E> {
-        Ok(ScalarValue::Other)
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ScalarValue, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(ScalarValue::Other)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ScalarValue, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(ScalarValue::Other)
-    }
+    other_shapes_are!(ScalarValue = ScalarValue::Other; bool, unit, none, seq, map);
 }

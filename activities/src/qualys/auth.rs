@@ -10,7 +10,7 @@
 
 use super::config::{Family, QualysAuth, Secret};
 use super::error::{QualysError, Redactor};
-use super::http::{throttle_wait, transport_error};
+use super::http::{send, throttle_wait};
 use super::metrics::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
@@ -127,19 +127,8 @@ impl Authenticator {
             ("password", password.expose()),
             ("token", "true"),
         ];
-        let response = self
-            .http
-            .post(self.auth_url.clone())
-            .form(&form)
-            .send()
-            .await
-            .map_err(|e| transport_error(e, ENDPOINT, &self.redactor))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(e, ENDPOINT, &self.redactor))?;
+        let request = self.http.post(self.auth_url.clone()).form(&form);
+        let (status, headers, body) = send(request, ENDPOINT, &self.redactor).await?;
         tracing::debug!(
             method = "POST",
             path = "/auth",

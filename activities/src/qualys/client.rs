@@ -5,7 +5,7 @@
 use super::auth::{Authenticator, Bearer};
 use super::config::{Family, QualysAuth, QualysConfig, Secret};
 use super::error::{self, QualysError, Redactor};
-use super::http::{build_url, throttle_wait, transport_error};
+use super::http::{build_url, send, throttle_wait};
 use super::limiter::{Limiter, RateLimitState, Wait};
 use super::metrics::{ClientMetrics, Metrics};
 use reqwest::Method;
@@ -321,16 +321,7 @@ impl QualysClient {
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(e, endpoint, &inner.redactor))?;
-        let status = response.status().as_u16();
-        let headers = response.headers().clone();
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(e, endpoint, &inner.redactor))?;
+        let (status, headers, body) = send(request, endpoint, &inner.redactor).await?;
         drop(permit);
         let received = Instant::now();
         debug!(
@@ -344,7 +335,7 @@ impl QualysClient {
         Ok(Reply {
             status,
             headers,
-            body: body.to_vec(),
+            body,
             received,
         })
     }

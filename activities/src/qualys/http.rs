@@ -47,6 +47,26 @@ pub(crate) fn build_url(
     Ok(url)
 }
 
+/// Sends `request` and reads the whole answer: its status, headers and body. A failed send or
+/// body read is a [`transport_error`] naming `endpoint`.
+pub(crate) async fn send(
+    request: reqwest::RequestBuilder,
+    endpoint: &str,
+    redactor: &Redactor,
+) -> Result<(u16, HeaderMap, Vec<u8>), QualysError> {
+    let response = request
+        .send()
+        .await
+        .map_err(|e| transport_error(e, endpoint, redactor))?;
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .bytes()
+        .await
+        .map_err(|e| transport_error(e, endpoint, redactor))?;
+    Ok((status, headers, body.to_vec()))
+}
+
 /// The error for a failed send or body read.
 pub(crate) fn transport_error(
     err: reqwest::Error,

@@ -97,6 +97,14 @@ impl QuarantineActivities {
     }
 }
 
+/// Whether any container of the plan's current task definition or revision runs the image
+/// being quarantined (see [`same_image`]).
+fn runs_quarantined_image(plan: &QuarantinePlan, input: &QuarantineInput) -> bool {
+    plan.current_containers
+        .iter()
+        .any(|c| same_image(&c.image, &input.image, &input.digest))
+}
+
 /// Whether a container's `image` is the quarantined one: the same reference (Docker's
 /// canonical form, so `nginx` is `docker.io/library/nginx:latest`), or pinned to `digest`.
 pub fn same_image(image: &str, quarantined: &str, digest: &str) -> bool {
@@ -257,11 +265,7 @@ impl QuarantineActivities {
         let (current, current_containers) = containers(&ecs, &current).await?;
         plan.current = Some(current.clone());
         plan.current_containers = current_containers;
-        if !plan
-            .current_containers
-            .iter()
-            .any(|c| same_image(&c.image, &input.image, &input.digest))
-        {
+        if !runs_quarantined_image(&plan, input) {
             plan.refusal = Some(format!(
                 "{} runs {current}, whose containers do not run {} ({}): nothing to quarantine",
                 t.describe(),
@@ -373,11 +377,7 @@ impl QuarantineActivities {
             ));
             return Ok(plan);
         }
-        if !plan
-            .current_containers
-            .iter()
-            .any(|c| same_image(&c.image, &input.image, &input.digest))
-        {
+        if !runs_quarantined_image(&plan, input) {
             plan.refusal = Some(format!(
                 "revision {id} does not run {} ({}): nothing to quarantine",
                 input.image, input.digest

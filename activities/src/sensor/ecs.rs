@@ -243,6 +243,31 @@ pub async fn rollout_status(
     })
 }
 
+/// Deletes the service, stopping its tasks (`force`: a DAEMON service cannot be scaled to zero
+/// first).
+async fn delete_service(client: &Client, cluster: &str, name: &str) -> Result<(), AwsError> {
+    client
+        .delete_service()
+        .cluster(cluster)
+        .service(name)
+        .force(true)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ecs:DeleteService", e))?;
+    Ok(())
+}
+
+/// Deregisters a task definition revision this run registered.
+async fn deregister(client: &Client, task_definition: &str) -> Result<(), AwsError> {
+    client
+        .deregister_task_definition()
+        .task_definition(task_definition)
+        .send()
+        .await
+        .map_err(|e| AwsError::from_sdk("ecs:DeregisterTaskDefinition", e))?;
+    Ok(())
+}
+
 /// Puts the previous task definition back, or deletes the service this run created.
 pub async fn rollback(client: &Client, deployment: &SensorDeployment) -> Result<String, AwsError> {
     let input = &deployment.input;
@@ -258,14 +283,7 @@ pub async fn rollback(client: &Client, deployment: &SensorDeployment) -> Result<
         }
         (_, true) => {
             if find_service(client, cluster, name).await?.is_some() {
-                client
-                    .delete_service()
-                    .cluster(cluster)
-                    .service(name)
-                    .force(true)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("ecs:DeleteService", e))?;
+                delete_service(client, cluster, name).await?;
             }
             format!("service {name} deleted (it did not exist before)")
         }
@@ -275,12 +293,7 @@ pub async fn rollback(client: &Client, deployment: &SensorDeployment) -> Result<
         ),
     };
     if applied.changed {
-        client
-            .deregister_task_definition()
-            .task_definition(&applied.applied)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecs:DeregisterTaskDefinition", e))?;
+        deregister(client, &applied.applied).await?;
     }
     info!(%cluster, service = %name, %report, "sensor rolled back");
     Ok(report)
@@ -382,25 +395,13 @@ pub async fn rollback_planned(client: &Client, run: &SensorRun) -> RollbackRepor
                 ));
             }
             _ => {
-                client
-                    .delete_service()
-                    .cluster(cluster)
-                    .service(name)
-                    .force(true)
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("ecs:DeleteService", e))?;
+                delete_service(client, cluster, name).await?;
                 report
                     .restored
                     .push(format!("service {name} deleted (it did not exist before)"));
             }
         }
-        client
-            .deregister_task_definition()
-            .task_definition(&current)
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("ecs:DeregisterTaskDefinition", e))?;
+        deregister(client, &current).await?;
         Ok(())
     }
     .await;

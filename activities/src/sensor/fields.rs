@@ -123,32 +123,35 @@ pub fn leaves(fields: &Value) -> BTreeSet<String> {
 /// empty set when it has none). `status` is left out: controllers own it.
 pub fn managed_by(object: &Value, manager: &str) -> Value {
     let mut out = Value::Object(Map::new());
-    for entry in object["metadata"]["managedFields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        if entry["manager"] == manager && entry["operation"] == "Apply" {
+    for (name, entry) in managed_fields(object) {
+        if name == manager && entry["operation"] == "Apply" {
             out = union(&out, &entry["fieldsV1"]);
         }
     }
-    if let Some(m) = out.as_object_mut() {
+    without_status(out)
+}
+
+/// The entries of an object's `metadata.managedFields` that name their manager, with that name.
+fn managed_fields(object: &Value) -> impl Iterator<Item = (&str, &Value)> {
+    object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| Some((entry["manager"].as_str()?, entry)))
+}
+
+/// A `fieldsV1` set without `f:status` (controllers own the status).
+fn without_status(mut fields: Value) -> Value {
+    if let Some(m) = fields.as_object_mut() {
         m.remove("f:status");
     }
-    out
+    fields
 }
 
 /// Managers other than `manager` that own any of `paths` in `object` now, by name.
 pub fn owners_of(object: &Value, manager: &str, paths: &BTreeSet<String>) -> Vec<String> {
     let mut owners = BTreeSet::new();
-    for entry in object["metadata"]["managedFields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let Some(name) = entry["manager"].as_str() else {
-            continue;
-        };
+    for (name, entry) in managed_fields(object) {
         if name == manager {
             continue;
         }
@@ -166,18 +169,8 @@ pub fn owners_of(object: &Value, manager: &str, paths: &BTreeSet<String>) -> Vec
 /// Whether any manager but `manager` owns something of `object` besides its status.
 pub fn touched_by_others(object: &Value, manager: &str) -> Vec<String> {
     let mut others = BTreeSet::new();
-    for entry in object["metadata"]["managedFields"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
-        let Some(name) = entry["manager"].as_str() else {
-            continue;
-        };
-        let mut fields = entry["fieldsV1"].clone();
-        if let Some(m) = fields.as_object_mut() {
-            m.remove("f:status");
-        }
+    for (name, entry) in managed_fields(object) {
+        let fields = without_status(entry["fieldsV1"].clone());
         if name != manager && !leaves(&fields).is_empty() {
             others.insert(name.to_string());
         }

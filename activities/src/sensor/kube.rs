@@ -4,11 +4,10 @@
 
 use super::error::SensorError;
 use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
+use super::resource::{api_for, in_sensor_namespace};
 use crate::kube::{FIELD_MANAGER, KubeError, contained};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use qflows_workflows::cdr::model::KubeTarget;
 use qflows_workflows::sensor::model::{
     DeploySensorInput, RolloutStatus, SensorApplied, SensorDeployment,
@@ -25,38 +24,8 @@ pub async fn client(input: &DeploySensorInput) -> Result<kube::Client, KubeError
     .await
 }
 
-fn api(client: &kube::Client, manifest: &Value) -> Api<DynamicObject> {
-    let (group, version) = match manifest["apiVersion"]
-        .as_str()
-        .unwrap_or("v1")
-        .split_once('/')
-    {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (
-            String::new(),
-            manifest["apiVersion"].as_str().unwrap_or("v1").to_string(),
-        ),
-    };
-    let kind = manifest["kind"].as_str().unwrap_or_default();
-    let plural = match kind {
-        "NetworkPolicy" => "networkpolicies".to_string(),
-        "ResourceQuota" => "resourcequotas".to_string(),
-        other => format!("{}s", other.to_lowercase()),
-    };
-    let ar =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural);
-    match manifest["metadata"]["namespace"].as_str() {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    }
-}
-
 fn daemonsets(client: &kube::Client) -> Api<DynamicObject> {
-    api(
-        client,
-        &json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"namespace": KUBE_NAMESPACE}}),
-    )
+    in_sensor_namespace(client, "apps/v1", "DaemonSet")
 }
 
 /// The parts of a live object that apply compares and roll-back restores (no status, no
@@ -170,7 +139,7 @@ pub async fn apply(
             name: format!("{kind}/{name}"),
             source,
         };
-        let api = api(client, &manifest);
+        let api = api_for(client, &manifest);
         let existing = api.get_opt(&name).await.map_err(|e| err("read", e))?;
         if kind == "DaemonSet" {
             match &existing {

@@ -19,14 +19,13 @@
 use super::error::SensorError;
 use super::fault::fault_point;
 use super::fields::{leaves, managed_by, owners_of, project, touched_by_others, union};
+use super::observation;
 use super::render::{KUBE_NAME, KUBE_NAMESPACE, kube_manifests};
+use super::resource::{api, in_sensor_namespace, resource};
 use crate::kube::{FIELD_MANAGER, KubeError, contained};
 use http_body_util::BodyExt;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch,
-    PatchParams, Preconditions,
-};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, Preconditions};
 use qflows_workflows::sensor::model::{
     DeploySensorInput, ObjectSnapshot, RollbackReport, RolloutObservation, RolloutStatus,
     SensorApplied, SensorRun,
@@ -40,48 +39,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The API group only GKE Autopilot serves.
 const AUTOPILOT_GROUP: &str = "auto.gke.io";
-
-struct Resource {
-    ar: ApiResource,
-    url: String,
-    namespace: Option<String>,
-}
-
-fn resource(manifest: &Value) -> Resource {
-    let api_version = manifest["apiVersion"].as_str().unwrap_or("v1").to_string();
-    let (group, version) = match api_version.split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), api_version.clone()),
-    };
-    let kind = manifest["kind"].as_str().unwrap_or_default();
-    let plural = match kind {
-        "NetworkPolicy" => "networkpolicies".to_string(),
-        "ResourceQuota" => "resourcequotas".to_string(),
-        other => format!("{}s", other.to_lowercase()),
-    };
-    let ar =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, &version, kind), &plural);
-    let namespace = manifest["metadata"]["namespace"]
-        .as_str()
-        .map(str::to_string);
-    let base = if group.is_empty() {
-        format!("/api/{version}")
-    } else {
-        format!("/apis/{group}/{version}")
-    };
-    let url = match &namespace {
-        Some(ns) => format!("{base}/namespaces/{ns}/{plural}"),
-        None => format!("{base}/{plural}"),
-    };
-    Resource { ar, url, namespace }
-}
-
-fn api(client: &kube::Client, r: &Resource) -> Api<DynamicObject> {
-    match &r.namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &r.ar),
-        None => Api::all_with(client.clone(), &r.ar),
-    }
-}
 
 fn kube_err(action: &'static str, name: &str, source: kube::Error) -> KubeError {
     KubeError::Api {
@@ -257,11 +214,7 @@ pub async fn check_credentials(
 
 /// The ControllerRevision the DaemonSet `uid` is at (the highest revision it owns).
 async fn current_revision(client: &kube::Client, uid: &str) -> Result<Option<String>, KubeError> {
-    let ar = ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("apps", "v1", "ControllerRevision"),
-        "controllerrevisions",
-    );
-    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), KUBE_NAMESPACE, &ar);
+    let api = in_sensor_namespace(client, "apps/v1", "ControllerRevision");
     let list = within(
         "list",
         "ControllerRevisions",
@@ -415,29 +368,14 @@ pub async fn apply(client: &kube::Client, run: &SensorRun) -> Result<SensorAppli
 pub async fn observe(client: &kube::Client) -> RolloutObservation {
     match read_rollout(client).await {
         Ok(o) => o,
-        Err(e) if unobservable(&e) => RolloutObservation {
-            status: None,
-            unobservable: Some(e.to_string()),
-            reason: None,
-        },
-        Err(e) => RolloutObservation {
-            status: Some(RolloutStatus {
-                desired: 0,
-                ready: 0,
-                updated: 0,
-                done: false,
-            }),
-            unobservable: None,
-            reason: Some(e.to_string()),
-        },
+        Err(e) => observation::from_error(&e, unobservable(&e)),
     }
 }
 
 async fn read_rollout(client: &kube::Client) -> Result<RolloutObservation, KubeError> {
-    let r = resource(&json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
-        "metadata": {"namespace": KUBE_NAMESPACE}}));
     let what = format!("DaemonSet/{KUBE_NAME}");
-    let ds = within("read", &what, api(client, &r).get(KUBE_NAME)).await?;
+    let daemonsets = in_sensor_namespace(client, "apps/v1", "DaemonSet");
+    let ds = within("read", &what, daemonsets.get(KUBE_NAME)).await?;
     let status = &ds.data["status"];
     let n = |k: &str| status[k].as_i64().unwrap_or(0);
     let (desired, ready, updated, available) = (
@@ -697,12 +635,7 @@ async fn previous_values(
 ) -> Result<Value, SensorError> {
     let mut previous = s.previous.clone();
     if let Some(revision) = &s.revision {
-        let ar = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("apps", "v1", "ControllerRevision"),
-            "controllerrevisions",
-        );
-        let revisions: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), KUBE_NAMESPACE, &ar);
+        let revisions = in_sensor_namespace(client, "apps/v1", "ControllerRevision");
         if let Some(cr) = within("read", revision, revisions.get_opt(revision)).await?
             && let Some(template) = cr.data["data"]["spec"]["template"].as_object()
         {

@@ -10,11 +10,14 @@ mod fault;
 pub mod fields;
 pub mod kube;
 pub mod kube_plan;
+mod observation;
 pub mod render;
+mod resource;
 pub mod verify;
 
 use crate::aws::Aws;
 use crate::failure::IntoFailure;
+use crate::kube::KubeError;
 use crate::qualys::QualysClient;
 use qflows_workflows::FailureType;
 use qflows_workflows::sensor::contracts;
@@ -51,6 +54,23 @@ async fn ecs_client(aws: &Aws, input: &DeploySensorInput) -> aws_sdk_ecs::Client
     aws_sdk_ecs::Client::new(&aws.config(region).await)
 }
 
+/// A client for where the input's sensor runs.
+enum Cluster {
+    Ecs(aws_sdk_ecs::Client),
+    Kube(::kube::Client),
+}
+
+impl SensorActivities {
+    /// Connects to the input's target: ECS in its region (this cannot fail), any other target
+    /// through its kubeconfig and context.
+    async fn connect(&self, input: &DeploySensorInput) -> Result<Cluster, KubeError> {
+        Ok(match input.target {
+            SensorTarget::Ecs => Cluster::Ecs(ecs_client(&self.aws, input).await),
+            _ => Cluster::Kube(kube::client(input).await?),
+        })
+    }
+}
+
 #[activities]
 impl SensorActivities {
     /// Applies the sensor, comparing first.
@@ -60,21 +80,17 @@ impl SensorActivities {
         _ctx: ActivityContext,
         input: DeploySensorInput,
     ) -> Result<SensorApplied, ActivityError> {
-        match input.target {
-            SensorTarget::Ecs => {
-                let client = ecs_client(&self.aws, &input).await;
-                ecs::apply(&client, &input)
-                    .await
-                    .map_err(IntoFailure::into_failure)
-            }
-            _ => {
-                let client = kube::client(&input)
-                    .await
-                    .map_err(IntoFailure::into_failure)?;
-                kube::apply(&client, &input)
-                    .await
-                    .map_err(IntoFailure::into_failure)
-            }
+        match self
+            .connect(&input)
+            .await
+            .map_err(IntoFailure::into_failure)?
+        {
+            Cluster::Ecs(client) => ecs::apply(&client, &input)
+                .await
+                .map_err(IntoFailure::into_failure),
+            Cluster::Kube(client) => kube::apply(&client, &input)
+                .await
+                .map_err(IntoFailure::into_failure),
         }
     }
 
@@ -85,21 +101,14 @@ impl SensorActivities {
         _ctx: ActivityContext,
         deployment: SensorDeployment,
     ) -> Result<RolloutStatus, ActivityError> {
-        match deployment.input.target {
-            SensorTarget::Ecs => {
-                let client = ecs_client(&self.aws, &deployment.input).await;
-                ecs::rollout_status(&client, &deployment)
-                    .await
-                    .map_err(IntoFailure::into_failure)
-            }
-            _ => {
-                let client = kube::client(&deployment.input)
-                    .await
-                    .map_err(IntoFailure::into_failure)?;
-                kube::rollout_status(&client)
-                    .await
-                    .map_err(IntoFailure::into_failure)
-            }
+        let cluster = self.connect(&deployment.input).await;
+        match cluster.map_err(IntoFailure::into_failure)? {
+            Cluster::Ecs(client) => ecs::rollout_status(&client, &deployment)
+                .await
+                .map_err(IntoFailure::into_failure),
+            Cluster::Kube(client) => kube::rollout_status(&client)
+                .await
+                .map_err(IntoFailure::into_failure),
         }
     }
 
@@ -110,21 +119,14 @@ impl SensorActivities {
         _ctx: ActivityContext,
         deployment: SensorDeployment,
     ) -> Result<String, ActivityError> {
-        match deployment.input.target {
-            SensorTarget::Ecs => {
-                let client = ecs_client(&self.aws, &deployment.input).await;
-                ecs::rollback(&client, &deployment)
-                    .await
-                    .map_err(IntoFailure::into_failure)
-            }
-            _ => {
-                let client = kube::client(&deployment.input)
-                    .await
-                    .map_err(IntoFailure::into_failure)?;
-                kube::rollback(&client, &deployment)
-                    .await
-                    .map_err(IntoFailure::into_failure)
-            }
+        let cluster = self.connect(&deployment.input).await;
+        match cluster.map_err(IntoFailure::into_failure)? {
+            Cluster::Ecs(client) => ecs::rollback(&client, &deployment)
+                .await
+                .map_err(IntoFailure::into_failure),
+            Cluster::Kube(client) => kube::rollback(&client, &deployment)
+                .await
+                .map_err(IntoFailure::into_failure),
         }
     }
 
@@ -136,18 +138,15 @@ impl SensorActivities {
         input: DeploySensorInput,
     ) -> Result<SensorPlan, ActivityError> {
         let prepared_at_ms = verify::now_ms();
-        let (objects, ecs, warnings) = match input.target {
-            SensorTarget::Ecs => {
-                let client = ecs_client(&self.aws, &input).await;
+        let cluster = self.connect(&input).await;
+        let (objects, ecs, warnings) = match cluster.map_err(IntoFailure::into_failure)? {
+            Cluster::Ecs(client) => {
                 let snapshot = ecs::snapshot(&client, &input)
                     .await
                     .map_err(IntoFailure::into_failure)?;
                 (Vec::new(), Some(snapshot), Vec::new())
             }
-            _ => {
-                let client = kube::client(&input)
-                    .await
-                    .map_err(IntoFailure::into_failure)?;
+            Cluster::Kube(client) => {
                 let prepared = kube_plan::prepare(&client, &input)
                     .await
                     .map_err(IntoFailure::into_failure)?;
@@ -178,21 +177,17 @@ impl SensorActivities {
         _ctx: ActivityContext,
         run: SensorRun,
     ) -> Result<SensorApplied, ActivityError> {
-        match run.input.target {
-            SensorTarget::Ecs => {
-                let client = ecs_client(&self.aws, &run.input).await;
-                ecs::apply_planned(&client, &run)
-                    .await
-                    .map_err(IntoFailure::into_failure)
-            }
-            _ => {
-                let client = kube::client(&run.input)
-                    .await
-                    .map_err(IntoFailure::into_failure)?;
-                kube_plan::apply(&client, &run)
-                    .await
-                    .map_err(IntoFailure::into_failure)
-            }
+        match self
+            .connect(&run.input)
+            .await
+            .map_err(IntoFailure::into_failure)?
+        {
+            Cluster::Ecs(client) => ecs::apply_planned(&client, &run)
+                .await
+                .map_err(IntoFailure::into_failure),
+            Cluster::Kube(client) => kube_plan::apply(&client, &run)
+                .await
+                .map_err(IntoFailure::into_failure),
         }
     }
 
@@ -203,14 +198,8 @@ impl SensorActivities {
         _ctx: ActivityContext,
         run: SensorRun,
     ) -> Result<RolloutObservation, ActivityError> {
-        let unobservable = |why: String| RolloutObservation {
-            status: None,
-            unobservable: Some(why),
-            reason: None,
-        };
-        Ok(match run.input.target {
-            SensorTarget::Ecs => {
-                let client = ecs_client(&self.aws, &run.input).await;
+        Ok(match self.connect(&run.input).await {
+            Ok(Cluster::Ecs(client)) => {
                 let deployment = SensorDeployment {
                     input: run.input.clone(),
                     applied: SensorApplied {
@@ -235,25 +224,14 @@ impl SensorActivities {
                         unobservable: None,
                         reason: None,
                     },
-                    Err(e) if e.is_retryable() || e.type_name() == FailureType::AwsAccessDenied => {
-                        unobservable(e.to_string())
-                    }
-                    Err(e) => RolloutObservation {
-                        status: Some(RolloutStatus {
-                            desired: 0,
-                            ready: 0,
-                            updated: 0,
-                            done: false,
-                        }),
-                        unobservable: None,
-                        reason: Some(e.to_string()),
-                    },
+                    Err(e) => observation::from_error(
+                        &e,
+                        e.is_retryable() || e.type_name() == FailureType::AwsAccessDenied,
+                    ),
                 }
             }
-            _ => match kube::client(&run.input).await {
-                Ok(client) => kube_plan::observe(&client).await,
-                Err(e) => unobservable(e.to_string()),
-            },
+            Ok(Cluster::Kube(client)) => kube_plan::observe(&client).await,
+            Err(e) => observation::unobservable(&e),
         })
     }
 
@@ -272,9 +250,8 @@ impl SensorActivities {
             detail: String::new(),
         };
         // The nodes (Kubernetes) and how many sensors must have registered.
-        let (nodes, ready) = match run.input.target {
-            SensorTarget::Ecs => {
-                let client = ecs_client(&self.aws, &run.input).await;
+        let (nodes, ready) = match self.connect(&run.input).await {
+            Ok(Cluster::Ecs(client)) => {
                 match ecs::find_service(&client, &run.input.cluster, run.input.service_name()).await
                 {
                     Ok(service) => (
@@ -286,19 +263,14 @@ impl SensorActivities {
                     Err(e) => return Ok(unobservable(e.to_string())),
                 }
             }
-            _ => {
-                let nodes = match kube::client(&run.input).await {
-                    Ok(client) => kube_plan::ready_nodes(&client).await,
-                    Err(e) => Err(e),
-                };
-                match nodes {
-                    Ok(nodes) => {
-                        let n = nodes.len() as u64;
-                        (Some(nodes), n)
-                    }
-                    Err(e) => return Ok(unobservable(e.to_string())),
+            Ok(Cluster::Kube(client)) => match kube_plan::ready_nodes(&client).await {
+                Ok(nodes) => {
+                    let n = nodes.len() as u64;
+                    (Some(nodes), n)
                 }
-            }
+                Err(e) => return Ok(unobservable(e.to_string())),
+            },
+            Err(e) => return Ok(unobservable(e.to_string())),
         };
         let sensors =
             match tokio::time::timeout(std::time::Duration::from_secs(25), self.qualys.sensors())
@@ -318,15 +290,13 @@ impl SensorActivities {
         _ctx: ActivityContext,
         run: SensorRun,
     ) -> Result<RollbackReport, ActivityError> {
-        match run.input.target {
-            SensorTarget::Ecs => {
-                let client = ecs_client(&self.aws, &run.input).await;
-                Ok(ecs::rollback_planned(&client, &run).await)
-            }
-            _ => {
-                let client = kube::client(&run.input)
-                    .await
-                    .map_err(IntoFailure::into_failure)?;
+        match self
+            .connect(&run.input)
+            .await
+            .map_err(IntoFailure::into_failure)?
+        {
+            Cluster::Ecs(client) => Ok(ecs::rollback_planned(&client, &run).await),
+            Cluster::Kube(client) => {
                 let (report, transient) = kube_plan::rollback(&client, &run).await;
                 // An unreachable cluster is worth another attempt (restored objects are left
                 // alone the next time); drift is final.
