@@ -4,16 +4,16 @@
 // `#[activities]` generates undocumented marker constants; everything written here is documented.
 #![allow(missing_docs)]
 
-pub mod ecs;
+pub(crate) mod ecs;
 mod error;
 mod fault;
-pub mod fields;
-pub mod kube;
-pub mod kube_plan;
+mod fields;
+mod kube;
+mod kube_plan;
 mod observation;
 pub mod render;
 mod resource;
-pub mod verify;
+mod verify;
 
 use crate::aws::Aws;
 use crate::failure::IntoFailure;

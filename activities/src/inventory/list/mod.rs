@@ -13,10 +13,10 @@
 //! [`ListError`] and the size limit (`error`), [`ListerSettings`] (`settings`), the `Seen`
 //! container (`seen`) and the page retries (`paging`).
 
-pub mod azure;
-pub mod ecs;
+mod azure;
+mod ecs;
 mod error;
-pub mod kube;
+mod kube;
 mod paging;
 mod seen;
 mod settings;
