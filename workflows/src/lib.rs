@@ -6,14 +6,14 @@
 //!
 //! | Workflow | Module |
 //! |---|---|
-//! | `EnsureRegistry` | [`registry::ensure`] |
-//! | `EnsureAwsConnector` (one per AWS account) | [`registry::ensure`] |
+//! | `EnsureRegistry` | `registry::ensure` |
+//! | `EnsureAwsConnector` (one per AWS account) | `registry::ensure` |
 //! | `ScanOnDeploy` | [`scan::on_deploy`] |
 //! | `ImageScan` (one per digest) | [`scan::image_scan`] |
 //! | `Inventory` (one per scope and firing) | [`inventory`] |
-//! | `ScanAlert` (one per alert of an `ImageScan`) | [`scan::alert`] |
+//! | `ScanAlert` (one per alert of an `ImageScan`) | `scan::alert` |
 //! | `CdrToPolicy` | [`cdr::to_policy`] |
-//! | `DeploySensor` | [`sensor::deploy`] |
+//! | `DeploySensor` | `sensor::deploy` |
 //! | `Quarantine` (one per target and digest) | [`quarantine`] |
 
 /// Declares activity contracts (one or more, each ending in `;`): for each, a marker type naming

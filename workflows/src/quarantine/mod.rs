@@ -30,7 +30,7 @@
 
 pub mod contracts;
 pub mod model;
-pub mod propose;
+pub(crate) mod propose;
 
 use crate::clock::rfc3339;
 use crate::failure::{activity_failed, invalid_input};
