@@ -6,33 +6,36 @@
 //!
 //! | Workflow | Module |
 //! |---|---|
-//! | `EnsureRegistry` | [`registry::ensure`] |
-//! | `EnsureAwsConnector` (one per AWS account) | [`registry::ensure`] |
+//! | `EnsureRegistry` | `registry::ensure` |
+//! | `EnsureAwsConnector` (one per AWS account) | `registry::ensure` |
 //! | `ScanOnDeploy` | [`scan::on_deploy`] |
 //! | `ImageScan` (one per digest) | [`scan::image_scan`] |
 //! | `Inventory` (one per scope and firing) | [`inventory`] |
-//! | `ScanAlert` (one per alert of an `ImageScan`) | [`scan::alert`] |
+//! | `ScanAlert` (one per alert of an `ImageScan`) | `scan::alert` |
 //! | `CdrToPolicy` | [`cdr::to_policy`] |
-//! | `DeploySensor` | [`sensor::deploy`] |
+//! | `DeploySensor` | `sensor::deploy` |
 //! | `Quarantine` (one per target and digest) | [`quarantine`] |
 
-/// Declares one activity contract: a marker type naming the activity (its wire name, stored in
-/// histories) and its input and output types. Each area declares its own in `<area>/contracts.rs`;
-/// the implementing side writes `#[activity(definition = qflows_workflows::<area>::contracts::X)]`
-/// and the compiler checks that its input and output types match.
+/// Declares activity contracts (one or more, each ending in `;`): for each, a marker type naming
+/// the activity (its wire name, stored in histories) and its input and output types. Each area
+/// declares its own in `<area>/contracts.rs`; the implementing side writes
+/// `#[activity(definition = qflows_workflows::<area>::contracts::X)]` and the compiler checks
+/// that its input and output types match.
 macro_rules! activity_contract {
-    ($(#[$doc:meta])* $marker:ident = $name:literal: $input:ty => $output:ty) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, Default)]
-        pub struct $marker;
+    ($($(#[$doc:meta])* $marker:ident = $name:literal: $input:ty => $output:ty);+ $(;)?) => {
+        $(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, Default)]
+            pub struct $marker;
 
-        impl ::temporalio_common::ActivityDefinition for $marker {
-            type Input = $input;
-            type Output = $output;
-            fn name(&self) -> &str {
-                $name
+            impl ::temporalio_common::ActivityDefinition for $marker {
+                type Input = $input;
+                type Output = $output;
+                fn name(&self) -> &str {
+                    $name
+                }
             }
-        }
+        )+
     };
 }
 

@@ -41,3 +41,22 @@ pub fn local(start_to_close_secs: u64, schedule_to_close_secs: u64) -> LocalActi
         .retry_policy(backoff())
         .build()
 }
+
+/// A QScanner run: `start_to_close_secs` per attempt (its own time limit and some slack),
+/// `schedule_to_close_secs` in all, at most three attempts.
+pub fn qscanner_run(start_to_close_secs: u64, schedule_to_close_secs: u64) -> ActivityOptions {
+    ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
+        schedule_to_close: Duration::from_secs(schedule_to_close_secs),
+        start_to_close: Duration::from_secs(start_to_close_secs),
+    })
+    // A crashed worker is noticed within a minute, not at the end of the scan's time limit.
+    .heartbeat_timeout(Duration::from_secs(60))
+    .retry_policy(
+        RetryPolicy::builder()
+            .initial_interval(Duration::from_secs(5))
+            .backoff_coefficient(2.0)
+            .maximum_attempts(3)
+            .build(),
+    )
+    .build()
+}

@@ -6,8 +6,8 @@
 
 use super::model::{InventoryInput, InventorySummary};
 
-activity_contract!(
+activity_contract! {
     /// Lists what runs in a scope, stores the inventory, and tells each running digest's entity
     /// (`running`, signal-with-start). Heartbeats while it works.
-    TakeInventory = "inventory.Take": InventoryInput => InventorySummary
-);
+    TakeInventory = "inventory.Take": InventoryInput => InventorySummary;
+}

@@ -86,13 +86,7 @@ fn validate_aws(account_id: &str, region: &str, role_arn: Option<&str>) -> Resul
             format!("{account_id:?} is not a 12-digit AWS account ID"),
         ));
     }
-    let region_ok = (4..=25).contains(&region.len())
-        && region
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !region.starts_with('-')
-        && !region.ends_with('-');
-    if !region_ok {
+    if !is_lowercase_label(region, 4..=25) {
         return Err(InputError::field(
             "scope.region",
             format!("{region:?} is not an AWS region"),
@@ -110,16 +104,21 @@ fn validate_aws(account_id: &str, region: &str, role_arn: Option<&str>) -> Resul
     Ok(())
 }
 
+/// Whether `name` is `len` lowercase letters, digits or '-', neither starting nor ending with '-'
+/// (an AWS region, a DNS label).
+fn is_lowercase_label(name: &str, len: std::ops::RangeInclusive<usize>) -> bool {
+    len.contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
 /// A Kubernetes scope: a DNS-label cluster name, a kubeconfig context of 1-253 characters when
 /// given.
 fn validate_kubernetes(cluster: &str, context: Option<&str>) -> Result<(), InputError> {
-    let ok = (1..=63).contains(&cluster.len())
-        && cluster
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !cluster.starts_with('-')
-        && !cluster.ends_with('-');
-    if !ok {
+    if !is_lowercase_label(cluster, 1..=63) {
         return Err(InputError::field(
             "scope.cluster",
             format!("{cluster:?} must be 1-63 lowercase letters, digits or '-'"),

@@ -6,21 +6,17 @@
 
 use super::model::{QuarantineApplied, QuarantineChange, QuarantineInput, QuarantinePlan};
 
-activity_contract!(
+activity_contract! {
     /// Reads what a quarantine would change: the ECS service's current and previous task
     /// definitions, or the container app revision and the app's other active revisions; says
     /// why approval could not help, if it could not.
-    InspectQuarantine = "quarantine.Inspect": QuarantineInput => QuarantinePlan
-);
+    InspectQuarantine = "quarantine.Inspect": QuarantineInput => QuarantinePlan;
 
-activity_contract!(
     /// Rolls the ECS service back to the planned previous task definition (only if it still
     /// runs the planned current one), or deactivates the container app revision. Idempotent.
-    QuarantineApply = "quarantine.Apply": QuarantineChange => QuarantineApplied
-);
+    QuarantineApply = "quarantine.Apply": QuarantineChange => QuarantineApplied;
 
-activity_contract!(
     /// Checks the change took (the service and its PRIMARY deployment run the previous task
     /// definition; the revision is inactive); a retryable failure until it does.
-    QuarantineVerify = "quarantine.Verify": QuarantineChange => String
-);
+    QuarantineVerify = "quarantine.Verify": QuarantineChange => String;
+}

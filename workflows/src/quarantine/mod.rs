@@ -30,7 +30,7 @@
 
 pub mod contracts;
 pub mod model;
-pub mod propose;
+pub(crate) mod propose;
 
 use crate::clock::rfc3339;
 use crate::failure::{activity_failed, invalid_input};
@@ -42,7 +42,10 @@ use model::{
 };
 use std::time::{Duration, UNIX_EPOCH};
 use temporalio_macros::{workflow, workflow_methods};
-use temporalio_sdk::{WorkflowContext, WorkflowContextView, WorkflowResult};
+use temporalio_sdk::{
+    ActivityExecutionError, WorkflowContext, WorkflowContextView, WorkflowResult,
+    WorkflowTermination,
+};
 
 type UpdateError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -290,6 +293,19 @@ async fn approved(ctx: &WorkflowContext<Quarantine>, plan: &QuarantinePlan, time
     approved
 }
 
+/// A failed step (`step`, for the failure): the view's reason says `what` failed and why, and the
+/// run fails.
+fn step_failed(
+    ctx: &WorkflowContext<Quarantine>,
+    what: &str,
+    step: &str,
+    e: ActivityExecutionError,
+) -> WorkflowTermination {
+    let reason = crate::failure::root_message(&e);
+    ctx.state_mut(|s| s.view.reason = Some(format!("{what}: {reason}")));
+    activity_failed(step, e)
+}
+
 /// Steps 3 (`quarantine.Apply`) and 4 (`quarantine.Verify`), each recorded; a failure is
 /// recorded as the reason and fails the run.
 async fn apply_and_verify(
@@ -306,9 +322,12 @@ async fn apply_and_verify(
     {
         Ok(applied) => applied,
         Err(e) => {
-            let reason = crate::failure::root_message(&e);
-            ctx.state_mut(|s| s.view.reason = Some(format!("applying failed: {reason}")));
-            return Err(activity_failed("apply the quarantine", e));
+            return Err(step_failed(
+                ctx,
+                "applying failed",
+                "apply the quarantine",
+                e,
+            ));
         }
     };
     ctx.state_mut(|s| s.view.applied = Some(applied));
@@ -322,9 +341,8 @@ async fn apply_and_verify(
     {
         Ok(v) => v,
         Err(e) => {
-            let reason = crate::failure::root_message(&e);
-            ctx.state_mut(|s| s.view.reason = Some(format!("applied, but not verified: {reason}")));
-            return Err(activity_failed("verify the quarantine", e));
+            let why = "applied, but not verified";
+            return Err(step_failed(ctx, why, "verify the quarantine", e));
         }
     };
     ctx.state_mut(|s| {

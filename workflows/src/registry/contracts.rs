@@ -11,44 +11,30 @@ use super::model::{
     RegistryRef, RoleChange, ScanRoleRequest,
 };
 
-activity_contract!(
+activity_contract! {
     /// Applies the worker's defaults (scan role name, IAM propagation wait) to an input.
-    PlanRegistry = "registry.Plan": EnsureRegistryInput => RegistryPlan
-);
+    PlanRegistry = "registry.Plan": EnsureRegistryInput => RegistryPlan;
 
-activity_contract!(
     /// Looks the registry up in Qualys by its URI; `None` when Qualys has none.
-    FindRegistry = "qualys.FindRegistry": String => Option<RegistryRef>
-);
+    FindRegistry = "qualys.FindRegistry": String => Option<RegistryRef>;
 
-activity_contract!(
     /// Reads Qualys' AWS account and external ID (`GET /registry/aws-base`).
-    GetAwsBase = "qualys.GetAwsBase": () => QualysAwsBase
-);
+    GetAwsBase = "qualys.GetAwsBase": () => QualysAwsBase;
 
-activity_contract!(
     /// Creates or updates the IAM role Qualys assumes (trust policy with `sts:ExternalId`).
-    EnsureScanRole = "aws.EnsureScanRole": ScanRoleRequest => RoleChange
-);
+    EnsureScanRole = "aws.EnsureScanRole": ScanRoleRequest => RoleChange;
 
-activity_contract!(
     /// Makes sure Qualys has an AWS connector for the role; true when it created one.
-    EnsureConnector = "qualys.EnsureConnector": ConnectorRequest => bool
-);
+    EnsureConnector = "qualys.EnsureConnector": ConnectorRequest => bool;
 
-activity_contract!(
     /// Creates the ECR registry in Qualys unless it already exists (idempotent).
-    CreateRegistry = "qualys.CreateRegistry": RegistryPlan => RegistryRef
-);
+    CreateRegistry = "qualys.CreateRegistry": RegistryPlan => RegistryRef;
 
-activity_contract!(
     /// Runs (or joins) the account's `EnsureAwsConnector` (workflow ID
     /// `registry-connector-<account>`) and waits for it; true when a connector was created.
-    EnsureConnectorShared = "registry.EnsureConnectorShared": ConnectorRequest => bool
-);
+    EnsureConnectorShared = "registry.EnsureConnectorShared": ConnectorRequest => bool;
 
-activity_contract!(
     /// Runs (or joins) `EnsureRegistry` for an account and region under its canonical workflow ID
     /// (`registry-<account>-<region>`) and returns its result.
-    EnsureRegistryShared = "registry.EnsureShared": EnsureRegistryInput => EnsureRegistryOutput
-);
+    EnsureRegistryShared = "registry.EnsureShared": EnsureRegistryInput => EnsureRegistryOutput;
+}

@@ -95,12 +95,7 @@ fn ecr_action(
     let digest = required(&[detail.key("image-digest")?], check_digest)?;
     let tag = optional(&[detail.key("image-tag")?], check_tag)?;
     let mut request = Builder::new(source, id, Some(account), Some(region));
-    request.push(ImageRef {
-        registry: ecr_host(account, region),
-        repository: repository.to_string(),
-        tag: tag.map(str::to_string),
-        digest: Some(digest.to_string()),
-    });
+    request.push(ecr_image(account, region, repository, tag, digest));
     request.finish(detail)
 }
 
@@ -242,15 +237,9 @@ impl CloudTrailCall<'_> {
         request: &mut Builder,
         source: EventSource,
     ) -> Result<(), InputError> {
-        let (req, resp) = (&self.req, &self.resp);
-        let service = resp.key("service")?;
-        request.req.task_definition = task_definition(
-            &[service.key("taskDefinition")?, req.key("taskDefinition")?],
-            self.account,
-            self.region,
-        )?;
-        let cluster = optional(&[req.key("cluster")?, service.key("clusterArn")?], any)?;
-        request.req.cluster = cluster.map(str::to_string);
+        let req = &self.req;
+        let service = self.resp.key("service")?;
+        self.definition_and_cluster(request, &service)?;
         if source == EventSource::EcsUpdateService && request.req.task_definition.is_none() {
             let name = required(&[req.key("service")?, service.key("serviceArn")?], any)?;
             request.req.service = Some(EcsServiceRef {
@@ -263,14 +252,24 @@ impl CloudTrailCall<'_> {
 
     /// `CreateTaskSet`: the task set's task definition and cluster.
     fn create_task_set(&self, request: &mut Builder) -> Result<(), InputError> {
-        let (req, resp) = (&self.req, &self.resp);
-        let task_set = resp.key("taskSet")?;
+        let task_set = self.resp.key("taskSet")?;
+        self.definition_and_cluster(request, &task_set)
+    }
+
+    /// The task definition and cluster of the service or task set the response describes
+    /// (`created`): its task definition, else the request's; the request's cluster, else its.
+    fn definition_and_cluster(
+        &self,
+        request: &mut Builder,
+        created: &At,
+    ) -> Result<(), InputError> {
+        let req = &self.req;
         request.req.task_definition = task_definition(
-            &[task_set.key("taskDefinition")?, req.key("taskDefinition")?],
+            &[created.key("taskDefinition")?, req.key("taskDefinition")?],
             self.account,
             self.region,
         )?;
-        let cluster = optional(&[req.key("cluster")?, task_set.key("clusterArn")?], any)?;
+        let cluster = optional(&[req.key("cluster")?, created.key("clusterArn")?], any)?;
         request.req.cluster = cluster.map(str::to_string);
         Ok(())
     }
@@ -296,13 +295,24 @@ fn put_image(root: &At, detail: &At, id: Option<&str>) -> Result<Classified, Inp
         check_tag,
     )?;
     let mut request = Builder::new(EventSource::EcrPutImage, id, Some(account), Some(region));
-    request.push(ImageRef {
+    request.push(ecr_image(account, region, repository, tag, digest));
+    request.finish(detail)
+}
+
+/// The image an ECR push names: `<ecr host>/<repository>[:<tag>]@<digest>`.
+fn ecr_image(
+    account: &str,
+    region: &str,
+    repository: &str,
+    tag: Option<&str>,
+    digest: &str,
+) -> ImageRef {
+    ImageRef {
         registry: ecr_host(account, region),
         repository: repository.to_string(),
         tag: tag.map(str::to_string),
         digest: Some(digest.to_string()),
-    });
-    request.finish(detail)
+    }
 }
 
 /// The manual form, `{"images": […], "account"?: …, "region"?: …}`.

@@ -4,10 +4,10 @@
 //!   `distribution/reference` grammar) and recognises ECR, ECR Public, ACR and Docker Hub hosts.
 //! - [`classify`] (here) reads one deploy event and hands it to the reader of its cloud; each
 //!   reader says which images, task definition, service or resource the deployment asks to scan,
-//!   as a [`ScanRequest`] ([`request`]: the types every reader shares).
-//! - [`aws`] reads the raw EventBridge event a user routes to the workflow (ECR pushes, ECS
+//!   as a [`ScanRequest`] (`request`: the types every reader shares).
+//! - `aws` reads the raw EventBridge event a user routes to the workflow (ECR pushes, ECS
 //!   deployments via CloudTrail, ECS task state changes) or the manual `{"images": […]}` form.
-//! - [`azure`] does the same for Azure: ACR pushes and container group, container app and job
+//! - `azure` does the same for Azure: ACR pushes and container group, container app and job
 //!   writes, in the Event Grid or CloudEvents schema.
 //!
 //! Adding a cloud means a new reader module and one more arm in [`classify_with`].
@@ -15,16 +15,16 @@
 //! Everything here is deterministic (no I/O, clocks or randomness; outputs keep event order), so
 //! it can run inside workflow code.
 
-pub mod alert;
-pub mod aws;
-pub mod azure;
+pub(crate) mod alert;
+pub(crate) mod aws;
+pub(crate) mod azure;
 pub mod contracts;
 pub mod image_ref;
 pub mod image_scan;
 pub mod model;
 pub mod on_deploy;
 pub mod profile;
-pub mod request;
+pub(crate) mod request;
 pub mod search;
 
 use crate::input::InputError;
@@ -41,7 +41,7 @@ const SHAPES: &str = "an EventBridge event (an object with `source`, `detail-typ
 
 /// Reads a deploy event and says what it asks to scan.
 ///
-/// Accepts an EventBridge event (see the [`aws`] table; Azure events: [`azure`]) or the manual form
+/// Accepts an EventBridge event (see the `aws` table; Azure events: `azure`) or the manual form
 /// `{"images": ["<ref>", …], "account"?: "<12 digits>", "region"?: "<region>"}`. Unknown or
 /// malformed events are an [`InputError`] naming the offending JSON path.
 pub fn classify(event: &Value) -> Result<Classified, InputError> {

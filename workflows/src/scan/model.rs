@@ -105,6 +105,25 @@ pub struct ImageResult {
     pub profile: Option<String>,
 }
 
+impl ImageResult {
+    /// The result of a scan that did not run or did not finish (`status` is not `Scanned`):
+    /// only why (`reason`), no verdict, summary or report.
+    pub fn unscanned(digest: String, image: String, status: ImageStatus, reason: String) -> Self {
+        ImageResult {
+            profile: None,
+            digest,
+            image,
+            status,
+            verdict: None,
+            summary: None,
+            result_ref: None,
+            reason: Some(reason),
+            backend: None,
+            scanned_at: None,
+        }
+    }
+}
+
 /// An image with its digest, as resolution found it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -309,28 +309,22 @@ fn gather(
                     image: image.image.to_string(),
                     ..result
                 },
-                (None, digest) => ImageResult {
-                    profile: None,
-                    digest: digest.clone().unwrap_or_default(),
-                    image: image.image.to_string(),
-                    status: if digest.is_some() {
+                (None, digest) => ImageResult::unscanned(
+                    digest.clone().unwrap_or_default(),
+                    image.image.to_string(),
+                    if digest.is_some() {
                         ImageStatus::TimedOut
                     } else {
                         ImageStatus::Skipped
                     },
-                    verdict: None,
-                    summary: None,
-                    result_ref: None,
-                    reason: Some(match (&image.skipped, digest) {
+                    match (&image.skipped, digest) {
                         (Some(why), _) => why.clone(),
                         (None, None) => "no digest: not an ECR image, and the QScanner backend \
                                          is not configured"
                             .into(),
                         (None, Some(_)) => "no scan result in time".into(),
-                    }),
-                    backend: None,
-                    scanned_at: None,
-                },
+                    },
+                ),
             };
             if result.status != ImageStatus::Scanned && result.verdict.is_none() {
                 result.verdict = settings.unscanned_verdict;

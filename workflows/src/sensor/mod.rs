@@ -1,6 +1,6 @@
-//! The sensor area: `DeploySensor` ([`deploy`]), the activities it calls ([`contracts`],
+//! The sensor area: `DeploySensor` (`deploy`), the activities it calls ([`contracts`],
 //! implemented in `activities/src/sensor/`), and the data it exchanges ([`model`]).
 
 pub mod contracts;
-pub mod deploy;
+pub(crate) mod deploy;
 pub mod model;

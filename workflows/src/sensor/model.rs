@@ -241,6 +241,19 @@ pub struct DeploySensorOutput {
     pub sensors: u64,
 }
 
+impl DeploySensorOutput {
+    /// A run's result: what it `applied` to the input's target, and the sensors counted.
+    pub fn new(input: DeploySensorInput, applied: SensorApplied, sensors: u64) -> Self {
+        DeploySensorOutput {
+            target: input.target,
+            cluster: input.cluster,
+            changed: applied.changed,
+            applied: applied.applied,
+            sensors,
+        }
+    }
+}
+
 /// The workflow ID of the deployment to one real target: `sensor-ecs-<account>-<region>-<cluster>`
 /// for ECS (two clusters named `default` in two regions or accounts are two targets), and
 /// `sensor-kube-<API server host:port/path>` for Kubernetes (every kube context, target name or

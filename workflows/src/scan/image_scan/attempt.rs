@@ -151,20 +151,15 @@ fn backend(ctx: &WorkflowContext<ImageScan>, settings: &ScanSettings) -> Backend
 
 /// A result that is not a completed scan.
 fn finished(ctx: &WorkflowContext<ImageScan>, status: ImageStatus, reason: &str) -> ImageResult {
-    ctx.state(|s| ImageResult {
-        profile: None,
-        digest: s.input.digest.clone(),
-        image: s
-            .entity
-            .reference()
-            .map_or_else(|| s.input.image.to_string(), ToString::to_string),
-        status,
-        verdict: None,
-        summary: None,
-        result_ref: None,
-        reason: Some(reason.to_string()),
-        backend: None,
-        scanned_at: None,
+    ctx.state(|s| {
+        ImageResult::unscanned(
+            s.input.digest.clone(),
+            s.entity
+                .reference()
+                .map_or_else(|| s.input.image.to_string(), ToString::to_string),
+            status,
+            reason.to_string(),
+        )
     })
 }
 
@@ -521,22 +516,8 @@ async fn qscanner_scan(
         input: image_input(ctx, pinned),
         scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
     };
-    let mut options =
-        ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-            // Time to wait for a free QScanner slot, plus the runs themselves.
-            schedule_to_close: Duration::from_secs(6 * 3600),
-            start_to_close: Duration::from_secs(settings.qscanner_timeout_secs + 120),
-        })
-        // A crashed worker is noticed within a minute, not at the end of the scan's time limit.
-        .heartbeat_timeout(Duration::from_secs(60))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(5))
-                .backoff_coefficient(2.0)
-                .maximum_attempts(3)
-                .build(),
-        )
-        .build();
+    // Time to wait for a free QScanner slot, plus the runs themselves.
+    let mut options = options::qscanner_run(settings.qscanner_timeout_secs + 120, 6 * 3600);
     options.task_queue = settings.qscanner_task_queue.clone().or_else(|| {
         (!urgent)
             .then(|| settings.rescan_task_queue.clone())

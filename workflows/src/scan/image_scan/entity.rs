@@ -29,91 +29,79 @@ pub const MIN_ATTEMPT_SPACING_SECS: u64 = 60;
 
 /// The entity's durable state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+// Every field defaults (`Entity::default()`'s value) when absent: older runs carried fewer.
+#[serde(rename_all = "camelCase", default)]
 pub struct Entity {
     /// References seen for this digest, least recently deployed first.
-    #[serde(default)]
     pub references: Vec<ImageRef>,
     /// Deployments (their `ScanOnDeploy` workflow IDs) waiting for an answer.
-    #[serde(default)]
     pub waiting: Vec<String>,
     /// The first deployment since the last scan: where an alert says the image runs.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub first_deployment: Option<DeployedAt>,
     /// Deployments since the current scan attempt began.
-    #[serde(default)]
     pub deployments: u64,
     /// When the last deployment arrived (seconds since the epoch, workflow time).
-    #[serde(default)]
     pub last_deployed_secs: u64,
     /// The result deployments are answered with: the latest completed scan, or, while there
     /// has been none, the latest failure.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub latest: Option<ImageResult>,
     /// The verdict of the last completed scan (failures never change it), for verdict-change
     /// alerts; read from the results store when the entity first starts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_verdict: Option<Verdict>,
     /// Whether `last_verdict` has been read from the results store.
-    #[serde(default)]
     pub verdict_loaded: bool,
     /// Failed, timed-out or skipped attempts in a row.
-    #[serde(default)]
     pub failures: u32,
     /// Why the current failure streak failed (the last attempt's reason).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
     /// Whether the current failure streak was alerted (one alert per streak).
-    #[serde(default)]
     pub failure_alerted: bool,
     /// While failing: when to try again (seconds since the epoch).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_at_secs: Option<u64>,
     /// Until when the latest completed scan counts as fresh (its TTL).
-    #[serde(default)]
     pub fresh_until_secs: u64,
     /// How long a result stays fresh (from the last settings read).
-    #[serde(default)]
     pub ttl_secs: u64,
     /// When the last attempt ended.
-    #[serde(default)]
     pub last_attempt_secs: u64,
     /// When a registry scan was last submitted (a retry leaves it a scan timeout to finish).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub last_submitted_secs: Option<u64>,
     /// A rescan was asked for (the reason).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rescan: Option<String>,
     /// Qualys' `lastScanned` of the latest registry scan: a rescan waits for a newer one.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub qualys_scanned_ms: Option<u64>,
     /// A scan attempt that was under way when the previous run continued as new.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub in_flight: Option<InFlight>,
     /// When the deploy event that started the entity reached Temporal; only the first scan
     /// reports its event→submitted latency.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub event_accepted_at_ms: Option<u64>,
     /// Scan attempts so far, over every run.
-    #[serde(default)]
     pub attempts: u64,
     /// Runs so far (this one included).
-    #[serde(default)]
     pub runs: u64,
     /// Alerts started so far.
-    #[serde(default)]
     pub alerts: u64,
     /// The settings of the last attempt (used if the worker cannot be asked for them).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub settings: Option<ScanSettings>,
     /// Where inventories last saw the digest running, one entry per scope (at most
     /// [`MAX_RUNNING_SCOPES`]): while one is current the entity stays alive and rescans every
     /// `rescan_running_secs`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub running: Vec<RunningAt>,
     /// Started by an inventory and never deployed since: its scans run on the rescan queue
     /// (a backfill never delays the scans deployments wait for).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub backfill: bool,
 }
 

@@ -71,7 +71,7 @@ pub struct CollectResults {
 impl Entity {
     /// The state of a new entity, or the one the previous run carried.
     ///
-    /// (Here, beside the input it reads, rather than in [`entity`](super::entity): the input
+    /// (Here, beside the input it reads, rather than in `entity`: the input
     /// carries the state, so the state's module does not depend on the input's.)
     pub fn resume(input: &ImageScanInput, now_secs: u64) -> Self {
         let mut entity = match &input.carried {

@@ -30,7 +30,7 @@
 //!
 //! The files: `state.rs` (the workflow's state and the readers of it every part shares),
 //! `attempt.rs` (one scan), `deliver.rs` (answers, alerts, quarantine proposals), `hand_over.rs`
-//! (continue-as-new), [`entity`] (the pure rules), [`input`] (what starts and continues a run).
+//! (continue-as-new), `entity` (the pure rules), [`input`] (what starts and continues a run).
 //!
 //! [`QuarantineInput::workflow_id`]: crate::quarantine::model::QuarantineInput::workflow_id
 
@@ -39,7 +39,7 @@
 
 mod attempt;
 mod deliver;
-pub mod entity;
+pub(crate) mod entity;
 mod hand_over;
 pub mod input;
 mod state;

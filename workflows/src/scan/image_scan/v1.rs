@@ -23,7 +23,6 @@ use crate::scan::model::{
 use crate::scan::on_deploy::ScanOnDeploy;
 use crate::scan::{RegistryKind, search};
 use std::time::Duration;
-use temporalio_common::RetryPolicy;
 use temporalio_sdk::{
     ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, SignalWorkflowOptions,
     WorkflowContext, WorkflowResult,
@@ -211,12 +210,8 @@ async fn registry_scan(
         scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
         created_ms,
     };
-    ctx.execute_activity(
-        CollectScanResults,
-        collect,
-        on(options::retrying(120, 3600), queue),
-    )
-    .await
+    ctx.execute_activity(CollectScanResults, collect, step_on(queue))
+        .await
 }
 
 /// Qualys' scan of the image: the one it has, or one submitted now and polled for. Its Qualys
@@ -236,7 +231,7 @@ async fn until_scanned(
             digest: input.digest.clone(),
             event_accepted_at_ms: input.event_accepted_at_ms,
         };
-        ctx.execute_activity(SubmitScan, submit, on(options::retrying(120, 3600), queue))
+        ctx.execute_activity(SubmitScan, submit, step_on(queue))
             .await?;
         // Durable polling with bounded backoff: each wait is a timer, not a sleeping activity.
         let mut waited = 0;
@@ -266,12 +261,8 @@ async fn find(
     input: &ImageScanInput,
     queue: &Option<String>,
 ) -> Result<QualysImageState, ActivityExecutionError> {
-    ctx.execute_activity(
-        FindQualysImage,
-        input.clone(),
-        on(options::retrying(120, 3600), queue),
-    )
-    .await
+    ctx.execute_activity(FindQualysImage, input.clone(), step_on(queue))
+        .await
 }
 
 /// The ECR Lambda / self-hosted design: QScanner pulls and scans the image itself.
@@ -285,38 +276,24 @@ async fn qscanner_scan(
         input: input.clone(),
         scanned_at: ctx.workflow_time().map(rfc3339).unwrap_or_default(),
     };
-    let options =
-        ActivityOptions::with_close_timeouts(ActivityCloseTimeouts::ScheduleAndStartToClose {
-            schedule_to_close: Duration::from_secs(4 * (settings.qscanner_timeout_secs + 120)),
-            start_to_close: Duration::from_secs(settings.qscanner_timeout_secs + 120),
-        })
-        // A crashed worker is noticed within a minute, not at the end of the scan's time limit.
-        .heartbeat_timeout(Duration::from_secs(60))
-        .retry_policy(
-            RetryPolicy::builder()
-                .initial_interval(Duration::from_secs(5))
-                .backoff_coefficient(2.0)
-                .maximum_attempts(3)
-                .build(),
-        )
-        .build();
+    let run_secs = settings.qscanner_timeout_secs + 120;
+    let options = options::qscanner_run(run_secs, 4 * run_secs);
     ctx.execute_activity(QScanImage, scan, on(options, queue))
         .await
 }
 
 fn finished(input: &ImageScanInput, status: ImageStatus, reason: &str) -> ImageResult {
-    ImageResult {
-        profile: None,
-        digest: input.digest.clone(),
-        image: input.image.to_string(),
+    ImageResult::unscanned(
+        input.digest.clone(),
+        input.image.to_string(),
         status,
-        verdict: None,
-        summary: None,
-        result_ref: None,
-        reason: Some(reason.to_string()),
-        backend: None,
-        scanned_at: None,
-    }
+        reason.to_string(),
+    )
+}
+
+/// A Qualys or results step's options: two minutes per attempt, an hour in all, on `queue`.
+fn step_on(queue: &Option<String>) -> ActivityOptions {
+    on(options::retrying(120, 3600), queue)
 }
 
 /// Runs on `queue` instead of the workflow's own task queue, when given.

@@ -38,11 +38,15 @@ use crate::sensor::contracts::{
     ApplyPlannedSensor, ObserveSensorRollout, PrepareSensor, RollbackPlannedSensor,
     VerifySensorRegistered,
 };
-use crate::sensor::model::{DeploySensorInput, DeploySensorOutput, SensorApplied, SensorRun};
+use crate::sensor::model::{
+    DeploySensorInput, DeploySensorOutput, RolloutObservation, SensorApplied, SensorRun,
+    VerifyObservation,
+};
 use std::time::{Duration, UNIX_EPOCH};
 use temporalio_macros::workflow_methods;
 use temporalio_sdk::{
-    ActivityCloseTimeouts, ActivityOptions, ApplicationFailure, WorkflowContext, WorkflowResult,
+    ActivityCloseTimeouts, ActivityExecutionError, ActivityOptions, ApplicationFailure,
+    WorkflowContext, WorkflowResult,
 };
 
 /// Patch marking runs of this design (every run started by this code).
@@ -126,13 +130,7 @@ async fn run_planned(
         previous: None,
         created: false,
     });
-    Ok(DeploySensorOutput {
-        target: input.target,
-        cluster: input.cluster,
-        changed: applied.changed,
-        applied: applied.applied,
-        sensors,
-    })
+    Ok(DeploySensorOutput::new(input, applied, sensors))
 }
 
 /// Seconds left of a step that began at `start` and may take `bound` seconds.
@@ -191,56 +189,32 @@ async fn wait_for_rollout(
     run: &SensorRun,
     started: u64,
 ) -> WorkflowResult<Option<String>> {
-    let poll = Duration::from_secs(run.input.poll_interval_secs);
     let rollout_bound = run.input.rollout_timeout_secs;
-    let mut problem = None;
-    let mut unobservable;
-    loop {
-        let remaining = left(ctx, started, rollout_bound);
-        let observed = ctx
-            .execute_activity(ObserveSensorRollout, run.clone(), call(remaining, 30))
-            .await;
-        let timed_out = left(ctx, started, rollout_bound) == 0;
-        match observed {
-            Ok(o) => match (o.status, o.unobservable) {
-                (Some(status), _) if status.done => {
-                    unobservable = None;
-                    break;
-                }
-                (Some(status), _) => {
-                    unobservable = None;
-                    if timed_out {
-                        let why = o.reason.map(|r| format!("; {r}")).unwrap_or_default();
-                        problem = Some(format!(
-                            "roll-out did not complete within {rollout_bound} s (desired {}, \
-                             ready {}, updated {}){why}",
-                            status.desired, status.ready, status.updated
-                        ));
-                        break;
-                    }
-                }
-                (None, why) => {
-                    unobservable = Some(why.unwrap_or_else(|| "no answer".into()));
-                }
-            },
-            Err(e) => unobservable = Some(root_message(&e)),
+    let observe = |options| ctx.execute_activity(ObserveSensorRollout, run.clone(), options);
+    let judge = |o: RolloutObservation| match (o.status, o.unobservable) {
+        (Some(status), _) if status.done => Polled::Done(None),
+        (Some(status), _) => {
+            let why = o.reason.map(|r| format!("; {r}")).unwrap_or_default();
+            Polled::NotYet(Some(format!(
+                "roll-out did not complete within {rollout_bound} s (desired {}, ready {}, \
+                 updated {}){why}",
+                status.desired, status.ready, status.updated
+            )))
         }
-        if timed_out {
-            break;
-        }
-        ctx.timer(poll).await;
-    }
-    if let Some(why) = unobservable {
-        return Err(fail(
-            FailureType::SensorUnobservable,
-            format!(
-                "the cluster could not be observed within {rollout_bound} s ({why}); the sensor \
-                 is left as applied, not rolled back: run the deployment again once the cluster \
-                 answers"
-            ),
-        ));
-    }
-    Ok(problem)
+        (None, why) => Polled::Unobservable(why.unwrap_or_else(|| "no answer".into())),
+    };
+    poll_until(ctx, run, started, rollout_bound, observe, judge)
+        .await
+        .map_err(|why| {
+            fail(
+                FailureType::SensorUnobservable,
+                format!(
+                    "the cluster could not be observed within {rollout_bound} s ({why}); the \
+                     sensor is left as applied, not rolled back: run the deployment again once \
+                     the cluster answers"
+                ),
+            )
+        })
 }
 
 /// Step 4: polls Qualys until this run's sensors registered (their number), or
@@ -250,51 +224,67 @@ async fn verify(
     ctx: &WorkflowContext<DeploySensor>,
     run: &SensorRun,
 ) -> WorkflowResult<Result<u64, String>> {
-    let poll = Duration::from_secs(run.input.poll_interval_secs);
     let verify_bound = run.input.verify_timeout_secs;
     let started = now_secs(ctx);
-    let mut outcome = Ok(0);
-    let mut unobservable;
+    let observe = |options| ctx.execute_activity(VerifySensorRegistered, run.clone(), options);
+    let judge = |o: VerifyObservation| match o.unobservable {
+        Some(why) => Polled::Unobservable(why),
+        None if o.matched >= o.needed => Polled::Done(Ok(o.matched)),
+        None => Polled::NotYet(Err(format!(
+            "{} of the {} sensors this run started registered with Qualys within \
+             {verify_bound} s ({})",
+            o.matched, o.needed, o.detail
+        ))),
+    };
+    poll_until(ctx, run, started, verify_bound, observe, judge)
+        .await
+        .map_err(|why| {
+            fail(
+                FailureType::SensorUnobservable,
+                format!(
+                    "Qualys could not be asked within {verify_bound} s whether the sensor \
+                     registered ({why}); the sensor is left as applied, not rolled back"
+                ),
+            )
+        })
+}
+
+/// What one observation of a polled step found.
+enum Polled<T> {
+    /// The step is done: its outcome.
+    Done(T),
+    /// Not yet: the step's outcome if its time is up now.
+    NotYet(T),
+    /// It could not be observed (why).
+    Unobservable(String),
+}
+
+/// Polls (`observe`, an activity given its options) every `pollIntervalSecs` until `judge`
+/// finds the step done or `bound` seconds from `started` have passed: the step's outcome, or
+/// why it could not be observed at the deadline. Each call's deadline is what the step has left.
+async fn poll_until<O, T, F>(
+    ctx: &WorkflowContext<DeploySensor>,
+    run: &SensorRun,
+    started: u64,
+    bound: u64,
+    mut observe: impl FnMut(ActivityOptions) -> F,
+    mut judge: impl FnMut(O) -> Polled<T>,
+) -> Result<T, String>
+where
+    F: Future<Output = Result<O, ActivityExecutionError>>,
+{
+    let poll = Duration::from_secs(run.input.poll_interval_secs);
     loop {
-        let remaining = left(ctx, started, verify_bound);
-        let observed = ctx
-            .execute_activity(VerifySensorRegistered, run.clone(), call(remaining, 30))
-            .await;
-        let timed_out = left(ctx, started, verify_bound) == 0;
-        match observed {
-            Ok(o) if o.unobservable.is_none() => {
-                unobservable = None;
-                if o.matched >= o.needed {
-                    outcome = Ok(o.matched);
-                    break;
-                }
-                if timed_out {
-                    outcome = Err(format!(
-                        "{} of the {} sensors this run started registered with Qualys within \
-                         {verify_bound} s ({})",
-                        o.matched, o.needed, o.detail
-                    ));
-                    break;
-                }
-            }
-            Ok(o) => unobservable = o.unobservable,
-            Err(e) => unobservable = Some(root_message(&e)),
-        }
-        if timed_out {
-            break;
+        let observed = observe(call(left(ctx, started, bound), 30)).await;
+        let timed_out = left(ctx, started, bound) == 0;
+        match observed.map_err(|e| root_message(&e)).map(&mut judge) {
+            Ok(Polled::Done(outcome)) => return Ok(outcome),
+            _ if !timed_out => {}
+            Ok(Polled::NotYet(outcome)) => return Ok(outcome),
+            Ok(Polled::Unobservable(why)) | Err(why) => return Err(why),
         }
         ctx.timer(poll).await;
     }
-    if let Some(why) = unobservable {
-        return Err(fail(
-            FailureType::SensorUnobservable,
-            format!(
-                "Qualys could not be asked within {verify_bound} s whether the sensor \
-                 registered ({why}); the sensor is left as applied, not rolled back"
-            ),
-        ));
-    }
-    Ok(outcome)
 }
 
 /// Step 5 (`sensor.RollbackPlanned`): restores what the run changed and says how that went, as

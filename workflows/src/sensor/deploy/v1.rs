@@ -52,13 +52,7 @@ pub(super) async fn run(
                 .into(),
         );
     }
-    Ok(DeploySensorOutput {
-        target: input.target,
-        cluster: input.cluster,
-        changed: applied.changed,
-        applied: applied.applied,
-        sensors,
-    })
+    Ok(DeploySensorOutput::new(input, applied, sensors))
 }
 
 /// Waits for the roll-out: desired = ready = updated, polled on durable timers. The problem, if
