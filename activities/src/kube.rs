@@ -31,15 +31,6 @@ pub enum KubeError {
 }
 
 impl KubeError {
-    /// An API error for `action` on `name`.
-    pub fn api(action: &'static str, name: impl Into<String>, source: kube::Error) -> Self {
-        KubeError::Api {
-            action,
-            name: name.into(),
-            source,
-        }
-    }
-
     /// Stable failure type name.
     pub fn type_name(&self) -> FailureType {
         match self {
